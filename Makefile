@@ -1,0 +1,62 @@
+# Every target bootstraps uv when it is missing, then runs inside the locked environment.
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+RUN := $(UV) run --frozen
+
+.PHONY: dev test chaos ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report uv sync
+
+uv:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+sync: uv
+	@$(UV) sync --frozen --all-extras --quiet
+
+## make dev: the service on this machine (embedded Postgres/Redis unless METER_*_URL are set)
+dev: sync
+	$(RUN) meter dev
+
+## make ops-deps: promtool + prometheus and docker-compose (Debian packages) for tests/integration/ops
+ops-deps:
+	@command -v promtool >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends prometheus docker-compose; }
+
+## make test: the whole test suite against real Postgres and Redis
+test: sync ops-deps
+	$(RUN) pytest
+
+## make chaos: the chaos suite, long profile (CHAOS_ARGS="--seed N" replays; the short one runs in `make test`)
+chaos: sync
+	$(RUN) python -m tests.chaos.run --long $(CHAOS_ARGS)
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+## make audit: known vulnerabilities in the locked dependencies (pip-audit; see scripts/audit.py)
+audit: sync
+	UV='$(UV)' $(RUN) python scripts/audit.py
+
+format: sync
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+## make bench-ingest: ingest throughput and latency next to a bare aiohttp baseline (needs wrk)
+bench-ingest: sync
+	$(RUN) python benchmarks/ingest.py
+
+## make bench-aggregate: `meter aggregate --once` over 1M pre-loaded events next to an INSERT loop
+bench-aggregate: sync
+	$(RUN) python benchmarks/aggregate.py
+
+## make bench-usage: GET /v1/customers/{id}/usage over 10k customers x 3 meters x a month of buckets
+bench-usage: sync
+	$(RUN) python benchmarks/usage.py
+
+## make bench-report: reporter events/s vs its configured rate limit, against the Stripe emulator
+bench-report: sync
+	$(RUN) python benchmarks/report.py

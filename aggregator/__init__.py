@@ -1,0 +1,1 @@
+"""The aggregator: drains the Redis event streams into Postgres rollups, exactly once."""

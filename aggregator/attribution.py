@@ -1,0 +1,84 @@
+"""Attribution of events to subscription items and billing periods.
+
+The billing module (issue 5) owns customers and subscriptions; the aggregator only needs, for a
+customer and meter, which subscription item bills it during which period. That need is the small
+`Attributor` protocol; until billing exists, `NullAttributor` attributes nothing, so every bucket
+carries a null item and is re-attributed later (see aggregator/reattribute.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+
+from aggregator.windows import Window
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPeriod:
+    """A subscription item that bills `meter` for `customer` during `period`."""
+
+    customer: str
+    meter: str
+    item: str
+    period: Window
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Where an event is billed: an item and the billing period holding the event, or neither."""
+
+    item: str | None = None
+    period: Window | None = None
+
+    def __post_init__(self) -> None:
+        if (self.item is None) != (self.period is None):
+            raise ValueError("an attribution has both an item and a period, or neither")
+
+
+UNATTRIBUTED = Attribution()
+
+PeriodIndex = Mapping[tuple[str, str], Sequence[ItemPeriod]]
+
+
+class Attributor(Protocol):
+    """Looks up billing periods, inside the caller's transaction."""
+
+    async def item_periods(
+        self, conn: asyncpg.Connection, tenant: str, customers: Collection[str]
+    ) -> Sequence[ItemPeriod]:
+        """Every known (item, period) of these customers of `tenant`."""
+        ...
+
+
+class NullAttributor:
+    """No billing data: every event stays unattributed (null item) until re-attribution."""
+
+    async def item_periods(
+        self, conn: asyncpg.Connection, tenant: str, customers: Collection[str]
+    ) -> Sequence[ItemPeriod]:
+        return ()
+
+
+def index_periods(periods: Iterable[ItemPeriod]) -> dict[tuple[str, str], list[ItemPeriod]]:
+    """Group item periods by (customer, meter), latest period first (deterministic order)."""
+    index: dict[tuple[str, str], list[ItemPeriod]] = {}
+    for p in periods:
+        index.setdefault((p.customer, p.meter), []).append(p)
+    for found in index.values():
+        found.sort(key=lambda p: (-p.period.start_ms, p.item))
+    return index
+
+
+def attribute(customer: str, meter: str, ts_ms: int, index: PeriodIndex) -> Attribution:
+    """The item and period an event at `ts_ms` is billed under; unattributed if none covers it.
+
+    Where two items cover the instant (a plan change), the one whose period started last wins.
+    """
+    for p in index.get((customer, meter), ()):
+        if p.period.contains(ts_ms):
+            return Attribution(p.item, p.period)
+    return UNATTRIBUTED

@@ -1,0 +1,98 @@
+"""Writing folded buckets to Postgres: the part the flush and re-attribution share (I/O, thin)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from aggregator import queries
+from aggregator.fold import (
+    BucketKey,
+    Rollup,
+    UniqueCandidate,
+    credit_unique,
+    fold,
+    sorted_buckets,
+    unique_candidates,
+)
+from aggregator.windows import to_datetime, to_ms
+from meter.events import UsageEvent
+
+
+def _ts(ms: int | None) -> object:
+    return None if ms is None else to_datetime(ms)
+
+
+async def unique_meters(conn: asyncpg.Connection) -> dict[tuple[str, str], str]:
+    """(tenant, meter) → counted property, for every unique_count meter."""
+    rows = await conn.fetch(queries.UNIQUE_COUNT_METERS)
+    return {(r["tenant"], r["meter"]): r["unique_property"] for r in rows}
+
+
+async def _insert_unique(
+    conn: asyncpg.Connection, candidates: Sequence[UniqueCandidate]
+) -> list[UniqueCandidate]:
+    """Insert candidate values; return those that were new to their set."""
+    if not candidates:
+        return []
+    rows = await conn.fetch(
+        queries.INSERT_UNIQUE_VALUES,
+        [c.set_key[0] for c in candidates],
+        [c.set_key[1] for c in candidates],
+        [c.set_key[2] for c in candidates],
+        [c.set_key[3] for c in candidates],
+        [_ts(c.set_key[4]) for c in candidates],
+        [c.value for c in candidates],
+        [to_datetime(c.bucket.start_ms) for c in candidates],
+    )
+    by_key = {(c.set_key, c.value): c for c in candidates}
+    new: list[UniqueCandidate] = []
+    for r in rows:
+        period = r["period_start"]
+        set_key = (
+            r["tenant"],
+            r["customer"],
+            r["meter"],
+            r["subscription_item"],
+            None if period is None else to_ms(period),
+        )
+        new.append(by_key[(set_key, r["value"])])
+    return new
+
+
+async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Rollup]) -> None:
+    """Merge bucket states into usage_rollups, in the one global key order."""
+    if not rollups:
+        return
+    rows = sorted_buckets(rollups)
+    await conn.execute(
+        queries.UPSERT_BUCKETS,
+        [k.tenant for k, _ in rows],
+        [k.customer for k, _ in rows],
+        [k.meter for k, _ in rows],
+        [k.item for k, _ in rows],
+        [_ts(k.period_start_ms) for k, _ in rows],
+        [to_datetime(k.start_ms) for k, _ in rows],
+        [to_datetime(k.end_ms) for k, _ in rows],
+        [s.count for _, s in rows],
+        [s.total for _, s in rows],
+        [s.maximum for _, s in rows],
+        [s.last_value for _, s in rows],
+        [to_datetime(s.last_ts_ms) for _, s in rows],
+        [s.last_id for _, s in rows],
+        [s.unique for _, s in rows],
+    )
+
+
+async def apply_fold(
+    conn: asyncpg.Connection,
+    pairs: Sequence[tuple[BucketKey, UsageEvent]],
+    unique_props: dict[tuple[str, str], str],
+) -> dict[BucketKey, Rollup]:
+    """Fold events that are in the raw log for the first time into their buckets (in the
+    caller's transaction): distinct values first, then the bucket upsert. Returns the deltas."""
+    rollups = fold(pairs)
+    credit_unique(rollups, await _insert_unique(conn, unique_candidates(pairs, unique_props)))
+    await upsert_buckets(conn, rollups)
+    return rollups

@@ -1,0 +1,89 @@
+"""Time windows: hours, billing periods, bucket windows and raw-log days. Pure, unit-tested.
+
+All times are unix milliseconds, UTC. A window is half-open: [start_ms, end_ms).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Window:
+    """A half-open time range [start_ms, end_ms)."""
+
+    start_ms: int
+    end_ms: int
+
+    def __post_init__(self) -> None:
+        if self.start_ms >= self.end_ms:
+            raise ValueError(f"empty window [{self.start_ms}, {self.end_ms})")
+
+    def contains(self, ts_ms: int) -> bool:
+        return self.start_ms <= ts_ms < self.end_ms
+
+
+def hour_of(ts_ms: int) -> Window:
+    """The UTC hour containing `ts_ms`."""
+    start = ts_ms - ts_ms % HOUR_MS
+    return Window(start, start + HOUR_MS)
+
+
+def bucket_window(ts_ms: int, period: Window | None) -> Window:
+    """The bucket window of an event: its hour, cut to the billing period containing it.
+
+    An hour holding a period boundary thus yields two buckets, one on each side, and no bucket
+    straddles two invoices. Without a period (not attributed yet) the bucket is the whole hour.
+    """
+    hour = hour_of(ts_ms)
+    if period is None:
+        return hour
+    if not period.contains(ts_ms):
+        raise ValueError(f"event at {ts_ms} lies outside its period {period}")
+    return Window(max(hour.start_ms, period.start_ms), min(hour.end_ms, period.end_ms))
+
+
+def split_hour(hour: Window, periods: list[Window]) -> list[Window]:
+    """The bucket windows an hour is cut into by the given (non-overlapping) periods."""
+    cuts = sorted(
+        {hour.start_ms, hour.end_ms}
+        | {p.start_ms for p in periods if hour.contains(p.start_ms)}
+        | {p.end_ms for p in periods if hour.contains(p.end_ms)}
+    )
+    return [Window(a, b) for a, b in itertools.pairwise(cuts)]
+
+
+def day_of(ts_ms: int) -> dt.date:
+    """The UTC day of `ts_ms`: the raw-log partition the event goes to."""
+    return to_datetime(ts_ms).date()
+
+
+def partition_days(now_ms: int, back_s: float, ahead_days: int) -> list[dt.date]:
+    """Days whose raw partitions should exist: back over the late window, and some ahead."""
+    first = day_of(now_ms - int(back_s * 1000))
+    last = day_of(now_ms + ahead_days * DAY_MS)
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def retention_cutoff(now_ms: int, retention_s: float) -> dt.date:
+    """Raw partitions of days strictly before this one may be dropped."""
+    return day_of(now_ms - int(retention_s * 1000))
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+
+
+def to_datetime(ts_ms: int) -> dt.datetime:
+    """Unix ms → aware UTC datetime (what asyncpg wants for timestamptz). Exact."""
+    return _EPOCH + ts_ms * _MS
+
+
+def to_ms(value: dt.datetime) -> int:
+    """Aware datetime → unix ms (every timestamp meter stores has whole milliseconds)."""
+    return (value - _EPOCH) // _MS

@@ -1,0 +1,167 @@
+"""Ingest benchmark (`make bench-ingest`): `meter serve` next to a bare aiohttp baseline.
+
+Both servers run on this machine in the same run; wrk drives each at 32 connections with single
+events and batches of 100 and 1,000 (unique ids, so every event is really deduplicated and
+appended). Prints requests/s, events/s, p50/p99 and the ratio to the baseline, first with one
+process each, then with `--workers` processes each (default: one per core).
+
+Needs wrk (Debian: `apt-get install wrk`), and Postgres + Redis: METER_DATABASE_URL /
+METER_REDIS_URL when set, else 127.0.0.1:5432 (database `test`) and 127.0.0.1:6379. It makes
+its own database `meter_bench` (anew each run) and Redis key prefix, and removes its Redis keys
+afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+from redis import Redis
+
+from meter import auth
+from meter.embedded import free_port, wait_for_port
+from meter.migrate import migrate
+
+HERE = Path(__file__).resolve().parent
+SIZES = (1, 100, 1000)
+
+
+def database_urls() -> tuple[str, str]:
+    """(admin URL, benchmark database URL)."""
+    admin = os.environ.get("METER_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    bench = urlunsplit(urlsplit(admin)._replace(path="/meter_bench"))
+    return admin, bench
+
+
+async def prepare_database(admin: str, bench: str) -> str:
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute("DROP DATABASE IF EXISTS meter_bench WITH (FORCE)")
+        await conn.execute("CREATE DATABASE meter_bench")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(bench)
+    try:
+        await migrate(conn)
+        return await auth.create_key(conn, name="bench", tenant="bench")
+    finally:
+        await conn.close()
+
+
+def start(cmds: list[list[str]], port: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for cmd in cmds
+    ]
+    wait_for_port(port)
+    time.sleep(1)  # let every process bind and warm up
+    return procs
+
+
+def wrk(port: int, batch: int, key: str, seconds: int, tag: str) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(HERE / "events.lua"),
+            f"http://127.0.0.1:{port}/v1/events", "--", str(batch), key, tag,
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    doc = orjson.loads(line.removeprefix("RESULT "))
+    seconds_run = doc["duration_us"] / 1e6
+    return {
+        "rps": doc["requests"] / seconds_run,
+        "eps": doc["requests"] * batch / seconds_run,
+        "p50_ms": doc["p50_us"] / 1000,
+        "p99_ms": doc["p99_us"] / 1000,
+        "errors": doc["errors"] + doc["non2xx"],
+    }
+
+
+def measure(
+    workers: int, key: str, seconds: int, env: dict[str, str]
+) -> dict[tuple[str, int], dict[str, float]]:
+    """Run every batch size against a baseline and a meter with `workers` processes each."""
+    meter_port, base_port = free_port(), free_port()
+    baseline_cmd = [sys.executable, str(HERE / "baseline.py"), "--port", str(base_port)]
+    meter_cmd = [sys.executable, "-m", "meter", "serve", "--port", str(meter_port)]
+    servers = {
+        "baseline": start([baseline_cmd] * workers, base_port, env),
+        "meter": start([[*meter_cmd, "--workers", str(workers)]], meter_port, env),
+    }
+    ports = {"baseline": base_port, "meter": meter_port}
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    try:
+        for batch in SIZES:
+            for name in ("baseline", "meter"):
+                wrk(ports[name], batch, key, 2, f"warm{uuid.uuid4().hex[:6]}")  # warm-up
+                results[name, batch] = wrk(ports[name], batch, key, seconds, uuid.uuid4().hex[:8])
+                time.sleep(1)
+    finally:
+        for procs in servers.values():
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 1
+    admin, bench = database_urls()
+    key = asyncio.run(prepare_database(admin, bench))
+    redis_url = os.environ.get("METER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "METER_DATABASE_URL": bench,
+        "METER_REDIS_URL": redis_url,
+        "METER_REDIS_PREFIX": prefix,
+        "METER_LOG_LEVEL": "warning",
+        # Nothing drains the streams during a benchmark: let them grow.
+        "METER_STREAM_HIGH_WATER": "100000000",
+    }
+    configs = sorted({1, args.workers})
+    try:
+        runs = {workers: measure(workers, key, args.seconds, env) for workers in configs}
+    finally:
+        redis = Redis.from_url(redis_url)
+        for k in redis.scan_iter(match=f"{prefix}:*", count=5000):
+            redis.delete(k)
+        redis.close()
+
+    print(f"ingest benchmark: wrk -t2 -c32, {args.seconds}s per run, {os.cpu_count()} cores")
+    print(
+        f"{'procs':>5} {'batch':>5} {'server':>8} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'errors':>6} {'vs baseline':>11}"
+    )
+    for workers, results in runs.items():
+        for batch in SIZES:
+            base = results["baseline", batch]
+            for name in ("baseline", "meter"):
+                r = results[name, batch]
+                print(
+                    f"{workers:>5} {batch:>5} {name:>8} {r['rps']:>9.0f} {r['eps']:>10.0f} "
+                    f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6.0f} "
+                    f"{r['rps'] / base['rps']:>10.2f}x"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The aiohttp application: `create_app(settings)` is the only way to build one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import orjson
+from aiohttp import web
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from meter import appkeys
+from meter.auth import KeyCache
+from meter.billing import routes as billing_routes
+from meter.config import Settings
+from meter.connections import redis_client
+from meter.errors import MeteringError, Unavailable
+from meter.health import healthz, metrics_endpoint, readyz
+from meter.ingest.committer import Committer
+from meter.ingest.handlers import post_events
+from meter.ingest.strict import KnownNames
+from meter.ingest.validation import Limits
+from meter.metrics import Metrics
+from meter.openapi import openapi_json
+from meter.ratelimit import RateLimiter
+from meter.redis_keys import Keys
+from meter.usage import routes as usage_routes
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(status: int, type_: str, message: str, param: str | None = None) -> web.Response:
+    doc = {"error": {"type": type_, "message": message, "param": param}}
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as `{"error": {...}}`; a 500 only for our own failures."""
+    try:
+        return await handler(request)
+    except Unavailable as exc:
+        response = error_body(exc.status, exc.type, exc.message)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except MeteringError as exc:
+        return error_body(exc.status, exc.type, exc.message, exc.param)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            message = (
+                f"the body is larger than {request.app[appkeys.SETTINGS].max_body_bytes} bytes"
+            )
+        else:
+            message = exc.reason if exc.text is None else exc.text
+        kind = "invalid_request_error" if exc.status < 500 else "api_error"
+        response = error_body(exc.status, kind, message)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_body(500, "api_error", "internal error; nothing was written")
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
+    assert pool is not None
+    # No client-side retries: a command that timed out may have run, and re-sending it would
+    # answer a first delivery `duplicate`. Failing fast gives the client a 503 instead, and its
+    # retry with the same ids gets the documented answers (`duplicate` for what landed).
+    redis = redis_client(
+        settings.redis_url,
+        socket_timeout=5.0,
+        socket_connect_timeout=2.0,
+        max_connections=64,
+        retry=Retry(NoBackoff(), 0),
+    )
+    committer = Committer(
+        redis,
+        app[appkeys.KEYS],
+        shards=settings.shards,
+        max_events=settings.commit_max_events,
+        high_water=settings.stream_high_water,
+        metrics=app[appkeys.METRICS],
+    )
+    app[appkeys.PG] = pool
+    app[appkeys.REDIS] = redis
+    app[appkeys.KEY_CACHE] = KeyCache(pool, ttl_s=settings.api_key_cache_ttl_s)
+    app[appkeys.COMMITTER] = committer
+    app[appkeys.KNOWN_NAMES] = KnownNames(pool) if settings.strict else None
+    await committer.start()
+    log.info("meter serving", extra={"shards": settings.shards})
+    try:
+        yield
+    finally:
+        await committer.stop()
+        await redis.aclose()
+        await pool.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The ingest service (and, as later parts land, the rest of the HTTP API)."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.METRICS] = Metrics(settings.metrics_dir)
+    app[appkeys.KEYS] = Keys(settings.redis_prefix)
+    app[appkeys.LIMITS] = Limits.from_settings(settings)
+    app[appkeys.RATE_LIMITER] = (
+        RateLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst)
+        if settings.ingest_rate_limit > 0
+        else None
+    )
+    app.cleanup_ctx.append(_resources)
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_json)
+    billing_routes.setup(app)  # after _resources: billing shares its Postgres pool
+    usage_routes.setup(app)
+    return app

@@ -1,0 +1,33 @@
+"""Typed keys of everything the aiohttp app holds; handlers get dependencies only from here."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from meter.auth import KeyCache
+from meter.billing.service import Billing
+from meter.config import Settings
+from meter.connections import RedisClient
+from meter.ingest.committer import Committer
+from meter.ingest.strict import KnownNames
+from meter.ingest.validation import Limits
+from meter.metrics import Metrics
+from meter.ratelimit import RateLimiter
+from meter.redis_keys import Keys
+from meter.usage.store import PlanCache
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+KEYS = web.AppKey("keys", Keys)
+LIMITS = web.AppKey("limits", Limits)
+PG = web.AppKey("pg", asyncpg.Pool)
+REDIS = web.AppKey[RedisClient]("redis")
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
+# Per API key ingest rate limit; None when METER_INGEST_RATE_LIMIT=0.
+RATE_LIMITER = web.AppKey[RateLimiter | None]("rate_limiter")
+COMMITTER = web.AppKey("committer", Committer)
+# Set only under METER_STRICT.
+KNOWN_NAMES = web.AppKey[KnownNames | None]("known_names")
+BILLING = web.AppKey("billing", Billing)
+USAGE_PLANS = web.AppKey("usage_plans", PlanCache)

@@ -1,0 +1,82 @@
+"""Ingest API keys: created once and shown once, stored as sha256, resolved to a tenant.
+
+Lookups are by the key's sha256, so timing reveals at most something about a hash, never about
+the key; the stored hash is then compared in constant time anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from meter import queries
+
+KEY_PREFIX = "mk_live_"
+# Unknown keys are remembered briefly so a flood of bad keys cannot flood Postgres.
+_NEGATIVE_TTL_S = 5.0
+_MAX_NEGATIVE = 10_000
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_key() -> str:
+    """A fresh secret API key: `mk_live_` + 43 url-safe characters (256 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_key(conn: asyncpg.Connection, *, name: str, tenant: str) -> str:
+    """Store a new key for `tenant` and return it; this is the only time it is seen."""
+    key = new_key()
+    await conn.execute(queries.INSERT_API_KEY, tenant, name, hash_key(key), key[:12])
+    return key
+
+
+@dataclass(slots=True)
+class _Entry:
+    tenant: str | None
+    key_hash: bytes
+    expires: float
+
+
+class KeyCache:
+    """Resolves a presented key to its tenant, caching answers for `ttl_s`.
+
+    A revoked key stops working within `ttl_s` on every server.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, ttl_s: float) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._entries: dict[bytes, _Entry] = {}
+
+    async def tenant_for(self, key: str) -> str | None:
+        """The key's tenant, or None when the key is unknown or revoked."""
+        return (await self.resolve(key))[0]
+
+    async def resolve(self, key: str) -> tuple[str | None, bytes]:
+        """The key's tenant (None when unknown or revoked) and its sha256, which identifies
+        the key (per-key rate limits) without keeping the key itself."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is None or entry.expires < now:
+            tenant = await self._pool.fetchval(queries.TENANT_FOR_KEY_HASH, digest)
+            ttl = self._ttl_s if tenant is not None else _NEGATIVE_TTL_S
+            if tenant is None and len(self._entries) >= _MAX_NEGATIVE:
+                self._evict(now)
+            entry = self._entries[digest] = _Entry(tenant, digest, now + ttl)
+        if entry.tenant is None or not hmac.compare_digest(entry.key_hash, digest):
+            return None, digest
+        return entry.tenant, digest
+
+    def _evict(self, now: float) -> None:
+        expired = [d for d, e in self._entries.items() if e.expires < now or e.tenant is None]
+        for digest in expired:
+            del self._entries[digest]

@@ -1,0 +1,4 @@
+"""Billing: Postgres kept in step with Stripe, subscription self-service, entitlements, dunning.
+
+Stripe sits behind `gateway.PaymentGateway`; see DESIGN.md "Billing module".
+"""

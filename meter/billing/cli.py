@@ -1,0 +1,67 @@
+"""`meter sync`: registered into the `meter` command by meter/cli.py via `add_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from meter.billing.metrics import BillingMetrics
+from meter.billing.notify import LogNotifier
+from meter.billing.service import Billing
+from meter.billing.stripe_gateway import StripeGateway
+from meter.billing.sync import ORDER, sync
+from meter.config import Settings
+from meter.errors import ConfigError
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the `sync` command to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "sync",
+        help="backfill customers, products, prices, meters, subscriptions, invoices from Stripe",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=ORDER,
+        help="sync only this kind of object (repeatable; default: all)",
+    )
+    p.set_defaults(func=sync_cmd)
+
+
+async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
+    gateway = StripeGateway.from_settings(settings)
+    if gateway is None:
+        raise ConfigError("meter sync needs STRIPE_API_KEY")
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        billing = Billing(settings, pool, gateway, BillingMetrics(_registry()), LogNotifier())
+        async with billing.connection() as conn:
+            counts, effects = await sync(
+                conn,
+                gateway,
+                settings.billing_default_tenant,
+                kinds=tuple(args.only) if args.only else ORDER,
+            )
+            effects.sweep = True  # usage waiting for any of these customers gets its items
+            await billing.after_commit(conn, effects)
+    finally:
+        await pool.close()
+        await gateway.close()
+    for kind, n in counts.items():
+        print(f"{kind}: {n}")
+    return 0
+
+
+def _registry() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()
+
+
+def sync_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(run_sync(settings, args))

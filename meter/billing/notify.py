@@ -1,0 +1,52 @@
+"""Where dunning notices go: a hook with a default that logs, or an outbound JSON webhook."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+class Notifier(Protocol):
+    async def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Deliver one notice; raising means "not sent" (the step is retried next run)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LogNotifier:
+    """The default: one log line per notice (wire a real sender with METER_BILLING_NOTIFY_URL)."""
+
+    async def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+        log.info("dunning notice", extra={"kind": kind, **payload})
+
+    async def close(self) -> None:
+        return None
+
+
+class WebhookNotifier:
+    """POSTs `{"type": kind, "data": payload}` to a URL; non-2xx is a failure."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+    async def send(self, kind: str, payload: Mapping[str, Any]) -> None:
+        body = orjson.dumps({"type": kind, "data": payload}, default=str)
+        async with self._session.post(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            response.raise_for_status()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def make_notifier(url: str | None) -> Notifier:
+    return WebhookNotifier(url) if url else LogNotifier()

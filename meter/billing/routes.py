@@ -1,0 +1,89 @@
+"""`setup(app)`: the billing module's routes and resources, added to meter's app in one call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+
+from meter import appkeys
+from meter.billing import api
+from meter.billing.jobs import refresh_gauges, run_dunning
+from meter.billing.metrics import BillingMetrics
+from meter.billing.notify import make_notifier
+from meter.billing.service import Billing
+from meter.billing.stripe_gateway import StripeGateway
+from meter.billing.webhook import stripe_webhook
+
+log = logging.getLogger(__name__)
+
+CUSTOMER = "/v1/customers/{id}"
+
+
+def setup(app: web.Application) -> None:
+    """Register the webhook and self-service routes and the billing resources (after the app's
+    own, whose Postgres pool they share)."""
+    app.cleanup_ctx.append(_billing_ctx)
+    r = app.router
+    r.add_post("/stripe/webhook", stripe_webhook)
+    r.add_get(CUSTOMER + "/subscription", api.get_subscription)
+    r.add_post(CUSTOMER + "/checkout-session", api.checkout_session)
+    r.add_post(CUSTOMER + "/portal-session", api.portal_session)
+    r.add_post(CUSTOMER + "/subscription/change-plan", api.change_plan)
+    r.add_post(CUSTOMER + "/subscription/cancel", api.cancel)
+    r.add_post(CUSTOMER + "/subscription/resume", api.resume)
+    r.add_post(CUSTOMER + "/payment-method/setup-intent", api.setup_intent)
+    r.add_get(CUSTOMER + "/entitlements", api.entitlements)
+
+
+async def run_jobs(billing: Billing, now: int | None = None) -> None:
+    """One run of the scheduled billing work; `now` (unix s) is for tests on test clocks."""
+    s = billing.settings
+    at = int(time.time()) if now is None else now
+    async with billing.connection() as conn:
+        await run_dunning(
+            conn,
+            billing.notifier,
+            billing.metrics,
+            schedule=s.billing_dunning_schedule,
+            grace_s=s.billing_grace_period_s,
+            now=at,
+        )
+        await refresh_gauges(conn, billing.metrics, at)
+
+
+async def _job(billing: Billing) -> None:
+    try:
+        await run_jobs(billing)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        log.exception("billing jobs failed; next run retries")
+
+
+async def _billing_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[appkeys.SETTINGS]
+    billing = Billing(
+        settings=settings,
+        pool=app[appkeys.PG],
+        gateway_or_none=StripeGateway.from_settings(settings),
+        metrics=BillingMetrics(app[appkeys.METRICS].registry),
+        notifier=make_notifier(settings.billing_notify_url),
+    )
+    app[appkeys.BILLING] = billing
+    scheduler: AsyncIOScheduler | None = None
+    if settings.billing_job_interval_s > 0:
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        scheduler.add_job(_job, "interval", seconds=settings.billing_job_interval_s, args=[billing])
+        scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        await billing.notifier.close()
+        if billing.gateway_or_none is not None:
+            await billing.gateway_or_none.close()

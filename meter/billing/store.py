@@ -1,0 +1,241 @@
+"""Writing Stripe objects into Postgres, order-safely, inside the caller's transaction.
+
+Each `apply_*` locks the stored row, decides with `rules.order_decision` whether the incoming copy
+is newer, and on a tie asks `refetch` for Stripe's current object. Webhooks and `meter sync` both
+write through here, so the two can run at once without either undoing the other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from meter.billing import convert, queries
+from meter.billing.gateway import Obj
+from meter.billing.rules import Order, is_churn, order_decision
+
+# (kind, id) → Stripe's current object, or None if it is gone.
+Refetch = Callable[[str, str], Awaitable[Obj | None]]
+
+
+@dataclass
+class Effects:
+    """What a write changed that matters after commit (re-attribution, metrics)."""
+
+    # (tenant, customer key) whose unattributed usage may now have an item.
+    reattribute: set[tuple[str, str]] = field(default_factory=set)
+    # A meter changed: any customer's usage may now be attributable.
+    sweep: bool = False
+    churned: int = 0
+    payments: list[str] = field(default_factory=list)
+    stale: bool = False
+
+    def merge(self, other: Effects) -> None:
+        self.reattribute |= other.reattribute
+        self.sweep = self.sweep or other.sweep
+        self.churned += other.churned
+        self.payments += other.payments
+        self.stale = self.stale or other.stale
+
+
+async def _current(
+    conn: asyncpg.Connection,
+    lock_sql: str,
+    kind: str,
+    obj: Obj,
+    created: int,
+    refetch: Refetch,
+) -> tuple[Obj | None, bool]:
+    """The object to store (None: it is gone in Stripe) and whether anything is to be done."""
+    stored = await conn.fetchval(lock_sql, obj["id"])
+    decision = order_decision(stored, created)
+    if decision is Order.SKIP:
+        return None, False
+    if decision is Order.REFETCH:
+        return await refetch(kind, obj["id"]), True
+    return obj, True
+
+
+async def _customer_keys(conn: asyncpg.Connection, stripe_id: str) -> set[tuple[str, str]]:
+    row = await conn.fetchrow(queries.CUSTOMER_KEYS, stripe_id)
+    if row is None:
+        return set()
+    return {(row["tenant"], row["external_id"]), (row["tenant"], row["stripe_id"])}
+
+
+async def apply_customer(
+    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch, default_tenant: str
+) -> Effects:
+    stored = await conn.fetchrow(queries.CUSTOMER_CREATED_FOR_UPDATE, obj["id"])
+    decision = order_decision(None if stored is None else stored["event_created"], created)
+    if decision is Order.SKIP:
+        return Effects(stale=True)
+    current: Obj | None = obj
+    if decision is Order.REFETCH:
+        current = await refetch("customer", obj["id"])
+    if current is None or current.get("deleted"):
+        await conn.execute(queries.ENSURE_CUSTOMER, obj["id"], default_tenant)
+        await conn.execute(queries.MARK_CUSTOMER_DELETED, obj["id"], created)
+        return Effects()
+    external, tenant = convert.customer_link(current)
+    tenant_now = tenant or (stored["tenant"] if stored else default_tenant)
+    if external is not None:
+        owner = await conn.fetchval(queries.EXTERNAL_ID_OWNER, tenant_now, external)
+        if owner is not None and owner != obj["id"]:
+            # Two Stripe customers claim one of our ids: keep the first link, never fail the
+            # webhook over it (Stripe would retry forever).
+            external = None
+    await conn.execute(
+        queries.UPSERT_CUSTOMER,
+        *convert.customer_row(current),
+        tenant,
+        external,
+        default_tenant,
+        created,
+    )
+    return Effects(reattribute=await _customer_keys(conn, obj["id"]))
+
+
+async def link_customer(
+    conn: asyncpg.Connection, stripe_id: str, tenant: str, external_id: str
+) -> Effects:
+    """Tie a Stripe customer to our id (checkout's client_reference_id)."""
+    owner = await conn.fetchval(queries.EXTERNAL_ID_OWNER, tenant, external_id)
+    if owner is None or owner == stripe_id:
+        await conn.execute(queries.LINK_CUSTOMER, stripe_id, tenant, external_id)
+    return Effects(reattribute=await _customer_keys(conn, stripe_id))
+
+
+async def apply_product(
+    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch
+) -> Effects:
+    current, todo = await _current(conn, queries.PRODUCT_CREATED, "product", obj, created, refetch)
+    if not todo:
+        return Effects(stale=True)
+    row = convert.product_row(current or {**obj, "deleted": True})
+    await conn.execute(queries.UPSERT_PRODUCT, *row, created)
+    return Effects()
+
+
+async def apply_price(
+    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch
+) -> Effects:
+    current, todo = await _current(conn, queries.PRICE_CREATED, "price", obj, created, refetch)
+    if not todo:
+        return Effects(stale=True)
+    row = convert.price_row(current or {**obj, "active": False})
+    await conn.execute(queries.UPSERT_PRICE, *row, created)
+    return Effects()
+
+
+async def apply_meter(
+    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch, default_tenant: str
+) -> Effects:
+    current, todo = await _current(
+        conn, queries.METER_CREATED, "billing.meter", obj, created, refetch
+    )
+    if not todo or current is None:
+        return Effects(stale=True)
+    row = convert.meter_row(current)
+    await conn.execute(queries.UPSERT_METER, *row, created)
+    formula = row[3] if row[3] in ("sum", "count", "last") else "sum"
+    await conn.execute(queries.UPSERT_METER_DEFINITION, default_tenant, row[1], formula)
+    return Effects(sweep=True)
+
+
+async def apply_subscription(
+    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch, default_tenant: str
+) -> Effects:
+    stored = await conn.fetchrow(queries.SUBSCRIPTION_FOR_UPDATE, obj["id"])
+    decision = order_decision(None if stored is None else stored["event_created"], created)
+    if decision is Order.SKIP:
+        return Effects(stale=True)
+    current: Obj | None = obj
+    if decision is Order.REFETCH:
+        current = await refetch("subscription", obj["id"])
+    if current is None:
+        return Effects(stale=True)
+    return await _write_subscription(conn, current, created, stored, default_tenant)
+
+
+async def apply_subscription_answer(
+    conn: asyncpg.Connection, obj: Obj, version: int, refetch: Refetch, default_tenant: str
+) -> Effects:
+    """Store the subscription Stripe answered a change of ours with. `version` is the
+    `event_created` we read before calling Stripe. The answer is newer than every event
+    created up to that version; if a webhook landed meanwhile (the stored version moved), its
+    order relative to our answer is unknown, so Stripe's current copy is stored instead — under
+    the row lock, so no other writer interleaves. Either way the row keeps the newest event
+    version: an event of the same second still refetches, a newer one still applies."""
+    stored = await conn.fetchrow(queries.SUBSCRIPTION_FOR_UPDATE, obj["id"])
+    at = version if stored is None else max(version, stored["event_created"])
+    current: Obj | None = obj
+    if stored is not None and stored["event_created"] > version:
+        current = await refetch("subscription", obj["id"])
+    if current is None:
+        return Effects(stale=True)
+    return await _write_subscription(conn, current, at, stored, default_tenant)
+
+
+async def _write_subscription(
+    conn: asyncpg.Connection,
+    current: Obj,
+    created: int,
+    stored: asyncpg.Record | None,
+    default_tenant: str,
+) -> Effects:
+    customer = convert.ref(current["customer"])
+    assert customer is not None
+    # The customer row may not have arrived yet; attribution joins through it.
+    await conn.execute(queries.ENSURE_CUSTOMER, customer, default_tenant)
+    for item in (current.get("items") or {}).get("data") or []:
+        price = item.get("price")
+        if isinstance(price, dict):
+            await conn.execute(queries.INSERT_PRICE_IF_MISSING, *convert.price_row(price), 0)
+    await conn.execute(queries.UPSERT_SUBSCRIPTION, *convert.subscription_row(current), created)
+    await _apply_items(conn, current, created)
+    old_status = None if stored is None else stored["status"]
+    effects = Effects(reattribute=await _customer_keys(conn, customer))
+    if is_churn(old_status, current["status"]):
+        effects.churned = 1
+    return effects
+
+
+async def _apply_items(conn: asyncpg.Connection, sub: Obj, created: int) -> None:
+    rows = convert.item_rows(sub)
+    for row in rows:
+        await conn.execute(queries.UPSERT_ITEM, *row)
+        item, meter, start, end = row[0], row[5], row[6], row[7]
+        if start < end:
+            await conn.execute(queries.UPSERT_ITEM_PERIOD, item, start, end, meter)
+    at = convert.ts(created)
+    removed = [
+        r["id"] for r in await conn.fetch(queries.REMOVE_ITEMS, sub["id"], [r[0] for r in rows], at)
+    ]
+    if removed:
+        await _end_periods(conn, removed, at)
+    ended = convert.ts(sub.get("ended_at"))
+    if sub["status"] in ("canceled", "incomplete_expired") and ended is not None:
+        items = [r["id"] for r in await conn.fetch(queries.ITEMS_OF, sub["id"])]
+        await _end_periods(conn, items, ended)
+
+
+async def _end_periods(conn: asyncpg.Connection, items: list[str], at: dt.datetime | None) -> None:
+    """Usage after `at` is no longer billed under these items."""
+    if at is None:
+        return
+    await conn.execute(queries.DROP_PERIODS_AFTER, items, at)
+    await conn.execute(queries.CUT_PERIODS_AT, items, at)
+
+
+async def apply_invoice(
+    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch
+) -> Effects:
+    current, todo = await _current(conn, queries.INVOICE_CREATED, "invoice", obj, created, refetch)
+    if not todo or current is None:
+        return Effects(stale=True)
+    await conn.execute(queries.UPSERT_INVOICE, *convert.invoice_row(current), created)
+    return Effects()

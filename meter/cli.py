@@ -1,0 +1,157 @@
+"""The `meter` command: one entry point per process (see `meter --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import asyncpg
+
+from meter import logs
+from meter.config import Settings
+from meter.errors import MeteringError
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    from meter.serving import run_server, run_workers
+
+    host, port = args.host or settings.host, args.port or settings.port
+    workers = args.workers or settings.workers
+    if workers > 1:
+        return run_workers(settings, host, port, workers)
+    run_server(settings, host, port)
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from meter.migrate import migrate
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        done = await migrate(conn)
+    finally:
+        await conn.close()
+    print(
+        f"applied {len(done)} migration(s)" + "".join(f"\n  {m.version:04d}_{m.name}" for m in done)
+    )
+    return 0
+
+
+def migrate_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    return _run(_migrate(settings))
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from meter import auth, queries
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.keys_command == "create":
+            key = await auth.create_key(conn, name=args.name, tenant=args.tenant)
+            print(key)
+            print(
+                f"# API key {args.name!r} for tenant {args.tenant!r}; shown only this once",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "list":
+            for row in await conn.fetch(queries.LIST_API_KEYS):
+                state = "revoked" if row["revoked_at"] else "active"
+                print(f"{row['id']}\t{row['tenant']}\t{row['name']}\t{row['key_prefix']}…\t{state}")
+        else:
+            status = await conn.execute(queries.REVOKE_API_KEY, args.id)
+            if status.endswith(" 0"):
+                print(f"no active key with id {args.id}", file=sys.stderr)
+                return 1
+    finally:
+        await conn.close()
+    return 0
+
+
+def keys_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    return _run(_keys(settings, args))
+
+
+def dev_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    from meter.dev import run_dev
+
+    return run_dev(settings, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meter", description="Usage metering and billing on Redis, Postgres and Stripe."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP API (ingest, health, metrics)")
+    p.add_argument("--host", help="listen address (default METER_HOST)")
+    p.add_argument("--port", type=int, help="listen port (default METER_PORT)")
+    p.add_argument(
+        "--workers", type=int, help="processes sharing the port, one per core (METER_WORKERS)"
+    )
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("migrate", help="apply pending database migrations")
+    p.set_defaults(func=migrate_cmd)
+
+    p = sub.add_parser("keys", help="manage ingest API keys")
+    keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    k = keys_sub.add_parser("create", help="create a key; prints it once")
+    k.add_argument("name")
+    k.add_argument("--tenant", default="default", help="tenant the key belongs to")
+    keys_sub.add_parser("list", help="list keys (never the secrets)")
+    k = keys_sub.add_parser("revoke", help="revoke a key by id")
+    k.add_argument("id", type=int)
+    p.set_defaults(func=keys_cmd)
+
+    from aggregator.cli import add_parser as add_aggregate
+
+    add_aggregate(sub)
+
+    from meter.billing.cli import add_parser as add_sync
+    from meter.stripe_emulator.cli import add_parser as add_stripe_emulator
+
+    add_sync(sub)
+
+    from reporter.cli import add_parser as add_report
+
+    add_report(sub)
+
+    add_stripe_emulator(sub)
+
+    p = sub.add_parser(
+        "dev", help="everything locally: embedded Postgres + Redis, migrations, the API"
+    )
+    p.add_argument("--port", type=int, help="API port (default METER_PORT)")
+    p.set_defaults(func=dev_cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return dispatch(build_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed command with settings and logs set up; errors become exit codes."""
+    try:
+        settings = Settings.from_env()
+        logs.setup(settings.log_level)
+        func: Callable[[Settings, argparse.Namespace], int] = args.func
+        return func(settings, args)
+    except MeteringError as exc:
+        print(f"meter: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

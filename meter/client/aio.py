@@ -1,0 +1,309 @@
+"""`MeterClient`: buffers usage events and delivers them in batches, with retries.
+
+Policies (README, "Python client"):
+- Batches go when `max_batch` events are buffered, when the oldest has waited `flush_interval`,
+  on `flush()` and on `aclose()`; one request is in flight at a time, so events are sent in the
+  order they were recorded.
+- Retries (429, 5xx, network errors, timeouts) resend the same bytes with the same ids, after
+  exponential backoff with jitter and at least the server's Retry-After; a resend of something
+  already committed is answered `duplicate` and counted once.
+- Nothing is ever raised from the background: a batch refused as a whole (400/401/413: never
+  retried) or still failing after `retry.max_attempts` is dropped and handed to `on_error` as a
+  `BatchFailed` with its events; an event answered `rejected` goes to `on_rejected`. Both
+  default to a log line.
+- Memory is bounded: at most `max_buffered` events are held, sent or not. When the buffer is
+  full, `record` waits for space (backpressure) — space frees as batches are delivered or given
+  up, so a long outage slows producers down instead of losing events or memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from meter.client.batching import (
+    Timestamp,
+    batch_body,
+    batch_take,
+    encode_event,
+    new_event_id,
+    next_send_in,
+    wire_timestamp,
+)
+from meter.client.results import BatchFailed, ClientClosed, ClientStats, RejectedEvent
+from meter.client.retry import RetryPolicy
+from meter.client.transport import Attempt, post_batch
+
+log = logging.getLogger("meter.client")
+
+MAX_BATCH = 1000  # the API's per-request maximum
+
+
+def log_rejected(event: RejectedEvent) -> None:
+    log.warning("meter rejected an event", extra={"id": event.id, "reason": event.reason})
+
+
+def log_failed(error: BatchFailed) -> None:
+    log.error(
+        "meter batch dropped",
+        extra={"events": len(error.events), "status": error.status, "error": error.message},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    seq: int
+    body: bytes
+    recorded_at: float  # loop time
+
+
+class MeterClient:
+    """Async client for `POST /v1/events`; use as `async with MeterClient(url, key) as meter`."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_batch_bytes: int = 1_000_000,
+        flush_interval: float = 1.0,
+        max_buffered: int = 100_000,
+        retry: RetryPolicy | None = None,
+        request_timeout: float = 10.0,
+        on_rejected: Callable[[RejectedEvent], None] = log_rejected,
+        on_error: Callable[[BatchFailed], None] = log_failed,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if not 1 <= max_batch <= MAX_BATCH:
+            raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
+        if max_buffered < max_batch:
+            raise ValueError("max_buffered must be at least max_batch")
+        self._url = url.rstrip("/") + "/v1/events"
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+        }
+        self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
+        self._interval = flush_interval
+        self._max_buffered = max_buffered
+        self._retry = retry or RetryPolicy()
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._on_rejected = on_rejected
+        self._on_error = on_error
+        self._session = session
+        self._own_session = session is None
+        self.stats = ClientStats()
+
+        self._buffer: deque[_Pending] = deque()
+        self._in_flight = 0
+        self._seq = 0  # the last sequence number handed out
+        self._done_seq = 0  # every event up to this one is delivered or given up
+        self._flush_seq = 0  # events up to this one go without waiting for the interval
+        self._changed = asyncio.Condition()
+        self._wakeup = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+
+    async def __aenter__(self) -> MeterClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def buffered(self) -> int:
+        """Events held: waiting in the buffer or in the request in flight."""
+        return len(self._buffer) + self._in_flight
+
+    async def record(
+        self,
+        customer: str,
+        meter: str,
+        value: int | float = 1,
+        *,
+        id: str | None = None,
+        timestamp: Timestamp | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Buffer one usage event; returns its id (generated when not given).
+
+        Pass your own `id` when the usage has a natural key (a request id, a job id): then even
+        a crash-and-replay of your own code is counted once. Waits while the buffer is full.
+        """
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        event_id = new_event_id() if id is None else id
+        body = encode_event(
+            event_id, customer, meter, value, wire_timestamp(timestamp, time.time()), properties
+        )
+        if self.buffered >= self._max_buffered:
+            async with self._changed:
+                await self._changed.wait_for(
+                    lambda: self._closing or self.buffered < self._max_buffered
+                )
+            if self._closing:
+                raise ClientClosed("the client closed while record() waited for buffer space")
+        self._seq += 1
+        self._buffer.append(_Pending(self._seq, body, asyncio.get_running_loop().time()))
+        if len(self._buffer) in (1, self._max_batch):
+            self._wakeup.set()  # the sender's decision changes only at these sizes
+        self._ensure_sender()
+        return event_id
+
+    async def flush(self) -> None:
+        """Return once every event recorded before the call is delivered or reported failed."""
+        target = self._seq
+        if self._done_seq >= target:
+            return
+        self._flush_seq = max(self._flush_seq, target)
+        self._ensure_sender()
+        self._wakeup.set()
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._done_seq >= target)
+
+    async def aclose(self) -> None:
+        """Flush everything, then release the connection pool. Idempotent."""
+        if self._closed:
+            return
+        self._closing = True
+        async with self._changed:
+            self._changed.notify_all()  # record() calls waiting for space give up
+        await self.flush()
+        if self._sender is not None:
+            self._wakeup.set()
+            await self._sender
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._closed = True
+
+    def _ensure_sender(self) -> None:
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wakeup.clear()
+            head = self._buffer[0] if self._buffer else None
+            wait = next_send_in(
+                len(self._buffer),
+                0.0 if head is None else loop.time() - head.recorded_at,
+                max_batch=self._max_batch,
+                interval=self._interval,
+                flushing=head is not None and (self._closing or head.seq <= self._flush_seq),
+            )
+            if wait is None and self._closing:
+                return
+            if wait != 0.0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wakeup.wait()
+                continue
+            head_sizes = [len(p.body) for p in itertools.islice(self._buffer, self._max_batch)]
+            count = batch_take(head_sizes, self._max_batch, self._max_batch_bytes)
+            batch = [self._buffer.popleft() for _ in range(count)]
+            self._in_flight = count
+            try:
+                await self._send(batch)
+            except Exception as exc:  # a bug must not stop delivery of everything after it
+                log.exception("meter client: unexpected error sending a batch")
+                self._fail(batch, f"unexpected error: {exc!r}", None, None, False, 0)
+            async with self._changed:
+                self._in_flight = 0
+                self._done_seq = batch[-1].seq
+                self._changed.notify_all()
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers={"User-Agent": "meter-client"})
+        body = batch_body([p.body for p in batch])
+        self.stats.batches += 1
+        attempt = 0
+        while True:
+            result = await post_batch(self._session, self._url, body, self._headers, self._timeout)
+            key = "error" if result.status is None else str(result.status)
+            self.stats.statuses[key] = self.stats.statuses.get(key, 0) + 1
+            attempt += 1
+            if result.status == 200:
+                self._delivered(batch, result)
+                return
+            if not result.retryable or attempt >= self._retry.max_attempts:
+                self._fail(
+                    batch,
+                    result.describe(),
+                    result.status,
+                    result.error_type,
+                    result.retryable,
+                    attempt,
+                )
+                return
+            self.stats.retries += 1
+            # The same `body` goes again: same ids, so whatever was committed is a duplicate.
+            await asyncio.sleep(self._retry.delay(attempt - 1, result.retry_after, random.random()))
+
+    def _delivered(self, batch: list[_Pending], result: Attempt) -> None:
+        doc = result.doc if isinstance(result.doc, dict) else {}
+        items = doc.get("results")
+        if not isinstance(items, list) or len(items) != len(batch):
+            # Answered 200, so committed; but we cannot tell what was rejected.
+            log.error("meter client: unreadable 200 response", extra={"events": len(batch)})
+            return
+        self.stats.accepted += int(doc.get("accepted", 0))
+        self.stats.duplicates += int(doc.get("duplicates", 0))
+        self.stats.rejected += int(doc.get("rejected", 0))
+        for pending, item in zip(batch, items, strict=True):
+            if isinstance(item, dict) and item.get("status") == "rejected":
+                rejected = RejectedEvent(
+                    id=item.get("id"),
+                    reason=str(item.get("reason")),
+                    message=str(item.get("message", "")),
+                    event=orjson.loads(pending.body),
+                )
+                self._report(self._on_rejected, rejected)
+
+    def _fail(
+        self,
+        batch: list[_Pending],
+        message: str,
+        status: int | None,
+        error_type: str | None,
+        retryable: bool,
+        attempts: int,
+    ) -> None:
+        self.stats.failed += len(batch)
+        error = BatchFailed(
+            message,
+            events=[orjson.loads(p.body) for p in batch],
+            status=status,
+            error_type=error_type,
+            retryable=retryable,
+            attempts=attempts,
+        )
+        self._report(self._on_error, error)
+
+    @staticmethod
+    def _report(callback: Callable[[Any], None], value: object) -> None:
+        try:
+            callback(value)
+        except Exception:  # the caller's callback must not stop delivery
+            log.exception("meter client: callback raised")

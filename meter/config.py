@@ -1,0 +1,303 @@
+"""Settings: one frozen object built once from the environment; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from meter.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+MAX_LATE_WINDOW_S = 35 * 86400.0
+# The Stripe API version meter is written against. The stripe SDK pins the version it speaks,
+# and uv.lock pins the SDK; `check_stripe_api_version` refuses to start on any other.
+STRIPE_API_VERSION = "2026-10-28.endive"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/meter"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def parse_duration(text: str) -> float:
+    """Parse "48h", "35d", "90s", "1.5m" or plain seconds into seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(f"not a duration: {text!r} (use e.g. 90s, 30m, 48h, 35d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def check_stripe_api_version(sdk_version: str) -> None:
+    """Refuse to talk to Stripe with an SDK that speaks another API version than meter's."""
+    if sdk_version != STRIPE_API_VERSION:
+        raise ConfigError(
+            f"the stripe SDK speaks API version {sdk_version}, but meter is written for "
+            f"{STRIPE_API_VERSION}: install the stripe version from uv.lock"
+        )
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _durations(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A comma list of durations ("0,3d,6d"), sorted."""
+    if text is None:
+        return default
+    return tuple(sorted(parse_duration(part) for part in text.split(",") if part.strip()))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a meter process is configured with. Defaults suit a laptop."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # Every Redis key starts with this; tests give each test its own prefix.
+    redis_prefix: str = "meter"
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    stripe_meter_events_base: str | None = None
+    shards: int = 16
+    late_window_s: float = 48 * 3600.0
+    future_tolerance_s: float = 300.0
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "info"
+    strict: bool = False
+    # Ingest limits.
+    max_body_bytes: int = 1024 * 1024
+    max_batch_events: int = 1000
+    max_properties_bytes: int = 4096
+    # Backpressure: a shard's stream longer than this refuses new events with 503.
+    stream_high_water: int = 2_000_000
+    # The group committer sends at most this many events in one Redis round trip.
+    commit_max_events: int = 5000
+    api_key_cache_ttl_s: float = 30.0
+    # Ingest rate limit per API key and process: a token bucket of `burst` requests refilled at
+    # `rate` requests/s; over it → 429 + Retry-After. 0 disables it.
+    ingest_rate_limit: float = 10_000.0
+    ingest_rate_burst: int = 20_000
+    # `meter serve` worker processes sharing the port (SO_REUSEPORT); one per core.
+    workers: int = 1
+    # prometheus-client multiprocess directory; set (by `serve --workers`) when workers > 1.
+    metrics_dir: str | None = None
+    # Aggregator: stream entries per flush transaction (B).
+    aggregator_batch_size: int = 5000
+    # Aggregator: how often a worker renews, balances and takes over shard leases.
+    aggregator_lease_interval_s: float = 1.0
+    # Aggregator: pause between polls when every held stream is drained.
+    aggregator_poll_interval_s: float = 0.2
+    # Aggregator: /metrics port of `meter aggregate` (0: no metrics server).
+    aggregator_metrics_port: int = 0
+    # Raw event partitions (usage_events) older than this are dropped; rollups stay.
+    raw_retention_s: float = 90 * 86400.0
+    # Aggregator: write each event to the raw log (usage_events). Off (METER_RAW_LOG=0) skips
+    # that write; exactly-once is unchanged (dedupe goes through usage_event_ids either way), but
+    # re-attribution has no raw events to rebuild unattributed buckets from, and retention, which
+    # drops ids with their raw partition, never prunes usage_event_ids.
+    raw_log: bool = True
+    # Aggregator: shards a worker flushes at once, each on its own Postgres connection, so that
+    # one flush's Python work overlaps another's time in Postgres.
+    aggregator_lanes: int = 2
+    # Billing (meter/billing/): tenant of Stripe customers whose metadata names none.
+    billing_default_tenant: str = "default"
+    # Billing: a past_due subscription keeps access this long after its first failed payment.
+    billing_grace_period_s: float = 7 * 86400.0
+    # Billing: dunning reminders, as offsets after the first failed payment.
+    billing_dunning_schedule: tuple[float, ...] = (0.0, 3 * 86400.0, 6 * 86400.0)
+    # Billing: how often `meter serve` runs dunning steps and refreshes billing gauges (0: never).
+    billing_job_interval_s: float = 60.0
+    # Billing: dunning notifications are POSTed here as JSON (unset: they are only logged).
+    billing_notify_url: str | None = None
+    # Billing: Stripe request timeout and network retries (retries reuse the idempotency key).
+    billing_stripe_timeout_s: float = 20.0
+    billing_stripe_retries: int = 2
+    # Reporter (reporter/): "v2" (meter event stream) or "v1" (billing/meter_events, fallback).
+    reporter_transport: str = "v2"
+    # Reporter: meter events/s (token bucket); 0 = 90% of Stripe's limit for the transport
+    # (9,000/s on v2, 900/s on v1). Burst: events allowed at once (0 = one batch).
+    reporter_rate_limit: float = 0.0
+    reporter_rate_burst: int = 0
+    # Reporter: events per request (≤ 100), concurrent senders per process, request timeout.
+    reporter_batch_size: int = 100
+    reporter_concurrency: int = 4
+    reporter_timeout_s: float = 10.0
+    # Reporter: backoff on 429/5xx/timeouts (full jitter, base·2^n capped), tries per claim.
+    reporter_backoff_base_s: float = 0.5
+    reporter_backoff_cap_s: float = 30.0
+    reporter_max_attempts: int = 6
+    # Reporter: renew the v2 session this long before its 15-minute expiry.
+    reporter_session_renew_s: float = 60.0
+    # Reporter: outbox rows older than this are checked against event_summaries before a resend
+    # (Stripe dedupes identifiers for at least 24 h).
+    reporter_dedupe_horizon_s: float = 20 * 3600.0
+    # Reporter: a period counts as invoiced this long after it ended (Stripe finalizes ~1 h).
+    reporter_invoice_grace_s: float = 3600.0
+    # Reporter: pause between polls when the outbox is empty; reconciliation interval (0: off).
+    reporter_poll_interval_s: float = 1.0
+    reporter_reconcile_interval_s: float = 3600.0
+    # Reporter: /metrics port of `meter report` (0: no metrics server).
+    reporter_metrics_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 256:
+            raise ConfigError("METER_WORKERS must be between 1 and 256")
+        if not 1 <= self.shards <= 1024:
+            raise ConfigError("METER_SHARDS must be between 1 and 1024")
+        if not 0 < self.late_window_s <= MAX_LATE_WINDOW_S:
+            raise ConfigError("METER_LATE_WINDOW must be > 0 and at most 35d")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError("METER_LOG_LEVEL must be debug, info, warning or error")
+        if not 1 <= self.aggregator_batch_size <= 100_000:
+            raise ConfigError("METER_AGGREGATOR_BATCH_SIZE must be between 1 and 100000")
+        if not self.ingest_rate_limit >= 0:  # also refuses NaN
+            raise ConfigError("METER_INGEST_RATE_LIMIT must be >= 0 (0 disables it)")
+        if self.ingest_rate_burst < 1:
+            raise ConfigError("METER_INGEST_RATE_BURST must be at least 1")
+        if self.api_key_cache_ttl_s < 0:
+            raise ConfigError("METER_API_KEY_CACHE_TTL must be >= 0")
+        if not 1 <= self.aggregator_lanes <= 64:
+            raise ConfigError("METER_AGGREGATOR_LANES must be between 1 and 64")
+        if self.reporter_transport not in ("v1", "v2"):
+            raise ConfigError("METER_REPORTER_TRANSPORT must be v1 or v2")
+        if not 1 <= self.reporter_batch_size <= 100:
+            raise ConfigError("METER_REPORTER_BATCH_SIZE must be between 1 and 100")
+        if not 1 <= self.reporter_concurrency <= 64:
+            raise ConfigError("METER_REPORTER_CONCURRENCY must be between 1 and 64")
+        if not self.reporter_rate_limit >= 0:
+            raise ConfigError("METER_REPORTER_RATE_LIMIT must be >= 0 (0: the default)")
+        if self.reporter_max_attempts < 1:
+            raise ConfigError("METER_REPORTER_MAX_ATTEMPTS must be at least 1")
+        if self.reporter_dedupe_horizon_s >= 24 * 3600.0:
+            raise ConfigError("METER_REPORTER_DEDUPE_HORIZON must stay under Stripe's 24h")
+        # Dropping raw events still inside the late window would drop their dedupe ids too.
+        if self.raw_retention_s < self.late_window_s + 86400.0:
+            raise ConfigError("METER_RAW_RETENTION must exceed METER_LATE_WINDOW by at least 1d")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from METER_* / STRIPE_* variables (see README, Configuration)."""
+        e = os.environ if env is None else env
+        base = cls()
+
+        def get(name: str) -> str | None:
+            value = e.get(name)
+            return value if value not in (None, "") else None
+
+        def integer(name: str, default: int) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+        def number(name: str, default: float) -> float:
+            raw = get(name)
+            if raw is None:
+                return default
+            try:
+                return float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+        def duration(name: str, default: float) -> float:
+            raw = get(name)
+            return default if raw is None else parse_duration(raw)
+
+        return cls(
+            database_url=get("METER_DATABASE_URL") or base.database_url,
+            redis_url=get("METER_REDIS_URL") or base.redis_url,
+            redis_prefix=get("METER_REDIS_PREFIX") or base.redis_prefix,
+            stripe_api_key=get("STRIPE_API_KEY"),
+            stripe_webhook_secret=get("STRIPE_WEBHOOK_SECRET"),
+            stripe_api_base=get("STRIPE_API_BASE"),
+            stripe_meter_events_base=get("STRIPE_METER_EVENTS_BASE"),
+            shards=integer("METER_SHARDS", base.shards),
+            late_window_s=duration("METER_LATE_WINDOW", base.late_window_s),
+            host=get("METER_HOST") or base.host,
+            port=integer("METER_PORT", base.port),
+            log_level=(get("METER_LOG_LEVEL") or base.log_level).lower(),
+            strict=_bool(get("METER_STRICT") or "0"),
+            stream_high_water=integer("METER_STREAM_HIGH_WATER", base.stream_high_water),
+            commit_max_events=integer("METER_COMMIT_MAX_EVENTS", base.commit_max_events),
+            api_key_cache_ttl_s=duration("METER_API_KEY_CACHE_TTL", base.api_key_cache_ttl_s),
+            ingest_rate_limit=number("METER_INGEST_RATE_LIMIT", base.ingest_rate_limit),
+            ingest_rate_burst=integer("METER_INGEST_RATE_BURST", base.ingest_rate_burst),
+            workers=integer("METER_WORKERS", base.workers),
+            metrics_dir=get("PROMETHEUS_MULTIPROC_DIR"),
+            aggregator_batch_size=integer(
+                "METER_AGGREGATOR_BATCH_SIZE", base.aggregator_batch_size
+            ),
+            aggregator_lease_interval_s=duration(
+                "METER_AGGREGATOR_LEASE_INTERVAL", base.aggregator_lease_interval_s
+            ),
+            aggregator_poll_interval_s=duration(
+                "METER_AGGREGATOR_POLL_INTERVAL", base.aggregator_poll_interval_s
+            ),
+            aggregator_metrics_port=integer(
+                "METER_AGGREGATOR_METRICS_PORT", base.aggregator_metrics_port
+            ),
+            raw_retention_s=duration("METER_RAW_RETENTION", base.raw_retention_s),
+            raw_log=_bool(get("METER_RAW_LOG") or "1"),
+            aggregator_lanes=integer("METER_AGGREGATOR_LANES", base.aggregator_lanes),
+            billing_default_tenant=get("METER_BILLING_TENANT") or base.billing_default_tenant,
+            billing_grace_period_s=duration(
+                "METER_BILLING_GRACE_PERIOD", base.billing_grace_period_s
+            ),
+            billing_dunning_schedule=_durations(
+                get("METER_BILLING_DUNNING_SCHEDULE"), base.billing_dunning_schedule
+            ),
+            billing_job_interval_s=duration(
+                "METER_BILLING_JOB_INTERVAL", base.billing_job_interval_s
+            ),
+            billing_notify_url=get("METER_BILLING_NOTIFY_URL"),
+            billing_stripe_timeout_s=duration(
+                "METER_BILLING_STRIPE_TIMEOUT", base.billing_stripe_timeout_s
+            ),
+            billing_stripe_retries=integer(
+                "METER_BILLING_STRIPE_RETRIES", base.billing_stripe_retries
+            ),
+            reporter_transport=(get("METER_REPORTER_TRANSPORT") or base.reporter_transport).lower(),
+            reporter_rate_limit=number("METER_REPORTER_RATE_LIMIT", base.reporter_rate_limit),
+            reporter_rate_burst=integer("METER_REPORTER_RATE_BURST", base.reporter_rate_burst),
+            reporter_batch_size=integer("METER_REPORTER_BATCH_SIZE", base.reporter_batch_size),
+            reporter_concurrency=integer("METER_REPORTER_CONCURRENCY", base.reporter_concurrency),
+            reporter_timeout_s=duration("METER_REPORTER_TIMEOUT", base.reporter_timeout_s),
+            reporter_backoff_base_s=duration(
+                "METER_REPORTER_BACKOFF_BASE", base.reporter_backoff_base_s
+            ),
+            reporter_backoff_cap_s=duration(
+                "METER_REPORTER_BACKOFF_CAP", base.reporter_backoff_cap_s
+            ),
+            reporter_max_attempts=integer(
+                "METER_REPORTER_MAX_ATTEMPTS", base.reporter_max_attempts
+            ),
+            reporter_session_renew_s=duration(
+                "METER_REPORTER_SESSION_RENEW", base.reporter_session_renew_s
+            ),
+            reporter_dedupe_horizon_s=duration(
+                "METER_REPORTER_DEDUPE_HORIZON", base.reporter_dedupe_horizon_s
+            ),
+            reporter_invoice_grace_s=duration(
+                "METER_REPORTER_INVOICE_GRACE", base.reporter_invoice_grace_s
+            ),
+            reporter_poll_interval_s=duration(
+                "METER_REPORTER_POLL_INTERVAL", base.reporter_poll_interval_s
+            ),
+            reporter_reconcile_interval_s=duration(
+                "METER_REPORTER_RECONCILE_INTERVAL", base.reporter_reconcile_interval_s
+            ),
+            reporter_metrics_port=integer(
+                "METER_REPORTER_METRICS_PORT", base.reporter_metrics_port
+            ),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and `meter dev` use this)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

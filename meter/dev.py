@@ -1,0 +1,221 @@
+"""`meter dev`: the whole pipeline on a laptop, with nothing installed but this project.
+
+One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER_REDIS_URL are
+set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
+STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
+this API), migrations, the API, the aggregator and the reporter. On first start it seeds a demo
+catalogue (a meter, a graduated price, a customer with a subscription) and always creates a
+fresh API key, then prints URLs and ready-to-paste curls. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from contextlib import AsyncExitStack, ExitStack
+from pathlib import Path
+
+import asyncpg
+from aiohttp import web
+
+from meter import auth
+from meter.config import Settings
+from meter.embedded import EmbeddedPostgres, EmbeddedRedis
+from meter.migrate import migrate
+
+DEV_DIR = Path(".meter/dev")
+_DEV_DB = "meter"
+DEMO_TENANT = "demo"
+DEMO_CUSTOMER = "demo-customer"
+DEMO_METER = "api_calls"
+# Graduated: the first 1,000 calls at 1 ¢, the next 9,000 at 0.5 ¢, then 0.2 ¢ — plus $5 flat.
+DEMO_TIERS = [
+    {"up_to": 1000, "unit_amount_decimal": "1", "flat_amount": 500},
+    {"up_to": 10000, "unit_amount_decimal": "0.5"},
+    {"up_to": "inf", "unit_amount_decimal": "0.2"},
+]
+
+
+async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
+    """Create the dev database when needed, migrate, and make a key. Returns (db url, key)."""
+    if create_db:
+        conn = await asyncpg.connect(database_url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", _DEV_DB):
+                await conn.execute(f'CREATE DATABASE "{_DEV_DB}"')
+        finally:
+            await conn.close()
+        database_url = database_url.rsplit("/", 1)[0] + f"/{_DEV_DB}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn)
+        key = await auth.create_key(conn, name="dev", tenant=DEMO_TENANT)
+    finally:
+        await conn.close()
+    return database_url, key
+
+
+async def _seed_demo(settings: Settings) -> None:
+    """The demo catalogue in (emulated) Stripe, once; billing learns it through webhooks."""
+    import stripe
+
+    http = stripe.AIOHTTPClient()
+    client = stripe.StripeClient(
+        settings.stripe_api_key or "",
+        base_addresses={
+            "api": settings.stripe_api_base or "",
+            "meter_events": settings.stripe_meter_events_base or "",
+        },
+        http_client=http,
+    )
+    try:
+        found = await client.v1.customers.search_async(
+            {"query": f"metadata['meter_customer']:'{DEMO_CUSTOMER}'"}
+        )
+        if found.data:
+            return
+        meter = await client.v1.billing.meters.create_async(
+            {
+                "display_name": "API calls",
+                "event_name": DEMO_METER,
+                "default_aggregation": {"formula": "sum"},
+            }
+        )
+        product = await client.v1.products.create_async({"name": "API"})
+        price = await client.v1.prices.create_async(
+            {
+                "product": product.id,
+                "currency": "usd",
+                "billing_scheme": "tiered",
+                "tiers_mode": "graduated",
+                "tiers": DEMO_TIERS,  # type: ignore[typeddict-item]
+                "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+            }
+        )
+        customer = await client.v1.customers.create_async(
+            {
+                "email": "demo@example.com",
+                "metadata": {"meter_customer": DEMO_CUSTOMER, "meter_tenant": DEMO_TENANT},
+            }
+        )
+        await client.v1.subscriptions.create_async(
+            {"customer": customer.id, "items": [{"price": price.id}]}
+        )
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]
+
+
+def _banner(base: str, key: str, emulator: str | None) -> str:
+    auth_header = f"-H 'Authorization: Bearer {key}'"
+    stripe_line = (
+        f"\n  stripe   {emulator} (emulator; control API under /_emulator/)" if emulator else ""
+    )
+    return f"""
+meter is running at {base}
+  health   {base}/readyz
+  metrics  {base}/metrics
+  openapi  {base}/openapi.json{stripe_line}
+
+API key for tenant {DEMO_TENANT!r} (created just now, shown once):
+  {key}
+
+Post usage for the demo customer:
+
+curl -s {base}/v1/events {auth_header} \\
+  -d '{{"id": "'$(date +%s%N)'", "customer": "{DEMO_CUSTOMER}", "meter": "{DEMO_METER}"}}'
+
+Read its usage and projected invoice:
+
+curl -s {base}/v1/customers/{DEMO_CUSTOMER}/usage {auth_header}
+"""
+
+
+async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
+    from aggregator.worker import Worker
+    from meter.app import create_app
+    from meter.connections import redis_client
+    from meter.stripe_emulator.core import EmulatorConfig
+    from meter.stripe_emulator.server import running_emulator
+    from reporter.worker import Reporter
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        emulator_base = None
+        if not settings.stripe_api_key:
+            secret = "whsec_dev_" + secrets.token_hex(16)
+            emu = await stack.enter_async_context(
+                running_emulator(
+                    EmulatorConfig(
+                        port=0,
+                        meter_events_port=0,
+                        webhook_url=f"http://{host}:{port}/stripe/webhook",
+                        webhook_secret=secret,
+                        state_file=DEV_DIR / "stripe.json",
+                    )
+                )
+            )
+            emulator_base = emu.api_base
+            settings = settings.replace(
+                stripe_api_key=emu.api_key,
+                stripe_webhook_secret=secret,
+                stripe_api_base=emu.api_base,
+                stripe_meter_events_base=emu.meter_events_base,
+            )
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, host, port).start()
+
+        redis = redis_client(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+        aggregator = await stack.enter_async_context(Worker(settings, redis))
+        reporter = await stack.enter_async_context(Reporter(settings))
+        tasks = [
+            asyncio.create_task(aggregator.run(stop), name="aggregator"),
+            asyncio.create_task(reporter.run(stop), name="reporter"),
+        ]
+        if emulator_base is not None:
+            await _seed_demo(settings)
+        print(_banner(f"http://{host}:{port}", key, emulator_base), flush=True)
+        await stop.wait()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def run_dev(settings: Settings, *, port: int | None = None) -> int:
+    """Start dependencies as needed, then run every process until Ctrl-C."""
+    env = os.environ
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        database_url = settings.database_url
+        if not env.get("METER_DATABASE_URL"):
+            pg = EmbeddedPostgres(DEV_DIR.resolve() / "pg")
+            print("starting embedded PostgreSQL…", file=sys.stderr)
+            database_url = pg.start()
+            stack.callback(pg.stop)
+        redis_url = settings.redis_url
+        if not env.get("METER_REDIS_URL"):
+            redis = EmbeddedRedis(DEV_DIR.resolve() / "redis", appendfsync="everysec")
+            print("starting embedded Redis…", file=sys.stderr)
+            redis_url = redis.start()
+            stack.callback(redis.stop)
+        database_url, key = asyncio.run(
+            _prepare(database_url, create_db=not env.get("METER_DATABASE_URL"))
+        )
+        settings = settings.replace(
+            database_url=database_url,
+            redis_url=redis_url,
+            billing_default_tenant=DEMO_TENANT,
+            # The laptop sees its usage in Stripe within seconds, not at the hourly close.
+            billing_job_interval_s=10.0,
+        )
+        asyncio.run(_pipeline(settings, key, settings.host, port or settings.port))
+    return 0

@@ -1,0 +1,1 @@
+"""The ingest service: validation, group commit to Redis, the HTTP handler."""

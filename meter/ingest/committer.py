@@ -1,0 +1,284 @@
+"""The group committer: coalesces concurrent ingest requests into one Redis round trip.
+
+Batching is "natural": while a flush is in flight, new requests queue up, and the next flush
+takes everything that queued (up to `commit_max_events`). An idle server therefore flushes a lone
+request at once, without a timer's added latency, and a busy one sends large batches. This is
+what DESIGN.md's "≤1 ms or ≤N events" aims at, minus the waiting.
+
+Single Redis: one flush = one EVALSHA of INGEST_SCRIPT carrying every event of the flush, whatever
+its shard. The script is atomic, so the flush is all-or-nothing: if Redis is unreachable or the
+call fails, nothing of it was applied and every waiting request gets a 503 with nothing written.
+If the connection drops after Redis ran the script but before the reply arrived, the outcome is
+unknown and the requests also get a 503; a client's retry with the same ids is then answered
+`duplicate` for the events that did land — still "counted exactly once".
+
+Redis Cluster: a script's keys must share one slot, so a flush is one EVALSHA per shard (s = 1),
+all sent at once; each is atomic on its own shard, but the flush as a whole is not. A request
+whose shards all answered gets its per-item results. A request with an event in a shard whose
+call failed (its node down or failing over) gets a 503, and for it "nothing written" holds per
+shard only: its events in the shards whose calls succeeded *were* written (dedupe key and stream
+entry together), those in the failed shard were not — or, if the connection broke after the
+script ran, may have been. The client's retry with the same ids is answered `duplicate` for every
+event that landed and `accepted` for the rest, so each event is still counted exactly once. In
+cluster mode, then, a 503 does not promise that none of the request's events were stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, cast
+
+from redis.asyncio import RedisCluster
+from redis.exceptions import NoScriptError
+
+from meter.connections import REDIS_ERRORS, RedisClient
+from meter.errors import Unavailable
+from meter.metrics import Metrics
+from meter.redis_keys import INGEST_SCRIPT, Keys
+
+log = logging.getLogger(__name__)
+
+
+class Item(NamedTuple):
+    """One event to commit: its shard, dedupe key, dedupe TTL (s) and stream payload."""
+
+    shard: int
+    dedupe_key: str
+    ttl_s: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Request:
+    items: Sequence[Item]
+    future: asyncio.Future[list[bool]]
+
+
+class Committer:
+    """Accepts `commit(items)` from many concurrent handlers; answers per item accepted or not."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        *,
+        shards: int,
+        max_events: int,
+        high_water: int,
+        metrics: Metrics,
+        max_inflight: int = 2,
+    ) -> None:
+        self._redis = redis
+        # A cluster takes one call per shard (a script's keys must share a slot).
+        self._per_shard = isinstance(redis, RedisCluster)
+        self._keys = keys
+        self._shards = shards
+        self._max_events = max_events
+        self._high_water = high_water
+        self._metrics = metrics
+        self._queue: deque[_Request] = deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._sha: str | None = None
+        self._stream_len = [0] * shards
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Load the script and start the flush loop and the stream-length poller."""
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._load_script()
+            await self.refresh_stream_lengths()
+        self._tasks = [
+            asyncio.create_task(self._run(), name="committer"),
+            asyncio.create_task(self._poll_lengths(), name="stream-length-poller"),
+        ]
+
+    async def stop(self) -> None:
+        """Flush what is queued, then stop."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._queue:
+            await self._flush(self._take())
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def over_high_water(self, shards: set[int]) -> bool:
+        """True when a shard the request would write to is past its high-water mark.
+
+        Checked before anything is queued, so a refused request has written nothing.
+        """
+        return any(self._stream_len[s] >= self._high_water for s in shards)
+
+    async def commit(self, items: Sequence[Item]) -> list[bool]:
+        """Commit items; per item True = accepted (appended), False = duplicate.
+
+        Raises Unavailable when Redis could not be reached; see the module doc for what was
+        written in that case.
+        """
+        if not items:
+            return []
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(items, future))
+        self._wakeup.set()
+        return await future
+
+    def _take(self) -> list[_Request]:
+        taken: list[_Request] = []
+        count = 0
+        while self._queue and (not taken or count + len(self._queue[0].items) <= self._max_events):
+            request = self._queue.popleft()
+            taken.append(request)
+            count += len(request.items)
+        if not self._queue:
+            self._wakeup.clear()
+        return taken
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            await self._slots.acquire()
+            batch = self._take()
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._flush_and_release(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush_and_release(self, batch: list[_Request]) -> None:
+        try:
+            await self._flush(batch)
+        except Exception:
+            # Never leave a request waiting forever. redis-py's cluster client can fail with
+            # errors of its own (an AttributeError on a connection another task just dropped)
+            # while a node fails over; what was written is then as unknown as after a 503.
+            log.exception("redis commit failed unexpectedly")
+            for request in batch:
+                _unavailable(request)
+        finally:
+            self._slots.release()
+
+    async def _flush(self, batch: list[_Request]) -> None:
+        if self._per_shard:
+            await self._flush_per_shard(batch)
+            return
+        index: dict[int, int] = {}  # shard → its stream's 1-based position in KEYS
+        streams: list[str] = []
+        dedupe_keys: list[str] = []
+        args: list[str | bytes | int] = [0]  # ARGV[1], the number of streams, set below
+        for request in batch:
+            for item in request.items:
+                position = index.get(item.shard)
+                if position is None:
+                    streams.append(self._keys.stream(item.shard))
+                    position = index[item.shard] = len(streams)
+                dedupe_keys.append(item.dedupe_key)
+                args += (position, item.ttl_s, item.payload)
+        args[0] = len(streams)
+        started = time.perf_counter()
+        try:
+            reply = await self._call([*streams, *dedupe_keys], args)
+        except REDIS_ERRORS as exc:
+            log.warning("redis commit failed", extra={"error": repr(exc)})
+            for request in batch:
+                _unavailable(request)
+            return
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.commit_batch_events.observe(len(dedupe_keys))
+        for shard, position in index.items():
+            self._stream_len[shard] = reply[position - 1]
+        done = len(streams)
+        for request in batch:
+            statuses = reply[done : done + len(request.items)]
+            done += len(request.items)
+            if not request.future.done():
+                request.future.set_result([status == 1 for status in statuses])
+
+    async def _flush_per_shard(self, batch: list[_Request]) -> None:
+        """Redis Cluster: one call per shard, all at once (see the module doc for a 503)."""
+        calls: dict[int, tuple[list[str], list[str | bytes | int]]] = {}
+        spots: list[list[tuple[int, int]]] = []  # per request, per item: (shard, reply index)
+        for request in batch:
+            where = []
+            for item in request.items:
+                call = calls.get(item.shard)
+                if call is None:
+                    call = calls[item.shard] = ([self._keys.stream(item.shard)], [1])
+                call[0].append(item.dedupe_key)
+                call[1].extend((1, item.ttl_s, item.payload))
+                # The reply is [stream length, status_1, ..]: status k sits at index k.
+                where.append((item.shard, len(call[0]) - 1))
+            spots.append(where)
+        started = time.perf_counter()
+        shards = list(calls)
+        outcomes = await asyncio.gather(
+            *(self._call(*calls[shard]) for shard in shards), return_exceptions=True
+        )
+        replies: dict[int, list[int]] = {}
+        for shard, outcome in zip(shards, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # REDIS_ERRORS, or the cluster client's own bugs
+                log.warning("redis commit failed", extra={"shard": shard, "error": repr(outcome)})
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                replies[shard] = outcome
+                self._stream_len[shard] = outcome[0]
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.commit_batch_events.observe(sum(len(r.items) for r in batch))
+        for request, where in zip(batch, spots, strict=True):
+            if all(shard in replies for shard, _ in where):
+                if not request.future.done():
+                    request.future.set_result([replies[s][k] == 1 for s, k in where])
+            else:
+                _unavailable(request)
+
+    async def _call(self, keys: list[str], args: list[str | bytes | int]) -> list[int]:
+        sha = self._sha or await self._load_script()
+        try:
+            reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis lost its script cache (restart, failover; in a cluster, a promoted replica
+            # may never have had it): the call did nothing, so loading the script (on every
+            # master, in a cluster) and calling again is safe.
+            sha = await self._load_script()
+            reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+        return cast(list[int], reply)
+
+    async def _load_script(self) -> str:
+        self._sha = str(await self._redis.script_load(INGEST_SCRIPT))
+        return self._sha
+
+    async def refresh_stream_lengths(self) -> None:
+        """Read every shard's stream length (the aggregator trims them; ingest only grows them)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in range(self._shards):
+                pipe.xlen(self._keys.stream(shard))
+            lengths = await pipe.execute()
+        for shard, length in enumerate(lengths):
+            self._stream_len[shard] = int(length)
+            self._metrics.stream_length.labels(shard=str(shard)).set(length)
+
+    async def _poll_lengths(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.refresh_stream_lengths()
+            except REDIS_ERRORS as exc:
+                log.warning("stream length poll failed", extra={"error": repr(exc)})
+
+
+def _unavailable(request: _Request) -> None:
+    if not request.future.done():
+        request.future.set_exception(
+            Unavailable("the event buffer (Redis) is unavailable", retry_after=1)
+        )

@@ -1,0 +1,218 @@
+"""`POST /v1/events`: validate, deduplicate and buffer usage events in Redis.
+
+Order of a request, and why a crash at any point is safe:
+  1. authenticate, read and parse the body — nothing written yet; a crash loses nothing the
+     client was told about (it gets no response and retries).
+  2. validate every item — pure; rejected items are never written.
+  3. check backpressure — a 503 here has written nothing.
+  4. group commit to Redis (dedupe + append, atomic per event) — see committer.py.
+  5. respond — only after Redis acknowledged. A crash between 4 and 5 leaves events written but
+     unacknowledged: the client's retry gets `duplicate` for them, and they are counted once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from meter import appkeys
+from meter.errors import (
+    AuthenticationError,
+    InvalidRequest,
+    MeteringError,
+    RateLimited,
+    Unavailable,
+)
+from meter.events import UsageEvent
+from meter.ingest.committer import Item
+from meter.ingest.strict import KnownNames
+from meter.ingest.validation import Rejection, validate
+from meter.ratelimit import RateLimiter
+from meter.redis_keys import shard_of
+
+_BEARER = "Bearer "
+# Dedupe keys outlive the late window by this much, so a retry of an event either meets its
+# dedupe key or is rejected as too_late by the validator: never counted twice.
+_DEDUPE_MARGIN_S = 3600
+
+
+async def authenticate_key(request: web.Request) -> tuple[str, bytes]:
+    """The tenant of the request's API key and the key's sha256, or AuthenticationError."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith(_BEARER):
+        raise AuthenticationError("missing `Authorization: Bearer <api key>` header")
+    tenant, digest = await request.app[appkeys.KEY_CACHE].resolve(header[len(_BEARER) :].strip())
+    if tenant is None:
+        raise AuthenticationError("invalid or revoked API key")
+    return tenant, digest
+
+
+async def authenticate(request: web.Request) -> str:
+    """The tenant of the request's API key, or AuthenticationError."""
+    return (await authenticate_key(request))[0]
+
+
+def check_rate(limiter: RateLimiter | None, key_digest: bytes) -> None:
+    """RateLimited (429 + Retry-After) when the key is over its rate; nothing is read yet."""
+    if limiter is None:
+        return
+    wait = limiter.acquire(key_digest, time.monotonic())
+    if wait:
+        raise RateLimited(
+            "this API key is over its request rate limit; retry later",
+            retry_after=max(1, math.ceil(wait)),
+        )
+
+
+def parse_body(body: bytes, max_events: int) -> list[Any]:
+    """The body as a list of raw items; InvalidRequest naming the problem and where it is."""
+    if not body.strip():
+        raise InvalidRequest("the body is empty; send an event object or an array of events")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            f"(byte offset {exc.pos})"
+        ) from None
+    if isinstance(doc, dict):
+        return [doc]
+    if isinstance(doc, list):
+        if len(doc) > max_events:
+            raise InvalidRequest(f"the batch has {len(doc)} events; the maximum is {max_events}")
+        return doc
+    raise InvalidRequest("the body must be an event object or an array of event objects")
+
+
+def _rejected(rejection: Rejection) -> dict[str, Any]:
+    return {
+        "id": rejection.id,
+        "status": "rejected",
+        "reason": rejection.reason,
+        "message": rejection.message,
+    }
+
+
+async def _reject_unknown(
+    known: KnownNames,
+    tenant: str,
+    items: list[Item],
+    events: list[UsageEvent],
+    slots: list[int],
+    results: list[dict[str, Any]],
+    reasons: Counter[str],
+) -> tuple[list[Item], list[int]]:
+    """Strict mode: turn events for unknown customers/meters into rejections before commit."""
+    bad_customers, bad_meters = await known.unknown(
+        tenant, {e.customer for e in events}, {e.meter for e in events}
+    )
+    if not bad_customers and not bad_meters:
+        return items, slots
+    kept: list[Item] = []
+    kept_slots: list[int] = []
+    for item, slot, event in zip(items, slots, events, strict=True):
+        if event.customer in bad_customers:
+            rejection = Rejection("unknown_customer", "no such customer in billing", event.id)
+        elif event.meter in bad_meters:
+            rejection = Rejection("unknown_meter", "no such meter in billing", event.id)
+        else:
+            kept.append(item)
+            kept_slots.append(slot)
+            continue
+        reasons[rejection.reason] += 1
+        results[slot] = _rejected(rejection)
+    return kept, kept_slots
+
+
+async def _post_events(request: web.Request) -> web.Response:
+    app = request.app
+    metrics = app[appkeys.METRICS]
+    started = time.perf_counter()
+    tenant, key_digest = await authenticate_key(request)
+    check_rate(app[appkeys.RATE_LIMITER], key_digest)
+    settings = app[appkeys.SETTINGS]
+    raw_items = parse_body(await request.read(), settings.max_batch_events)
+
+    now_ms = int(time.time() * 1000)
+    limits = app[appkeys.LIMITS]
+    keys = app[appkeys.KEYS]
+    shards = settings.shards
+    late_ms = limits.late_window_ms
+    results: list[dict[str, Any]] = []
+    to_commit: list[Item] = []
+    events: list[UsageEvent] = []  # the event of each item in to_commit
+    slots: list[int] = []  # index in results of each item in to_commit
+    reasons: Counter[str] = Counter()
+    for raw in raw_items:
+        checked = validate(raw, tenant=tenant, now_ms=now_ms, limits=limits)
+        if isinstance(checked, UsageEvent):
+            shard = shard_of(tenant, checked.id, shards)
+            # The key must live until the event's timestamp leaves the late window.
+            ttl_s = (checked.timestamp_ms + late_ms - now_ms) // 1000 + _DEDUPE_MARGIN_S
+            to_commit.append(
+                Item(shard, keys.dedupe(shard, tenant, checked.id), ttl_s, checked.encode())
+            )
+            events.append(checked)
+            slots.append(len(results))
+            results.append({"id": checked.id, "status": "accepted"})
+        else:
+            reasons[checked.reason] += 1
+            results.append(_rejected(checked))
+
+    known = app[appkeys.KNOWN_NAMES]
+    if known is not None and to_commit:
+        to_commit, slots = await _reject_unknown(
+            known, tenant, to_commit, events, slots, results, reasons
+        )
+
+    committer = app[appkeys.COMMITTER]
+    if to_commit and committer.over_high_water({item.shard for item in to_commit}):
+        raise Unavailable(
+            "the event buffer is over its high-water mark; retry later", retry_after=5
+        )
+    statuses = await committer.commit(to_commit)
+
+    duplicates = 0
+    for slot, accepted in zip(slots, statuses, strict=True):
+        if not accepted:
+            results[slot]["status"] = "duplicate"
+            duplicates += 1
+    accepted_n = len(to_commit) - duplicates
+    rejected_n = len(results) - len(to_commit)
+
+    metrics.events.labels("accepted", "").inc(accepted_n)
+    if duplicates:
+        metrics.events.labels("duplicate", "").inc(duplicates)
+    for reason, n in reasons.items():
+        metrics.events.labels("rejected", reason).inc(n)
+    metrics.request_events.observe(len(results))
+    metrics.request_seconds.observe(time.perf_counter() - started)
+    body = orjson.dumps(
+        {
+            "results": results,
+            "accepted": accepted_n,
+            "duplicates": duplicates,
+            "rejected": rejected_n,
+        }
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """`POST /v1/events`, counted by HTTP status in meter_ingest_requests_total."""
+    requests = request.app[appkeys.METRICS].requests
+    try:
+        response = await _post_events(request)
+    except (MeteringError, web.HTTPException) as exc:
+        requests.labels(str(exc.status)).inc()
+        raise
+    except Exception:
+        requests.labels("500").inc()
+        raise
+    requests.labels("200").inc()
+    return response

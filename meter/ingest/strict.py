@@ -1,0 +1,72 @@
+"""METER_STRICT: reject events for customers or meters the billing data does not know.
+
+By default such events are accepted and attributed when billing data arrives (nothing is
+lost). Strict mode trades that for early feedback: an unknown customer or meter is answered
+`rejected` with reason `unknown_customer` / `unknown_meter`, and nothing is written.
+Answers are cached per name for `ttl_s`, so a customer created in Stripe is accepted within
+`ttl_s` of its webhook, and a burst of events costs one query per request at most.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+import asyncpg
+
+from meter import queries
+
+_MAX_ENTRIES = 100_000
+
+
+class KnownNames:
+    """Which customers and meters of a tenant exist, cached briefly."""
+
+    def __init__(self, pool: asyncpg.Pool, *, ttl_s: float = 5.0) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._customers: dict[tuple[str, str], tuple[bool, float]] = {}
+        self._meters: dict[tuple[str, str], tuple[bool, float]] = {}
+
+    async def unknown(
+        self, tenant: str, customers: Collection[str], meters: Collection[str]
+    ) -> tuple[set[str], set[str]]:
+        """The customers and meters among these that billing does not know."""
+        now = time.monotonic()
+        missing_c = self._stale(self._customers, tenant, customers, now)
+        missing_m = self._stale(self._meters, tenant, meters, now)
+        if missing_c or missing_m:
+            async with self._pool.acquire() as conn:
+                if missing_c:
+                    rows = await conn.fetch(queries.KNOWN_CUSTOMERS, tenant, list(missing_c))
+                    found = {r["external_id"] for r in rows} | {r["stripe_id"] for r in rows}
+                    self._store(self._customers, tenant, missing_c, found, now)
+                if missing_m:
+                    rows = await conn.fetch(queries.KNOWN_METERS, tenant, list(missing_m))
+                    self._store(self._meters, tenant, missing_m, {r["meter"] for r in rows}, now)
+        return (
+            {c for c in customers if not self._customers[tenant, c][0]},
+            {m for m in meters if not self._meters[tenant, m][0]},
+        )
+
+    @staticmethod
+    def _stale(
+        cache: dict[tuple[str, str], tuple[bool, float]],
+        tenant: str,
+        names: Collection[str],
+        now: float,
+    ) -> set[str]:
+        return {n for n in names if (entry := cache.get((tenant, n))) is None or entry[1] < now}
+
+    def _store(
+        self,
+        cache: dict[tuple[str, str], tuple[bool, float]],
+        tenant: str,
+        names: set[str],
+        found: set[str],
+        now: float,
+    ) -> None:
+        if len(cache) > _MAX_ENTRIES:
+            cache.clear()  # a crude bound: the next requests simply ask Postgres again
+        for name in names:
+            cache[tenant, name] = (name in found, now + self._ttl_s)

@@ -1,0 +1,86 @@
+"""Pure pricing engine: Stripe prices, coupons and tax rates → amounts in minor units, to the cent.
+
+No I/O and no Stripe SDK types: callers hand in our frozen models (`model.*_from_stripe` read
+Stripe's wire shape into them). Modules: `model` (the data), `amounts` (one line), `adjustments`
+(coupons and taxes), `invoice` (a projected invoice), `runrate` (usage projection), `currencies`.
+"""
+
+from meter.pricing.adjustments import TaxAmount, allocate, discount_total, line_taxes
+from meter.pricing.amounts import (
+    billable_quantity,
+    exact_amount,
+    flat_fees,
+    graduated_parts,
+    line_amount,
+    round_minor,
+    tier_index,
+    volume_exact,
+)
+from meter.pricing.calendar import add_months
+from meter.pricing.errors import PricingError
+from meter.pricing.invoice import InvoiceProjection, Line, price_items, project_invoice
+from meter.pricing.model import (
+    BillingScheme,
+    Coupon,
+    Discount,
+    Duration,
+    Interval,
+    Period,
+    Price,
+    Recurring,
+    Round,
+    SubscriptionItem,
+    TaxRate,
+    Tier,
+    TiersMode,
+    TransformQuantity,
+    UsageType,
+    coupon_from_stripe,
+    price_from_stripe,
+    tax_rate_from_stripe,
+)
+from meter.pricing.runrate import HOLD_LAST, LINEAR, RunRate, elapsed_fraction, project_usage
+
+__all__ = [
+    "HOLD_LAST",
+    "LINEAR",
+    "BillingScheme",
+    "Coupon",
+    "Discount",
+    "Duration",
+    "Interval",
+    "InvoiceProjection",
+    "Line",
+    "Period",
+    "Price",
+    "PricingError",
+    "Recurring",
+    "Round",
+    "RunRate",
+    "SubscriptionItem",
+    "TaxAmount",
+    "TaxRate",
+    "Tier",
+    "TiersMode",
+    "TransformQuantity",
+    "UsageType",
+    "add_months",
+    "allocate",
+    "billable_quantity",
+    "coupon_from_stripe",
+    "discount_total",
+    "elapsed_fraction",
+    "exact_amount",
+    "flat_fees",
+    "graduated_parts",
+    "line_amount",
+    "line_taxes",
+    "price_from_stripe",
+    "price_items",
+    "project_invoice",
+    "project_usage",
+    "round_minor",
+    "tax_rate_from_stripe",
+    "tier_index",
+    "volume_exact",
+]

@@ -1,0 +1,50 @@
+"""Every SQL statement the meter package runs, by name. Schema lives in migrations/."""
+
+from __future__ import annotations
+
+# --- migrations -------------------------------------------------------------------------------
+# Any fixed number works as the lock key, as long as every `meter migrate` uses the same one.
+MIGRATION_LOCK_KEY = 0x6D65746572  # "meter"
+
+CREATE_SCHEMA_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer     PRIMARY KEY,
+    name        text        NOT NULL,
+    checksum    text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+LOCK_MIGRATIONS = "SELECT pg_advisory_lock($1)"
+UNLOCK_MIGRATIONS = "SELECT pg_advisory_unlock($1)"
+APPLIED_MIGRATIONS = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
+
+# --- API keys ---------------------------------------------------------------------------------
+INSERT_API_KEY = """
+INSERT INTO api_keys (tenant, name, key_hash, key_prefix) VALUES ($1, $2, $3, $4) RETURNING id
+"""
+TENANT_FOR_KEY_HASH = """
+SELECT tenant FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+"""
+REVOKE_API_KEY = "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL"
+LIST_API_KEYS = """
+SELECT id, tenant, name, key_prefix, created_at, revoked_at FROM api_keys ORDER BY id
+"""
+
+# --- health -----------------------------------------------------------------------------------
+PING = "SELECT 1"
+
+# --- strict mode (METER_STRICT) ---------------------------------------------------------------
+# An event's customer is our external id or the Stripe customer id (billing's customers table).
+KNOWN_CUSTOMERS = """
+SELECT external_id, stripe_id FROM customers
+WHERE tenant = $1 AND NOT deleted AND (external_id = ANY($2::text[]) OR stripe_id = ANY($2::text[]))
+"""
+# A meter is known when Stripe has an active billing meter with that event name, or a local
+# definition exists (meters Stripe cannot express, see migrations/0002_usage.sql).
+KNOWN_METERS = """
+SELECT event_name AS meter FROM billing_meters
+WHERE status = 'active' AND event_name = ANY($2::text[])
+UNION
+SELECT meter FROM meter_definitions WHERE tenant = $1 AND meter = ANY($2::text[])
+"""

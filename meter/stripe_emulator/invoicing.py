@@ -1,0 +1,279 @@
+"""Building invoices and moving them through draft → open → paid (or payment failed).
+
+Line amounts come from `pricing` (pure); usage for metered prices comes from the meter's events in
+the line's period, aggregated with the meter's formula, as Stripe bills meters.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from meter.stripe_emulator import meter_math, meters, pricing
+from meter.stripe_emulator.core import Emulator
+from meter.stripe_emulator.state import State
+from meter.stripe_emulator.wire import Obj, StripeError, invalid, new_id, strip_private
+
+
+def usage(state: State, price: Obj, customer: str, start: int, end: int) -> Decimal:
+    """Aggregated meter value for [start, end) of a metered price's meter."""
+    meter = state.find(price["recurring"]["meter"])
+    if meter is None:
+        return Decimal(0)
+    pts = [p for p in meters.points(state, meter, customer) if start <= p.timestamp < end]
+    return meter_math.aggregate(meter["default_aggregation"]["formula"], pts)
+
+
+def is_metered(price: Obj) -> bool:
+    recurring = price.get("recurring") or {}
+    return recurring.get("usage_type") == "metered"
+
+
+def line(
+    price: Obj,
+    quantity: Decimal,
+    period: tuple[int, int],
+    *,
+    subscription: str | None,
+    item: str | None,
+    amount: int | None = None,
+    proration: bool = False,
+    description: str | None = None,
+) -> Obj:
+    """An invoice line in Stripe's shape (2025+: `pricing` and `parent`)."""
+    model = pricing.PriceModel.from_price(price)
+    value = pricing.amount(model, quantity) if amount is None else amount
+    qty: Any = meter_math.as_number(quantity)
+    return {
+        "id": new_id("il"),
+        "object": "line_item",
+        "amount": value,
+        "currency": price["currency"],
+        "description": description or f"{qty} × {price.get('nickname') or price['product']}",
+        "discount_amounts": [],
+        "discountable": True,
+        "discounts": [],
+        "invoice": None,
+        "livemode": False,
+        "metadata": {},
+        "parent": {
+            "type": "subscription_item_details",
+            "subscription_item_details": {
+                "invoice_item": None,
+                "proration": proration,
+                "subscription": subscription,
+                "subscription_item": item,
+            },
+        },
+        "period": {"start": period[0], "end": period[1]},
+        "pricing": {
+            "type": "price_details",
+            "price_details": {"price": price["id"], "product": price["product"]},
+            "unit_amount_decimal": price.get("unit_amount_decimal"),
+        },
+        "quantity": qty,
+    }
+
+
+def applicable_coupon(state: State, subscription: Obj | None, invoice_date: int) -> str | None:
+    """The subscription's coupon if it still applies to an invoice dated `invoice_date`.
+
+    Stripe's coupon `duration`: "once" applies to one invoice and "repeating" for
+    `duration_in_months` months from when the discount started (API reference, coupon object;
+    the Discount's `end` is "the date that this discount will end" for repeating coupons).
+    The emulator dates a discount from the subscription's start.
+    """
+    coupon_id = (subscription or {}).get("_coupon")
+    coupon = state.find(coupon_id) if coupon_id else None
+    if subscription is None or coupon is None:
+        return None
+    if coupon.get("duration") == "repeating":
+        start = subscription.get("start_date") or invoice_date
+        end = pricing.add_interval(start, "month", int(coupon.get("duration_in_months") or 0))
+        if invoice_date >= end:
+            return None
+    return str(coupon_id)
+
+
+def coupon_discount(state: State, coupon_id: str | None, subtotal: int) -> int:
+    coupon = state.find(coupon_id) if coupon_id else None
+    if coupon is None:
+        return 0
+    percent = coupon.get("percent_off")
+    return pricing.discount(
+        subtotal, None if percent is None else Decimal(str(percent)), coupon.get("amount_off")
+    )
+
+
+def build(
+    state: State,
+    *,
+    customer: str,
+    lines: list[Obj],
+    currency: str,
+    billing_reason: str,
+    period: tuple[int, int],
+    subscription: Obj | None,
+    created: int,
+    preview: bool = False,
+) -> Obj:
+    """A draft invoice (or an `upcoming` preview) with totals worked out."""
+    invoice_id = ("upcoming_" if preview else "") + new_id("in")
+    for item in lines:
+        item["invoice"] = invoice_id
+    subtotal = sum(item["amount"] for item in lines)
+    # An upcoming invoice will be dated at the end of its period, not at the preview's time.
+    invoice_date = period[1] if billing_reason == "upcoming" else created
+    coupon = applicable_coupon(state, subscription, invoice_date)
+    off = coupon_discount(state, coupon, subtotal)
+    total = subtotal - off
+    if coupon and not preview and subtotal > 0 and subscription is not None:
+        _use_once(state, subscription, coupon)
+    return {
+        "id": invoice_id,
+        "object": "invoice",
+        "amount_due": max(total, 0),
+        "amount_paid": 0,
+        "amount_remaining": max(total, 0),
+        "attempt_count": 0,
+        "attempted": False,
+        "auto_advance": not preview,
+        "billing_reason": billing_reason,
+        "collection_method": "charge_automatically",
+        "created": created,
+        "currency": currency,
+        "customer": customer,
+        "discounts": [coupon] if coupon else [],
+        "due_date": None,
+        "effective_at": None,
+        "hosted_invoice_url": None,
+        "lines": {
+            "object": "list",
+            "data": lines,
+            "has_more": False,
+            "url": f"/v1/invoices/{invoice_id}/lines",
+        },
+        "livemode": False,
+        "metadata": {},
+        "next_payment_attempt": None,
+        "number": None,
+        "parent": None
+        if subscription is None
+        else {
+            "type": "subscription_details",
+            "quote_details": None,
+            "subscription_details": {
+                "metadata": subscription.get("metadata") or {},
+                "subscription": subscription["id"],
+            },
+        },
+        "period_end": period[1],
+        "period_start": period[0],
+        "status": "draft",
+        "status_transitions": {
+            "finalized_at": None,
+            "marked_uncollectible_at": None,
+            "paid_at": None,
+            "voided_at": None,
+        },
+        "subtotal": subtotal,
+        "total": total,
+        "total_discount_amounts": [{"amount": off, "discount": coupon}] if off else [],
+        "webhooks_delivered_at": None,
+        "_finalize_at": None,
+    }
+
+
+def _use_once(state: State, subscription: Obj, coupon_id: str) -> None:
+    # A `once` coupon is used up by the first invoice it discounts, and Stripe then removes the
+    # discount from the subscription; the next invoice (and its preview) is at full price.
+    # (Which invoice counts as first when the first ones are free, e.g. in a trial, is not
+    # documented; the emulator waits for an invoice with a positive subtotal.)
+    coupon = state.find(coupon_id)
+    if coupon is not None and coupon.get("duration") == "once":
+        subscription["_coupon"] = None
+        subscription["discounts"] = []
+
+
+def public(invoice: Obj) -> Obj:
+    """The invoice without the emulator's private bookkeeping keys."""
+    clean: Obj = strip_private(invoice)
+    return clean
+
+
+def subscription_of(invoice: Obj) -> str | None:
+    parent = invoice.get("parent") or {}
+    details = parent.get("subscription_details") or {}
+    sub: str | None = details.get("subscription")
+    return sub
+
+
+def finalize(emu: Emulator, invoice: Obj, now: int) -> None:
+    if invoice["status"] != "draft":
+        raise invalid("This invoice is already finalized.", None, "invoice_not_editable")
+    number = sum(1 for i in emu.state.all("invoice") if i.get("number")) + 1
+    invoice["number"] = f"{emu.state.objects[invoice['customer']]['invoice_prefix']}-{number:04d}"
+    invoice["status"] = "open" if invoice["amount_due"] > 0 else "paid"
+    invoice["status_transitions"]["finalized_at"] = now
+    invoice["effective_at"] = now
+    invoice["hosted_invoice_url"] = f"https://invoice.stripe.com/i/{invoice['id']}"
+    emu.emit("invoice.finalized", public(invoice), {"status": "draft"})
+    if invoice["status"] == "paid":
+        _mark_paid(emu, invoice, now)
+
+
+def payment_outcome(state: State, customer: str) -> str:
+    return state.payment_outcomes.get(customer) or state.payment_outcomes.get("*") or "succeed"
+
+
+def pay(emu: Emulator, invoice: Obj, now: int, *, force_outcome: str | None = None) -> None:
+    """Attempt payment: the outcome set with `/_emulator/payments` (default: succeed)."""
+    if invoice["status"] == "draft":
+        finalize(emu, invoice, now)
+    if invoice["status"] == "paid":
+        return
+    if invoice["status"] != "open":
+        raise invalid(f"Invoice is {invoice['status']} and cannot be paid.", None)
+    invoice["attempt_count"] += 1
+    invoice["attempted"] = True
+    outcome = force_outcome or payment_outcome(emu.state, invoice["customer"])
+    if outcome == "succeed":
+        _mark_paid(emu, invoice, now)
+        return
+    # Stripe's smart retries would try again later; the emulator waits for an explicit pay.
+    invoice["next_payment_attempt"] = None
+    emu.emit("invoice.payment_failed", public(invoice))
+    _subscription_status(emu, invoice, "past_due")
+    raise StripeError(
+        402,
+        "Your card was declined.",
+        type_="card_error",
+        code="card_declined",
+        param=None,
+    )
+
+
+def _mark_paid(emu: Emulator, invoice: Obj, now: int) -> None:
+    previous = {"status": invoice["status"], "amount_paid": invoice["amount_paid"]}
+    invoice["status"] = "paid"
+    invoice["amount_paid"] = invoice["amount_due"]
+    invoice["amount_remaining"] = 0
+    invoice["status_transitions"]["paid_at"] = now
+    emu.emit("invoice.paid", public(invoice), previous)
+    emu.emit("invoice.payment_succeeded", public(invoice), previous)
+    _subscription_status(emu, invoice, "active")
+
+
+def _subscription_status(emu: Emulator, invoice: Obj, status: str) -> None:
+    sub_id = subscription_of(invoice)
+    sub = emu.state.find(sub_id) if sub_id else None
+    if sub is None or sub["status"] in ("canceled", "trialing", status):
+        return
+    if status == "active" and sub["status"] not in ("past_due", "incomplete", "unpaid"):
+        return
+    previous = {"status": sub["status"]}
+    sub["status"] = status
+    sub["latest_invoice"] = invoice["id"]
+    from meter.stripe_emulator.subscriptions import public_sub
+
+    emu.emit("customer.subscription.updated", public_sub(sub), previous)

@@ -1,0 +1,409 @@
+"""Subscriptions and their items: create (with trials), update with prorations, cancel, resume.
+
+Since API version 2025-03-31 the billing period lives on each item (`current_period_start/end`),
+not on the subscription; the emulator follows the pinned version. Private bookkeeping (coupon,
+pending proration lines) sits under `_` keys that never reach the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from decimal import Decimal
+from typing import Any
+
+from meter.stripe_emulator import invoicing, pricing
+from meter.stripe_emulator.core import Req, Route
+from meter.stripe_emulator.resources import apply_updates, metadata_of
+from meter.stripe_emulator.state import State
+from meter.stripe_emulator.wire import (
+    Obj,
+    StripeError,
+    bool_param,
+    invalid,
+    missing,
+    new_id,
+    paginate,
+    str_param,
+    strip_private,
+)
+
+BASE = "/v1/subscriptions"
+LIVE = ("trialing", "active", "past_due", "incomplete", "unpaid", "paused")
+
+
+def routes() -> list[Route]:
+    return [
+        Route("POST", BASE, create),
+        Route("GET", BASE, list_),
+        Route("GET", BASE + "/{id}", retrieve),
+        Route("POST", BASE + "/{id}", update),
+        Route("DELETE", BASE + "/{id}", cancel),
+        Route("POST", BASE + "/{id}/resume", resume),
+        Route("GET", "/v1/subscription_items", list_items),
+        Route("GET", "/v1/subscription_items/{id}", retrieve_item),
+    ]
+
+
+def public_sub(sub: Obj) -> Obj:
+    public: Obj = strip_private(sub)
+    return public
+
+
+def period(sub: Obj) -> tuple[int, int]:
+    first = sub["items"]["data"][0]
+    return first["current_period_start"], first["current_period_end"]
+
+
+def _interval(price: Obj) -> tuple[str, int]:
+    recurring = price.get("recurring")
+    if not recurring:
+        raise invalid("A subscription needs recurring prices.", "items")
+    return recurring["interval"], recurring["interval_count"]
+
+
+def _item(state: State, raw: dict[str, Any], sub_id: str, start: int, end: int, i: int) -> Obj:
+    price_id = raw.get("price")
+    if not price_id:
+        raise missing(f"items[{i}][price]")
+    price = state.get("price", str(price_id), f"items[{i}][price]")
+    metered = invoicing.is_metered(price)
+    if metered and raw.get("quantity") not in (None, ""):
+        raise invalid("Quantity cannot be set for metered prices.", f"items[{i}][quantity]")
+    return {
+        "id": new_id("si", 14),
+        "object": "subscription_item",
+        "created": start,
+        "current_period_end": end,
+        "current_period_start": start,
+        "discounts": [],
+        "metadata": raw.get("metadata") or {},
+        "price": copy.deepcopy(price),
+        "quantity": None if metered else int(raw.get("quantity") or 1),
+        "subscription": sub_id,
+    }
+
+
+def licensed_lines(sub: Obj, start: int, end: int) -> list[Obj]:
+    lines = []
+    for item in sub["items"]["data"]:
+        if not invoicing.is_metered(item["price"]):
+            lines.append(
+                invoicing.line(
+                    item["price"],
+                    Decimal(item["quantity"]),
+                    (start, end),
+                    subscription=sub["id"],
+                    item=item["id"],
+                )
+            )
+    return lines
+
+
+def metered_lines(state: State, sub: Obj, start: int, end: int) -> list[Obj]:
+    lines = []
+    for item in sub["items"]["data"]:
+        if invoicing.is_metered(item["price"]):
+            qty = invoicing.usage(state, item["price"], sub["customer"], start, end)
+            lines.append(
+                invoicing.line(
+                    item["price"], qty, (start, end), subscription=sub["id"], item=item["id"]
+                )
+            )
+    return lines
+
+
+def create(req: Req) -> Obj:
+    state = req.state
+    customer = state.get("customer", str_param(req.params, "customer"), "customer")
+    raw_items = req.get("items")
+    if not isinstance(raw_items, list) or not raw_items:
+        raise missing("items")
+    now = state.now_for_customer(customer["id"])
+    trial_end = _trial_end(req, now)
+    sub_id = new_id("sub", 24)
+    prices = [
+        state.get("price", str(r.get("price")), f"items[{i}][price]")
+        for i, r in enumerate(raw_items)
+    ]
+    intervals = {_interval(p) for p in prices}
+    if len(intervals) > 1:
+        raise invalid(
+            "All prices on a subscription must have the same recurring interval.", "items"
+        )
+    interval, count = intervals.pop()
+    end = trial_end or pricing.add_interval(now, interval, count)
+    items = [_item(state, r, sub_id, now, end, i) for i, r in enumerate(raw_items)]
+    coupon = req.get("coupon") or _discount_coupon(req.get("discounts"))
+    if coupon:
+        state.get("coupon", str(coupon), "coupon")
+    sub: Obj = {
+        "id": sub_id,
+        "object": "subscription",
+        "billing_cycle_anchor": end if trial_end else now,
+        "cancel_at": None,
+        "cancel_at_period_end": bool_param(req.params, "cancel_at_period_end"),
+        "canceled_at": None,
+        "collection_method": "charge_automatically",
+        "created": now,
+        "currency": prices[0]["currency"],
+        "customer": customer["id"],
+        "default_payment_method": req.get("default_payment_method"),
+        "discounts": [coupon] if coupon else [],
+        "ended_at": None,
+        "items": {
+            "object": "list",
+            "data": items,
+            "has_more": False,
+            "url": f"/v1/subscription_items?subscription={sub_id}",
+        },
+        "latest_invoice": None,
+        "livemode": False,
+        "metadata": metadata_of(req),
+        "pause_collection": None,
+        "start_date": now,
+        "status": "trialing" if trial_end else "incomplete",
+        "test_clock": customer.get("test_clock"),
+        "trial_end": trial_end,
+        "trial_settings": req.get("trial_settings")
+        or {"end_behavior": {"missing_payment_method": "create_invoice"}},
+        "trial_start": now if trial_end else None,
+        "_coupon": coupon,
+        "_pending": [],
+        "_trial_will_end_sent": False,
+    }
+    state.put(sub)
+    for item in items:
+        state.put(item)
+    req.emu.emit("customer.subscription.created", public_sub(sub))
+    invoice = _invoice_now(
+        req,
+        sub,
+        licensed_lines(sub, now, end) if not trial_end else [],
+        "subscription_create",
+        (now, now),
+    )
+    # A failed first payment leaves the subscription incomplete, as in Stripe.
+    with contextlib.suppress(StripeError):
+        invoicing.pay(req.emu, invoice, now)
+    if sub["status"] == "incomplete" and invoice["status"] == "paid":
+        sub["status"] = "active"
+        req.emu.emit("customer.subscription.updated", public_sub(sub), {"status": "incomplete"})
+    return sub
+
+
+def _discount_coupon(discounts: Any) -> str | None:
+    if isinstance(discounts, list) and discounts and isinstance(discounts[0], dict):
+        coupon = discounts[0].get("coupon")
+        return str(coupon) if coupon else None
+    return None
+
+
+def _trial_end(req: Req, now: int) -> int | None:
+    if (raw := req.get("trial_end")) not in (None, ""):
+        if raw == "now":
+            return None
+        end = int(raw)
+        if end <= now:
+            raise invalid("trial_end must be in the future.", "trial_end")
+        return end
+    if days := req.get("trial_period_days"):
+        return now + int(days) * 86400
+    return None
+
+
+def _invoice_now(req: Req, sub: Obj, lines: list[Obj], reason: str, span: tuple[int, int]) -> Obj:
+    now = req.state.now_for_customer(sub["customer"])
+    invoice = invoicing.build(
+        req.state,
+        customer=sub["customer"],
+        lines=lines,
+        currency=sub["currency"],
+        billing_reason=reason,
+        period=span,
+        subscription=sub,
+        created=now,
+    )
+    req.state.put(invoice)
+    sub["latest_invoice"] = invoice["id"]
+    req.emu.emit("invoice.created", strip_private(invoice))
+    return invoice
+
+
+def retrieve(req: Req) -> Obj:
+    return req.state.get("subscription", req.match["id"])
+
+
+def list_(req: Req) -> Obj:
+    subs = req.state.all("subscription")
+    if customer := req.get("customer"):
+        subs = [s for s in subs if s["customer"] == customer]
+    status = req.get("status")
+    if status and status != "all":
+        subs = [s for s in subs if s["status"] == status]
+    elif not status:
+        subs = [s for s in subs if s["status"] != "canceled"]
+    return paginate(subs, req.params, BASE)
+
+
+def plan_items(
+    state: State, sub: Obj, raw_items: list[dict[str, Any]], now: int, behavior: str
+) -> tuple[list[Obj], list[Obj]]:
+    """New item list and proration lines for an items update, without changing anything."""
+    items = {i["id"]: copy.deepcopy(i) for i in sub["items"]["data"]}
+    start, end = period(sub)
+    prorations: list[Obj] = []
+    remaining, length = max(end - now, 0), end - start
+    for n, raw in enumerate(raw_items):
+        old = items.get(str(raw.get("id"))) if raw.get("id") else None
+        if raw.get("id") and old is None:
+            raise invalid(f"No such subscription item: '{raw['id']}'", f"items[{n}][id]")
+        new: Obj | None
+        if old is None:
+            new = _item(state, raw, sub["id"], start, end, n)
+        elif bool_param(raw, "deleted"):
+            new = None
+        else:
+            new = copy.deepcopy(old)
+            if raw.get("price"):
+                new["price"] = copy.deepcopy(
+                    state.get("price", str(raw["price"]), f"items[{n}][price]")
+                )
+            if raw.get("quantity") not in (None, "") and not invoicing.is_metered(new["price"]):
+                new["quantity"] = int(raw["quantity"])
+            if invoicing.is_metered(new["price"]):
+                new["quantity"] = None
+        if behavior != "none" and sub["status"] != "trialing":
+            prorations += _proration(sub, old, new, remaining, length, (now, end))
+        if old is not None:
+            del items[old["id"]]
+        if new is not None:
+            items[new["id"]] = new
+    return list(items.values()), prorations
+
+
+def _proration(
+    sub: Obj, old: Obj | None, new: Obj | None, remaining: int, length: int, span: tuple[int, int]
+) -> list[Obj]:
+    lines = []
+    for item, sign, label in ((old, -1, "Unused time on"), (new, 1, "Remaining time on")):
+        if item is None or invoicing.is_metered(item["price"]):
+            continue
+        qty = Decimal(item["quantity"])
+        full = pricing.amount(pricing.PriceModel.from_price(item["price"]), qty)
+        share = pricing.prorate(full, remaining, length)
+        lines.append(
+            invoicing.line(
+                item["price"],
+                qty,
+                span,
+                subscription=sub["id"],
+                item=item["id"],
+                amount=sign * share,
+                proration=True,
+                description=f"{label} {item['quantity']} × {item['price']['id']}",
+            )
+        )
+    if (
+        old
+        and new
+        and old["price"]["id"] == new["price"]["id"]
+        and old["quantity"] == new["quantity"]
+    ):
+        return []
+    return lines
+
+
+def update(req: Req) -> Obj:
+    state = req.state
+    sub = state.get("subscription", req.match["id"])
+    if sub["status"] == "canceled":
+        raise invalid(
+            "A canceled subscription can only update its cancellation_details and metadata."
+        )
+    now = state.now_for_customer(sub["customer"])
+    previous = apply_updates(req, sub, ("default_payment_method",), ("cancel_at_period_end",))
+    if "pause_collection" in req.params:
+        raw = req.params["pause_collection"]
+        value = (
+            None
+            if raw == ""
+            else {"behavior": raw.get("behavior"), "resumes_at": raw.get("resumes_at")}
+        )
+        previous["pause_collection"] = sub["pause_collection"]
+        sub["pause_collection"] = value
+    if (coupon := req.get("coupon")) not in (None,):
+        previous["discounts"] = sub["discounts"]
+        sub["_coupon"] = coupon or None
+        sub["discounts"] = [coupon] if coupon else []
+    if isinstance(raw_items := req.get("items"), list):
+        behavior = req.get("proration_behavior") or "create_prorations"
+        when = int(req.get("proration_date") or now)
+        items, prorations = plan_items(state, sub, raw_items, when, behavior)
+        previous["items"] = copy.deepcopy(sub["items"])
+        for item in items:
+            if item["id"] not in state.objects:
+                state.put(item)
+            else:
+                state.objects[item["id"]].update(item)
+        sub["items"]["data"] = items
+        if behavior == "always_invoice" and prorations:
+            invoice = _invoice_now(
+                req, sub, prorations, "subscription_update", (now, period(sub)[1])
+            )
+            # A failure is reported through invoice.payment_failed and the past_due status.
+            with contextlib.suppress(StripeError):
+                invoicing.pay(req.emu, invoice, now)
+        else:
+            sub["_pending"].extend(prorations)
+    if previous:
+        req.emu.emit("customer.subscription.updated", public_sub(sub), previous)
+    return sub
+
+
+def cancel(req: Req) -> Obj:
+    sub = req.state.get("subscription", req.match["id"])
+    if sub["status"] == "canceled":
+        raise invalid("This subscription has already been canceled.", None)
+    end_now(req.emu, sub, req.state.now_for_customer(sub["customer"]))
+    return sub
+
+
+def end_now(emu: Any, sub: Obj, now: int) -> None:
+    previous = {"status": sub["status"]}
+    sub["status"] = "canceled"
+    sub["canceled_at"] = sub["canceled_at"] or now
+    sub["ended_at"] = now
+    emu.emit("customer.subscription.deleted", public_sub(sub), previous)
+
+
+def resume(req: Req) -> Obj:
+    sub = req.state.get("subscription", req.match["id"])
+    if sub["status"] != "paused":
+        raise invalid("Only a paused subscription can be resumed.", None)
+    now = req.state.now_for_customer(sub["customer"])
+    interval, count = _interval(sub["items"]["data"][0]["price"])
+    end = pricing.add_interval(now, interval, count)
+    for item in sub["items"]["data"]:
+        item["current_period_start"], item["current_period_end"] = now, end
+    sub["status"] = "active"
+    req.emu.emit("customer.subscription.resumed", public_sub(sub), {"status": "paused"})
+    invoice = _invoice_now(
+        req, sub, licensed_lines(sub, now, end), "subscription_cycle", (now, now)
+    )
+    with contextlib.suppress(StripeError):
+        invoicing.pay(req.emu, invoice, now)
+    return sub
+
+
+def list_items(req: Req) -> Obj:
+    sub_id = str_param(req.params, "subscription")
+    sub = req.state.get("subscription", sub_id, "subscription")
+    return paginate(sub["items"]["data"], req.params, "/v1/subscription_items", newest_first=False)
+
+
+def retrieve_item(req: Req) -> Obj:
+    item = req.state.get("subscription_item", req.match["id"])
+    sub = req.state.get("subscription", item["subscription"])
+    current: Obj = next((i for i in sub["items"]["data"] if i["id"] == item["id"]), item)
+    return current

@@ -1,0 +1,271 @@
+"""`GET /v1/customers/{id}/usage` and `GET /v1/customers/{id}/usage/history` (API-key auth).
+
+Order of a usage request, and why the numbers are consistent:
+  1. authenticate; load the plan (customer, subscription, items, prices; cached for seconds) —
+     no usage is read yet, so nothing about money can be stale here but a price change younger
+     than the cache TTL.
+  2. pick the billing period of each item (`period=current|previous|<instant>`).
+  3. read the streams' pending entries of this customer (Redis) — before step 4, see pending.py.
+  4. read rollups and stream checkpoints in one repeatable-read snapshot (Postgres).
+  5. fold the entries after their checkpoint into the rollup totals and price everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any, cast
+
+import asyncpg
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from meter import appkeys
+from meter.billing.errors import NotFound
+from meter.ingest.handlers import authenticate
+from meter.pricing import Period, PricingError, add_months, project_invoice
+from meter.usage import params, pending, queries, report, store
+from meter.usage.store import Plan, PlanItem
+from meter.usage.tally import Tally
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def _connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, typed as one (the pool's proxy forwards everything)."""
+    async with app[appkeys.PG].acquire() as proxy:
+        yield cast(asyncpg.Connection, proxy)
+
+
+def _json(doc: Doc) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+
+def month_of(at: int) -> Period:
+    """The UTC calendar month holding `at`: the period of a customer without subscription."""
+    day = dt.datetime.fromtimestamp(at, dt.UTC)
+    start = int(day.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
+    return Period(start, add_months(start, 1))
+
+
+async def _selection(
+    conn: asyncpg.Connection, plan: Plan, wanted: str | int, now: int
+) -> list[tuple[PlanItem, Period]]:
+    """Each item with its period for the requested period; [] means "bill nothing" (no
+    subscription, or one that ended, asked for the current period)."""
+    if plan.subscription is None:
+        return []
+    live = [i for i in plan.items if not i.removed]
+    if wanted == params.CURRENT:
+        if plan.status in store.ENDED:
+            return []
+        return [(i, i.current) for i in live]
+    if wanted == params.PREVIOUS:
+        anchor = min((i.current.start for i in live or plan.items), default=now)
+        at = anchor - 1
+    else:
+        assert isinstance(wanted, int)
+        at = wanted
+    periods = await store.periods_at(conn, plan.items, at)
+    if not periods:
+        raise NotFound(
+            f"no billing period of customer {plan.external_id!r} holds {at}", param="period"
+        )
+    return [(i, periods[i.id]) for i in plan.items if i.id in periods]
+
+
+def _window(wanted: str | int, now: int) -> Period:
+    if wanted == params.CURRENT:
+        return month_of(now)
+    if wanted == params.PREVIOUS:
+        return month_of(month_of(now).start - 1)
+    assert isinstance(wanted, int)
+    return month_of(wanted)
+
+
+async def usage(request: web.Request) -> web.Response:
+    """Usage so far, amounts, run-rate projection and projected invoice of one billing period."""
+    tenant = await authenticate(request)
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    wanted = params.period(request.query)
+    names = pending.streams(app[appkeys.KEYS], settings.shards)
+    now = int(time.time())
+    async with _connection(app) as conn:
+        plan = await app[appkeys.USAGE_PLANS].plan(conn, tenant, request.match_info["id"])
+        selection = await _selection(conn, plan, wanted, now)
+        window = None if selection else _window(wanted, now)
+        freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
+        try:
+            read: pending.PendingRead | None = await pending.read_pending(
+                app[appkeys.REDIS], names, tenant, plan.keys
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("usage: pending events unavailable", extra={"error": str(exc)})
+            read = None
+        snap = await store.read_usage(
+            conn,
+            tenant,
+            plan.keys,
+            names,
+            item_periods={i.id: p for i, p in selection} if selection else None,
+            last_items=frozenset(i.id for i, _ in selection if i.aggregation == "last"),
+            window=window,
+        )
+        events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
+        meters = snap.by_meter
+        defined: dict[str, str] = {}
+        if window is not None and any(e.meter not in meters for e in events):
+            defined = await store.aggregations(conn, tenant)
+    freshness |= {
+        "pending_included": read is not None and not read.truncated,
+        "pending_scanned": 0 if read is None else read.scanned,
+        "pending_truncated": read is not None and read.truncated,
+        "pending_events": len(events),
+        # Whether a pending value is new to the period is known only once aggregated.
+        "unique_count_pending": "excluded",
+    }
+    doc: Doc = {
+        "object": "usage",
+        "customer": plan.external_id,
+        "stripe_customer": plan.stripe_id,
+        "subscription": plan.subscription,
+        "status": plan.status,
+        "requested_period": wanted,
+    }
+    if window is not None:
+        for event in events:
+            if report.in_period(event, window):
+                aggregation = meters.get(event.meter, (defined.get(event.meter, "sum"), None))[0]
+                meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
+        doc |= _unpriced(window, meters)
+    else:
+        doc |= _priced(selection, snap.by_item, events, now)
+    doc["freshness"] = freshness
+    return _json(doc)
+
+
+def _unpriced(window: Period, meters: dict[str, tuple[str, Tally]]) -> Doc:
+    return {
+        "period": report.period_doc(window),
+        "period_basis": "calendar_month_utc",
+        "items": [
+            {
+                "subscription_item": None,
+                "price": None,
+                "pricing_model": None,
+                "meter": meter,
+                "aggregation": aggregation,
+                "quantity": report.num(tally.quantity(aggregation)),
+                "events": tally.events,
+                "pending_events": tally.pending,
+                "amount": None,
+            }
+            for meter, (aggregation, tally) in sorted(meters.items())
+        ],
+        "invoice": None,
+        "projected_invoice": None,
+    }
+
+
+def _priced(
+    selection: list[tuple[PlanItem, Period]],
+    tallies: dict[tuple[str, str], Tally],
+    events: list[Any],
+    now: int,
+) -> Doc:
+    report.fold_pending(selection, tallies, events)
+    items, so_far, projected = [], {}, {}
+    for item, period in selection:
+        tally = tallies.get((item.id, item.meter or ""))
+        entry, forecast = report.item_doc(item, period, tally, now)
+        items.append(entry)
+        so_far[item.id] = Decimal(entry["quantity"])
+        projected[item.id] = forecast
+    metered = [(i, p) for i, p in selection if i.metered] or selection
+    period = metered[0][1]
+    doc: Doc = {"period": report.period_doc(period), "period_basis": "subscription", "items": items}
+    engine = report.engine_items(selection)
+    if not engine:
+        return doc | {"invoice": None, "projected_invoice": None}
+    licensed = report.next_period(period, metered[0][0])
+    try:
+        invoice = project_invoice(engine, so_far, period=period, licensed_period=licensed)
+        forecast_invoice = project_invoice(
+            engine, projected, period=period, licensed_period=licensed
+        )
+    except PricingError as exc:
+        return doc | {
+            "invoice": None,
+            "projected_invoice": None,
+            "invoice_error": report.error_doc(exc),
+        }
+    return doc | {
+        "invoice": report.invoice_doc(invoice),
+        "projected_invoice": report.invoice_doc(forecast_invoice)
+        | {"method": "item run rates (see items[].projection)"},
+    }
+
+
+_PICK = {"max": "value_max", "last": "value_last"}
+
+
+async def history(request: web.Request) -> web.Response:
+    """Usage per meter and hour or day from the rollups, one page at a time."""
+    tenant = await authenticate(request)
+    app = request.app
+    q = params.history(request.query, int(time.time()))
+    after_meter, after_start = (None, None) if q.after is None else q.after
+    resume = None if after_start is None else store.ts(after_start + q.step)
+    async with _connection(app) as conn:
+        plan = await app[appkeys.USAGE_PLANS].plan(conn, tenant, request.match_info["id"])
+        rows = await conn.fetch(
+            queries.HISTORY,
+            tenant,
+            plan.keys,
+            store.ts(q.start),
+            store.ts(q.end),
+            q.granularity,
+            q.meter,
+            after_meter,
+            resume,
+            q.limit + 1,
+        )
+    page = rows[: q.limit]
+    data = [
+        {
+            "meter": r["meter"],
+            "aggregation": r["aggregation"],
+            "start": store.unix(r["at"]),
+            "end": store.unix(r["at"]) + q.step,
+            "value": report.num(r[_PICK.get(r["aggregation"], "value_sum")]),
+            "events": r["events"],
+        }
+        for r in page
+    ]
+    more = len(rows) > q.limit
+    return _json(
+        {
+            "object": "usage_history",
+            "customer": plan.external_id,
+            "granularity": q.granularity,
+            "from": q.start,
+            "to": q.end,
+            "meter": q.meter,
+            "data": data,
+            "has_more": more,
+            "next_cursor": params.encode_cursor(data[-1]["meter"], data[-1]["start"])
+            if more
+            else None,
+            # History is what the aggregator has folded; pending events show in /usage only.
+            "pending_included": False,
+        }
+    )

@@ -1,0 +1,96 @@
+"""Query parameters of the usage API, validated into plain values. Pure.
+
+Every error names its parameter (`InvalidRequest(param=…)`), so the client sees which one to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from meter.errors import InvalidRequest
+
+CURRENT = "current"
+PREVIOUS = "previous"
+GRANULARITIES = {"hour": 3600, "day": 86400}
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 100
+# A history request spans at most this much: bounds the rows one page may have to group.
+MAX_SPAN_S = 400 * 86400
+DEFAULT_SPAN_S = 7 * 86400
+
+
+def instant(raw: str, param: str) -> int:
+    """Unix seconds from unix seconds or ISO 8601 (a date, or a time; naive means UTC)."""
+    text = raw.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"`{param}` must be unix seconds or an ISO 8601 time, got {raw!r}", param=param
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def period(query: Mapping[str, str]) -> str | int:
+    """`period`: "current" (default), "previous", or an instant inside the wanted period."""
+    raw = query.get("period", CURRENT)
+    if raw in (CURRENT, PREVIOUS):
+        return raw
+    return instant(raw, "period")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    start: int
+    end: int
+    step: int
+    granularity: str
+    meter: str | None
+    limit: int
+    after: tuple[str, int] | None  # (meter, bucket start) of the last row already returned
+
+
+def history(query: Mapping[str, str], now: int) -> HistoryQuery:
+    """`from`, `to` (default: the last 7 days up to now), `granularity` (hour|day, default hour),
+    `meter`, `limit` (1..1000) and `cursor` (from the previous page's `next_cursor`)."""
+    granularity = query.get("granularity", "hour")
+    if granularity not in GRANULARITIES:
+        raise InvalidRequest("`granularity` must be hour or day", param="granularity")
+    step = GRANULARITIES[granularity]
+    end = instant(query["to"], "to") if "to" in query else now
+    start = instant(query["from"], "from") if "from" in query else end - DEFAULT_SPAN_S
+    # Whole buckets only: `from` rounds down and `to` up to the granularity (UTC).
+    start -= start % step
+    end += -end % step
+    if end <= start:
+        raise InvalidRequest("`to` must be after `from`", param="to")
+    if end - start > MAX_SPAN_S:
+        raise InvalidRequest(f"`from`..`to` spans at most {MAX_SPAN_S // 86400} days", param="from")
+    meter = query.get("meter") or None
+    raw_limit = query.get("limit", str(DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidRequest(f"`limit` must be an integer in 1..{MAX_LIMIT}", param="limit")
+    after = decode_cursor(query["cursor"]) if "cursor" in query else None
+    return HistoryQuery(start, end, step, granularity, meter, int(raw_limit), after)
+
+
+def encode_cursor(meter: str, bucket_start: int) -> str:
+    """An opaque page cursor: the (meter, bucket start) of the last row of a page."""
+    raw = f"{bucket_start}\x00{meter}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, meter = raw.split("\x00", 1)
+        return meter, int(at)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("`cursor` is not a cursor this API returned", param="cursor") from None

@@ -1,0 +1,84 @@
+"""Events accepted by ingest but not yet folded into the rollups: the pending part of the shard
+streams.
+
+Why the streams and not a per-bucket counter kept by ingest: the aggregator trims each stream up
+to its checkpoint after every flush (aggregator/flush.py, step 9), so a stream *is* the pending
+part, and reading it needs no change to ingest's hot path (its Lua script) and cannot drift from
+what the aggregator will fold. The cost is proportional to the global backlog, not to this
+customer, so the read is capped (`MAX_PENDING_SCAN` entries over all shards); a capped read says
+so in the response (`pending_truncated`), and undercounts pending usage, never double-counts it.
+
+Consistency (see `api.usage`): the streams are read *before* the Postgres snapshot of rollups and
+checkpoints; an entry counts as pending only if its id is after its stream's checkpoint in that
+snapshot. An entry folded between the two reads is then in the rollups and not pending; one
+folded before is in both reads but filtered by the checkpoint: nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from meter.connections import RedisClient
+from meter.events import UsageEvent
+from meter.redis_keys import Keys
+from meter.usage.tally import stream_id_key
+
+MAX_PENDING_SCAN = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    stream: str
+    id: str
+    event: UsageEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRead:
+    entries: list[PendingEntry]
+    scanned: int
+    truncated: bool
+
+
+def streams(keys: Keys, shards: int) -> list[str]:
+    return [keys.stream(shard) for shard in range(shards)]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def read_pending(
+    redis: RedisClient, names: list[str], tenant: str, customers: Collection[str]
+) -> PendingRead:
+    """This customer's entries in the streams (oldest first, at most MAX_PENDING_SCAN scanned)."""
+    per_stream = max(1, MAX_PENDING_SCAN // len(names))
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.xrange(name, min="-", max="+", count=per_stream)
+        results = await pipe.execute()
+    entries: list[PendingEntry] = []
+    scanned, truncated = 0, False
+    wanted = set(customers)
+    for name, batch in zip(names, results, strict=True):
+        scanned += len(batch)
+        truncated = truncated or len(batch) >= per_stream
+        for entry_id, fields in batch:
+            payload = fields.get(b"e") if b"e" in fields else fields.get("e")
+            if payload is None:
+                continue
+            event = UsageEvent.decode(payload)
+            if event.tenant == tenant and event.customer in wanted:
+                entries.append(PendingEntry(name, _text(entry_id), event))
+    return PendingRead(entries, scanned, truncated)
+
+
+def after_checkpoints(read: PendingRead, checkpoints: dict[str, str]) -> list[UsageEvent]:
+    """The entries not folded yet: after their stream's checkpoint (no checkpoint: none folded)."""
+    out = []
+    for entry in read.entries:
+        done = checkpoints.get(entry.stream)
+        if done is None or stream_id_key(entry.id) > stream_id_key(done):
+            out.append(entry.event)
+    return out

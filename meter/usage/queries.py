@@ -1,0 +1,96 @@
+"""Every SQL statement of the usage API, by name. Schema: migrations/0002_usage.sql (rollups,
+checkpoints, meter definitions) and 0003_billing.sql (customers, subscriptions, prices).
+
+Customers are looked up with `meter.billing.queries.CUSTOMER_BY_KEY` and their plan with
+`CURRENT_SUBSCRIPTION`, so "which customer, which subscription" means the same in both APIs.
+"""
+
+from __future__ import annotations
+
+# Every item of a subscription (removed ones too: usage of their past periods still shows) with
+# its price as synced and its meter's event name and aggregation (a local definition wins over
+# the Stripe meter's formula, as in usage_rollup_values).
+PLAN_ITEMS = """
+SELECT i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
+    p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
+    p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
+    m.event_name, coalesce(d.aggregation, m.formula, 'sum') AS aggregation
+FROM subscription_items i
+LEFT JOIN prices p ON p.id = i.price
+LEFT JOIN billing_meters m ON m.id = coalesce(i.meter, p.meter)
+LEFT JOIN meter_definitions d ON d.tenant = $2 AND d.meter = m.event_name
+WHERE i.subscription = $1
+ORDER BY i.id
+"""
+
+# The period of each item that contains the instant $2 (past periods are kept here only).
+ITEM_PERIODS_AT = """
+SELECT item, period_start, period_end FROM subscription_item_periods
+WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
+"""
+
+# Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
+CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
+
+# The buckets of each (item, period) folded per meter; every aggregation's state comes back so
+# that pending events can be folded on top (see tally.py). Plain aggregates only: this runs on
+# every request over ~720 buckets per meter and month, so `last` (which needs an order) is read
+# separately, and only for `last` meters (LAST_BY_ITEM).
+_FOLD = """
+    sum(r.event_count)::bigint AS event_count, sum(r.value_sum) AS value_sum,
+    max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count,
+    count(*) AS buckets
+"""
+USAGE_BY_ITEM = f"""
+SELECT r.subscription_item AS item, r.meter, {_FOLD}
+FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
+JOIN usage_rollups r ON r.tenant = $1 AND r.customer = ANY($2::text[])
+    AND r.subscription_item = p.item AND r.period_start = p.period_start
+GROUP BY r.subscription_item, r.meter
+"""
+# The latest event of each (item, period, meter) over its buckets, by (event time, event id) as
+# the aggregator orders it.
+LAST_BY_ITEM = """
+SELECT DISTINCT ON (r.subscription_item, r.meter) r.subscription_item AS item, r.meter,
+    r.last_value, r.last_at, r.last_event_id
+FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
+JOIN usage_rollups r ON r.tenant = $1 AND r.customer = ANY($2::text[])
+    AND r.subscription_item = p.item AND r.period_start = p.period_start
+ORDER BY r.subscription_item, r.meter, r.last_at DESC, r.last_event_id DESC
+"""
+_FOLD_WITH_LAST = (
+    _FOLD
+    + """,
+    (array_agg(r.last_value ORDER BY r.last_at DESC, r.last_event_id DESC))[1] AS last_value,
+    max(r.last_at) AS last_at,
+    (array_agg(r.last_event_id ORDER BY r.last_at DESC, r.last_event_id DESC))[1]
+        AS last_event_id
+"""
+)
+# A customer without a subscription: every bucket in [$3, $4), per meter.
+USAGE_BY_METER = f"""
+SELECT r.meter, coalesce(d.aggregation, 'sum') AS aggregation, {_FOLD_WITH_LAST}
+FROM usage_rollups r
+LEFT JOIN meter_definitions d ON d.tenant = r.tenant AND d.meter = r.meter
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[])
+    AND r.bucket_start >= $3 AND r.bucket_start < $4
+GROUP BY r.meter, d.aggregation
+ORDER BY r.meter
+"""
+AGGREGATIONS_OF = "SELECT meter, aggregation FROM meter_definitions WHERE tenant = $1"
+
+# One page of the history: buckets grouped per meter and hour/day ($5: 'hour' or 'day', in UTC),
+# after the cursor ($7, $8: meter and bucket start of the last row sent), in (meter, time) order.
+HISTORY = """
+SELECT meter, aggregation, date_trunc($5, bucket_start, 'UTC') AS at,
+    sum(value) AS value_sum, max(value) AS value_max,
+    (array_agg(value ORDER BY last_at DESC, last_event_id DESC))[1] AS value_last,
+    sum(event_count)::bigint AS events
+FROM usage_rollup_values
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND bucket_start >= $3 AND bucket_start < $4
+    AND ($6::text IS NULL OR meter = $6)
+    AND ($7::text IS NULL OR meter > $7 OR (meter = $7 AND bucket_start >= $8))
+GROUP BY meter, aggregation, at
+ORDER BY meter, at
+LIMIT $9
+"""

@@ -1,0 +1,172 @@
+"""The usage response, priced by the pricing engine. Pure: the handler hands in what it read.
+
+Amounts are integers in the currency's minor unit with `currency` beside them; quantities are
+decimal strings (exact, like Stripe's `*_decimal` fields); times are unix seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from meter.events import UsageEvent
+from meter.pricing import (
+    InvoiceProjection,
+    Period,
+    PricingError,
+    RunRate,
+    SubscriptionItem,
+    add_months,
+    line_amount,
+    project_usage,
+)
+from meter.pricing.model import Interval
+from meter.usage.store import PlanItem
+from meter.usage.tally import Tally
+
+Doc = dict[str, Any]
+HOLD_MAX = "hold_max_value"
+FIXED = "fixed_fee"
+# The billing copy holds no coupons or tax rates (Stripe keeps them); invoices say so.
+ADJUSTMENTS_NOTE = "discounts and tax rates are not synced; discount and tax are 0 here"
+# How the run rate extrapolates each aggregation (project_usage knows sum, count and last).
+_FORMULA = {"sum": "sum", "count": "count", "unique_count": "count", "last": "last", "max": "last"}
+
+
+def num(value: Decimal) -> str:
+    """A decimal as plain text without exponent or trailing zeros ("1200", "0.25")."""
+    text = format(value.normalize(), "f")
+    return text if "." not in text else text.rstrip("0").rstrip(".")
+
+
+def period_doc(period: Period) -> Doc:
+    return {"start": period.start, "end": period.end}
+
+
+def in_period(event: UsageEvent, period: Period) -> bool:
+    return period.start * 1000 <= event.timestamp_ms < period.end * 1000
+
+
+def fold_pending(
+    selection: Sequence[tuple[PlanItem, Period]],
+    tallies: dict[tuple[str, str], Tally],
+    events: Iterable[UsageEvent],
+) -> int:
+    """Fold each pending event into the item that bills its meter in its period, as the
+    aggregator's attribution will; returns how many were folded."""
+    folded = 0
+    for event in events:
+        for item, period in selection:
+            if item.meter == event.meter and in_period(event, period):
+                tallies.setdefault((item.id, event.meter), Tally()).add_event(event)
+                folded += 1
+                break
+    return folded
+
+
+def next_period(period: Period, item: PlanItem) -> Period:
+    """The period after `period` (when a licensed fee in the upcoming invoice applies), anchored on
+    `period.start` as Stripe anchors billing cycles, so month ends do not drift."""
+    recurring = item.price.recurring if item.price is not None else None
+    if recurring is None or recurring.interval in (Interval.DAY, Interval.WEEK):
+        return Period(period.end, period.end + (period.end - period.start))
+    months = recurring.interval_count * (12 if recurring.interval is Interval.YEAR else 1)
+    return Period(period.end, add_months(period.start, 2 * months))
+
+
+def _run_rate(item: PlanItem, quantity: Decimal, period: Period, now: int) -> RunRate | None:
+    if item.price is None:
+        return None
+    rate = project_usage(
+        item.price, quantity, period, now, formula=_FORMULA.get(item.aggregation, "sum")
+    )
+    return dataclasses.replace(rate, method=HOLD_MAX) if item.aggregation == "max" else rate
+
+
+def item_doc(item: PlanItem, period: Period, tally: Tally | None, now: int) -> tuple[Doc, Decimal]:
+    """One subscription item's usage, amount and run rate; and the projected quantity."""
+    price = item.price
+    doc: Doc = {
+        "subscription_item": item.id,
+        "price": item.price_id,
+        "pricing_model": None if price is None else price.model,
+        "usage_type": "metered" if item.metered else "licensed",
+        "currency": None if price is None else price.currency,
+        "period": period_doc(period),
+        "removed": item.removed,
+    }
+    if item.price_error:
+        doc["price_error"] = item.price_error
+    if not item.metered:
+        quantity = Decimal(1 if item.quantity is None else item.quantity)
+        amount = None if price is None else line_amount(price, quantity)
+        doc |= {
+            "meter": None,
+            "aggregation": None,
+            "quantity": num(quantity),
+            "amount": amount,
+            "projection": {"method": FIXED, "quantity": num(quantity), "amount": amount},
+        }
+        return doc, quantity
+    tally = tally or Tally()
+    quantity = tally.quantity(item.aggregation)
+    rate = _run_rate(item, quantity, period, now)
+    doc |= {
+        "meter": item.meter,
+        "aggregation": item.aggregation,
+        "quantity": num(quantity),
+        "events": tally.events,
+        "pending_events": tally.pending,
+        "amount": None if rate is None else rate.amount_so_far,
+        "projection": None
+        if rate is None
+        else {
+            "method": rate.method,
+            "elapsed_fraction": num(rate.elapsed_fraction.quantize(Decimal("0.000001"))),
+            "quantity": num(rate.projected_quantity.quantize(Decimal("0.000001"))),
+            "amount": rate.projected_amount,
+        },
+    }
+    projected = quantity if rate is None else rate.projected_quantity
+    return doc, projected
+
+
+def invoice_doc(invoice: InvoiceProjection) -> Doc:
+    return {
+        "currency": invoice.currency,
+        "period": period_doc(invoice.period),
+        "lines": [
+            {
+                "kind": line.kind,
+                "subscription_item": line.item_id,
+                "price": line.price_id,
+                "pricing_model": line.pricing_model,
+                "quantity": num(line.quantity),
+                "amount": line.amount,
+                "discount_amount": line.discount_amount,
+                "tax": sum(t.amount for t in line.taxes if not t.inclusive),
+                "period": period_doc(line.period),
+            }
+            for line in invoice.lines
+        ],
+        "subtotal": invoice.subtotal,
+        "discount": invoice.discount,
+        "tax": invoice.tax,
+        "total": invoice.total,
+        "amount_due": invoice.amount_due,
+        "note": ADJUSTMENTS_NOTE,
+    }
+
+
+def engine_items(selection: Sequence[tuple[PlanItem, Period]]) -> list[SubscriptionItem]:
+    return [
+        SubscriptionItem(price=item.price, quantity=item.quantity, id=item.id)
+        for item, _ in selection
+        if item.price is not None
+    ]
+
+
+def error_doc(exc: PricingError) -> Doc:
+    return {"type": exc.type, "message": exc.message, "param": exc.param}

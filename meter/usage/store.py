@@ -1,0 +1,224 @@
+"""Postgres reads of the usage API, and the short-lived plan cache.
+
+Caching policy (README, "Usage API"): only the *plan* — customer, subscription, items and their
+prices — is cached, for `PLAN_TTL_S` per (tenant, customer key), because it changes on webhooks
+(rarely) and costs three queries. Usage and amounts are never cached: they are folded from the
+rollups and the streams on every request, so money is at most as old as the request. A price or
+period change is therefore visible within `PLAN_TTL_S` on every server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from meter.billing import queries as billing_queries
+from meter.billing.errors import NotFound
+from meter.pricing import Period, Price, PricingError, price_from_stripe
+from meter.usage import queries
+from meter.usage.tally import Tally
+
+PLAN_TTL_S = 5.0
+_MAX_ENTRIES = 50_000
+# A subscription in these states bills nothing more: its customer's current usage is unpriced.
+ENDED = ("canceled", "incomplete_expired")
+
+
+def unix(value: dt.datetime) -> int:
+    return int(value.timestamp())
+
+
+def ts(value: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanItem:
+    """One subscription item. `price` is None when its price was not synced or cannot be
+    evaluated (`price_error` says why): the item's usage is still reported, unpriced."""
+
+    id: str
+    price_id: str
+    price: Price | None
+    price_error: str | None
+    quantity: int | None
+    meter: str | None
+    aggregation: str
+    current: Period
+    removed: bool
+
+    @property
+    def metered(self) -> bool:
+        return self.price.metered if self.price is not None else self.meter is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    external_id: str
+    stripe_id: str
+    subscription: str | None
+    status: str | None
+    items: tuple[PlanItem, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        """How events may name the customer: our id or Stripe's."""
+        return sorted({self.external_id, self.stripe_id})
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
+    if row["currency"] is None:
+        return None, "price not synced"
+    wire = {
+        "id": row["price"],
+        "currency": row["currency"],
+        "billing_scheme": row["billing_scheme"],
+        "unit_amount": row["unit_amount"],
+        "unit_amount_decimal": row["unit_amount_decimal"],
+        "tiers_mode": row["tiers_mode"],
+        "tiers": _json(row["tiers"]),
+        "transform_quantity": _json(row["transform_quantity"]),
+        "recurring": None
+        if row["recurring_interval"] is None
+        else {
+            "interval": row["recurring_interval"],
+            "interval_count": row["recurring_interval_count"],
+            "usage_type": row["usage_type"],
+        },
+    }
+    try:
+        return price_from_stripe(wire), None
+    except (PricingError, ValueError, KeyError) as exc:
+        return None, f"price cannot be evaluated: {exc}"
+
+
+def _item(row: asyncpg.Record) -> PlanItem:
+    price, error = _price(row)
+    return PlanItem(
+        id=row["id"],
+        price_id=row["price"],
+        price=price,
+        price_error=error,
+        quantity=row["quantity"],
+        meter=row["event_name"],
+        aggregation=row["aggregation"],
+        current=Period(unix(row["current_period_start"]), unix(row["current_period_end"])),
+        removed=row["removed_at"] is not None,
+    )
+
+
+async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
+    """The customer (by our id or the cus_ id) and its current subscription; NotFound if unknown."""
+    customer = await conn.fetchrow(billing_queries.CUSTOMER_BY_KEY, tenant, key)
+    if customer is None:
+        raise NotFound(f"no customer {key!r}", param="id")
+    sub = await conn.fetchrow(billing_queries.CURRENT_SUBSCRIPTION, customer["stripe_id"])
+    rows = [] if sub is None else await conn.fetch(queries.PLAN_ITEMS, sub["id"], tenant)
+    return Plan(
+        external_id=customer["external_id"],
+        stripe_id=customer["stripe_id"],
+        subscription=None if sub is None else sub["id"],
+        status=None if sub is None else sub["status"],
+        items=tuple(_item(r) for r in rows),
+    )
+
+
+@dataclass(slots=True)
+class _Entry:
+    plan: Plan
+    expires: float
+
+
+class PlanCache:
+    """`load_plan` answers for `ttl_s` (monotonic clock). Unknown customers are not cached, so a
+    customer created a moment ago is found on the next request."""
+
+    def __init__(self, *, ttl_s: float = PLAN_TTL_S) -> None:
+        self._ttl_s = ttl_s
+        self._entries: dict[tuple[str, str], _Entry] = {}
+
+    async def plan(self, conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
+        now = time.monotonic()
+        entry = self._entries.get((tenant, key))
+        if entry is not None and entry.expires > now:
+            return entry.plan
+        plan = await load_plan(conn, tenant, key)
+        if len(self._entries) >= _MAX_ENTRIES:
+            self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
+            if len(self._entries) >= _MAX_ENTRIES:
+                self._entries.clear()
+        self._entries[(tenant, key)] = _Entry(plan, now + self._ttl_s)
+        return plan
+
+
+async def periods_at(
+    conn: asyncpg.Connection, items: Sequence[PlanItem], at: int
+) -> dict[str, Period]:
+    """Each item's billing period that contains `at` (items without one are absent)."""
+    rows = await conn.fetch(queries.ITEM_PERIODS_AT, [i.id for i in items], ts(at))
+    found = {r["item"]: Period(unix(r["period_start"]), unix(r["period_end"])) for r in rows}
+    for item in items:  # the current period is on the item even before its period row exists
+        if item.id not in found and item.current.start <= at < item.current.end:
+            found[item.id] = item.current
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Rollup usage and the stream checkpoints it is consistent with."""
+
+    checkpoints: dict[str, str]
+    by_item: dict[tuple[str, str], Tally]  # (item, meter) → buckets folded
+    by_meter: dict[str, tuple[str, Tally]]  # meter → (aggregation, buckets folded)
+
+
+async def read_usage(
+    conn: asyncpg.Connection,
+    tenant: str,
+    keys: list[str],
+    streams: list[str],
+    *,
+    item_periods: dict[str, Period] | None = None,
+    last_items: frozenset[str] = frozenset(),
+    window: Period | None = None,
+) -> Snapshot:
+    """Rollups per (item, period) (`last_items`: those whose meter reports `last`) — or, for a
+    customer without subscription, per meter over `window` — with the checkpoints, in one
+    repeatable-read snapshot: a stream entry is in these rollups if and only if its id is at or
+    before its stream's checkpoint here."""
+    by_item: dict[tuple[str, str], Tally] = {}
+    by_meter: dict[str, tuple[str, Tally]] = {}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(queries.CHECKPOINTS, streams)
+        if item_periods is not None:
+            items = list(item_periods)
+            starts = [ts(item_periods[i].start) for i in items]
+            for row in await conn.fetch(queries.USAGE_BY_ITEM, tenant, keys, items, starts):
+                tally = by_item.setdefault((row["item"], row["meter"]), Tally())
+                tally.add_rollups(row)
+            if last_items:  # only `last` meters need the latest event (an ordered read)
+                lasts = [i for i in items if i in last_items]
+                starts = [ts(item_periods[i].start) for i in lasts]
+                for row in await conn.fetch(queries.LAST_BY_ITEM, tenant, keys, lasts, starts):
+                    by_item.setdefault((row["item"], row["meter"]), Tally()).add_last(row)
+        if window is not None:
+            args = (tenant, keys, ts(window.start), ts(window.end))
+            for row in await conn.fetch(queries.USAGE_BY_METER, *args):
+                tally = Tally()
+                tally.add_rollups(row)
+                by_meter[row["meter"]] = (row["aggregation"], tally)
+    return Snapshot({r["stream"]: r["last_id"] for r in rows}, by_item, by_meter)
+
+
+async def aggregations(conn: asyncpg.Connection, tenant: str) -> dict[str, str]:
+    return {r["meter"]: r["aggregation"] for r in await conn.fetch(queries.AGGREGATIONS_OF, tenant)}

@@ -1,0 +1,1 @@
+"""The reporter: sends rolled-up usage to Stripe Billing Meters, exactly once."""

@@ -1,0 +1,110 @@
+"""Outbox math: which meter event a grown unit becomes. Pure; the outbox module does the I/O.
+
+A unit is what the reporter tracks a version of:
+- delta meters (our sum and count; their Stripe meters use the `sum` formula): each bucket. Stripe
+  holds the sum of the deltas sent, so a new version sends `value now − value sent so far`.
+- absolute meters (our last, max, unique_count; Stripe `last` formula): each billing period, whose
+  value is the period's aggregate; Stripe's `last` keeps the value with the latest timestamp.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Context, Decimal
+
+from reporter.identifiers import identifier, unit_key
+
+ABSOLUTE_AGGREGATIONS = frozenset({"last", "max", "unique_count"})
+# Stripe takes timestamps from the past 35 days; keep a day of margin for slow sends.
+STRIPE_MAX_PAST = dt.timedelta(days=34)
+_SIGNIFICANT = Context(prec=15)
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A bucket (delta meters) or a billing period (absolute meters) as it stands now."""
+
+    tenant: str
+    customer: str
+    meter: str
+    item: str
+    unit: str  # "bucket" | "period"
+    unit_start: dt.datetime
+    period_start: dt.datetime
+    version: int
+    value: Decimal
+    absolute: bool
+    # A timestamp inside the bucket (delta) or the period's latest event time (absolute).
+    timestamp: dt.datetime
+
+    @property
+    def key(self) -> str:
+        start_ms = int(self.unit_start.timestamp() * 1000)
+        return unit_key(self.tenant, self.customer, self.meter, self.item, self.unit, start_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """What the outbox already accounts for: a version and the cumulative value in Stripe."""
+
+    version: int
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """The new mark, and the outbox row to write with it (None: nothing to send)."""
+
+    mark: Mark
+    identifier: str | None = None
+    value: Decimal = Decimal(0)
+    event_time: dt.datetime | None = None
+    carried_from: dt.datetime | None = None
+    status: str = "pending"
+
+
+def stripe_value(value: Decimal) -> Decimal:
+    """Rounded to Stripe's 15 significant digits; the rounding is carried into the next delta."""
+    return _SIGNIFICANT.plus(value)
+
+
+def wire_value(value: Decimal) -> str:
+    """The payload text of a value: plain notation, no exponent, no trailing zeros."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+def plan(unit: Unit, mark: Mark | None, *, closed: bool, now: dt.datetime) -> Planned | None:
+    """The outbox row for a unit whose version grew past `mark` (None: nothing new).
+
+    `closed`: the unit's billing period has a finalized invoice. Delta usage is then carried
+    into the current period (timestamp now, original time kept in `carried_from`); an absolute
+    value cannot be carried (it would overwrite the current period's), so it is recorded with
+    status `late` and not sent. Either way it is never dropped silently.
+    """
+    if mark is not None and unit.version <= mark.version:
+        return None
+    sent_so_far = mark.value if mark is not None else Decimal(0)
+    if unit.absolute:
+        value = stripe_value(unit.value)
+        if value == sent_so_far:
+            return Planned(Mark(unit.version, sent_so_far))
+        new_mark = Mark(unit.version, value)
+    else:
+        value = stripe_value(unit.value - sent_so_far)
+        if value == 0:
+            return Planned(Mark(unit.version, sent_so_far))
+        new_mark = Mark(unit.version, sent_so_far + value)
+    ident = identifier(unit.key, unit.version)
+    if closed:
+        if unit.absolute:
+            return Planned(new_mark, ident, value, unit.timestamp, None, "late")
+        return Planned(new_mark, ident, value, now, unit.timestamp)
+    return Planned(new_mark, ident, value, event_time(unit.timestamp, now))
+
+
+def event_time(timestamp: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """The timestamp to send: the unit's own, moved inside Stripe's accepted window (≤ 35 days
+    past, not in the future). The period is still open, so the moved time stays inside it."""
+    return min(max(timestamp, now - STRIPE_MAX_PAST), now)

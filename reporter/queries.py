@@ -1,0 +1,177 @@
+"""Every SQL statement of the reporter, named. Schema: migrations/0004_reporter.sql."""
+
+from __future__ import annotations
+
+# One outbox builder at a time (a crash releases it with its transaction).
+BUILD_LOCK_KEY = 0x6D657465725F7270  # "meter_rp"
+
+LOCK_BUILD = "SELECT pg_advisory_xact_lock($1)"
+
+# Only attributed buckets are reported (subscription_item IS NOT NULL). Re-attribution deletes
+# unattributed buckets and folds their events again into item buckets; had an unattributed bucket
+# been reported, its usage would reach Stripe twice. Attributed buckets are never moved or
+# deleted, so their versions only grow: a version above the mark is new usage, exactly.
+# Delta meters (sum, count): one unit per bucket, paged by rollup id.
+GROWN_BUCKETS = """
+SELECT v.id, v.tenant, v.customer, v.meter, v.subscription_item, v.period_start,
+       v.bucket_start, v.version, v.value, m.version AS mark_version, m.value AS mark_value
+FROM usage_rollup_values v
+LEFT JOIN report_marks m
+  ON m.tenant = v.tenant AND m.customer = v.customer AND m.meter = v.meter
+ AND m.subscription_item = v.subscription_item AND m.unit = 'bucket'
+ AND m.unit_start = v.bucket_start
+WHERE v.subscription_item IS NOT NULL
+  AND v.aggregation IN ('sum', 'count')
+  AND (m.version IS NULL OR v.version > m.version)
+  AND v.id > $1
+ORDER BY v.id
+LIMIT $2
+"""
+
+# Absolute meters (last, max, unique_count): one unit per billing period. The sum of the
+# period's bucket versions grows with every fold into any of them (buckets are never removed).
+# Same rule as above: attributed buckets only.
+GROWN_PERIODS = """
+WITH periods AS (
+    SELECT tenant, customer, meter, subscription_item, period_start,
+           sum(version)::bigint AS version,
+           CASE min(aggregation)
+               WHEN 'max' THEN max(value_max)
+               WHEN 'unique_count' THEN sum(unique_count)::numeric
+               ELSE (array_agg(last_value ORDER BY last_at DESC, last_event_id DESC))[1]
+           END AS value,
+           max(last_at) AS last_at
+    FROM usage_rollup_values
+    WHERE subscription_item IS NOT NULL
+      AND aggregation IN ('last', 'max', 'unique_count')
+    GROUP BY tenant, customer, meter, subscription_item, period_start
+)
+SELECT p.*, m.version AS mark_version, m.value AS mark_value
+FROM periods p
+LEFT JOIN report_marks m
+  ON m.tenant = p.tenant AND m.customer = p.customer AND m.meter = p.meter
+ AND m.subscription_item = p.subscription_item AND m.unit = 'period'
+ AND m.unit_start = p.period_start
+WHERE m.version IS NULL OR p.version > m.version
+"""
+
+# The billing periods known for some (tenant, customer, item)s: the default calendar's input.
+ITEM_PERIODS = """
+SELECT DISTINCT r.tenant, r.customer, r.subscription_item, r.period_start
+FROM usage_rollups r
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, customer, item)
+  ON r.tenant = k.tenant AND r.customer = k.customer AND r.subscription_item = k.item
+"""
+
+UPSERT_MARKS = """
+INSERT INTO report_marks
+    (tenant, customer, meter, subscription_item, unit, unit_start, version, value)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::bigint[], $8::numeric[])
+ON CONFLICT (tenant, customer, meter, subscription_item, unit, unit_start) DO UPDATE
+SET version = excluded.version, value = excluded.value, updated_at = now()
+WHERE report_marks.version < excluded.version
+"""
+
+INSERT_OUTBOX = """
+INSERT INTO report_outbox
+    (identifier, tenant, customer, meter, subscription_item, period_start, stripe_customer,
+     event_name, value, absolute, event_time, carried_from, status)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::text[], $8::text[], $9::numeric[], $10::bool[],
+                     $11::timestamptz[], $12::timestamptz[], $13::text[])
+ON CONFLICT (identifier) DO NOTHING
+"""
+
+WAITING_FOR_ATTRIBUTION = "SELECT count(*) FROM usage_rollups WHERE subscription_item IS NULL"
+
+# Claim: the oldest due pending rows, locked by this transaction only; a row another reporter
+# (or lane) holds is skipped, so no row is ever being sent by two senders at once.
+CLAIM = """
+SELECT id, identifier, stripe_customer, event_name, value, absolute, event_time, attempts,
+       created_at
+FROM report_outbox
+WHERE status = 'pending' AND next_attempt_at <= now()
+ORDER BY event_time, id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_SENT = """
+UPDATE report_outbox
+SET status = 'sent', sent_at = now(), attempts = attempts + 1, last_error = NULL
+WHERE id = ANY($1::bigint[])
+"""
+
+MARK_RETRY = """
+UPDATE report_outbox
+SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2),
+    last_error = $3
+WHERE id = ANY($1::bigint[])
+"""
+
+MARK_STATUS = """
+UPDATE report_outbox SET status = $2, attempts = attempts + 1, last_error = $3
+WHERE id = ANY($1::bigint[])
+"""
+
+# Sent rows of the same customer and event name in [start, end): what Stripe should hold there.
+SENT_IN_WINDOW = """
+SELECT value, absolute, event_time, id
+FROM report_outbox
+WHERE status = 'sent' AND stripe_customer = $1 AND event_name = $2
+  AND event_time >= $3 AND event_time < $4
+ORDER BY event_time, id
+"""
+
+OUTBOX_DEPTH = """
+SELECT count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_s
+FROM report_outbox WHERE status = 'pending'
+"""
+
+# Reconciliation: every (customer, event name, billing period) we sent usage for, with the span
+# of its sent timestamps (the window asked of Stripe) and our rows in it.
+SENT_PERIODS = """
+SELECT stripe_customer, event_name, period_start, bool_or(absolute) AS absolute,
+       min(event_time) AS first_at, max(event_time) AS last_at
+FROM report_outbox
+WHERE status = 'sent' AND carried_from IS NULL AND event_time >= $1
+GROUP BY stripe_customer, event_name, period_start
+ORDER BY stripe_customer, event_name, period_start
+"""
+
+PENDING_COUNT = "SELECT count(*) FROM report_outbox WHERE status = 'pending'"
+
+# --- voids (`meter usage void`; schema: migrations/0005_voids.sql) ----------------------------
+# Voids of one event wait for each other here, so a second one finds the first's row.
+LOCK_VOID = "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))"
+
+VOIDED = "SELECT 1 FROM usage_voids WHERE tenant = $1 AND event_id = $2"
+
+# No index on event_id: every day partition is searched (a rare, operator-run command).
+# FOR UPDATE holds the row against a concurrent re-attribution until the void commits.
+FIND_EVENT = """
+SELECT e.customer, e.meter, e.value, e.event_time, e.subscription_item,
+       coalesce(d.aggregation, 'sum') AS aggregation
+FROM usage_events e
+LEFT JOIN meter_definitions d ON d.tenant = e.tenant AND d.meter = e.meter
+WHERE e.tenant = $1 AND e.event_id = $2
+FOR UPDATE OF e
+"""
+
+# Version + 1: the reporter sees the bucket as grown and sends `value now - value sent`, i.e.
+# the negative delta. value_max/last_value are left as they are: sum/count meters do not use them.
+SUBTRACT_EVENT = """
+UPDATE usage_rollups
+SET value_sum = value_sum - $6, event_count = event_count - 1, version = version + 1,
+    updated_at = now()
+WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
+  AND bucket_start <= $5 AND $5 < bucket_end
+RETURNING bucket_start
+"""
+
+INSERT_VOID = """
+INSERT INTO usage_voids
+    (tenant, event_id, customer, meter, value, event_time, subscription_item, bucket_start)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""

@@ -1,0 +1,210 @@
+"""Claim → send → mark: outbox rows to Stripe, exactly once.
+
+The numbered steps in `send_batch` say why a crash (kill -9) between any two neither loses a
+meter event nor lets Stripe count it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from meter.faults import Faults
+from reporter import queries
+from reporter.backoff import backoff_delay
+from reporter.directory import Conn
+from reporter.limiter import Limiter
+from reporter.metrics import ReporterMetrics
+from reporter.reconcile_math import MINUTE, SentRow, floor_minute, horizon_verdict, our_total
+from reporter.summaries import StripeSummaries
+from reporter.transport import Event, Transport
+
+log = logging.getLogger(__name__)
+
+
+# Crash-test points of this module (meter/faults.py): after_claim, after_send (Stripe answered,
+# nothing marked), after_mark (marked, not committed), after_commit.
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    batch_size: int = 100
+    max_attempts: int = 6  # tries within one claim before the rows are released for later
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    horizon: dt.timedelta = dt.timedelta(hours=20)
+
+
+@dataclass
+class Sender:
+    pool: asyncpg.Pool
+    transport: Transport
+    limiter: Limiter
+    metrics: ReporterMetrics
+    summaries: StripeSummaries
+    policy: SendPolicy = field(default_factory=SendPolicy)
+    faults: Faults = field(default_factory=Faults)
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def send_batch(self) -> int:
+        """Claim, send and mark one batch; returns the rows claimed (0: nothing is due)."""
+        size = min(self.policy.batch_size, self.transport.max_batch)
+        async with self.pool.acquire() as conn, conn.transaction():
+            # 1. Claim: lock the oldest due rows FOR UPDATE SKIP LOCKED, in a transaction held
+            #    until they are marked. No other sender can claim them meanwhile; a crash ends
+            #    the transaction, the locks go, and the rows are due again, unchanged.
+            rows = await conn.fetch(queries.CLAIM, size)
+            if not rows:
+                return 0
+            self.faults.hit("after_claim")
+            events = [_event(r) for r in rows]
+            # 2. Rows older than Stripe's dedupe horizon (created > 20 h ago, so any earlier try
+            #    was too) may have been applied and forgotten: event_summaries decide before any
+            #    resend. Absolute values are safe to resend (Stripe keeps the last), so only
+            #    deltas are checked.
+            now = await conn.fetchval("SELECT now()")
+            old = [
+                e
+                for e, r in zip(events, rows, strict=True)
+                if not r["absolute"] and now - r["created_at"] > self.policy.horizon
+            ]
+            if old:
+                events = await self._check_horizon(conn, events, old)
+            # 3. Send, retrying 429/5xx/no-answer with backoff, always with the same
+            #    identifiers: a try that was applied but not answered is dropped by Stripe's
+            #    dedupe when resent. Nothing in Postgres changes while we send.
+            sent, failed, retry, error = await self._send(events)
+            self.faults.hit("after_send")
+            # 4. Mark, still inside the claim's transaction. A crash between 3 and the commit
+            #    rolls the marks back: the rows are sent again with the same identifiers, and
+            #    Stripe counts them once (≥ 24 h dedupe; older rows go through step 2).
+            if sent:
+                await conn.execute(queries.MARK_SENT, [e.id for e in sent])
+            for message, ids in _by_message(failed).items():
+                await conn.execute(queries.MARK_STATUS, ids, "failed", message)
+            if retry:
+                delay = backoff_delay(
+                    self.policy.max_attempts,
+                    base=self.policy.backoff_base_s,
+                    cap=self.policy.backoff_cap_s,
+                    rng=self.rng,
+                )
+                await conn.execute(queries.MARK_RETRY, [e.id for e in retry], delay, error)
+            self.faults.hit("after_mark")
+        # 5. Committed: the rows are sent (or failed, or due again later), durably.
+        self.faults.hit("after_commit")
+        self.metrics.events_sent.inc(len(sent))
+        self.metrics.failed.inc(len(failed))
+        if failed:
+            log.error("meter events refused", extra={"count": len(failed), "error": error})
+        return len(rows)
+
+    async def _send(
+        self, events: Sequence[Event]
+    ) -> tuple[list[Event], list[tuple[Event, str]], list[Event], str | None]:
+        sent: list[Event] = []
+        failed: list[tuple[Event, str]] = []
+        pending = list(events)
+        error: str | None = None
+        for attempt in range(self.policy.max_attempts):
+            if not pending:
+                break
+            waited = await self.limiter.acquire(len(pending))
+            self.metrics.limiter_wait_seconds.inc(waited)
+            result = await self.transport.send(pending)
+            sent += result.sent
+            failed += result.failed
+            pending = result.retry
+            error = result.error or error
+            if pending and attempt + 1 < self.policy.max_attempts:
+                delay = backoff_delay(
+                    attempt,
+                    base=self.policy.backoff_base_s,
+                    cap=self.policy.backoff_cap_s,
+                    rng=self.rng,
+                    retry_after=result.retry_after,
+                )
+                self.metrics.backoff_seconds.inc(delay)
+                log.info(
+                    "stripe retry",
+                    extra={"events": len(pending), "delay_s": round(delay, 3), "error": error},
+                )
+                await asyncio.sleep(delay)
+        return sent, failed, pending, error
+
+    async def _check_horizon(
+        self, conn: Conn, events: list[Event], old: list[Event]
+    ) -> list[Event]:
+        """Settle old rows by event_summaries: applied → marked sent without a resend;
+        missing → sent again; anything else → `review` (never guessed)."""
+        groups: dict[tuple[str, str, dt.datetime], list[Event]] = {}
+        for e in events:
+            groups.setdefault((e.stripe_customer, e.event_name, floor_minute(e.event_time)), [])
+        for e in old:
+            groups[(e.stripe_customer, e.event_name, floor_minute(e.event_time))].append(e)
+        settled: set[int] = set()
+        for (customer, name, start), members in groups.items():
+            if not members:
+                continue
+            pending = [
+                e
+                for e in events
+                if (e.stripe_customer, e.event_name) == (customer, name)
+                and floor_minute(e.event_time) == start
+            ]
+            stripe_total = await self.summaries.total(name, customer, start, start + MINUTE)
+            sent_rows = await conn.fetch(
+                queries.SENT_IN_WINDOW, customer, name, start, start + MINUTE
+            )
+            ours = our_total(
+                SentRow(r["value"], r["absolute"], r["event_time"], r["id"]) for r in sent_rows
+            )
+            verdict = (
+                "review"
+                if stripe_total is None
+                else horizon_verdict(stripe_total, ours, [e.value for e in pending])
+            )
+            self.metrics.horizon_checks.labels(verdict).inc()
+            log.warning(
+                "outbox rows past the dedupe horizon",
+                extra={
+                    "customer": customer,
+                    "meter": name,
+                    "rows": len(pending),
+                    "verdict": verdict,
+                },
+            )
+            ids = [e.id for e in pending]
+            if verdict == "applied":
+                await conn.execute(queries.MARK_SENT, ids)
+                settled.update(ids)
+            elif verdict == "review":
+                await conn.execute(
+                    queries.MARK_STATUS, ids, "review", "past the dedupe horizon: ambiguous"
+                )
+                settled.update(ids)
+        return [e for e in events if e.id not in settled]
+
+
+def _event(r: asyncpg.Record) -> Event:
+    return Event(
+        id=r["id"],
+        identifier=r["identifier"],
+        stripe_customer=r["stripe_customer"],
+        event_name=r["event_name"],
+        value=r["value"],
+        event_time=r["event_time"],
+    )
+
+
+def _by_message(failed: Sequence[tuple[Event, str]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for e, message in failed:
+        out.setdefault(message, []).append(e.id)
+    return out

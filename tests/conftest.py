@@ -1,0 +1,168 @@
+"""Fixtures: real PostgreSQL and Redis, each test isolated in its own database and key prefix.
+
+Servers, in order of preference: METER_TEST_DATABASE_URL / METER_TEST_REDIS_URL; the local
+services on 127.0.0.1:5432 (database `test`) and 127.0.0.1:6379 if they answer; otherwise
+embedded ones started for the session (meter.embedded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from meter import auth
+from meter.app import create_app
+from meter.config import Settings
+from meter.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
+from meter.migrate import migrate
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a database on a PostgreSQL server this session may create databases on."""
+    if url := os.environ.get("METER_TEST_DATABASE_URL"):
+        yield url
+    elif port_open("127.0.0.1", 5432):
+        yield "postgresql://postgres@127.0.0.1:5432/test"
+    else:
+        server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("METER_TEST_REDIS_URL"):
+        yield url
+    elif port_open("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+    else:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+
+
+async def _admin(pg_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _create_template(pg_url: str, name: str) -> None:
+    await _admin(pg_url, f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(with_database(pg_url, name))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_url: str) -> Iterator[str]:
+    """A migrated database that per-test databases are cloned from (fast: no re-migrating)."""
+    name = f"meter_tpl_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_create_template(pg_url, name))
+    try:
+        yield name
+    finally:
+        asyncio.run(_admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def empty_database_url(pg_url: str) -> AsyncIterator[str]:
+    """A fresh database with nothing in it (for migration tests)."""
+    name = f"meter_t_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(pg_url, name)
+    finally:
+        await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, fully migrated database of this test's own."""
+    name = f"meter_t_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    try:
+        yield with_database(pg_url, name)
+    finally:
+        await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis: Redis) -> AsyncIterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield prefix
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        await redis.delete(key)
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, redis_prefix: str) -> Settings:
+    return Settings(
+        database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix, shards=4
+    )
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def api_key(db: asyncpg.Connection) -> str:
+    return await auth.create_key(db, name="test", tenant="acme")
+
+
+async def start_client(settings: Settings) -> TestClient[object, object]:
+    client: TestClient[object, object] = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+    """An HTTP client for a meter app serving on a real port, on this test's DB and Redis."""
+    c = await start_client(settings)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Path:
+    """A temp dir that a non-root server process (Postgres as root drops to `postgres`) can use."""
+    tmp_path.chmod(0o755)
+    return tmp_path

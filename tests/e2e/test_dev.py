@@ -1,0 +1,90 @@
+"""`meter dev` as a newcomer runs it: the whole pipeline, then usage visible everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from meter.embedded import free_port
+from tests.e2e.test_cli import METER
+
+
+async def poll(check: Any, what: str, attempts: int = 300) -> Any:
+    """Call `check()` until it returns something truthy (bounded), else fail naming `what`."""
+    for _ in range(attempts):
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{what} did not happen")
+
+
+async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
+    empty_database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "METER_DATABASE_URL": empty_database_url,
+        "METER_REDIS_URL": redis_url,
+        "METER_REDIS_PREFIX": redis_prefix,
+        "METER_SHARDS": "2",
+    }
+    env.pop("STRIPE_API_KEY", None)  # → the emulator
+    dev = await asyncio.create_subprocess_exec(
+        METER, "dev", "--port", str(port), env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert dev.stdout is not None
+    banner = ""
+    try:
+        while "/usage" not in banner:
+            line = await asyncio.wait_for(dev.stdout.readline(), 60)
+            assert line, "meter dev exited before printing its banner"
+            banner += line.decode()
+        key = re.search(r"mk_live_[\w-]+", banner)
+        emulator = re.search(r"stripe\s+(http://\S+)", banner)
+        assert key is not None
+        assert emulator is not None
+        headers = {"Authorization": f"Bearer {key.group(0)}"}
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            events = [
+                {"id": f"dev-{n}", "customer": "demo-customer", "meter": "api_calls", "value": 500}
+                for n in range(3)
+            ]
+            async with http.post(
+                f"{base}/v1/events", data=orjson.dumps(events), headers=headers
+            ) as response:
+                assert (await response.json())["accepted"] == 3
+
+            async def invoiced() -> dict[str, Any] | None:
+                async with http.get(
+                    f"{base}/v1/customers/demo-customer/usage", headers=headers
+                ) as response:
+                    if response.status != 200:
+                        return None  # the demo subscription may still be on its way (webhooks)
+                    doc: dict[str, Any] = await response.json()
+                return doc if doc["items"] and doc["items"][0]["quantity"] == "1500" else None
+
+            usage = await poll(invoiced, "usage in the projected invoice")
+            # Graduated demo price: $5 flat + 1,000 × 1 ¢ + 500 × 0.5 ¢.
+            assert usage["invoice"]["total"] == 500 + 1000 + 250
+
+            async def reported() -> bool:
+                async with http.get(f"{emulator.group(1)}/_emulator/meter_events") as response:
+                    doc = await response.json()
+                return sum(float(e["value"]) for e in doc["data"]) == 1500
+
+            await poll(reported, "usage reported to the Stripe emulator")
+    finally:
+        dev.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(dev.wait(), 30) == 0

@@ -1,0 +1,87 @@
+"""End to end against the Stripe emulator: a subscription synced by webhooks, usage posted through
+ingest and aggregated; the usage API's invoice equals the emulator's invoice preview for the same
+usage, to the cent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from aggregator.worker import Worker
+from tests.integration.billing.conftest import Stack, clock_customer, hour_now
+
+TIERS: list[dict[str, Any]] = [
+    {"up_to": 100, "unit_amount_decimal": "2"},
+    {"up_to": "inf", "unit_amount_decimal": "0.5", "flat_amount": 300},
+]
+
+
+async def test_invoice_equals_the_emulator_preview(stack: Stack, redis: Redis) -> None:
+    sdk = stack.sdk
+    meter = await sdk.v1.billing.meters.create_async(
+        {"display_name": "Calls", "event_name": "calls", "default_aggregation": {"formula": "sum"}}
+    )
+    product = await sdk.v1.products.create_async({"name": "API"})
+    graduated = await sdk.v1.prices.create_async(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "billing_scheme": "tiered",
+            "tiers_mode": "graduated",
+            "tiers": TIERS,  # type: ignore[typeddict-item]
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+    flat = await sdk.v1.prices.create_async(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 2000,
+            "recurring": {"interval": "month"},
+        }
+    )
+    start = hour_now() - 3 * 3600
+    _, cus = await clock_customer(sdk, "emu-1", start)
+    await sdk.v1.subscriptions.create_async(
+        {"customer": cus, "items": [{"price": graduated.id}, {"price": flat.id, "quantity": 3}]}
+    )
+    await stack.settle()
+
+    values = [40, 60, 50, 7, 0.5]
+    events = [
+        {"id": f"e{i}", "customer": "emu-1", "meter": "calls", "value": v, "timestamp": start}
+        for i, v in enumerate(values)
+    ]
+    response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
+    assert response.status == 200, await response.text()
+    async with Worker(stack.settings, redis) as worker:
+        assert await worker.drain() == len(values)
+    # The same usage, reported to Stripe (the reporter's job in production).
+    await sdk.v1.billing.meter_events.create_async(
+        {
+            "event_name": "calls",
+            "timestamp": start,
+            "identifier": "usage-emu-1",
+            "payload": {"stripe_customer_id": cus, "value": "157.5"},
+        }
+    )
+    preview = await sdk.v1.invoices.create_preview_async({"customer": cus})
+
+    status, doc = await stack.get(f"/v1/customers/{cus}/usage")
+    assert status == 200, doc
+    invoice = doc["invoice"]
+    assert invoice is not None, doc
+    assert (invoice["subtotal"], invoice["total"], invoice["currency"]) == (
+        preview.subtotal,
+        preview.total,
+        preview.currency,
+    )
+    assert sorted(line["amount"] for line in invoice["lines"]) == sorted(
+        line.amount for line in preview.lines.data
+    )
+    metered = [i for i in doc["items"] if i["usage_type"] == "metered"]
+    assert [(m["quantity"], m["pricing_model"]) for m in metered] == [("157.5", "tiered_graduated")]
+    # 100 × 2 + 57.5 × 0.5 + 300 flat = 528.75 → 529
+    assert metered[0]["amount"] == 529

@@ -1,0 +1,55 @@
+"""Stripe wire objects → rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from meter.billing import convert
+
+
+def test_subscription_rows_take_the_period_from_items() -> None:
+    sub = {
+        "id": "sub_1",
+        "customer": {"id": "cus_1"},
+        "status": "active",
+        "created": 10,
+        "items": {
+            "data": [
+                {
+                    "id": "si_1",
+                    "price": {
+                        "id": "price_1",
+                        "product": "prod_1",
+                        "recurring": {"meter": "mtr_1", "usage_type": "metered"},
+                    },
+                    "quantity": None,
+                    "current_period_start": 100,
+                    "current_period_end": 200,
+                }
+            ]
+        },
+        "pause_collection": {"behavior": "void"},
+        "latest_invoice": {"id": "in_1"},
+    }
+    row = convert.subscription_row(sub)
+    assert row[1] == "cus_1"
+    assert row[4] == dt.datetime.fromtimestamp(100, dt.UTC)
+    assert row[12] == "void"
+    assert row[13] == "in_1"
+    assert convert.item_rows(sub)[0][:6] == ("si_1", "sub_1", "price_1", "prod_1", None, "mtr_1")
+
+
+def test_invoice_subscription_from_parent() -> None:
+    inv = {
+        "id": "in_1",
+        "customer": "cus_1",
+        "parent": {"subscription_details": {"subscription": "sub_9"}},
+        "status": "open",
+        "currency": "usd",
+        "created": 5,
+    }
+    assert convert.invoice_subscription(inv) == "sub_9"
+    assert convert.customer_link({"metadata": {"meter_customer": "a", "meter_tenant": "t"}}) == (
+        "a",
+        "t",
+    )

@@ -1,0 +1,96 @@
+import pytest
+
+from meter.config import Settings, parse_duration
+from meter.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("48h", 172800.0),
+        ("35d", 3024000.0),
+        ("90s", 90.0),
+        ("1.5m", 90.0),
+        ("30", 30.0),
+        ("250ms", 0.25),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "-1h", "2w", "1h30m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_duration(text)
+
+
+def test_defaults_from_empty_env() -> None:
+    s = Settings.from_env({})
+    assert (s.shards, s.late_window_s, s.host, s.port, s.strict) == (
+        16,
+        48 * 3600.0,
+        "127.0.0.1",
+        8080,
+        False,
+    )
+
+
+def test_from_env_reads_every_documented_variable() -> None:
+    s = Settings.from_env(
+        {
+            "METER_DATABASE_URL": "postgresql://x/db",
+            "METER_REDIS_URL": "redis://r:1/2",
+            "STRIPE_API_KEY": "sk_test_1",
+            "STRIPE_WEBHOOK_SECRET": "whsec_1",
+            "STRIPE_API_BASE": "http://127.0.0.1:12111",
+            "STRIPE_METER_EVENTS_BASE": "http://127.0.0.1:12112",
+            "METER_SHARDS": "8",
+            "METER_LATE_WINDOW": "2d",
+            "METER_HOST": "0.0.0.0",
+            "METER_PORT": "9000",
+            "METER_LOG_LEVEL": "DEBUG",
+            "METER_STRICT": "1",
+        }
+    )
+    assert s.database_url == "postgresql://x/db"
+    assert s.redis_url == "redis://r:1/2"
+    assert s.stripe_api_key == "sk_test_1"
+    assert s.stripe_webhook_secret == "whsec_1"
+    assert s.stripe_api_base == "http://127.0.0.1:12111"
+    assert s.stripe_meter_events_base == "http://127.0.0.1:12112"
+    assert (s.shards, s.late_window_s, s.host, s.port) == (8, 172800.0, "0.0.0.0", 9000)
+    assert s.log_level == "debug"
+    assert s.strict is True
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"METER_SHARDS": "0"},
+        {"METER_SHARDS": "many"},
+        {"METER_LATE_WINDOW": "36d"},
+        {"METER_LOG_LEVEL": "loud"},
+        {"METER_PORT": "http"},
+    ],
+)
+def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(AttributeError):
+        s.shards = 3  # type: ignore[misc]
+
+
+def test_the_locked_stripe_sdk_speaks_meters_api_version() -> None:
+    import stripe
+
+    from meter.config import STRIPE_API_VERSION, check_stripe_api_version
+
+    check_stripe_api_version(stripe.api_version)
+    assert stripe.api_version == STRIPE_API_VERSION
+    with pytest.raises(ConfigError, match="2025-01-01"):
+        check_stripe_api_version("2025-01-01.acacia")

@@ -1,0 +1,217 @@
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meter.errors import InvalidRequest
+from meter.events import UsageEvent
+from meter.ingest.handlers import parse_body
+from meter.ingest.validation import Limits, Rejection, parse_timestamp_ms, validate
+
+NOW_MS = 1_795_000_000_000  # 2026-11-18T...Z
+LIMITS = Limits(
+    late_window_ms=48 * 3600 * 1000, future_tolerance_ms=300_000, max_properties_bytes=4096
+)
+
+
+def check(raw: Any) -> UsageEvent | Rejection:
+    return validate(raw, tenant="acme", now_ms=NOW_MS, limits=LIMITS)
+
+
+def base(**changes: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"id": "e1", "customer": "cus_1", "meter": "api_calls"}
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not ...}
+
+
+def test_minimal_event_gets_defaults() -> None:
+    event = check(base())
+    assert isinstance(event, UsageEvent)
+    assert (event.value, event.timestamp_ms, event.received_at_ms) == ("1", NOW_MS, NOW_MS)
+    assert (event.tenant, event.id, event.customer, event.meter) == (
+        "acme",
+        "e1",
+        "cus_1",
+        "api_calls",
+    )
+    assert event.properties is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ([], "invalid_event"),
+        ("e1", "invalid_event"),
+        (base(id=...), "missing_id"),
+        (base(id=""), "invalid_id"),
+        (base(id=7), "invalid_id"),
+        (base(id="x" * 101), "id_too_long"),
+        (base(extra=1), "unknown_field"),
+        (base(customer=...), "missing_customer"),
+        (base(customer=["c"]), "invalid_customer"),
+        (base(customer="c" * 101), "customer_too_long"),
+        (base(meter=...), "missing_meter"),
+        (base(meter=""), "invalid_meter"),
+        (base(meter="m" * 101), "meter_too_long"),
+        (base(value="3"), "invalid_value"),
+        (base(value=True), "invalid_value"),
+        (base(value=None), "invalid_value"),
+        (base(value=-1), "invalid_value"),
+        (base(value=0.12345678901234567), "too_many_digits"),
+        (base(value=1234567890123456), "too_many_digits"),
+        (base(value=1e15), "too_many_digits"),
+        (base(timestamp="yesterday"), "invalid_timestamp"),
+        (base(timestamp="2026-11-18T10:00:00"), "invalid_timestamp"),  # no offset
+        (base(timestamp="2026-11-18"), "invalid_timestamp"),
+        (base(timestamp=True), "invalid_timestamp"),
+        (base(timestamp=-5), "invalid_timestamp"),
+        (base(timestamp=[1]), "invalid_timestamp"),
+        (base(timestamp=NOW_MS / 1000 - 48 * 3600 - 1), "too_late"),
+        (base(timestamp=NOW_MS / 1000 + 301), "in_future"),
+        (base(properties=[1]), "invalid_properties"),
+        (base(properties={"k": "v" * 4100}), "properties_too_large"),
+    ],
+)
+def test_each_rejection_reason(raw: Any, reason: str) -> None:
+    result = check(raw)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    assert result.message
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 100:
+        assert result.id == raw["id"]
+
+
+def test_unknown_field_is_named() -> None:
+    result = check(base(timestmp=5))
+    assert isinstance(result, Rejection)
+    assert "timestmp" in result.message
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3, "3"),
+        (0, "0"),
+        (0.5, "0.5"),
+        (2.50, "2.5"),
+        (100, "100"),
+        (1e2, "100"),
+        (123456789012345, "123456789012345"),
+        (0.000001, "0.000001"),
+        (12345.6789, "12345.6789"),
+    ],
+)
+def test_value_is_kept_as_exact_decimal_text(value: float, text: str) -> None:
+    event = check(base(value=value))
+    assert isinstance(event, UsageEvent)
+    assert event.value == text
+
+
+def test_late_window_boundaries() -> None:
+    oldest_s = (NOW_MS - LIMITS.late_window_ms) / 1000
+    assert isinstance(check(base(timestamp=oldest_s)), UsageEvent)
+    assert isinstance(check(base(timestamp=oldest_s - 0.001)), Rejection)
+    newest_s = (NOW_MS + LIMITS.future_tolerance_ms) / 1000
+    assert isinstance(check(base(timestamp=newest_s)), UsageEvent)
+    assert isinstance(check(base(timestamp=newest_s + 0.001)), Rejection)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-18T10:00:00Z",
+        "2026-11-18T10:00:00.123+00:00",
+        "2026-11-18T12:00:00+02:00",
+        "2026-11-18t10:00:00z",
+    ],
+)
+def test_rfc3339_timestamps(text: str) -> None:
+    parsed = parse_timestamp_ms(text)
+    assert parsed is not None
+    assert parsed // 1000 == 1_794_996_000  # 2026-11-18T10:00:00Z
+
+
+def test_properties_kept() -> None:
+    event = check(base(properties={"region": "eu", "n": 2}))
+    assert isinstance(event, UsageEvent)
+    assert event.properties == {"region": "eu", "n": 2}
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=120),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+event_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values | st.text(min_size=1, max_size=110),
+        "customer": json_values | st.text(min_size=1, max_size=5),
+        "meter": json_values | st.text(min_size=1, max_size=5),
+        "value": json_values,
+        "timestamp": json_values | st.floats(1.79e9, 1.8e9),
+        "properties": json_values,
+    },
+)
+
+
+@settings(max_examples=400)
+@given(event_like | json_values)
+def test_validator_never_raises_and_accepts_only_sound_events(raw: Any) -> None:
+    result = check(raw)
+    if isinstance(result, UsageEvent):
+        assert 1 <= len(result.id) <= 100
+        value = Decimal(result.value)
+        assert value >= 0
+        assert len(value.normalize().as_tuple().digits) <= 15
+        assert NOW_MS - LIMITS.late_window_ms <= result.timestamp_ms
+        assert result.timestamp_ms <= NOW_MS + LIMITS.future_tolerance_ms
+        assert UsageEvent.decode(result.encode()) == result
+    else:
+        assert result.reason
+        assert result.message
+
+
+@given(st.binary(max_size=200) | json_values.map(orjson.dumps))
+def test_parse_body_raises_only_invalid_request(body: bytes) -> None:
+    try:
+        items: Any = parse_body(body, 1000)
+    except InvalidRequest:
+        items = None
+    assert items is None or isinstance(items, list)
+
+
+def test_parse_body_names_the_offset() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_body(b'[{"id": "a",}]', 1000)
+    assert "line 1" in info.value.message
+    assert "byte offset 11" in info.value.message
+
+
+def test_parse_body_caps_the_batch() -> None:
+    with pytest.raises(InvalidRequest, match="1001 events"):
+        parse_body(orjson.dumps([{}] * 1001), 1000)
+    assert len(parse_body(orjson.dumps([{}] * 1000), 1000)) == 1000
+
+
+@given(st.floats(0, 1e16) | st.integers(0, 10**16))
+def test_value_fast_path_agrees_with_exact_decimal_rule(value: float) -> None:
+    dec = (Decimal(value) if isinstance(value, int) else Decimal(repr(value))).normalize()
+    sound = len(dec.as_tuple().digits) <= 15 and dec.adjusted() < 15
+    result = check(base(value=value))
+    if sound:
+        assert isinstance(result, UsageEvent)
+        assert Decimal(result.value) == dec
+        assert result.value == format(dec, "f")
+    else:
+        assert isinstance(result, Rejection)
+        assert result.reason == "too_many_digits"

@@ -1,0 +1,134 @@
+"""The usage API's pure parts: folding, parameters, cursors, pending-entry filtering, periods."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from meter.errors import InvalidRequest
+from meter.events import UsageEvent
+from meter.pricing import Period, price_from_stripe
+from meter.usage import params, report
+from meter.usage.pending import PendingEntry, PendingRead, after_checkpoints
+from meter.usage.store import PlanItem
+from meter.usage.tally import Tally, stream_id_key
+
+
+def ev(id_: str, value: str, ms: int, meter: str = "calls") -> UsageEvent:
+    return UsageEvent("acme", id_, "c", meter, value, ms, ms)
+
+
+def rollup(**kw: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "event_count": 2,
+        "value_sum": Decimal(10),
+        "value_max": Decimal(7),
+        "unique_count": 3,
+        "buckets": 1,
+        "last_value": Decimal(3),
+        "last_at": dt.datetime.fromtimestamp(100, dt.UTC),
+        "last_event_id": "b",
+    }
+    return row | kw
+
+
+def test_tally_folds_rollups_and_events_per_aggregation() -> None:
+    t = Tally()
+    t.add_rollups(rollup())
+    t.add_event(ev("x", "9", 50_000))  # older than the rollup's last: not the last value
+    t.add_event(ev("y", "1.5", 200_000))
+    assert t.quantity("sum") == Decimal("20.5")
+    assert t.quantity("count") == 4
+    assert t.quantity("max") == 9
+    assert t.quantity("last") == Decimal("1.5")
+    assert t.quantity("unique_count") == 3  # pending values are never counted as unique
+    assert (t.pending, Tally().quantity("max"), Tally().quantity("last")) == (2, 0, 0)
+
+
+def test_stream_ids_order_numerically() -> None:
+    assert stream_id_key("10-0") > stream_id_key("9-5")
+    assert stream_id_key("9-10") > stream_id_key("9-9")
+
+
+def test_only_entries_after_the_checkpoint_are_pending() -> None:
+    entries = [
+        PendingEntry("s0", "5-0", ev("a", "1", 1)),
+        PendingEntry("s0", "6-0", ev("b", "1", 1)),
+    ]
+    entries.append(PendingEntry("s1", "1-0", ev("c", "1", 1)))
+    read = PendingRead(entries, 3, False)
+    assert [e.id for e in after_checkpoints(read, {"s0": "5-0"})] == ["b", "c"]
+
+
+def test_period_param() -> None:
+    assert params.period({}) == "current"
+    assert params.period({"period": "previous"}) == "previous"
+    assert params.period({"period": "2026-01-01"}) == 1_767_225_600
+    assert params.period({"period": "2026-01-01T01:00:00+01:00"}) == 1_767_225_600
+    with pytest.raises(InvalidRequest) as err:
+        params.period({"period": "last-week"})
+    assert err.value.param == "period"
+
+
+def test_history_params_round_to_buckets_and_cursor_round_trips() -> None:
+    q = params.history({"from": "3601", "to": "7000", "granularity": "hour"}, now=10**9)
+    assert (q.start, q.end, q.step, q.limit, q.after) == (3600, 7200, 3600, 100, None)
+    cursor = params.encode_cursor("a\x00b:c", 86400)
+    assert params.decode_cursor(cursor) == ("a\x00b:c", 86400)
+    with pytest.raises(InvalidRequest):
+        params.history({"limit": "1001"}, now=10**9)
+
+
+def _item(meter: str, aggregation: str = "sum", usage_type: str = "metered") -> PlanItem:
+    price = price_from_stripe(
+        {
+            "id": "p",
+            "currency": "usd",
+            "unit_amount_decimal": "2",
+            "recurring": {"interval": "month", "usage_type": usage_type},
+        }
+    )
+    return PlanItem(
+        f"si_{meter}", "p", price, None, None, meter, aggregation, Period(0, 100), False
+    )
+
+
+def test_pending_events_go_to_the_item_of_their_meter_and_period() -> None:
+    calls, gb = _item("calls"), _item("gb")
+    selection = [(calls, Period(0, 100)), (gb, Period(0, 100))]
+    tallies: dict[tuple[str, str], Tally] = {}
+    events = [
+        ev("a", "2", 5_000),
+        ev("b", "3", 5_000, "gb"),
+        ev("c", "4", 100_000),
+        ev("d", "1", 1, "x"),
+    ]
+    assert report.fold_pending(selection, tallies, events) == 2
+    assert {k: t.quantity("sum") for k, t in tallies.items()} == {
+        ("si_calls", "calls"): 2,
+        ("si_gb", "gb"): 3,
+    }
+
+
+def test_max_meters_hold_their_value_and_closed_periods_project_as_is() -> None:
+    doc, projected = report.item_doc(_item("gb", "max"), Period(0, 100), None, now=50)
+    assert (doc["projection"]["method"], projected) == (report.HOLD_MAX, 0)
+    tally = Tally()
+    tally.add_event(ev("a", "10", 1))
+    doc, projected = report.item_doc(_item("calls"), Period(0, 100), tally, now=25)
+    assert (doc["amount"], doc["projection"]["amount"], projected) == (20, 80, 40)
+    doc, projected = report.item_doc(_item("calls"), Period(0, 100), tally, now=500)
+    assert doc["projection"]["amount"] == doc["amount"] == 20
+
+
+def test_next_period_keeps_the_month_anchor() -> None:
+    jan31 = 1_769_817_600  # 2026-01-31
+    feb28 = 1_772_236_800  # 2026-02-28
+    mar31 = 1_774_915_200  # 2026-03-31
+    assert report.next_period(Period(jan31, feb28), _item("calls")) == Period(feb28, mar31)
+
+
+def test_num_is_plain_decimal_text() -> None:
+    assert [report.num(Decimal(x)) for x in ("1E+3", "0.250", "12")] == ["1000", "0.25", "12"]

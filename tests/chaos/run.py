@@ -1,13 +1,15 @@
 """Chaos suite (`make chaos`): the real processes under load while faults are injected.
 
-2× `meter serve --workers 1`, 2× `meter aggregate`, 1× `meter report` run as subprocesses
+2× `meter serve --workers 1`, 2× `meter aggregate`, 2× `meter report` run as subprocesses
 against a fresh migrated Postgres database, a redis-server of our own with `appendfsync always`
 and the Stripe emulator (in this process; billing webhooks are signed and sent to serve A, with
 duplicate deliveries). A load generator posts events for several customers with ~10% duplicate
 ids, late events inside the window and a few invalid ones, retrying 503/429/timeouts/connection
 errors with the SAME ids. Meanwhile a seeded schedule kill -9s and restarts every process kind
-and Redis, and makes Stripe answer 429 / 5xx / time out / drop responses. Then the load stops,
-faults are cleared, the pipeline drains, and per (customer, meter):
+and Redis, terminates every Postgres backend of the run's database (what a Postgres restart does
+to its clients; the server itself is shared with other suites), and makes Stripe answer 429 /
+5xx / time out / drop responses. Then the load stops, faults are cleared, the pipeline drains,
+and per (customer, meter, hour) — two meters; late events reach back to the subscriptions' start:
 
     emulator total (sum of /_emulator/meter_events, canceled excluded)
       == local rollup total (sum of usage_rollups.value_sum)
@@ -51,7 +53,7 @@ from meter.stripe_emulator import EmulatorConfig
 from meter.stripe_emulator.server import RunningEmulator, running_emulator
 
 TENANT = "chaos"
-METER = "api_calls"
+METERS = ("api_calls", "tokens")
 STRIPE_METER_PATH = "*/billing/meter_event*"  # v2 session + stream, v1 meter events
 
 
@@ -66,10 +68,18 @@ class Profile:
     drain_s: float  # bound on waiting for the ledger to balance
 
 
-SHORT = Profile("short", customers=4, load_s=30.0, concurrency=4, batch=20, faults=8, drain_s=90.0)
+SHORT = Profile("short", customers=4, load_s=30.0, concurrency=4, batch=20, faults=9, drain_s=90.0)
 LONG = Profile(
     "long", customers=12, load_s=300.0, concurrency=8, batch=50, faults=60, drain_s=300.0
 )
+
+
+# (customer, meter, hour as epoch seconds): the ledger is checked per hourly bucket.
+LedgerKey = tuple[str, str, int]
+
+
+def hour_of(epoch_s: float) -> int:
+    return int(epoch_s) // 3600 * 3600
 
 
 @dataclass
@@ -86,8 +96,8 @@ class Summary:
     faults: Counter[str] = field(default_factory=Counter)
     in_count: int = 0  # ids the client knows are in (see Ledger.is_in)
     in_unacknowledged: int = 0  # of those, never answered `accepted`: landed on a failed try
-    drift: dict[tuple[str, str], tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
-    totals: dict[tuple[str, str], tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
+    drift: dict[LedgerKey, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
+    totals: dict[LedgerKey, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
     unanswered: int = 0
 
     def table(self) -> str:
@@ -107,11 +117,16 @@ class Summary:
         rows += [(f"http error: {e}", n) for e, n in sorted(self.http_errors.items())]
         rows += [(f"fault: {f}", n) for f, n in sorted(self.faults.items())]
         rows.append(("fault: webhook duplicates", "each delivery with p=0.2 (emulator)"))
-        for (customer, meter), (stripe_t, rollup_t, ref_t) in sorted(self.totals.items()):
+        for (customer, meter, hour), (stripe_t, rollup_t, ref_t) in sorted(self.totals.items()):
+            at = time.strftime("%H:00", time.gmtime(hour))
             rows.append(
-                (f"{customer}/{meter} stripe|rollup|ref", f"{stripe_t} | {rollup_t} | {ref_t}")
+                (
+                    f"{customer}/{meter}/{at} stripe|rollup|ref",
+                    f"{stripe_t} | {rollup_t} | {ref_t}",
+                )
             )
-        rows.append(("drift", "0" if not self.drift else f"{len(self.drift)} (customer, meter)"))
+        drift = f"{len(self.drift)} (customer, meter, hour)" if self.drift else "0"
+        rows.append(("drift", drift))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -141,11 +156,11 @@ class Ledger:
     def is_in(self, event_id: str) -> bool:
         return bool(self.statuses.get(event_id, set()) & {"accepted", "duplicate"})
 
-    def reference(self) -> dict[tuple[str, str], Decimal]:
-        out: dict[tuple[str, str], Decimal] = {}
+    def reference(self) -> dict[LedgerKey, Decimal]:
+        out: dict[LedgerKey, Decimal] = {}
         for event_id, event in self.events.items():
             if self.is_in(event_id):
-                key = (event["customer"], event["meter"])
+                key = (event["customer"], event["meter"], hour_of(event["timestamp"]))
                 out[key] = out.get(key, Decimal(0)) + Decimal(str(event["value"]))
         return out
 
@@ -260,31 +275,32 @@ class Run:
         """Like `meter dev`'s demo seeding: a meter, a metered price, customers subscribed."""
         assert self.emu is not None
         client = self.emu.client(timeout=30.0)
-        meter = await client.v1.billing.meters.create_async(
-            {
-                "display_name": "API calls",
-                "event_name": METER,
-                "default_aggregation": {"formula": "sum"},
-            }
-        )
-        self.meter_ids[meter.id] = METER
         product = await client.v1.products.create_async({"name": "API"})
-        price = await client.v1.prices.create_async(
-            {
-                "product": product.id,
-                "currency": "usd",
-                "unit_amount": 1,
-                "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-            }
-        )
+        prices = []
+        for event_name in METERS:
+            meter = await client.v1.billing.meters.create_async(
+                {
+                    "display_name": event_name,
+                    "event_name": event_name,
+                    "default_aggregation": {"formula": "sum"},
+                }
+            )
+            self.meter_ids[meter.id] = event_name
+            price = await client.v1.prices.create_async(
+                {
+                    "product": product.id,
+                    "currency": "usd",
+                    "unit_amount": 1,
+                    "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+                }
+            )
+            prices.append({"price": price.id})
         for name in self.customers:
             customer = await client.v1.customers.create_async(
                 {"metadata": {"meter_customer": name, "meter_tenant": TENANT}}
             )
             self.stripe_ids[customer.id] = name
-            await client.v1.subscriptions.create_async(
-                {"customer": customer.id, "items": [{"price": price.id}]}
-            )
+            await client.v1.subscriptions.create_async({"customer": customer.id, "items": prices})
         self.seeded_at = time.time()
 
     async def wait_synced(self, timeout_s: float = 90.0) -> None:
@@ -312,8 +328,10 @@ class Run:
         event: dict[str, Any] = {
             "id": f"ev-{self.seed}-{n}-{uuid.uuid4().hex[:8]}",
             "customer": rng.choice(self.customers),
-            "meter": METER,
+            "meter": rng.choice(METERS),
             "value": rng.randint(1, 100),
+            # Always explicit, so the reference knows each event's hour.
+            "timestamp": round(time.time(), 3),
         }
         roll = rng.random()
         if roll < 0.15:
@@ -408,6 +426,17 @@ class Run:
         await asyncio.sleep(down_s)
         await proc.start()
 
+    async def _terminate_backends(self) -> None:
+        """Every connection of the run's database dies at once, as in a Postgres restart."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+
     async def inject(self, kind: str) -> None:
         rng = self.rng
         down = rng.uniform(0.3, 2.0)
@@ -415,7 +444,9 @@ class Run:
             prefix = kind.removeprefix("kill_")
             await self._restart(f"{prefix}-{rng.randrange(2)}", down)
         elif kind == "kill_report":
-            await self._restart("report-0", down)
+            await self._restart(f"report-{rng.randrange(2)}", down)
+        elif kind == "kill_pg_backends":
+            await self._terminate_backends()
         elif kind == "kill_redis":
             assert self.redis is not None
             await asyncio.to_thread(self.redis.kill)
@@ -439,7 +470,7 @@ class Run:
 
     async def fault_schedule(self) -> None:
         kinds = [
-            "kill_serve", "kill_aggregate", "kill_report", "kill_redis",
+            "kill_serve", "kill_aggregate", "kill_report", "kill_redis", "kill_pg_backends",
             "stripe_429", "stripe_5xx", "stripe_timeout", "stripe_drop",
         ]  # fmt: skip
         # Every kind at least once, then random ones; at seeded times within the load.
@@ -456,32 +487,34 @@ class Run:
 
     # -- check
 
-    async def emulator_totals(self) -> dict[tuple[str, str], Decimal]:
+    async def emulator_totals(self) -> dict[LedgerKey, Decimal]:
         assert self.http is not None
         assert self.emu is not None
         async with self.http.get(f"{self.emu.api_base}/_emulator/meter_events") as response:
             doc = await response.json()
-        out: dict[tuple[str, str], Decimal] = {}
+        out: dict[LedgerKey, Decimal] = {}
         for e in doc["data"]:
             if e["canceled"]:
                 continue
-            key = (self.stripe_ids.get(e["customer"], e["customer"]), e["event_name"])
+            customer = self.stripe_ids.get(e["customer"], e["customer"])
+            key = (customer, e["event_name"], hour_of(e["timestamp"]))
             out[key] = out.get(key, Decimal(0)) + Decimal(e["value"])
         return out
 
-    async def rollup_totals(self) -> dict[tuple[str, str], Decimal]:
+    async def rollup_totals(self) -> dict[LedgerKey, Decimal]:
         conn = await asyncpg.connect(self.database_url)
         try:
             rows = await conn.fetch(
-                "SELECT customer, meter, sum(value_sum) AS total FROM usage_rollups"
-                " WHERE tenant = $1 GROUP BY customer, meter",
+                "SELECT customer, meter, extract(epoch FROM date_trunc('hour', bucket_start))"
+                "::bigint AS hour, sum(value_sum) AS total FROM usage_rollups"
+                " WHERE tenant = $1 GROUP BY 1, 2, 3",
                 TENANT,
             )
         finally:
             await conn.close()
-        return {(r["customer"], r["meter"]): Decimal(r["total"]) for r in rows}
+        return {(r["customer"], r["meter"], r["hour"]): Decimal(r["total"]) for r in rows}
 
-    async def compare(self) -> dict[tuple[str, str], tuple[Decimal, Decimal, Decimal]]:
+    async def compare(self) -> dict[LedgerKey, tuple[Decimal, Decimal, Decimal]]:
         stripe_t = await self.emulator_totals()
         rollup_t = await self.rollup_totals()
         ref_t = self.ledger.reference()
@@ -551,7 +584,8 @@ class Run:
             self.procs[f"serve-{i}"] = Proc(f"serve-{i}", args, env, self.workdir)
         for i in range(2):
             self.procs[f"aggregate-{i}"] = Proc(f"aggregate-{i}", ["aggregate"], env, self.workdir)
-        self.procs["report-0"] = Proc("report-0", ["report"], env, self.workdir)
+        for i in range(2):
+            self.procs[f"report-{i}"] = Proc(f"report-{i}", ["report"], env, self.workdir)
         for proc in self.procs.values():
             await proc.start()
         for port in self.ports:

@@ -150,6 +150,44 @@ def subscription_row(obj: Obj) -> tuple[Any, ...]:
     )
 
 
+def discount_ids(obj: Obj) -> list[str]:
+    """The ids of a subscription's `discounts` (each an id, or the object when expanded)."""
+    return [str(ref(d)) for d in obj.get("discounts") or [] if ref(d)]
+
+
+def discounts(obj: Obj) -> list[dict[str, Any]] | None:
+    """A subscription's discounts as stored (see migrations/0007_discounts.sql), or None when
+    they are not expanded down to the coupon (`expand[]=discounts.source.coupon`): a webhook
+    payload names them by id only."""
+    out = []
+    for d in obj.get("discounts") or []:
+        if not isinstance(d, dict):
+            return None
+        # The coupon sits under `source` in current API versions, at the top in older ones.
+        coupon = (d.get("source") or {}).get("coupon") or d.get("coupon")
+        if not isinstance(coupon, dict):
+            return None
+        out.append(
+            {
+                "id": d["id"],
+                "start": d.get("start"),
+                "end": d.get("end"),
+                "coupon": {
+                    k: coupon.get(k)
+                    for k in (
+                        "id",
+                        "percent_off",
+                        "amount_off",
+                        "currency",
+                        "duration",
+                        "duration_in_months",
+                    )
+                },
+            }
+        )
+    return out
+
+
 def item_rows(obj: Obj) -> list[tuple[Any, ...]]:
     """(id, subscription, price, product, quantity, meter, period start, period end)."""
     rows = []

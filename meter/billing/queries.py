@@ -119,12 +119,15 @@ WHERE d.source = 'stripe'
 """
 
 # --- subscriptions ----------------------------------------------------------------------------
-SUBSCRIPTION_FOR_UPDATE = "SELECT status, event_created FROM subscriptions WHERE id = $1 FOR UPDATE"
+SUBSCRIPTION_FOR_UPDATE = """
+SELECT status, event_created, discounts FROM subscriptions WHERE id = $1 FOR UPDATE
+"""
 UPSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions AS s (id, customer, status, currency, current_period_start,
     current_period_end, trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at,
-    ended_at, pause_behavior, latest_invoice, metadata, stripe_created, event_created)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17)
+    ended_at, pause_behavior, latest_invoice, metadata, stripe_created, event_created, discounts)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17,
+    $18::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     customer = EXCLUDED.customer, status = EXCLUDED.status, currency = EXCLUDED.currency,
     current_period_start = EXCLUDED.current_period_start,
@@ -134,7 +137,7 @@ ON CONFLICT (id) DO UPDATE SET
     ended_at = EXCLUDED.ended_at, pause_behavior = EXCLUDED.pause_behavior,
     latest_invoice = EXCLUDED.latest_invoice, metadata = EXCLUDED.metadata,
     stripe_created = EXCLUDED.stripe_created, event_created = EXCLUDED.event_created,
-    updated_at = now()
+    discounts = EXCLUDED.discounts, updated_at = now()
 WHERE s.event_created <= EXCLUDED.event_created
 """
 UPSERT_ITEM = """

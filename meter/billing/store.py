@@ -8,14 +8,19 @@ write through here, so the two can run at once without either undoing the other.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
+import orjson
 
 from meter.billing import convert, queries
 from meter.billing.gateway import Obj
 from meter.billing.rules import Order, is_churn, order_decision
+
+log = logging.getLogger(__name__)
 
 # (kind, id) → Stripe's current object, or None if it is gone.
 Refetch = Callable[[str, str], Awaitable[Obj | None]]
@@ -158,7 +163,7 @@ async def apply_subscription(
         current = await refetch("subscription", obj["id"])
     if current is None:
         return Effects(stale=True)
-    return await _write_subscription(conn, current, created, stored, default_tenant)
+    return await _write_subscription(conn, current, created, stored, refetch, default_tenant)
 
 
 async def apply_subscription_answer(
@@ -177,7 +182,34 @@ async def apply_subscription_answer(
         current = await refetch("subscription", obj["id"])
     if current is None:
         return Effects(stale=True)
-    return await _write_subscription(conn, current, at, stored, default_tenant)
+    return await _write_subscription(conn, current, at, stored, refetch, default_tenant)
+
+
+async def _discounts(
+    current: Obj, stored: asyncpg.Record | None, refetch: Refetch
+) -> tuple[Obj, list[dict[str, Any]]]:
+    """The subscription to store and its discounts down to the coupon terms. A webhook names
+    discounts by id only: the same ids as stored keep the stored copy (a discount never
+    changes); new ones are read from Stripe, whose refetch expands them (the gateway asks for
+    `discounts.source.coupon`), and then the refetched, current object is stored whole."""
+    expanded = convert.discounts(current)
+    if expanded is not None:
+        return current, expanded
+    known = [] if stored is None else _json_list(stored["discounts"])
+    if [d["id"] for d in known] == convert.discount_ids(current):
+        return current, known
+    fresh = await refetch("subscription", current["id"])
+    expanded = None if fresh is None else convert.discounts(fresh)
+    if fresh is None or expanded is None:
+        # Stripe did not expand them (an old gateway): price without, and say so in the log.
+        log.warning("subscription discounts not expanded", extra={"subscription": current["id"]})
+        return current, []
+    return fresh, expanded
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    data = orjson.loads(value) if isinstance(value, str | bytes) else value
+    return list(data or [])
 
 
 async def _write_subscription(
@@ -185,8 +217,10 @@ async def _write_subscription(
     current: Obj,
     created: int,
     stored: asyncpg.Record | None,
+    refetch: Refetch,
     default_tenant: str,
 ) -> Effects:
+    current, discounts = await _discounts(current, stored, refetch)
     customer = convert.ref(current["customer"])
     assert customer is not None
     # The customer row may not have arrived yet; attribution joins through it.
@@ -195,7 +229,12 @@ async def _write_subscription(
         price = item.get("price")
         if isinstance(price, dict):
             await conn.execute(queries.INSERT_PRICE_IF_MISSING, *convert.price_row(price), 0)
-    await conn.execute(queries.UPSERT_SUBSCRIPTION, *convert.subscription_row(current), created)
+    await conn.execute(
+        queries.UPSERT_SUBSCRIPTION,
+        *convert.subscription_row(current),
+        created,
+        orjson.dumps(discounts).decode(),
+    )
     await _apply_items(conn, current, created)
     old_status = None if stored is None else stored["status"]
     effects = Effects(reattribute=await _customer_keys(conn, customer))

@@ -25,6 +25,8 @@ from meter.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
+# What a stored subscription needs expanded: its discounts with their coupons' terms.
+DISCOUNTS = "discounts.source.coupon"
 # Stripe's own default; a longer window would accept replayed deliveries.
 WEBHOOK_TOLERANCE_S = 300
 T = TypeVar("T")
@@ -136,8 +138,10 @@ class StripeGateway:
         }[kind]
 
     async def retrieve(self, kind: str, id_: str) -> Obj | None:
+        # A subscription's discounts come as ids unless expanded down to the coupon terms.
+        params: Any = {"expand": [DISCOUNTS]} if kind == "subscription" else None
         try:
-            obj = await self._service(kind).retrieve_async(id_)
+            obj = await self._service(kind).retrieve_async(id_, params)
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 return None
@@ -153,6 +157,7 @@ class StripeGateway:
             params["starting_after"] = starting_after
         if kind == "subscription":
             params["status"] = "all"
+            params["expand"] = [f"data.{DISCOUNTS}"]
         page = await _call(lambda: self._service(kind).list_async(params))
         return Page([_dict(o) for o in page.data], bool(page.has_more))
 

@@ -81,15 +81,20 @@ def applicable_coupon(state: State, subscription: Obj | None, invoice_date: int)
     Stripe's coupon `duration`: "once" applies to one invoice and "repeating" for
     `duration_in_months` months from when the discount started (API reference, coupon object;
     the Discount's `end` is "the date that this discount will end" for repeating coupons).
-    The emulator dates a discount from the subscription's start.
+    The repeating window is the Discount's own `start`..`end`.
     """
     coupon_id = (subscription or {}).get("_coupon")
     coupon = state.find(coupon_id) if coupon_id else None
     if subscription is None or coupon is None:
         return None
     if coupon.get("duration") == "repeating":
-        start = subscription.get("start_date") or invoice_date
-        end = pricing.add_interval(start, "month", int(coupon.get("duration_in_months") or 0))
+        ids = subscription.get("discounts") or []
+        discount = state.find(ids[0]) if ids else None
+        if discount is not None and discount.get("end") is not None:
+            end = int(discount["end"])
+        else:
+            start = subscription.get("start_date") or invoice_date
+            end = pricing.add_interval(start, "month", int(coupon.get("duration_in_months") or 0))
         if invoice_date >= end:
             return None
     return str(coupon_id)

@@ -149,7 +149,7 @@ def create(req: Req) -> Obj:
         "currency": prices[0]["currency"],
         "customer": customer["id"],
         "default_payment_method": req.get("default_payment_method"),
-        "discounts": [coupon] if coupon else [],
+        "discounts": [],
         "ended_at": None,
         "items": {
             "object": "list",
@@ -172,6 +172,8 @@ def create(req: Req) -> Obj:
         "_pending": [],
         "_trial_will_end_sent": False,
     }
+    if coupon:
+        sub["discounts"] = [attach_discount(state, sub, str(coupon), now)]
     state.put(sub)
     for item in items:
         state.put(item)
@@ -190,6 +192,31 @@ def create(req: Req) -> Obj:
         sub["status"] = "active"
         req.emu.emit("customer.subscription.updated", public_sub(sub), {"status": "incomplete"})
     return sub
+
+
+def attach_discount(state: State, sub: Obj, coupon_id: str, start: int) -> str:
+    """A Discount object (Stripe's application of a coupon to this subscription, from `start`);
+    the subscription lists it by id in `discounts`, expandable (`expand[]=discounts`)."""
+    coupon = state.get("coupon", coupon_id, "coupon")
+    end = None
+    if coupon.get("duration") == "repeating":
+        end = pricing.add_interval(start, "month", int(coupon.get("duration_in_months") or 0))
+    discount: Obj = {
+        "id": new_id("di", 24),
+        "object": "discount",
+        "checkout_session": None,
+        "customer": sub["customer"],
+        "end": end,
+        "invoice": None,
+        "invoice_item": None,
+        "promotion_code": None,
+        "source": {"coupon": coupon_id, "type": "coupon"},
+        "start": start,
+        "subscription": sub["id"],
+        "subscription_item": None,
+    }
+    state.put(discount)
+    return str(discount["id"])
 
 
 def _discount_coupon(discounts: Any) -> str | None:
@@ -334,8 +361,10 @@ def update(req: Req) -> Obj:
         sub["pause_collection"] = value
     if (coupon := req.get("coupon")) not in (None,):
         previous["discounts"] = sub["discounts"]
+        if coupon:
+            state.get("coupon", str(coupon), "coupon")
         sub["_coupon"] = coupon or None
-        sub["discounts"] = [coupon] if coupon else []
+        sub["discounts"] = [attach_discount(state, sub, str(coupon), now)] if coupon else []
     if isinstance(raw_items := req.get("items"), list):
         behavior = req.get("proration_behavior") or "create_prorations"
         when = int(req.get("proration_date") or now)

@@ -257,6 +257,13 @@ def _expand_one(obj: Obj, parts: list[str], lookup: Callable[[str], Obj | None],
         if target is None:
             raise invalid(f"This property cannot be expanded ({path}).", "expand")
         out[head] = _expand_one(dict(target), rest, lookup, path)
+    elif isinstance(value, list):  # e.g. a subscription's `discounts`: ids, each expandable
+        out[head] = [
+            _expand_one(dict(t), rest, lookup, path)
+            if isinstance(v, str) and (t := lookup(v)) is not None
+            else (_expand_one(v, rest, lookup, path) if isinstance(v, dict) else v)
+            for v in value
+        ]
     elif isinstance(value, dict):
         if value.get("object") == "list" and rest and rest[0] == "data":
             out[head] = {

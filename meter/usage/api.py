@@ -16,7 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from meter import appkeys
 from meter.billing.errors import NotFound
 from meter.ingest.handlers import authenticate
-from meter.pricing import Period, PricingError, add_months, project_invoice
+from meter.pricing import Discount, Period, PricingError, add_months, project_invoice
 from meter.usage import params, pending, queries, report, store
 from meter.usage.store import Plan, PlanItem
 from meter.usage.tally import Tally
@@ -148,7 +148,7 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
-        doc |= _priced(selection, snap.by_item, events, now)
+        doc |= _priced(selection, snap.by_item, events, now, plan.discounts)
     doc["freshness"] = freshness
     return _json(doc)
 
@@ -181,6 +181,7 @@ def _priced(
     tallies: dict[tuple[str, str], Tally],
     events: list[Any],
     now: int,
+    discounts: Sequence[Discount] = (),
 ) -> Doc:
     report.fold_pending(selection, tallies, events)
     items, so_far, projected = [], {}, {}
@@ -198,9 +199,13 @@ def _priced(
         return doc | {"invoice": None, "projected_invoice": None}
     licensed = report.next_period(period, metered[0][0])
     try:
-        invoice = project_invoice(engine, so_far, period=period, licensed_period=licensed)
+        # One discount at a time, as the pricing engine applies them: the first (see the note).
+        discount = discounts[0] if discounts else None
+        invoice = project_invoice(
+            engine, so_far, period=period, licensed_period=licensed, discount=discount
+        )
         forecast_invoice = project_invoice(
-            engine, projected, period=period, licensed_period=licensed
+            engine, projected, period=period, licensed_period=licensed, discount=discount
         )
     except PricingError as exc:
         return doc | {
@@ -209,8 +214,8 @@ def _priced(
             "invoice_error": report.error_doc(exc),
         }
     return doc | {
-        "invoice": report.invoice_doc(invoice),
-        "projected_invoice": report.invoice_doc(forecast_invoice)
+        "invoice": report.invoice_doc(invoice, len(discounts)),
+        "projected_invoice": report.invoice_doc(forecast_invoice, len(discounts))
         | {"method": "item run rates (see items[].projection)"},
     }
 

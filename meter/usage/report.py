@@ -29,8 +29,9 @@ from meter.usage.tally import Tally
 Doc = dict[str, Any]
 HOLD_MAX = "hold_max_value"
 FIXED = "fixed_fee"
-# The billing copy holds no coupons or tax rates (Stripe keeps them); invoices say so.
-ADJUSTMENTS_NOTE = "discounts and tax rates are not synced; discount and tax are 0 here"
+# The billing copy holds discounts (coupons) but not tax rates yet; invoices say so.
+TAX_NOTE = "tax rates are not synced; tax is 0 here"
+STACKED_NOTE = "only the first of the subscription's discounts is applied"
 # How the run rate extrapolates each aggregation (project_usage knows sum, count and last).
 _FORMULA = {"sum": "sum", "count": "count", "unique_count": "count", "last": "last", "max": "last"}
 
@@ -133,7 +134,7 @@ def item_doc(item: PlanItem, period: Period, tally: Tally | None, now: int) -> t
     return doc, projected
 
 
-def invoice_doc(invoice: InvoiceProjection) -> Doc:
+def invoice_doc(invoice: InvoiceProjection, discounts: int = 0) -> Doc:
     return {
         "currency": invoice.currency,
         "period": period_doc(invoice.period),
@@ -156,7 +157,7 @@ def invoice_doc(invoice: InvoiceProjection) -> Doc:
         "tax": invoice.tax,
         "total": invoice.total,
         "amount_due": invoice.amount_due,
-        "note": ADJUSTMENTS_NOTE,
+        "note": TAX_NOTE if discounts <= 1 else f"{TAX_NOTE}; {STACKED_NOTE}",
     }
 
 

@@ -20,7 +20,14 @@ import orjson
 
 from meter.billing import queries as billing_queries
 from meter.billing.errors import NotFound
-from meter.pricing import Period, Price, PricingError, price_from_stripe
+from meter.pricing import (
+    Discount,
+    Period,
+    Price,
+    PricingError,
+    coupon_from_stripe,
+    price_from_stripe,
+)
 from meter.usage import queries
 from meter.usage.tally import Tally
 
@@ -65,6 +72,8 @@ class Plan:
     subscription: str | None
     status: str | None
     items: tuple[PlanItem, ...]
+    # The subscription's discounts, in Stripe's order (see migrations/0007_discounts.sql).
+    discounts: tuple[Discount, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -102,6 +111,19 @@ def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
         return None, f"price cannot be evaluated: {exc}"
 
 
+def _discounts(raw: Any) -> tuple[Discount, ...]:
+    """Stored discounts as the pricing engine's; one it cannot evaluate is left out (and the
+    invoice then says that it is not applied)."""
+    out = []
+    for d in _json(raw) or []:
+        try:
+            coupon = coupon_from_stripe(d["coupon"])
+        except (PricingError, ValueError, KeyError, TypeError):
+            continue
+        out.append(Discount(coupon, int(d.get("start") or 0), d.get("end")))
+    return tuple(out)
+
+
 def _item(row: asyncpg.Record) -> PlanItem:
     price, error = _price(row)
     return PlanItem(
@@ -130,6 +152,7 @@ async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
         subscription=None if sub is None else sub["id"],
         status=None if sub is None else sub["status"],
         items=tuple(_item(r) for r in rows),
+        discounts=() if sub is None else _discounts(sub["discounts"]),
     )
 
 

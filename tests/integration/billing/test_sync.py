@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import Any
+
+import orjson
 
 from meter.billing import cli
 from meter.billing.sync import sync
@@ -16,13 +19,15 @@ async def test_sync_backfills_and_resumes(stack: Stack) -> None:
     stack.emu.config = dataclasses.replace(stack.emu.config, webhook_url=None)
     cat = await catalog(stack.sdk)
     customers = []
+    coupon = await stack.sdk.v1.coupons.create_async({"percent_off": 10, "duration": "forever"})
     for n in range(5):
         cus = await stack.sdk.v1.customers.create_async(
             {"email": f"s{n}@x.io", "metadata": {"meter_customer": f"sync-{n}"}}
         )
-        await stack.sdk.v1.subscriptions.create_async(
-            {"customer": cus.id, "items": [{"price": cat["basic"]}]}
-        )
+        create: Any = {"customer": cus.id, "items": [{"price": cat["basic"]}]}
+        if n == 2:
+            create["discounts"] = [{"coupon": coupon.id}]
+        await stack.sdk.v1.subscriptions.create_async(create)
         customers.append(cus.id)
     gateway = stack.billing.gateway
     async with stack.billing.connection() as conn:
@@ -58,6 +63,21 @@ async def test_sync_backfills_and_resumes(stack: Stack) -> None:
             (f"sync-{n}", "active") for n in range(5)
         ]
         assert ("acme", "sync-0") in effects.reattribute
+        # The listing expands discounts down to the coupon's terms; they are stored with it.
+        discounts = await conn.fetch(
+            "SELECT s.discounts FROM subscriptions s JOIN customers c ON c.stripe_id = s.customer"
+            " ORDER BY c.external_id"
+        )
+        stored = [orjson.loads(r["discounts"]) for r in discounts]
+        assert [len(d) for d in stored] == [0, 0, 1, 0, 0]
+        assert stored[2][0]["coupon"] == {
+            "id": coupon.id,
+            "percent_off": 10,
+            "amount_off": None,
+            "currency": None,
+            "duration": "forever",
+            "duration_in_months": None,
+        }
         # Safe to run again at any time: same rows.
         await sync(conn, gateway, "acme")
         assert await conn.fetchval("SELECT count(*) FROM subscriptions") == 5

@@ -156,7 +156,7 @@ def discount_ids(obj: Obj) -> list[str]:
 
 
 def discounts(obj: Obj) -> list[dict[str, Any]] | None:
-    """A subscription's discounts as stored (see migrations/0007_discounts.sql), or None when
+    """A subscription's discounts as stored (see migrations/0006_discounts.sql), or None when
     they are not expanded down to the coupon (`expand[]=discounts.source.coupon`): a webhook
     payload names them by id only."""
     out = []

@@ -32,36 +32,31 @@ WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
 # Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
 CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
 
-# Every aggregation's state, folded over buckets (or running totals), so that pending events can
-# be folded on top (see tally.py). Plain aggregates only: `last` needs an order and is read
-# separately, and only for `last` meters.
+# The buckets of each (item, period) folded per meter; every aggregation's state comes back so
+# that pending events can be folded on top (see tally.py). Plain aggregates only: this runs on
+# every request over ~720 buckets per meter and month, so `last` (which needs an order) is read
+# separately, and only for `last` meters (LAST_BY_ITEM).
 _FOLD = """
     sum(r.event_count)::bigint AS event_count, sum(r.value_sum) AS value_sum,
     max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count,
     count(*) AS buckets
 """
-# Each (item, period) per meter, from the running totals the rollup triggers keep
-# (migrations/0006_usage_totals.sql): one row per meter instead of ~720 buckets a month. The
-# GROUP BY folds the rows of a customer known under several keys (its id and its cus_ id).
-USAGE_BY_ITEM = """
-SELECT t.subscription_item AS item, t.meter,
-    sum(t.event_count)::bigint AS event_count, sum(t.value_sum) AS value_sum,
-    max(t.value_max) AS value_max, sum(t.unique_count)::bigint AS unique_count,
-    sum(t.buckets)::bigint AS buckets
+USAGE_BY_ITEM = f"""
+SELECT r.subscription_item AS item, r.meter, {_FOLD}
 FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
-JOIN usage_totals t ON t.tenant = $1 AND t.customer = ANY($2::text[])
-    AND t.subscription_item = p.item AND t.period_start = p.period_start
-GROUP BY t.subscription_item, t.meter
+JOIN usage_rollups r ON r.tenant = $1 AND r.customer = ANY($2::text[])
+    AND r.subscription_item = p.item AND r.period_start = p.period_start
+GROUP BY r.subscription_item, r.meter
 """
-# The latest event of each (item, period, meter), by (event time, event id) as the aggregator
-# orders it.
+# The latest event of each (item, period, meter) over its buckets, by (event time, event id) as
+# the aggregator orders it.
 LAST_BY_ITEM = """
-SELECT DISTINCT ON (t.subscription_item, t.meter) t.subscription_item AS item, t.meter,
-    t.last_value, t.last_at, t.last_event_id
+SELECT DISTINCT ON (r.subscription_item, r.meter) r.subscription_item AS item, r.meter,
+    r.last_value, r.last_at, r.last_event_id
 FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
-JOIN usage_totals t ON t.tenant = $1 AND t.customer = ANY($2::text[])
-    AND t.subscription_item = p.item AND t.period_start = p.period_start
-ORDER BY t.subscription_item, t.meter, t.last_at DESC, t.last_event_id COLLATE "C" DESC
+JOIN usage_rollups r ON r.tenant = $1 AND r.customer = ANY($2::text[])
+    AND r.subscription_item = p.item AND r.period_start = p.period_start
+ORDER BY r.subscription_item, r.meter, r.last_at DESC, r.last_event_id DESC
 """
 _FOLD_WITH_LAST = (
     _FOLD

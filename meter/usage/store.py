@@ -72,7 +72,7 @@ class Plan:
     subscription: str | None
     status: str | None
     items: tuple[PlanItem, ...]
-    # The subscription's discounts, in Stripe's order (see migrations/0007_discounts.sql).
+    # The subscription's discounts, in Stripe's order (see migrations/0006_discounts.sql).
     discounts: tuple[Discount, ...] = ()
 
     @property

@@ -156,7 +156,7 @@ def discount_ids(obj: Obj) -> list[str]:
 
 
 def discounts(obj: Obj) -> list[dict[str, Any]] | None:
-    """A subscription's discounts as stored (see migrations/0006_discounts.sql), or None when
+    """A subscription's discounts as stored (see migrations/0006_adjustments.sql), or None when
     they are not expanded down to the coupon (`expand[]=discounts.source.coupon`): a webhook
     payload names them by id only."""
     out = []
@@ -189,7 +189,8 @@ def discounts(obj: Obj) -> list[dict[str, Any]] | None:
 
 
 def item_rows(obj: Obj) -> list[tuple[Any, ...]]:
-    """(id, subscription, price, product, quantity, meter, period start, period end)."""
+    """(id, subscription, price, product, quantity, meter, period start, period end, tax
+    rates as jsonb)."""
     rows = []
     for item in _items(obj):
         price = item.get("price") or {}
@@ -204,9 +205,24 @@ def item_rows(obj: Obj) -> list[tuple[Any, ...]]:
                 recurring.get("meter"),
                 ts(item["current_period_start"]),
                 ts(item["current_period_end"]),
+                jsonb(tax_rates(item.get("tax_rates"))),
             )
         )
     return rows
+
+
+def tax_rates(raw: Any) -> list[dict[str, Any]]:
+    """Embedded TaxRate objects as stored (see migrations/0006_adjustments.sql)."""
+    return [
+        {
+            "id": r.get("id"),
+            "percentage": r.get("percentage"),
+            "inclusive": bool(r.get("inclusive")),
+            "display_name": r.get("display_name"),
+        }
+        for r in raw or []
+        if isinstance(r, dict)
+    ]
 
 
 def invoice_row(obj: Obj) -> tuple[Any, ...]:

@@ -125,9 +125,10 @@ SELECT status, event_created, discounts FROM subscriptions WHERE id = $1 FOR UPD
 UPSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions AS s (id, customer, status, currency, current_period_start,
     current_period_end, trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at,
-    ended_at, pause_behavior, latest_invoice, metadata, stripe_created, event_created, discounts)
+    ended_at, pause_behavior, latest_invoice, metadata, stripe_created, event_created, discounts,
+    tax_rates)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17,
-    $18::jsonb)
+    $18::jsonb, $19::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     customer = EXCLUDED.customer, status = EXCLUDED.status, currency = EXCLUDED.currency,
     current_period_start = EXCLUDED.current_period_start,
@@ -137,16 +138,16 @@ ON CONFLICT (id) DO UPDATE SET
     ended_at = EXCLUDED.ended_at, pause_behavior = EXCLUDED.pause_behavior,
     latest_invoice = EXCLUDED.latest_invoice, metadata = EXCLUDED.metadata,
     stripe_created = EXCLUDED.stripe_created, event_created = EXCLUDED.event_created,
-    discounts = EXCLUDED.discounts, updated_at = now()
+    discounts = EXCLUDED.discounts, tax_rates = EXCLUDED.tax_rates, updated_at = now()
 WHERE s.event_created <= EXCLUDED.event_created
 """
 UPSERT_ITEM = """
 INSERT INTO subscription_items AS i (id, subscription, price, product, quantity, meter,
-    current_period_start, current_period_end)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    current_period_start, current_period_end, tax_rates)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     subscription = EXCLUDED.subscription, price = EXCLUDED.price, product = EXCLUDED.product,
-    quantity = EXCLUDED.quantity, meter = EXCLUDED.meter,
+    quantity = EXCLUDED.quantity, meter = EXCLUDED.meter, tax_rates = EXCLUDED.tax_rates,
     current_period_start = EXCLUDED.current_period_start,
     current_period_end = EXCLUDED.current_period_end, removed_at = NULL, updated_at = now()
 """

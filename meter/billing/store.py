@@ -233,7 +233,8 @@ async def _write_subscription(
         queries.UPSERT_SUBSCRIPTION,
         *convert.subscription_row(current),
         created,
-        orjson.dumps(discounts).decode(),
+        convert.jsonb(discounts),
+        convert.jsonb(convert.tax_rates(current.get("default_tax_rates"))),
     )
     await _apply_items(conn, current, created)
     old_status = None if stored is None else stored["status"]

@@ -1,4 +1,4 @@
-"""Products, prices (per-unit, tiered, packages, metered on a meter) and coupons."""
+"""Products, prices (per-unit, tiered, packages, metered on a meter), coupons and tax rates."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def routes() -> list[Route]:
         Route("GET", "/v1/coupons/{id}", retrieve_coupon),
         Route("POST", "/v1/coupons/{id}", update_coupon),
         Route("DELETE", "/v1/coupons/{id}", delete_coupon),
+        Route("POST", "/v1/tax_rates", create_tax_rate),
+        Route("GET", "/v1/tax_rates", list_tax_rates),
+        Route("GET", "/v1/tax_rates/{id}", retrieve_tax_rate),
+        Route("POST", "/v1/tax_rates/{id}", update_tax_rate),
     ]
 
 
@@ -302,3 +306,57 @@ def delete_coupon(req: Req) -> Obj:
 
 def list_coupons(req: Req) -> Obj:
     return paginate(req.state.all("coupon"), req.params, "/v1/coupons")
+
+
+# -- tax rates -----------------------------------------------------------------------------------
+def create_tax_rate(req: Req) -> Obj:
+    """A manual tax rate. `percentage` and `inclusive` are fixed once created (Stripe lets only
+    display fields, `active` and metadata change)."""
+    params = req.params
+    display_name = str_param(params, "display_name")
+    raw = params.get("percentage")
+    if raw in (None, ""):
+        raise missing("percentage")
+    try:
+        percentage = Decimal(str(raw))
+    except InvalidOperation:
+        raise invalid("Invalid decimal: percentage", "percentage") from None
+    if not Decimal(0) <= percentage <= Decimal(100):
+        raise invalid("percentage must be between 0 and 100", "percentage")
+    if "inclusive" not in params:
+        raise missing("inclusive")
+    rate: Obj = {
+        "id": new_id("txr", 24),
+        "object": "tax_rate",
+        "active": bool_param(params, "active", True),
+        "country": params.get("country"),
+        "created": req.state.now(),
+        "description": params.get("description"),
+        "display_name": display_name,
+        "effective_percentage": float(percentage),
+        "inclusive": bool_param(params, "inclusive"),
+        "jurisdiction": params.get("jurisdiction"),
+        "livemode": False,
+        "metadata": metadata_of(req),
+        "percentage": float(percentage),
+        "state": params.get("state"),
+        "tax_type": params.get("tax_type"),
+    }
+    req.state.put(rate)
+    req.emu.emit("tax_rate.created", rate)
+    return rate
+
+
+def retrieve_tax_rate(req: Req) -> Obj:
+    return req.state.get("tax_rate", req.match["id"])
+
+
+def update_tax_rate(req: Req) -> Obj:
+    rate = req.state.get("tax_rate", req.match["id"])
+    if previous := apply_updates(req, rate, ("display_name", "description"), ("active",)):
+        req.emu.emit("tax_rate.updated", rate, previous)
+    return rate
+
+
+def list_tax_rates(req: Req) -> Obj:
+    return paginate(req.state.all("tax_rate"), req.params, "/v1/tax_rates")

@@ -72,6 +72,7 @@ def line(
             "unit_amount_decimal": price.get("unit_amount_decimal"),
         },
         "quantity": qty,
+        "taxes": [],
     }
 
 
@@ -98,6 +99,74 @@ def applicable_coupon(state: State, subscription: Obj | None, invoice_date: int)
         if invoice_date >= end:
             return None
     return str(coupon_id)
+
+
+def _line_rates(line: Obj, subscription: Obj | None) -> list[Obj]:
+    """An item's own tax rates, else the subscription's default ones (Stripe: item-level
+    `tax_rates` "override the subscription's `default_tax_rates`")."""
+    if subscription is None:
+        return []
+    details = (line.get("parent") or {}).get("subscription_item_details") or {}
+    for item in subscription["items"]["data"]:
+        if item["id"] == details.get("subscription_item") and item.get("tax_rates"):
+            return list(item["tax_rates"])
+    return list(subscription.get("default_tax_rates") or [])
+
+
+def apply_taxes(lines: list[Obj], subscription: Obj | None, off: int) -> list[Obj]:
+    """Tax each line on its amount after its share of the invoice discount; fill `line.taxes`
+    and `line.discount_amounts`; return the per-rate totals.
+
+    Per line, per rate, rounded half-up to the minor unit (Stripe rounds tax per line item). An
+    exclusive rate adds `taxable × p/100`; inclusive rates are inside the amount, so every rate
+    applies to the net `taxable × 100/(100 + Σ inclusive p)`. The discount is shared over the
+    positive discountable lines in proportion to their amounts, floors first and the remaining
+    units to the largest fractions (Stripe does not document its rule; see the README).
+    """
+    weights = [ln["amount"] if ln.get("discountable", True) and ln["amount"] > 0 else 0
+               for ln in lines]  # fmt: skip
+    base = sum(weights)
+    shares = [0] * len(lines)
+    if off and base > 0:
+        exact = [Decimal(off) * w / base for w in weights]
+        shares = [int(e) for e in exact]
+        order = sorted(range(len(lines)), key=lambda i: (-(exact[i] - shares[i]), i))
+        for i in order[: off - sum(shares)]:
+            shares[i] += 1
+    totals: dict[str, Obj] = {}
+    for ln, share in zip(lines, shares, strict=True):
+        if share:
+            ln["discount_amounts"] = [{"amount": share, "discount": None}]
+        rates = _line_rates(ln, subscription)
+        taxable = ln["amount"] - share
+        inclusive = sum((Decimal(str(r["percentage"])) for r in rates if r["inclusive"]),
+                        Decimal(0))  # fmt: skip
+        net = Decimal(taxable) * 100 / (100 + inclusive)
+        taxes = []
+        for rate in rates:
+            amount = pricing.round_amount(net * Decimal(str(rate["percentage"])) / 100)
+            taxes.append((rate, amount))
+        base_amount = taxable - sum(a for r, a in taxes if r["inclusive"])
+        ln["taxes"] = [
+            {
+                "amount": amount,
+                "tax_behavior": "inclusive" if rate["inclusive"] else "exclusive",
+                "tax_rate_details": {"tax_rate": rate["id"]},
+                "taxability_reason": "standard_rated",
+                "taxable_amount": base_amount,
+                "type": "tax_rate_details",
+            }
+            for rate, amount in taxes
+        ]
+        for rate, amount in taxes:
+            entry = totals.setdefault(
+                rate["id"],
+                {"tax_rate": rate["id"], "inclusive": rate["inclusive"], "amount": 0,
+                 "taxable_amount": 0},
+            )  # fmt: skip
+            entry["amount"] += amount
+            entry["taxable_amount"] += base_amount
+    return list(totals.values())
 
 
 def coupon_discount(state: State, coupon_id: str | None, subtotal: int) -> int:
@@ -131,7 +200,8 @@ def build(
     invoice_date = period[1] if billing_reason == "upcoming" else created
     coupon = applicable_coupon(state, subscription, invoice_date)
     off = coupon_discount(state, coupon, subtotal)
-    total = subtotal - off
+    total_taxes = apply_taxes(lines, subscription, off)
+    total = subtotal - off + sum(t["amount"] for t in total_taxes if not t["inclusive"])
     if coupon and not preview and subtotal > 0 and subscription is not None:
         _use_once(state, subscription, coupon)
     return {
@@ -182,7 +252,21 @@ def build(
             "voided_at": None,
         },
         "subtotal": subtotal,
+        "subtotal_excluding_tax": subtotal
+        - sum(t["amount"] for t in total_taxes if t["inclusive"]),
         "total": total,
+        "total_excluding_tax": subtotal - off,
+        "total_taxes": [
+            {
+                "amount": t["amount"],
+                "tax_behavior": "inclusive" if t["inclusive"] else "exclusive",
+                "tax_rate_details": {"tax_rate": t["tax_rate"]},
+                "taxability_reason": "standard_rated",
+                "taxable_amount": t["taxable_amount"],
+                "type": "tax_rate_details",
+            }
+            for t in total_taxes
+        ],
         "total_discount_amounts": [{"amount": off, "discount": coupon}] if off else [],
         "webhooks_delivered_at": None,
         "_finalize_at": None,

@@ -79,6 +79,7 @@ def _item(state: State, raw: dict[str, Any], sub_id: str, start: int, end: int, 
         "discounts": [],
         "metadata": raw.get("metadata") or {},
         "price": copy.deepcopy(price),
+        "tax_rates": tax_rates(state, raw.get("tax_rates"), f"items[{i}][tax_rates]"),
         "quantity": None if metered else int(raw.get("quantity") or 1),
         "subscription": sub_id,
     }
@@ -149,6 +150,7 @@ def create(req: Req) -> Obj:
         "currency": prices[0]["currency"],
         "customer": customer["id"],
         "default_payment_method": req.get("default_payment_method"),
+        "default_tax_rates": tax_rates(state, req.get("default_tax_rates"), "default_tax_rates"),
         "discounts": [],
         "ended_at": None,
         "items": {
@@ -192,6 +194,15 @@ def create(req: Req) -> Obj:
         sub["status"] = "active"
         req.emu.emit("customer.subscription.updated", public_sub(sub), {"status": "incomplete"})
     return sub
+
+
+def tax_rates(state: State, raw: Any, param: str) -> list[Obj]:
+    """Tax rate ids (a list, or "" to clear) as the TaxRate objects Stripe embeds."""
+    if raw in (None, ""):
+        return []
+    if not isinstance(raw, list):
+        raise invalid("Invalid array", param)
+    return [copy.deepcopy(state.get("tax_rate", str(r), param)) for r in raw]
 
 
 def attach_discount(state: State, sub: Obj, coupon_id: str, start: int) -> str:
@@ -300,6 +311,8 @@ def plan_items(
                 new["quantity"] = int(raw["quantity"])
             if invoicing.is_metered(new["price"]):
                 new["quantity"] = None
+            if "tax_rates" in raw:
+                new["tax_rates"] = tax_rates(state, raw["tax_rates"], f"items[{n}][tax_rates]")
         if behavior != "none" and sub["status"] != "trialing":
             prorations += _proration(sub, old, new, remaining, length, (now, end))
         if old is not None:
@@ -359,6 +372,11 @@ def update(req: Req) -> Obj:
         )
         previous["pause_collection"] = sub["pause_collection"]
         sub["pause_collection"] = value
+    if "default_tax_rates" in req.params:
+        previous["default_tax_rates"] = sub["default_tax_rates"]
+        sub["default_tax_rates"] = tax_rates(
+            state, req.params["default_tax_rates"], "default_tax_rates"
+        )
     if (coupon := req.get("coupon")) not in (None,):
         previous["discounts"] = sub["discounts"]
         if coupon:

@@ -28,7 +28,14 @@ from redis.exceptions import RedisError
 from meter import appkeys
 from meter.billing.errors import NotFound
 from meter.ingest.handlers import authenticate
-from meter.pricing import Discount, Period, PricingError, add_months, project_invoice
+from meter.pricing import (
+    Discount,
+    Period,
+    PricingError,
+    TaxRate,
+    add_months,
+    project_invoice,
+)
 from meter.usage import params, pending, queries, report, store
 from meter.usage.store import Plan, PlanItem
 from meter.usage.tally import Tally
@@ -148,7 +155,7 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
-        doc |= _priced(selection, snap.by_item, events, now, plan.discounts)
+        doc |= _priced(selection, snap.by_item, events, now, plan.discounts, plan.tax_rates)
     doc["freshness"] = freshness
     return _json(doc)
 
@@ -182,6 +189,7 @@ def _priced(
     events: list[Any],
     now: int,
     discounts: Sequence[Discount] = (),
+    tax_rates: Sequence[TaxRate] = (),
 ) -> Doc:
     report.fold_pending(selection, tallies, events)
     items, so_far, projected = [], {}, {}
@@ -201,11 +209,10 @@ def _priced(
     try:
         # One discount at a time, as the pricing engine applies them: the first (see the note).
         discount = discounts[0] if discounts else None
-        invoice = project_invoice(
-            engine, so_far, period=period, licensed_period=licensed, discount=discount
-        )
+        adjust: Any = {"discount": discount, "tax_rates": tax_rates}
+        invoice = project_invoice(engine, so_far, period=period, licensed_period=licensed, **adjust)
         forecast_invoice = project_invoice(
-            engine, projected, period=period, licensed_period=licensed, discount=discount
+            engine, projected, period=period, licensed_period=licensed, **adjust
         )
     except PricingError as exc:
         return doc | {

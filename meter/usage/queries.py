@@ -12,6 +12,7 @@ from __future__ import annotations
 # the Stripe meter's formula, as in usage_rollup_values).
 PLAN_ITEMS = """
 SELECT i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
+    i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
     m.event_name, coalesce(d.aggregation, m.formula, 'sum') AS aggregation

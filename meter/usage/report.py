@@ -29,8 +29,7 @@ from meter.usage.tally import Tally
 Doc = dict[str, Any]
 HOLD_MAX = "hold_max_value"
 FIXED = "fixed_fee"
-# The billing copy holds discounts (coupons) but not tax rates yet; invoices say so.
-TAX_NOTE = "tax rates are not synced; tax is 0 here"
+# The pricing engine applies one discount per invoice; with several, the invoice says so.
 STACKED_NOTE = "only the first of the subscription's discounts is applied"
 # How the run rate extrapolates each aggregation (project_usage knows sum, count and last).
 _FORMULA = {"sum": "sum", "count": "count", "unique_count": "count", "last": "last", "max": "last"}
@@ -157,13 +156,16 @@ def invoice_doc(invoice: InvoiceProjection, discounts: int = 0) -> Doc:
         "tax": invoice.tax,
         "total": invoice.total,
         "amount_due": invoice.amount_due,
-        "note": TAX_NOTE if discounts <= 1 else f"{TAX_NOTE}; {STACKED_NOTE}",
+        "tax_included": invoice.tax_included,
+        "note": STACKED_NOTE if discounts > 1 else None,
     }
 
 
 def engine_items(selection: Sequence[tuple[PlanItem, Period]]) -> list[SubscriptionItem]:
     return [
-        SubscriptionItem(price=item.price, quantity=item.quantity, id=item.id)
+        SubscriptionItem(
+            price=item.price, quantity=item.quantity, id=item.id, tax_rates=item.tax_rates
+        )
         for item, _ in selection
         if item.price is not None
     ]

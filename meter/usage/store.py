@@ -25,8 +25,10 @@ from meter.pricing import (
     Period,
     Price,
     PricingError,
+    TaxRate,
     coupon_from_stripe,
     price_from_stripe,
+    tax_rate_from_stripe,
 )
 from meter.usage import queries
 from meter.usage.tally import Tally
@@ -59,6 +61,8 @@ class PlanItem:
     aggregation: str
     current: Period
     removed: bool
+    # The item's own tax rates; empty means the subscription's defaults apply.
+    tax_rates: tuple[TaxRate, ...] = ()
 
     @property
     def metered(self) -> bool:
@@ -72,8 +76,10 @@ class Plan:
     subscription: str | None
     status: str | None
     items: tuple[PlanItem, ...]
-    # The subscription's discounts, in Stripe's order (see migrations/0006_discounts.sql).
+    # The subscription's discounts, in Stripe's order (see migrations/0006_adjustments.sql).
     discounts: tuple[Discount, ...] = ()
+    # The subscription's default tax rates (an item's own replace them on its lines).
+    tax_rates: tuple[TaxRate, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -124,6 +130,17 @@ def _discounts(raw: Any) -> tuple[Discount, ...]:
     return tuple(out)
 
 
+def _tax_rates(raw: Any) -> tuple[TaxRate, ...]:
+    """Stored tax rates as the pricing engine's; one it cannot evaluate is left out."""
+    out = []
+    for r in _json(raw) or []:
+        try:
+            out.append(tax_rate_from_stripe(r))
+        except (PricingError, ValueError, KeyError, TypeError):
+            continue
+    return tuple(out)
+
+
 def _item(row: asyncpg.Record) -> PlanItem:
     price, error = _price(row)
     return PlanItem(
@@ -136,6 +153,7 @@ def _item(row: asyncpg.Record) -> PlanItem:
         aggregation=row["aggregation"],
         current=Period(unix(row["current_period_start"]), unix(row["current_period_end"])),
         removed=row["removed_at"] is not None,
+        tax_rates=_tax_rates(row["tax_rates"]),
     )
 
 
@@ -153,6 +171,7 @@ async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
         status=None if sub is None else sub["status"],
         items=tuple(_item(r) for r in rows),
         discounts=() if sub is None else _discounts(sub["discounts"]),
+        tax_rates=() if sub is None else _tax_rates(sub["tax_rates"]),
     )
 
 

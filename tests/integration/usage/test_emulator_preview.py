@@ -20,16 +20,37 @@ TIERS: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize(
-    "coupon",
+    ("coupon", "default_tax", "flat_tax"),
     [
-        None,
-        {"percent_off": 25, "duration": "forever"},
-        {"amount_off": 1234, "currency": "usd", "duration": "repeating", "duration_in_months": 3},
+        (None, None, None),
+        ({"percent_off": 25, "duration": "forever"}, None, None),
+        (
+            {
+                "amount_off": 1234,
+                "currency": "usd",
+                "duration": "repeating",
+                "duration_in_months": 3,
+            },
+            None,
+            None,
+        ),
+        (None, {"percentage": 19, "inclusive": False}, None),
+        # An item's own (inclusive) rate replaces the default on its lines; the other lines keep
+        # the default; the discount is shared over the lines before tax.
+        (
+            {"percent_off": 12.5, "duration": "forever"},
+            {"percentage": 8.875, "inclusive": False},
+            {"percentage": 7, "inclusive": True},
+        ),
     ],
-    ids=["no-coupon", "percent-forever", "amount-repeating"],
+    ids=["plain", "percent-forever", "amount-repeating", "tax-exclusive", "coupon-mixed-tax"],
 )
 async def test_invoice_equals_the_emulator_preview(
-    stack: Stack, redis: Redis, coupon: dict[str, Any] | None
+    stack: Stack,
+    redis: Redis,
+    coupon: dict[str, Any] | None,
+    default_tax: dict[str, Any] | None,
+    flat_tax: dict[str, Any] | None,
 ) -> None:
     sdk = stack.sdk
     meter = await sdk.v1.billing.meters.create_async(
@@ -60,6 +81,10 @@ async def test_invoice_equals_the_emulator_preview(
         "customer": cus,
         "items": [{"price": graduated.id}, {"price": flat.id, "quantity": 3}],
     }
+    for tax, where in ((default_tax, create), (flat_tax, create["items"][1])):
+        if tax is not None:
+            rate = await sdk.v1.tax_rates.create_async({"display_name": "VAT", **tax})
+            where["default_tax_rates" if where is create else "tax_rates"] = [rate.id]
     if coupon is not None:
         # Synced from the webhook, which names the discount by id only: billing must read the
         # coupon's terms from Stripe (expanded) to price with it.
@@ -96,8 +121,16 @@ async def test_invoice_equals_the_emulator_preview(
         preview.total,
         preview.currency,
     )
-    assert invoice["discount"] == preview.subtotal - preview.total
+    taxes = preview.to_dict(recursive=True)["total_taxes"]
+    exclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "exclusive")
+    inclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "inclusive")
+    assert (invoice["tax"], invoice["tax_included"]) == (exclusive, inclusive)
+    assert invoice["discount"] == preview.subtotal - preview.total + exclusive
     assert (invoice["discount"] > 0) == (coupon is not None)
+    assert (invoice["tax"] + invoice["tax_included"] > 0) == (default_tax is not None)
+    if default_tax == {"percentage": 19, "inclusive": False} and flat_tax is None:
+        # By hand, per line: 529 × 19% = 100.51 → 101; 6000 × 19% = 1140.
+        assert (invoice["tax"], invoice["total"]) == (101 + 1140, 6529 + 1241)
     assert sorted(line["amount"] for line in invoice["lines"]) == sorted(
         line.amount for line in preview.lines.data
     )

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio.cluster import RedisCluster
 
 from meter.connections import RedisClient
 from meter.events import UsageEvent
@@ -49,23 +52,40 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+async def _read_streams(
+    redis: RedisClient, names: list[str], per_stream: int
+) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+    """The first `per_stream` entries of each stream, oldest first (empty streams left out)."""
+    if isinstance(redis, RedisCluster):
+        # Keys of one command must share a slot in a cluster: one XRANGE per stream.
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.xrange(name, min="-", max="+", count=per_stream)
+            results = await pipe.execute()
+        return list(zip(names, results, strict=True))
+    # Optimisation: one XREAD over every stream instead of a pipeline of one XRANGE each (the
+    # pipeline's per-command packing and parsing was a quarter of a usage request's CPU). From
+    # id 0 it returns the same entries as XRANGE - +, and leaves empty streams out.
+    found = cast(
+        "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+        await redis.xread(dict.fromkeys(names, "0-0"), count=per_stream),  # RESP2 shape
+    )
+    return [(_text(name), entries) for name, entries in found or []]
+
+
 async def read_pending(
     redis: RedisClient, names: list[str], tenant: str, customers: Collection[str]
 ) -> PendingRead:
     """This customer's entries in the streams (oldest first, at most MAX_PENDING_SCAN scanned)."""
     per_stream = max(1, MAX_PENDING_SCAN // len(names))
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.xrange(name, min="-", max="+", count=per_stream)
-        results = await pipe.execute()
     entries: list[PendingEntry] = []
     scanned, truncated = 0, False
     wanted = set(customers)
-    for name, batch in zip(names, results, strict=True):
+    for name, batch in await _read_streams(redis, names, per_stream):
         scanned += len(batch)
         truncated = truncated or len(batch) >= per_stream
         for entry_id, fields in batch:
-            payload = fields.get(b"e") if b"e" in fields else fields.get("e")
+            payload = fields.get(b"e") if b"e" in fields else fields.get("e")  # type: ignore[call-overload]
             if payload is None:
                 continue
             event = UsageEvent.decode(payload)

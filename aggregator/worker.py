@@ -26,6 +26,7 @@ from meter.billing.attribution import PostgresAttributor
 from meter.config import Settings
 from meter.connections import REDIS_ERRORS, RedisClient
 from meter.faults import Faults
+from meter.migrate import require_schema
 from meter.redis_keys import Keys
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ class Worker:
 
     async def _connect_leases(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            await require_schema(conn)
+        except BaseException:
+            await conn.close()
+            raise
         self._leases = Leases(conn, self.settings.redis_prefix, self.settings.shards)
         await self._leases.join()
 

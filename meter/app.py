@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import asyncpg
 import orjson
@@ -23,6 +24,7 @@ from meter.ingest.handlers import post_events
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Limits
 from meter.metrics import Metrics
+from meter.migrate import require_schema
 from meter.openapi import openapi_json
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
@@ -71,6 +73,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
     assert pool is not None
+    async with pool.acquire() as conn:
+        await require_schema(cast(asyncpg.Connection, conn))
     # No client-side retries: a command that timed out may have run, and re-sending it would
     # answer a first delivery `duplicate`. Failing fast gives the client a 503 instead, and its
     # retry with the same ids gets the documented answers (`duplicate` for what landed).

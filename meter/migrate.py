@@ -86,3 +86,22 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
         return done
     finally:
         await conn.execute(queries.UNLOCK_MIGRATIONS, queries.MIGRATION_LOCK_KEY)
+
+
+async def require_schema(conn: asyncpg.Connection, directory: Path | None = None) -> None:
+    """Refuse to run on a database that lacks a migration this code needs (or holds a different
+    version of one): every process calls this at startup, so a deploy that skipped
+    `meter migrate` fails at once with what to do, instead of answering 500s on queries that
+    name columns the schema does not have yet. Migrations newer than the code are fine: they
+    are additive, which is what lets the previous release keep running during a rollout."""
+    applied: dict[int, str] = {}
+    if await conn.fetchval(queries.SCHEMA_MIGRATIONS_EXISTS) is not None:
+        rows = await conn.fetch(queries.APPLIED_MIGRATIONS)
+        applied = {r["version"]: r["checksum"] for r in rows}
+    behind = [m for m in load(directory) if applied.get(m.version) != m.checksum]
+    if behind:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in behind)
+        raise MigrationError(
+            f"the database schema does not match this release (missing or changed: {names});"
+            " run `meter migrate` first"
+        )

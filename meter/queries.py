@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 LOCK_MIGRATIONS = "SELECT pg_advisory_lock($1)"
 UNLOCK_MIGRATIONS = "SELECT pg_advisory_unlock($1)"
 APPLIED_MIGRATIONS = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
+SCHEMA_MIGRATIONS_EXISTS = "SELECT to_regclass('schema_migrations')"
 RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
 
 # --- API keys ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import random
 from types import TracebackType
+from typing import cast
 
 import asyncpg
 import stripe
@@ -16,6 +17,7 @@ from meter.billing.directory import BillingDirectory
 from meter.config import Settings, check_stripe_api_version
 from meter.errors import ConfigError
 from meter.faults import Faults
+from meter.migrate import require_schema
 from reporter import outbox, queries
 from reporter.directory import CustomerDirectory, PeriodCalendar, RollupCalendar
 from reporter.limiter import Limiter
@@ -66,6 +68,12 @@ class Reporter:
         s = self.settings
         lanes = s.reporter_concurrency
         self._pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=lanes + 1)
+        try:
+            async with self._pool.acquire() as conn:
+                await require_schema(cast(asyncpg.Connection, conn))
+        except BaseException:
+            await self._pool.close()
+            raise
         client, http = make_client(
             s.stripe_api_key or "",
             s.stripe_api_base,

@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 
 from meter.embedded import free_port
+from meter.migrate import migrate, migrations_dir
 
 METER = str(Path(sys.executable).parent / "meter")
 
@@ -142,3 +144,36 @@ async def serving(
         server.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(server.wait(), 30) == 0
         await asyncio.wait_for(collector, 10)
+
+
+async def test_every_process_refuses_a_database_that_was_not_migrated(
+    empty_database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """A deploy that skipped `meter migrate`: serve, aggregate and report stop at startup and
+    say what to do, rather than answer 500s on columns the schema does not have yet."""
+
+    older = tmp_path / "older"
+    older.mkdir()
+    newest = sorted(migrations_dir().glob("*.sql"))
+    for path in newest[:-1]:
+        (older / path.name).write_text(path.read_text())
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, older)  # the previous release's schema
+    finally:
+        await conn.close()
+    # The reporter wants a Stripe key; it never gets as far as using it.
+    env = {**env_for(empty_database_url, redis_url, redis_prefix), "STRIPE_API_KEY": "sk_test_x"}
+    missing = newest[-1].stem
+    for args in (
+        ("serve", "--port", str(free_port())),
+        ("aggregate", "--once"),
+        ("report", "--once"),
+    ):
+        result = await asyncio.to_thread(run, *args, env=env)
+        assert result.returncode != 0, (args, result.stderr)
+        assert missing in result.stderr, (args, result.stderr)
+        assert "run `meter migrate` first" in result.stderr
+    assert run("migrate", env=env).returncode == 0
+    result = await asyncio.to_thread(run, "aggregate", "--once", env=env)
+    assert result.returncode == 0, result.stderr

@@ -1,7 +1,11 @@
 """`meter usage void`: take one accepted, aggregated event back out of its bucket.
 
 The bucket shrinks and its version grows, so the reporter's next outbox build sends the negative
-delta to Stripe (the emulator, like Stripe's `sum` formula, adds negative values). Only delta
+delta to Stripe. Stripe documents this way of correcting usage: "You can also fix incorrectly
+recorded usage data by recording negative quantities. If the overall cycle usage is negative,
+Stripe reports the invoice line item usage quantity as 0" (docs.stripe.com, billing/
+subscriptions/usage-based/meters/configure, "Fix incorrect usage data"); meter event
+adjustments only cancel whole events sent within the last 24 hours. Only delta
 meters (sum, count) can be voided: a bucket's max, last or distinct count cannot be recomputed
 without folding all its other events again.
 """

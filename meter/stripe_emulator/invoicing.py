@@ -21,7 +21,9 @@ def usage(state: State, price: Obj, customer: str, start: int, end: int) -> Deci
     if meter is None:
         return Decimal(0)
     pts = [p for p in meters.points(state, meter, customer) if start <= p.timestamp < end]
-    return meter_math.aggregate(meter["default_aggregation"]["formula"], pts)
+    # "If the overall cycle usage is negative, Stripe reports the invoice line item usage
+    # quantity as 0" (docs: usage-based meters, "Fix incorrect usage data").
+    return max(meter_math.aggregate(meter["default_aggregation"]["formula"], pts), Decimal(0))
 
 
 def is_metered(price: Obj) -> bool:

@@ -273,3 +273,34 @@ def test_webhook_retries_until_2xx(env: Env, client: stripe.StripeClient) -> Non
     body, sig = env.receiver.received[0]
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(body, sig, "whsec_wrong")
+
+
+def test_negative_cycle_usage_bills_zero(client: stripe.StripeClient) -> None:
+    """Negative values correct usage; a cycle that nets below zero is billed as 0 units."""
+    cat = _catalog(client)
+    start = int(time.time()) // 3600 * 3600
+    _, cus = _clock_customer(client, start)
+    client.v1.subscriptions.create({"customer": cus, "items": [{"price": cat["metered"].id}]})
+    for ident, value in (("n1", "1500"), ("n2", "-1000")):
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": "calls",
+                "timestamp": start + 10,
+                "identifier": ident,
+                "payload": {"stripe_customer_id": cus, "value": value},
+            }
+        )
+    # 500 units left: inside the first tier, its 500 flat fee.
+    assert [
+        ln.quantity for ln in client.v1.invoices.create_preview({"customer": cus}).lines.data
+    ] == [500]
+    client.v1.billing.meter_events.create(
+        {
+            "event_name": "calls",
+            "timestamp": start + 20,
+            "identifier": "n3",
+            "payload": {"stripe_customer_id": cus, "value": "-900"},
+        }
+    )
+    lines = client.v1.invoices.create_preview({"customer": cus}).lines.data
+    assert [ln.quantity for ln in lines] == [0]

@@ -148,6 +148,27 @@ def sorted_buckets(rollups: Mapping[BucketKey, Rollup]) -> list[tuple[BucketKey,
     return sorted(rollups.items(), key=lambda kv: kv[0].sort_key())
 
 
+# --- running totals -----------------------------------------------------------------------------
+
+TotalKey = tuple[str, str, str, str, int]
+"""(tenant, customer, meter, subscription item, period start ms): one billing period's total."""
+
+
+def period_totals(rollups: Mapping[BucketKey, Rollup]) -> list[tuple[TotalKey, Rollup]]:
+    """What a fold adds to each attributed (item, period, meter) total — the merge of its
+    buckets' deltas — sorted: every writer locks totals in this one order, after its buckets
+    (unattributed buckets have no total; re-attribution moves them into item buckets, which
+    come through here)."""
+    out: dict[TotalKey, Rollup] = {}
+    for key, rollup in rollups.items():
+        if key.item is None or key.period_start_ms is None:
+            continue
+        total_key = (key.tenant, key.customer, key.meter, key.item, key.period_start_ms)
+        seen = out.get(total_key)
+        out[total_key] = rollup if seen is None else seen.merge(rollup)
+    return sorted(out.items())
+
+
 # --- unique_count -------------------------------------------------------------------------------
 
 UniqueSet = tuple[str, str, str, str | None, int | None]

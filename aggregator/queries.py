@@ -112,6 +112,33 @@ ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start) DO UPDATE
     updated_at = now()
 """
 
+# The deltas of one fold per (item, period, meter), merged as the bucket upsert merges (rows come
+# sorted by fold.period_totals, after the buckets: one lock order for every writer).
+UPSERT_TOTALS = """
+INSERT INTO usage_totals AS t (
+    tenant, customer, meter, subscription_item, period_start, event_count, value_sum, value_max,
+    last_value, last_at, last_event_id, unique_count
+)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[],
+    $7::numeric[], $8::numeric[], $9::numeric[], $10::timestamptz[], $11::text[], $12::bigint[]
+)
+ON CONFLICT (tenant, customer, subscription_item, period_start, meter) DO UPDATE SET
+    event_count = t.event_count + excluded.event_count,
+    value_sum = t.value_sum + excluded.value_sum,
+    value_max = greatest(t.value_max, excluded.value_max),
+    last_value = CASE
+        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
+             > (t.last_at, t.last_event_id COLLATE "C")
+        THEN excluded.last_value ELSE t.last_value END,
+    last_event_id = CASE
+        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
+             > (t.last_at, t.last_event_id COLLATE "C")
+        THEN excluded.last_event_id ELSE t.last_event_id END,
+    last_at = greatest(t.last_at, excluded.last_at),
+    unique_count = t.unique_count + excluded.unique_count
+"""
+
 # Values new to their set come back; each is credited to its bucket.
 INSERT_UNIQUE_VALUES = """
 INSERT INTO usage_unique_values (

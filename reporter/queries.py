@@ -167,7 +167,14 @@ SET value_sum = value_sum - $6, event_count = event_count - 1, version = version
     updated_at = now()
 WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
   AND bucket_start <= $5 AND $5 < bucket_end
-RETURNING bucket_start
+RETURNING bucket_start, period_start
+"""
+# The same subtraction from the bucket's period total (migrations/0007_usage_totals.sql).
+SUBTRACT_TOTAL = """
+UPDATE usage_totals
+SET value_sum = value_sum - $6, event_count = event_count - 1
+WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
+  AND period_start = $5
 """
 
 INSERT_VOID = """

@@ -74,7 +74,7 @@ async def void_event(conn: Conn, tenant: str, event_id: str) -> Voided:
         value = event["value"] if event["aggregation"] == "sum" else Decimal(1)
         # 4. Subtract it from its bucket and raise the bucket's version: the reporter's next
         #    build finds the bucket grown and sends the negative delta (plan.py).
-        bucket_start = await conn.fetchval(
+        bucket = await conn.fetchrow(
             queries.SUBTRACT_EVENT,
             tenant,
             event["customer"],
@@ -83,8 +83,19 @@ async def void_event(conn: Conn, tenant: str, event_id: str) -> Voided:
             event["event_time"],
             event["value"],
         )
-        if bucket_start is None:
+        if bucket is None:
             raise VoidRefused(f"event {event_id!r} has no bucket to subtract it from", param="id")
+        bucket_start = bucket["bucket_start"]
+        #    And from its period's running total (usage_totals), in the same transaction.
+        await conn.execute(
+            queries.SUBTRACT_TOTAL,
+            tenant,
+            event["customer"],
+            event["meter"],
+            event["subscription_item"],
+            bucket["period_start"],
+            event["value"],
+        )
         # 5. Record the void, in the same transaction as the subtraction.
         await conn.execute(
             queries.INSERT_VOID,

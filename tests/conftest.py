@@ -101,13 +101,55 @@ async def empty_database_url(pg_url: str) -> AsyncIterator[str]:
         await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The running totals every bucket writer keeps (migrations/0007_usage_totals.sql) against the
+# same totals computed from the buckets: the rows that differ.
+TOTALS_DRIFT = """
+WITH expected AS (
+    SELECT tenant, customer, subscription_item, period_start, meter,
+        sum(event_count) AS event_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
+        (array_agg(last_value ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
+            AS last_value,
+        max(last_at) AS last_at,
+        (array_agg(last_event_id ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
+            AS last_event_id,
+        sum(unique_count) AS unique_count
+    FROM usage_rollups WHERE subscription_item IS NOT NULL
+    GROUP BY 1, 2, 3, 4, 5
+)
+SELECT * FROM expected e
+FULL JOIN usage_totals t USING (tenant, customer, subscription_item, period_start, meter)
+WHERE (e.event_count, e.value_sum, e.value_max, e.last_value, e.last_at, e.last_event_id,
+       e.unique_count)
+   IS DISTINCT FROM (t.event_count, t.value_sum, t.value_max, t.last_value, t.last_at,
+       t.last_event_id, t.unique_count)
+"""
+
+
+async def totals_drift(url: str) -> list[asyncpg.Record]:
+    """Rows where the running totals disagree with the buckets (empty if none, or if the
+    database cannot be reached: a test may have left its server down on purpose)."""
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return []
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(TOTALS_DRIFT)
+        return rows
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
-    """A fresh, fully migrated database of this test's own."""
+    """A fresh, fully migrated database of this test's own. When the test is done, every
+    test also checks that the usage totals match the rollup buckets, whatever wrote them."""
     name = f"meter_t_{uuid.uuid4().hex[:12]}"
     await _admin(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    url = with_database(pg_url, name)
     try:
-        yield with_database(pg_url, name)
+        yield url
+        drift = await totals_drift(url)
+        assert not drift, f"usage_totals drifted from usage_rollups: {drift[:5]}"
     finally:
         await _admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

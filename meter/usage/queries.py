@@ -33,38 +33,40 @@ WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
 # Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
 CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
 
-# The buckets of each (item, period) folded per meter; every aggregation's state comes back so
-# that pending events can be folded on top (see tally.py). Plain aggregates only: this runs on
-# every request over ~720 buckets per meter and month, so `last` (which needs an order) is read
-# separately, and only for `last` meters (LAST_BY_ITEM).
+# Every aggregation's state, folded over buckets (or summed over totals), so that pending events
+# can be folded on top (see tally.py). Plain aggregates only: `last` needs an order and is read
+# separately.
 _FOLD = """
     sum(r.event_count)::bigint AS event_count, sum(r.value_sum) AS value_sum,
-    max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count,
-    count(*) AS buckets
+    max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count
 """
+# Each (item, period) per meter from its running total (migrations/0007_usage_totals.sql): one
+# row per meter instead of ~720 hourly buckets a month. The GROUP BY folds the rows of a
+# customer whose events named it by both of its keys (our id and the cus_ id).
 USAGE_BY_ITEM = f"""
 SELECT r.subscription_item AS item, r.meter, {_FOLD}
 FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
-JOIN usage_rollups r ON r.tenant = $1 AND r.customer = ANY($2::text[])
+JOIN usage_totals r ON r.tenant = $1 AND r.customer = ANY($2::text[])
     AND r.subscription_item = p.item AND r.period_start = p.period_start
 GROUP BY r.subscription_item, r.meter
 """
-# The latest event of each (item, period, meter) over its buckets, by (event time, event id) as
-# the aggregator orders it.
+# The latest event of each (item, period, meter), by (event time, event id) as the aggregator
+# orders it (ids in the C collation, as it compares them).
 LAST_BY_ITEM = """
 SELECT DISTINCT ON (r.subscription_item, r.meter) r.subscription_item AS item, r.meter,
     r.last_value, r.last_at, r.last_event_id
 FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
-JOIN usage_rollups r ON r.tenant = $1 AND r.customer = ANY($2::text[])
+JOIN usage_totals r ON r.tenant = $1 AND r.customer = ANY($2::text[])
     AND r.subscription_item = p.item AND r.period_start = p.period_start
-ORDER BY r.subscription_item, r.meter, r.last_at DESC, r.last_event_id DESC
+ORDER BY r.subscription_item, r.meter, r.last_at DESC, r.last_event_id COLLATE "C" DESC
 """
 _FOLD_WITH_LAST = (
     _FOLD
     + """,
-    (array_agg(r.last_value ORDER BY r.last_at DESC, r.last_event_id DESC))[1] AS last_value,
+    (array_agg(r.last_value ORDER BY r.last_at DESC, r.last_event_id COLLATE "C" DESC))[1]
+        AS last_value,
     max(r.last_at) AS last_at,
-    (array_agg(r.last_event_id ORDER BY r.last_at DESC, r.last_event_id DESC))[1]
+    (array_agg(r.last_event_id ORDER BY r.last_at DESC, r.last_event_id COLLATE "C" DESC))[1]
         AS last_event_id
 """
 )

@@ -30,7 +30,6 @@ class Tally:
     last: Decimal | None = None
     last_key: tuple[int, str] | None = None  # (event time ms, event id) of `last`
     unique: int = 0
-    buckets: int = 0
     pending: int = 0
 
     def add_rollups(self, row: Any) -> None:
@@ -38,7 +37,6 @@ class Tally:
         self.events += int(row["event_count"])
         self.total += row["value_sum"]
         self.unique += int(row["unique_count"])
-        self.buckets += int(row["buckets"])
         self._max(row["value_max"])
         if "last_at" in row.keys():  # noqa: SIM118 (`in` on an asyncpg Record tests values)
             self.add_last(row)

@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 from meter.errors import MigrationError
-from meter.migrate import load, migrate
+from meter.migrate import load, migrate, migrations_dir
+from tests.conftest import TOTALS_DRIFT
 
 # The schema all migrations together must produce: table → columns (name, type, nullable).
 EXPECTED = {
@@ -41,6 +42,8 @@ ALL_TABLES = {
     "stream_checkpoints",
     "meter_definitions",
     "usage_rollup_values",
+    # 0007_usage_totals
+    "usage_totals",
     # 0003_billing
     "customers",
     "products",
@@ -145,3 +148,35 @@ def test_bad_file_sets_are_refused(tmp_path: Path, names: list[str], message: st
         (tmp_path / name).write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=message):
         load(tmp_path)
+
+
+async def test_usage_totals_backfill_existing_buckets(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """An upgrade: buckets written before 0007 get their running totals when it is applied."""
+    for path in sorted(migrations_dir().glob("*.sql")):
+        if int(path.name.split("_", 1)[0]) < 7:
+            (tmp_path / path.name).write_text(path.read_text())
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, tmp_path)
+        await conn.execute(
+            """
+            INSERT INTO usage_rollups (tenant, customer, meter, subscription_item, period_start,
+                bucket_start, bucket_end, event_count, value_sum, value_max, last_value, last_at,
+                last_event_id, unique_count)
+            SELECT 't', 'c' || (h % 3), 'm',
+                CASE WHEN h % 5 = 0 THEN NULL ELSE 'si_' || (h % 3) END,
+                CASE WHEN h % 5 = 0 THEN NULL ELSE timestamptz '2026-11-01' END,
+                timestamptz '2026-11-01' + h * interval '1 hour',
+                timestamptz '2026-11-01' + (h + 1) * interval '1 hour',
+                h + 1, h * 1.5, h, h % 7, timestamptz '2026-11-01' + h * interval '1 hour',
+                'e' || h, h % 2
+            FROM generate_series(0, 99) AS h
+            """
+        )
+        await migrate(conn)
+        assert await conn.fetchval("SELECT count(*) FROM usage_totals") == 3
+        assert await conn.fetch(TOTALS_DRIFT) == []
+    finally:
+        await conn.close()

@@ -124,7 +124,6 @@ async def usage(request: web.Request) -> web.Response:
             plan.keys,
             names,
             item_periods={i.id: p for i, p in selection} if selection else None,
-            last_items=frozenset(i.id for i, _ in selection if i.aggregation == "last"),
             window=window,
         )
         events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)

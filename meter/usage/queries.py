@@ -40,25 +40,24 @@ _FOLD = """
     sum(r.event_count)::bigint AS event_count, sum(r.value_sum) AS value_sum,
     max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count
 """
-# Each (item, period) per meter from its running total (migrations/0007_usage_totals.sql): one
-# row per meter instead of ~720 hourly buckets a month. The GROUP BY folds the rows of a
-# customer whose events named it by both of its keys (our id and the cus_ id).
-USAGE_BY_ITEM = f"""
-SELECT r.subscription_item AS item, r.meter, {_FOLD}
+# The stream checkpoints and each (item, period) per meter from its running total
+# (migrations/0007_usage_totals.sql) — one row per meter instead of ~720 hourly buckets a month —
+# in ONE statement, so both come from one snapshot (a stream entry is in these totals iff its id
+# is at or before its stream's checkpoint here) without a transaction's extra round trips.
+# Checkpoint rows have a null item. A customer whose events named it by both keys (our id and
+# the cus_ id) has a row per key; the caller folds them.
+ITEM_SNAPSHOT = """
+SELECT NULL::text AS item, NULL::text AS meter, c.stream, c.last_id,
+    NULL::bigint AS event_count, NULL::numeric AS value_sum, NULL::numeric AS value_max,
+    NULL::bigint AS unique_count, NULL::numeric AS last_value, NULL::timestamptz AS last_at,
+    NULL::text AS last_event_id
+FROM stream_checkpoints c WHERE c.stream = ANY($5::text[])
+UNION ALL
+SELECT r.subscription_item, r.meter, NULL, NULL, r.event_count, r.value_sum, r.value_max,
+    r.unique_count, r.last_value, r.last_at, r.last_event_id
 FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
 JOIN usage_totals r ON r.tenant = $1 AND r.customer = ANY($2::text[])
     AND r.subscription_item = p.item AND r.period_start = p.period_start
-GROUP BY r.subscription_item, r.meter
-"""
-# The latest event of each (item, period, meter), by (event time, event id) as the aggregator
-# orders it (ids in the C collation, as it compares them).
-LAST_BY_ITEM = """
-SELECT DISTINCT ON (r.subscription_item, r.meter) r.subscription_item AS item, r.meter,
-    r.last_value, r.last_at, r.last_event_id
-FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
-JOIN usage_totals r ON r.tenant = $1 AND r.customer = ANY($2::text[])
-    AND r.subscription_item = p.item AND r.period_start = p.period_start
-ORDER BY r.subscription_item, r.meter, r.last_at DESC, r.last_event_id COLLATE "C" DESC
 """
 _FOLD_WITH_LAST = (
     _FOLD

@@ -231,34 +231,32 @@ async def read_usage(
     streams: list[str],
     *,
     item_periods: dict[str, Period] | None = None,
-    last_items: frozenset[str] = frozenset(),
     window: Period | None = None,
 ) -> Snapshot:
-    """Rollups per (item, period) (`last_items`: those whose meter reports `last`) — or, for a
-    customer without subscription, per meter over `window` — with the checkpoints, in one
-    repeatable-read snapshot: a stream entry is in these rollups if and only if its id is at or
-    before its stream's checkpoint here."""
+    """Usage per (item, period) — or, for a customer without subscription, per meter over
+    `window` — with the stream checkpoints it is consistent with: a stream entry is in this
+    usage if and only if its id is at or before its stream's checkpoint here."""
     by_item: dict[tuple[str, str], Tally] = {}
     by_meter: dict[str, tuple[str, Tally]] = {}
+    if window is None:
+        # The common case: one statement, one snapshot (queries.ITEM_SNAPSHOT).
+        periods = item_periods or {}
+        items = list(periods)
+        starts = [ts(periods[i].start) for i in items]
+        checkpoints: dict[str, str] = {}
+        for row in await conn.fetch(queries.ITEM_SNAPSHOT, tenant, keys, items, starts, streams):
+            if row["item"] is None:
+                checkpoints[row["stream"]] = row["last_id"]
+            else:
+                by_item.setdefault((row["item"], row["meter"]), Tally()).add_rollups(row)
+        return Snapshot(checkpoints, by_item, by_meter)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(queries.CHECKPOINTS, streams)
-        if item_periods is not None:
-            items = list(item_periods)
-            starts = [ts(item_periods[i].start) for i in items]
-            for row in await conn.fetch(queries.USAGE_BY_ITEM, tenant, keys, items, starts):
-                tally = by_item.setdefault((row["item"], row["meter"]), Tally())
-                tally.add_rollups(row)
-            if last_items:  # only `last` meters need the latest event (an ordered read)
-                lasts = [i for i in items if i in last_items]
-                starts = [ts(item_periods[i].start) for i in lasts]
-                for row in await conn.fetch(queries.LAST_BY_ITEM, tenant, keys, lasts, starts):
-                    by_item.setdefault((row["item"], row["meter"]), Tally()).add_last(row)
-        if window is not None:
-            args = (tenant, keys, ts(window.start), ts(window.end))
-            for row in await conn.fetch(queries.USAGE_BY_METER, *args):
-                tally = Tally()
-                tally.add_rollups(row)
-                by_meter[row["meter"]] = (row["aggregation"], tally)
+        args = (tenant, keys, ts(window.start), ts(window.end))
+        for row in await conn.fetch(queries.USAGE_BY_METER, *args):
+            tally = Tally()
+            tally.add_rollups(row)
+            by_meter[row["meter"]] = (row["aggregation"], tally)
     return Snapshot({r["stream"]: r["last_id"] for r in rows}, by_item, by_meter)
 
 

@@ -33,7 +33,7 @@ class Tally:
     pending: int = 0
 
     def add_rollups(self, row: Any) -> None:
-        """Add one row of `queries.USAGE_BY_ITEM` / `USAGE_BY_METER` (already folded buckets)."""
+        """Add one row of `queries.ITEM_SNAPSHOT` (a running total) or `USAGE_BY_METER`."""
         self.events += int(row["event_count"])
         self.total += row["value_sum"]
         self.unique += int(row["unique_count"])

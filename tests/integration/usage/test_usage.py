@@ -170,3 +170,23 @@ async def test_customer_without_subscription_gets_usage_without_prices(
     assert (by_meter["calls"]["quantity"], by_meter["calls"]["amount"]) == ("11", None)
     assert (by_meter["gb"]["aggregation"], by_meter["gb"]["quantity"]) == ("max", "9")
     assert d(by_meter["calls"]["quantity"]) == 11
+
+
+async def test_a_last_meter_folds_across_both_customer_keys(
+    client: Client, api_key: str, db: asyncpg.Connection, redis: Redis, settings: Settings
+) -> None:
+    """A gauge meter (`last`) read from the running totals: the customer's events under our id
+    and under its Stripe id are two totals; the later event wins whichever key it came by."""
+    seeded = await seed_plan(db)
+    await db.execute(
+        "INSERT INTO meter_definitions (tenant, meter, aggregation)"
+        " VALUES ('acme', 'calls', 'last')"
+    )
+    recent = int(time.time()) - 3 * HOUR
+    await post_events(client, api_key, calls("c-1", "early", [900], recent))
+    await post_events(client, api_key, calls(seeded.stripe_id, "late", [12], recent + HOUR))
+    await post_events(client, api_key, calls("c-1", "mid", [30], recent + 60))
+    assert await drain(settings, redis) == 3
+    status, doc = await get(client, api_key, "/v1/customers/c-1/usage")
+    assert status == 200, doc
+    assert _item(doc, "si_m_c-1")["quantity"] == "12"  # the latest, under the cus_ id

@@ -81,11 +81,28 @@ RETURNING tenant, event_id
 """
 
 # --- rollups ----------------------------------------------------------------------------------
+# How a stored aggregation state (alias `s`) absorbs the state of new events (`excluded`): the SQL
+# form of fold.Rollup.merge, shared by buckets and period totals. "last" compares ids with the C
+# collation: code-point order, the same order Python's str comparison uses in the pure fold.
+_MERGE_STATE = """
+    event_count = s.event_count + excluded.event_count,
+    value_sum = s.value_sum + excluded.value_sum,
+    value_max = greatest(s.value_max, excluded.value_max),
+    last_value = CASE
+        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
+             > (s.last_at, s.last_event_id COLLATE "C")
+        THEN excluded.last_value ELSE s.last_value END,
+    last_event_id = CASE
+        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
+             > (s.last_at, s.last_event_id COLLATE "C")
+        THEN excluded.last_event_id ELSE s.last_event_id END,
+    last_at = greatest(s.last_at, excluded.last_at),
+    unique_count = s.unique_count + excluded.unique_count"""
+
 # Rows arrive sorted (fold.sorted_buckets) and unnest keeps array order, so every writer locks
-# buckets in the same order. "last" compares ids with the C collation: code-point order, the same
-# order Python's str comparison uses in the pure fold.
-UPSERT_BUCKETS = """
-INSERT INTO usage_rollups AS r (
+# buckets in the same order.
+UPSERT_BUCKETS = f"""
+INSERT INTO usage_rollups AS s (
     tenant, customer, meter, subscription_item, period_start, bucket_start, bucket_end,
     event_count, value_sum, value_max, last_value, last_at, last_event_id, unique_count
 )
@@ -95,27 +112,15 @@ SELECT * FROM unnest(
     $12::timestamptz[], $13::text[], $14::bigint[]
 )
 ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start) DO UPDATE SET
-    event_count = r.event_count + excluded.event_count,
-    value_sum = r.value_sum + excluded.value_sum,
-    value_max = greatest(r.value_max, excluded.value_max),
-    last_value = CASE
-        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
-             > (r.last_at, r.last_event_id COLLATE "C")
-        THEN excluded.last_value ELSE r.last_value END,
-    last_event_id = CASE
-        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
-             > (r.last_at, r.last_event_id COLLATE "C")
-        THEN excluded.last_event_id ELSE r.last_event_id END,
-    last_at = greatest(r.last_at, excluded.last_at),
-    unique_count = r.unique_count + excluded.unique_count,
-    version = r.version + 1,
+    {_MERGE_STATE},
+    version = s.version + 1,
     updated_at = now()
 """
 
-# The deltas of one fold per (item, period, meter), merged as the bucket upsert merges (rows come
-# sorted by fold.period_totals, after the buckets: one lock order for every writer).
-UPSERT_TOTALS = """
-INSERT INTO usage_totals AS t (
+# The deltas of one fold per (item, period, meter), merged as the buckets are (rows come sorted
+# by fold.period_totals, after the buckets: one lock order for every writer).
+UPSERT_TOTALS = f"""
+INSERT INTO usage_totals AS s (
     tenant, customer, meter, subscription_item, period_start, event_count, value_sum, value_max,
     last_value, last_at, last_event_id, unique_count
 )
@@ -124,19 +129,7 @@ SELECT * FROM unnest(
     $7::numeric[], $8::numeric[], $9::numeric[], $10::timestamptz[], $11::text[], $12::bigint[]
 )
 ON CONFLICT (tenant, customer, subscription_item, period_start, meter) DO UPDATE SET
-    event_count = t.event_count + excluded.event_count,
-    value_sum = t.value_sum + excluded.value_sum,
-    value_max = greatest(t.value_max, excluded.value_max),
-    last_value = CASE
-        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
-             > (t.last_at, t.last_event_id COLLATE "C")
-        THEN excluded.last_value ELSE t.last_value END,
-    last_event_id = CASE
-        WHEN (excluded.last_at, excluded.last_event_id COLLATE "C")
-             > (t.last_at, t.last_event_id COLLATE "C")
-        THEN excluded.last_event_id ELSE t.last_event_id END,
-    last_at = greatest(t.last_at, excluded.last_at),
-    unique_count = t.unique_count + excluded.unique_count
+    {_MERGE_STATE}
 """
 
 # Values new to their set come back; each is credited to its bucket.

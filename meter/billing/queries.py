@@ -174,13 +174,15 @@ WHERE item = ANY($1::text[]) AND period_start < $2 AND period_end > $2
 ITEMS_OF = "SELECT id FROM subscription_items WHERE subscription = $1"
 
 # The subscription that is "the" plan of a customer: live ones first, then the newest.
-CURRENT_SUBSCRIPTION = """
-SELECT * FROM subscriptions WHERE customer = $1
+CURRENT_SUBSCRIPTION_ORDER = """
 ORDER BY CASE status WHEN 'active' THEN 0 WHEN 'trialing' THEN 1 WHEN 'past_due' THEN 2
     WHEN 'paused' THEN 3 WHEN 'unpaid' THEN 4 WHEN 'incomplete' THEN 5 ELSE 6 END,
     stripe_created DESC
 LIMIT 1
 """
+CURRENT_SUBSCRIPTION = f"""
+SELECT * FROM subscriptions WHERE customer = $1
+{CURRENT_SUBSCRIPTION_ORDER}"""
 SUBSCRIPTION_ITEMS = """
 SELECT i.id, i.price, coalesce(i.product, p.product) AS product, i.quantity, i.meter,
     p.usage_type, p.unit_amount, p.currency, p.nickname, p.lookup_key, p.recurring_interval,

@@ -7,20 +7,32 @@ Customers are looked up with `meter.billing.queries.CUSTOMER_BY_KEY` and their p
 
 from __future__ import annotations
 
-# Every item of a subscription (removed ones too: usage of their past periods still shows) with
-# its price as synced and its meter's event name and aggregation (a local definition wins over
-# the Stripe meter's formula, as in usage_rollup_values).
-PLAN_ITEMS = """
-SELECT i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
+from meter.billing import queries as billing_queries
+
+# A customer (by our id or the cus_ id, as billing's CUSTOMER_BY_KEY) with its current
+# subscription (billing's CURRENT_SUBSCRIPTION_ORDER) and every item of it — removed ones too:
+# usage of their past periods still shows — with its price as synced and its meter's event name
+# and aggregation (a local definition wins over the Stripe meter's formula, as in
+# usage_rollup_values). One statement: a row per item, or one row of nulls after the customer
+# when it has no subscription or no items; no row for an unknown customer.
+PLAN = f"""
+SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
+    s.tax_rates AS subscription_tax_rates,
+    i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
     i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
     m.event_name, coalesce(d.aggregation, m.formula, 'sum') AS aggregation
-FROM subscription_items i
+FROM ({billing_queries.CUSTOMER_BY_KEY}) c
+LEFT JOIN LATERAL (
+    SELECT id, status, discounts, tax_rates, stripe_created FROM subscriptions
+    WHERE customer = c.stripe_id
+    {billing_queries.CURRENT_SUBSCRIPTION_ORDER}
+) s ON true
+LEFT JOIN subscription_items i ON i.subscription = s.id
 LEFT JOIN prices p ON p.id = i.price
 LEFT JOIN billing_meters m ON m.id = coalesce(i.meter, p.meter)
-LEFT JOIN meter_definitions d ON d.tenant = $2 AND d.meter = m.event_name
-WHERE i.subscription = $1
+LEFT JOIN meter_definitions d ON d.tenant = $1 AND d.meter = m.event_name
 ORDER BY i.id
 """
 

@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import orjson
 
-from meter.billing import queries as billing_queries
 from meter.billing.errors import NotFound
 from meter.pricing import (
     Discount,
@@ -159,19 +158,19 @@ def _item(row: asyncpg.Record) -> PlanItem:
 
 async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
     """The customer (by our id or the cus_ id) and its current subscription; NotFound if unknown."""
-    customer = await conn.fetchrow(billing_queries.CUSTOMER_BY_KEY, tenant, key)
-    if customer is None:
+    rows = await conn.fetch(queries.PLAN, tenant, key)
+    if not rows:
         raise NotFound(f"no customer {key!r}", param="id")
-    sub = await conn.fetchrow(billing_queries.CURRENT_SUBSCRIPTION, customer["stripe_id"])
-    rows = [] if sub is None else await conn.fetch(queries.PLAN_ITEMS, sub["id"], tenant)
+    first = rows[0]
+    has_sub = first["subscription"] is not None
     return Plan(
-        external_id=customer["external_id"],
-        stripe_id=customer["stripe_id"],
-        subscription=None if sub is None else sub["id"],
-        status=None if sub is None else sub["status"],
-        items=tuple(_item(r) for r in rows),
-        discounts=() if sub is None else _discounts(sub["discounts"]),
-        tax_rates=() if sub is None else _tax_rates(sub["tax_rates"]),
+        external_id=first["external_id"],
+        stripe_id=first["stripe_id"],
+        subscription=first["subscription"],
+        status=first["status"],
+        items=tuple(_item(r) for r in rows if r["id"] is not None),
+        discounts=_discounts(first["discounts"]) if has_sub else (),
+        tax_rates=_tax_rates(first["subscription_tax_rates"]) if has_sub else (),
     )
 
 

@@ -66,6 +66,8 @@ class Worker:
         # Billing's subscription tables (empty without billing: nothing is attributed).
         self.attributor = attributor or PostgresAttributor()
         self.metrics = metrics or AggregatorMetrics()
+        # Shards whose lag gauges this worker has set (and so must remove when it lets go).
+        self._lag_reported: set[int] = set()
         self.faults = faults or Faults()
         self.batch_size = batch_size or settings.aggregator_batch_size
         self.known_days: set[dt.date] = set()
@@ -138,6 +140,7 @@ class Worker:
             log.warning("checkpoint moved under us; shard released", extra={"shard": shard})
             async with self._lease_lock:
                 await self.leases.release(shard)
+            self._forget_released_shards()
             return FlushResult()
         label = str(shard)
         m = self.metrics
@@ -151,7 +154,17 @@ class Worker:
             0 if oldest is None else max(time.time() - oldest / 1000, 0)
         )
         m.lag_entries.labels(label).set(await self.redis.xlen(self.keys.stream(shard)))
+        self._lag_reported.add(shard)
         return result
+
+    def _forget_released_shards(self) -> None:
+        """Drop the lag series of shards this worker no longer holds: their lag is now the new
+        holder's to report, and a frozen last value here would keep an alert firing (or hide a
+        real lag behind a stale zero) for as long as this process lives."""
+        for shard in sorted(self._lag_reported - self.leases.held):
+            self.metrics.lag_seconds.remove(str(shard))
+            self.metrics.lag_entries.remove(str(shard))
+            self._lag_reported.discard(shard)
 
     async def drain(self) -> int:
         """`--once`: take every free shard, fold what each stream holds now, give them back.
@@ -174,6 +187,7 @@ class Worker:
                     await self.leases.release(shard)
 
         await self._lanes(lane)
+        self._forget_released_shards()
         return total
 
     async def _drain_shard(self, shard: int, lane: int) -> int:
@@ -231,6 +245,7 @@ class Worker:
             await self._connect_leases()
         await self.leases.rebalance()
         self.metrics.leases.set(len(self.leases.held))
+        self._forget_released_shards()
 
     async def run(self, stop: asyncio.Event, *, scheduled_jobs: bool = True) -> None:
         """Work until `stop` is set."""

@@ -28,6 +28,15 @@ GROUP BY objid
 """
 
 
+def lag_shards(worker: Worker) -> set[int]:
+    """The shards this worker's lag gauge has a series for."""
+    return {
+        int(sample.labels["shard"])
+        for metric in worker.metrics.lag_seconds.collect()
+        for sample in metric.samples
+    }
+
+
 async def until(check: Callable[[], bool], what: str) -> None:
     """Wait for a condition; fails (not a timing assert) if it never comes."""
     for _ in range(400):
@@ -84,3 +93,28 @@ async def test_workers_split_shards_and_take_over_from_a_dead_one(
         )
         >= 5
     )
+
+
+async def test_a_shard_given_up_stops_reporting_lag_here(
+    client: Client, api_key: str, redis: Redis, settings: Settings
+) -> None:
+    """A alone holds and reports all four shards; B joins and takes two. A must drop their lag
+    series: a frozen last value would keep a lag alert firing (or hide B's real lag)."""
+    fast = settings.replace(aggregator_lease_interval_s=0.05, aggregator_poll_interval_s=0.02)
+    await post_events(client, api_key, make_events(100, seed=7))
+    stop = asyncio.Event()
+    a, b = Worker(fast, redis, batch_size=25), Worker(fast, redis, batch_size=25)
+    await a.__aenter__()
+    tasks = [asyncio.create_task(a.run(stop, scheduled_jobs=False))]
+    try:
+        await until(lambda: lag_shards(a) == {0, 1, 2, 3}, "A reports every shard")
+        await b.__aenter__()
+        tasks.append(asyncio.create_task(b.run(stop, scheduled_jobs=False)))
+        await until(lambda: len(a.leases.held) == 2 == len(b.leases.held), "an even split")
+        await until(lambda: lag_shards(a) == a.leases.held, "A reports only what it holds")
+        await until(lambda: lag_shards(b) == b.leases.held, "B reports what it took")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await a.close()
+        await b.close()

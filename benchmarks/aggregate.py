@@ -332,7 +332,7 @@ def main() -> int:
         ("INSERT each event (baseline)", baseline, {}),
         ("meter aggregate, raw log on", aggregate, {"METER_RAW_LOG": "1"}),
         ("meter aggregate, raw log off", aggregate, {"METER_RAW_LOG": "0"}),
-        # Bigger batches fold more events into each bucket upsert (the default B is 5,000).
+        # Bigger batches fold more events into each bucket upsert (the default B is 20,000).
         ("raw log on, --batch-size 50000", [*aggregate, "--batch-size", "50000"], {}),
     ]
     spreads = ["realistic"] if args.skip_buckets else ["realistic", "few", "many"]

@@ -85,8 +85,10 @@ class Settings:
     workers: int = 1
     # prometheus-client multiprocess directory; set (by `serve --workers`) when workers > 1.
     metrics_dir: str | None = None
-    # Aggregator: stream entries per flush transaction (B).
-    aggregator_batch_size: int = 5000
+    # Aggregator: most stream entries per flush transaction (B). Only a backlog fills a batch;
+    # bigger batches fold more events into each bucket write, so a backlog drains faster
+    # (make bench-aggregate, same run: 0.32x of the INSERT baseline at 5,000, 0.40x at 20,000).
+    aggregator_batch_size: int = 20_000
     # Aggregator: how often a worker renews, balances and takes over shard leases.
     aggregator_lease_interval_s: float = 1.0
     # Aggregator: pause between polls when every held stream is drained.

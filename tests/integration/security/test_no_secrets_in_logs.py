@@ -167,7 +167,9 @@ async def test_a_realistic_run_logs_no_secret(settings: Settings, tmp_path: Path
 
     logs = serve_log.read_text() + cli_log.read_text()
     lines = [line for line in serve_log.read_text().splitlines() if line.strip()]
-    records = [orjson.loads(line) for line in lines]  # every line is a JSON object
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not not_json, not_json[:5]  # every line is a JSON object
+    records = [orjson.loads(line) for line in lines]
     messages = " ".join(str(r.get("msg")) for r in records)
     # The run really logged: start-up, the refused webhooks, the Stripe SDK at debug level.
     assert "meter serving" in messages

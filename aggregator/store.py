@@ -62,6 +62,20 @@ async def _insert_unique(
     return new
 
 
+def _state_columns(states: Sequence[Rollup]) -> list[list[object]]:
+    """The aggregation state columns, in the order both upserts take them (`_MERGE_STATE`):
+    count, sum, max, last value, last time, last id, unique count."""
+    return [
+        [s.count for s in states],
+        [s.total for s in states],
+        [s.maximum for s in states],
+        [s.last_value for s in states],
+        [to_datetime(s.last_ts_ms) for s in states],
+        [s.last_id for s in states],
+        [s.unique for s in states],
+    ]
+
+
 async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Rollup]) -> None:
     """Merge bucket states into usage_rollups, in the one global key order, and the same
     deltas into the period totals (usage_totals)."""
@@ -77,13 +91,7 @@ async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Roll
         [_ts(k.period_start_ms) for k, _ in rows],
         [to_datetime(k.start_ms) for k, _ in rows],
         [to_datetime(k.end_ms) for k, _ in rows],
-        [s.count for _, s in rows],
-        [s.total for _, s in rows],
-        [s.maximum for _, s in rows],
-        [s.last_value for _, s in rows],
-        [to_datetime(s.last_ts_ms) for _, s in rows],
-        [s.last_id for _, s in rows],
-        [s.unique for _, s in rows],
+        *_state_columns([s for _, s in rows]),
     )
     # The same deltas summed per (item, period, meter), in the same transaction: the usage API
     # reads a period's total from one row instead of ~720 buckets. Committed with the buckets,
@@ -97,13 +105,7 @@ async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Roll
             [k[2] for k, _ in totals],
             [k[3] for k, _ in totals],
             [to_datetime(k[4]) for k, _ in totals],
-            [t.count for _, t in totals],
-            [t.total for _, t in totals],
-            [t.maximum for _, t in totals],
-            [t.last_value for _, t in totals],
-            [to_datetime(t.last_ts_ms) for _, t in totals],
-            [t.last_id for _, t in totals],
-            [t.unique for _, t in totals],
+            *_state_columns([t for _, t in totals]),
         )
 
 

@@ -115,6 +115,18 @@ def _line_rates(line: Obj, subscription: Obj | None) -> list[Obj]:
     return list(subscription.get("default_tax_rates") or [])
 
 
+def tax_amount(rate_id: str, inclusive: bool, amount: int, taxable: int) -> Obj:
+    """One tax amount in Stripe's shape, as `line.taxes[]` and `invoice.total_taxes[]` carry it."""
+    return {
+        "amount": amount,
+        "tax_behavior": "inclusive" if inclusive else "exclusive",
+        "tax_rate_details": {"tax_rate": rate_id},
+        "taxability_reason": "standard_rated",
+        "taxable_amount": taxable,
+        "type": "tax_rate_details",
+    }
+
+
 def apply_taxes(lines: list[Obj], subscription: Obj | None, off: int) -> list[Obj]:
     """Tax each line on its amount after its share of the invoice discount; fill `line.taxes`
     and `line.discount_amounts`; return the per-rate totals.
@@ -150,15 +162,7 @@ def apply_taxes(lines: list[Obj], subscription: Obj | None, off: int) -> list[Ob
             taxes.append((rate, amount))
         base_amount = taxable - sum(a for r, a in taxes if r["inclusive"])
         ln["taxes"] = [
-            {
-                "amount": amount,
-                "tax_behavior": "inclusive" if rate["inclusive"] else "exclusive",
-                "tax_rate_details": {"tax_rate": rate["id"]},
-                "taxability_reason": "standard_rated",
-                "taxable_amount": base_amount,
-                "type": "tax_rate_details",
-            }
-            for rate, amount in taxes
+            tax_amount(rate["id"], rate["inclusive"], amount, base_amount) for rate, amount in taxes
         ]
         for rate, amount in taxes:
             entry = totals.setdefault(
@@ -259,14 +263,7 @@ def build(
         "total": total,
         "total_excluding_tax": subtotal - off,
         "total_taxes": [
-            {
-                "amount": t["amount"],
-                "tax_behavior": "inclusive" if t["inclusive"] else "exclusive",
-                "tax_rate_details": {"tax_rate": t["tax_rate"]},
-                "taxability_reason": "standard_rated",
-                "taxable_amount": t["taxable_amount"],
-                "type": "tax_rate_details",
-            }
+            tax_amount(t["tax_rate"], t["inclusive"], t["amount"], t["taxable_amount"])
             for t in total_taxes
         ],
         "total_discount_amounts": [{"amount": off, "discount": coupon}] if off else [],

@@ -208,10 +208,21 @@ def _priced(
     try:
         # One discount at a time, as the pricing engine applies them: the first (see the note).
         discount = discounts[0] if discounts else None
-        adjust: Any = {"discount": discount, "tax_rates": tax_rates}
-        invoice = project_invoice(engine, so_far, period=period, licensed_period=licensed, **adjust)
+        invoice = project_invoice(
+            engine,
+            so_far,
+            period=period,
+            licensed_period=licensed,
+            discount=discount,
+            tax_rates=tax_rates,
+        )
         forecast_invoice = project_invoice(
-            engine, projected, period=period, licensed_period=licensed, **adjust
+            engine,
+            projected,
+            period=period,
+            licensed_period=licensed,
+            discount=discount,
+            tax_rates=tax_rates,
         )
     except PricingError as exc:
         return doc | {

@@ -54,7 +54,7 @@ def _text(value: bytes | str) -> str:
 
 async def _read_streams(
     redis: RedisClient, names: list[str], per_stream: int
-) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+) -> list[tuple[str, list[tuple[bytes, dict[bytes | str, bytes]]]]]:
     """The first `per_stream` entries of each stream, oldest first (empty streams left out)."""
     if isinstance(redis, RedisCluster):
         # Keys of one command must share a slot in a cluster: one XRANGE per stream.
@@ -67,7 +67,7 @@ async def _read_streams(
     # pipeline's per-command packing and parsing was a quarter of a usage request's CPU). From
     # id 0 it returns the same entries as XRANGE - +, and leaves empty streams out.
     found = cast(
-        "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+        "list[tuple[bytes, list[tuple[bytes, dict[bytes | str, bytes]]]]] | None",
         await redis.xread(dict.fromkeys(names, "0-0"), count=per_stream),  # RESP2 shape
     )
     return [(_text(name), entries) for name, entries in found or []]
@@ -85,7 +85,7 @@ async def read_pending(
         scanned += len(batch)
         truncated = truncated or len(batch) >= per_stream
         for entry_id, fields in batch:
-            payload = fields.get(b"e") if b"e" in fields else fields.get("e")  # type: ignore[call-overload]
+            payload = fields.get(b"e") if b"e" in fields else fields.get("e")
             if payload is None:
                 continue
             event = UsageEvent.decode(payload)

@@ -45,13 +45,6 @@ WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
 # Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
 CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
 
-# Every aggregation's state, folded over buckets (or summed over totals), so that pending events
-# can be folded on top (see tally.py). Plain aggregates only: `last` needs an order and is read
-# separately.
-_FOLD = """
-    sum(r.event_count)::bigint AS event_count, sum(r.value_sum) AS value_sum,
-    max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count
-"""
 # The stream checkpoints and each (item, period) per meter from its running total
 # (migrations/0007_usage_totals.sql) — one row per meter instead of ~720 hourly buckets a month —
 # in ONE statement, so both come from one snapshot (a stream entry is in these totals iff its id
@@ -71,19 +64,21 @@ FROM unnest($3::text[], $4::timestamptz[]) AS p(item, period_start)
 JOIN usage_totals r ON r.tenant = $1 AND r.customer = ANY($2::text[])
     AND r.subscription_item = p.item AND r.period_start = p.period_start
 """
-_FOLD_WITH_LAST = (
-    _FOLD
-    + """,
+# Every aggregation's state folded over buckets, so that pending events can be folded on top
+# (see tally.py); `last` by (event time, event id), ids in the C collation as the aggregator
+# compares them.
+_FOLD = """
+    sum(r.event_count)::bigint AS event_count, sum(r.value_sum) AS value_sum,
+    max(r.value_max) AS value_max, sum(r.unique_count)::bigint AS unique_count,
     (array_agg(r.last_value ORDER BY r.last_at DESC, r.last_event_id COLLATE "C" DESC))[1]
         AS last_value,
     max(r.last_at) AS last_at,
     (array_agg(r.last_event_id ORDER BY r.last_at DESC, r.last_event_id COLLATE "C" DESC))[1]
         AS last_event_id
 """
-)
 # A customer without a subscription: every bucket in [$3, $4), per meter.
 USAGE_BY_METER = f"""
-SELECT r.meter, coalesce(d.aggregation, 'sum') AS aggregation, {_FOLD_WITH_LAST}
+SELECT r.meter, coalesce(d.aggregation, 'sum') AS aggregation, {_FOLD}
 FROM usage_rollups r
 LEFT JOIN meter_definitions d ON d.tenant = r.tenant AND d.meter = r.meter
 WHERE r.tenant = $1 AND r.customer = ANY($2::text[])

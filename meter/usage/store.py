@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -31,6 +31,8 @@ from meter.pricing import (
 )
 from meter.usage import queries
 from meter.usage.tally import Tally
+
+T = TypeVar("T")
 
 PLAN_TTL_S = 5.0
 _MAX_ENTRIES = 50_000
@@ -116,28 +118,22 @@ def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
         return None, f"price cannot be evaluated: {exc}"
 
 
-def _discounts(raw: Any) -> tuple[Discount, ...]:
-    """Stored discounts as the pricing engine's; one it cannot evaluate is left out (and the
-    invoice then says that it is not applied)."""
+def _evaluable(raw: Any, parse: Callable[[Any], T]) -> tuple[T, ...]:
+    """Stored discounts or tax rates (a jsonb list) as the pricing engine's; one it cannot
+    evaluate is left out of the invoice rather than failing the whole response."""
     out = []
-    for d in _json(raw) or []:
+    for obj in _json(raw) or []:
         try:
-            coupon = coupon_from_stripe(d["coupon"])
-        except (PricingError, ValueError, KeyError, TypeError):
-            continue
-        out.append(Discount(coupon, int(d.get("start") or 0), d.get("end")))
-    return tuple(out)
-
-
-def _tax_rates(raw: Any) -> tuple[TaxRate, ...]:
-    """Stored tax rates as the pricing engine's; one it cannot evaluate is left out."""
-    out = []
-    for r in _json(raw) or []:
-        try:
-            out.append(tax_rate_from_stripe(r))
+            out.append(parse(obj))
         except (PricingError, ValueError, KeyError, TypeError):
             continue
     return tuple(out)
+
+
+def _discount(stored: Any) -> Discount:
+    return Discount(
+        coupon_from_stripe(stored["coupon"]), int(stored.get("start") or 0), stored.get("end")
+    )
 
 
 def _item(row: asyncpg.Record) -> PlanItem:
@@ -152,7 +148,7 @@ def _item(row: asyncpg.Record) -> PlanItem:
         aggregation=row["aggregation"],
         current=Period(unix(row["current_period_start"]), unix(row["current_period_end"])),
         removed=row["removed_at"] is not None,
-        tax_rates=_tax_rates(row["tax_rates"]),
+        tax_rates=_evaluable(row["tax_rates"], tax_rate_from_stripe),
     )
 
 
@@ -169,8 +165,10 @@ async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
         subscription=first["subscription"],
         status=first["status"],
         items=tuple(_item(r) for r in rows if r["id"] is not None),
-        discounts=_discounts(first["discounts"]) if has_sub else (),
-        tax_rates=_tax_rates(first["subscription_tax_rates"]) if has_sub else (),
+        discounts=_evaluable(first["discounts"], _discount) if has_sub else (),
+        tax_rates=_evaluable(first["subscription_tax_rates"], tax_rate_from_stripe)
+        if has_sub
+        else (),
     )
 
 

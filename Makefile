@@ -10,8 +10,10 @@ RUN := $(UV) run --frozen
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 
+# --compile-bytecode: dependencies start from .pyc, as in the image (Dockerfile), even where
+# PYTHONDONTWRITEBYTECODE is set; otherwise every `meter` process compiles redis, asyncpg… anew.
 sync: uv
-	@$(UV) sync --frozen --all-extras --quiet
+	@$(UV) sync --frozen --all-extras --quiet --compile-bytecode
 
 ## make dev: the service on this machine (embedded Postgres/Redis unless METER_*_URL are set)
 dev: sync

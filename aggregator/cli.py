@@ -8,11 +8,7 @@ import logging
 import signal
 from typing import Any
 
-from aggregator.metrics import AggregatorMetrics
-from aggregator.worker import Worker
 from meter.config import Settings
-from meter.connections import redis_client
-from meter.faults import Faults
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +33,11 @@ def add_parser(subparsers: Any) -> None:
 
 async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
     """Run the worker (or one drain with --once) until SIGTERM/SIGINT."""
+    from aggregator.metrics import AggregatorMetrics
+    from aggregator.worker import Worker
+    from meter.connections import redis_client
+    from meter.faults import Faults
+
     metrics = AggregatorMetrics()
     if settings.aggregator_metrics_port and not args.once:
         from prometheus_client import start_http_server

@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import asyncpg
-
 from meter import logs
 from meter.config import Settings
 from meter.errors import MeteringError
@@ -36,6 +34,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
+    import asyncpg
+
     from meter.migrate import migrate
 
     conn = await asyncpg.connect(settings.database_url)
@@ -54,6 +54,8 @@ def migrate_cmd(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
+
     from meter import auth, queries
 
     conn = await asyncpg.connect(settings.database_url)

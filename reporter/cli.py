@@ -9,12 +9,7 @@ import logging
 import signal
 from typing import Any
 
-import asyncpg
-
 from meter.config import Settings
-from meter.faults import Faults
-from reporter.voids import void_event
-from reporter.worker import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +41,9 @@ def add_parser(subparsers: Any) -> None:
 
 async def report(settings: Settings, args: argparse.Namespace) -> int:
     """Run the reporter (or one pass with --once) until SIGTERM/SIGINT."""
+    from meter.faults import Faults
+    from reporter.worker import Reporter
+
     async with Reporter(settings, faults=Faults.parse(args.fault)) as reporter:
         if args.once:
             sent = await reporter.once()
@@ -66,6 +64,8 @@ async def report(settings: Settings, args: argparse.Namespace) -> int:
 
 async def reconcile_once(settings: Settings, args: argparse.Namespace) -> int:
     """Print every (customer, meter, period) that drifts; exit 1 if any does."""
+    from reporter.worker import Reporter
+
     async with Reporter(settings) as reporter:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.days)
         compared, drift = await reporter.reconcile(since)
@@ -80,6 +80,10 @@ async def reconcile_once(settings: Settings, args: argparse.Namespace) -> int:
 
 async def void(settings: Settings, args: argparse.Namespace) -> int:
     """Void one event; exit 0 also when it was voided before (nothing changes then)."""
+    import asyncpg
+
+    from reporter.voids import void_event
+
     conn = await asyncpg.connect(settings.database_url)
     try:
         voided = await void_event(conn, args.tenant, args.event_id)

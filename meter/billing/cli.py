@@ -6,13 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-import asyncpg
-
-from meter.billing.metrics import BillingMetrics
-from meter.billing.notify import LogNotifier
-from meter.billing.service import Billing
-from meter.billing.stripe_gateway import StripeGateway
-from meter.billing.sync import ORDER, sync
+from meter.billing.gateway import ORDER
 from meter.config import Settings
 from meter.errors import ConfigError
 
@@ -33,6 +27,14 @@ def add_parser(subparsers: Any) -> None:
 
 
 async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from meter.billing.metrics import BillingMetrics
+    from meter.billing.notify import LogNotifier
+    from meter.billing.service import Billing
+    from meter.billing.stripe_gateway import StripeGateway
+    from meter.billing.sync import sync
+
     gateway = StripeGateway.from_settings(settings)
     if gateway is None:
         raise ConfigError("meter sync needs STRIPE_API_KEY")

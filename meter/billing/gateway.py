@@ -11,6 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# The object kinds `meter sync` copies, in this order: catalog before customers before
+# subscriptions before invoices, each may refer to the previous. (Here, not in sync.py, so that
+# the CLI can offer them without importing the database layer.)
+ORDER = ("product", "price", "billing.meter", "customer", "subscription", "invoice")
+
 Obj = dict[str, Any]
 
 # Object kinds the gateway can fetch and list (Stripe's `object` names).

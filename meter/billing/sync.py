@@ -18,14 +18,12 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from meter.billing import queries, store
-from meter.billing.gateway import Obj, PaymentGateway
+from meter.billing.gateway import ORDER, Obj, PaymentGateway
 from meter.billing.store import Effects
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
-# Catalog before customers before subscriptions before invoices: each may refer to the previous.
-ORDER = ("product", "price", "billing.meter", "customer", "subscription", "invoice")
 
 Writer = Callable[[asyncpg.Connection, Obj, int, store.Refetch, str], Awaitable[Effects]]
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meter.config import Settings
-from meter.stripe_emulator.core import EmulatorConfig
-from meter.stripe_emulator.server import running_emulator
+
+if TYPE_CHECKING:
+    from meter.stripe_emulator.core import EmulatorConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     if args.webhook_url and not args.webhook_secret:
         raise SystemExit("--webhook-url needs --webhook-secret (whsec_…)")
+    from meter.stripe_emulator.core import EmulatorConfig
+
     return EmulatorConfig(
         host=args.host,
         port=args.port,
@@ -44,6 +48,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 async def serve(config: EmulatorConfig) -> int:
     """Serve until cancelled (Ctrl-C)."""
+    from meter.stripe_emulator.server import running_emulator
+
     async with running_emulator(config) as emu:
         print(f"stripe emulator: api {emu.api_base}  meter_events {emu.meter_events_base}")
         print(f"  STRIPE_API_BASE={emu.api_base} STRIPE_METER_EVENTS_BASE={emu.meter_events_base}")

@@ -20,7 +20,7 @@ from aggregator.fold import BucketKey, bucket_of
 from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
 from meter.connections import RedisClient
-from meter.events import UsageEvent
+from meter.events import UsageEvent, event_key
 from meter.faults import Faults
 from meter.redis_keys import Keys
 
@@ -75,6 +75,7 @@ def _record(stream_id: str, event: UsageEvent, key: BucketKey) -> tuple[object, 
     # unix ms); INSERT_NEW_EVENTS casts them in SQL. Building a Decimal and two datetimes per
     # event and binary-encoding them cost more than the rest of the record; the casts are exact.
     return (
+        event_key(event.tenant, event.id),
         event.tenant,
         event.id,
         event.customer,
@@ -93,9 +94,10 @@ def _uniform_hour(periods: Sequence[ItemPeriod], hour_ms: int) -> bool:
     """Whether no period starts or ends inside (hour_ms, hour_ms + 1 h): then every instant of
     the hour gets the same attribution and bucket, whatever the index order."""
     end = hour_ms + HOUR_MS
-    return not any(
-        hour_ms < p.period.start_ms < end or hour_ms < p.period.end_ms < end for p in periods
-    )
+    for p in periods:  # a loop, not any(genexpr): usually 0 or 1 periods, called ~once an event
+        if hour_ms < p.period.start_ms < end or hour_ms < p.period.end_ms < end:
+            return False
+    return True
 
 
 async def _attributed(
@@ -182,30 +184,30 @@ async def flush_shard(
             raise CheckpointMoved(f"{stream}: checkpoint moved past {checkpoint}")
         # 5. Attribute to subscription items with the billing data as of this transaction.
         pairs = await _attributed(conn, attributor, events)
-        # 6. Stage the batch with COPY, then insert into the raw log only the events whose
-        #    (tenant, id) Postgres has never seen; this statement returns exactly those. With the
-        #    raw log off, the same insert into usage_event_ids returns them and nothing else is
-        #    written: the dedupe, and so exactly-once, does not depend on the raw log.
+        # 6. Stage the batch with COPY, then write to the raw log only the events whose key
+        #    Postgres has never seen; the statement returns the others, the duplicates. With the
+        #    raw log off, the same probe and insert into usage_event_keys decide it and nothing
+        #    else is written: the dedupe, and so exactly-once, does not depend on the raw log.
         if raw_log:
             await conn.copy_records_to_table(
                 queries.BATCH_TABLE,
                 records=[_record(first[(e.tenant, e.id)][0], e, key) for key, e in pairs],
                 columns=queries.BATCH_COLUMNS,
             )
-            rows = await conn.fetch(queries.INSERT_NEW_EVENTS)
+            seen = await conn.fetch(queries.INSERT_NEW_EVENTS)
         else:
-            # Without the raw log only the ids are needed: sent as two arrays, no staging.
-            rows = await conn.fetch(
-                queries.INSERT_NEW_IDS, [e.tenant for e in events], [e.id for e in events]
+            # Without the raw log only the keys are needed: sent as arrays, no staging.
+            seen = await conn.fetch(
+                queries.INSERT_NEW_IDS,
+                [event_key(e.tenant, e.id) for e in events],
+                [e.tenant for e in events],
+                [e.id for e in events],
             )
-        if len(rows) == len(pairs):
-            # Optimisation: every event of the batch was new (the usual case). The statement
-            # returns only rows it inserted, each a distinct (tenant, id) of this batch, so the
-            # counts being equal means all of them; no need to match them one by one.
-            new_pairs = pairs
+        if seen:
+            old = {(r["tenant"], r["event_id"]) for r in seen}
+            new_pairs = [(k, e) for k, e in pairs if (e.tenant, e.id) not in old]
         else:
-            fresh = {(r["tenant"], r["event_id"]) for r in rows}
-            new_pairs = [(k, e) for k, e in pairs if (e.tenant, e.id) in fresh]
+            new_pairs = pairs  # the usual case: every event of the batch is new
         # 7. Fold only those new events into their buckets (sorted upserts, version bump).
         rollups = await apply_fold(conn, new_pairs, await unique_meters(conn))
         faults.hit("before_commit")

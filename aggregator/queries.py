@@ -6,8 +6,10 @@ from __future__ import annotations
 # Created once per connection; emptied by every commit and rollback (ON COMMIT DELETE ROWS).
 # Times travel as unix milliseconds and the value as its decimal text (cheap to send; see
 # flush._record); INSERT_NEW_EVENTS converts them exactly (ms × 1 ms interval, text → numeric).
+# `key` is the event's dedupe key (meter.events.event_key).
 CREATE_BATCH_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS aggregator_batch (
+    key                bytea,
     tenant             text,
     event_id           text,
     customer           text,
@@ -23,16 +25,17 @@ CREATE TEMP TABLE IF NOT EXISTS aggregator_batch (
 """
 BATCH_TABLE = "aggregator_batch"
 # Optimisation: planner statistics for the batch table, once per connection (ANALYZE costs
-# ~12 ms, too much per batch). Without them Postgres guesses ~100 rows out of the
-# INSERT … RETURNING and joins it back to the batch with two extra sorts (a merge join); with a
-# batch-sized sample of distinct ids it picks a hash join (~25 % less time for the statement).
-# The sample rows vanish at commit (ON COMMIT DELETE ROWS); the statistics stay.
+# ~12 ms, too much per batch). Without them Postgres guesses the batch's size from its (empty)
+# pages and may plan the dedupe probe below for a handful of rows; with a batch-sized sample it
+# plans it for thousands. The sample rows vanish at commit (ON COMMIT DELETE ROWS); the
+# statistics stay.
 PRIME_BATCH_TABLE = """
-INSERT INTO aggregator_batch (tenant, event_id)
-SELECT 'tenant', 'id' || i FROM generate_series(1, 5000) AS i;
+INSERT INTO aggregator_batch (key, tenant, event_id)
+SELECT sha256(i::text::bytea), 'tenant', 'id' || i FROM generate_series(1, 5000) AS i;
 ANALYZE aggregator_batch;
 """
 BATCH_COLUMNS = (
+    "key",
     "tenant",
     "event_id",
     "customer",
@@ -46,38 +49,51 @@ BATCH_COLUMNS = (
     "stream_id",
 )
 
-# Postgres is the durable dedupe: only ids new to usage_event_ids reach the raw log, and only the
-# rows this statement inserted come back, so only they are folded.
+# Postgres is the durable dedupe: an event is new if its key is not in usage_event_keys. One
+# statement probes every key of the batch once (an index lookup each), records the new keys,
+# writes the new events to the raw log and returns the ones already seen: the duplicates, which
+# are usually none, so almost nothing comes back.
+# Optimisation: a probe then a plain INSERT, not INSERT … ON CONFLICT DO NOTHING RETURNING; the
+# speculative insertion of ON CONFLICT cost ~3 µs more per event, and returning every new id
+# another ~1 µs. Still exactly-once: a shard's batches run one at a time (the checkpoint CAS of
+# flush step 4 row-locks the shard), and an id always maps to the same shard, so no concurrent
+# transaction inserts the same key; if one ever did (METER_SHARDS changed with entries still in
+# the streams), the primary key makes the later INSERT fail, its whole transaction rolls back,
+# and the retried batch finds the key with this probe. All CTEs see one snapshot, so the final
+# SELECT sees `seen` as the probe computed it.
 INSERT_NEW_EVENTS = """
-WITH fresh AS (
-    INSERT INTO usage_event_ids (tenant, event_id)
-    SELECT tenant, event_id FROM aggregator_batch ORDER BY tenant, event_id
-    ON CONFLICT DO NOTHING
-    RETURNING tenant, event_id
+WITH probe AS MATERIALIZED (
+    SELECT b.*, EXISTS (SELECT FROM usage_event_keys k WHERE k.key = b.key) AS seen
+    FROM aggregator_batch b
+), new_keys AS (
+    INSERT INTO usage_event_keys (key) SELECT key FROM probe WHERE NOT seen
+), raw AS (
+    INSERT INTO usage_events (
+        tenant, event_id, customer, meter, value, event_time, received_at, properties,
+        subscription_item, period_start, stream_id
+    )
+    SELECT b.tenant, b.event_id, b.customer, b.meter, b.value::numeric,
+           timestamptz 'epoch' + b.event_ms * interval '1 millisecond',
+           timestamptz 'epoch' + b.received_ms * interval '1 millisecond',
+           b.properties::jsonb, b.subscription_item,
+           timestamptz 'epoch' + b.period_start_ms * interval '1 millisecond',
+           b.stream_id
+    FROM probe b WHERE NOT seen
 )
-INSERT INTO usage_events (
-    tenant, event_id, customer, meter, value, event_time, received_at, properties,
-    subscription_item, period_start, stream_id
-)
-SELECT b.tenant, b.event_id, b.customer, b.meter, b.value::numeric,
-       timestamptz 'epoch' + b.event_ms * interval '1 millisecond',
-       timestamptz 'epoch' + b.received_ms * interval '1 millisecond',
-       b.properties::jsonb, b.subscription_item,
-       timestamptz 'epoch' + b.period_start_ms * interval '1 millisecond',
-       b.stream_id
-FROM aggregator_batch b
-JOIN fresh f ON f.tenant = b.tenant AND f.event_id = b.event_id
-RETURNING tenant, event_id
+SELECT tenant, event_id FROM probe WHERE seen
 """
 
-# The same dedupe with the raw log off (METER_RAW_LOG=0): usage_event_ids alone decides which
-# events are new, exactly as above; only the write to usage_events is skipped. $1/$2: the
-# batch's tenants and event ids (no repeats: the batch is deduplicated first).
+# The same dedupe with the raw log off (METER_RAW_LOG=0): usage_event_keys alone decides which
+# events are new, exactly as above; only the write to usage_events is skipped. $1/$2/$3: the
+# batch's keys, tenants and event ids (no repeats: the batch is deduplicated first).
 INSERT_NEW_IDS = """
-INSERT INTO usage_event_ids (tenant, event_id)
-SELECT * FROM unnest($1::text[], $2::text[]) AS b(tenant, event_id) ORDER BY tenant, event_id
-ON CONFLICT DO NOTHING
-RETURNING tenant, event_id
+WITH probe AS MATERIALIZED (
+    SELECT b.*, EXISTS (SELECT FROM usage_event_keys k WHERE k.key = b.key) AS seen
+    FROM unnest($1::bytea[], $2::text[], $3::text[]) AS b(key, tenant, event_id)
+), new_keys AS (
+    INSERT INTO usage_event_keys (key) SELECT key FROM probe WHERE NOT seen
+)
+SELECT tenant, event_id FROM probe WHERE seen
 """
 
 # --- rollups ----------------------------------------------------------------------------------
@@ -99,6 +115,20 @@ _MERGE_STATE = """
     last_at = greatest(s.last_at, excluded.last_at),
     unique_count = s.unique_count + excluded.unique_count"""
 
+# Optimisation: the upserts take times as unix ms and decimals as text, converted here, as the
+# batch staging does (flush._record): asyncpg binary-encoding a Decimal and a datetime per value
+# cost ~10 % of the aggregator's Python time when many buckets are touched. Both are exact.
+def _ts(ms: str) -> str:
+    return f"timestamptz 'epoch' + {ms} * interval '1 millisecond'"
+
+
+# The aggregation state columns of an upsert's input `u`, converted: count, sum, max, last value,
+# last time, last id, unique count (store._state_columns sends them in this order).
+_STATE_VALUES = f"""u.event_count, u.value_sum::numeric, u.value_max::numeric,
+    u.last_value::numeric, {_ts("u.last_ms")}, u.last_event_id, u.unique_count"""
+_STATE_INPUT = """event_count, value_sum, value_max, last_value, last_ms, last_event_id,
+    unique_count"""
+
 # Rows arrive sorted (fold.sorted_buckets) and unnest keeps array order, so every writer locks
 # buckets in the same order.
 UPSERT_BUCKETS = f"""
@@ -106,11 +136,12 @@ INSERT INTO usage_rollups AS s (
     tenant, customer, meter, subscription_item, period_start, bucket_start, bucket_end,
     event_count, value_sum, value_max, last_value, last_at, last_event_id, unique_count
 )
-SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
-    $7::timestamptz[], $8::bigint[], $9::numeric[], $10::numeric[], $11::numeric[],
-    $12::timestamptz[], $13::text[], $14::bigint[]
-)
+SELECT u.tenant, u.customer, u.meter, u.item, {_ts("u.period_ms")}, {_ts("u.start_ms")},
+    {_ts("u.end_ms")}, {_STATE_VALUES}
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
+    $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[]
+) AS u(tenant, customer, meter, item, period_ms, start_ms, end_ms, {_STATE_INPUT})
 ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start) DO UPDATE SET
     {_MERGE_STATE},
     version = s.version + 1,
@@ -124,10 +155,11 @@ INSERT INTO usage_totals AS s (
     tenant, customer, meter, subscription_item, period_start, event_count, value_sum, value_max,
     last_value, last_at, last_event_id, unique_count
 )
-SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::bigint[],
-    $7::numeric[], $8::numeric[], $9::numeric[], $10::timestamptz[], $11::text[], $12::bigint[]
-)
+SELECT u.tenant, u.customer, u.meter, u.item, {_ts("u.period_ms")}, {_STATE_VALUES}
+FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[],
+    $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[]
+) AS u(tenant, customer, meter, item, period_ms, {_STATE_INPUT})
 ON CONFLICT (tenant, customer, subscription_item, period_start, meter) DO UPDATE SET
     {_MERGE_STATE}
 """

@@ -63,14 +63,14 @@ async def _insert_unique(
 
 
 def _state_columns(states: Sequence[Rollup]) -> list[list[object]]:
-    """The aggregation state columns, in the order both upserts take them (`_MERGE_STATE`):
-    count, sum, max, last value, last time, last id, unique count."""
+    """The aggregation state columns as both upserts take them (queries._STATE_VALUES): count,
+    sum, max, last value (decimal text), last time (unix ms), last id, unique count."""
     return [
         [s.count for s in states],
-        [s.total for s in states],
-        [s.maximum for s in states],
-        [s.last_value for s in states],
-        [to_datetime(s.last_ts_ms) for s in states],
+        [str(s.total) for s in states],
+        [str(s.maximum) for s in states],
+        [str(s.last_value) for s in states],
+        [s.last_ts_ms for s in states],
         [s.last_id for s in states],
         [s.unique for s in states],
     ]
@@ -88,9 +88,9 @@ async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Roll
         [k.customer for k, _ in rows],
         [k.meter for k, _ in rows],
         [k.item for k, _ in rows],
-        [_ts(k.period_start_ms) for k, _ in rows],
-        [to_datetime(k.start_ms) for k, _ in rows],
-        [to_datetime(k.end_ms) for k, _ in rows],
+        [k.period_start_ms for k, _ in rows],
+        [k.start_ms for k, _ in rows],
+        [k.end_ms for k, _ in rows],
         *_state_columns([s for _, s in rows]),
     )
     # The same deltas summed per (item, period, meter), in the same transaction: the usage API
@@ -104,7 +104,7 @@ async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Roll
             [k[1] for k, _ in totals],
             [k[2] for k, _ in totals],
             [k[3] for k, _ in totals],
-            [to_datetime(k[4]) for k, _ in totals],
+            [k[4] for k, _ in totals],
             *_state_columns([t for _, t in totals]),
         )
 

@@ -98,9 +98,9 @@ class Settings:
     # Raw event partitions (usage_events) older than this are dropped; rollups stay.
     raw_retention_s: float = 90 * 86400.0
     # Aggregator: write each event to the raw log (usage_events). Off (METER_RAW_LOG=0) skips
-    # that write; exactly-once is unchanged (dedupe goes through usage_event_ids either way), but
+    # that write; exactly-once is unchanged (dedupe goes through usage_event_keys either way), but
     # re-attribution has no raw events to rebuild unattributed buckets from, and retention, which
-    # drops ids with their raw partition, never prunes usage_event_ids.
+    # drops ids with their raw partition, never prunes usage_event_keys.
     raw_log: bool = True
     # Aggregator: shards a worker flushes at once, each on its own Postgres connection, so that
     # one flush's Python work overlaps another's time in Postgres.

@@ -7,9 +7,17 @@ aggregator never has to look anything up to fold an event.
 from __future__ import annotations
 
 from decimal import Decimal
+from hashlib import sha256
 from typing import Any, NamedTuple
 
 import orjson
+
+
+def event_key(tenant: str, event_id: str) -> bytes:
+    """The durable dedupe key of an event: 16 bytes of SHA-256 over tenant, NUL, id (UTF-8).
+    The same rule as SQL's meter_event_key (migrations/0008_event_keys.sql says why)."""
+    return sha256(f"{tenant}\0{event_id}".encode()).digest()[:16]
+
 
 # A JSON array is cheaper to build than an object and, with its version first, as easy to evolve.
 _FORMAT = 1

@@ -35,7 +35,6 @@ EXPECTED = {
 # Every table and view, with the columns of the foundation's checked in detail above.
 ALL_TABLES = {
     *EXPECTED,
-    "usage_event_ids",
     "usage_events",
     "usage_rollups",
     "usage_unique_values",
@@ -44,6 +43,8 @@ ALL_TABLES = {
     "usage_rollup_values",
     # 0007_usage_totals
     "usage_totals",
+    # 0008_event_keys (replaces 0002's usage_event_ids)
+    "usage_event_keys",
     # 0003_billing
     "customers",
     "products",

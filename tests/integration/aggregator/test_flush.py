@@ -49,7 +49,7 @@ async def test_once_drains_every_shard_and_trims_the_streams(
     assert await stream_lengths(redis, settings) == [0] * settings.shards
     assert await rollups(db) == reference(accepted)
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 600
-    assert await db.fetchval("SELECT count(*) FROM usage_event_ids") == 600
+    assert await db.fetchval("SELECT count(*) FROM usage_event_keys") == 600
     checkpoints = await db.fetch("SELECT stream, last_id FROM stream_checkpoints")
     assert len(checkpoints) == settings.shards
     assert all(r["last_id"] != "0-0" for r in checkpoints)
@@ -61,7 +61,7 @@ async def test_redelivered_entries_are_folded_once(
     client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
 ) -> None:
     """A crash after commit but before XTRIM, with the checkpoint also lost: the same entries
-    are read again. Postgres (usage_event_ids) drops every one of them."""
+    are read again. Postgres (usage_event_keys) drops every one of them."""
     await post_events(client, api_key, make_events(300, seed=2))
     keys = Keys(settings.redis_prefix)
     saved = {s: await redis.xrange(keys.stream(s)) for s in range(settings.shards)}

@@ -43,5 +43,5 @@ async def test_retention_drops_raw_partitions_and_keeps_rollups(
 
     assert len(dropped) == parts
     assert await db.fetchval(PARTITIONS) == 0
-    assert await db.fetchval("SELECT count(*) FROM usage_event_ids") == 0
+    assert await db.fetchval("SELECT count(*) FROM usage_event_keys") == 0
     assert await rollups(db) == kept

@@ -1,6 +1,6 @@
 """The raw log switched off (METER_RAW_LOG=0): nothing in usage_events, still exactly once.
 
-Dedupe goes through usage_event_ids whether or not the raw log is written, so redelivered
+Dedupe goes through usage_event_keys whether or not the raw log is written, so redelivered
 entries, a duplicate that slipped past Redis and kill -9 between commit and XTRIM all still
 fold every event exactly once.
 """
@@ -53,7 +53,7 @@ async def test_raw_log_off_still_folds_redelivered_entries_once(
     expected = await rollups(db)
     assert expected == reference(accepted)
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 0
-    assert await db.fetchval("SELECT count(*) FROM usage_event_ids") == 300
+    assert await db.fetchval("SELECT count(*) FROM usage_event_keys") == 300
     versions = await db.fetchval("SELECT sum(version) FROM usage_rollups")
 
     # Crash after commit with the checkpoint lost too: every entry is read again.
@@ -99,6 +99,6 @@ async def test_raw_log_off_survives_kill_9_between_commit_and_trim(
     assert await stream_lengths(redis, settings) == [0] * settings.shards
     assert await rollups(db) == reference(accepted)
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 0
-    assert await db.fetchval("SELECT count(*) FROM usage_event_ids") == len(
+    assert await db.fetchval("SELECT count(*) FROM usage_event_keys") == len(
         {e.id for e in accepted}
     )

@@ -115,6 +115,7 @@ _MERGE_STATE = """
     last_at = greatest(s.last_at, excluded.last_at),
     unique_count = s.unique_count + excluded.unique_count"""
 
+
 # Optimisation: the upserts take times as unix ms and decimals as text, converted here, as the
 # batch staging does (flush._record): asyncpg binary-encoding a Decimal and a datetime per value
 # cost ~10 % of the aggregator's Python time when many buckets are touched. Both are exact.

@@ -63,12 +63,16 @@ _TOO_MANY_DIGITS = Rejection(
 def _text(raw: dict[str, Any], name: str, max_chars: int) -> str | Rejection:
     """The field as a string of 1..max_chars characters, or why it is not one."""
     value = raw.get(name)
-    if type(value) is str and 0 < len(value) <= max_chars:
+    if type(value) is str and 0 < len(value) <= max_chars and "\x00" not in value:
         return value
     if value is None:
         return Rejection(f"missing_{name}", f"`{name}` is required")
     if not isinstance(value, str) or not value:
         return Rejection(f"invalid_{name}", f"`{name}` must be a non-empty string")
+    if "\x00" in value:
+        # Postgres text cannot hold U+0000: accepted, the event would stop its shard's
+        # aggregation at every retry of the batch.
+        return Rejection(f"invalid_{name}", f"`{name}` must not contain U+0000 (NUL)")
     return Rejection(
         f"{name}_too_long", f"`{name}` is {len(value)} characters; the maximum is {max_chars}"
     )
@@ -196,7 +200,13 @@ def validate(raw: Any, *, tenant: str, now_ms: int, limits: Limits) -> UsageEven
                 f"`properties` nests more than {MAX_PROPERTIES_DEPTH} levels of objects/arrays",
                 event_id,
             )
-        size = len(orjson.dumps(properties))
+        encoded = orjson.dumps(properties)
+        if b"\\u0000" in encoded:
+            # jsonb rejects U+0000 in keys and strings (see _text).
+            return Rejection(
+                "invalid_properties", "`properties` must not contain U+0000 (NUL)", event_id
+            )
+        size = len(encoded)
         if size > limits.max_properties_bytes:
             return Rejection(
                 "properties_too_large",

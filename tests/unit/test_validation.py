@@ -72,6 +72,13 @@ def test_minimal_event_gets_defaults() -> None:
         (base(timestamp=NOW_MS / 1000 - 48 * 3600 - 1), "too_late"),
         (base(timestamp=NOW_MS / 1000 + 301), "in_future"),
         (base(properties=[1]), "invalid_properties"),
+        # U+0000 fits JSON but not Postgres text or jsonb, where the aggregator would choke on it.
+        (base(id="a\x00b"), "invalid_id"),
+        (base(customer="\x00"), "invalid_customer"),
+        (base(meter="m\x00"), "invalid_meter"),
+        (base(properties={"k": "v\x00"}), "invalid_properties"),
+        (base(properties={"k\x00": 1}), "invalid_properties"),
+        (base(properties={"k": [{"deep": "\x00"}]}), "invalid_properties"),
         (base(properties={"k": "v" * 4100}), "properties_too_large"),
     ],
 )
@@ -80,7 +87,7 @@ def test_each_rejection_reason(raw: Any, reason: str) -> None:
     assert isinstance(result, Rejection)
     assert result.reason == reason
     assert result.message
-    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and 0 < len(raw["id"]) <= 100:
+    if isinstance(raw, dict) and isinstance(check(base(id=raw.get("id", ...))), UsageEvent):
         assert result.id == raw["id"]
 
 
@@ -176,6 +183,8 @@ def test_validator_never_raises_and_accepts_only_sound_events(raw: Any) -> None:
         assert NOW_MS - LIMITS.late_window_ms <= result.timestamp_ms
         assert result.timestamp_ms <= NOW_MS + LIMITS.future_tolerance_ms
         assert UsageEvent.decode(result.encode()) == result
+        assert "\x00" not in result.id + result.customer + result.meter
+        assert b"\\u0000" not in orjson.dumps(result.properties)
     else:
         assert result.reason
         assert result.message

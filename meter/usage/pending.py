@@ -20,6 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import cast
 
+import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from meter.connections import RedisClient
@@ -81,12 +82,20 @@ async def read_pending(
     entries: list[PendingEntry] = []
     scanned, truncated = 0, False
     wanted = set(customers)
+    # Optimisation: the scan holds every customer's entries, and decoding each cost ~1.5 µs, up
+    # to 2,000 per request under load. A payload is UsageEvent.encode(): orjson writes each
+    # string the same way inside the array as alone, so an entry of one of these customers
+    # contains orjson.dumps(customer) verbatim; entries without any are skipped undecoded. (A
+    # match elsewhere in the payload is only a wasted decode: the check below still decides.)
+    needles = [orjson.dumps(c) for c in wanted]
     for name, batch in await _read_streams(redis, names, per_stream):
         scanned += len(batch)
         truncated = truncated or len(batch) >= per_stream
         for entry_id, fields in batch:
             payload = fields.get(b"e") if b"e" in fields else fields.get("e")
             if payload is None:
+                continue
+            if isinstance(payload, bytes) and not any(n in payload for n in needles):
                 continue
             event = UsageEvent.decode(payload)
             if event.tenant == tenant and event.customer in wanted:

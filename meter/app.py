@@ -69,9 +69,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body(500, "api_error", "internal error; nothing was written")
 
 
+class PooledConnection(asyncpg.Connection):
+    """A connection of the API's pool, released without asyncpg's reset statement.
+
+    Optimisation: asyncpg resets a connection on release with one more round trip (unlock all
+    advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL): ~10 % of a usage request's CPU. Nothing
+    served from this pool leaves such session state (it takes no advisory lock, opens no cursor
+    outside a transaction, never LISTENs or SETs). An open transaction is still rolled back on
+    release: asyncpg does that before, and regardless of, this query."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=8, connection_class=PooledConnection
+    )
     assert pool is not None
     async with pool.acquire() as conn:
         await require_schema(cast(asyncpg.Connection, conn))

@@ -233,6 +233,14 @@ def subprocess_run(cmd: list[str]) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
+async def _migrate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=10_000)
@@ -246,6 +254,7 @@ def main() -> int:
         return 1
     admin, bench = urls()
     if args.reuse:
+        asyncio.run(_migrate(bench))  # a loaded database from before the latest migration
         key = asyncio.run(_new_key(bench))
     else:
         key = asyncio.run(load(admin, bench, args.customers))

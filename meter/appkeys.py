@@ -15,7 +15,7 @@ from meter.ingest.validation import Limits
 from meter.metrics import Metrics
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
-from meter.usage.store import PlanCache
+from meter.usage.plans import PlanCache
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)

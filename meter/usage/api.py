@@ -1,9 +1,9 @@
 """`GET /v1/customers/{id}/usage` and `GET /v1/customers/{id}/usage/history` (API-key auth).
 
 Order of a usage request, and why the numbers are consistent:
-  1. authenticate; load the plan (customer, subscription, items, prices; cached for seconds) —
-     no usage is read yet, so nothing about money can be stale here but a price change younger
-     than the cache TTL.
+  1. authenticate; load the plan (customer, subscription, items, prices; cached until a billing
+     write names it, see plans.py) — no usage is read yet, so nothing about money can be stale
+     here but a billing change whose notification is still on its way (milliseconds).
   2. pick the billing period of each item (`period=current|previous|<instant>`).
   3. read the streams' pending entries of this customer (Redis) — before step 4, see pending.py.
   4. read rollups and stream checkpoints in one repeatable-read snapshot (Postgres).

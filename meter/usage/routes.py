@@ -1,17 +1,33 @@
-"""`setup(app)`: the usage API's routes and its plan cache, added to meter's app in one call."""
+"""`setup(app)`: the usage API's routes and its plan cache (with the listener that keeps it
+current), added to meter's app in one call."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from meter import appkeys
-from meter.usage import api
-from meter.usage.store import PlanCache
+from meter.usage import api, plans
+from meter.usage.plans import PlanCache
 
 USAGE = "/v1/customers/{id}/usage"
 
 
 def setup(app: web.Application) -> None:
     app[appkeys.USAGE_PLANS] = PlanCache()
+    app.cleanup_ctx.append(_plan_listener)
     app.router.add_get(USAGE, api.usage)
     app.router.add_get(USAGE + "/history", api.history)
+
+
+async def _plan_listener(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(
+        plans.listen(app[appkeys.SETTINGS].database_url, app[appkeys.USAGE_PLANS])
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

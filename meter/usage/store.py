@@ -1,16 +1,8 @@
-"""Postgres reads of the usage API, and the short-lived plan cache.
-
-Caching policy (README, "Usage API"): only the *plan* — customer, subscription, items and their
-prices — is cached, for `PLAN_TTL_S` per (tenant, customer key), because it changes on webhooks
-(rarely) and costs three queries. Usage and amounts are never cached: they are folded from the
-rollups and the streams on every request, so money is at most as old as the request. A price or
-period change is therefore visible within `PLAN_TTL_S` on every server.
-"""
+"""Postgres reads of the usage API (the plan's cache is meter/usage/plans.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -34,8 +26,6 @@ from meter.usage.tally import Tally
 
 T = TypeVar("T")
 
-PLAN_TTL_S = 5.0
-_MAX_ENTRIES = 50_000
 # A subscription in these states bills nothing more: its customer's current usage is unpriced.
 ENDED = ("canceled", "incomplete_expired")
 
@@ -170,34 +160,6 @@ async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
         if has_sub
         else (),
     )
-
-
-@dataclass(slots=True)
-class _Entry:
-    plan: Plan
-    expires: float
-
-
-class PlanCache:
-    """`load_plan` answers for `ttl_s` (monotonic clock). Unknown customers are not cached, so a
-    customer created a moment ago is found on the next request."""
-
-    def __init__(self, *, ttl_s: float = PLAN_TTL_S) -> None:
-        self._ttl_s = ttl_s
-        self._entries: dict[tuple[str, str], _Entry] = {}
-
-    async def plan(self, conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
-        now = time.monotonic()
-        entry = self._entries.get((tenant, key))
-        if entry is not None and entry.expires > now:
-            return entry.plan
-        plan = await load_plan(conn, tenant, key)
-        if len(self._entries) >= _MAX_ENTRIES:
-            self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
-            if len(self._entries) >= _MAX_ENTRIES:
-                self._entries.clear()
-        self._entries[(tenant, key)] = _Entry(plan, now + self._ttl_s)
-        return plan
 
 
 async def periods_at(

@@ -99,6 +99,13 @@ class Summary:
     drift: dict[LedgerKey, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
     totals: dict[LedgerKey, tuple[Decimal, Decimal, Decimal]] = field(default_factory=dict)
     unanswered: int = 0
+    # Processes that exited on their own (not killed by the schedule): name → exit code and the
+    # end of its log. A process that cannot start again shows up as drift; this says why.
+    exited: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift and not self.unanswered and not self.exited
 
     def table(self) -> str:
         rows = [
@@ -127,6 +134,7 @@ class Summary:
             )
         drift = f"{len(self.drift)} (customer, meter, hour)" if self.drift else "0"
         rows.append(("drift", drift))
+        rows += [(f"exited on its own: {name}", why) for name, why in sorted(self.exited.items())]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -209,6 +217,12 @@ class Proc:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
+
+    def why(self) -> str:
+        """Its exit code and the last lines of its log."""
+        code = None if self.proc is None else self.proc.returncode
+        tail = self.log.read_text(errors="replace").splitlines()[-5:] if self.log.exists() else []
+        return f"exit {code}: " + " | ".join(tail)
 
 
 async def wait_port(port: int, timeout_s: float = 30.0) -> None:
@@ -540,6 +554,12 @@ class Run:
                 await asyncio.wait_for(once.proc.wait(), 120)
             except TimeoutError:
                 await once.kill()
+            else:
+                if once.proc.returncode != 0:
+                    self.summary.exited[once.name] = once.why()
+        for proc in self.procs.values():
+            if not proc.alive:
+                self.summary.exited[proc.name] = proc.why()
         self.summary.drift = await self.compare()
 
     # -- the whole thing
@@ -634,8 +654,7 @@ async def chaos(profile: Profile, seed: int, database_url: str, workdir: Path) -
 
 
 def report(summary: Summary) -> str:
-    ok = not summary.drift and not summary.unanswered
-    verdict = "OK" if ok else f"FAILED — replay with --seed {summary.seed}"
+    verdict = "OK" if summary.ok else f"FAILED — replay with --seed {summary.seed}"
     return f"chaos {summary.profile} seed={summary.seed}: {verdict}\n{summary.table()}"
 
 
@@ -694,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
             if pg is not None:
                 pg.stop()
         print(report(summary))
-        return 0 if not summary.drift and not summary.unanswered else 1
+        return 0 if summary.ok else 1
 
 
 if __name__ == "__main__":

@@ -19,4 +19,5 @@ async def test_chaos_short(database_url: str, tmp_dir: Path) -> None:
     print(report(summary))
     assert not summary.unanswered, report(summary)
     assert not summary.drift, report(summary)
+    assert not summary.exited, report(summary)
     assert summary.in_count > 0

@@ -31,15 +31,17 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER customers_plan_change AFTER INSERT OR UPDATE OR DELETE ON customers
-    FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change();
-CREATE TRIGGER subscriptions_plan_change AFTER INSERT OR UPDATE OR DELETE ON subscriptions
-    FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change();
-CREATE TRIGGER subscription_items_plan_change AFTER INSERT OR UPDATE OR DELETE ON subscription_items
-    FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change();
-CREATE TRIGGER prices_plan_change AFTER INSERT OR UPDATE OR DELETE ON prices
-    FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change();
-CREATE TRIGGER billing_meters_plan_change AFTER INSERT OR UPDATE OR DELETE ON billing_meters
-    FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change();
-CREATE TRIGGER meter_definitions_plan_change AFTER INSERT OR UPDATE OR DELETE ON meter_definitions
-    FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change();
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['customers', 'subscriptions', 'subscription_items', 'prices',
+                             'billing_meters', 'meter_definitions'] LOOP
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I'
+            ' FOR EACH ROW EXECUTE FUNCTION meter_notify_plan_change()',
+            t || '_plan_change', t
+        );
+    END LOOP;
+END
+$$;

@@ -23,7 +23,16 @@ from meter import auth
 from meter.app import create_app
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis, port_open
-from meter.migrate import migrate
+from meter.migrate import migrate, migrations_dir
+
+
+def migrations_before(version: int, dest: Path) -> Path:
+    """A migrations directory holding only the files before `version`: an older release, to
+    test an upgrade over the data it left."""
+    for path in sorted(migrations_dir().glob("*.sql")):
+        if int(path.name.split("_", 1)[0]) < version:
+            (dest / path.name).write_text(path.read_text())
+    return dest
 
 
 def with_database(url: str, database: str) -> str:

@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 from aggregator.worker import Worker
 from meter.config import Settings
 from meter.events import UsageEvent, event_key
-from meter.migrate import migrate, migrations_dir
+from meter.migrate import migrate
 from meter.redis_keys import Keys
+from tests.conftest import migrations_before
 from tests.integration.aggregator.conftest import now_ms, rollups
 from tests.unit.aggregator.reference import reference
 
@@ -37,12 +38,9 @@ async def test_python_and_sql_compute_the_same_key(db: asyncpg.Connection) -> No
 async def test_an_upgrade_keeps_every_id_seen_before(
     empty_database_url: str, tmp_path: Path
 ) -> None:
-    for path in sorted(migrations_dir().glob("*.sql")):
-        if int(path.name.split("_", 1)[0]) < 8:
-            (tmp_path / path.name).write_text(path.read_text())
     conn = await asyncpg.connect(empty_database_url)
     try:
-        await migrate(conn, tmp_path)
+        await migrate(conn, migrations_before(8, tmp_path))
         await conn.executemany(
             "INSERT INTO usage_event_ids (tenant, event_id) VALUES ($1, $2)", PAIRS
         )

@@ -67,10 +67,12 @@ async def wait_healthy(session: aiohttp.ClientSession, base: str, proc: Any, log
 def spellings(secret: str) -> set[str]:
     """The secret and what it could leak as: its tail, its sha256 in hex and base64."""
     digest = hashlib.sha256(secret.encode()).digest()
-    tail = secret.split("_")[-1]
+    # The last 16 characters, not the part after the last "_": an API key's random part is
+    # urlsafe base64 and may hold "_" itself ("…_s" made the "tail" the letter s, found in
+    # every log: the flaky failure seen in earlier sessions).
     return {
         secret,
-        tail[-16:],
+        secret[-16:],
         digest.hex(),
         base64.b64encode(digest).decode(),
         base64.urlsafe_b64encode(digest).decode().rstrip("="),

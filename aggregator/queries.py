@@ -61,12 +61,20 @@ BATCH_COLUMNS = (
 # the streams), the primary key makes the later INSERT fail, its whole transaction rolls back,
 # and the retried batch finds the key with this probe. All CTEs see one snapshot, so the final
 # SELECT sees `seen` as the probe computed it.
+# The probe is a LATERAL subquery with LIMIT 1, not EXISTS: Postgres may plan an uncorrelated
+# EXISTS as a hashed SubPlan that reads the whole of usage_event_keys (seen at ~100k keys, and a
+# generic plan stays cached per connection), while a LIMIT-ed lateral subquery can only run as one
+# index lookup per batch row. New keys go in key order so that two transactions that ever do meet
+# (see above) lock the index in the same order: one waits for the other rather than deadlocking.
 INSERT_NEW_EVENTS = """
 WITH probe AS MATERIALIZED (
-    SELECT b.*, EXISTS (SELECT FROM usage_event_keys k WHERE k.key = b.key) AS seen
+    SELECT b.*, k.hit IS NOT NULL AS seen
     FROM aggregator_batch b
+    LEFT JOIN LATERAL (
+        SELECT true AS hit FROM usage_event_keys k WHERE k.key = b.key LIMIT 1
+    ) k ON true
 ), new_keys AS (
-    INSERT INTO usage_event_keys (key) SELECT key FROM probe WHERE NOT seen
+    INSERT INTO usage_event_keys (key) SELECT key FROM probe WHERE NOT seen ORDER BY key
 ), raw AS (
     INSERT INTO usage_events (
         tenant, event_id, customer, meter, value, event_time, received_at, properties,
@@ -88,10 +96,13 @@ SELECT tenant, event_id FROM probe WHERE seen
 # batch's keys, tenants and event ids (no repeats: the batch is deduplicated first).
 INSERT_NEW_IDS = """
 WITH probe AS MATERIALIZED (
-    SELECT b.*, EXISTS (SELECT FROM usage_event_keys k WHERE k.key = b.key) AS seen
+    SELECT b.*, k.hit IS NOT NULL AS seen
     FROM unnest($1::bytea[], $2::text[], $3::text[]) AS b(key, tenant, event_id)
+    LEFT JOIN LATERAL (
+        SELECT true AS hit FROM usage_event_keys k WHERE k.key = b.key LIMIT 1
+    ) k ON true
 ), new_keys AS (
-    INSERT INTO usage_event_keys (key) SELECT key FROM probe WHERE NOT seen
+    INSERT INTO usage_event_keys (key) SELECT key FROM probe WHERE NOT seen ORDER BY key
 )
 SELECT tenant, event_id FROM probe WHERE seen
 """

@@ -10,14 +10,14 @@ the same function prices the invoice of a past period too.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from meter.pricing import currencies
 from meter.pricing.adjustments import TaxAmount, allocate, discount_total, line_taxes
 from meter.pricing.amounts import line_amount
 from meter.pricing.errors import PricingError
-from meter.pricing.model import Discount, Period, SubscriptionItem, TaxRate
+from meter.pricing.model import ZERO, Discount, Period, SubscriptionItem, TaxRate
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,35 +65,34 @@ def price_items(
 ) -> list[Line]:
     """One line per item: metered items on `usage[item.id]` over `period` (no usage = 0), then
     licensed items on their quantity over `licensed_period` (default: `period`)."""
-    metered = [
-        Line(
-            kind="metered",
-            item_id=item.id,
-            price_id=item.price.id,
-            pricing_model=item.price.model,
-            quantity=usage.get(item.id, Decimal(0)),
-            amount=line_amount(item.price, usage.get(item.id, Decimal(0))),
-            period=period,
-        )
-        for item in items
-        if item.price.metered
-    ]
-    licensed = []
+    metered: list[Line] = []
+    licensed: list[Line] = []
     for item in items:
-        if item.price.metered:
-            continue
-        quantity = Decimal(1 if item.quantity is None else item.quantity)
-        licensed.append(
-            Line(
-                kind="licensed",
-                item_id=item.id,
-                price_id=item.price.id,
-                pricing_model=item.price.model,
-                quantity=quantity,
-                amount=line_amount(item.price, quantity),
-                period=licensed_period or period,
+        price = item.price
+        if price.metered:
+            quantity = usage.get(item.id, ZERO)
+            line = Line(
+                "metered",
+                item.id,
+                price.id,
+                price.model,
+                quantity,
+                line_amount(price, quantity),
+                period,
             )
-        )
+            metered.append(line)
+        else:
+            quantity = Decimal(1 if item.quantity is None else item.quantity)
+            line = Line(
+                "licensed",
+                item.id,
+                price.id,
+                price.model,
+                quantity,
+                line_amount(price, quantity),
+                licensed_period or period,
+            )
+            licensed.append(line)
     return metered + licensed
 
 
@@ -139,11 +138,11 @@ def project_invoice(
     )
 
     rates_by_item = {item.id: item.tax_rates for item in items if item.tax_rates}
-    taxed = []
-    for line, share in zip(lines, shares, strict=True):
-        rates = rates_by_item.get(line.item_id, tuple(tax_rates))
-        taxes = line_taxes(line.amount - share, rates)
-        taxed.append(replace(line, discount_amount=share, taxes=taxes))
+    defaults = tuple(tax_rates)
+    taxed = [
+        _settled(line, share, rates_by_item.get(line.item_id, defaults))
+        for line, share in zip(lines, shares, strict=True)
+    ]
     tax = sum(t.amount for line in taxed for t in line.taxes if not t.inclusive)
     included = sum(t.amount for line in taxed for t in line.taxes if t.inclusive)
     return InvoiceProjection(
@@ -155,6 +154,27 @@ def project_invoice(
         tax=tax,
         tax_included=included,
         total=subtotal - off + tax,
+    )
+
+
+def _settled(line: Line, discount: int, rates: Sequence[TaxRate]) -> Line:
+    """`line` with its share of the discount and the taxes on what remains.
+
+    Optimisation: a new Line built directly, not dataclasses.replace, which inspects the fields
+    on every call (a fifth of a usage response's pricing time)."""
+    if not discount and not rates:
+        return line
+    return Line(
+        line.kind,
+        line.item_id,
+        line.price_id,
+        line.pricing_model,
+        line.quantity,
+        line.amount,
+        line.period,
+        line.discountable,
+        discount,
+        line_taxes(line.amount - discount, rates),
     )
 
 

@@ -89,20 +89,20 @@ class Price:
     transform_quantity: TransformQuantity | None = None
     recurring: Recurring | None = None
     id: str = ""
+    # Derived once here, not as properties: each usage response reads them a dozen times.
+    metered: bool = field(init=False, repr=False, compare=False)
+    model: str = field(init=False, repr=False, compare=False)  # as the usage API reports it
 
     def __post_init__(self) -> None:
         _validate_price(self)
-
-    @property
-    def metered(self) -> bool:
-        return self.recurring is not None and self.recurring.usage_type is UsageType.METERED
-
-    @property
-    def model(self) -> str:
-        """The pricing model's name, as the usage API reports it."""
+        recurring = self.recurring
+        metered = recurring is not None and recurring.usage_type is UsageType.METERED
         if self.billing_scheme is BillingScheme.TIERED:
-            return f"tiered_{self.tiers_mode}"
-        return "package" if self.transform_quantity else "per_unit"
+            model = f"tiered_{self.tiers_mode}"
+        else:
+            model = "package" if self.transform_quantity else "per_unit"
+        object.__setattr__(self, "metered", metered)
+        object.__setattr__(self, "model", model)
 
 
 def _validate_price(price: Price) -> None:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meter.config import Settings
+
+if TYPE_CHECKING:
+    from aggregator.worker import Worker
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +29,12 @@ def add_parser(subparsers: Any) -> None:
         "--once", action="store_true", help="drain everything present in the streams, then exit"
     )
     p.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        help="with --once: drain in N processes at once, the i-th taking every N-th shard from i",
+    )
+    p.add_argument(
         "--batch-size",
         type=int,
         help="stream entries per transaction (default METER_AGGREGATOR_BATCH_SIZE)",
@@ -31,8 +44,38 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=aggregate_cmd)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
     """Run the worker (or one drain with --once) until SIGTERM/SIGINT."""
+    if args.once:
+        print(f"aggregated {await drain(settings, args)} event(s)")
+        return 0
+    async with _worker(settings, args) as worker:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("aggregator started", extra={"shards": settings.shards})
+        await worker.run(stop)
+        return 0
+
+
+async def drain(
+    settings: Settings, args: argparse.Namespace, part: tuple[int, int] = (0, 1)
+) -> int:
+    """One `--once` drain of the shards of `part` (see Worker.drain); the events folded."""
+    async with _worker(settings, args) as worker:
+        return await worker.drain(part)
+
+
+@contextlib.asynccontextmanager
+async def _worker(settings: Settings, args: argparse.Namespace) -> AsyncIterator[Worker]:
     from aggregator.metrics import AggregatorMetrics
     from aggregator.worker import Worker
     from meter.connections import redis_client
@@ -52,25 +95,54 @@ async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
             faults=Faults.parse(args.fault),
             batch_size=args.batch_size,
         ) as worker:
-            if args.once:
-                folded = await worker.drain()
-                print(f"aggregated {folded} event(s)")
-                return 0
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            log.info("aggregator started", extra={"shards": settings.shards})
-            await worker.run(stop)
-            return 0
+            yield worker
     finally:
         await redis.aclose()
 
 
 def aggregate_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    if args.processes > 1:
+        if not args.once:
+            # Continuous workers already share the shards through leases: run N of them.
+            raise SystemExit("meter aggregate: --processes needs --once")
+        return _drain_in_processes(settings, args)
+    return _run(aggregate(settings, args))
+
+
+def _run(main: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
-        return asyncio.run(aggregate(settings, args))
+        return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(aggregate(settings, args))
+        return runner.run(main)
+
+
+def _drain_in_processes(settings: Settings, args: argparse.Namespace) -> int:
+    """`--once --processes N`: a Python process folds on one core, so on a machine with more
+    cores a drain runs N processes, each over its own shards (the i-th takes the shards ≡ i
+    mod N, each still through its lease, so a worker running elsewhere is never raced).
+    Exactly-once is per shard, as in one process; a part that dies leaves its shards, with
+    their checkpoints, to the next run, and the command then fails."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    n = args.processes
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
+        parts = [pool.submit(_part, settings, args, (i, n)) for i in range(n)]
+        try:
+            folded = sum(part.result() for part in parts)
+        except BrokenProcessPool:
+            log.error("aggregate --once: a part's process died; its shards wait for the next run")
+            return 1
+    print(f"aggregated {folded} event(s)")
+    return 0
+
+
+def _part(settings: Settings, args: argparse.Namespace, part: tuple[int, int]) -> int:
+    from meter import logs
+
+    logs.setup(settings.log_level)
+    return _run(drain(settings, args, part))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Iterable
 
 import asyncpg
 
@@ -92,7 +93,7 @@ class Leases:
                 break
             await self.try_acquire((start + n) % self.shards)
 
-    async def acquire_all_free(self) -> None:
-        """Take every shard no one holds (the `--once` mode)."""
-        for shard in range(self.shards):
+    async def acquire_all_free(self, among: Iterable[int] | None = None) -> None:
+        """Take every shard no one holds, of `among` (default: all; the `--once` mode)."""
+        for shard in range(self.shards) if among is None else among:
             await self.try_acquire(shard)

@@ -166,12 +166,15 @@ class Worker:
             self.metrics.lag_entries.remove(str(shard))
             self._lag_reported.discard(shard)
 
-    async def drain(self) -> int:
+    async def drain(self, part: tuple[int, int] = (0, 1)) -> int:
         """`--once`: take every free shard, fold what each stream holds now, give them back.
-        Returns the number of events folded. Shards other workers hold are theirs to drain."""
-        await self.leases.acquire_all_free()
+        Returns the number of events folded. Shards other workers hold are theirs to drain.
+        `part=(i, n)`: only the shards ≡ i (mod n), for the i-th of n draining processes."""
+        index, parts = part
+        mine = [s for s in range(self.settings.shards) if s % parts == index]
+        await self.leases.acquire_all_free(mine)
         self.metrics.leases.set(len(self.leases.held))
-        skipped = sorted(set(range(self.settings.shards)) - self.leases.held)
+        skipped = sorted(set(mine) - self.leases.held)
         if skipped:
             log.info("shards held by other workers, skipped", extra={"shards": skipped})
         todo = sorted(self.leases.held)

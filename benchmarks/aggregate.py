@@ -9,6 +9,8 @@ times, each as its own process the way an operator runs it, on a fresh database 
   time (XRANGE), decodes each entry and INSERTs each event into a plain table (no keys, no
   dedupe, no rollups, no checkpoint) with one asyncpg executemany per batch, one transaction per
   batch;
+- `meter aggregate --once --processes 2` (raw log on and off): the drain split over two
+  processes, each over half of the shards, so that the Python work uses both cores;
 - `meter aggregate --once` (raw log on) over the same number of events spread over few and many
   buckets, to show that the rollup cost follows the buckets touched, not the events.
 
@@ -334,6 +336,9 @@ def main() -> int:
         ("meter aggregate, raw log off", aggregate, {"METER_RAW_LOG": "0"}),
         # Bigger batches fold more events into each bucket upsert (the default B is 20,000).
         ("raw log on, --batch-size 50000", [*aggregate, "--batch-size", "50000"], {}),
+        # One Python process folds on one core; a drain can use every core (the baseline: one).
+        ("raw log on, --processes 2", [*aggregate, "--processes", "2"], {}),
+        ("raw log off, --processes 2", [*aggregate, "--processes", "2"], {"METER_RAW_LOG": "0"}),
     ]
     spreads = ["realistic"] if args.skip_buckets else ["realistic", "few", "many"]
     results: list[Result] = []

@@ -107,6 +107,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         max_events=settings.commit_max_events,
         high_water=settings.stream_high_water,
         metrics=app[appkeys.METRICS],
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout_s=settings.redis_wait_timeout_s,
     )
     app[appkeys.PG] = pool
     app[appkeys.REDIS] = redis

@@ -76,6 +76,11 @@ class Settings:
     stream_high_water: int = 2_000_000
     # The group committer sends at most this many events in one Redis round trip.
     commit_max_events: int = 5000
+    # Acknowledge events only once this many replicas have them (Redis WAIT after each commit
+    # call; README, Durability). 0: as soon as the master applied them.
+    redis_wait_replicas: int = 0
+    # How long a commit waits for those replicas before the request gets a 503.
+    redis_wait_timeout_s: float = 0.1
     api_key_cache_ttl_s: float = 30.0
     # Ingest rate limit per API key and process: a token bucket of `burst` requests refilled at
     # `rate` requests/s; over it → 429 + Retry-After. 0 disables it.
@@ -160,6 +165,11 @@ class Settings:
             raise ConfigError("METER_INGEST_RATE_LIMIT must be >= 0 (0 disables it)")
         if self.ingest_rate_burst < 1:
             raise ConfigError("METER_INGEST_RATE_BURST must be at least 1")
+        if not 0 <= self.redis_wait_replicas <= 16:
+            raise ConfigError("METER_REDIS_WAIT_REPLICAS must be between 0 and 16")
+        # Under the Redis clients' 5 s socket timeout, with room for the script itself.
+        if not 0.001 <= self.redis_wait_timeout_s <= 2:
+            raise ConfigError("METER_REDIS_WAIT_TIMEOUT must be between 1ms and 2s")
         if self.api_key_cache_ttl_s < 0:
             raise ConfigError("METER_API_KEY_CACHE_TTL must be >= 0")
         if not 1 <= self.aggregator_lanes <= 64:
@@ -228,6 +238,8 @@ class Settings:
             strict=_bool(get("METER_STRICT") or "0"),
             stream_high_water=integer("METER_STREAM_HIGH_WATER", base.stream_high_water),
             commit_max_events=integer("METER_COMMIT_MAX_EVENTS", base.commit_max_events),
+            redis_wait_replicas=integer("METER_REDIS_WAIT_REPLICAS", base.redis_wait_replicas),
+            redis_wait_timeout_s=duration("METER_REDIS_WAIT_TIMEOUT", base.redis_wait_timeout_s),
             api_key_cache_ttl_s=duration("METER_API_KEY_CACHE_TTL", base.api_key_cache_ttl_s),
             ingest_rate_limit=number("METER_INGEST_RATE_LIMIT", base.ingest_rate_limit),
             ingest_rate_burst=integer("METER_INGEST_RATE_BURST", base.ingest_rate_burst),

@@ -21,6 +21,10 @@ entry together), those in the failed shard were not — or, if the connection br
 script ran, may have been. The client's retry with the same ids is answered `duplicate` for every
 event that landed and `accepted` for the rest, so each event is still counted exactly once. In
 cluster mode, then, a 503 does not promise that none of the request's events were stored.
+
+With METER_REDIS_WAIT_REPLICAS = r > 0, each call is followed by `WAIT r timeout` on its
+connection, and a call that fewer than r replicas acknowledged counts as failed (503), though
+the master applied it: again the retry answers `duplicate` for what landed.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 from redis.asyncio import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from meter.connections import REDIS_ERRORS, RedisClient
 from meter.errors import Unavailable
@@ -43,6 +47,10 @@ from meter.metrics import Metrics
 from meter.redis_keys import INGEST_SCRIPT, Keys
 
 log = logging.getLogger(__name__)
+
+
+class NotReplicated(RedisError):
+    """A commit that fewer replicas than METER_REDIS_WAIT_REPLICAS acknowledged in time."""
 
 
 class Item(NamedTuple):
@@ -73,8 +81,12 @@ class Committer:
         high_water: int,
         metrics: Metrics,
         max_inflight: int = 2,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 0.1,
     ) -> None:
         self._redis = redis
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = max(1, round(wait_timeout_s * 1000))
         # A cluster takes one call per shard (a script's keys must share a slot).
         self._per_shard = isinstance(redis, RedisCluster)
         self._keys = keys
@@ -245,13 +257,46 @@ class Committer:
     async def _call(self, keys: list[str], args: list[str | bytes | int]) -> list[int]:
         sha = self._sha or await self._load_script()
         try:
-            reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+            return await self._call_once(sha, keys, args)
         except NoScriptError:
             # Redis lost its script cache (restart, failover; in a cluster, a promoted replica
             # may never have had it): the call did nothing, so loading the script (on every
             # master, in a cluster) and calling again is safe.
             sha = await self._load_script()
-            reply = await self._redis.evalsha(sha, len(keys), *keys, *args)
+            return await self._call_once(sha, keys, args)
+
+    async def _call_once(
+        self, sha: str, keys: list[str], args: list[str | bytes | int]
+    ) -> list[int]:
+        if not self._wait_replicas:
+            return cast(list[int], await self._redis.evalsha(sha, len(keys), *keys, *args))
+        # METER_REDIS_WAIT_REPLICAS: WAIT answers how many replicas have every write made so
+        # far *on its connection*, so it must follow the script on the same connection: a
+        # pipeline sends both on one connection (in a cluster, one of the node that serves the
+        # script's slot, which WAIT is pinned to; no redirection is followed, so the script
+        # can never run on another node than the WAIT).
+        wait = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node_from_key(keys[0])
+            cluster_pipe = self._redis.pipeline(transaction=False)
+            # (The cluster pipeline refuses its `evalsha` helper; the raw command routes by
+            # the script's keys all the same.)
+            cluster_pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            cluster_pipe.execute_command(*wait, target_nodes=node)
+            reply, acked = await cluster_pipe.execute(allow_redirections=False)
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+                pipe.execute_command(*wait)
+                reply, acked = await pipe.execute()
+        if int(acked) < self._wait_replicas:
+            # Applied on the master, not yet on enough replicas: answered like a lost reply
+            # (503). The retry is answered `duplicate` for what landed here, or `accepted` if
+            # a failover lost it meanwhile — counted once either way.
+            raise NotReplicated(
+                f"{int(acked)} of {self._wait_replicas} replica(s) acknowledged the commit"
+                f" within {self._wait_timeout_ms} ms"
+            )
         return cast(list[int], reply)
 
     async def _load_script(self) -> str:

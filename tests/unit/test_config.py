@@ -51,6 +51,8 @@ def test_from_env_reads_every_documented_variable() -> None:
             "METER_PORT": "9000",
             "METER_LOG_LEVEL": "DEBUG",
             "METER_STRICT": "1",
+            "METER_REDIS_WAIT_REPLICAS": "1",
+            "METER_REDIS_WAIT_TIMEOUT": "250ms",
         }
     )
     assert s.database_url == "postgresql://x/db"
@@ -62,6 +64,7 @@ def test_from_env_reads_every_documented_variable() -> None:
     assert (s.shards, s.late_window_s, s.host, s.port) == (8, 172800.0, "0.0.0.0", 9000)
     assert s.log_level == "debug"
     assert s.strict is True
+    assert (s.redis_wait_replicas, s.redis_wait_timeout_s) == (1, 0.25)
 
 
 @pytest.mark.parametrize(
@@ -72,6 +75,8 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_LATE_WINDOW": "36d"},
         {"METER_LOG_LEVEL": "loud"},
         {"METER_PORT": "http"},
+        {"METER_REDIS_WAIT_REPLICAS": "-1"},
+        {"METER_REDIS_WAIT_TIMEOUT": "5s"},
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:

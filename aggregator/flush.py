@@ -188,6 +188,7 @@ async def flush_shard(
         #    Postgres has never seen; the statement returns the others, the duplicates. With the
         #    raw log off, the same probe and insert into usage_event_keys decide it and nothing
         #    else is written: the dedupe, and so exactly-once, does not depend on the raw log.
+        await conn.execute(queries.INDEX_PROBE)
         if raw_log:
             await conn.copy_records_to_table(
                 queries.BATCH_TABLE,
@@ -203,6 +204,7 @@ async def flush_shard(
                 [e.tenant for e in events],
                 [e.id for e in events],
             )
+        await conn.execute(queries.END_INDEX_PROBE)
         if seen:
             old = {(r["tenant"], r["event_id"]) for r in seen}
             new_pairs = [(k, e) for k, e in pairs if (e.tenant, e.id) not in old]

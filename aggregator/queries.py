@@ -62,10 +62,21 @@ BATCH_COLUMNS = (
 # and the retried batch finds the key with this probe. All CTEs see one snapshot, so the final
 # SELECT sees `seen` as the probe computed it.
 # The probe is a LATERAL subquery with LIMIT 1, not EXISTS: Postgres may plan an uncorrelated
-# EXISTS as a hashed SubPlan that reads the whole of usage_event_keys (seen at ~100k keys, and a
-# generic plan stays cached per connection), while a LIMIT-ed lateral subquery can only run as one
-# index lookup per batch row. New keys go in key order so that two transactions that ever do meet
-# (see above) lock the index in the same order: one waits for the other rather than deadlocking.
+# EXISTS as a hashed SubPlan that reads the whole of usage_event_keys (seen at ~100k keys). The
+# lateral form still leaves Postgres a choice, so it runs under INDEX_PROBE (below). New keys go in
+# key order so that two transactions that ever do meet (see above) lock the index in the same
+# order: one waits for the other rather than deadlocking.
+# Run around either probe (flush step 6). A connection plans a statement once and keeps the plan
+# (INSERT_NEW_EVENTS has no parameters, so its first plan is final). Planned while
+# usage_event_keys was small, a sequential scan of the keys per batch row looks cheapest, and that
+# plan stays as the table grows: a 20,000-event batch took 97 s at 100,000 keys instead of 0.13 s.
+# With sequential scans disabled the only plan left is an index lookup per row. JIT goes off too:
+# the disabled scan of the batch table itself (it has no index, and needs none) carries a huge
+# nominal cost that would otherwise make Postgres JIT-compile the statement every time.
+# RESET afterwards restores both for the rest of the transaction (the fold's upserts).
+INDEX_PROBE = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
+END_INDEX_PROBE = "RESET enable_seqscan; RESET jit"
+
 INSERT_NEW_EVENTS = """
 WITH probe AS MATERIALIZED (
     SELECT b.*, k.hit IS NOT NULL AS seen

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from meter.config import Settings
 
 if TYPE_CHECKING:
+    import multiprocessing
+
     from aggregator.worker import Worker
 
 T = TypeVar("T")
@@ -122,27 +124,67 @@ def _drain_in_processes(settings: Settings, args: argparse.Namespace) -> int:
     """`--once --processes N`: a Python process folds on one core, so on a machine with more
     cores a drain runs N processes, each over its own shards (the i-th takes the shards ≡ i
     mod N, each still through its lease, so a worker running elsewhere is never raced).
-    Exactly-once is per shard, as in one process; a part that dies leaves its shards, with
-    their checkpoints, to the next run, and the command then fails."""
+    Exactly-once is per shard, as in one process. A part that dies leaves its unfinished
+    shards, with their checkpoints, to the next run, while the other parts finish theirs; the
+    command then fails.
+
+    One plain process per part, not a process pool: a part exits as soon as its drain is done,
+    so parts whose parent was killed finish their shards and exit rather than wait on the pool
+    for more work forever."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
 
     n = args.processes
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-        parts = [pool.submit(_part, settings, args, (i, n)) for i in range(n)]
-        try:
-            folded = sum(part.result() for part in parts)
-        except BrokenProcessPool:
-            log.error("aggregate --once: a part's process died; its shards wait for the next run")
-            return 1
-    print(f"aggregated {folded} event(s)")
+    # A part writes one small report straight into this pipe (no feeder thread) and exits;
+    # N reports stay far below the pipe's buffer, so no part blocks on a parent that reads
+    # them only after joining, or that is gone.
+    reports: multiprocessing.SimpleQueue[tuple[int, int, list[int]]] = context.SimpleQueue()
+    procs = [
+        context.Process(
+            target=_part, args=(settings, args, (i, n), reports), name=f"aggregate-{i + 1}-of-{n}"
+        )
+        for i in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    done: dict[int, tuple[int, list[int]]] = {}
+    while not reports.empty():
+        index, folded, shards = reports.get()
+        done[index] = (folded, shards)
+    failed = [(i, proc.exitcode) for i, proc in enumerate(procs) if i not in done]
+    for i, code in failed:
+        log.error(
+            "aggregate --once: a part's process died; its unfinished shards wait for the next run",
+            extra={"part": f"{i + 1} of {n}", "exit_code": code},
+        )
+    if failed:
+        return 1
+    for i, (folded, shards) in sorted(done.items()):
+        print(f"part {i + 1} of {n}: {folded} event(s) from shards {_shard_list(shards)}")
+    print(f"aggregated {sum(folded for folded, _ in done.values())} event(s)")
     return 0
 
 
-def _part(settings: Settings, args: argparse.Namespace, part: tuple[int, int]) -> int:
+def _shard_list(shards: list[int]) -> str:
+    return ", ".join(map(str, shards)) or "none"
+
+
+def _part(
+    settings: Settings,
+    args: argparse.Namespace,
+    part: tuple[int, int],
+    reports: multiprocessing.SimpleQueue[tuple[int, int, list[int]]],
+) -> None:
     from meter import logs
 
     logs.setup(settings.log_level)
-    return _run(drain(settings, args, part))
+
+    async def run() -> tuple[int, list[int]]:
+        async with _worker(settings, args) as worker:
+            folded = await worker.drain(part)
+            return folded, worker.drained
+
+    folded, shards = _run(run())
+    reports.put((part[0], folded, shards))

@@ -77,6 +77,8 @@ class Worker:
         # The lease connection is shared by concurrent lanes (a lane releases a shard whose
         # checkpoint moved); asyncpg runs one query at a time per connection.
         self._lease_lock = asyncio.Lock()
+        # The shards the last drain() held, and so drained (`--processes` reports them).
+        self.drained: list[int] = []
 
     async def __aenter__(self) -> Worker:
         await self._connect_leases()
@@ -178,6 +180,7 @@ class Worker:
         if skipped:
             log.info("shards held by other workers, skipped", extra={"shards": skipped})
         todo = sorted(self.leases.held)
+        self.drained = list(todo)
         total = 0
 
         async def lane(n: int) -> None:

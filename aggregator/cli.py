@@ -68,12 +68,10 @@ async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
-async def drain(
-    settings: Settings, args: argparse.Namespace, part: tuple[int, int] = (0, 1)
-) -> int:
-    """One `--once` drain of the shards of `part` (see Worker.drain); the events folded."""
+async def drain(settings: Settings, args: argparse.Namespace) -> int:
+    """One `--once` drain of every free shard; the events folded."""
     async with _worker(settings, args) as worker:
-        return await worker.drain(part)
+        return await worker.drain()
 
 
 @contextlib.asynccontextmanager

@@ -224,7 +224,8 @@ def run_once(
         seconds = time.perf_counter() - started
         if out.returncode != 0:
             raise SystemExit(f"{label} failed ({out.returncode}):\n{out.stderr}")
-        if out.stdout.split()[1] != str(n):
+        # The last line is the total ("aggregated N event(s)"); --processes lists parts first.
+        if out.stdout.strip().splitlines()[-1].split()[1] != str(n):
             raise SystemExit(f"{label}: expected {n} events, got: {out.stdout.strip()}")
     finally:
         drop_keys(redis, prefix)

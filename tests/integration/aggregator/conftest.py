@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
+import sys
 import time
 from collections.abc import Collection, Sequence
 from decimal import Decimal
@@ -125,3 +128,30 @@ class PeriodsAttributor:
         self, conn: asyncpg.Connection, tenant: str, customers: Collection[str]
     ) -> Sequence[ItemPeriod]:
         return [p for p in self.periods if p.customer in customers]
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of an aggregator process on this test's database and Redis prefix."""
+    return {
+        **os.environ,
+        "METER_DATABASE_URL": settings.database_url,
+        "METER_REDIS_URL": settings.redis_url,
+        "METER_REDIS_PREFIX": settings.redis_prefix,
+        "METER_SHARDS": str(settings.shards),
+        "METER_LOG_LEVEL": "warning",
+        **extra,
+    }
+
+
+async def start_aggregate(
+    settings: Settings,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdout: int = asyncio.subprocess.DEVNULL,
+    stderr: int = asyncio.subprocess.DEVNULL,
+) -> asyncio.subprocess.Process:
+    """`meter aggregate *args` as a process of its own (so that it can be killed -9)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aggregator", "aggregate", *args,
+        env=env or env_for(settings), stdout=stdout, stderr=stderr,
+    )  # fmt: skip

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 
 import asyncpg
 from redis.asyncio import Redis
@@ -17,6 +15,7 @@ from tests.integration.aggregator.conftest import (
     make_events,
     post_events,
     rollups,
+    start_aggregate,
     stream_events,
     stream_lengths,
     unique_totals,
@@ -24,29 +23,8 @@ from tests.integration.aggregator.conftest import (
 from tests.unit.aggregator.reference import reference, reference_unique
 
 
-def env_for(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "METER_DATABASE_URL": settings.database_url,
-        "METER_REDIS_URL": settings.redis_url,
-        "METER_REDIS_PREFIX": settings.redis_prefix,
-        "METER_SHARDS": str(settings.shards),
-        "METER_LOG_LEVEL": "warning",
-    }
-
-
 async def aggregate(settings: Settings, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aggregator",
-        "aggregate",
-        "--once",
-        *args,
-        env=env_for(settings),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    return await start_aggregate(settings, "--once", *args)
 
 
 async def test_kill_9_anywhere_never_loses_or_double_counts(

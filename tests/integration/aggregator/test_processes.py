@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import signal
-import sys
 
 import asyncpg
 import psutil
@@ -21,25 +20,15 @@ from tests.integration.aggregator.conftest import (
     make_events,
     post_events,
     rollups,
+    start_aggregate,
     stream_events,
     stream_lengths,
 )
-from tests.integration.aggregator.test_crash import env_for
 from tests.unit.aggregator.reference import reference
 
 
 async def drain(settings: Settings, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aggregator",
-        "aggregate",
-        "--once",
-        *args,
-        env=env_for(settings),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    proc = await start_aggregate(settings, "--once", *args, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode()
@@ -93,12 +82,7 @@ async def test_parts_whose_parent_is_killed_finish_their_shards_and_exit(
 ) -> None:
     await post_events(client, api_key, make_events(300, seed=9))
     accepted = await stream_events(redis, settings)
-    parent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aggregator", "aggregate", "--once", "--processes", "2",
-        env=env_for(settings),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    parent = await start_aggregate(settings, "--once", "--processes", "2")
     parts: list[psutil.Process] = []
     try:
         async with db.transaction():
@@ -135,17 +119,7 @@ SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND da
 
 
 async def test_processes_needs_once(settings: Settings) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aggregator",
-        "aggregate",
-        "--processes",
-        "2",
-        env=env_for(settings),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_aggregate(settings, "--processes", "2", stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
     assert proc.returncode != 0
     assert b"--processes needs --once" in err

@@ -7,9 +7,7 @@ fold every event exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
 
 import asyncpg
 from redis.asyncio import Redis
@@ -20,13 +18,14 @@ from meter.events import UsageEvent
 from meter.redis_keys import Keys, shard_of
 from tests.integration.aggregator.conftest import (
     Client,
+    env_for,
     make_events,
     post_events,
     rollups,
+    start_aggregate,
     stream_events,
     stream_lengths,
 )
-from tests.integration.aggregator.test_crash import env_for
 from tests.unit.aggregator.reference import reference
 
 
@@ -79,21 +78,16 @@ async def test_raw_log_off_still_folds_redelivered_entries_once(
 async def test_raw_log_off_survives_kill_9_between_commit_and_trim(
     client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
 ) -> None:
-    env = {**env_for(settings), "METER_RAW_LOG": "0"}
+    env = env_for(settings, METER_RAW_LOG="0")
     accepted: list[UsageEvent] = []
     for round_, fault in enumerate(["after_commit:2", "before_commit:2", "after_commit:1"]):
         await post_events(client, api_key, make_events(120, seed=300 + round_))
         accepted += await stream_events(redis, settings)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aggregator", "aggregate", "--once",
-            "--batch-size", "15", "--fault", fault,
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = await start_aggregate(
+            settings, "--once", "--batch-size", "15", "--fault", fault, env=env
+        )
         assert await proc.wait() == -signal.SIGKILL, fault
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aggregator", "aggregate", "--once",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = await start_aggregate(settings, "--once", env=env)
     assert await proc.wait() == 0
 
     assert await stream_lengths(redis, settings) == [0] * settings.shards

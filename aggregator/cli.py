@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -145,22 +146,39 @@ def _drain_in_processes(settings: Settings, args: argparse.Namespace) -> int:
     ]
     for proc in procs:
         proc.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        # Stopping the command stops its parts: SIGTERM kills them where they are (safe at any
+        # line, like kill -9), SIGINT cancels their drains. Only a parent killed with SIGKILL
+        # leaves its parts running; they then finish their shards and exit.
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
     for proc in procs:
         proc.join()
     done: dict[int, tuple[int, list[int]]] = {}
     while not reports.empty():
         index, folded, shards = reports.get()
         done[index] = (folded, shards)
-    failed = [(i, proc.exitcode) for i, proc in enumerate(procs) if i not in done]
-    for i, code in failed:
-        log.error(
-            "aggregate --once: a part's process died; its unfinished shards wait for the next run",
-            extra={"part": f"{i + 1} of {n}", "exit_code": code},
-        )
-    if failed:
-        return 1
+    for i, proc in enumerate(procs):
+        if i in done and proc.exitcode != 0:
+            # Its report came after its last commit: the work stands, the exit is only logged.
+            log.warning(
+                "aggregate --once: a part exited badly after its drain",
+                extra={"part": f"{i + 1} of {n}", "exit_code": proc.exitcode},
+            )
+        elif i not in done:
+            log.error(
+                "aggregate --once: a part died; its unfinished shards wait for the next run",
+                extra={"part": f"{i + 1} of {n}", "exit_code": proc.exitcode},
+            )
     for i, (folded, shards) in sorted(done.items()):
         print(f"part {i + 1} of {n}: {folded} event(s) from shards {_shard_list(shards)}")
+    if len(done) < n:
+        return 1
     print(f"aggregated {sum(folded for folded, _ in done.values())} event(s)")
     return 0
 

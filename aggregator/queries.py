@@ -49,6 +49,20 @@ BATCH_COLUMNS = (
     "stream_id",
 )
 
+# Run around either probe (flush step 6). A connection plans a statement when it first runs and
+# keeps that plan until something invalidates it (an ANALYZE of a table it reads, a schema
+# change); INSERT_NEW_EVENTS has no parameters, so no per-call re-planning either. Planned while
+# usage_event_keys was small, a sequential scan of the keys per batch row looks cheapest, and
+# the plan can stay as the table grows: a 20,000-key probe at 100,000 stored keys took 118 s
+# (psql, prepared at 60 keys) instead of 36 ms. With sequential scans disabled the only plan
+# left is an index lookup per row. JIT goes off too: the disabled scan of the batch table itself
+# (it has no index, and needs none) carries a huge nominal cost that would otherwise make
+# Postgres JIT-compile the probe (measured: ~200 ms for a 2,000-row batch). RESET afterwards
+# returns both to the connection's defaults for the rest of the transaction (the flush connection
+# never sets them otherwise); an error in between rolls the SET LOCAL back with the transaction.
+INDEX_PROBE = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
+END_INDEX_PROBE = "RESET enable_seqscan; RESET jit"
+
 # Postgres is the durable dedupe: an event is new if its key is not in usage_event_keys. One
 # statement probes every key of the batch once (an index lookup each), records the new keys,
 # writes the new events to the raw log and returns the ones already seen: the duplicates, which
@@ -63,20 +77,9 @@ BATCH_COLUMNS = (
 # SELECT sees `seen` as the probe computed it.
 # The probe is a LATERAL subquery with LIMIT 1, not EXISTS: Postgres may plan an uncorrelated
 # EXISTS as a hashed SubPlan that reads the whole of usage_event_keys (seen at ~100k keys). The
-# lateral form still leaves Postgres a choice, so it runs under INDEX_PROBE (below). New keys go in
+# lateral form still leaves Postgres a choice, so it runs under INDEX_PROBE (above). New keys go in
 # key order so that two transactions that ever do meet (see above) lock the index in the same
 # order: one waits for the other rather than deadlocking.
-# Run around either probe (flush step 6). A connection plans a statement once and keeps the plan
-# (INSERT_NEW_EVENTS has no parameters, so its first plan is final). Planned while
-# usage_event_keys was small, a sequential scan of the keys per batch row looks cheapest, and that
-# plan stays as the table grows: a 20,000-event batch took 97 s at 100,000 keys instead of 0.13 s.
-# With sequential scans disabled the only plan left is an index lookup per row. JIT goes off too:
-# the disabled scan of the batch table itself (it has no index, and needs none) carries a huge
-# nominal cost that would otherwise make Postgres JIT-compile the statement every time.
-# RESET afterwards restores both for the rest of the transaction (the fold's upserts).
-INDEX_PROBE = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
-END_INDEX_PROBE = "RESET enable_seqscan; RESET jit"
-
 INSERT_NEW_EVENTS = """
 WITH probe AS MATERIALIZED (
     SELECT b.*, k.hit IS NOT NULL AS seen

@@ -77,7 +77,8 @@ class Worker:
         # The lease connection is shared by concurrent lanes (a lane releases a shard whose
         # checkpoint moved); asyncpg runs one query at a time per connection.
         self._lease_lock = asyncio.Lock()
-        # The shards the last drain() held, and so drained (`--processes` reports them).
+        # The shards the last drain() took (`--processes` reports them): each drained, unless
+        # its checkpoint moved under us (another worker's), and then released.
         self.drained: list[int] = []
 
     async def __aenter__(self) -> Worker:

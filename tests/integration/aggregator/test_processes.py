@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+from typing import Any
 
 import asyncpg
 import psutil
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 from aggregator import queries
 from aggregator.flush import FOLD_LOCK_KEY
 from meter.config import Settings
+from meter.redis_keys import shard_of
 from tests.integration.aggregator.conftest import (
     Client,
     make_events,
@@ -58,23 +60,74 @@ async def test_parts_drain_every_shard_once(
     assert await db.fetchval("SELECT count(*) FROM usage_events") == len(accepted)
 
 
-async def test_a_part_that_dies_fails_the_drain_and_the_next_run_finishes_it(
+def events_of_part(index: int, shards: int, count: int, seed: int) -> list[dict[str, Any]]:
+    """`count` events (tenant acme) on the shards of part `index` (from 0) of 2."""
+    events = make_events(40 * count, seed=seed)
+    return [e for e in events if shard_of("acme", e["id"], shards) % 2 == index][:count]
+
+
+async def test_a_part_that_dies_leaves_its_shards_while_the_other_finishes(
     client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
 ) -> None:
-    await post_events(client, api_key, make_events(400, seed=8))
+    # Part 2 of 2 (odd shards) gets 40 events: at most 40/20 + shards/2 batches (4 with the
+    # tests' 4 shards), so it never reaches the fault's 12th commit. Part 1 (even shards) gets
+    # 400 events, ≥ 20 batches, and is killed (SIGKILL) right after its 12th commit, before
+    # that batch's XTRIM.
+    await post_events(client, api_key, events_of_part(0, settings.shards, 400, seed=8))
+    await post_events(client, api_key, events_of_part(1, settings.shards, 40, seed=18))
     accepted = await stream_events(redis, settings)
 
-    # Every part is killed (SIGKILL) right after its second commit, before its XTRIM.
     code, out = await drain(settings, "--processes", "2", "--batch-size", "20", "--fault",
-                            "after_commit:2")  # fmt: skip
+                            "after_commit:12")  # fmt: skip
     assert code == 1
-    assert "aggregated" not in out
-    assert sum(await stream_lengths(redis, settings)) > 0
+    assert "aggregated" not in out  # no total: it would not be the whole drain
+    assert out.startswith("part 2 of 2: ")  # the part that finished still says what it did
+    lengths = await stream_lengths(redis, settings)
+    assert all(length == 0 for length in lengths[1::2])  # the surviving part drained its shards
+    assert sum(lengths[0::2]) > 0  # the dead part's shards wait
 
     code, _ = await drain(settings, "--processes", "2")
     assert code == 0
     assert await stream_lengths(redis, settings) == [0] * settings.shards
     assert await rollups(db) == reference(accepted)
+
+
+async def test_sigterm_stops_the_parts_too(
+    client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
+) -> None:
+    await post_events(client, api_key, make_events(300, seed=10))
+    accepted = await stream_events(redis, settings)
+    parent = await start_aggregate(settings, "--once", "--processes", "2")
+    parts: list[psutil.Process] = []
+    try:
+        async with db.transaction():
+            await hold_parts_at_their_first_flush(db)
+            parts = psutil.Process(parent.pid).children(recursive=True)
+            parent.terminate()
+            assert await asyncio.wait_for(parent.wait(), 60) == 1
+            # Gone while still waiting for the lock: stopped, not finished.
+            _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 60)
+            assert alive == []
+    finally:
+        for proc in parts:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+    assert sum(await stream_lengths(redis, settings)) == len(accepted)
+
+    code, _ = await drain(settings, "--processes", "2")
+    assert code == 0
+    assert await rollups(db) == reference(accepted)
+
+
+async def hold_parts_at_their_first_flush(db: asyncpg.Connection) -> None:
+    """Inside a transaction of `db`: take the fold lock (every flush takes it shared) and wait
+    until the parts' lanes block on it."""
+    await db.execute(queries.LOCK_FOLD_EXCLUSIVE, FOLD_LOCK_KEY)
+    for _ in range(1200):  # the parts start (spawn, imports), then their lanes block
+        if await db.fetchval(WAITING_FOR_FOLD_LOCK) >= 2:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the parts never reached their first flush")
 
 
 async def test_parts_whose_parent_is_killed_finish_their_shards_and_exit(
@@ -86,19 +139,12 @@ async def test_parts_whose_parent_is_killed_finish_their_shards_and_exit(
     parts: list[psutil.Process] = []
     try:
         async with db.transaction():
-            # Hold the parts at their first flush: every flush takes this lock shared.
-            await db.execute(queries.LOCK_FOLD_EXCLUSIVE, FOLD_LOCK_KEY)
-            for _ in range(1200):  # the parts start (spawn, imports) and their lanes block
-                if await db.fetchval(WAITING_FOR_FOLD_LOCK) >= 2:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the parts never reached their first flush")
+            await hold_parts_at_their_first_flush(db)
             parts = psutil.Process(parent.pid).children(recursive=True)
             os.kill(parent.pid, signal.SIGKILL)
             await parent.wait()
         # Lock released: the orphaned parts go on with their drains.
-        _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 120)
+        _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 60)
     finally:
         for proc in parts:
             with contextlib.suppress(psutil.NoSuchProcess):

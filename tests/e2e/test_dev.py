@@ -73,7 +73,10 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
                     if response.status != 200:
                         return None  # the demo subscription may still be on its way (webhooks)
                     doc: dict[str, Any] = await response.json()
-                return doc if doc["items"] and doc["items"][0]["quantity"] == "1500" else None
+                # Without its subscription yet (webhooks still on their way) the usage comes
+                # unpriced, per meter, with no invoice: wait for the priced answer.
+                priced = doc["subscription"] is not None and doc["invoice"] is not None
+                return doc if priced and doc["items"][0]["quantity"] == "1500" else None
 
             usage = await poll(invoiced, "usage in the projected invoice")
             # Graduated demo price: $5 flat + 1,000 × 1 ¢ + 500 × 0.5 ¢.

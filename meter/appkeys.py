@@ -15,6 +15,7 @@ from meter.ingest.validation import Limits
 from meter.metrics import Metrics
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
+from meter.usage.pending import PendingReads
 from meter.usage.plans import PlanCache
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -31,3 +32,4 @@ COMMITTER = web.AppKey("committer", Committer)
 KNOWN_NAMES = web.AppKey[KnownNames | None]("known_names")
 BILLING = web.AppKey("billing", Billing)
 USAGE_PLANS = web.AppKey("usage_plans", PlanCache)
+USAGE_PENDING = web.AppKey("usage_pending", PendingReads)

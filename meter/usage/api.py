@@ -112,8 +112,8 @@ async def usage(request: web.Request) -> web.Response:
         window = None if selection else _window(wanted, now)
         freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
         try:
-            read: pending.PendingRead | None = await pending.read_pending(
-                app[appkeys.REDIS], names, tenant, plan.keys
+            read: pending.PendingRead | None = await app[appkeys.USAGE_PENDING].read(
+                tenant, plan.keys
             )
         except (RedisError, OSError) as exc:
             log.warning("usage: pending events unavailable", extra={"error": str(exc)})

@@ -12,10 +12,16 @@ Consistency (see `api.usage`): the streams are read *before* the Postgres snapsh
 checkpoints; an entry counts as pending only if its id is after its stream's checkpoint in that
 snapshot. An entry folded between the two reads is then in the rollups and not pending; one
 folded before is in both reads but filtered by the checkpoint: nothing is counted twice.
+
+Sharing (`PendingReads`): the read is the same for every customer (the whole pending part,
+filtered afterwards), so concurrent usage requests share one. A request joins only a read that
+is *sent after it arrived*, so it still sees every event accepted before it (read-your-writes),
+and it takes its Postgres snapshot only after that read returned, as above.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import cast
@@ -45,6 +51,10 @@ class PendingRead:
     truncated: bool
 
 
+# What one read returns: (stream name, its entries) for every non-empty stream.
+StreamsRead = list[tuple[str, list[tuple[bytes, dict[bytes | str, bytes]]]]]
+
+
 def streams(keys: Keys, shards: int) -> list[str]:
     return [keys.stream(shard) for shard in range(shards)]
 
@@ -53,9 +63,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _read_streams(
-    redis: RedisClient, names: list[str], per_stream: int
-) -> list[tuple[str, list[tuple[bytes, dict[bytes | str, bytes]]]]]:
+async def _read_streams(redis: RedisClient, names: list[str], per_stream: int) -> StreamsRead:
     """The first `per_stream` entries of each stream, oldest first (empty streams left out)."""
     if isinstance(redis, RedisCluster):
         # Keys of one command must share a slot in a cluster: one XRANGE per stream.
@@ -74,11 +82,54 @@ async def _read_streams(
     return [(_text(name), entries) for name, entries in found or []]
 
 
-async def read_pending(
-    redis: RedisClient, names: list[str], tenant: str, customers: Collection[str]
+class PendingReads:
+    """The pending part of the streams, read once for all the usage requests waiting for it.
+
+    A request waits for the next read to be sent: at once when none is in flight, else as soon
+    as the one in flight returns, together with every request that arrived meanwhile. So under
+    load one XREAD (and its parsing) serves many requests, and a request waits at most for the
+    read in flight plus its own. (Measured without any read at all, the usage benchmark gains
+    ~24 %: the ceiling of what sharing saves there.)"""
+
+    def __init__(self, redis: RedisClient, names: list[str]) -> None:
+        self._redis = redis
+        self._names = names
+        self._per_stream = max(1, MAX_PENDING_SCAN // len(names))
+        self._next: asyncio.Future[StreamsRead] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    async def read(self, tenant: str, customers: Collection[str]) -> PendingRead:
+        """These customers' entries (oldest first, at most MAX_PENDING_SCAN scanned)."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            if self._sender is None:
+                self._sender = asyncio.create_task(self._send())
+        # Shielded: a request that goes away (client disconnect) must not cancel the read the
+        # others wait for.
+        return _scan(await asyncio.shield(self._next), self._per_stream, tenant, customers)
+
+    async def _send(self) -> None:
+        try:
+            while (round_ := self._next) is not None:
+                self._next = None  # who arrives from here on waits for the next read
+                try:
+                    round_.set_result(
+                        await _read_streams(self._redis, self._names, self._per_stream)
+                    )
+                except BaseException as exc:
+                    # Every waiter gets the error (a Redis error: they answer without pending
+                    # events; a cancellation at shutdown: they stop).
+                    round_.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._sender = None
+
+
+def _scan(
+    streams: StreamsRead, per_stream: int, tenant: str, customers: Collection[str]
 ) -> PendingRead:
-    """This customer's entries in the streams (oldest first, at most MAX_PENDING_SCAN scanned)."""
-    per_stream = max(1, MAX_PENDING_SCAN // len(names))
+    """The entries of these customers in a read of the streams."""
     entries: list[PendingEntry] = []
     scanned, truncated = 0, False
     wanted = set(customers)
@@ -88,7 +139,7 @@ async def read_pending(
     # contains orjson.dumps(customer) verbatim; entries without any are skipped undecoded. (A
     # match elsewhere in the payload is only a wasted decode: the check below still decides.)
     needles = [orjson.dumps(c) for c in wanted]
-    for name, batch in await _read_streams(redis, names, per_stream):
+    for name, batch in streams:
         scanned += len(batch)
         truncated = truncated or len(batch) >= per_stream
         for entry_id, fields in batch:

@@ -88,8 +88,7 @@ class PendingReads:
     A request waits for the next read to be sent: at once when none is in flight, else as soon
     as the one in flight returns, together with every request that arrived meanwhile. So under
     load one XREAD (and its parsing) serves many requests, and a request waits at most for the
-    read in flight plus its own. (Measured without any read at all, the usage benchmark gains
-    ~24 %: the ceiling of what sharing saves there.)"""
+    read in flight plus its own (bench-usage: 1,349–1,670 → 1,891–2,008 requests/s)."""
 
     def __init__(self, redis: RedisClient, names: list[str]) -> None:
         self._redis = redis

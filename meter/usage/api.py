@@ -23,10 +23,10 @@ from typing import Any, cast
 import asyncpg
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from meter import appkeys
 from meter.billing.errors import NotFound
+from meter.connections import REDIS_ERRORS
 from meter.ingest.handlers import authenticate
 from meter.pricing import (
     Discount,
@@ -41,6 +41,8 @@ from meter.usage.store import Plan, PlanItem
 from meter.usage.tally import Tally
 
 log = logging.getLogger(__name__)
+# Redis unreachable (standalone or cluster): the usage is answered without pending events.
+PENDING_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
 Doc = dict[str, Any]
 
@@ -115,7 +117,7 @@ async def usage(request: web.Request) -> web.Response:
             read: pending.PendingRead | None = await app[appkeys.USAGE_PENDING].read(
                 tenant, plan.keys
             )
-        except (RedisError, OSError) as exc:
+        except PENDING_ERRORS as exc:
             log.warning("usage: pending events unavailable", extra={"error": str(exc)})
             read = None
         snap = await store.read_usage(

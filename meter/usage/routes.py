@@ -38,5 +38,6 @@ async def _pending_reads(app: web.Application) -> AsyncIterator[None]:
     # After meter.app's resources: it needs their Redis client.
     settings = app[appkeys.SETTINGS]
     names = pending.streams(app[appkeys.KEYS], settings.shards)
-    app[appkeys.USAGE_PENDING] = pending.PendingReads(app[appkeys.REDIS], names)
-    yield
+    async with pending.PendingReads(app[appkeys.REDIS], names) as reads:
+        app[appkeys.USAGE_PENDING] = reads
+        yield

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -97,21 +98,12 @@ async def test_sigterm_stops_the_parts_too(
 ) -> None:
     await post_events(client, api_key, make_events(300, seed=10))
     accepted = await stream_events(redis, settings)
-    parent = await start_aggregate(settings, "--once", "--processes", "2")
-    parts: list[psutil.Process] = []
-    try:
-        async with db.transaction():
-            await hold_parts_at_their_first_flush(db)
-            parts = psutil.Process(parent.pid).children(recursive=True)
-            parent.terminate()
-            assert await asyncio.wait_for(parent.wait(), 60) == 1
-            # Gone while still waiting for the lock: stopped, not finished.
-            _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 60)
-            assert alive == []
-    finally:
-        for proc in parts:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
+    async with held_drain(settings, db) as (parent, parts):
+        parent.terminate()
+        assert await asyncio.wait_for(parent.wait(), 60) == 1
+        # Gone while still waiting for the lock: stopped, not finished.
+        _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 60)
+        assert alive == []
     assert sum(await stream_lengths(redis, settings)) == len(accepted)
 
     code, _ = await drain(settings, "--processes", "2")
@@ -119,42 +111,55 @@ async def test_sigterm_stops_the_parts_too(
     assert await rollups(db) == reference(accepted)
 
 
-async def hold_parts_at_their_first_flush(db: asyncpg.Connection) -> None:
-    """Inside a transaction of `db`: take the fold lock (every flush takes it shared) and wait
-    until the parts' lanes block on it."""
-    await db.execute(queries.LOCK_FOLD_EXCLUSIVE, FOLD_LOCK_KEY)
-    for _ in range(1200):  # the parts start (spawn, imports), then their lanes block
-        if await db.fetchval(WAITING_FOR_FOLD_LOCK) >= 2:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the parts never reached their first flush")
-
-
 async def test_parts_whose_parent_is_killed_finish_their_shards_and_exit(
     client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
 ) -> None:
     await post_events(client, api_key, make_events(300, seed=9))
     accepted = await stream_events(redis, settings)
+    async with held_drain(settings, db, release_early=True) as (parent, parts):
+        os.kill(parent.pid, signal.SIGKILL)
+        await parent.wait()
+    # Lock released: the orphaned parts go on with their drains.
+    _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 60)
+    for proc in alive:
+        proc.kill()
+    assert alive == []
+    assert await stream_lengths(redis, settings) == [0] * settings.shards
+    assert await rollups(db) == reference(accepted)
+
+
+@contextlib.asynccontextmanager
+async def held_drain(
+    settings: Settings, db: asyncpg.Connection, *, release_early: bool = False
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[psutil.Process]]]:
+    """A `--once --processes 2` drain whose parts are held at their first flush while the
+    block runs: `db` holds the fold lock, which every flush takes shared, until the block ends.
+    Yields the parent and its child processes. Whatever still runs after the block is killed,
+    unless `release_early`, which leaves it to the test."""
     parent = await start_aggregate(settings, "--once", "--processes", "2")
     parts: list[psutil.Process] = []
     try:
         async with db.transaction():
-            await hold_parts_at_their_first_flush(db)
+            await db.execute(queries.LOCK_FOLD_EXCLUSIVE, FOLD_LOCK_KEY)
+            for _ in range(1200):  # the parts start (spawn, imports), then their lanes block
+                if await db.fetchval(WAITING_FOR_FOLD_LOCK) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the parts never reached their first flush")
             parts = psutil.Process(parent.pid).children(recursive=True)
-            os.kill(parent.pid, signal.SIGKILL)
-            await parent.wait()
-        # Lock released: the orphaned parts go on with their drains.
-        _, alive = await asyncio.to_thread(psutil.wait_procs, parts, 60)
+            yield parent, parts
+    except BaseException:
+        release_early = False
+        raise
     finally:
-        for proc in parts:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
+        if not release_early:
+            for proc in parts:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
         if parent.returncode is None:
             parent.kill()
             await parent.wait()
-    assert alive == []
-    assert await stream_lengths(redis, settings) == [0] * settings.shards
-    assert await rollups(db) == reference(accepted)
 
 
 WAITING_FOR_FOLD_LOCK = """

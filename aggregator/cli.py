@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from meter.config import Settings
+from meter.signals import stop_on_signals
 
 if TYPE_CHECKING:
     import multiprocessing
@@ -60,10 +61,7 @@ async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"aggregated {await drain(settings, args)} event(s)")
         return 0
     async with _worker(settings, args) as worker:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         log.info("aggregator started", extra={"shards": settings.shards})
         await worker.run(stop)
         return 0

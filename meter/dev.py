@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
 import sys
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -26,6 +25,7 @@ from meter import auth
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis
 from meter.migrate import migrate
+from meter.signals import stop_on_signals
 
 DEV_DIR = Path(".meter/dev")
 _DEV_DB = "meter"
@@ -142,10 +142,7 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
     from meter.stripe_emulator.server import running_emulator
     from reporter.worker import Reporter
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     async with AsyncExitStack() as stack:
         emulator_base = None
         if not settings.stripe_api_key:

@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
-import signal
 from typing import Any
 
 from meter.config import Settings
+from meter.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ async def report(settings: Settings, args: argparse.Namespace) -> int:
             from prometheus_client import start_http_server
 
             start_http_server(settings.reporter_metrics_port, registry=reporter.metrics.registry)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         log.info("reporter started", extra={"transport": settings.reporter_transport})
         await reporter.run(stop)
         return 0

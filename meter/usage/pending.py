@@ -89,7 +89,7 @@ class PendingReads:
     A request waits for the next read to be sent: at once when none is in flight, else as soon
     as the one in flight returns, together with every request that arrived meanwhile. So under
     load one XREAD (and its parsing) serves many requests, and a request waits at most for the
-    read in flight plus its own (bench-usage: 1,349–1,670 → 1,891–2,008 requests/s).
+    read in flight plus its own (bench-usage: 1,349–1,670 → 1,891–2,257 requests/s).
 
     Use as `async with PendingReads(redis, names) as reads:` — the block runs the reader task;
     leaving it cancels any read still wanted, so that no request waits forever."""

@@ -104,9 +104,8 @@ async def usage(request: web.Request) -> web.Response:
     """Usage so far, amounts, run-rate projection and projected invoice of one billing period."""
     tenant = await authenticate(request)
     app = request.app
-    settings = app[appkeys.SETTINGS]
+    reads = app[appkeys.USAGE_PENDING]
     wanted = params.period(request.query)
-    names = pending.streams(app[appkeys.KEYS], settings.shards)
     now = int(time.time())
     async with _connection(app) as conn:
         plan = await app[appkeys.USAGE_PLANS].plan(conn, tenant, request.match_info["id"])
@@ -114,9 +113,7 @@ async def usage(request: web.Request) -> web.Response:
         window = None if selection else _window(wanted, now)
         freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
         try:
-            read: pending.PendingRead | None = await app[appkeys.USAGE_PENDING].read(
-                tenant, plan.keys
-            )
+            read: pending.PendingRead | None = await reads.read(tenant, plan.keys)
         except PENDING_ERRORS as exc:
             log.warning("usage: pending events unavailable", extra={"error": str(exc)})
             read = None
@@ -124,7 +121,7 @@ async def usage(request: web.Request) -> web.Response:
             conn,
             tenant,
             plan.keys,
-            names,
+            reads.names,
             item_periods={i.id: p for i, p in selection} if selection else None,
             window=window,
         )

@@ -96,7 +96,7 @@ class PendingReads:
 
     def __init__(self, redis: RedisClient, names: list[str]) -> None:
         self._redis = redis
-        self._names = names
+        self.names = names  # the shard streams, in shard order (their checkpoints go with them)
         self._per_stream = max(1, MAX_PENDING_SCAN // len(names))
         self._next: asyncio.Future[StreamsRead] | None = None
         self._wanted = asyncio.Event()
@@ -132,7 +132,7 @@ class PendingReads:
                 if round_ is None:
                     continue
                 try:
-                    streams = await _read_streams(self._redis, self._names, self._per_stream)
+                    streams = await _read_streams(self._redis, self.names, self._per_stream)
                 except Exception as exc:
                     # Every waiter gets the error and answers without pending events; marked
                     # as seen, since all of them may have gone away already.

@@ -58,7 +58,8 @@ def _positive(text: str) -> int:
 async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
     """Run the worker (or one drain with --once) until SIGTERM/SIGINT."""
     if args.once:
-        print(f"aggregated {await drain(settings, args)} event(s)")
+        folded, _ = await drain(settings, args)
+        print(f"aggregated {folded} event(s)")
         return 0
     async with _worker(settings, args) as worker:
         stop = stop_on_signals()
@@ -67,10 +68,13 @@ async def aggregate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
-async def drain(settings: Settings, args: argparse.Namespace) -> int:
-    """One `--once` drain of every free shard; the events folded."""
+async def drain(
+    settings: Settings, args: argparse.Namespace, part: tuple[int, int] = (0, 1)
+) -> tuple[int, list[int]]:
+    """One `--once` drain of the free shards of `part` (see Worker.drain): the events folded
+    and the shards drained."""
     async with _worker(settings, args) as worker:
-        return await worker.drain()
+        return await worker.drain(part), worker.drained
 
 
 @contextlib.asynccontextmanager
@@ -194,11 +198,5 @@ def _part(
     from meter import logs
 
     logs.setup(settings.log_level)
-
-    async def run() -> tuple[int, list[int]]:
-        async with _worker(settings, args) as worker:
-            folded = await worker.drain(part)
-            return folded, worker.drained
-
-    folded, shards = _run(run())
+    folded, shards = _run(drain(settings, args, part))
     reports.put((part[0], folded, shards))

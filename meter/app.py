@@ -16,7 +16,7 @@ from meter import appkeys
 from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
-from meter.connections import redis_client
+from meter.connections import PooledConnection, redis_client
 from meter.errors import MeteringError, Unavailable
 from meter.health import healthz, metrics_endpoint, readyz
 from meter.ingest.committer import Committer
@@ -67,19 +67,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_body(500, "api_error", "internal error; nothing was written")
-
-
-class PooledConnection(asyncpg.Connection):
-    """A connection of the API's pool, released without asyncpg's reset statement.
-
-    Optimisation: asyncpg resets a connection on release with one more round trip (unlock all
-    advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL): ~10 % of a usage request's CPU. Nothing
-    served from this pool leaves such session state (it takes no advisory lock, opens no cursor
-    outside a transaction, never LISTENs or SETs). An open transaction is still rolled back on
-    release: asyncpg does that before, and regardless of, this query."""
-
-    def get_reset_query(self) -> str:
-        return ""
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:

@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 
 from meter.auth import KeyCache
+from meter.batching import Batcher
 from meter.billing.service import Billing
 from meter.config import Settings
 from meter.connections import RedisClient
@@ -17,6 +18,7 @@ from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
 from meter.usage.pending import PendingReads
 from meter.usage.plans import PlanCache
+from meter.usage.store import ItemUsage, Snapshot
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -33,3 +35,6 @@ KNOWN_NAMES = web.AppKey[KnownNames | None]("known_names")
 BILLING = web.AppKey("billing", Billing)
 USAGE_PLANS = web.AppKey("usage_plans", PlanCache)
 USAGE_PENDING = web.AppKey("usage_pending", PendingReads)
+USAGE_SNAPSHOTS = web.AppKey("usage_snapshots", Batcher[ItemUsage, Snapshot])
+# The one connection usage snapshots are read on (meter/usage/queries.py SNAPSHOT_SETTINGS).
+USAGE_PG = web.AppKey("usage_pg", asyncpg.Pool)

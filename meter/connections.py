@@ -1,10 +1,12 @@
-"""Redis connections for the hot path, and the one factory every process builds its client with."""
+"""Redis connections for the hot path, and the one factory every process builds its client with;
+the API's pooled Postgres connections."""
 
 from __future__ import annotations
 
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
+import asyncpg
 import hiredis
 from redis.asyncio import Connection, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -67,3 +69,16 @@ def _host_port(url: str) -> tuple[str, int]:
     if parts.hostname is None:
         raise ConfigError(f"METER_REDIS_URL: not a Redis node URL: {url!r}")
     return parts.hostname, parts.port or 6379
+
+
+class PooledConnection(asyncpg.Connection):
+    """A connection of the API's pool, released without asyncpg's reset statement.
+
+    Optimisation: asyncpg resets a connection on release with one more round trip (unlock all
+    advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL): ~10 % of a usage request's CPU. Nothing
+    served from this pool leaves such session state (it takes no advisory lock, opens no cursor
+    outside a transaction, never LISTENs or SETs). An open transaction is still rolled back on
+    release: asyncpg does that before, and regardless of, this query."""
+
+    def get_reset_query(self) -> str:
+        return ""

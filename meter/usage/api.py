@@ -65,18 +65,22 @@ def month_of(at: int) -> Period:
     return Period(start, add_months(start, 1))
 
 
+def _current(plan: Plan) -> list[tuple[PlanItem, Period]]:
+    if plan.subscription is None or plan.status in store.ENDED:
+        return []
+    return [(i, i.current) for i in plan.items if not i.removed]
+
+
 async def _selection(
     conn: asyncpg.Connection, plan: Plan, wanted: str | int, now: int
 ) -> list[tuple[PlanItem, Period]]:
     """Each item with its period for the requested period; [] means "bill nothing" (no
     subscription, or one that ended, asked for the current period)."""
+    if wanted == params.CURRENT:
+        return _current(plan)
     if plan.subscription is None:
         return []
     live = [i for i in plan.items if not i.removed]
-    if wanted == params.CURRENT:
-        if plan.status in store.ENDED:
-            return []
-        return [(i, i.current) for i in live]
     if wanted == params.PREVIOUS:
         anchor = min((i.current.start for i in live or plan.items), default=now)
         at = anchor - 1
@@ -89,6 +93,19 @@ async def _selection(
             f"no billing period of customer {plan.external_id!r} holds {at}", param="period"
         )
     return [(i, periods[i.id]) for i in plan.items if i.id in periods]
+
+
+async def _plan_and_selection(
+    app: web.Application, tenant: str, key: str, wanted: str | int, now: int
+) -> tuple[Plan, list[tuple[PlanItem, Period]]]:
+    plans = app[appkeys.USAGE_PLANS]
+    plan = plans.cached(tenant, key)
+    if plan is not None and wanted == params.CURRENT:
+        return plan, _current(plan)  # the common case needs no connection
+    async with _connection(app) as conn:
+        if plan is None:
+            plan = await plans.plan(conn, tenant, key)
+        return plan, await _selection(conn, plan, wanted, now)
 
 
 def _window(wanted: str | int, now: int) -> Period:
@@ -107,29 +124,28 @@ async def usage(request: web.Request) -> web.Response:
     reads = app[appkeys.USAGE_PENDING]
     wanted = params.period(request.query)
     now = int(time.time())
-    async with _connection(app) as conn:
-        plan = await app[appkeys.USAGE_PLANS].plan(conn, tenant, request.match_info["id"])
-        selection = await _selection(conn, plan, wanted, now)
-        window = None if selection else _window(wanted, now)
-        freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
-        try:
-            read: pending.PendingRead | None = await reads.read(tenant, plan.keys)
-        except PENDING_ERRORS as exc:
-            log.warning("usage: pending events unavailable", extra={"error": str(exc)})
-            read = None
-        snap = await store.read_usage(
-            conn,
-            tenant,
-            plan.keys,
-            reads.names,
-            item_periods={i.id: p for i, p in selection} if selection else None,
-            window=window,
-        )
+    # No connection is held from here on while waiting for a shared read: a request holding
+    # one would keep it from the others (and from the batch they wait for).
+    plan, selection = await _plan_and_selection(app, tenant, request.match_info["id"], wanted, now)
+    window = None if selection else _window(wanted, now)
+    freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
+    try:
+        read: pending.PendingRead | None = await reads.read(tenant, plan.keys)
+    except PENDING_ERRORS as exc:
+        log.warning("usage: pending events unavailable", extra={"error": str(exc)})
+        read = None
+    # The Postgres snapshot only now, after the pending read returned (pending.py says why).
+    defined: dict[str, str] = {}
+    if window is None:
+        periods = {i.id: p for i, p in selection}
+        snap = await app[appkeys.USAGE_SNAPSHOTS](store.ItemUsage(tenant, plan.keys, periods))
         events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
-        meters = snap.by_meter
-        defined: dict[str, str] = {}
-        if window is not None and any(e.meter not in meters for e in events):
-            defined = await store.aggregations(conn, tenant)
+    else:
+        async with _connection(app) as conn:
+            snap = await store.read_meter_usage(conn, tenant, plan.keys, reads.names, window)
+            events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
+            if any(e.meter not in snap.by_meter for e in events):
+                defined = await store.aggregations(conn, tenant)
     freshness |= {
         "pending_included": read is not None and not read.truncated,
         "pending_scanned": 0 if read is None else read.scanned,
@@ -147,6 +163,7 @@ async def usage(request: web.Request) -> web.Response:
         "requested_period": wanted,
     }
     if window is not None:
+        meters = snap.by_meter
         for event in events:
             if report.in_period(event, window):
                 aggregation = meters.get(event.meter, (defined.get(event.meter, "sum"), None))[0]

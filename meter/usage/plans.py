@@ -67,11 +67,16 @@ class PlanCache:
         self._generation = 0
         self.listening = False
 
-    async def plan(self, conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
-        now = time.monotonic()
+    def cached(self, tenant: str, key: str) -> Plan | None:
+        """The plan if it is cached and current, without a connection; else None."""
         entry = self._entries.get((tenant, key))
-        if entry is not None and entry.expires > now:
-            return entry.plan
+        return entry.plan if entry is not None and entry.expires > time.monotonic() else None
+
+    async def plan(self, conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
+        cached = self.cached(tenant, key)
+        if cached is not None:
+            return cached
+        now = time.monotonic()
         generation = self._generation
         plan = await self._load(conn, tenant, key)
         if generation == self._generation:  # nothing changed while we read (module docstring)

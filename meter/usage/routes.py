@@ -1,16 +1,21 @@
 """`setup(app)`: the usage API's routes, its plan cache (with the listener that keeps it
-current) and its shared reads of the pending events, added to meter's app in one call."""
+current) and its shared reads (of the pending events, then of the usage in Postgres), added to
+meter's app in one call."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
+import asyncpg
 from aiohttp import web
 
 from meter import appkeys
-from meter.usage import api, pending, plans
+from meter.batching import Batcher
+from meter.connections import PooledConnection
+from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache
 
 USAGE = "/v1/customers/{id}/usage"
@@ -19,7 +24,7 @@ USAGE = "/v1/customers/{id}/usage"
 def setup(app: web.Application) -> None:
     app[appkeys.USAGE_PLANS] = PlanCache()
     app.cleanup_ctx.append(_plan_listener)
-    app.cleanup_ctx.append(_pending_reads)
+    app.cleanup_ctx.append(_shared_reads)
     app.router.add_get(USAGE, api.usage)
     app.router.add_get(USAGE + "/history", api.history)
 
@@ -34,10 +39,33 @@ async def _plan_listener(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def _pending_reads(app: web.Application) -> AsyncIterator[None]:
+async def _shared_reads(app: web.Application) -> AsyncIterator[None]:
     # After meter.app's resources: it needs their Redis client.
     settings = app[appkeys.SETTINGS]
     names = pending.streams(app[appkeys.KEYS], settings.shards)
-    async with pending.PendingReads(app[appkeys.REDIS], names) as reads:
-        app[appkeys.USAGE_PENDING] = reads
-        yield
+    # One connection: the batcher sends one statement at a time (queries.SNAPSHOT_SETTINGS say
+    # why it is not one of the API pool's). The pool replaces it when it breaks.
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=1,
+        connection_class=PooledConnection,
+        server_settings=queries.SNAPSHOT_SETTINGS,
+    )
+    assert pool is not None
+
+    async def read_snapshots(wanted: list[store.ItemUsage]) -> list[store.Snapshot]:
+        async with pool.acquire() as conn:
+            return await store.read_item_usage(cast(asyncpg.Connection, conn), names, wanted)
+
+    try:
+        async with (
+            pending.PendingReads(app[appkeys.REDIS], names) as reads,
+            Batcher(read_snapshots) as snapshots,
+        ):
+            app[appkeys.USAGE_PENDING] = reads
+            app[appkeys.USAGE_SNAPSHOTS] = snapshots
+            app[appkeys.USAGE_PG] = pool
+            yield
+    finally:
+        await pool.close()

@@ -183,32 +183,56 @@ class Snapshot:
     by_meter: dict[str, tuple[str, Tally]]  # meter → (aggregation, buckets folded)
 
 
-async def read_usage(
-    conn: asyncpg.Connection,
-    tenant: str,
-    keys: list[str],
-    streams: list[str],
-    *,
-    item_periods: dict[str, Period] | None = None,
-    window: Period | None = None,
+@dataclass(frozen=True, slots=True)
+class ItemUsage:
+    """What one usage request asks of the rollups: its customer's items, each in its period."""
+
+    tenant: str
+    keys: list[str]  # how events may name the customer (Plan.keys)
+    periods: dict[str, Period]  # item → period
+
+
+async def read_item_usage(
+    conn: asyncpg.Connection, streams: list[str], wanted: Sequence[ItemUsage]
+) -> list[Snapshot]:
+    """Each request's usage per (item, period), all with the stream checkpoints, from ONE
+    statement (queries.ITEM_SNAPSHOT), so one snapshot: a stream entry is in this usage if and
+    only if its id is at or before its stream's checkpoint here."""
+    requests: list[int] = []
+    tenants: list[str] = []
+    customers: list[str] = []
+    items: list[str] = []
+    starts: list[dt.datetime] = []
+    for n, usage in enumerate(wanted):
+        for key in usage.keys:
+            for item, period in usage.periods.items():
+                requests.append(n)
+                tenants.append(usage.tenant)
+                customers.append(key)
+                items.append(item)
+                starts.append(ts(period.start))
+    rows = await conn.fetch(
+        queries.ITEM_SNAPSHOT, streams, requests, tenants, customers, items, starts
+    )
+    checkpoints: dict[str, str] = {}
+    by_item: list[dict[tuple[str, str], Tally]] = [{} for _ in wanted]
+    for row in rows:
+        if row["request"] is None:
+            checkpoints[row["stream"]] = row["last_id"]
+        else:
+            by_item[row["request"]].setdefault((row["item"], row["meter"]), Tally()).add_rollups(
+                row
+            )
+    # The checkpoints are shared: nothing changes a Snapshot's dicts but its own request's fold.
+    return [Snapshot(checkpoints, tallies, {}) for tallies in by_item]
+
+
+async def read_meter_usage(
+    conn: asyncpg.Connection, tenant: str, keys: list[str], streams: list[str], window: Period
 ) -> Snapshot:
-    """Usage per (item, period) — or, for a customer without subscription, per meter over
-    `window` — with the stream checkpoints it is consistent with: a stream entry is in this
-    usage if and only if its id is at or before its stream's checkpoint here."""
-    by_item: dict[tuple[str, str], Tally] = {}
+    """A customer without subscription: its usage per meter over `window`, with the stream
+    checkpoints it is consistent with (one repeatable-read snapshot)."""
     by_meter: dict[str, tuple[str, Tally]] = {}
-    if window is None:
-        # The common case: one statement, one snapshot (queries.ITEM_SNAPSHOT).
-        periods = item_periods or {}
-        items = list(periods)
-        starts = [ts(periods[i].start) for i in items]
-        checkpoints: dict[str, str] = {}
-        for row in await conn.fetch(queries.ITEM_SNAPSHOT, tenant, keys, items, starts, streams):
-            if row["item"] is None:
-                checkpoints[row["stream"]] = row["last_id"]
-            else:
-                by_item.setdefault((row["item"], row["meter"]), Tally()).add_rollups(row)
-        return Snapshot(checkpoints, by_item, by_meter)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(queries.CHECKPOINTS, streams)
         args = (tenant, keys, ts(window.start), ts(window.end))
@@ -216,7 +240,7 @@ async def read_usage(
             tally = Tally()
             tally.add_rollups(row)
             by_meter[row["meter"]] = (row["aggregation"], tally)
-    return Snapshot({r["stream"]: r["last_id"] for r in rows}, by_item, by_meter)
+    return Snapshot({r["stream"]: r["last_id"] for r in rows}, {}, by_meter)
 
 
 async def aggregations(conn: asyncpg.Connection, tenant: str) -> dict[str, str]:

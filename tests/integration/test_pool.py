@@ -1,5 +1,6 @@
 """The API's connection pool releases connections without asyncpg's reset statement
-(meter.app.PooledConnection); what must not leak from one request to the next still does not."""
+(meter.connections.PooledConnection); what must not leak from one request to the next still
+does not."""
 
 from __future__ import annotations
 

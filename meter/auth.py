@@ -6,6 +6,8 @@ the key; the stored hash is then compared in constant time anyway.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -49,12 +51,17 @@ class KeyCache:
     """Resolves a presented key to its tenant, caching answers for `ttl_s`.
 
     A revoked key stops working within `ttl_s` on every server.
+
+    When an entry expires, every request of that key in flight misses it at once; they share
+    one lookup (`_lookup`) instead of sending one each, which under load took every pooled
+    connection every `ttl_s` and made other requests queue for one.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, ttl_s: float) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
         self._entries: dict[bytes, _Entry] = {}
+        self._lookups: dict[bytes, asyncio.Task[str | None]] = {}
 
     async def tenant_for(self, key: str) -> str | None:
         """The key's tenant, or None when the key is unknown or revoked."""
@@ -67,7 +74,7 @@ class KeyCache:
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is None or entry.expires < now:
-            tenant = await self._pool.fetchval(queries.TENANT_FOR_KEY_HASH, digest)
+            tenant = await self._lookup(digest)
             ttl = self._ttl_s if tenant is not None else _NEGATIVE_TTL_S
             if tenant is None and len(self._entries) >= _MAX_NEGATIVE:
                 self._evict(now)
@@ -75,6 +82,23 @@ class KeyCache:
         if entry.tenant is None or not hmac.compare_digest(entry.key_hash, digest):
             return None, digest
         return entry.tenant, digest
+
+    async def _lookup(self, digest: bytes) -> str | None:
+        """The tenant of a key hash from Postgres; concurrent callers share one query. (Joining
+        a query sent before the call is within the contract: a key works up to `ttl_s` after
+        its revocation anyway.)"""
+        task = self._lookups.get(digest)
+        if task is None:
+            query = self._pool.fetchval(queries.TENANT_FOR_KEY_HASH, digest)
+            task = self._lookups[digest] = asyncio.ensure_future(query)
+            task.add_done_callback(functools.partial(self._looked_up, digest))
+        # Shielded: one caller going away must not cancel the others' query.
+        return await asyncio.shield(task)
+
+    def _looked_up(self, digest: bytes, task: asyncio.Task[str | None]) -> None:
+        self._lookups.pop(digest, None)
+        if not task.cancelled():
+            task.exception()  # marked as seen: every caller may have gone away
 
     def _evict(self, now: float) -> None:
         expired = [d for d, e in self._entries.items() if e.expires < now or e.tenant is None]

@@ -12,6 +12,7 @@ import time
 import asyncpg
 import orjson
 
+from meter.auth import KeyCache, hash_key
 from meter.config import Settings
 from tests.conftest import start_client
 
@@ -94,3 +95,42 @@ async def test_cli_revocation_reaches_a_server_within_the_cache_ttl(
     finally:
         await short.close()
         await long.close()
+
+
+class CountingPool:
+    """A real asyncpg pool whose key lookups are counted and held until released, so that a
+    test can pile up requests behind one."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.queries = 0
+        self.release = asyncio.Event()
+
+    async def fetchval(self, query: str, *args: object) -> object:
+        self.queries += 1
+        await self.release.wait()
+        return await self.pool.fetchval(query, *args)
+
+
+async def test_requests_missing_the_cache_together_share_one_lookup(
+    database_url: str, db: asyncpg.Connection, api_key: str
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    assert pool is not None
+    counting = CountingPool(pool)
+    try:
+        cache = KeyCache(counting, ttl_s=0.0)  # type: ignore[arg-type]
+        first = [asyncio.create_task(cache.resolve(api_key)) for _ in range(20)]
+        await asyncio.sleep(0.05)
+        going_away = first.pop()
+        going_away.cancel()  # one caller leaving does not cancel the others' lookup
+        counting.release.set()
+        answers = await asyncio.gather(*first)
+        assert counting.queries == 1
+        assert set(answers) == {("acme", hash_key(api_key))}
+        # Expired (ttl 0): the next request looks the key up again, and a revocation shows.
+        await db.execute("UPDATE api_keys SET revoked_at = now()")
+        assert (await cache.resolve(api_key))[0] is None
+        assert counting.queries == 2
+    finally:
+        await pool.close()

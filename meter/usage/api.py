@@ -137,7 +137,8 @@ async def usage(request: web.Request) -> web.Response:
     # The Postgres snapshot only now, after the pending read returned (pending.py says why).
     defined: dict[str, str] = {}
     if window is None:
-        periods = {i.id: p for i, p in selection}
+        # Only an item with a meter has usage (the others' lines are priced on quantity).
+        periods = {i.id: p for i, p in selection if i.meter is not None}
         snap = await app[appkeys.USAGE_SNAPSHOTS](store.ItemUsage(tenant, plan.keys, periods))
         events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
     else:

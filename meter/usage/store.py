@@ -198,22 +198,13 @@ async def read_item_usage(
     """Each request's usage per (item, period), all with the stream checkpoints, from ONE
     statement (queries.ITEM_SNAPSHOT), so one snapshot: a stream entry is in this usage if and
     only if its id is at or before its stream's checkpoint here."""
-    requests: list[int] = []
-    tenants: list[str] = []
-    customers: list[str] = []
-    items: list[str] = []
-    starts: list[dt.datetime] = []
-    for n, usage in enumerate(wanted):
-        for key in usage.keys:
-            for item, period in usage.periods.items():
-                requests.append(n)
-                tenants.append(usage.tenant)
-                customers.append(key)
-                items.append(item)
-                starts.append(ts(period.start))
-    rows = await conn.fetch(
-        queries.ITEM_SNAPSHOT, streams, requests, tenants, customers, items, starts
-    )
+    elements = [
+        {"n": n, "t": usage.tenant, "c": key, "i": item, "p": period.start}
+        for n, usage in enumerate(wanted)
+        for key in usage.keys
+        for item, period in usage.periods.items()
+    ]
+    rows = await conn.fetch(queries.ITEM_SNAPSHOT, streams, orjson.dumps(elements).decode())
     checkpoints: dict[str, str] = {}
     by_item: list[dict[tuple[str, str], Tally]] = [{} for _ in wanted]
     for row in rows:

@@ -38,8 +38,7 @@ class Tally:
         self.total += row["value_sum"]
         self.unique += int(row["unique_count"])
         self._max(row["value_max"])
-        if "last_at" in row.keys():  # noqa: SIM118 (`in` on an asyncpg Record tests values)
-            self.add_last(row)
+        self.add_last(row)
 
     def add_last(self, row: Any) -> None:
         """Add the latest event of some buckets (`last_value`, `last_at`, `last_event_id`)."""

@@ -105,11 +105,7 @@ async def generic_plan(conn: Any) -> Any:
         doc = await conn.fetchval(
             "EXPLAIN (FORMAT JSON) " + queries.ITEM_SNAPSHOT,
             STREAMS,
-            [0],
-            ["acme"],
-            ["a"],
-            ["si_a"],
-            [at(P1.start)],
+            orjson.dumps([{"n": 0, "t": "acme", "c": "a", "i": "si_a", "p": P1.start}]).decode(),
         )
     return orjson.loads(doc)[0]["Plan"]
 

@@ -6,7 +6,6 @@ decimal strings (exact, like Stripe's `*_decimal` fields); times are unix second
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -82,7 +81,7 @@ def _run_rate(item: PlanItem, quantity: Decimal, period: Period, now: int) -> Ru
     rate = project_usage(
         item.price, quantity, period, now, formula=_FORMULA.get(item.aggregation, "sum")
     )
-    return dataclasses.replace(rate, method=HOLD_MAX) if item.aggregation == "max" else rate
+    return rate._replace(method=HOLD_MAX) if item.aggregation == "max" else rate
 
 
 def item_doc(item: PlanItem, period: Period, tally: Tally | None, now: int) -> tuple[Doc, Decimal]:

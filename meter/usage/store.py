@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -82,24 +83,61 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
+# The price columns of queries.PLAN, in the order `_parsed_price` takes them.
+_PRICE_COLUMNS = (
+    "price",
+    "currency",
+    "billing_scheme",
+    "unit_amount",
+    "unit_amount_decimal",
+    "tiers_mode",
+    "tiers",
+    "transform_quantity",
+    "recurring_interval",
+    "recurring_interval_count",
+    "usage_type",
+)
+
+
 def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
     if row["currency"] is None:
         return None, "price not synced"
+    return _parsed_price(*(row[c] for c in _PRICE_COLUMNS))
+
+
+# Optimisation: many customers share a few prices, and parsing one was a quarter of a plan
+# load's CPU (bench-usage: 10,000 customers, 4 prices). Keyed by every column the parse reads,
+# so a changed price is a new key; Prices are immutable, so customers can share one. (jsonb
+# arrives as text: asyncpg decodes no JSON here, so every argument is hashable.)
+@functools.lru_cache(maxsize=4096)
+def _parsed_price(
+    price_id: str,
+    currency: str,
+    billing_scheme: str | None,
+    unit_amount: int | None,
+    unit_amount_decimal: str | None,
+    tiers_mode: str | None,
+    tiers: str | None,
+    transform_quantity: str | None,
+    recurring_interval: str | None,
+    recurring_interval_count: int | None,
+    usage_type: str | None,
+) -> tuple[Price | None, str | None]:
     wire = {
-        "id": row["price"],
-        "currency": row["currency"],
-        "billing_scheme": row["billing_scheme"],
-        "unit_amount": row["unit_amount"],
-        "unit_amount_decimal": row["unit_amount_decimal"],
-        "tiers_mode": row["tiers_mode"],
-        "tiers": _json(row["tiers"]),
-        "transform_quantity": _json(row["transform_quantity"]),
+        "id": price_id,
+        "currency": currency,
+        "billing_scheme": billing_scheme,
+        "unit_amount": unit_amount,
+        "unit_amount_decimal": unit_amount_decimal,
+        "tiers_mode": tiers_mode,
+        "tiers": _json(tiers),
+        "transform_quantity": _json(transform_quantity),
         "recurring": None
-        if row["recurring_interval"] is None
+        if recurring_interval is None
         else {
-            "interval": row["recurring_interval"],
-            "interval_count": row["recurring_interval_count"],
-            "usage_type": row["usage_type"],
+            "interval": recurring_interval,
+            "interval_count": recurring_interval_count,
+            "usage_type": usage_type,
         },
     }
     try:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
 from meter import appkeys
+from meter.usage import store
 from meter.usage.plans import CHANNEL, PlanCache
 
 from .conftest import Client, get, seed_customer, seed_plan
@@ -149,3 +152,26 @@ async def test_a_lost_listener_is_replaced_and_nothing_stale_survives_it(
         return await status_of(client, api_key, "c-1") == "active"
 
     assert await eventually(active)
+
+
+async def test_plans_on_one_price_share_its_parsed_form_until_the_price_changes(
+    db: asyncpg.Connection,
+) -> None:
+    await seed_plan(db, "c-a")
+    await seed_plan(db, "c-b")
+
+    def metered(plan: store.Plan) -> Any:
+        [item] = [i for i in plan.items if i.meter == "calls"]
+        return item.price
+
+    a = metered(await store.load_plan(db, "acme", "c-a"))
+    b = metered(await store.load_plan(db, "acme", "c-b"))
+    assert a is not None
+    assert a is b  # parsed once, shared
+    await db.execute(
+        'UPDATE prices SET tiers = \'[{"up_to": null, "unit_amount_decimal": "7"}]\''
+        " WHERE id = 'price_grad'"
+    )
+    changed = metered(await store.load_plan(db, "acme", "c-a"))
+    assert changed is not a
+    assert [t.unit_amount_decimal for t in changed.tiers] == [Decimal(7)]

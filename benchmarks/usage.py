@@ -7,7 +7,8 @@ and against the bare aiohttp baseline (benchmarks/baseline.py), same process cou
 
 Loading: the billing rows go in with COPY; the buckets with one INSERT … SELECT over
 generate_series, which builds the rows inside Postgres (no client encoding, faster than COPY from
-here), customer by customer so that index inserts are mostly in order. Needs wrk and Postgres +
+here), customer by customer so that index inserts are mostly in order; then the running totals
+the usage API reads, folded from the buckets (`TOTALS`). Needs wrk and Postgres +
 Redis as benchmarks/ingest.py does (database `meter_bench_usage`, made anew; `--reuse` keeps it).
 """
 
@@ -274,7 +275,9 @@ async def _migrate(url: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
+    # 20 s: a process loads each of the 10,000 plans once (its cache), which takes ~15 s of
+    # traffic; shorter rounds measure a freshly started server more than a running one.
+    parser.add_argument("--seconds", type=int, default=20, help="duration of each wrk run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=2, help="runs per server; the best is kept")
     parser.add_argument("--reuse", action="store_true", help="keep the loaded database")

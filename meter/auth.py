@@ -50,7 +50,7 @@ class _Entry:
 class KeyCache:
     """Resolves a presented key to its tenant, caching answers for `ttl_s`.
 
-    A revoked key stops working within `ttl_s` on every server.
+    A revoked key stops working within `ttl_s` (plus one lookup's round trip) on every server.
 
     When an entry expires, every request of that key in flight misses it at once; they share
     one lookup (`_lookup`) instead of sending one each, which under load took every pooled

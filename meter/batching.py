@@ -60,6 +60,9 @@ class Batcher(Generic[A, R]):
         # others wait for.
         return await asyncio.shield(answer)
 
+    def _stopping(self) -> bool:
+        return self._sender is not None and self._sender.cancelling() > 0
+
     async def _send_forever(self) -> None:
         batch: list[tuple[A, asyncio.Future[R]]] = []
         try:
@@ -74,11 +77,13 @@ class Batcher(Generic[A, R]):
                     results = await self._run([arg for arg, _ in batch])
                     if len(results) != len(batch):
                         raise RuntimeError(f"{len(results)} results for {len(batch)} calls")
+                except asyncio.CancelledError:
+                    if self._stopping():
+                        raise
+                    # Cancelled inside `run` (not by us): fail this batch, keep serving.
+                    _fail(batch, RuntimeError("the batch was cancelled"))
                 except Exception as exc:
-                    for _, answer in batch:
-                        answer.set_exception(exc)
-                        # Marked as seen: every caller of the batch may have gone away.
-                        answer.exception()
+                    _fail(batch, exc)
                 else:
                     for (_, answer), result in zip(batch, results, strict=False):
                         answer.set_result(result)
@@ -88,3 +93,9 @@ class Batcher(Generic[A, R]):
                 if not answer.done():
                     answer.cancel()
             self._waiting = []
+
+
+def _fail(batch: list[tuple[A, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, answer in batch:
+        answer.set_exception(exc)
+        answer.exception()  # marked as seen: every caller of the batch may have gone away

@@ -45,7 +45,8 @@ WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
 # Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
 CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
 
-# For a batch of usage requests (meter/usage/snapshots.py): the stream checkpoints, and each
+# For a batch of usage requests (store.read_item_usage, batched in routes._shared_reads): the
+# stream checkpoints, and each
 # request's (item, period) per meter from its running total (migrations/0007_usage_totals.sql) —
 # one row per meter instead of ~720 hourly buckets a month — in ONE statement, so that all come
 # from one snapshot (a stream entry is in these totals iff its id is at or before its stream's

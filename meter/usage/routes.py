@@ -19,6 +19,7 @@ from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache
 
 USAGE = "/v1/customers/{id}/usage"
+SNAPSHOT_TIMEOUT_S = 10.0  # the statement takes ~1 ms; this only ends a stuck one
 
 
 def setup(app: web.Application) -> None:
@@ -44,13 +45,17 @@ async def _shared_reads(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     names = pending.streams(app[appkeys.KEYS], settings.shards)
     # One connection: the batcher sends one statement at a time (queries.SNAPSHOT_SETTINGS say
-    # why it is not one of the API pool's). The pool replaces it when it breaks.
+    # why it is not one of the API pool's). The pool replaces it when it breaks. Every usage
+    # request of the process waits behind its statement, so a stuck one (a half-open connection
+    # after a failover) must not wait for TCP to give up: it fails after SNAPSHOT_TIMEOUT_S, its
+    # requests answer 500 (a read: nothing was written), and the next batch runs.
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=1,
         max_size=1,
         connection_class=PooledConnection,
         server_settings=queries.SNAPSHOT_SETTINGS,
+        command_timeout=SNAPSHOT_TIMEOUT_S,
     )
     assert pool is not None
 

@@ -112,3 +112,21 @@ async def test_a_call_outside_the_block_is_refused() -> None:
         assert await batcher(1) == 10
     with pytest.raises(RuntimeError, match="not running"):
         await batcher(1)
+
+
+async def test_a_cancellation_inside_a_batch_fails_that_batch_and_the_batcher_keeps_serving() -> (
+    None
+):
+    calls = 0
+
+    async def cancelled_once(args: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError  # e.g. a library cancelling its own operation
+        return args
+
+    async with asyncio.timeout(10), Batcher(cancelled_once) as batcher:
+        failed = await asyncio.gather(batcher(1), batcher(2), return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in failed)
+        assert await batcher(3) == 3

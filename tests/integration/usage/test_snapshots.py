@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from meter import appkeys
 from meter.config import Settings
 from meter.pricing import Period
-from meter.usage import queries, store
+from meter.usage import queries, routes, store
 from tests.conftest import start_client
 
 from .conftest import Client, at, calls, drain, get, post_events, seed_plan
@@ -163,3 +163,24 @@ async def test_concurrent_requests_get_the_answers_they_get_alone(
     for customer, (status, doc) in zip(together, answers, strict=True):
         assert status == 200, doc
         assert money(doc) == alone[customer], customer
+
+
+async def test_a_stuck_snapshot_statement_fails_its_batch_and_the_next_one_runs(
+    api_key: str, db: asyncpg.Connection, settings: Settings, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(routes, "SNAPSHOT_TIMEOUT_S", 0.5)
+    await seed_plan(db, "c-1")
+    client = await start_client(settings)
+    blocker = await asyncpg.connect(settings.database_url)
+    try:
+        # Another transaction holds usage_totals: the snapshot statement waits on its lock, as
+        # it would on a half-open connection, until the timeout ends it.
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE usage_totals IN ACCESS EXCLUSIVE MODE")
+            status, doc = await get(client, api_key, "/v1/customers/c-1/usage")
+            assert status == 500, doc
+        status, doc = await get(client, api_key, "/v1/customers/c-1/usage")
+        assert status == 200, doc
+    finally:
+        await blocker.close()
+        await client.close()

@@ -190,6 +190,23 @@ ON CONFLICT (tenant, customer, subscription_item, period_start, meter) DO UPDATE
     {_MERGE_STATE}
 """
 
+# The running totals folded from the buckets in one pass, column for column as usage_totals:
+# what UPSERT_TOTALS keeps up incrementally. (migrations/0007_usage_totals.sql backfilled with
+# this statement and keeps its copy, as applied.) The tests' drift check and bench-usage's loader
+# use it from here.
+TOTALS_FROM_BUCKETS = """
+SELECT tenant, customer, subscription_item, period_start, meter,
+    sum(event_count) AS event_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
+    (array_agg(last_value ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
+        AS last_value,
+    max(last_at) AS last_at,
+    (array_agg(last_event_id ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
+        AS last_event_id,
+    sum(unique_count) AS unique_count
+FROM usage_rollups WHERE subscription_item IS NOT NULL
+GROUP BY tenant, customer, subscription_item, period_start, meter
+"""
+
 # Values new to their set come back; each is credited to its bucket.
 INSERT_UNIQUE_VALUES = """
 INSERT INTO usage_unique_values (

@@ -8,7 +8,7 @@ and against the bare aiohttp baseline (benchmarks/baseline.py), same process cou
 Loading: the billing rows go in with COPY; the buckets with one INSERT … SELECT over
 generate_series, which builds the rows inside Postgres (no client encoding, faster than COPY from
 here), customer by customer so that index inserts are mostly in order; then the running totals
-the usage API reads, folded from the buckets (`TOTALS`). Needs wrk and Postgres +
+the usage API reads, folded from the buckets as the aggregator's rule says. Needs wrk and Postgres +
 Redis as benchmarks/ingest.py does (database `meter_bench_usage`, made anew; `--reuse` keeps it).
 """
 
@@ -29,6 +29,7 @@ import asyncpg
 import orjson
 from redis import Redis
 
+from aggregator import queries as aggregator_queries
 from meter import auth
 from meter.embedded import free_port
 from meter.migrate import migrate
@@ -235,28 +236,13 @@ def subprocess_run(cmd: list[str]) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-# The running totals the usage API reads (migrations/0007_usage_totals.sql), folded from the
-# buckets as that migration's backfill and the aggregator fold them. The aggregator writes both
-# in one transaction; the buckets above bypass it, so without this every answer is zero usage
-# (as the benchmark measured until the sixth session: see the README).
-TOTALS = """
-INSERT INTO usage_totals
-SELECT tenant, customer, subscription_item, period_start, meter,
-       sum(event_count), sum(value_sum), max(value_max),
-       (array_agg(last_value ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1],
-       max(last_at),
-       (array_agg(last_event_id ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1],
-       sum(unique_count)
-FROM usage_rollups
-WHERE subscription_item IS NOT NULL
-GROUP BY tenant, customer, subscription_item, period_start, meter
-"""
-
-
 async def fill_totals(conn: asyncpg.Connection) -> None:
     t0 = time.monotonic()
+    # The aggregator writes buckets and totals together; the load above bypasses it, and
+    # without totals every answer is zero usage (as the benchmark measured until the sixth
+    # session: see the README).
     await conn.execute("TRUNCATE usage_totals")
-    await conn.execute(TOTALS)
+    await conn.execute("INSERT INTO usage_totals " + aggregator_queries.TOTALS_FROM_BUCKETS)
     print(f"totals: {time.monotonic() - t0:.0f}s", file=sys.stderr)
 
 

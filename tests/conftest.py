@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from aggregator import queries as aggregator_queries
 from meter import auth
 from meter.app import create_app
 from meter.config import Settings
@@ -112,19 +113,8 @@ async def empty_database_url(pg_url: str) -> AsyncIterator[str]:
 
 # The running totals every bucket writer keeps (migrations/0007_usage_totals.sql) against the
 # same totals computed from the buckets: the rows that differ.
-TOTALS_DRIFT = """
-WITH expected AS (
-    SELECT tenant, customer, subscription_item, period_start, meter,
-        sum(event_count) AS event_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
-        (array_agg(last_value ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
-            AS last_value,
-        max(last_at) AS last_at,
-        (array_agg(last_event_id ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
-            AS last_event_id,
-        sum(unique_count) AS unique_count
-    FROM usage_rollups WHERE subscription_item IS NOT NULL
-    GROUP BY 1, 2, 3, 4, 5
-)
+TOTALS_DRIFT = f"""
+WITH expected AS ({aggregator_queries.TOTALS_FROM_BUCKETS})
 SELECT * FROM expected e
 FULL JOIN usage_totals t USING (tenant, customer, subscription_item, period_start, meter)
 WHERE (e.event_count, e.value_sum, e.value_max, e.last_value, e.last_at, e.last_event_id,

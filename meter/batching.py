@@ -11,7 +11,7 @@ Why batching and not a pool of connections each caller waits for: asyncio's queu
 pool acquire among them) are not fair. A caller woken for a freed connection runs only on the
 loop's next turn, and a caller arriving in between takes the connection and goes first; the woken
 one queues again at the back. Under load that starved some usage requests: their time waiting for
-a connection made the p99 5–7× the median (bench-usage). A batch answers its callers together,
+a connection made the p99 3–5× the median (bench-usage). A batch answers its callers together,
 and the batch after it takes everyone who arrived meanwhile.
 """
 

@@ -52,18 +52,79 @@ async def test_invoice_equals_the_emulator_preview(
     default_tax: dict[str, Any] | None,
     flat_tax: dict[str, Any] | None,
 ) -> None:
+    graduated = {"billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": TIERS}
+    doc, preview = await usage_and_preview(
+        stack, redis, graduated, coupon=coupon, default_tax=default_tax, flat_tax=flat_tax
+    )
+    invoice = assert_invoice_equals(doc, preview)
+    assert (invoice["discount"] > 0) == (coupon is not None)
+    assert (invoice["tax"] + invoice["tax_included"] > 0) == (default_tax is not None)
+    if default_tax == {"percentage": 19, "inclusive": False} and flat_tax is None:
+        # By hand, per line: 529 × 19% = 100.51 → 101; 6000 × 19% = 1140.
+        assert (invoice["tax"], invoice["total"]) == (101 + 1140, 6529 + 1241)
+    metered = [i for i in doc["items"] if i["usage_type"] == "metered"]
+    assert [(m["quantity"], m["pricing_model"]) for m in metered] == [("157.5", "tiered_graduated")]
+    # 100 × 2 + 57.5 × 0.5 + 300 flat = 528.75 → 529
+    assert metered[0]["amount"] == 529
+
+
+# The other metered pricing models, each with a coupon, through the same pipeline. The usage
+# (157.5) crosses a volume tier and leaves a partial package, so rounding shows.
+@pytest.mark.parametrize(
+    ("metered_price", "model"),
+    [
+        ({"unit_amount_decimal": "3.3"}, "per_unit"),
+        (
+            {
+                "billing_scheme": "tiered",
+                "tiers_mode": "volume",
+                "tiers": [
+                    {"up_to": 100, "unit_amount_decimal": "4"},
+                    {"up_to": "inf", "unit_amount_decimal": "2.5", "flat_amount": 150},
+                ],
+            },
+            "tiered_volume",
+        ),
+        (
+            {"unit_amount": 250, "transform_quantity": {"divide_by": 50, "round": "up"}},
+            "package",
+        ),
+    ],
+    ids=["per-unit-decimal", "volume", "package"],
+)
+async def test_each_pricing_model_with_a_coupon_equals_the_emulator_preview(
+    stack: Stack, redis: Redis, metered_price: dict[str, Any], model: str
+) -> None:
+    coupon = {"percent_off": 15, "duration": "forever"}
+    doc, preview = await usage_and_preview(stack, redis, metered_price, coupon=coupon)
+    invoice = assert_invoice_equals(doc, preview)
+    assert invoice["discount"] > 0
+    metered = [i for i in doc["items"] if i["usage_type"] == "metered"]
+    assert [(m["quantity"], m["pricing_model"]) for m in metered] == [("157.5", model)]
+
+
+async def usage_and_preview(
+    stack: Stack,
+    redis: Redis,
+    metered_price: dict[str, Any],
+    *,
+    coupon: dict[str, Any] | None = None,
+    default_tax: dict[str, Any] | None = None,
+    flat_tax: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """A subscription (this metered price + a flat fee × 3) made in the emulator and synced by
+    its webhooks; usage of 157.5 posted through ingest and aggregated, and reported to Stripe;
+    then our usage answer and the emulator's invoice preview."""
     sdk = stack.sdk
     meter = await sdk.v1.billing.meters.create_async(
         {"display_name": "Calls", "event_name": "calls", "default_aggregation": {"formula": "sum"}}
     )
     product = await sdk.v1.products.create_async({"name": "API"})
-    graduated = await sdk.v1.prices.create_async(
-        {
+    price = await sdk.v1.prices.create_async(
+        {  # type: ignore[arg-type]
             "product": product.id,
             "currency": "usd",
-            "billing_scheme": "tiered",
-            "tiers_mode": "graduated",
-            "tiers": TIERS,  # type: ignore[typeddict-item]
+            **metered_price,
             "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
         }
     )
@@ -79,7 +140,7 @@ async def test_invoice_equals_the_emulator_preview(
     _, cus = await clock_customer(sdk, "emu-1", start)
     create: Any = {
         "customer": cus,
-        "items": [{"price": graduated.id}, {"price": flat.id, "quantity": 3}],
+        "items": [{"price": price.id}, {"price": flat.id, "quantity": 3}],
     }
     for tax, where in ((default_tax, create), (flat_tax, create["items"][1])):
         if tax is not None:
@@ -114,6 +175,11 @@ async def test_invoice_equals_the_emulator_preview(
 
     status, doc = await stack.get(f"/v1/customers/{cus}/usage")
     assert status == 200, doc
+    return doc, preview
+
+
+def assert_invoice_equals(doc: Any, preview: Any) -> Any:
+    """Our projected invoice equals the preview: totals, currency, taxes, discount, lines."""
     invoice = doc["invoice"]
     assert invoice is not None, doc
     assert (invoice["subtotal"], invoice["total"], invoice["currency"]) == (
@@ -126,15 +192,7 @@ async def test_invoice_equals_the_emulator_preview(
     inclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "inclusive")
     assert (invoice["tax"], invoice["tax_included"]) == (exclusive, inclusive)
     assert invoice["discount"] == preview.subtotal - preview.total + exclusive
-    assert (invoice["discount"] > 0) == (coupon is not None)
-    assert (invoice["tax"] + invoice["tax_included"] > 0) == (default_tax is not None)
-    if default_tax == {"percentage": 19, "inclusive": False} and flat_tax is None:
-        # By hand, per line: 529 × 19% = 100.51 → 101; 6000 × 19% = 1140.
-        assert (invoice["tax"], invoice["total"]) == (101 + 1140, 6529 + 1241)
     assert sorted(line["amount"] for line in invoice["lines"]) == sorted(
         line.amount for line in preview.lines.data
     )
-    metered = [i for i in doc["items"] if i["usage_type"] == "metered"]
-    assert [(m["quantity"], m["pricing_model"]) for m in metered] == [("157.5", "tiered_graduated")]
-    # 100 × 2 + 57.5 × 0.5 + 300 flat = 528.75 → 529
-    assert metered[0]["amount"] == 529
+    return invoice

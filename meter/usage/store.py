@@ -83,7 +83,7 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-# The price columns of queries.PLAN, in the order `_parsed_price` takes them.
+# The price columns of queries.PLAN that the parse reads.
 _PRICE_COLUMNS = (
     "price",
     "currency",
@@ -102,42 +102,31 @@ _PRICE_COLUMNS = (
 def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
     if row["currency"] is None:
         return None, "price not synced"
-    return _parsed_price(*(row[c] for c in _PRICE_COLUMNS))
+    return _parsed_price(tuple(row[c] for c in _PRICE_COLUMNS))
 
 
 # Optimisation: many customers share a few prices, and parsing one was a quarter of a plan
 # load's CPU (bench-usage: 10,000 customers, 4 prices). Keyed by every column the parse reads,
 # so a changed price is a new key; Prices are immutable, so customers can share one. (jsonb
-# arrives as text: asyncpg decodes no JSON here, so every argument is hashable.)
+# arrives as text: asyncpg decodes no JSON here, so every value is hashable.)
 @functools.lru_cache(maxsize=4096)
-def _parsed_price(
-    price_id: str,
-    currency: str,
-    billing_scheme: str | None,
-    unit_amount: int | None,
-    unit_amount_decimal: str | None,
-    tiers_mode: str | None,
-    tiers: str | None,
-    transform_quantity: str | None,
-    recurring_interval: str | None,
-    recurring_interval_count: int | None,
-    usage_type: str | None,
-) -> tuple[Price | None, str | None]:
+def _parsed_price(values: tuple[Any, ...]) -> tuple[Price | None, str | None]:
+    col = dict(zip(_PRICE_COLUMNS, values, strict=True))
     wire = {
-        "id": price_id,
-        "currency": currency,
-        "billing_scheme": billing_scheme,
-        "unit_amount": unit_amount,
-        "unit_amount_decimal": unit_amount_decimal,
-        "tiers_mode": tiers_mode,
-        "tiers": _json(tiers),
-        "transform_quantity": _json(transform_quantity),
+        "id": col["price"],
+        "currency": col["currency"],
+        "billing_scheme": col["billing_scheme"],
+        "unit_amount": col["unit_amount"],
+        "unit_amount_decimal": col["unit_amount_decimal"],
+        "tiers_mode": col["tiers_mode"],
+        "tiers": _json(col["tiers"]),
+        "transform_quantity": _json(col["transform_quantity"]),
         "recurring": None
-        if recurring_interval is None
+        if col["recurring_interval"] is None
         else {
-            "interval": recurring_interval,
-            "interval_count": recurring_interval_count,
-            "usage_type": usage_type,
+            "interval": col["recurring_interval"],
+            "interval_count": col["recurring_interval_count"],
+            "usage_type": col["usage_type"],
         },
     }
     try:

@@ -201,21 +201,17 @@ def build(
     invoice_id = ("upcoming_" if preview else "") + new_id("in")
     for item in lines:
         item["invoice"] = invoice_id
-    subtotal = sum(item["amount"] for item in lines)
     # An upcoming invoice will be dated at the end of its period, not at the preview's time.
     invoice_date = period[1] if billing_reason == "upcoming" else created
     coupon = applicable_coupon(state, subscription, invoice_date)
-    off = coupon_discount(state, coupon, subtotal)
-    total_taxes = apply_taxes(lines, subscription, off)
-    total = subtotal - off + sum(t["amount"] for t in total_taxes if not t["inclusive"])
-    if coupon and not preview and subtotal > 0 and subscription is not None:
+    amounts = _amounts(state, lines, subscription, coupon)
+    if coupon and not preview and amounts["subtotal"] > 0 and subscription is not None:
         _use_once(state, subscription, coupon)
     return {
         "id": invoice_id,
         "object": "invoice",
-        "amount_due": max(total, 0),
+        **amounts,
         "amount_paid": 0,
-        "amount_remaining": max(total, 0),
         "attempt_count": 0,
         "attempted": False,
         "auto_advance": not preview,
@@ -224,7 +220,6 @@ def build(
         "created": created,
         "currency": currency,
         "customer": customer,
-        "discounts": [coupon] if coupon else [],
         "due_date": None,
         "effective_at": None,
         "hosted_invoice_url": None,
@@ -257,6 +252,23 @@ def build(
             "paid_at": None,
             "voided_at": None,
         },
+        "webhooks_delivered_at": None,
+        "_finalize_at": None,
+    }
+
+
+def _amounts(state: State, lines: list[Obj], subscription: Obj | None, coupon: str | None) -> Obj:
+    """The invoice's money fields for these lines and this coupon (taxes filled on the lines)."""
+    subtotal = sum(item["amount"] for item in lines)
+    off = coupon_discount(state, coupon, subtotal)
+    for item in lines:  # apply_taxes fills in the shares of this discount
+        item["discount_amounts"] = []
+    total_taxes = apply_taxes(lines, subscription, off)
+    total = subtotal - off + sum(t["amount"] for t in total_taxes if not t["inclusive"])
+    return {
+        "amount_due": max(total, 0),
+        "amount_remaining": max(total, 0),
+        "discounts": [coupon] if coupon else [],
         "subtotal": subtotal,
         "subtotal_excluding_tax": subtotal
         - sum(t["amount"] for t in total_taxes if t["inclusive"]),
@@ -267,9 +279,42 @@ def build(
             for t in total_taxes
         ],
         "total_discount_amounts": [{"amount": off, "discount": coupon}] if off else [],
-        "webhooks_delivered_at": None,
-        "_finalize_at": None,
     }
+
+
+def refresh_usage(state: State, invoice: Obj) -> None:
+    """At finalization, each metered line takes the latest quantity of its period, and the
+    totals follow: "During finalization, Stripe updates the invoice to reflect the latest
+    quantity for its billing period" (docs: usage-based billing, configure grace period). Usage
+    that reaches Stripe after this is in no finalized invoice."""
+    lines: list[Obj] = invoice["lines"]["data"]
+    changed = False
+    for i, ln in enumerate(lines):
+        details = (ln.get("parent") or {}).get("subscription_item_details") or {}
+        price_id = ((ln.get("pricing") or {}).get("price_details") or {}).get("price")
+        price = state.find(price_id) if price_id else None
+        if details.get("proration") or price is None or not is_metered(price):
+            continue
+        span = (ln["period"]["start"], ln["period"]["end"])
+        qty = usage(state, price, invoice["customer"], *span)
+        fresh = line(
+            price,
+            qty,
+            span,
+            subscription=details.get("subscription"),
+            item=details.get("subscription_item"),
+        )
+        lines[i] = {**fresh, "id": ln["id"], "invoice": invoice["id"]}
+        changed = True
+    if not changed:
+        return
+    sub_id = subscription_of(invoice)
+    coupons = invoice.get("discounts") or []
+    invoice.update(
+        _amounts(
+            state, lines, state.find(sub_id) if sub_id else None, coupons[0] if coupons else None
+        )
+    )
 
 
 def _use_once(state: State, subscription: Obj, coupon_id: str) -> None:
@@ -299,6 +344,7 @@ def subscription_of(invoice: Obj) -> str | None:
 def finalize(emu: Emulator, invoice: Obj, now: int) -> None:
     if invoice["status"] != "draft":
         raise invalid("This invoice is already finalized.", None, "invoice_not_editable")
+    refresh_usage(emu.state, invoice)
     number = sum(1 for i in emu.state.all("invoice") if i.get("number")) + 1
     invoice["number"] = f"{emu.state.objects[invoice['customer']]['invoice_prefix']}-{number:04d}"
     invoice["status"] = "open" if invoice["amount_due"] > 0 else "paid"

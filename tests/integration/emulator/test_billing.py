@@ -304,3 +304,59 @@ def test_negative_cycle_usage_bills_zero(client: stripe.StripeClient) -> None:
     )
     lines = client.v1.invoices.create_preview({"customer": cus}).lines.data
     assert [ln.quantity for ln in lines] == [0]
+
+
+def test_usage_in_the_finalization_grace_is_billed_and_later_usage_is_not(
+    client: stripe.StripeClient,
+) -> None:
+    """Stripe's invoice finalization grace period (docs: usage-based billing, configure grace
+    period): usage for the ended period reported during the hour before finalization is on the
+    invoice; usage reported after finalization is on no finalized invoice."""
+    meter = client.v1.billing.meters.create(
+        {"display_name": "Calls", "event_name": "calls", "default_aggregation": {"formula": "sum"}}
+    )
+    product = client.v1.products.create({"name": "API"})
+    price = client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 3,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+    start = int(time.time()) // 3600 * 3600
+    clock_id, cus = _clock_customer(client, start)
+    sub = client.v1.subscriptions.create({"customer": cus, "items": [{"price": price.id}]})
+    end = sub["items"].data[0].current_period_end
+
+    def report(identifier: str, value: int, at: int) -> None:
+        client.v1.billing.meter_events.create(
+            {
+                "event_name": "calls",
+                "identifier": identifier,
+                "timestamp": at,
+                "payload": {"stripe_customer_id": cus, "value": str(value)},
+            }
+        )
+
+    def cycle_invoice() -> Any:
+        invoices = client.v1.invoices.list({"customer": cus}).data
+        return next(i for i in invoices if i.billing_reason == "subscription_cycle")
+
+    client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": end - 3600})
+    report("in-period", 10, end - 3600)
+    # The period ended 30 minutes ago: the draft exists, finalization is still ahead.
+    client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": end + 1800})
+    assert cycle_invoice().status == "draft"
+    report("during-grace", 5, end - 60)
+    client.v1.test_helpers.test_clocks.advance(clock_id, {"frozen_time": end + 2 * 3600})
+    invoice = cycle_invoice()
+    assert invoice.status == "paid"
+    assert [(line.quantity, line.amount) for line in invoice.lines.data] == [(15, 45)]
+    assert invoice.amount_paid == 45
+    # After finalization: not added to that invoice, and not billed in the next period either
+    # (its timestamp is in the ended period).
+    report("after-finalization", 7, end - 60)
+    assert cycle_invoice().total == 45
+    preview = client.v1.invoices.create_preview({"customer": cus})
+    assert [line.quantity for line in preview.lines.data] == [0]

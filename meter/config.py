@@ -142,8 +142,10 @@ class Settings:
     # Reporter: outbox rows older than this are checked against event_summaries before a resend
     # (Stripe dedupes identifiers for at least 24 h).
     reporter_dedupe_horizon_s: float = 20 * 3600.0
-    # Reporter: a period counts as invoiced this long after it ended (Stripe finalizes ~1 h).
-    reporter_invoice_grace_s: float = 3600.0
+    # Reporter: a period counts as invoiced this long after it ended, unless its invoice was
+    # final earlier. Stripe finalizes 1 h after the end by default; 15 minutes are left for
+    # sending (one claim's retries take ~4 min at most with the defaults, see reporter/send.py).
+    reporter_invoice_grace_s: float = 45 * 60.0
     # Reporter: pause between polls when the outbox is empty; reconciliation interval (0: off).
     reporter_poll_interval_s: float = 1.0
     reporter_reconcile_interval_s: float = 3600.0
@@ -186,6 +188,11 @@ class Settings:
             raise ConfigError("METER_REPORTER_MAX_ATTEMPTS must be at least 1")
         if self.reporter_dedupe_horizon_s >= 24 * 3600.0:
             raise ConfigError("METER_REPORTER_DEDUPE_HORIZON must stay under Stripe's 24h")
+        if not 0 <= self.reporter_invoice_grace_s <= 72 * 3600.0:
+            raise ConfigError(
+                "METER_REPORTER_INVOICE_GRACE must be between 0 and 72h (Stripe's longest"
+                " finalization grace period)"
+            )
         # Dropping raw events still inside the late window would drop their dedupe ids too.
         if self.raw_retention_s < self.late_window_s + 86400.0:
             raise ConfigError("METER_RAW_RETENTION must exceed METER_LATE_WINDOW by at least 1d")

@@ -1,25 +1,23 @@
-"""Seams to billing data: Stripe customer ids and which billing periods are invoiced.
+"""Seams to billing data: Stripe customer ids, and the billing periods of subscription items.
 
-The billing module (meter/billing/) will supply Postgres implementations; until then the
-defaults below need nothing but the usage data itself.
+Both read the billing module's tables (meter/billing/, migrations/0003_billing.sql), never write
+them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from reporter import queries
+from reporter.periods import BillingPeriod
 
 # A connection, or one borrowed from a pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
-
-# (tenant, customer, subscription item, period start)
-PeriodKey = tuple[str, str, str, dt.datetime]
 
 
 class CustomerDirectory(Protocol):
@@ -32,62 +30,33 @@ class CustomerDirectory(Protocol):
         ...
 
 
-class PrefixDirectory:
-    """An event customer that is a Stripe id (`cus_…`) is its own Stripe customer; any other
-    has none yet, and its usage waits (never dropped) until a directory resolves it."""
-
-    async def stripe_customer_ids(
-        self, conn: Conn, tenant: str, customers: Collection[str]
-    ) -> Mapping[str, str]:
-        return {c: c for c in customers if c.startswith("cus_")}
-
-
 class PeriodCalendar(Protocol):
-    """Tells which billing periods already have a finalized invoice."""
+    """The billing periods of subscription items, each with whether its invoice is final."""
 
-    async def closed(
-        self, conn: Conn, periods: Collection[PeriodKey], now: dt.datetime
-    ) -> set[PeriodKey]:
-        """The subset of `periods` whose invoice is finalized."""
+    grace: dt.timedelta  # a period is closed this long after its end (periods.is_closed)
+
+    async def periods(
+        self, conn: Conn, items: Collection[str]
+    ) -> Mapping[str, list[BillingPeriod]]:
+        """Every known period of each item, oldest first; an item billing does not know is
+        left out (its periods count as open: nothing says they were invoiced)."""
         ...
 
 
-class RollupCalendar:
-    """From the rollups alone: a period is invoiced once the item's next period began more than
-    `grace` ago (Stripe finalizes a cycle invoice about an hour after the period ends). Without
-    usage in the next period it cannot tell, and says open."""
+class BillingCalendar:
+    """From billing's subscription_item_periods and invoices (kept by Stripe's webhooks)."""
 
     def __init__(self, grace: dt.timedelta) -> None:
         self.grace = grace
 
-    async def closed(
-        self, conn: Conn, periods: Collection[PeriodKey], now: dt.datetime
-    ) -> set[PeriodKey]:
-        items = sorted({(t, c, i) for t, c, i, _ in periods})
+    async def periods(
+        self, conn: Conn, items: Collection[str]
+    ) -> Mapping[str, list[BillingPeriod]]:
         if not items:
-            return set()
-        rows = await conn.fetch(
-            queries.ITEM_PERIODS,
-            [t for t, _, _ in items],
-            [c for _, c, _ in items],
-            [i for _, _, i in items],
-        )
-        known = [
-            (r["tenant"], r["customer"], r["subscription_item"], r["period_start"]) for r in rows
-        ]
-        return closed_periods(periods, known, now, self.grace)
-
-
-def closed_periods(
-    periods: Iterable[PeriodKey], known: Iterable[PeriodKey], now: dt.datetime, grace: dt.timedelta
-) -> set[PeriodKey]:
-    """Pure rule of `RollupCalendar`: closed once a later period of the item began ≤ now − grace."""
-    starts: dict[tuple[str, str, str], list[dt.datetime]] = {}
-    for t, c, i, start in known:
-        starts.setdefault((t, c, i), []).append(start)
-    out: set[PeriodKey] = set()
-    for key in periods:
-        t, c, i, start = key
-        if any(start < s <= now - grace for s in starts.get((t, c, i), ())):
-            out.add(key)
-    return out
+            return {}
+        out: dict[str, list[BillingPeriod]] = {}
+        for r in await conn.fetch(queries.ITEM_BILLING_PERIODS, sorted(items)):
+            out.setdefault(r["item"], []).append(
+                BillingPeriod(r["period_start"], r["period_end"], r["invoiced"])
+            )
+        return out

@@ -53,10 +53,17 @@ class ReporterMetrics:
             "Usage waiting for a Stripe customer id (not reported yet, never dropped).",
             registry=r,
         )
+        self.waiting_period = Gauge(
+            "meter_reporter_waiting_period_rows",
+            "Outbox rows of an invoiced period waiting for an open period of their subscription "
+            "item to be carried into (not sent yet, never dropped).",
+            registry=r,
+        )
         self.late = Counter(
             "meter_reporter_late_usage",
-            "Usage that reached the reporter after its period's invoice was finalized, by what "
-            "was done: carried (into the current period) or recorded (absolute, not sendable).",
+            "Usage of a period whose invoice may be final, by what was done: carried (planned "
+            "into the item's open period), moved (an unsent row moved there when claimed), "
+            "waiting (no open period known yet) or recorded (absolute, not sendable).",
             ["action"],
             registry=r,
         )

@@ -15,6 +15,7 @@ import asyncpg
 from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
+from reporter.periods import is_closed, open_target, starting_at
 from reporter.plan import Mark, Planned, Unit, plan
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class BuildResult:
     waiting_customer: int = 0  # units whose customer has no Stripe id yet
     carried: int = 0
     late: int = 0
+    waiting: int = 0  # rows of a closed period written as `waiting`: no open period known
+    released: int = 0  # `waiting` rows made due again: their item has an open period now
 
 
 def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
@@ -57,6 +60,8 @@ async def build(
 ) -> BuildResult:
     """Turn every grown attributed unit into outbox rows; one transaction per page."""
     total = BuildResult()
+    async with pool.acquire() as conn:
+        total.released = await release_waiting(conn, calendar)
     after = 0
     while True:
         async with pool.acquire() as conn:
@@ -69,13 +74,15 @@ async def build(
         result, _ = await build_page(conn, directory, calendar, None, page_size)
         _add(total, result)
         metrics.waiting_attribution.set(await conn.fetchval(queries.WAITING_FOR_ATTRIBUTION))
+        metrics.waiting_period.set(await conn.fetchval(queries.WAITING_COUNT))
     metrics.waiting_customer.set(total.waiting_customer)
     metrics.late.labels("carried").inc(total.carried)
     metrics.late.labels("recorded").inc(total.late)
-    if total.carried or total.late:
+    metrics.late.labels("waiting").inc(total.waiting)
+    if total.carried or total.late or total.waiting:
         log.warning(
             "late usage after invoice finalization",
-            extra={"carried": total.carried, "recorded": total.late},
+            extra={"carried": total.carried, "recorded": total.late, "waiting": total.waiting},
         )
     return total
 
@@ -86,6 +93,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.waiting_customer += part.waiting_customer
     total.carried += part.carried
     total.late += part.late
+    total.waiting += part.waiting
 
 
 async def build_page(
@@ -122,9 +130,9 @@ async def build_page(
             customers = {u.customer for u, _ in units if u.tenant == tenant}
             found = await directory.stripe_customer_ids(conn, tenant, customers)
             stripe_ids.update({(tenant, c): s for c, s in found.items()})
-        closed = await calendar.closed(
-            conn, {(u.tenant, u.customer, u.item, u.period_start) for u, _ in units}, now
-        )
+        # 4. The billing periods of the units' items: a unit of a closed period is carried
+        #    into its item's open period, or waits as a `waiting` row (periods.py).
+        periods = await calendar.periods(conn, {u.item for u, _ in units})
         result = BuildResult()
         planned: list[tuple[Unit, str, Planned]] = []
         for unit, mark in units:
@@ -132,11 +140,14 @@ async def build_page(
             if stripe_id is None:
                 result.waiting_customer += 1
                 continue
-            period = (unit.tenant, unit.customer, unit.item, unit.period_start)
-            p = plan(unit, mark, closed=period in closed, now=now)
+            known = periods.get(unit.item, [])
+            own = starting_at(known, unit.period_start)
+            closed = own is not None and is_closed(own, now, calendar.grace)
+            target = open_target(known, now, calendar.grace) if closed else None
+            p = plan(unit, mark, closed=closed, target=target, now=now)
             if p is not None:
                 planned.append((unit, stripe_id, p))
-        # 4. Write the rows and move the marks, in this same transaction. Identifiers are unit
+        # 5. Write the rows and move the marks, in this same transaction. Identifiers are unit
         #    key + version: should the rows exist already, ON CONFLICT keeps the first copy.
         rows = [(u, s, p) for u, s, p in planned if p.identifier is not None]
         await _insert_rows(conn, rows)
@@ -145,11 +156,31 @@ async def build_page(
         result.marks = len(planned)
         result.carried = sum(1 for _, _, p in rows if p.carried_from is not None)
         result.late = sum(1 for _, _, p in rows if p.status == "late")
-        # 5. Commit (leaving the block): rows and marks become durable together. A crash before
+        result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
+        # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);
         #    after, the marks say these versions are in the outbox, so they are never planned
         #    again, and the rows wait there, durable, for a sender.
         return result, last_id
+
+
+async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
+    """Make `waiting` rows whose item has an open period now due again; the sender moves them
+    into it when it claims them (send.py). Returns how many."""
+    async with conn.transaction():
+        rows = await conn.fetch(queries.WAITING_ROWS)
+        if not rows:
+            return 0
+        now = await conn.fetchval("SELECT now()")
+        periods = await calendar.periods(conn, {r["subscription_item"] for r in rows})
+        ids = [
+            r["id"]
+            for r in rows
+            if open_target(periods.get(r["subscription_item"], []), now, calendar.grace)
+        ]
+        if ids:
+            await conn.execute(queries.RELEASE_WAITING, ids)
+        return len(ids)
 
 
 async def _insert_rows(conn: Conn, rows: Sequence[tuple[Unit, str, Planned]]) -> None:

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from decimal import Context, Decimal
 
 from reporter.identifiers import identifier, unit_key
+from reporter.periods import BillingPeriod
 
 ABSOLUTE_AGGREGATIONS = frozenset({"last", "max", "unique_count"})
 # Stripe takes timestamps from the past 35 days; keep a day of margin for slow sends.
 STRIPE_MAX_PAST = dt.timedelta(days=34)
+# Stripe's timestamps are whole seconds; a period's end is not in it.
+STRIPE_TICK = dt.timedelta(seconds=1)
 _SIGNIFICANT = Context(prec=15)
 
 
@@ -75,13 +78,22 @@ def wire_value(value: Decimal) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def plan(unit: Unit, mark: Mark | None, *, closed: bool, now: dt.datetime) -> Planned | None:
+def plan(
+    unit: Unit,
+    mark: Mark | None,
+    *,
+    closed: bool,
+    target: BillingPeriod | None,
+    now: dt.datetime,
+) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
-    `closed`: the unit's billing period has a finalized invoice. Delta usage is then carried
-    into the current period (timestamp now, original time kept in `carried_from`); an absolute
-    value cannot be carried (it would overwrite the current period's), so it is recorded with
-    status `late` and not sent. Either way it is never dropped silently.
+    `closed`: the unit's billing period may have a finalized invoice (periods.is_closed). Delta
+    usage is then carried into `target`, the item's open period (a timestamp inside it, original
+    time kept in `carried_from`), or, with no open period known yet, written with status
+    `waiting` until the build finds one. An absolute value cannot be carried (it would overwrite
+    the current period's), so it is recorded with status `late` and not sent. None of these is
+    ever dropped silently.
     """
     if mark is not None and unit.version <= mark.version:
         return None
@@ -100,11 +112,24 @@ def plan(unit: Unit, mark: Mark | None, *, closed: bool, now: dt.datetime) -> Pl
     if closed:
         if unit.absolute:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late")
-        return Planned(new_mark, ident, value, now, unit.timestamp)
-    return Planned(new_mark, ident, value, event_time(unit.timestamp, now))
+        if target is None:
+            return Planned(new_mark, ident, value, unit.timestamp, None, "waiting")
+        return Planned(new_mark, ident, value, carried_time(target, now), unit.timestamp)
+    return Planned(new_mark, ident, value, event_time(unit.timestamp, unit.period_start, now))
 
 
-def event_time(timestamp: dt.datetime, now: dt.datetime) -> dt.datetime:
+def event_time(timestamp: dt.datetime, period_start: dt.datetime, now: dt.datetime) -> dt.datetime:
     """The timestamp to send: the unit's own, moved inside Stripe's accepted window (≤ 35 days
-    past, not in the future). The period is still open, so the moved time stays inside it."""
-    return min(max(timestamp, now - STRIPE_MAX_PAST), now)
+    past, not in the future). The period is still open, so the moved time stays inside it; a
+    period that starts after our clock (a customer on a Stripe test clock ahead of it, whose
+    window Stripe takes from the clock) keeps its start."""
+    return max(min(max(timestamp, now - STRIPE_MAX_PAST), now), period_start)
+
+
+def carried_time(target: BillingPeriod, now: dt.datetime) -> dt.datetime:
+    """The timestamp of usage carried into `target`: its start, so that it is billed by that
+    period's invoice also for a customer on a test clock (whose periods lie in the clock's time),
+    moved inside Stripe's 35-day window when the period is older (a yearly one). The start is
+    the same on every re-check while `target` stays open, so a row moved again after a crash
+    keeps the timestamp Stripe may already hold."""
+    return min(max(target.start, now - STRIPE_MAX_PAST), target.end - STRIPE_TICK)

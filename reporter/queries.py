@@ -55,12 +55,21 @@ LEFT JOIN report_marks m
 WHERE m.version IS NULL OR p.version > m.version
 """
 
-# The billing periods known for some (tenant, customer, item)s: the default calendar's input.
-ITEM_PERIODS = """
-SELECT DISTINCT r.tenant, r.customer, r.subscription_item, r.period_start
-FROM usage_rollups r
-JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, customer, item)
-  ON r.tenant = k.tenant AND r.customer = k.customer AND r.subscription_item = k.item
+# Every billing period of these subscription items (billing's tables), and whether an invoice
+# of the item's subscription for it is no longer a draft. A cycle invoice's period is the one it
+# bills ([start, end] of the item's period; a cut period ends where it was cut); an invoice of a
+# mid-period change starts later and does not close the period.
+ITEM_BILLING_PERIODS = """
+SELECT p.item, p.period_start, p.period_end,
+       EXISTS (
+           SELECT 1 FROM invoices v
+           WHERE v.subscription = i.subscription AND v.status <> 'draft'
+             AND v.period_start <= p.period_start AND v.period_end = p.period_end
+       ) AS invoiced
+FROM subscription_item_periods p
+LEFT JOIN subscription_items i ON i.id = p.item
+WHERE p.item = ANY($1::text[])
+ORDER BY p.item, p.period_start
 """
 
 UPSERT_MARKS = """
@@ -85,11 +94,19 @@ ON CONFLICT (identifier) DO NOTHING
 
 WAITING_FOR_ATTRIBUTION = "SELECT count(*) FROM usage_rollups WHERE subscription_item IS NULL"
 
+# Rows of a closed period that wait for an open period of their item (migrations/0011).
+WAITING_ROWS = "SELECT id, subscription_item FROM report_outbox WHERE status = 'waiting'"
+WAITING_COUNT = "SELECT count(*) FROM report_outbox WHERE status = 'waiting'"
+RELEASE_WAITING = """
+UPDATE report_outbox SET status = 'pending', next_attempt_at = now()
+WHERE id = ANY($1::bigint[]) AND status = 'waiting'
+"""
+
 # Claim: the oldest due pending rows, locked by this transaction only; a row another reporter
 # (or lane) holds is skipped, so no row is ever being sent by two senders at once.
 CLAIM = """
 SELECT id, identifier, stripe_customer, event_name, value, absolute, event_time, attempts,
-       created_at
+       created_at, subscription_item, period_start, carried_from
 FROM report_outbox
 WHERE status = 'pending' AND next_attempt_at <= now()
 ORDER BY event_time, id
@@ -122,6 +139,28 @@ FROM report_outbox
 WHERE status = 'sent' AND stripe_customer = $1 AND event_name = $2
   AND event_time >= $3 AND event_time < $4
 ORDER BY event_time, id
+"""
+
+# A claimed row whose period closed before it was sent, moved into its item's open period: same
+# identifier and value, a timestamp there; the first original timestamp stays in carried_from.
+MOVE_ROWS = """
+UPDATE report_outbox o
+SET event_time = m.event_time, carried_from = coalesce(o.carried_from, o.event_time)
+FROM unnest($1::bigint[], $2::timestamptz[]) AS m(id, event_time)
+WHERE o.id = m.id
+"""
+# A claimed row whose period closed and whose item has no open period yet: the build releases it.
+PARK_ROWS = """
+UPDATE report_outbox SET status = 'waiting', attempts = attempts + 1, last_error = $2
+WHERE id = ANY($1::bigint[])
+"""
+
+# Pending rows of one window created after $5 (inside the dedupe horizon): tried or not, their
+# identifiers are still deduplicated by Stripe (send.py, the horizon check).
+FRESH_PENDING_IN_WINDOW = """
+SELECT count(*) FROM report_outbox
+WHERE status = 'pending' AND stripe_customer = $1 AND event_name = $2
+  AND event_time >= $3 AND event_time < $4 AND created_at > $5
 """
 
 OUTBOX_DEPTH = """

@@ -7,6 +7,7 @@ meter event nor lets Stripe count it twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import random
@@ -18,9 +19,11 @@ import asyncpg
 from meter.faults import Faults
 from reporter import queries
 from reporter.backoff import backoff_delay
-from reporter.directory import Conn
+from reporter.directory import Conn, PeriodCalendar
 from reporter.limiter import Limiter
 from reporter.metrics import ReporterMetrics
+from reporter.periods import holding, is_closed, open_target, starting_at
+from reporter.plan import carried_time
 from reporter.reconcile_math import MINUTE, SentRow, floor_minute, horizon_verdict, our_total
 from reporter.summaries import StripeSummaries
 from reporter.transport import Event, Transport
@@ -48,6 +51,7 @@ class Sender:
     limiter: Limiter
     metrics: ReporterMetrics
     summaries: StripeSummaries
+    calendar: PeriodCalendar
     policy: SendPolicy = field(default_factory=SendPolicy)
     faults: Faults = field(default_factory=Faults)
     rng: random.Random = field(default_factory=random.Random)
@@ -66,8 +70,8 @@ class Sender:
             events = [_event(r) for r in rows]
             # 2. Rows older than Stripe's dedupe horizon (created > 20 h ago, so any earlier try
             #    was too) may have been applied and forgotten: event_summaries decide before any
-            #    resend. Absolute values are safe to resend (Stripe keeps the last), so only
-            #    deltas are checked.
+            #    resend (`_check_horizon`, which judges those rows only). Absolute values are safe
+            #    to resend (Stripe keeps the last), so only deltas are checked.
             now = await conn.fetchval("SELECT now()")
             old = [
                 e
@@ -75,7 +79,18 @@ class Sender:
                 if not r["absolute"] and now - r["created_at"] > self.policy.horizon
             ]
             if old:
-                events = await self._check_horizon(conn, events, old)
+                events = await self._check_horizon(conn, events, old, now)
+            # 2b. A row planned while its period was open may have waited (429s, an outage)
+            #     until that period's invoice could be final: it is moved into the item's open
+            #     period before it is sent (`_place`), in this transaction, keeping its
+            #     identifier. Should an earlier try have been applied, its timestamp was inside
+            #     the period when Stripe took it, and the resend of the same identifier is
+            #     dropped by Stripe's dedupe (older rows went through step 2 first, at the
+            #     timestamp of their last try, which is the one recorded: a move commits with
+            #     the claim that sends it). A crash after the send and before the commit rolls
+            #     the move back; the next claim moves the row again, to the same timestamp while
+            #     that open period lasts (plan.carried_time), and the resend is dropped.
+            events = await self._place(conn, rows, events, now)
             # 3. Send, retrying 429/5xx/no-answer with backoff, always with the same
             #    identifiers: a try that was applied but not answered is dropped by Stripe's
             #    dedupe when resent. Nothing in Postgres changes while we send.
@@ -139,25 +154,43 @@ class Sender:
         return sent, failed, pending, error
 
     async def _check_horizon(
-        self, conn: Conn, events: list[Event], old: list[Event]
+        self, conn: Conn, events: list[Event], old: list[Event], now: dt.datetime
     ) -> list[Event]:
-        """Settle old rows by event_summaries: applied → marked sent without a resend;
-        missing → sent again; anything else → `review` (never guessed)."""
+        """Settle the rows past the horizon (`old`) by event_summaries, per (customer, meter,
+        minute) window: applied → marked sent without a resend; missing → sent again; anything
+        else → `review` (never guessed). Only `old` rows are judged:
+          1. A fresh row (created inside the horizon) was tried, if ever, less than 24 h ago:
+             Stripe still dedupes its identifier, so it is sent like any row, whatever its
+             earlier tries did — never judged, never held with old ones.
+          2. But an earlier try of a fresh row may already be in Stripe's total for its window
+             without our knowing (a crash after the send and before the commit leaves even
+             attempts = 0), so while a fresh row of the window is pending, that total cannot
+             tell which old rows were applied: the old rows are deferred (retried later), and
+             the fresh ones are sent and marked meanwhile, exactly once thanks to step 1.
+          3. With no fresh row pending in the window, Stripe's total is our sent rows plus the
+             old rows that were applied: `horizon_verdict` compares.
+          4. Deferring ends: a fresh row is soon sent or failed, or past the horizon itself
+             and then judged as an old one.
+        """
         groups: dict[tuple[str, str, dt.datetime], list[Event]] = {}
-        for e in events:
-            groups.setdefault((e.stripe_customer, e.event_name, floor_minute(e.event_time)), [])
         for e in old:
-            groups[(e.stripe_customer, e.event_name, floor_minute(e.event_time))].append(e)
+            key = (e.stripe_customer, e.event_name, floor_minute(e.event_time))
+            groups.setdefault(key, []).append(e)
         settled: set[int] = set()
-        for (customer, name, start), members in groups.items():
-            if not members:
+        deferred: list[int] = []
+        for (customer, name, start), pending in groups.items():
+            fresh = await conn.fetchval(
+                queries.FRESH_PENDING_IN_WINDOW,
+                customer,
+                name,
+                start,
+                start + MINUTE,
+                now - self.policy.horizon,
+            )
+            if fresh:
+                deferred += [e.id for e in pending]
+                self.metrics.horizon_checks.labels("deferred").inc()
                 continue
-            pending = [
-                e
-                for e in events
-                if (e.stripe_customer, e.event_name) == (customer, name)
-                and floor_minute(e.event_time) == start
-            ]
             stripe_total = await self.summaries.total(name, customer, start, start + MINUTE)
             sent_rows = await conn.fetch(
                 queries.SENT_IN_WINDOW, customer, name, start, start + MINUTE
@@ -189,7 +222,70 @@ class Sender:
                     queries.MARK_STATUS, ids, "review", "past the dedupe horizon: ambiguous"
                 )
                 settled.update(ids)
+        if deferred:
+            await conn.execute(
+                queries.MARK_RETRY,
+                deferred,
+                self.policy.backoff_cap_s,
+                "past the dedupe horizon: waits for fresh rows of its minute to be sent",
+            )
+            settled.update(deferred)
         return [e for e in events if e.id not in settled]
+
+    async def _place(
+        self, conn: Conn, rows: Sequence[asyncpg.Record], events: list[Event], now: dt.datetime
+    ) -> list[Event]:
+        """Events whose billing period is still open, as they are; the others moved into their
+        item's open period (same identifier), or, with none known, parked as `waiting` (the
+        build releases them); absolute ones recorded `late` (they cannot be carried)."""
+        claimed = {r["id"]: r for r in rows}
+        live = [claimed[e.id] for e in events]
+        grace = self.calendar.grace
+        periods = await self.calendar.periods(conn, {r["subscription_item"] for r in live})
+        moved: dict[int, dt.datetime] = {}
+        parked: list[int] = []
+        late: list[int] = []
+        for r in live:
+            known = periods.get(r["subscription_item"], [])
+            # A row not carried yet is in its bucket's period; a carried one in its target's.
+            period = (
+                starting_at(known, r["period_start"])
+                if r["carried_from"] is None
+                else holding(known, r["event_time"])
+            )
+            if period is None or not is_closed(period, now, grace):
+                continue
+            target = None if r["absolute"] else open_target(known, now, grace)
+            if r["absolute"]:
+                late.append(r["id"])
+            elif target is None:
+                parked.append(r["id"])
+            else:
+                moved[r["id"]] = carried_time(target, now)
+        if moved:
+            await conn.execute(queries.MOVE_ROWS, list(moved), list(moved.values()))
+        if parked:
+            await conn.execute(
+                queries.PARK_ROWS, parked, "its period is invoiced; no open period known yet"
+            )
+        if late:
+            await conn.execute(
+                queries.MARK_STATUS, late, "late", "its period was invoiced before it was sent"
+            )
+        self.metrics.late.labels("moved").inc(len(moved))
+        self.metrics.late.labels("waiting").inc(len(parked))
+        self.metrics.late.labels("recorded").inc(len(late))
+        if moved or parked or late:
+            log.warning(
+                "outbox rows whose period was invoiced before they were sent",
+                extra={"moved": len(moved), "waiting": len(parked), "late": len(late)},
+            )
+        dropped = set(parked) | set(late)
+        return [
+            dataclasses.replace(e, event_time=moved[e.id]) if e.id in moved else e
+            for e in events
+            if e.id not in dropped
+        ]
 
 
 def _event(r: asyncpg.Record) -> Event:

@@ -19,7 +19,7 @@ from meter.errors import ConfigError
 from meter.faults import Faults
 from meter.migrate import require_schema
 from reporter import outbox, queries
-from reporter.directory import CustomerDirectory, PeriodCalendar, RollupCalendar
+from reporter.directory import BillingCalendar, CustomerDirectory, PeriodCalendar
 from reporter.limiter import Limiter
 from reporter.metrics import ReporterMetrics
 from reporter.reconcile import reconcile
@@ -53,7 +53,7 @@ class Reporter:
         self.settings = settings
         # Billing's customers table resolves our ids and cus_ ids (meter/billing/directory.py).
         self.directory = directory or BillingDirectory()
-        self.calendar = calendar or RollupCalendar(
+        self.calendar = calendar or BillingCalendar(
             dt.timedelta(seconds=settings.reporter_invoice_grace_s)
         )
         self.metrics = metrics or ReporterMetrics()
@@ -95,6 +95,7 @@ class Reporter:
             limiter=Limiter(rate, burst),
             metrics=self.metrics,
             summaries=self.summaries,
+            calendar=self.calendar,
             policy=SendPolicy(
                 batch_size=s.reporter_batch_size,
                 max_attempts=s.reporter_max_attempts,

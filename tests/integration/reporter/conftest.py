@@ -111,6 +111,59 @@ async def make_world(
     return World(customers, meter_ids, PeriodsAttributor(periods))
 
 
+async def seed_billing(
+    db: asyncpg.Connection, customer: str, items: dict[str, Sequence[Window]]
+) -> str:
+    """Billing's rows for these items of one subscription (as its webhooks would store them):
+    each item's periods, the last one current. Returns the subscription id."""
+    sub = f"sub_{customer[-8:]}"
+    await db.execute(
+        "INSERT INTO subscriptions (id, customer, status, stripe_created, event_created)"
+        " VALUES ($1, $2, 'active', now(), 0) ON CONFLICT DO NOTHING",
+        sub,
+        customer,
+    )
+    for item, windows in items.items():
+        last = windows[-1]
+        await db.execute(
+            "INSERT INTO subscription_items (id, subscription, price, current_period_start,"
+            " current_period_end) VALUES ($1, $2, 'price_metered', $3, $4)"
+            " ON CONFLICT (id) DO UPDATE SET current_period_start = EXCLUDED.current_period_start,"
+            " current_period_end = EXCLUDED.current_period_end",
+            item,
+            sub,
+            utc(last.start_ms),
+            utc(last.end_ms),
+        )
+        for w in windows:
+            await db.execute(
+                "INSERT INTO subscription_item_periods (item, period_start, period_end)"
+                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                item,
+                utc(w.start_ms),
+                utc(w.end_ms),
+            )
+    return sub
+
+
+async def seed_invoice(
+    db: asyncpg.Connection, customer: str, sub: str, period: Window, status: str = "open"
+) -> None:
+    """A cycle invoice of `period` as billing stores it from invoice.finalized/paid."""
+    await db.execute(
+        "INSERT INTO invoices (id, customer, subscription, status, billing_reason, currency,"
+        " subtotal, total, amount_due, amount_paid, amount_remaining, period_start, period_end,"
+        " stripe_created, event_created)"
+        " VALUES ($1, $2, $3, $4, 'subscription_cycle', 'usd', 0, 0, 0, 0, 0, $5, $6, now(), 0)",
+        f"in_{sub}_{period.end_ms}",
+        customer,
+        sub,
+        status,
+        utc(period.start_ms),
+        utc(period.end_ms),
+    )
+
+
 def make_events(
     world: World, n: int, seed: int, *, hours: int = 6, dup_every: int = 10
 ) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import stripe
 from redis.asyncio import Redis
@@ -21,10 +23,14 @@ from .conftest import (
     make_events,
     make_world,
     now_ms,
+    seed_billing,
+    seed_invoice,
     stream_identifiers,
     stripe_totals,
+    utc,
 )
 
+STREAM = "/v2/billing/meter_event_stream"
 AGED = "UPDATE report_outbox SET created_at = now() - interval '21 hours'"
 
 
@@ -81,14 +87,16 @@ async def test_late_usage_after_finalization_is_carried_never_dropped(
     world = await make_world(sdk, db, n_customers=1, meters={"calls": "sum", "gauge": "last"})
     customer = world.customers[0]
     boundary = (now_ms() - 3 * HOUR_MS) // 60_000 * 60_000
+    windows = (
+        Window(boundary - 10 * 24 * HOUR_MS, boundary),
+        Window(boundary, boundary + 27 * 24 * HOUR_MS),
+    )
     world.attributor.periods = [
         ItemPeriod(customer, meter, f"si_{meter}", window)
         for meter in ("calls", "gauge")
-        for window in (
-            Window(boundary - 10 * 24 * HOUR_MS, boundary),
-            Window(boundary, boundary + 27 * 24 * HOUR_MS),
-        )
+        for window in windows
     ]
+    await seed_billing(db, customer, {f"si_{meter}": windows for meter in ("calls", "gauge")})
 
     def event(id_: str, meter: str, value: float, at_ms: int) -> dict[str, object]:
         return {
@@ -100,7 +108,7 @@ async def test_late_usage_after_finalization_is_carried_never_dropped(
         }
 
     old, new = boundary - 2 * HOUR_MS, boundary + HOUR_MS
-    # The old period's usage, reported while nothing shows its period has ended.
+    # The old period's usage, reported while its invoice may still take usage (a 4 h grace).
     await ingest_and_aggregate(
         client,
         api_key,
@@ -109,9 +117,10 @@ async def test_late_usage_after_finalization_is_carried_never_dropped(
         world,
         [event("a", "calls", 5, old), event("c", "gauge", 3, old)],
     )
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings.replace(reporter_invoice_grace_s=4 * 3600.0)) as reporter:
         await reporter.once()
         assert reporter.metrics.late.labels("carried")._value.get() == 0
+    async with Reporter(rsettings) as reporter:
         # The new period's usage, and late usage of the old one, whose invoice is final now
         # (it ended 3 h ago; grace 60 s).
         await ingest_and_aggregate(
@@ -137,7 +146,7 @@ async def test_late_usage_after_finalization_is_carried_never_dropped(
     assert carried is not None
     assert carried["value"] == 11
     assert carried["status"] == "sent"
-    assert carried["event_time"].timestamp() * 1000 > boundary  # in the current period
+    assert carried["event_time"].timestamp() * 1000 == boundary  # the current period's start
     assert carried["carried_from"].timestamp() * 1000 < boundary
     late = await db.fetchrow("SELECT value FROM report_outbox WHERE status = 'late'")
     assert late is not None
@@ -146,3 +155,144 @@ async def test_late_usage_after_finalization_is_carried_never_dropped(
     totals = await stripe_totals(emu, world)
     assert totals[(customer, "calls")] == 23
     assert totals[(customer, "gauge")] == 9
+
+
+def _event(customer: str, id_: str, value: float, at_ms: int) -> dict[str, object]:
+    return {
+        "id": id_,
+        "customer": customer,
+        "meter": "calls",
+        "value": value,
+        "timestamp": at_ms / 1000,
+    }
+
+
+async def _one_item_world(
+    sdk: stripe.StripeClient, db: asyncpg.Connection, boundary: int, *, next_known: bool = True
+) -> tuple[Any, str, str, Window, Window]:
+    """One customer, one `calls` item whose period changed at `boundary`; billing knows the
+    ended period and (with `next_known`) the new one."""
+    world = await make_world(sdk, db, n_customers=1, meters={"calls": "sum"})
+    customer = world.customers[0]
+    ended = Window(boundary - 10 * 24 * HOUR_MS, boundary)
+    current = Window(boundary, boundary + 27 * 24 * HOUR_MS)
+    world.attributor.periods = [
+        ItemPeriod(customer, "calls", "si_calls", w) for w in (ended, current)
+    ]
+    sub = await seed_billing(
+        db, customer, {"si_calls": [ended, current] if next_known else [ended]}
+    )
+    return world, customer, sub, ended, current
+
+
+async def test_late_usage_of_an_invoiced_period_is_carried_without_usage_in_the_new_one(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """The period ended 10 minutes ago (inside the grace); its invoice is final (webhook). Late
+    usage of it is carried into the new period although the customer has no usage there."""
+    boundary = (now_ms() - 10 * 60_000) // 60_000 * 60_000
+    world, customer, sub, ended, _ = await _one_item_world(sdk, db, boundary)
+    rsettings = rsettings.replace(reporter_invoice_grace_s=45 * 60.0)
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, [_event(customer, "a", 5, boundary - HOUR_MS)]
+    )
+    async with Reporter(rsettings) as reporter:
+        await reporter.once()  # open (in its grace): sent with its own timestamp
+        await seed_invoice(db, customer, sub, ended)
+        await ingest_and_aggregate(
+            client, api_key, redis, settings, world, [_event(customer, "b", 7, boundary - 60_000)]
+        )
+        await reporter.once()
+        assert reporter.metrics.late.labels("carried")._value.get() == 1
+    rows = await db.fetch(
+        "SELECT value, event_time, carried_from, status FROM report_outbox ORDER BY id"
+    )
+    assert [(r["value"], r["status"]) for r in rows] == [(5, "sent"), (7, "sent")]
+    assert rows[0]["carried_from"] is None
+    assert rows[1]["event_time"] == utc(boundary)  # billed by the open period's invoice
+    assert utc(ended.start_ms) <= rows[1]["carried_from"] < utc(boundary)  # its bucket's time
+    assert (await stripe_totals(emu, world))[(customer, "calls")] == 12
+
+
+async def test_late_usage_waits_for_an_open_period_then_is_carried(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """Ended 3 h ago (past the grace), and billing knows no later period yet: the late usage
+    waits in the outbox (counted), never sent into the invoiced period, never dropped."""
+    boundary = (now_ms() - 3 * HOUR_MS) // 60_000 * 60_000
+    world, customer, _, _, current = await _one_item_world(sdk, db, boundary, next_known=False)
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, [_event(customer, "a", 4, boundary - HOUR_MS)]
+    )
+    async with Reporter(rsettings) as reporter:
+        await reporter.once()
+        assert await stream_identifiers(emu) == []
+        assert reporter.metrics.waiting_period._value.get() == 1
+        assert await db.fetchval("SELECT status FROM report_outbox") == "waiting"
+        await seed_billing(db, customer, {"si_calls": [current]})  # the next period is synced
+        await reporter.once()
+        assert reporter.metrics.waiting_period._value.get() == 0
+    row = await db.fetchrow("SELECT event_time, carried_from, status FROM report_outbox")
+    assert row is not None
+    assert (row["status"], row["event_time"]) == ("sent", utc(boundary))
+    assert utc(boundary - 2 * HOUR_MS) <= row["carried_from"] < utc(boundary)
+    assert (await stripe_totals(emu, world))[(customer, "calls")] == 4
+
+
+async def test_a_row_whose_period_was_invoiced_before_it_was_sent_is_moved_once(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """Planned while its period was open; its first try applied but unanswered; the invoice
+    became final before the retry. The retry is moved into the open period with the same
+    identifier, so Stripe counts it once (its first try, taken before finalization)."""
+    boundary = (now_ms() - 10 * 60_000) // 60_000 * 60_000
+    world, customer, sub, ended, _ = await _one_item_world(sdk, db, boundary)
+    rsettings = rsettings.replace(
+        reporter_invoice_grace_s=45 * 60.0,
+        reporter_max_attempts=1,
+        reporter_backoff_base_s=30.0,
+        reporter_backoff_cap_s=30.0,
+    )
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, [_event(customer, "a", 5, boundary - HOUR_MS)]
+    )
+    await control(emu, "POST", "/faults", {"path": STREAM, "mode": "drop", "count": 1})
+    async with Reporter(rsettings) as reporter:
+        await reporter.build()
+        await reporter.send_due()
+        row = await db.fetchrow("SELECT identifier, status, attempts FROM report_outbox")
+        assert row is not None
+        assert (row["status"], row["attempts"]) == ("pending", 1)
+        assert (await stripe_totals(emu, world))[(customer, "calls")] == 5  # applied
+        await seed_invoice(db, customer, sub, ended)
+        await db.execute("UPDATE report_outbox SET next_attempt_at = now()")
+        await control(emu, "DELETE", "/requests")
+        await reporter.once()
+        assert reporter.metrics.late.labels("moved")._value.get() == 1
+    assert await stream_identifiers(emu) == [row["identifier"]]  # resent, same identifier
+    moved = await db.fetchrow("SELECT event_time, carried_from, status FROM report_outbox")
+    assert moved is not None
+    assert (moved["status"], moved["event_time"]) == ("sent", utc(boundary))
+    assert utc(boundary - 2 * HOUR_MS) <= moved["carried_from"] < utc(boundary)
+    assert (await stripe_totals(emu, world))[(customer, "calls")] == 5  # once

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reporter.backoff import backoff_delay, retry_after_seconds, should_retry_header
-from reporter.directory import closed_periods
 from reporter.identifiers import MAX_IDENTIFIER, identifier, unit_key
 from reporter.limiter import TokenBucket
-from reporter.plan import Mark, Unit, event_time, plan, stripe_value, wire_value
+from reporter.periods import BillingPeriod, holding, is_closed, open_target, starting_at
+from reporter.plan import Mark, Unit, carried_time, event_time, plan, stripe_value, wire_value
 from reporter.reconcile_math import SentRow, ceil_minute, floor_minute, horizon_verdict, our_total
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -65,7 +65,7 @@ def test_deltas_add_up_to_the_bucket_value(increments: list[Decimal]) -> None:
     sent = Decimal(0)
     for version, inc in enumerate(increments, start=1):
         value += inc
-        p = plan(unit(version, value), mark, closed=False, now=NOW)
+        p = plan(unit(version, value), mark, closed=False, target=None, now=NOW)
         assert p is not None
         if p.identifier is not None:
             assert p.value != 0
@@ -73,36 +73,59 @@ def test_deltas_add_up_to_the_bucket_value(increments: list[Decimal]) -> None:
         mark = p.mark
     assert sent == value
     # An old version again: nothing.
-    assert plan(unit(1, value), mark, closed=False, now=NOW) is None
+    assert plan(unit(1, value), mark, closed=False, target=None, now=NOW) is None
 
 
 def test_absolute_values_are_sent_as_is_and_unchanged_ones_not_at_all() -> None:
-    first = plan(unit(3, 10, absolute=True), None, closed=False, now=NOW)
+    first = plan(unit(3, 10, absolute=True), None, closed=False, target=None, now=NOW)
     assert first is not None
     assert (first.value, first.mark) == (10, Mark(3, Decimal(10)))
-    same = plan(unit(5, 10, absolute=True), first.mark, closed=False, now=NOW)
+    same = plan(unit(5, 10, absolute=True), first.mark, closed=False, target=None, now=NOW)
     assert same is not None
     assert same.identifier is None
     assert same.mark == Mark(5, Decimal(10))
-    lower = plan(unit(6, 4, absolute=True), same.mark, closed=False, now=NOW)
+    lower = plan(unit(6, 4, absolute=True), same.mark, closed=False, target=None, now=NOW)
     assert lower is not None
     assert lower.value == 4
 
 
-def test_late_usage_is_carried_or_recorded_never_dropped() -> None:
-    carried = plan(unit(2, 7), Mark(1, Decimal(5)), closed=True, now=NOW)
+def test_late_usage_is_carried_waits_or_is_recorded_never_dropped() -> None:
+    current = BillingPeriod(NOW - dt.timedelta(hours=2), NOW + dt.timedelta(days=30), False)
+    carried = plan(unit(2, 7), Mark(1, Decimal(5)), closed=True, target=current, now=NOW)
     assert carried is not None
-    assert (carried.value, carried.event_time, carried.carried_from) == (2, NOW, T0)
+    assert (carried.value, carried.event_time, carried.carried_from) == (2, current.start, T0)
     assert carried.status == "pending"
-    recorded = plan(unit(2, 7, absolute=True), Mark(1, Decimal(5)), closed=True, now=NOW)
+    waiting = plan(unit(2, 7), Mark(1, Decimal(5)), closed=True, target=None, now=NOW)
+    assert waiting is not None
+    assert (waiting.value, waiting.status, waiting.mark) == (2, "waiting", Mark(2, Decimal(7)))
+    recorded = plan(
+        unit(2, 7, absolute=True), Mark(1, Decimal(5)), closed=True, target=current, now=NOW
+    )
     assert recorded is not None
     assert (recorded.value, recorded.status) == (7, "late")
 
 
-def test_event_time_stays_inside_stripes_window() -> None:
-    assert event_time(T0, NOW) == T0
-    assert event_time(NOW - dt.timedelta(days=40), NOW) == NOW - dt.timedelta(days=34)
-    assert event_time(NOW + dt.timedelta(minutes=3), NOW) == NOW
+def test_event_time_stays_inside_stripes_window_and_the_period() -> None:
+    start = T0 - dt.timedelta(days=50)
+    assert event_time(T0, start, NOW) == T0
+    assert event_time(NOW - dt.timedelta(days=40), start, NOW) == NOW - dt.timedelta(days=34)
+    assert event_time(NOW + dt.timedelta(minutes=3), start, NOW) == NOW
+    # A period in a test clock's future (it starts after our clock): its start.
+    ahead = NOW + dt.timedelta(days=40)
+    assert event_time(ahead + dt.timedelta(hours=1), ahead, NOW) == ahead
+
+
+def test_carried_usage_lands_inside_the_open_period_and_stripes_window() -> None:
+    month = BillingPeriod(NOW - dt.timedelta(days=3), NOW + dt.timedelta(days=27), False)
+    assert carried_time(month, NOW) == month.start
+    assert carried_time(month, NOW + dt.timedelta(hours=5)) == month.start  # stable
+    year = BillingPeriod(NOW - dt.timedelta(days=200), NOW + dt.timedelta(days=165), False)
+    assert carried_time(year, NOW) == NOW - dt.timedelta(days=34)
+    clock = BillingPeriod(NOW + dt.timedelta(days=60), NOW + dt.timedelta(days=90), False)
+    assert carried_time(clock, NOW) == clock.start
+    # In its finalization grace (the next period not known yet): still inside it.
+    ended = BillingPeriod(NOW - dt.timedelta(days=30), NOW - dt.timedelta(minutes=5), False)
+    assert carried_time(ended, NOW) == ended.start
 
 
 def test_values_fit_stripes_15_digits_and_rounding_is_carried() -> None:
@@ -111,7 +134,7 @@ def test_values_fit_stripes_15_digits_and_rounding_is_carried() -> None:
     assert wire_value(Decimal("1E+3")) == "1000"
     assert wire_value(Decimal("-0")) == "0"
     big = Decimal("1234567890.1234567890")
-    p = plan(unit(1, big), None, closed=False, now=NOW)
+    p = plan(unit(1, big), None, closed=False, target=None, now=NOW)
     assert p is not None
     assert p.mark.value == p.value == stripe_value(big)
 
@@ -157,13 +180,21 @@ def test_token_bucket_never_exceeds_rate_plus_burst(
         assert total <= burst + rate * t + 1e-6 * max(1.0, rate * t)
 
 
-def test_calendar_closes_a_period_once_the_next_began_plus_grace() -> None:
-    grace = dt.timedelta(hours=1)
-    p1 = ("acme", "cus_1", "si_1", NOW - dt.timedelta(days=30))
-    p2 = ("acme", "cus_1", "si_1", NOW - dt.timedelta(minutes=30))
-    other = ("acme", "cus_2", "si_1", NOW - dt.timedelta(days=30))
-    assert closed_periods([p1, p2, other], [p1, p2, other], NOW, grace) == set()
-    assert closed_periods([p1, p2], [p1, p2], NOW + grace, grace) == {p1}
+def test_a_period_closes_by_its_invoice_or_its_end_plus_grace_never_by_usage() -> None:
+    grace = dt.timedelta(minutes=45)
+    ended = NOW - dt.timedelta(minutes=30)
+    p1 = BillingPeriod(ended - dt.timedelta(days=30), ended, False)
+    p2 = BillingPeriod(ended, ended + dt.timedelta(days=30), False)
+    assert not is_closed(p1, NOW, grace)
+    assert is_closed(p1, ended + grace, grace)  # no usage of p2 needed
+    assert is_closed(BillingPeriod(p1.start, p1.end, True), NOW, grace)  # finalized early
+    assert open_target([p1, p2], NOW, grace) == p2
+    assert open_target([p1], ended + grace, grace) is None  # the next one is not known yet
+    assert open_target([p1], NOW, grace) == p1  # still in its grace
+    assert starting_at([p1, p2], p2.start) == p2
+    assert starting_at([p1, p2], NOW) is None
+    assert holding([p1, p2], p2.start) == p2
+    assert holding([p1, p2], p1.start - dt.timedelta(seconds=1)) is None
 
 
 def test_our_total_and_horizon_verdicts() -> None:

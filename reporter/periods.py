@@ -1,0 +1,48 @@
+"""Which billing periods are closed, and which one late usage goes to. Pure; the calendar in
+`directory.py` reads the periods from billing's tables.
+
+A period is closed once Stripe may have finalized its invoice: an invoice for it is no longer a
+draft (`invoice.finalized`/`paid` webhooks), or it ended at least `grace` ago. Stripe finalizes a
+cycle invoice after a grace period (1 h by default) and until then bills usage reported for the
+period; after that, usage with a timestamp in it is billed by nothing
+(https://docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period). Usage never
+decides: a period with no later usage closes all the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BillingPeriod:
+    """A billing period of one subscription item, [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    invoiced: bool  # an invoice covering it is no longer a draft
+
+
+def is_closed(period: BillingPeriod, now: dt.datetime, grace: dt.timedelta) -> bool:
+    return period.invoiced or now >= period.end + grace
+
+
+def starting_at(periods: Iterable[BillingPeriod], start: dt.datetime) -> BillingPeriod | None:
+    """The period that starts at `start` (None: billing does not know it)."""
+    return next((p for p in periods if p.start == start), None)
+
+
+def holding(periods: Iterable[BillingPeriod], at: dt.datetime) -> BillingPeriod | None:
+    """The period that contains the instant `at` (None: none known)."""
+    return next((p for p in periods if p.start <= at < p.end), None)
+
+
+def open_target(
+    periods: Sequence[BillingPeriod], now: dt.datetime, grace: dt.timedelta
+) -> BillingPeriod | None:
+    """Where the item's late usage is carried: its latest period that is still open, i.e. the
+    invoice that will bill it (None: no open period is known yet, the usage waits)."""
+    candidates = [p for p in periods if not is_closed(p, now, grace)]
+    return max(candidates, key=lambda p: p.start, default=None)

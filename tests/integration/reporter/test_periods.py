@@ -74,6 +74,48 @@ async def test_rows_past_the_horizon_are_checked_before_any_resend(
     assert close(await stripe_totals(emu, world), await expected_totals(db))
 
 
+async def test_a_fresh_row_sharing_a_minute_with_an_old_applied_row_is_sent_once(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """Two versions of one bucket share its minute: the first applied in Stripe 21 h ago but
+    its mark lost, the second new. The new one is sent (exactly once) and the old one settled
+    as applied, not both parked in `review`."""
+    world = await make_world(sdk, db, n_customers=1, meters={"calls": "sum"})
+    customer = world.customers[0]
+    at = now_ms() - HOUR_MS
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, [_event(customer, "a", 5, at)]
+    )
+    async with Reporter(rsettings.replace(reporter_concurrency=1)) as reporter:
+        await reporter.once()
+        await db.execute(AGED + ", status = 'pending', sent_at = NULL")
+        await ingest_and_aggregate(
+            client, api_key, redis, settings, world, [_event(customer, "b", 7, at + 1000)]
+        )
+        await reporter.build()
+        fresh = await db.fetchval(
+            "SELECT identifier FROM report_outbox WHERE created_at > now() - interval '1 hour'"
+        )
+        minutes = await db.fetchval(
+            "SELECT count(DISTINCT date_trunc('minute', event_time)) FROM report_outbox"
+        )
+        assert minutes == 1
+        await control(emu, "DELETE", "/requests")
+        await reporter.once()
+        assert reporter.metrics.horizon_checks.labels("applied")._value.get() == 1
+    assert await stream_identifiers(emu) == [fresh]
+    statuses = await db.fetch("SELECT status FROM report_outbox")
+    assert [r["status"] for r in statuses] == ["sent", "sent"]
+    assert (await stripe_totals(emu, world))[(customer, "calls")] == 12
+
+
 async def test_late_usage_after_finalization_is_carried_never_dropped(
     client: Client,
     api_key: str,

@@ -10,9 +10,10 @@ ALTER TABLE report_outbox ADD CONSTRAINT report_outbox_status_check
 
 CREATE INDEX report_outbox_waiting ON report_outbox (subscription_item) WHERE status = 'waiting';
 
--- The usage API (meter/usage/queries.py ITEM_SNAPSHOT) bills carried rows in the period of
--- their timestamp, not in the one they came from: both lookups, on carried rows only.
+-- The usage API (meter/usage/queries.py ITEM_SNAPSHOT) shows carried (and waiting) rows in the
+-- period whose invoice bills them, not in the one they came from: both lookups, on those rows.
 CREATE INDEX report_outbox_carried_from ON report_outbox
-    (tenant, customer, subscription_item, period_start) WHERE carried_from IS NOT NULL;
+    (tenant, customer, subscription_item, period_start)
+    WHERE carried_from IS NOT NULL OR status = 'waiting';
 CREATE INDEX report_outbox_carried_into ON report_outbox
     (tenant, customer, subscription_item, event_time) WHERE carried_from IS NOT NULL;

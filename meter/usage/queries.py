@@ -52,28 +52,53 @@ CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY
 # from one snapshot (a stream entry is in these totals iff its id is at or before its stream's
 # checkpoint here) without a transaction's extra round trips. $2 is a JSON array with one object
 # per (request, customer key, item): n numbers the requests of the batch and tags their rows, t
-# c i p are tenant, customer key, item and period start (unix seconds); checkpoint rows have a
-# null request. A customer whose events named it by both keys (our id and the cus_ id) has a row
-# per key; the caller folds them. It runs on a connection of its own with SNAPSHOT_SETTINGS;
+# c i p e are tenant, customer key, item, period start and end (unix seconds); checkpoint rows
+# have a null request. A customer whose events named it by both keys (our id and the cus_ id) has
+# a row per key; the caller folds them. It runs on a connection of its own with SNAPSHOT_SETTINGS;
 # OFFSET 0 keeps the lookup a subquery run once per element.
+# Usage of a period whose invoice was final before the reporter sent it is billed elsewhere
+# (reporter/periods.py): the reporter's outbox (read here, in the same snapshot; written only by
+# the reporter) has it as rows carried into the item's open period, or waiting for one. Rows
+# with a `carried` value (others null) take it out of the period it came from and add it to the
+# period whose invoice bills it (the one holding its timestamp), so a period's quantity is what
+# its invoice bills.
 # Optimisation: JSON, not five arrays: asyncpg checks every element of an array parameter
 # against three abstract base classes (nested arrays), ~20 µs per request of a batch.
 ITEM_SNAPSHOT = """
 SELECT NULL::int AS request, NULL::text AS item, NULL::text AS meter, c.stream, c.last_id,
     NULL::bigint AS event_count, NULL::numeric AS value_sum, NULL::numeric AS value_max,
     NULL::bigint AS unique_count, NULL::numeric AS last_value, NULL::timestamptz AS last_at,
-    NULL::text AS last_event_id
+    NULL::text AS last_event_id, NULL::numeric AS carried
 FROM stream_checkpoints c WHERE c.stream = ANY($1::text[])
 UNION ALL
 SELECT q.n, q.i, r.meter, NULL, NULL, r.event_count, r.value_sum, r.value_max,
-    r.unique_count, r.last_value, r.last_at, r.last_event_id
-FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint)
+    r.unique_count, r.last_value, r.last_at, r.last_event_id, NULL
+FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
 CROSS JOIN LATERAL (
     SELECT * FROM usage_totals u
     WHERE u.tenant = q.t AND u.customer = q.c AND u.subscription_item = q.i
         AND u.period_start = to_timestamp(q.p)
     OFFSET 0
 ) r
+UNION ALL
+SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -o.value
+FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
+CROSS JOIN LATERAL (
+    SELECT meter, value FROM report_outbox
+    WHERE tenant = q.t AND customer = q.c AND subscription_item = q.i
+        AND period_start = to_timestamp(q.p) AND (carried_from IS NOT NULL OR status = 'waiting')
+    OFFSET 0
+) o
+UNION ALL
+SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.value
+FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
+CROSS JOIN LATERAL (
+    SELECT meter, value FROM report_outbox
+    WHERE tenant = q.t AND customer = q.c AND subscription_item = q.i
+        AND event_time >= to_timestamp(q.p) AND event_time < to_timestamp(q.e)
+        AND carried_from IS NOT NULL
+    OFFSET 0
+) o
 """
 # The connection that runs ITEM_SNAPSHOT runs nothing else, with these settings. Why: it keeps
 # the plan it made first, and made while usage_totals was small (a new deployment), that plan

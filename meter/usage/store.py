@@ -226,7 +226,7 @@ async def read_item_usage(
     statement (queries.ITEM_SNAPSHOT), so one snapshot: a stream entry is in this usage if and
     only if its id is at or before its stream's checkpoint here."""
     elements = [
-        {"n": n, "t": usage.tenant, "c": key, "i": item, "p": period.start}
+        {"n": n, "t": usage.tenant, "c": key, "i": item, "p": period.start, "e": period.end}
         for n, usage in enumerate(wanted)
         for key in usage.keys
         for item, period in usage.periods.items()
@@ -238,9 +238,11 @@ async def read_item_usage(
         if row["request"] is None:
             checkpoints[row["stream"]] = row["last_id"]
         else:
-            by_item[row["request"]].setdefault((row["item"], row["meter"]), Tally()).add_rollups(
-                row
-            )
+            tally = by_item[row["request"]].setdefault((row["item"], row["meter"]), Tally())
+            if row["carried"] is None:
+                tally.add_rollups(row)
+            else:
+                tally.add_carried(row["carried"])
     # The checkpoints are shared: nothing changes a Snapshot's dicts but its own request's fold.
     return [Snapshot(checkpoints, tallies, {}) for tallies in by_item]
 

@@ -31,6 +31,9 @@ class Tally:
     last_key: tuple[int, str] | None = None  # (event time ms, event id) of `last`
     unique: int = 0
     pending: int = 0
+    # Delta usage (sum and count meters) the reporter carried into this period from an invoiced
+    # one (positive), or out of this one (negative): billed where it was carried.
+    carried: Decimal = ZERO
 
     def add_rollups(self, row: Any) -> None:
         """Add one row of `queries.ITEM_SNAPSHOT` (a running total) or `USAGE_BY_METER`."""
@@ -39,6 +42,10 @@ class Tally:
         self.unique += int(row["unique_count"])
         self._max(row["value_max"])
         self.add_last(row)
+
+    def add_carried(self, value: Decimal) -> None:
+        """Add usage carried into (positive) or out of (negative) the period."""
+        self.carried += value
 
     def add_last(self, row: Any) -> None:
         """Add the latest event of some buckets (`last_value`, `last_at`, `last_event_id`)."""
@@ -66,11 +73,11 @@ class Tally:
     def quantity(self, aggregation: str) -> Decimal:
         """The quantity the meter reports: sum, count, max, last or unique_count."""
         if aggregation == "count":
-            return Decimal(self.events)
+            return Decimal(self.events) + self.carried
         if aggregation == "max":
             return self.maximum or ZERO
         if aggregation == "last":
             return self.last or ZERO
         if aggregation == "unique_count":
             return Decimal(self.unique)
-        return self.total
+        return self.total + self.carried

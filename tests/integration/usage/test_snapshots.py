@@ -105,7 +105,9 @@ async def generic_plan(conn: Any) -> Any:
         doc = await conn.fetchval(
             "EXPLAIN (FORMAT JSON) " + queries.ITEM_SNAPSHOT,
             STREAMS,
-            orjson.dumps([{"n": 0, "t": "acme", "c": "a", "i": "si_a", "p": P1.start}]).decode(),
+            orjson.dumps(
+                [{"n": 0, "t": "acme", "c": "a", "i": "si_a", "p": P1.start, "e": P1.end}]
+            ).decode(),
         )
     return orjson.loads(doc)[0]["Plan"]
 
@@ -124,12 +126,17 @@ async def test_the_snapshot_plan_made_on_a_small_table_looks_up_by_primary_key(
     client = await start_client(settings)
     try:
         async with client.app[appkeys.USAGE_PG].acquire() as conn:
-            scans = scans_of(await generic_plan(conn), "usage_totals")
+            plan = await generic_plan(conn)
+            scans = scans_of(plan, "usage_totals")
+            outbox = scans_of(plan, "report_outbox")
             jit = await conn.fetchval("SHOW jit")
     finally:
         await client.close()
     assert scans
     assert all(s in ("Index Scan", "Index Only Scan") for s in scans), scans
+    # The reporter's carried rows, on their partial indexes.
+    assert len(outbox) == 2
+    assert all(s in ("Index Scan", "Bitmap Heap Scan") for s in outbox), outbox
     assert jit == "off"
 
 

@@ -77,6 +77,7 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_PORT": "http"},
         {"METER_REDIS_WAIT_REPLICAS": "-1"},
         {"METER_REDIS_WAIT_TIMEOUT": "5s"},
+        {"METER_REPORTER_INVOICE_GRACE": "73h"},
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
@@ -99,3 +100,10 @@ def test_the_locked_stripe_sdk_speaks_meters_api_version() -> None:
     assert stripe.api_version == STRIPE_API_VERSION
     with pytest.raises(ConfigError, match="2025-01-01"):
         check_stripe_api_version("2025-01-01.acacia")
+
+
+def test_the_invoice_grace_leaves_a_margin_below_stripes_hour() -> None:
+    assert Settings.from_env({}).reporter_invoice_grace_s == 45 * 60.0
+    assert (
+        Settings.from_env({"METER_REPORTER_INVOICE_GRACE": "2h"}).reporter_invoice_grace_s == 7200
+    )

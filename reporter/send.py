@@ -81,15 +81,21 @@ class Sender:
             if old:
                 events = await self._check_horizon(conn, events, old, now)
             # 2b. A row planned while its period was open may have waited (429s, an outage)
-            #     until that period's invoice could be final: it is moved into the item's open
-            #     period before it is sent (`_place`), in this transaction, keeping its
-            #     identifier. Should an earlier try have been applied, its timestamp was inside
-            #     the period when Stripe took it, and the resend of the same identifier is
-            #     dropped by Stripe's dedupe (older rows went through step 2 first, at the
-            #     timestamp of their last try, which is the one recorded: a move commits with
-            #     the claim that sends it). A crash after the send and before the commit rolls
-            #     the move back; the next claim moves the row again, to the same timestamp while
-            #     that open period lasts (plan.carried_time), and the resend is dropped.
+            #     until the period closed (its invoice may be final): `_place` handles it.
+            #     i.   It is never sent with its old timestamp: it is moved into its item's open
+            #          period (same identifier and value), parked `waiting` while none is known,
+            #          or recorded `late` if absolute; in this transaction, so a move commits
+            #          only with the outcome of the send that used it.
+            #     ii.  An earlier try that Stripe applied carried the old timestamp and was made
+            #          while the period was open: a claim sends only rows it found open, and its
+            #          tries end within max_attempts × (timeout + backoff cap), ~4 min with the
+            #          defaults, inside the 15 min the grace (45 min) leaves before Stripe
+            #          finalizes (1 h). That invoice billed it; the moved resend has the same
+            #          identifier and Stripe drops it (rows past the 24 h dedupe went through
+            #          step 2 first, judged at their recorded timestamp, that of their last try).
+            #     iii. A crash after the send and before the commit rolls the move back; the
+            #          next claim moves the row again, to the same timestamp while that open
+            #          period lasts (plan.carried_time), and Stripe drops the resend.
             events = await self._place(conn, rows, events, now)
             # 3. Send, retrying 429/5xx/no-answer with backoff, always with the same
             #    identifiers: a try that was applied but not answered is dropped by Stripe's

@@ -431,10 +431,12 @@ PIPELINE = Dashboard(
                 ),
                 ts(
                     "Usage waiting",
-                    "Not reported yet, never dropped: buckets without a subscription item, and "
-                    "usage of customers without a Stripe id.",
+                    "Not reported yet, never dropped: buckets without a subscription item, "
+                    "usage of customers without a Stripe id, and late usage of an invoiced "
+                    "period whose item has no open period to carry it into.",
                     Target("sum(meter_reporter_waiting_attribution_buckets)", "no item"),
                     Target("sum(meter_reporter_waiting_customer_units)", "no Stripe customer"),
+                    Target("max(meter_reporter_waiting_period_rows)", "no open period"),
                 ),
                 ts(
                     "Reconciliation drift",

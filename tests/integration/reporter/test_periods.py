@@ -338,3 +338,35 @@ async def test_a_row_whose_period_was_invoiced_before_it_was_sent_is_moved_once(
     assert (moved["status"], moved["event_time"]) == ("sent", utc(boundary))
     assert utc(boundary - 2 * HOUR_MS) <= moved["carried_from"] < utc(boundary)
     assert (await stripe_totals(emu, world))[(customer, "calls")] == 5  # once
+
+
+async def test_an_absolute_row_whose_period_was_invoiced_before_it_was_sent_is_recorded_late(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """A `last` value cannot be carried (it would replace the open period's): once its period
+    is invoiced it is recorded `late`, not sent into the finalized invoice."""
+    boundary = (now_ms() - 10 * 60_000) // 60_000 * 60_000
+    world = await make_world(sdk, db, n_customers=1, meters={"gauge": "last"})
+    customer = world.customers[0]
+    ended = Window(boundary - 10 * 24 * HOUR_MS, boundary)
+    current = Window(boundary, boundary + 27 * 24 * HOUR_MS)
+    world.attributor.periods = [ItemPeriod(customer, "gauge", "si_g", w) for w in (ended, current)]
+    sub = await seed_billing(db, customer, {"si_g": [ended, current]})
+    gauge = {"id": "g", "customer": customer, "meter": "gauge", "value": 3}
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, [{**gauge, "timestamp": boundary / 1000 - 600}]
+    )
+    async with Reporter(rsettings.replace(reporter_invoice_grace_s=45 * 60.0)) as reporter:
+        await reporter.build()
+        await seed_invoice(db, customer, sub, ended, status="paid")
+        await reporter.once()
+        assert reporter.metrics.late.labels("recorded")._value.get() == 1
+    assert await stream_identifiers(emu) == []
+    assert await db.fetchval("SELECT status FROM report_outbox") == "late"

@@ -6,8 +6,9 @@ Order of a usage request, and why the numbers are consistent:
      here but a billing change whose notification is still on its way (milliseconds).
   2. pick the billing period of each item (`period=current|previous|<instant>`).
   3. read the streams' pending entries of this customer (Redis) — before step 4, see pending.py.
-  4. read the running totals and stream checkpoints in one snapshot (Postgres): one statement
-     for all the requests waiting at that moment (routes.py, meter/batching.py).
+  4. read the running totals, the usage the reporter carried between periods, and the stream
+     checkpoints in one snapshot (Postgres): one statement for all the requests waiting at that
+     moment (routes.py, meter/batching.py).
   5. fold the entries after their checkpoint into the rollup totals and price everything.
 Steps 3 and 4 are each shared by the requests waiting for them, and no request holds a pooled
 connection while it waits: a request that did kept it from the others, and asyncio hands a

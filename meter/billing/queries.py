@@ -278,10 +278,28 @@ JOIN billing_meters m ON m.id = p.meter
 """
 
 # --- entitlements / metrics -------------------------------------------------------------------
+# A meter's usage in a billing period, as rows of every aggregation's state that the caller folds
+# with the usage API's Tally before taking the meter's aggregation (a max meter's period is the
+# max of its hours, not their sum): the running totals (migrations/0007_usage_totals.sql) of the
+# item periods starting in [$4, $5), and the unattributed buckets of those hours (usage no item
+# bills, e.g. a limit on a meter the plan does not price), which have no total.
 USAGE_IN_PERIOD = """
-SELECT coalesce(sum(value), 0) FROM usage_rollup_values
-WHERE tenant = $1 AND customer = ANY($2::text[]) AND meter = $3
-  AND bucket_start >= $4 AND bucket_start < $5
+SELECT t.event_count, t.value_sum, t.value_max, t.unique_count, t.last_value, t.last_at,
+    t.last_event_id
+FROM usage_totals t
+WHERE t.tenant = $1 AND t.customer = ANY($2::text[]) AND t.meter = $3
+  AND t.period_start >= $4 AND t.period_start < $5
+UNION ALL
+SELECT r.event_count, r.value_sum, r.value_max, r.unique_count, r.last_value, r.last_at,
+    r.last_event_id
+FROM usage_rollups r
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
+  AND r.subscription_item IS NULL AND r.bucket_start >= $4 AND r.bucket_start < $5
+"""
+# The aggregation usage_rollup_values gives a meter.
+METER_AGGREGATION = """
+SELECT coalesce(
+    (SELECT aggregation FROM meter_definitions WHERE tenant = $1 AND meter = $2), 'sum')
 """
 SUBSCRIPTIONS_BY_STATUS = "SELECT status, count(*) AS n FROM subscriptions GROUP BY status"
 # Recurring items of live subscriptions with their prices; MRR is computed in Python (mrr.py).

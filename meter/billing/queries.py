@@ -86,7 +86,9 @@ ON CONFLICT (id) DO UPDATE SET
     nickname = EXCLUDED.nickname, lookup_key = EXCLUDED.lookup_key,
     billing_scheme = EXCLUDED.billing_scheme, unit_amount = EXCLUDED.unit_amount,
     unit_amount_decimal = EXCLUDED.unit_amount_decimal, tiers_mode = EXCLUDED.tiers_mode,
-    tiers = EXCLUDED.tiers, transform_quantity = EXCLUDED.transform_quantity,
+    tiers = CASE WHEN EXCLUDED.tiers_mode IS NULL THEN NULL
+        ELSE coalesce(EXCLUDED.tiers, p.tiers) END,
+    transform_quantity = EXCLUDED.transform_quantity,
     recurring_interval = EXCLUDED.recurring_interval,
     recurring_interval_count = EXCLUDED.recurring_interval_count,
     usage_type = EXCLUDED.usage_type, meter = EXCLUDED.meter, metadata = EXCLUDED.metadata,
@@ -94,9 +96,19 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE p.event_created <= EXCLUDED.event_created
 """
 )
+# A price's tiers come only when expanded (Stripe's `tiers` is includable; webhook payloads never
+# carry them): a copy without tiers never erases stored ones (a price's tiers cannot change).
 # A price embedded in a subscription item is stored if we have not seen it yet (created 0: any
-# price event overwrites it).
-INSERT_PRICE_IF_MISSING = _PRICE_INSERT + " ON CONFLICT (id) DO NOTHING"
+# price event overwrites it), or lends its tiers to a stored copy that lacks them.
+INSERT_PRICE_IF_MISSING = (
+    _PRICE_INSERT
+    + """
+ON CONFLICT (id) DO UPDATE SET tiers = EXCLUDED.tiers, updated_at = now()
+WHERE p.tiers IS NULL AND EXCLUDED.tiers IS NOT NULL AND p.tiers_mode IS NOT NULL
+"""
+)
+# Whether a tiered price is stored with its tiers (else a webhook's copy is completed first).
+PRICE_HAS_TIERS = "SELECT tiers IS NOT NULL FROM prices WHERE id = $1"
 METER_CREATED = "SELECT event_created FROM billing_meters WHERE id = $1 FOR UPDATE"
 UPSERT_METER = """
 INSERT INTO billing_meters AS m (id, event_name, display_name, formula, customer_key, value_key,

@@ -18,8 +18,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from aggregator.attribution import UNATTRIBUTED, Attribution, PeriodIndex, whole_attribution
-from aggregator.windows import Window
+from aggregator.attribution import (
+    UNATTRIBUTED,
+    Attribution,
+    PeriodIndex,
+    attribute,
+    whole_attribution,
+)
+from aggregator.windows import HOUR_MS, Window, hour_of
 
 BucketAt = tuple[str, int]
 """(meter, bucket start ms): an unattributed bucket of one customer (its window is the hour)."""
@@ -86,3 +92,35 @@ def plan_moves(
             else:
                 moves.whole[b.at] = target
     return moves
+
+
+def force_whole(
+    moves: Moves,
+    customer: str,
+    meter: str,
+    at_ms: int,
+    index: PeriodIndex,
+    unique_meters: Collection[str],
+) -> Moves:
+    """An operator's way out for stuck usage: the stuck bucket of `meter` holding the instant
+    `at_ms` moves whole under the attribution of that instant (UNATTRIBUTED there: nothing
+    moves). For a unique_count meter every other stuck bucket moves too, each whole into the
+    period covering its hour (where one does): a distinct value then counts in the period of the
+    bucket that first brought it, never twice. The rest of `moves` is unchanged."""
+    target = attribute(customer, meter, at_ms, index)
+    if target == UNATTRIBUTED:
+        return moves
+    held = (meter, hour_of(at_ms).start_ms)
+    chosen: dict[BucketAt, Attribution] = {held: target} if held in moves.stuck else {}
+    if meter in unique_meters:
+        for at in sorted(moves.stuck - {held}):
+            if at[0] != meter:
+                continue
+            found = whole_attribution(customer, meter, Window(at[1], at[1] + HOUR_MS), index)
+            if found != UNATTRIBUTED:
+                chosen[at] = found
+    return Moves(
+        rebuild=set(moves.rebuild),
+        whole={**moves.whole, **chosen},
+        stuck=moves.stuck - chosen.keys(),
+    )

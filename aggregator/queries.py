@@ -288,11 +288,13 @@ USING unnest($3::text[], $4::timestamptz[]) AS u(meter, bucket_start)
 WHERE r.tenant = $1 AND r.customer = $2 AND r.subscription_item IS NULL
   AND r.meter = u.meter AND r.bucket_start = u.bucket_start
 """
-# The distinct values of these meters ($4) credited to buckets since $3, returned: re-attribution
-# moves them into an item's set (whole moves) or folds them again from the raw log (rebuilds).
+# The distinct values credited to these buckets ($3/$4: meter and bucket start of each),
+# returned: re-attribution moves them into an item's set (whole moves) or folds them again from
+# the raw log (rebuilds).
 DELETE_UNATTRIBUTED_VALUES = """
-DELETE FROM usage_unique_values
-WHERE tenant = $1 AND customer = $2 AND subscription_item IS NULL AND bucket_start >= $3
-  AND meter = ANY($4::text[])
-RETURNING meter, value, bucket_start
+DELETE FROM usage_unique_values v
+USING unnest($3::text[], $4::timestamptz[]) AS u(meter, bucket_start)
+WHERE v.tenant = $1 AND v.customer = $2 AND v.subscription_item IS NULL
+  AND v.meter = u.meter AND v.bucket_start = u.bucket_start
+RETURNING v.meter, v.value, v.bucket_start
 """

@@ -37,9 +37,10 @@ from aggregator import queries
 from aggregator.attribution import UNATTRIBUTED, Attribution, Attributor, attribute, index_periods
 from aggregator.flush import FOLD_LOCK_KEY
 from aggregator.fold import BucketKey, Rollup, UniqueCandidate, bucket_of
-from aggregator.moves import BucketAt, Moves, Unattributed, plan_moves
+from aggregator.moves import BucketAt, Moves, Unattributed, force_whole, plan_moves
 from aggregator.store import apply_fold, merge_states, unique_meters
-from aggregator.windows import Window, bucket_window, hour_of, to_datetime, to_ms
+from aggregator.windows import Window, hour_of, overlap, to_datetime, to_ms
+from meter.errors import InvalidRequest
 from meter.events import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class Reattributed:
     # Unattributed buckets that hold events missing from the raw log and that no one item period
     # covers whole: they cannot be split, so they stay (see README, "Re-attribution").
     stuck: int = 0
+
+
+class NoItemPeriod(InvalidRequest):
+    """A forced move names an instant that no subscription item period covers."""
 
 
 def _event(tenant: str, row: asyncpg.Record) -> UsageEvent:
@@ -88,9 +93,12 @@ async def reattribute(
     customer: str,
     since: dt.datetime,
     done: Reattributed | None = None,
+    force: tuple[str, int] | None = None,
 ) -> int:
     """Attach the customer's unattributed usage since `since` (raw retention start) to the items
-    now known; return how many events moved (`done`, if given, adds up the details)."""
+    now known; return how many events moved (`done`, if given, adds up the details). `force`
+    (meter, instant ms) is the operator's way out for a stuck bucket: it moves whole under the
+    item period billing that instant (`meter reattribute --force-whole`)."""
     done = done if done is not None else Reattributed()
     async with conn.transaction():
         await conn.execute(queries.LOCK_FOLD_EXCLUSIVE, FOLD_LOCK_KEY)
@@ -114,6 +122,11 @@ async def reattribute(
             {m for t, m in unique_props if t == tenant},
             index,
         )
+        if force is not None:
+            if attribute(customer, force[0], force[1], index) is UNATTRIBUTED:
+                raise NoItemPeriod(f"no subscription item bills {force[0]!r} of {customer!r} then")
+            uniques = {m for t, m in unique_props if t == tenant}
+            moves = force_whole(moves, customer, *force, index, uniques)
         _report_stuck(tenant, customer, moves, done)
         moved: list[tuple[BucketKey, UsageEvent]] = []
         stay: list[tuple[BucketKey, UsageEvent]] = []
@@ -153,10 +166,14 @@ async def reattribute(
             [m for m, _ in gone],
             [to_datetime(start) for _, start in gone],
         )
-        unique_gone = sorted({m for m, _ in gone if (tenant, m) in unique_props})
+        unique_gone = [at for at in gone if (tenant, at[0]) in unique_props]
         values = (
             await conn.fetch(
-                queries.DELETE_UNATTRIBUTED_VALUES, tenant, customer, since, unique_gone
+                queries.DELETE_UNATTRIBUTED_VALUES,
+                tenant,
+                customer,
+                [m for m, _ in unique_gone],
+                [to_datetime(start) for _, start in unique_gone],
             )
             if unique_gone
             else []
@@ -171,7 +188,8 @@ async def reattribute(
         for at, found in moves.whole.items():
             assert found.item is not None
             assert found.period is not None
-            window = bucket_window(at[1], found.period)
+            # The hour, or under a forced move the part of it inside the chosen period.
+            window = overlap(hour_of(at[1]), found.period)
             key = BucketKey(
                 tenant,
                 customer,
@@ -188,10 +206,6 @@ async def reattribute(
             for v in values
             if (t := target_of.get((v["meter"], to_ms(v["bucket_start"])))) is not None
         ]
-        whole_meters = {m for m, _ in moves.whole}
-        if len(candidates) != sum(v["meter"] in whole_meters for v in values):
-            # A distinct value credited to no bucket moved: deleting it would lose it.
-            raise RuntimeError(f"unattributed distinct values of {customer!r} without a bucket")
         await merge_states(conn, whole_rollups, sorted(candidates, key=UniqueCandidate.sort_key))
     events_moved = len(moved) + sum(s.count for s in whole_rollups.values())
     done.events += events_moved

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
 from aggregator.attribution import UNATTRIBUTED, Attribution, ItemPeriod, attribute, index_periods
-from aggregator.reattribute import Reattributed, reattribute, sweep
+from aggregator.reattribute import NoItemPeriod, Reattributed, reattribute, sweep
 from aggregator.windows import Window, hour_of
 from aggregator.worker import Worker
 from meter.config import Settings
@@ -96,6 +97,45 @@ async def test_unlogged_usage_moves_whole_or_stays_never_lost(
     assert await sweep(db, PeriodsAttributor(periods), SINCE, again) == 0
     assert again.stuck == 2 * 5 + 4 + 4  # cus_a twice; cus_b's calls and seats hours
     assert await rollups(db) == reference(accepted, expected)
+
+    # The way out: the operator moves the stuck calls hour whole into the period billing an
+    # instant of it (here the new one, from the boundary on); for seats, the hour holding the
+    # named instant goes to its period, every other hour whole into the period covering it.
+    seats_before = await db.fetchval(
+        "SELECT sum(unique_count) FROM usage_rollups WHERE customer = 'cus_a' AND meter = 'seats'"
+    )
+    new = attribute("cus_a", "calls", boundary, index)
+    old = attribute("cus_a", "seats", boundary - 1, index)
+
+    def forced(e: UsageEvent) -> Attribution:
+        if e.customer != "cus_a":
+            return UNATTRIBUTED
+        if split.contains(e.timestamp_ms):
+            return new if e.meter == "calls" else old
+        return attribute(e.customer, e.meter, e.timestamp_ms, index)
+
+    attributor = PeriodsAttributor(periods)
+    await reattribute(db, attributor, "acme", "cus_a", SINCE, force=("calls", boundary + 60_000))
+    await reattribute(db, attributor, "acme", "cus_a", SINCE, force=("seats", boundary - 1))
+    assert await rollups(db) == reference(accepted, forced)
+    assert await db.fetchval("SELECT sum(event_count) FROM usage_rollups") == before
+    # Each distinct value still counts once (in the period of the hour that first brought it).
+    assert (
+        await db.fetchval(
+            "SELECT sum(unique_count) FROM usage_rollups"
+            " WHERE customer = 'cus_a' AND meter = 'seats'"
+        )
+        == seats_before
+    )
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM usage_rollups WHERE customer = 'cus_a'"
+            " AND subscription_item IS NULL"
+        )
+        == 0
+    )
+    with pytest.raises(NoItemPeriod):
+        await reattribute(db, attributor, "acme", "cus_b", SINCE, force=("calls", boundary))
 
 
 async def test_unlogged_usage_of_every_aggregation_moves_whole_into_one_period(

@@ -9,7 +9,7 @@ from aggregator.attribution import (
     index_periods,
     whole_attribution,
 )
-from aggregator.moves import Unattributed, plan_moves
+from aggregator.moves import Unattributed, force_whole, plan_moves
 from aggregator.windows import HOUR_MS, Window
 
 H = HOUR_MS
@@ -72,3 +72,24 @@ def test_a_unique_count_meter_moves_all_its_buckets_into_one_period_or_none() ->
     # Every event in the raw log: rebuilt (and split) from it as before.
     full = {b.at: b.events for b in two}
     assert plan_moves("c", two, full, {"seats"}, INDEX).rebuild == {b.at for b in two}
+
+
+def test_forcing_a_stuck_bucket_moves_it_whole_under_the_named_instant() -> None:
+    buckets = [Unattributed("calls", hour(10), 2), Unattributed("calls", hour(50), 1)]
+    stuck = plan_moves("c", buckets, {}, (), INDEX)
+    assert stuck.stuck == {("calls", 10 * H), ("calls", 50 * H)}
+    moved = force_whole(stuck, "c", "calls", 10 * H + H * 3 // 4, INDEX, ())
+    assert moved.whole == {("calls", 10 * H): Attribution("si_new_calls", NEW)}
+    assert moved.stuck == {("calls", 50 * H)}
+    # An instant no period covers moves nothing.
+    assert force_whole(stuck, "c", "calls", 50 * H, INDEX, ()) == stuck
+    # unique_count: the named hour goes under the instant, the others whole where covered.
+    seats = [Unattributed("seats", hour(n), 1) for n in (2, 10, 12, 60)]
+    stuck = plan_moves("c", seats, {}, {"seats"}, INDEX)
+    moved = force_whole(stuck, "c", "seats", 10 * H, INDEX, {"seats"})
+    assert moved.whole == {
+        ("seats", 2 * H): Attribution("si_old_seats", OLD),
+        ("seats", 10 * H): Attribution("si_old_seats", OLD),
+        ("seats", 12 * H): Attribution("si_new_seats", NEW),
+    }
+    assert moved.stuck == {("seats", 60 * H)}

@@ -200,7 +200,10 @@ async def reattribute(
                 window.end_ms,
             )
             target_of[at] = key
-            whole_rollups[key] = _state(buckets[at])
+            state = _state(buckets[at])
+            whole_rollups[key] = (
+                state if key not in whole_rollups else whole_rollups[key].merge(state)
+            )
         candidates = [
             UniqueCandidate((tenant, customer, t.meter, t.item, t.period_start_ms), v["value"], t)
             for v in values

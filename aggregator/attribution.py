@@ -82,3 +82,18 @@ def attribute(customer: str, meter: str, ts_ms: int, index: PeriodIndex) -> Attr
         if p.period.contains(ts_ms):
             return Attribution(p.item, p.period)
     return UNATTRIBUTED
+
+
+def whole_attribution(customer: str, meter: str, window: Window, index: PeriodIndex) -> Attribution:
+    """The one attribution every instant of `window` has, or UNATTRIBUTED if none covers it all or
+    it changes inside (a period starts or ends within the window). Attribution can change only
+    where a period starts or ends, so checking the window's start and those points suffices."""
+    found = attribute(customer, meter, window.start_ms, index)
+    if found is UNATTRIBUTED:
+        return UNATTRIBUTED
+    for p in index.get((customer, meter), ()):
+        for edge in (p.period.start_ms, p.period.end_ms):
+            inside = window.start_ms < edge < window.end_ms
+            if inside and attribute(customer, meter, edge, index) != found:
+                return UNATTRIBUTED
+    return found

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,6 +48,66 @@ def add_parser(subparsers: Any) -> None:
     # Crash tests: `--fault after_commit:3` kills the process (SIGKILL) at the 3rd such point.
     p.add_argument("--fault", action="append", default=[], help=argparse.SUPPRESS)
     p.set_defaults(func=aggregate_cmd)
+
+    r = subparsers.add_parser(
+        "reattribute",
+        help="attach unattributed usage to the subscription items now known; report stuck usage",
+    )
+    r.add_argument("--tenant", help="with --customer (default METER_BILLING_TENANT)")
+    r.add_argument("--customer", help="only this customer key (default: every customer)")
+    r.add_argument(
+        "--force-whole",
+        metavar="METER",
+        help="with --customer and --at: move this meter's stuck bucket holding --at whole into "
+        "the item period billing that instant (all its stuck buckets for a unique_count meter)",
+    )
+    r.add_argument("--at", type=_instant, help="an RFC 3339 instant inside the stuck bucket")
+    r.set_defaults(func=reattribute_cmd)
+
+
+def _instant(text: str) -> int:
+    from meter.ingest.validation import parse_timestamp_ms
+
+    ms = parse_timestamp_ms(text)
+    if ms is None:
+        raise argparse.ArgumentTypeError("must be RFC 3339 with an offset")
+    return ms
+
+
+async def reattribute_once(settings: Settings, args: argparse.Namespace) -> int:
+    """One re-attribution pass (a customer, or the sweep over all); prints what moved and what
+    stays stuck."""
+    import asyncpg
+
+    from aggregator.reattribute import Reattributed, reattribute, sweep
+    from aggregator.windows import retention_cutoff, to_datetime
+    from meter.billing.attribution import PostgresAttributor
+
+    if args.force_whole and (args.customer is None or args.at is None):
+        raise SystemExit("meter reattribute: --force-whole needs --customer and --at")
+    day = retention_cutoff(int(time.time() * 1000), settings.raw_retention_s)
+    since = to_datetime((day - dt.date(1970, 1, 1)).days * 86_400_000)
+    done = Reattributed()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        attributor = PostgresAttributor()
+        if args.customer is None:
+            await sweep(conn, attributor, since, done)
+        else:
+            tenant = args.tenant or settings.billing_default_tenant
+            force = (args.force_whole, args.at) if args.force_whole else None
+            await reattribute(conn, attributor, tenant, args.customer, since, done, force)
+    finally:
+        await conn.close()
+    print(
+        f"re-attributed {done.events} event(s), {done.whole_buckets} bucket(s) whole; "
+        f"{done.stuck} bucket(s) stuck"
+    )
+    return 0
+
+
+def reattribute_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    return _run(reattribute_once(settings, args))
 
 
 def _positive(text: str) -> int:

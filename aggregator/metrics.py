@@ -53,6 +53,12 @@ class AggregatorMetrics:
         self.leases = Gauge(
             "meter_aggregator_leases_held", "Shards this worker holds a lease on.", registry=r
         )
+        self.stuck_buckets = Gauge(
+            "meter_aggregator_unattributed_stuck_buckets",
+            "Unattributed buckets holding events missing from the raw log that no one item "
+            "period covers whole, as of the last re-attribution sweep (README, Re-attribution).",
+            registry=r,
+        )
         self.checkpoint_conflicts = Counter(
             "meter_aggregator_checkpoint_conflicts",
             "Flushes rolled back because another worker had advanced the checkpoint.",

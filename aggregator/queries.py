@@ -272,11 +272,29 @@ FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[])
 WHERE e.tenant = $1 AND e.customer = $2 AND e.event_id = u.event_id
   AND e.event_time = u.event_time AND e.subscription_item IS NULL
 """
-DELETE_UNATTRIBUTED_BUCKETS = """
-DELETE FROM usage_rollups
+# The customer's unattributed buckets with their state (re-attribution reads them under the
+# exclusive fold lock, so no flush changes them until it commits).
+UNATTRIBUTED_BUCKETS = """
+SELECT meter, bucket_start, bucket_end, event_count, value_sum::text AS value_sum,
+    value_max::text AS value_max, last_value::text AS last_value, last_at, last_event_id
+FROM usage_rollups
 WHERE tenant = $1 AND customer = $2 AND subscription_item IS NULL AND bucket_start >= $3
+ORDER BY meter, bucket_start
 """
+# $3/$4: the (meter, bucket start) of each bucket to delete.
+DELETE_UNATTRIBUTED_BUCKETS = """
+DELETE FROM usage_rollups r
+USING unnest($3::text[], $4::timestamptz[]) AS u(meter, bucket_start)
+WHERE r.tenant = $1 AND r.customer = $2 AND r.subscription_item IS NULL
+  AND r.meter = u.meter AND r.bucket_start = u.bucket_start
+"""
+# The distinct values credited to these buckets ($3/$4: meter and bucket start of each),
+# returned: re-attribution moves them into an item's set (whole moves) or folds them again from
+# the raw log (rebuilds).
 DELETE_UNATTRIBUTED_VALUES = """
-DELETE FROM usage_unique_values
-WHERE tenant = $1 AND customer = $2 AND subscription_item IS NULL AND bucket_start >= $3
+DELETE FROM usage_unique_values v
+USING unnest($3::text[], $4::timestamptz[]) AS u(meter, bucket_start)
+WHERE v.tenant = $1 AND v.customer = $2 AND v.subscription_item IS NULL
+  AND v.meter = u.meter AND v.bucket_start = u.bucket_start
+RETURNING v.meter, v.value, v.bucket_start
 """

@@ -1,15 +1,24 @@
 """Re-attribution: move a customer's unattributed usage onto subscription items, exactly once.
 
-Unattributed buckets (null item) are rebuilt from the raw log rather than edited: a sum can be
-split by time, but a max or a distinct count cannot. In one transaction, holding the fold lock
-exclusively (flushes hold it shared, so none is half-way through this customer):
-1. read the customer's raw events still marked unattributed (within raw retention);
-2. attribute them with the billing data now known; mark the ones that got an item;
-3. delete the customer's unattributed buckets and distinct-value sets;
-4. fold the events still unattributed back into fresh unattributed buckets;
-5. fold the newly attributed events into their items' buckets (merged like any late event,
-   so the reporter sees a version bump).
-Every event is thus in exactly one bucket before and after; a crash anywhere rolls it all back.
+A bucket whose events are all in the raw log is rebuilt from them rather than edited: a sum can
+be split by time, but a max or a distinct count cannot. A bucket holding events the raw log lacks
+(folded with METER_RAW_LOG=0) moves whole when one item period covers its hour, and otherwise
+stays unattributed: nothing is ever deleted that is not put back (aggregator/moves.py decides).
+In one transaction, holding the fold lock exclusively (flushes hold it shared, so none is half-way
+through this customer):
+1. read the customer's unattributed buckets and raw events still marked unattributed (within
+   raw retention);
+2. decide per bucket: rebuild, move whole, or stay (stuck); attribute the rebuilt buckets' events
+   with the billing data now known;
+3. mark the raw events that got an item (rebuilt ones one by one, a whole bucket's with it);
+4. delete the rebuilt and the whole-moved buckets, and the distinct values credited to them;
+5. fold the rebuilt events still unattributed back into fresh unattributed buckets;
+6. fold the newly attributed events into their items' buckets (merged like any late event,
+   so the reporter sees a version bump);
+7. merge each whole-moved bucket's state into its item's bucket of the same hour, its distinct
+   values into the item period's set (credited only where new there).
+Every event is thus in exactly one bucket before and after, and each write to an item bucket
+updates its period total with it (store.upsert_buckets); a crash anywhere rolls it all back.
 Called by the billing module when a customer or subscription appears, and by a periodic sweep.
 """
 
@@ -17,19 +26,39 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
 
 import asyncpg
 import orjson
 
 from aggregator import queries
-from aggregator.attribution import UNATTRIBUTED, Attributor, attribute, index_periods
+from aggregator.attribution import UNATTRIBUTED, Attribution, Attributor, attribute, index_periods
 from aggregator.flush import FOLD_LOCK_KEY
-from aggregator.fold import BucketKey, bucket_of
-from aggregator.store import apply_fold, unique_meters
-from aggregator.windows import to_datetime, to_ms
+from aggregator.fold import BucketKey, Rollup, UniqueCandidate, bucket_of
+from aggregator.moves import BucketAt, Moves, Unattributed, force_whole, plan_moves
+from aggregator.store import apply_fold, merge_states, unique_meters
+from aggregator.windows import Window, hour_of, overlap, to_datetime, to_ms
+from meter.errors import InvalidRequest
 from meter.events import UsageEvent
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Reattributed:
+    """What re-attribution did, summed over calls (the sweep's gauge reads `stuck`)."""
+
+    events: int = 0
+    whole_buckets: int = 0
+    # Unattributed buckets that hold events missing from the raw log and that no one item period
+    # covers whole: they cannot be split, so they stay (see README, "Re-attribution").
+    stuck: int = 0
+
+
+class NoItemPeriod(InvalidRequest):
+    """A forced move names an instant that no subscription item period covers."""
 
 
 def _event(tenant: str, row: asyncpg.Record) -> UsageEvent:
@@ -45,55 +74,181 @@ def _event(tenant: str, row: asyncpg.Record) -> UsageEvent:
     )
 
 
+def _state(row: asyncpg.Record) -> Rollup:
+    """A stored bucket's state (distinct values are credited again where they land)."""
+    return Rollup(
+        count=row["event_count"],
+        total=Decimal(row["value_sum"]),
+        maximum=Decimal(row["value_max"]),
+        last_value=Decimal(row["last_value"]),
+        last_ts_ms=to_ms(row["last_at"]),
+        last_id=row["last_event_id"],
+    )
+
+
 async def reattribute(
     conn: asyncpg.Connection,
     attributor: Attributor,
     tenant: str,
     customer: str,
     since: dt.datetime,
+    done: Reattributed | None = None,
+    force: tuple[str, int] | None = None,
 ) -> int:
     """Attach the customer's unattributed usage since `since` (raw retention start) to the items
-    now known; return how many events moved."""
+    now known; return how many events moved (`done`, if given, adds up the details). `force`
+    (meter, instant ms) is the operator's way out for a stuck bucket: it moves whole under the
+    item period billing that instant (`meter reattribute --force-whole`)."""
+    done = done if done is not None else Reattributed()
     async with conn.transaction():
         await conn.execute(queries.LOCK_FOLD_EXCLUSIVE, FOLD_LOCK_KEY)
         # 1.
+        bucket_rows = await conn.fetch(queries.UNATTRIBUTED_BUCKETS, tenant, customer, since)
+        if not bucket_rows:
+            return 0
         rows = await conn.fetch(queries.UNATTRIBUTED_EVENTS, tenant, customer, since)
         events = [_event(tenant, r) for r in rows]
         # 2.
         index = index_periods(await attributor.item_periods(conn, tenant, {customer}))
+        unique_props = await unique_meters(conn)
+        buckets = {(r["meter"], to_ms(r["bucket_start"])): r for r in bucket_rows}
+        moves = plan_moves(
+            customer,
+            [
+                Unattributed(m, Window(start, to_ms(r["bucket_end"])), r["event_count"])
+                for (m, start), r in buckets.items()
+            ],
+            Counter((e.meter, hour_of(e.timestamp_ms).start_ms) for e in events),
+            {m for t, m in unique_props if t == tenant},
+            index,
+        )
+        if force is not None:
+            if attribute(customer, force[0], force[1], index) is UNATTRIBUTED:
+                raise NoItemPeriod(f"no subscription item bills {force[0]!r} of {customer!r} then")
+            uniques = {m for t, m in unique_props if t == tenant}
+            moves = force_whole(moves, customer, *force, index, uniques)
+        _report_stuck(tenant, customer, moves, done)
         moved: list[tuple[BucketKey, UsageEvent]] = []
         stay: list[tuple[BucketKey, UsageEvent]] = []
+        marked: list[tuple[UsageEvent, Attribution]] = []
         for e in events:
+            at = (e.meter, hour_of(e.timestamp_ms).start_ms)
+            if at in moves.stuck:
+                continue
+            whole = moves.whole.get(at)
+            if whole is not None:
+                marked.append((e, whole))
+                continue
             found = attribute(e.customer, e.meter, e.timestamp_ms, index)
-            (stay if found is UNATTRIBUTED else moved).append((bucket_of(e, found), e))
-        if not moved:
+            if found is UNATTRIBUTED:
+                stay.append((bucket_of(e, found), e))
+            else:
+                moved.append((bucket_of(e, found), e))
+                marked.append((e, found))
+        if not moved and not moves.whole:
             return 0
+        # 3.
         await conn.execute(
             queries.SET_ATTRIBUTION,
             tenant,
             customer,
-            [e.id for _, e in moved],
-            [to_datetime(e.timestamp_ms) for _, e in moved],
-            [k.item for k, _ in moved],
-            [to_datetime(k.period_start_ms or 0) for k, _ in moved],
+            [e.id for e, _ in marked],
+            [to_datetime(e.timestamp_ms) for e, _ in marked],
+            [a.item for _, a in marked],
+            [to_datetime(a.period.start_ms if a.period else 0) for _, a in marked],
         )
-        # 3.
-        await conn.execute(queries.DELETE_UNATTRIBUTED_BUCKETS, tenant, customer, since)
-        await conn.execute(queries.DELETE_UNATTRIBUTED_VALUES, tenant, customer, since)
-        unique_props = await unique_meters(conn)
         # 4.
-        await apply_fold(conn, stay, unique_props)
+        gone = sorted(moves.rebuild | moves.whole.keys())
+        await conn.execute(
+            queries.DELETE_UNATTRIBUTED_BUCKETS,
+            tenant,
+            customer,
+            [m for m, _ in gone],
+            [to_datetime(start) for _, start in gone],
+        )
+        unique_gone = [at for at in gone if (tenant, at[0]) in unique_props]
+        values = (
+            await conn.fetch(
+                queries.DELETE_UNATTRIBUTED_VALUES,
+                tenant,
+                customer,
+                [m for m, _ in unique_gone],
+                [to_datetime(start) for _, start in unique_gone],
+            )
+            if unique_gone
+            else []
+        )
         # 5.
+        await apply_fold(conn, stay, unique_props)
+        # 6.
         await apply_fold(conn, moved, unique_props)
+        # 7.
+        whole_rollups: dict[BucketKey, Rollup] = {}
+        target_of: dict[BucketAt, BucketKey] = {}
+        for at, found in moves.whole.items():
+            assert found.item is not None
+            assert found.period is not None
+            # The hour, or under a forced move the part of it inside the chosen period.
+            window = overlap(hour_of(at[1]), found.period)
+            key = BucketKey(
+                tenant,
+                customer,
+                at[0],
+                found.item,
+                found.period.start_ms,
+                window.start_ms,
+                window.end_ms,
+            )
+            target_of[at] = key
+            state = _state(buckets[at])
+            whole_rollups[key] = (
+                state if key not in whole_rollups else whole_rollups[key].merge(state)
+            )
+        candidates = [
+            UniqueCandidate((tenant, customer, t.meter, t.item, t.period_start_ms), v["value"], t)
+            for v in values
+            if (t := target_of.get((v["meter"], to_ms(v["bucket_start"])))) is not None
+        ]
+        await merge_states(conn, whole_rollups, sorted(candidates, key=UniqueCandidate.sort_key))
+    events_moved = len(moved) + sum(s.count for s in whole_rollups.values())
+    done.events += events_moved
+    done.whole_buckets += len(whole_rollups)
     log.info(
-        "usage re-attributed", extra={"tenant": tenant, "customer": customer, "events": len(moved)}
+        "usage re-attributed",
+        extra={
+            "tenant": tenant,
+            "customer": customer,
+            "events": events_moved,
+            "whole_buckets": len(whole_rollups),
+        },
     )
-    return len(moved)
+    return events_moved
 
 
-async def sweep(conn: asyncpg.Connection, attributor: Attributor, since: dt.datetime) -> int:
+def _report_stuck(tenant: str, customer: str, moves: Moves, done: Reattributed) -> None:
+    if not moves.stuck:
+        return
+    done.stuck += len(moves.stuck)
+    log.warning(
+        "unattributed usage cannot be split",
+        extra={
+            "tenant": tenant,
+            "customer": customer,
+            "buckets": len(moves.stuck),
+            "meters": sorted({m for m, _ in moves.stuck}),
+            "first_hour": to_datetime(min(start for _, start in moves.stuck)).isoformat(),
+        },
+    )
+
+
+async def sweep(
+    conn: asyncpg.Connection,
+    attributor: Attributor,
+    since: dt.datetime,
+    done: Reattributed | None = None,
+) -> int:
     """Try re-attribution for every customer with unattributed buckets; return events moved."""
     moved = 0
     for row in await conn.fetch(queries.UNATTRIBUTED_CUSTOMERS, since):
-        moved += await reattribute(conn, attributor, row["tenant"], row["customer"], since)
+        moved += await reattribute(conn, attributor, row["tenant"], row["customer"], since, done)
     return moved

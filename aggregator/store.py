@@ -117,6 +117,17 @@ async def apply_fold(
     """Fold events that are in the raw log for the first time into their buckets (in the
     caller's transaction): distinct values first, then the bucket upsert. Returns the deltas."""
     rollups = fold(pairs)
-    credit_unique(rollups, await _insert_unique(conn, unique_candidates(pairs, unique_props)))
-    await upsert_buckets(conn, rollups)
+    await merge_states(conn, rollups, unique_candidates(pairs, unique_props))
     return rollups
+
+
+async def merge_states(
+    conn: asyncpg.Connection,
+    rollups: dict[BucketKey, Rollup],
+    candidates: Sequence[UniqueCandidate],
+) -> None:
+    """Merge bucket states into their buckets (in the caller's transaction): the distinct
+    values first, each credited to its bucket (in `rollups`, in place) if new to its set, then
+    the bucket upsert with the period totals."""
+    credit_unique(rollups, await _insert_unique(conn, candidates))
+    await upsert_buckets(conn, rollups)

@@ -48,6 +48,11 @@ def bucket_window(ts_ms: int, period: Window | None) -> Window:
     return Window(max(hour.start_ms, period.start_ms), min(hour.end_ms, period.end_ms))
 
 
+def overlap(a: Window, b: Window) -> Window:
+    """The part of `a` inside `b` (they must overlap)."""
+    return Window(max(a.start_ms, b.start_ms), min(a.end_ms, b.end_ms))
+
+
 def split_hour(hour: Window, periods: list[Window]) -> list[Window]:
     """The bucket windows an hour is cut into by the given (non-overlapping) periods."""
     cuts = sorted(

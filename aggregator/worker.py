@@ -20,7 +20,7 @@ from aggregator.flush import CheckpointMoved, FlushResult, flush_shard
 from aggregator.leases import Leases
 from aggregator.maintenance import run_maintenance
 from aggregator.metrics import AggregatorMetrics
-from aggregator.reattribute import sweep
+from aggregator.reattribute import Reattributed, sweep
 from aggregator.windows import retention_cutoff, to_datetime
 from meter.billing.attribution import PostgresAttributor
 from meter.config import Settings
@@ -303,7 +303,9 @@ class Worker:
         since = retention_cutoff(int(time.time() * 1000), self.settings.raw_retention_s)
         conn = await asyncpg.connect(self.settings.database_url)
         try:
-            await sweep(conn, self.attributor, to_datetime(_day_ms(since)))
+            done = Reattributed()
+            await sweep(conn, self.attributor, to_datetime(_day_ms(since)), done)
+            self.metrics.stuck_buckets.set(done.stuck)
         except TRANSIENT:
             log.exception("re-attribution sweep failed")
         finally:

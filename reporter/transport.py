@@ -84,6 +84,16 @@ def classify(exc: stripe.StripeError) -> Verdict:
     return Verdict(False, status, retry_after, message)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_SECOND = dt.timedelta(seconds=1)
+
+
+def unix_seconds(at: dt.datetime) -> int:
+    """The whole unix second `at` lies in (v1 takes integer seconds): floored, exactly, so a
+    bucket's last instant never moves into the next second, hour or billing period."""
+    return (at - _EPOCH) // _SECOND
+
+
 def _payload(e: Event) -> dict[str, str]:
     return {"stripe_customer_id": e.stripe_customer, "value": wire_value(e.value)}
 
@@ -218,7 +228,7 @@ class V1Transport:
                 "event_name": e.event_name,
                 "identifier": e.identifier,
                 "payload": _payload(e),
-                "timestamp": int(e.event_time.timestamp()),
+                "timestamp": unix_seconds(e.event_time),
             }
             try:
                 await self._client.v1.billing.meter_events.create_async(

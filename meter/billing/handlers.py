@@ -80,8 +80,36 @@ def _fixed(obj: Obj) -> Refetch:
     return refetch
 
 
+async def _priced(ctx: Context, conn: asyncpg.Connection, price: Obj) -> Obj:
+    """A tiered price as a webhook brings it (never with its tiers: they come only when
+    expanded) completed with its tiers from Stripe, unless they are stored already."""
+    if not price.get("tiers_mode") or price.get("tiers") is not None:
+        return price
+    if await conn.fetchval(queries.PRICE_HAS_TIERS, price["id"]):
+        return price
+    fresh = await ctx.refetch("price", price["id"])  # the gateway expands `tiers`
+    if fresh is None or fresh.get("tiers") is None:
+        log.warning("price tiers not available", extra={"price": price["id"]})
+        return price
+    return {**price, "tiers": fresh["tiers"]}
+
+
+async def _with_item_tiers(ctx: Context, conn: asyncpg.Connection, sub: Obj) -> Obj:
+    """The subscription with its items' tiered prices completed (see `_priced`)."""
+    items = (sub.get("items") or {}).get("data") or []
+    priced = [
+        {**i, "price": await _priced(ctx, conn, i["price"])}
+        if isinstance(i.get("price"), dict)
+        else i
+        for i in items
+    ]
+    if priced == items:
+        return sub
+    return {**sub, "items": {**sub["items"], "data": priced}}
+
+
 async def subscription(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects:
-    obj = _obj(event)
+    obj = await _with_item_tiers(ctx, conn, _obj(event))
     effects = await store.apply_subscription(
         conn, obj, event["created"], ctx.refetch, ctx.default_tenant
     )
@@ -135,6 +163,8 @@ async def catalog(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects
             obj = {**obj, "deleted": True}
         return await store.apply_product(conn, obj, created, ctx.refetch)
     if event["type"].startswith("price."):
+        if event["type"] != "price.deleted":
+            obj = await _priced(ctx, conn, obj)
         return await store.apply_price(conn, obj, created, ctx.refetch)
     return await store.apply_meter(conn, obj, created, ctx.refetch, ctx.default_tenant)
 

@@ -22,6 +22,7 @@ from meter.billing import mrr, queries
 from meter.billing.metrics import BillingMetrics
 from meter.billing.notify import Notifier
 from meter.billing.rules import dunning_due_steps, grace_over
+from meter.billing.views import usage_in_period
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,11 @@ def _price(row: asyncpg.Record) -> dict[str, Any]:
 async def _usage(conn: asyncpg.Connection, row: asyncpg.Record) -> Decimal:
     if row["event_name"] is None or row["current_period_start"] is None:
         return Decimal(0)
-    used: Decimal = await conn.fetchval(
-        queries.USAGE_IN_PERIOD,
+    return await usage_in_period(
+        conn,
         row["tenant"],
         [row["external_id"], row["stripe_id"]],
         row["event_name"],
         row["current_period_start"],
         row["current_period_end"],
     )
-    return used

@@ -86,7 +86,9 @@ ON CONFLICT (id) DO UPDATE SET
     nickname = EXCLUDED.nickname, lookup_key = EXCLUDED.lookup_key,
     billing_scheme = EXCLUDED.billing_scheme, unit_amount = EXCLUDED.unit_amount,
     unit_amount_decimal = EXCLUDED.unit_amount_decimal, tiers_mode = EXCLUDED.tiers_mode,
-    tiers = EXCLUDED.tiers, transform_quantity = EXCLUDED.transform_quantity,
+    tiers = CASE WHEN EXCLUDED.tiers_mode IS NULL THEN NULL
+        ELSE coalesce(EXCLUDED.tiers, p.tiers) END,
+    transform_quantity = EXCLUDED.transform_quantity,
     recurring_interval = EXCLUDED.recurring_interval,
     recurring_interval_count = EXCLUDED.recurring_interval_count,
     usage_type = EXCLUDED.usage_type, meter = EXCLUDED.meter, metadata = EXCLUDED.metadata,
@@ -94,9 +96,19 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE p.event_created <= EXCLUDED.event_created
 """
 )
+# A price's tiers come only when expanded (Stripe's `tiers` is includable; webhook payloads never
+# carry them): a copy without tiers never erases stored ones (a price's tiers cannot change).
 # A price embedded in a subscription item is stored if we have not seen it yet (created 0: any
-# price event overwrites it).
-INSERT_PRICE_IF_MISSING = _PRICE_INSERT + " ON CONFLICT (id) DO NOTHING"
+# price event overwrites it), or lends its tiers to a stored copy that lacks them.
+INSERT_PRICE_IF_MISSING = (
+    _PRICE_INSERT
+    + """
+ON CONFLICT (id) DO UPDATE SET tiers = EXCLUDED.tiers, updated_at = now()
+WHERE p.tiers IS NULL AND EXCLUDED.tiers IS NOT NULL AND p.tiers_mode IS NOT NULL
+"""
+)
+# Whether a tiered price is stored with its tiers (else a webhook's copy is completed first).
+PRICE_HAS_TIERS = "SELECT tiers IS NOT NULL FROM prices WHERE id = $1"
 METER_CREATED = "SELECT event_created FROM billing_meters WHERE id = $1 FOR UPDATE"
 UPSERT_METER = """
 INSERT INTO billing_meters AS m (id, event_name, display_name, formula, customer_key, value_key,
@@ -278,10 +290,28 @@ JOIN billing_meters m ON m.id = p.meter
 """
 
 # --- entitlements / metrics -------------------------------------------------------------------
+# A meter's usage in a billing period, as rows of every aggregation's state that the caller folds
+# with the usage API's Tally before taking the meter's aggregation (a max meter's period is the
+# max of its hours, not their sum): the running totals (migrations/0007_usage_totals.sql) of the
+# item periods starting in [$4, $5), and the unattributed buckets of those hours (usage no item
+# bills, e.g. a limit on a meter the plan does not price), which have no total.
 USAGE_IN_PERIOD = """
-SELECT coalesce(sum(value), 0) FROM usage_rollup_values
-WHERE tenant = $1 AND customer = ANY($2::text[]) AND meter = $3
-  AND bucket_start >= $4 AND bucket_start < $5
+SELECT t.event_count, t.value_sum, t.value_max, t.unique_count, t.last_value, t.last_at,
+    t.last_event_id
+FROM usage_totals t
+WHERE t.tenant = $1 AND t.customer = ANY($2::text[]) AND t.meter = $3
+  AND t.period_start >= $4 AND t.period_start < $5
+UNION ALL
+SELECT r.event_count, r.value_sum, r.value_max, r.unique_count, r.last_value, r.last_at,
+    r.last_event_id
+FROM usage_rollups r
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
+  AND r.subscription_item IS NULL AND r.bucket_start >= $4 AND r.bucket_start < $5
+"""
+# The aggregation usage_rollup_values gives a meter.
+METER_AGGREGATION = """
+SELECT coalesce(
+    (SELECT aggregation FROM meter_definitions WHERE tenant = $1 AND meter = $2), 'sum')
 """
 SUBSCRIPTIONS_BY_STATUS = "SELECT status, count(*) AS n FROM subscriptions GROUP BY status"
 # Recurring items of live subscriptions with their prices; MRR is computed in Python (mrr.py).

@@ -25,8 +25,16 @@ from meter.errors import InvalidRequest, Unavailable
 
 log = logging.getLogger(__name__)
 
-# What a stored subscription needs expanded: its discounts with their coupons' terms.
+# What a stored subscription needs expanded: its discounts with their coupons' terms, and its
+# items' prices with their tiers (Stripe leaves a price's `tiers` out unless expanded:
+# https://docs.stripe.com/api/prices/object#price_object-tiers). Four levels, Stripe's maximum
+# (https://docs.stripe.com/api/expanding_objects), so a list of subscriptions cannot ask for
+# the tiers (`data.items.data.price.tiers` is five): `meter sync` lists the prices first.
 DISCOUNTS = "discounts.source.coupon"
+ITEM_TIERS = "items.data.price.tiers"
+SUBSCRIPTION_EXPAND = [DISCOUNTS, ITEM_TIERS]
+# What each kind needs expanded when retrieved.
+_RETRIEVE_EXPAND = {"subscription": SUBSCRIPTION_EXPAND, "price": ["tiers"]}
 # Stripe's own default; a longer window would accept replayed deliveries.
 WEBHOOK_TOLERANCE_S = 300
 T = TypeVar("T")
@@ -138,8 +146,8 @@ class StripeGateway:
         }[kind]
 
     async def retrieve(self, kind: str, id_: str) -> Obj | None:
-        # A subscription's discounts come as ids unless expanded down to the coupon terms.
-        params: Any = {"expand": [DISCOUNTS]} if kind == "subscription" else None
+        expand = _RETRIEVE_EXPAND.get(kind)
+        params: Any = {"expand": expand} if expand else None
         try:
             obj = await self._service(kind).retrieve_async(id_, params)
         except stripe.InvalidRequestError as exc:
@@ -158,6 +166,8 @@ class StripeGateway:
         if kind == "subscription":
             params["status"] = "all"
             params["expand"] = [f"data.{DISCOUNTS}"]
+        elif kind == "price":
+            params["expand"] = ["data.tiers"]
         page = await _call(lambda: self._service(kind).list_async(params))
         return Page([_dict(o) for o in page.data], bool(page.has_more))
 
@@ -230,7 +240,7 @@ class StripeGateway:
         )
 
     async def change_plan(self, change: PlanChange, idempotency_key: str) -> Obj:
-        params: Any = self._change_params(change)
+        params: Any = {**self._change_params(change), "expand": SUBSCRIPTION_EXPAND}
         opts: Any = {"idempotency_key": idempotency_key}
         sub = change.subscription
         return _dict(
@@ -241,16 +251,18 @@ class StripeGateway:
         opts: Any = {"idempotency_key": idempotency_key}
         subs = self.client.v1.subscriptions
         if at_period_end:
-            params: Any = {"cancel_at_period_end": True}
+            params: Any = {"cancel_at_period_end": True, "expand": SUBSCRIPTION_EXPAND}
             return _dict(await _call(lambda: subs.update_async(subscription, params, opts)))
-        return _dict(await _call(lambda: subs.cancel_async(subscription, None, opts)))
+        answer: Any = {"expand": SUBSCRIPTION_EXPAND}
+        return _dict(await _call(lambda: subs.cancel_async(subscription, answer, opts)))
 
     async def resume(self, subscription: str, *, paused: bool, idempotency_key: str) -> Obj:
         opts: Any = {"idempotency_key": idempotency_key}
         subs = self.client.v1.subscriptions
         if paused:
-            return _dict(await _call(lambda: subs.resume_async(subscription, None, opts)))
-        params: Any = {"cancel_at_period_end": False}
+            answer: Any = {"expand": SUBSCRIPTION_EXPAND}
+            return _dict(await _call(lambda: subs.resume_async(subscription, answer, opts)))
+        params: Any = {"cancel_at_period_end": False, "expand": SUBSCRIPTION_EXPAND}
         return _dict(await _call(lambda: subs.update_async(subscription, params, opts)))
 
     async def create_setup_intent(self, customer: str, idempotency_key: str) -> Obj:

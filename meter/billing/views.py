@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from meter.billing import queries
 from meter.billing.errors import NotFound
 from meter.billing.rules import access_for, plan_from_metadata
+from meter.usage.tally import Tally
 
 Doc = dict[str, Any]
 
@@ -106,6 +108,24 @@ def subscription_doc(
     }
 
 
+async def usage_in_period(
+    conn: asyncpg.Connection,
+    tenant: str,
+    keys: Sequence[str | None],
+    meter: str,
+    start: dt.datetime,
+    end: dt.datetime,
+) -> Decimal:
+    """What `meter` reports for the customer (by any of its keys) over the item periods that
+    start in [start, end): the period totals folded as the usage API folds them, then the
+    meter's aggregation (sum, count, max, last or unique_count)."""
+    tally = Tally()
+    for row in await conn.fetch(queries.USAGE_IN_PERIOD, tenant, list(keys), meter, start, end):
+        tally.add_rollups(row)
+    aggregation: str = await conn.fetchval(queries.METER_AGGREGATION, tenant, meter)
+    return tally.quantity(aggregation)
+
+
 async def entitlements_doc(
     conn: asyncpg.Connection,
     tenant: str,
@@ -132,13 +152,8 @@ async def entitlements_doc(
     for meter, limit in sorted(plan.limits.items()):
         used = Decimal(0)
         if sub is not None and sub["current_period_start"] is not None:
-            used = await conn.fetchval(
-                queries.USAGE_IN_PERIOD,
-                tenant,
-                keys,
-                meter,
-                sub["current_period_start"],
-                sub["current_period_end"],
+            used = await usage_in_period(
+                conn, tenant, keys, meter, sub["current_period_start"], sub["current_period_end"]
             )
         limits[meter] = {
             "limit": _num(limit),

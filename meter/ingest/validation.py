@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,8 @@ ALLOWED_FIELDS = frozenset({"id", "customer", "meter", "value", "timestamp", "pr
 # `properties` nests objects/arrays at most this deep (the object itself is level 1). Checked
 # before the size cap: orjson, which measures the size, cannot serialize past 254 levels.
 MAX_PROPERTIES_DEPTH = 8
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +136,21 @@ def too_deep(value: Any, max_depth: int) -> bool:
 
 
 def parse_timestamp_ms(value: Any) -> int | None:
-    """RFC 3339 text (with an offset) or unix seconds (number) → unix ms; None if neither."""
+    """RFC 3339 text (with an offset) or unix seconds (number) → unix ms; None if neither.
+
+    Floored to the millisecond, never rounded: an instant belongs to the millisecond (and so the
+    hour and billing period) it lies in; `23:59:59.9996Z` is still 23:59:59.999.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return value * 1000 if 0 <= value < 10**11 else None
+    if isinstance(value, float):
         if not math.isfinite(value) or not 0 <= value < 1e11:
             return None
-        return round(value * 1000)
+        # Exact decimal arithmetic on the number's text (repr: the shortest text that reads back
+        # as this double, i.e. what the client sent): `1.0005 * 1000` in binary is 1000.4999….
+        return math.floor(Decimal(repr(value)) * 1000)
     if isinstance(value, str) and 10 < len(value) <= 40:
         text = value.upper()  # RFC 3339 allows a lower-case "t" and "z"
         try:
@@ -149,7 +159,9 @@ def parse_timestamp_ms(value: Any) -> int | None:
             return None
         if parsed.tzinfo is None or "T" not in text:
             return None  # RFC 3339 requires a time and an offset; never guess a time zone.
-        return round(parsed.timestamp() * 1000)
+        # fromisoformat keeps microseconds (digits past them are dropped: a floor); integer
+        # division of the exact timedelta floors them to milliseconds.
+        return (parsed - _EPOCH) // _MS
     return None
 
 

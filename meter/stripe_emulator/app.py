@@ -37,6 +37,7 @@ from meter.stripe_emulator.wire import (
     error_response,
     expand,
     expand_paths,
+    hide_includable,
     invalid,
     json_response,
     new_id,
@@ -75,7 +76,7 @@ def _adapt(fn: Handler) -> AioHandler:
         if paths := expand_paths(params):
             in_list = obj.get("object") in ("list", "search_result")
             obj = expand(obj, paths, emu.state.find, in_list=in_list)
-        return json_response(strip_private(obj))
+        return json_response(strip_private(hide_includable(obj, paths)))
 
     return handle
 

@@ -169,6 +169,7 @@ def create_price(req: Req) -> Obj:
         "product": product_id,
         "recurring": None,
         "tax_behavior": params.get("tax_behavior") or "unspecified",
+        "tiers": None,  # includable: on the wire only when expanded (wire.INCLUDABLE)
         "tiers_mode": None,
         "transform_quantity": None,
         "type": "recurring" if recurring else "one_time",

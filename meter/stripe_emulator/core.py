@@ -14,7 +14,7 @@ from aiohttp import web
 from meter.stripe_emulator.faults import FaultTable
 from meter.stripe_emulator.idempotency import IdempotencyStore
 from meter.stripe_emulator.state import State
-from meter.stripe_emulator.wire import Obj, new_id, strip_private
+from meter.stripe_emulator.wire import Obj, hide_includable, new_id, strip_private
 
 API_VERSION: str = stripe.api_version
 
@@ -59,7 +59,7 @@ class Emulator:
 
     def emit(self, type_: str, obj: Obj, previous: Obj | None = None) -> Obj:
         """Record a Stripe event for a state change and queue it for webhook delivery."""
-        data: Obj = {"object": strip_private(obj)}
+        data: Obj = {"object": hide_includable(strip_private(obj))}
         if previous:
             data["previous_attributes"] = previous
         customer = obj.get("customer") if obj.get("object") != "customer" else obj.get("id")

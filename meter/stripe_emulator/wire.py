@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -273,6 +273,30 @@ def _expand_one(obj: Obj, parts: list[str], lookup: Callable[[str], Obj | None],
         else:
             out[head] = _expand_one(value, rest, lookup, path)
     return out
+
+
+# Fields Stripe leaves out of an object unless the request expands them (per object type), at
+# any depth: `tiers` on a retrieved price, `data.tiers` on a list of prices,
+# `items.data.price.tiers` on a subscription. Never in webhook payloads: an event carries the
+# object as stored, with nothing expanded.
+INCLUDABLE = {"price": frozenset({"tiers"})}
+
+
+def hide_includable(value: Any, expanded: Collection[str] = (), path: str = "") -> Any:
+    """`value` without the includable fields whose dotted path is not in `expanded` (the
+    request's `expand[]`; a list's elements share the list's path, as in `data.tiers`)."""
+    if isinstance(value, dict):
+        hidden = INCLUDABLE.get(value.get("object") or "", frozenset())
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            at = f"{path}.{key}" if path else key
+            if key in hidden and at not in expanded:
+                continue
+            out[key] = hide_includable(item, expanded, at)
+        return out
+    if isinstance(value, list):
+        return [hide_includable(v, expanded, path) for v in value]
+    return value
 
 
 def strip_private(value: Any) -> Any:

@@ -141,6 +141,28 @@ def test_rfc3339_timestamps(text: str) -> None:
     assert parsed // 1000 == 1_794_996_000  # 2026-11-18T10:00:00Z
 
 
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        # The last instant of an hour (and of a billing period) stays in it: floored, not rounded.
+        ("2026-11-18T23:59:59.9996Z", 1_795_046_399_999),
+        ("2026-11-18T23:59:59.9999999Z", 1_795_046_399_999),
+        ("2026-11-19T01:59:59.9995+02:00", 1_795_046_399_999),
+        ("2026-11-18T23:59:59.0004Z", 1_795_046_399_000),
+        (1_795_046_399.9996, 1_795_046_399_999),
+        (1_795_046_399.9999, 1_795_046_399_999),
+        # Decimal, not binary, arithmetic: 1.0005 × 1000 is 1000.4999… as doubles.
+        (1.0005, 1000),
+        (1.0015, 1001),
+        (1.005, 1005),
+        (1_795_046_399.001, 1_795_046_399_001),
+        (1_795_046_399, 1_795_046_399_000),
+    ],
+)
+def test_timestamps_floor_to_the_millisecond(value: object, ms: int) -> None:
+    assert parse_timestamp_ms(value) == ms
+
+
 def test_properties_kept() -> None:
     event = check(base(properties={"region": "eu", "n": 2}))
     assert isinstance(event, UsageEvent)

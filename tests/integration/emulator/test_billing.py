@@ -50,11 +50,34 @@ def _clock_customer(client: stripe.StripeClient, start: int) -> tuple[str, str]:
     return clock.id, customer.id
 
 
-def test_price_shapes(client: stripe.StripeClient) -> None:
+def test_price_shapes(client: stripe.StripeClient, env: Env) -> None:
     cat = _catalog(client)
     assert cat["metered"].recurring.usage_type == "metered"
     assert cat["metered"].recurring.meter == cat["meter"].id
-    assert cat["metered"].tiers[1].up_to is None
+    # Tiers are includable: left out unless the request expands them (any depth, never in an
+    # event's payload).
+    assert "tiers" not in cat["metered"]
+    metered = client.v1.prices.retrieve(cat["metered"].id, {"expand": ["tiers"]})
+    assert metered.tiers[1].up_to is None
+    assert "tiers" not in client.v1.prices.retrieve(cat["metered"].id)
+    listed = client.v1.prices.list({"expand": ["data.tiers"]}).data
+    assert [p.tiers[0].flat_amount for p in listed if p.id == metered.id] == [500]
+    assert all("tiers" not in p for p in client.v1.prices.list().data)
+    _, customer = _clock_customer(client, 1_790_000_000)
+    sub = client.v1.subscriptions.create(
+        {"customer": customer, "items": [{"price": metered.id}]},
+        {"idempotency_key": "tiers-sub"},
+    )
+    assert "tiers" not in sub["items"].data[0].price
+    again = client.v1.subscriptions.retrieve(sub.id, {"expand": ["items.data.price.tiers"]})
+    assert again["items"].data[0].price.tiers[0].up_to == 1000
+    events = env.control("GET", "/events")["data"]
+    prices = [e["data"]["object"] for e in events if e["type"] == "price.created"]
+    subs = [e["data"]["object"] for e in events if e["type"] == "customer.subscription.created"]
+    assert prices
+    assert subs
+    assert all("tiers" not in p for p in prices)
+    assert all("tiers" not in s["items"]["data"][0]["price"] for s in subs)
     package = client.v1.prices.create(
         {
             "product": cat["product"].id,

@@ -69,7 +69,12 @@ def _subscribe(
         for p, (_, q) in zip(prices, lines, strict=True)
     ]
     created = client.v1.coupons.create(coupon) if coupon else None
-    create: dict[str, Any] = {"customer": customer, "items": items}
+    # Stripe sends a price's tiers only when expanded.
+    create: dict[str, Any] = {
+        "customer": customer,
+        "items": items,
+        "expand": ["items.data.price.tiers"],
+    }
     if created is not None:
         create["discounts"] = [{"coupon": created.id}]
     sub = client.v1.subscriptions.create(create)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ usage, to the cent."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter.billing.sync import sync
 from tests.integration.billing.conftest import Stack, clock_customer, hour_now
 
 TIERS: list[dict[str, Any]] = [
@@ -68,6 +70,19 @@ async def test_invoice_equals_the_emulator_preview(
     assert metered[0]["amount"] == 529
 
 
+async def test_graduated_price_synced_by_meter_sync_equals_the_emulator_preview(
+    stack: Stack, redis: Redis
+) -> None:
+    # No webhook arrives: `meter sync` alone copies the catalog and the subscription, and must
+    # ask Stripe for the price's tiers (they come only when expanded).
+    stack.emu.config = dataclasses.replace(stack.emu.config, webhook_url=None)
+    graduated = {"billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": TIERS}
+    doc, preview = await usage_and_preview(stack, redis, graduated, synced=True)
+    assert_invoice_equals(doc, preview)
+    metered = [i for i in doc["items"] if i["usage_type"] == "metered"]
+    assert [m["amount"] for m in metered] == [529]
+
+
 # The other metered pricing models, each with a coupon, through the same pipeline. The usage
 # (157.5) crosses a volume tier and leaves a partial package, so rounding shows.
 @pytest.mark.parametrize(
@@ -111,6 +126,7 @@ async def usage_and_preview(
     coupon: dict[str, Any] | None = None,
     default_tax: dict[str, Any] | None = None,
     flat_tax: dict[str, Any] | None = None,
+    synced: bool = False,
 ) -> tuple[Any, Any]:
     """A subscription (this metered price + a flat fee × 3) made in the emulator and synced by
     its webhooks; usage of 157.5 posted through ingest and aggregated, and reported to Stripe;
@@ -151,7 +167,11 @@ async def usage_and_preview(
         # coupon's terms from Stripe (expanded) to price with it.
         create["discounts"] = [{"coupon": (await sdk.v1.coupons.create_async(coupon)).id}]
     await sdk.v1.subscriptions.create_async(create)
-    await stack.settle()
+    if synced:
+        async with stack.billing.connection() as conn:
+            await sync(conn, stack.billing.gateway, "acme")
+    else:
+        await stack.settle()
 
     values = [40, 60, 50, 7, 0.5]
     events = [

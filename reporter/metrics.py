@@ -53,6 +53,12 @@ class ReporterMetrics:
             "Usage waiting for a Stripe customer id (not reported yet, never dropped).",
             registry=r,
         )
+        self.waiting_meter = Gauge(
+            "meter_reporter_waiting_meter_units",
+            "Usage waiting for a Stripe meter meter can report to: its event name's Stripe meter "
+            "has formula count (not reported yet, never dropped; `meter sync` says the fix).",
+            registry=r,
+        )
         self.late = Counter(
             "meter_reporter_late_usage",
             "Usage that reached the reporter after its period's invoice was finalized, by what "

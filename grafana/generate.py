@@ -431,10 +431,12 @@ PIPELINE = Dashboard(
                 ),
                 ts(
                     "Usage waiting",
-                    "Not reported yet, never dropped: buckets without a subscription item, and "
-                    "usage of customers without a Stripe id.",
+                    "Not reported yet, never dropped: buckets without a subscription item, "
+                    "usage of customers without a Stripe id, and usage whose Stripe meter has "
+                    "formula count (`meter sync` says the fix).",
                     Target("sum(meter_reporter_waiting_attribution_buckets)", "no item"),
                     Target("sum(meter_reporter_waiting_customer_units)", "no Stripe customer"),
+                    Target("sum(meter_reporter_waiting_meter_units)", "count meter"),
                 ),
                 ts(
                     "Reconciliation drift",

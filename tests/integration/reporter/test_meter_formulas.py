@@ -159,6 +159,12 @@ async def test_a_count_meter_is_refused_and_its_usage_waits_for_a_sum_meter(
             tenant="acme",
         )
         assert await _meters(settings, args) == 0
+        listed = argparse.Namespace(meters_command="list", tenant="acme")
+        capsys.readouterr()
+        assert await _meters(settings, listed) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert f"acme\trequests\tcount\tlocal\t{summing.id}:sum" in lines
+        assert f"*\trequests\tsum\tstripe\t{summing.id}:sum" in lines
         await reporter.once()
         assert await _total(emu, summing.id, cus) == 5
         assert reporter.metrics.waiting_meter._value.get() == 0  # type: ignore[attr-defined]

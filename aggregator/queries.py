@@ -194,7 +194,7 @@ ON CONFLICT (tenant, customer, subscription_item, period_start, meter) DO UPDATE
 # what UPSERT_TOTALS keeps up incrementally. (migrations/0007_usage_totals.sql backfilled with
 # this statement and keeps its copy, as applied.) The tests' drift check and bench-usage's loader
 # use it from here.
-TOTALS_FROM_BUCKETS = """
+_TOTALS_SELECT = """
 SELECT tenant, customer, subscription_item, period_start, meter,
     sum(event_count) AS event_count, sum(value_sum) AS value_sum, max(value_max) AS value_max,
     (array_agg(last_value ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
@@ -203,9 +203,10 @@ SELECT tenant, customer, subscription_item, period_start, meter,
     (array_agg(last_event_id ORDER BY last_at DESC, last_event_id COLLATE "C" DESC))[1]
         AS last_event_id,
     sum(unique_count) AS unique_count
-FROM usage_rollups WHERE subscription_item IS NOT NULL
-GROUP BY tenant, customer, subscription_item, period_start, meter
-"""
+FROM usage_rollups"""
+_TOTALS_GROUP = "GROUP BY tenant, customer, subscription_item, period_start, meter\n"
+TOTALS_FROM_BUCKETS = f"""{_TOTALS_SELECT} WHERE subscription_item IS NOT NULL
+{_TOTALS_GROUP}"""
 
 # Values new to their set come back; each is credited to its bucket.
 INSERT_UNIQUE_VALUES = """
@@ -298,3 +299,67 @@ WHERE v.tenant = $1 AND v.customer = $2 AND v.subscription_item IS NULL
   AND v.meter = u.meter AND v.bucket_start = u.bucket_start
 RETURNING v.meter, v.value, v.bucket_start
 """
+
+# --- period cuts (aggregator/cuts.py) ----------------------------------------------------------
+# An item's billing period was cut short at $4 by a new period starting there (a billing-cycle
+# anchor reset). Its buckets at or after $4 that were folded into an earlier period (before the
+# new period was known) move to the new period; $1 tenant, $2 the customer's keys, $3 the item.
+# bucket_start identifies a bucket of an item, so no moved row can collide with a row already in
+# the new period. Versions stay: the reporter's marks of delta buckets do not depend on the period.
+MOVE_BUCKETS_TO_PERIOD = """
+UPDATE usage_rollups SET period_start = $4, updated_at = now()
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start < $4 AND bucket_start >= $4
+"""
+# The periods, before the move, of the buckets MOVE_BUCKETS_TO_PERIOD is about to move.
+PERIODS_TO_MOVE = """
+SELECT DISTINCT period_start FROM usage_rollups
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start < $4 AND bucket_start >= $4
+"""
+# Their raw events, so that a void finds the bucket by the period recorded here: an event moved
+# iff its bucket did, i.e. iff its UTC hour starts at or after $4 (its bucket in the earlier
+# period began at that hour).
+MOVE_RAW_EVENTS_TO_PERIOD = """
+UPDATE usage_events SET period_start = $4
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start < $4 AND event_time >= $4
+    AND date_bin('1 hour', event_time, timestamptz '2000-01-01 00:00:00+00') >= $4
+"""
+# Distinct values credited to moved buckets: a value the new period's set already holds is
+# counted there once already, so its moved copy is dropped and its bucket's credit taken back.
+DROP_MOVED_DUPLICATE_VALUES = """
+WITH dup AS (
+    DELETE FROM usage_unique_values o
+    USING usage_unique_values n
+    WHERE o.tenant = $1 AND o.customer = ANY($2::text[]) AND o.subscription_item = $3
+        AND o.period_start < $4 AND o.bucket_start >= $4
+        AND n.tenant = o.tenant AND n.customer = o.customer AND n.meter = o.meter
+        AND n.subscription_item = o.subscription_item AND n.period_start = $4
+        AND n.value = o.value
+    RETURNING o.tenant, o.customer, o.meter, o.bucket_start
+)
+UPDATE usage_rollups r SET unique_count = r.unique_count - d.n
+FROM (SELECT tenant, customer, meter, bucket_start, count(*) AS n FROM dup
+      GROUP BY tenant, customer, meter, bucket_start) d
+WHERE r.tenant = d.tenant AND r.customer = d.customer AND r.meter = d.meter
+    AND r.subscription_item = $3 AND r.bucket_start = d.bucket_start
+"""
+MOVE_UNIQUE_VALUES = """
+UPDATE usage_unique_values SET period_start = $4
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start < $4 AND bucket_start >= $4
+"""
+# The running totals of the item's periods $4 (an array) folded again from their buckets.
+DELETE_TOTALS_OF = """
+DELETE FROM usage_totals
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start = ANY($4::timestamptz[])
+"""
+INSERT_TOTALS_OF = f"""
+INSERT INTO usage_totals (tenant, customer, subscription_item, period_start, meter, event_count,
+    value_sum, value_max, last_value, last_at, last_event_id, unique_count)
+{_TOTALS_SELECT}
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start = ANY($4::timestamptz[])
+{_TOTALS_GROUP}"""

@@ -85,6 +85,42 @@ def keys_cmd(settings: Settings, args: argparse.Namespace) -> int:
     return _run(_keys(settings, args))
 
 
+AGGREGATIONS = ("sum", "count", "max", "last", "unique_count")
+
+
+async def _meters(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from meter import queries
+
+    if args.meters_command == "define":
+        unique = args.unique_property
+        if (args.aggregation == "unique_count") != (unique is not None):
+            print("meter: --unique-property goes with --aggregation unique_count", file=sys.stderr)
+            return 2
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.meters_command == "define":
+            await conn.execute(
+                queries.DEFINE_METER, args.tenant, args.name, args.aggregation, unique
+            )
+            print(f"{args.tenant}\t{args.name}\t{args.aggregation}\tlocal")
+        else:
+            for r in await conn.fetch(queries.LIST_METERS, args.tenant):
+                stripe = "-" if r["stripe_meter"] is None else f"{r['stripe_meter']}:{r['formula']}"
+                if r["reportable"] is False:
+                    stripe += " (not reportable: recreate it with formula sum)"
+                tenant = r["tenant"] or "*"
+                print(f"{tenant}\t{r['meter']}\t{r['aggregation'] or '-'}\t{r['source']}\t{stripe}")
+    finally:
+        await conn.close()
+    return 0
+
+
+def meters_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    return _run(_meters(settings, args))
+
+
 def dev_cmd(settings: Settings, args: argparse.Namespace) -> int:
     from meter.dev import run_dev
 
@@ -117,6 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys_sub.add_parser("revoke", help="revoke a key by id")
     k.add_argument("id", type=int)
     p.set_defaults(func=keys_cmd)
+
+    p = sub.add_parser("meters", help="local meter definitions (what Stripe meters cannot say)")
+    meters_sub = p.add_subparsers(dest="meters_command", required=True, metavar="ACTION")
+    m = meters_sub.add_parser(
+        "define",
+        help="set how a tenant's meter aggregates; wins over the Stripe meter's formula "
+        "(define it before its usage is reported: reported usage is not re-sent)",
+    )
+    m.add_argument("name", help="the meter (the events' `meter`, the Stripe event name)")
+    m.add_argument("--aggregation", required=True, choices=AGGREGATIONS)
+    m.add_argument("--unique-property", help="the property unique_count counts distinct values of")
+    m.add_argument("--tenant", default="default", help="tenant the definition belongs to")
+    m = meters_sub.add_parser(
+        "list", help="meters with their aggregation: local definitions and Stripe meters"
+    )
+    m.add_argument("--tenant", help="only this tenant's local definitions")
+    p.set_defaults(func=meters_cmd)
 
     from aggregator.cli import add_parser as add_aggregate
 

@@ -32,6 +32,27 @@ LIST_API_KEYS = """
 SELECT id, tenant, name, key_prefix, created_at, revoked_at FROM api_keys ORDER BY id
 """
 
+# --- local meter definitions (`meter meters`; schema: migrations/0002_usage.sql) --------------
+DEFINE_METER = """
+INSERT INTO meter_definitions AS d (tenant, meter, aggregation, unique_property, source)
+VALUES ($1, $2, $3, $4, 'local')
+ON CONFLICT (tenant, meter) DO UPDATE SET aggregation = EXCLUDED.aggregation,
+    unique_property = EXCLUDED.unique_property, source = 'local', updated_at = now()
+"""
+# Every meter of tenant $1 (all tenants when null) with the aggregation it reports by, and
+# where that comes from: the local definition, else the Stripe meter (migrations/0012).
+LIST_METERS = """
+SELECT d.tenant, d.meter, d.aggregation, d.unique_property, 'local' AS source,
+    f.stripe_meter, f.formula, f.reportable
+FROM meter_definitions d
+LEFT JOIN stripe_meter_formulas f ON f.meter = d.meter
+WHERE $1::text IS NULL OR d.tenant = $1
+UNION ALL
+SELECT NULL, f.meter, f.aggregation, NULL, 'stripe', f.stripe_meter, f.formula, f.reportable
+FROM stripe_meter_formulas f
+ORDER BY 2, 1 NULLS FIRST
+"""
+
 # --- health -----------------------------------------------------------------------------------
 PING = "SELECT 1"
 

@@ -59,6 +59,12 @@ class ReporterMetrics:
             "item to be carried into (not sent yet, never dropped).",
             registry=r,
         )
+        self.waiting_meter = Gauge(
+            "meter_reporter_waiting_meter_units",
+            "Usage waiting for a Stripe meter meter can report to: its event name's Stripe meter "
+            "has formula count (not reported yet, never dropped; `meter sync` says the fix).",
+            registry=r,
+        )
         self.late = Counter(
             "meter_reporter_late_usage",
             "Usage of a period whose invoice may be final, by what was done: carried (planned "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -26,6 +26,8 @@ class BuildResult:
     rows: int = 0  # outbox rows written (pending or late)
     marks: int = 0  # units whose mark moved (with or without a row)
     waiting_customer: int = 0  # units whose customer has no Stripe id yet
+    waiting_meter: int = 0  # units whose Stripe meter cannot be reported to (a count meter)
+    unreportable: set[str] = field(default_factory=set)  # those meters
     carried: int = 0
     late: int = 0
     waiting: int = 0  # rows of a closed period written as `waiting`: no open period known
@@ -76,6 +78,13 @@ async def build(
         metrics.waiting_attribution.set(await conn.fetchval(queries.WAITING_FOR_ATTRIBUTION))
         metrics.waiting_period.set(await conn.fetchval(queries.WAITING_COUNT))
     metrics.waiting_customer.set(total.waiting_customer)
+    metrics.waiting_meter.set(total.waiting_meter)
+    if total.unreportable:
+        log.error(
+            "usage waits: the Stripe meter of these event names has formula count, which meter "
+            "cannot report to; recreate it with formula sum (see `meter sync`)",
+            extra={"meters": sorted(total.unreportable), "units": total.waiting_meter},
+        )
     metrics.late.labels("carried").inc(total.carried)
     metrics.late.labels("recorded").inc(total.late)
     metrics.late.labels("waiting").inc(total.waiting)
@@ -91,6 +100,8 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.rows += part.rows
     total.marks += part.marks
     total.waiting_customer += part.waiting_customer
+    total.waiting_meter += part.waiting_meter
+    total.unreportable |= part.unreportable
     total.carried += part.carried
     total.late += part.late
     total.waiting += part.waiting
@@ -133,9 +144,20 @@ async def build_page(
         # 4. The billing periods of the units' items: a unit of a closed period is carried
         #    into its item's open period, or waits as a `waiting` row (periods.py).
         periods = await calendar.periods(conn, {u.item for u, _ in units})
-        result = BuildResult()
+        # 4b. Units of a meter whose Stripe meter counts events wait the same way: sent as one
+        #     event carrying a bucket's value, Stripe would bill 1 for any count.
+        unreportable = {
+            r["meter"]
+            for r in await conn.fetch(
+                queries.UNREPORTABLE_METERS, sorted({u.meter for u, _ in units})
+            )
+        }
+        result = BuildResult(unreportable=unreportable)
         planned: list[tuple[Unit, str, Planned]] = []
         for unit, mark in units:
+            if unit.meter in unreportable:
+                result.waiting_meter += 1
+                continue
             stripe_id = stripe_ids.get((unit.tenant, unit.customer))
             if stripe_id is None:
                 result.waiting_customer += 1

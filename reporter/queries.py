@@ -94,12 +94,18 @@ ON CONFLICT (identifier) DO NOTHING
 
 WAITING_FOR_ATTRIBUTION = "SELECT count(*) FROM usage_rollups WHERE subscription_item IS NULL"
 
-# Rows of a closed period that wait for an open period of their item (migrations/0011).
+# Rows of a closed period waiting for an open period of their item (migrations/0011).
 WAITING_ROWS = "SELECT id, subscription_item FROM report_outbox WHERE status = 'waiting'"
 WAITING_COUNT = "SELECT count(*) FROM report_outbox WHERE status = 'waiting'"
 RELEASE_WAITING = """
 UPDATE report_outbox SET status = 'pending', next_attempt_at = now()
 WHERE id = ANY($1::bigint[]) AND status = 'waiting'
+"""
+
+# Meters ($1) whose Stripe meter cannot be reported to (a `count` formula, see
+# migrations/0012_meter_formulas.sql): their usage waits until a reportable meter replaces it.
+UNREPORTABLE_METERS = """
+SELECT meter FROM stripe_meter_formulas WHERE NOT reportable AND meter = ANY($1::text[])
 """
 
 # Claim: the oldest due pending rows, locked by this transaction only; a row another reporter
@@ -188,24 +194,30 @@ LOCK_VOID = "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))"
 VOIDED = "SELECT 1 FROM usage_voids WHERE tenant = $1 AND event_id = $2"
 
 # No index on event_id: every day partition is searched (a rare, operator-run command).
-# FOR UPDATE holds the row against a concurrent re-attribution until the void commits.
+# FOR UPDATE holds the row against a concurrent re-attribution until the void commits. The
+# aggregation follows usage_rollup_values (migrations/0012_meter_formulas.sql).
 FIND_EVENT = """
-SELECT e.customer, e.meter, e.value, e.event_time, e.subscription_item,
-       coalesce(d.aggregation, 'sum') AS aggregation
+SELECT e.customer, e.meter, e.value, e.event_time, e.subscription_item, e.period_start,
+       coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
 FROM usage_events e
 LEFT JOIN meter_definitions d ON d.tenant = e.tenant AND d.meter = e.meter
+LEFT JOIN stripe_meter_formulas f ON f.meter = e.meter
 WHERE e.tenant = $1 AND e.event_id = $2
 FOR UPDATE OF e
 """
 
 # Version + 1: the reporter sees the bucket as grown and sends `value now - value sent`, i.e.
 # the negative delta. value_max/last_value are left as they are: sum/count meters do not use them.
+# The bucket is the one the event was folded into: its item and billing period ($7) as the raw
+# log recorded them, and the event's time. Buckets of one (item, period) never overlap, but
+# buckets of two periods of one item can (an anchor reset cuts a period after usage was folded
+# into it), so the period is part of the match and exactly one bucket shrinks.
 SUBTRACT_EVENT = """
 UPDATE usage_rollups
 SET value_sum = value_sum - $6, event_count = event_count - 1, version = version + 1,
     updated_at = now()
 WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
-  AND bucket_start <= $5 AND $5 < bucket_end
+  AND period_start = $7 AND bucket_start <= $5 AND $5 < bucket_end
 RETURNING bucket_start, period_start
 """
 # The same subtraction from the bucket's period total (migrations/0007_usage_totals.sql).

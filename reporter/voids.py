@@ -82,6 +82,7 @@ async def void_event(conn: Conn, tenant: str, event_id: str) -> Voided:
             event["subscription_item"],
             event["event_time"],
             event["value"],
+            event["period_start"],
         )
         if bucket is None:
             raise VoidRefused(f"event {event_id!r} has no bucket to subtract it from", param="id")

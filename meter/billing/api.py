@@ -19,15 +19,16 @@ import orjson
 from aiohttp import web
 
 from meter import appkeys
-from meter.billing import convert, store, views
+from meter.billing import convert, queries, store, views
 from meter.billing.errors import Conflict, NotFound
 from meter.billing.gateway import CheckoutRequest, Obj, PlanChange
+from meter.billing.rules import LIVE_STATUSES
 from meter.billing.service import Billing
 from meter.errors import InvalidRequest
 from meter.ingest.handlers import authenticate
 
 PRORATION_BEHAVIORS = ("create_prorations", "always_invoice", "none")
-LIVE = ("active", "trialing", "past_due", "paused", "unpaid", "incomplete")
+LIVE = tuple(sorted(LIVE_STATUSES))
 
 
 def idempotency_key(*parts: object) -> str:
@@ -171,6 +172,23 @@ async def _ensure_customer(
         return await views.customer_row(conn, tenant, key)
 
 
+async def _refuse_second_subscription(billing: Billing, customer: asyncpg.Record, key: str) -> None:
+    """A checkout completed next to a live subscription starts a second one, and Stripe bills
+    every meter event on each subscription whose price uses that meter: the customer would pay
+    twice. A plan change is what was meant, unless the caller asks for a second one."""
+    async with billing.connection() as conn:
+        live = await conn.fetch(queries.SUBSCRIPTIONS_IN, customer["stripe_id"], list(LIVE))
+    if live:
+        sub = live[0]
+        raise Conflict(
+            f"customer {key!r} already has a live subscription {sub['id']} ({sub['status']}): "
+            f"change its plan with POST /v1/customers/{key}/subscription/change-plan; to start "
+            'another subscription anyway, send "additional_subscription": true (metered prices '
+            "on the same meter then bill the same usage on each subscription)",
+            param="additional_subscription",
+        )
+
+
 async def checkout_session(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     billing = _billing(request)
@@ -189,7 +207,10 @@ async def checkout_session(request: web.Request) -> web.Response:
             raise InvalidRequest("each price is an id or {price, quantity}", param="prices")
     success_url = _str(doc, "success_url", required=True)
     assert success_url is not None
+    additional = _bool(doc, "additional_subscription")
     customer = await _ensure_customer(billing, tenant, key, _str(doc, "email"))
+    if not additional:
+        await _refuse_second_subscription(billing, customer, key)
     req = CheckoutRequest(
         customer=customer["stripe_id"],
         prices=prices,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
 from meter.billing.gateway import ORDER
@@ -56,7 +57,10 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
         await gateway.close()
     for kind, n in counts.items():
         print(f"{kind}: {n}")
-    return 0
+    # Everything else is synced; a meter meter cannot report to is an error to fix in Stripe.
+    for refusal in effects.refused_meters:
+        print(f"error: {refusal}", file=sys.stderr)
+    return 1 if effects.refused_meters else 0
 
 
 def _registry() -> Any:

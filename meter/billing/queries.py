@@ -110,24 +110,18 @@ WHERE p.tiers IS NULL AND EXCLUDED.tiers IS NOT NULL AND p.tiers_mode IS NOT NUL
 # Whether a tiered price is stored with its tiers (else a webhook's copy is completed first).
 PRICE_HAS_TIERS = "SELECT tiers IS NOT NULL FROM prices WHERE id = $1"
 METER_CREATED = "SELECT event_created FROM billing_meters WHERE id = $1 FOR UPDATE"
+# $9: whether the reporter can report to this meter (rules.meter_refusal), $10: event created.
 UPSERT_METER = """
 INSERT INTO billing_meters AS m (id, event_name, display_name, formula, customer_key, value_key,
-    event_window, status, event_created)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    event_window, status, reportable, event_created)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (id) DO UPDATE SET
     event_name = EXCLUDED.event_name, display_name = EXCLUDED.display_name,
     formula = EXCLUDED.formula, customer_key = EXCLUDED.customer_key,
     value_key = EXCLUDED.value_key, event_window = EXCLUDED.event_window,
-    status = EXCLUDED.status, event_created = EXCLUDED.event_created, updated_at = now()
+    status = EXCLUDED.status, reportable = EXCLUDED.reportable,
+    event_created = EXCLUDED.event_created, updated_at = now()
 WHERE m.event_created <= EXCLUDED.event_created
-"""
-# Stripe meters aggregate sum, count or last; the aggregator folds every aggregation, so the
-# definition only picks what is reported. A local override (source 'local') always wins.
-UPSERT_METER_DEFINITION = """
-INSERT INTO meter_definitions AS d (tenant, meter, aggregation, source)
-VALUES ($1, $2, $3, 'stripe')
-ON CONFLICT (tenant, meter) DO UPDATE SET aggregation = EXCLUDED.aggregation, updated_at = now()
-WHERE d.source = 'stripe'
 """
 
 # --- subscriptions ----------------------------------------------------------------------------
@@ -169,6 +163,13 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (item, period_start) DO UPDATE SET
     period_end = EXCLUDED.period_end, meter = EXCLUDED.meter
 """
+# The item's periods that a period starting at $2 cuts short (started before, end after): they
+# end at $2 now, so an item's periods never overlap.
+CUT_ITEM_PERIODS_AT = """
+UPDATE subscription_item_periods SET period_end = $2
+WHERE item = $1 AND period_start < $2 AND period_end > $2
+RETURNING period_start
+"""
 # Items gone from the subscription ($2: the ids still in it) stop billing at $3.
 REMOVE_ITEMS = """
 UPDATE subscription_items SET removed_at = $3, updated_at = now()
@@ -185,16 +186,21 @@ WHERE item = ANY($1::text[]) AND period_start < $2 AND period_end > $2
 """
 ITEMS_OF = "SELECT id FROM subscription_items WHERE subscription = $1"
 
-# The subscription that is "the" plan of a customer: live ones first, then the newest.
-CURRENT_SUBSCRIPTION_ORDER = """
+# A customer's subscriptions in order of which is "the" plan: live ones first, then the newest.
+SUBSCRIPTION_PREFERENCE = """
 ORDER BY CASE status WHEN 'active' THEN 0 WHEN 'trialing' THEN 1 WHEN 'past_due' THEN 2
     WHEN 'paused' THEN 3 WHEN 'unpaid' THEN 4 WHEN 'incomplete' THEN 5 ELSE 6 END,
     stripe_created DESC
-LIMIT 1
 """
+# The subscription that is "the" plan of a customer.
+CURRENT_SUBSCRIPTION_ORDER = SUBSCRIPTION_PREFERENCE + "LIMIT 1\n"
 CURRENT_SUBSCRIPTION = f"""
 SELECT * FROM subscriptions WHERE customer = $1
 {CURRENT_SUBSCRIPTION_ORDER}"""
+# The customer's subscriptions in one of the statuses $2 (the live ones), "the" plan first.
+SUBSCRIPTIONS_IN = f"""
+SELECT id, status FROM subscriptions WHERE customer = $1 AND status = ANY($2::text[])
+{SUBSCRIPTION_PREFERENCE}"""
 SUBSCRIPTION_ITEMS = """
 SELECT i.id, i.price, coalesce(i.product, p.product) AS product, i.quantity, i.meter,
     p.usage_type, p.unit_amount, p.currency, p.nickname, p.lookup_key, p.recurring_interval,
@@ -308,10 +314,13 @@ FROM usage_rollups r
 WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
   AND r.subscription_item IS NULL AND r.bucket_start >= $4 AND r.bucket_start < $5
 """
-# The aggregation usage_rollup_values gives a meter.
+# The rule of usage_rollup_values (migrations/0012_meter_formulas.sql): the tenant's local
+# definition, else the Stripe meter's formula, else sum.
 METER_AGGREGATION = """
 SELECT coalesce(
-    (SELECT aggregation FROM meter_definitions WHERE tenant = $1 AND meter = $2), 'sum')
+    (SELECT aggregation FROM meter_definitions WHERE tenant = $1 AND meter = $2),
+    (SELECT aggregation FROM stripe_meter_formulas WHERE meter = $2),
+    'sum')
 """
 SUBSCRIPTIONS_BY_STATUS = "SELECT status, count(*) AS n FROM subscriptions GROUP BY status"
 # Recurring items of live subscriptions with their prices; MRR is computed in Python (mrr.py).

@@ -14,6 +14,9 @@ from decimal import Decimal, InvalidOperation
 ALLOWED_STATUSES = frozenset({"active", "trialing"})
 # Statuses after which the subscription never comes back; a move into one is churn.
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
+# Statuses of a subscription that exists in Stripe and may still bill (every other status is
+# ended): a customer with one of these already has a plan.
+LIVE_STATUSES = frozenset({"active", "trialing", "past_due", "paused", "unpaid", "incomplete"})
 # Order of preference when a customer has several subscriptions: the one that is "the" plan.
 STATUS_RANK = {
     "active": 0,
@@ -127,3 +130,25 @@ def plan_from_metadata(*metadatas: Mapping[str, str]) -> Plan:
                 except InvalidOperation:
                     continue  # a typo in metadata must not break the endpoint
     return Plan(tuple(dict.fromkeys(features)), limits)
+
+
+# Stripe meter formulas the reporter can report to: a `sum` meter adds the deltas it is sent
+# (our sum and count meters), a `last` meter keeps the latest absolute value (last, max,
+# unique_count). A `count` meter counts meter events and ignores their values (API reference,
+# billing meter `default_aggregation.formula`), while the reporter sends one event per bucket
+# that carries the bucket's whole value: 5 events would be billed as 1.
+REPORTABLE_FORMULAS = frozenset({"sum", "last"})
+
+
+def meter_refusal(meter_id: str, event_name: str, formula: str) -> str | None:
+    """Why meter does not report to this Stripe meter (None: it does), fix included."""
+    if formula in REPORTABLE_FORMULAS:
+        return None
+    return (
+        f"Stripe meter {meter_id} ({event_name!r}) aggregates with formula {formula!r}, which "
+        "meter cannot report to: Stripe would count one event per reported bucket, not your "
+        f"events. Usage of {event_name!r} is kept and waits, unsent. Fix: create a Stripe meter "
+        f"for {event_name!r} with formula 'sum' (deactivate this one first, and point your "
+        f"prices at the new one); to count events, define the meter as a count locally: "
+        f"`meter meters define {event_name} --aggregation count --tenant <tenant>`."
+    )

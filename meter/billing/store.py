@@ -16,9 +16,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from aggregator.cuts import move_after_cut
 from meter.billing import convert, queries
 from meter.billing.gateway import Obj
-from meter.billing.rules import Order, is_churn, order_decision
+from meter.billing.rules import Order, is_churn, meter_refusal, order_decision
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class Effects:
     churned: int = 0
     payments: list[str] = field(default_factory=list)
     stale: bool = False
+    # Stripe meters stored but not reported to, each with why and the fix (rules.meter_refusal).
+    refused_meters: list[str] = field(default_factory=list)
 
     def merge(self, other: Effects) -> None:
         self.reattribute |= other.reattribute
@@ -44,6 +47,7 @@ class Effects:
         self.churned += other.churned
         self.payments += other.payments
         self.stale = self.stale or other.stale
+        self.refused_meters += other.refused_meters
 
 
 async def _current(
@@ -145,10 +149,15 @@ async def apply_meter(
     if not todo or current is None:
         return Effects(stale=True)
     row = convert.meter_row(current)
-    await conn.execute(queries.UPSERT_METER, *row, created)
-    formula = row[3] if row[3] in ("sum", "count", "last") else "sum"
-    await conn.execute(queries.UPSERT_METER_DEFINITION, default_tenant, row[1], formula)
-    return Effects(sweep=True)
+    # A Stripe meter's formula is the aggregation of its event name for every tenant (read
+    # through the stripe_meter_formulas view), unless a tenant defines the meter locally.
+    refusal = meter_refusal(row[0], row[1], row[3])
+    await conn.execute(queries.UPSERT_METER, *row, refusal is None, created)
+    effects = Effects(sweep=True)
+    if refusal is not None:
+        log.error("stripe meter not reportable: %s", refusal, extra={"meter": row[0]})
+        effects.refused_meters.append(refusal)
+    return effects
 
 
 async def apply_subscription(
@@ -250,7 +259,7 @@ async def _apply_items(conn: asyncpg.Connection, sub: Obj, created: int) -> None
         await conn.execute(queries.UPSERT_ITEM, *row)
         item, meter, start, end = row[0], row[5], row[6], row[7]
         if start < end:
-            await conn.execute(queries.UPSERT_ITEM_PERIOD, item, start, end, meter)
+            await _start_period(conn, sub, item, start, end, meter)
     at = convert.ts(created)
     removed = [
         r["id"] for r in await conn.fetch(queries.REMOVE_ITEMS, sub["id"], [r[0] for r in rows], at)
@@ -261,6 +270,32 @@ async def _apply_items(conn: asyncpg.Connection, sub: Obj, created: int) -> None
     if sub["status"] in ("canceled", "incomplete_expired") and ended is not None:
         items = [r["id"] for r in await conn.fetch(queries.ITEMS_OF, sub["id"])]
         await _end_periods(conn, items, ended)
+
+
+async def _start_period(
+    conn: asyncpg.Connection,
+    sub: Obj,
+    item: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    meter: str | None,
+) -> None:
+    """Record the item's current period. Periods of one item never overlap: a period that
+    starts inside an earlier one (a billing-cycle anchor reset, a resume) ends that one at its
+    start, as Stripe's invoice for the earlier period does. Usage already folded into the
+    earlier period past the cut moves to the new one (aggregator/cuts.py says which and why)."""
+    # 1. Cut the earlier period; 2. record the new one; 3. move the usage past the cut. One
+    #    transaction (the caller's): a crash leaves all three or none.
+    cut = await conn.fetch(queries.CUT_ITEM_PERIODS_AT, item, start)
+    await conn.execute(queries.UPSERT_ITEM_PERIOD, item, start, end, meter)
+    if not cut:
+        return
+    customer = convert.ref(sub["customer"])
+    keys = await conn.fetchrow(queries.CUSTOMER_KEYS, customer)
+    if keys is not None:
+        await move_after_cut(
+            conn, keys["tenant"], [keys["external_id"], keys["stripe_id"]], item, start
+        )
 
 
 async def _end_periods(conn: asyncpg.Connection, items: list[str], at: dt.datetime | None) -> None:

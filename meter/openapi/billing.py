@@ -96,11 +96,18 @@ def paths() -> Doc:
                     cancel_url=_STR,
                     email=_STR,
                     trial_days=_INT,
+                    additional_subscription={
+                        "type": "boolean",
+                        "default": False,
+                        "description": "start a subscription even though the customer has a "
+                        "live one (otherwise 409: change its plan instead); Stripe bills metered "
+                        "prices on the same meter on each subscription",
+                    },
                 ),
                 "required": ["success_url"],
             },
             {**_obj(id=_STR, url=_STR), "required": ["id", "url"]},
-            _STRIPE,
+            (409, *_STRIPE),
         ),
         f"{_CUSTOMER}/portal-session": _post(
             "Open the Stripe billing portal",

@@ -35,7 +35,23 @@ def paths() -> Doc:
                     _ID,
                     _query("period", f"`current` (default), `previous`, or an instant: {_INSTANT}"),
                 ],
-                responses={"200": ok("usage per meter and item", {"type": "object"})},
+                responses={
+                    "200": ok(
+                        "usage per meter and item",
+                        {
+                            "type": "object",
+                            "description": "the current subscription's items and invoice; "
+                            "`other_subscriptions` lists every other live subscription of the "
+                            "customer the same way (Stripe bills each for the same usage)",
+                            "properties": {
+                                "other_subscriptions": {
+                                    "type": "array",
+                                    "items": {"type": "object"},
+                                }
+                            },
+                        },
+                    )
+                },
                 errors=(400, 404),
             )
         },

@@ -68,7 +68,7 @@ def _roll(emu: Emulator, sub: Obj) -> None:
     pending, sub["_pending"] = sub["_pending"], []
     if sub["cancel_at_period_end"] or (sub.get("cancel_at") and sub["cancel_at"] <= end):
         subscriptions.end_now(emu, sub, end)
-        _draft(emu, sub, usage + pending, "subscription_cycle", (start, end), end)
+        draft(emu, sub, usage + pending, "subscription_cycle", (start, end), end)
         return
     previous: Obj = {"items": strip_private(sub["items"])}
     if sub["status"] == "trialing":
@@ -90,10 +90,10 @@ def _roll(emu: Emulator, sub: Obj) -> None:
         item["current_period_start"], item["current_period_end"] = end, new_end
     emu.emit("customer.subscription.updated", strip_private(sub), previous)
     lines = usage + pending + subscriptions.licensed_lines(sub, end, new_end)
-    _draft(emu, sub, lines, "subscription_cycle", (start, end), end)
+    draft(emu, sub, lines, "subscription_cycle", (start, end), end)
 
 
-def _draft(
+def draft(
     emu: Emulator, sub: Obj, lines: list[Obj], reason: str, span: tuple[int, int], at: int
 ) -> None:
     invoice = invoicing.build(

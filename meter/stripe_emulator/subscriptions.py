@@ -383,6 +383,7 @@ def update(req: Req) -> Obj:
             state.get("coupon", str(coupon), "coupon")
         sub["_coupon"] = coupon or None
         sub["discounts"] = [attach_discount(state, sub, str(coupon), now)] if coupon else []
+    reset = _anchor_reset(req.get("billing_cycle_anchor"))
     if isinstance(raw_items := req.get("items"), list):
         behavior = req.get("proration_behavior") or "create_prorations"
         when = int(req.get("proration_date") or now)
@@ -403,9 +404,66 @@ def update(req: Req) -> Obj:
                 invoicing.pay(req.emu, invoice, now)
         else:
             sub["_pending"].extend(prorations)
+    reset_invoice = _reset_cycle(req, sub, now, previous) if reset else None
     if previous:
         req.emu.emit("customer.subscription.updated", public_sub(sub), previous)
+    if reset_invoice is not None:
+        _invoice_reset(req, sub, *reset_invoice, now)
     return sub
+
+
+def _anchor_reset(raw: Any) -> bool:
+    """`billing_cycle_anchor` of an update: `{type: now}` resets the cycle, `{type: unchanged}`
+    keeps it (the object form of API versions from 2026-09-30; the string "now" of older ones
+    is accepted too)."""
+    if raw in (None, ""):
+        return False
+    kind = raw.get("type") if isinstance(raw, dict) else raw
+    if kind not in ("now", "unchanged"):
+        raise invalid(
+            "Invalid billing_cycle_anchor[type]: must be one of now or unchanged",
+            "billing_cycle_anchor[type]",
+        )
+    return bool(kind == "now")
+
+
+def _reset_cycle(req: Req, sub: Obj, now: int, previous: Obj) -> tuple[list[Obj], tuple[int, int]]:
+    """Reset the billing cycle to `now`: the current period ends now and a full one starts
+    (docs.stripe.com/billing/subscriptions/billing-cycle, "Reset the billing cycle anchor"). The
+    lines of the invoice Stripe creates at once: metered usage of the ended part of the period in
+    arrears, pending prorations, credit for the unused licensed time (unless proration_behavior
+    is none), and the new period's licensed fees in advance."""
+    if sub["status"] not in ("active", "past_due"):
+        raise invalid(
+            "The billing cycle anchor can be reset only on an active subscription.",
+            "billing_cycle_anchor",
+        )
+    start, end = period(sub)
+    behavior = req.get("proration_behavior") or "create_prorations"
+    lines = metered_lines(req.state, sub, start, now)
+    lines += sub["_pending"]
+    sub["_pending"] = []
+    if behavior != "none":
+        for item in sub["items"]["data"]:
+            lines += _proration(sub, item, None, max(end - now, 0), end - start, (now, end))
+    interval, count = _interval(sub["items"]["data"][0]["price"])
+    new_end = pricing.add_interval(now, interval, count)
+    previous.setdefault("items", copy.deepcopy(sub["items"]))
+    previous["billing_cycle_anchor"] = sub["billing_cycle_anchor"]
+    for item in sub["items"]["data"]:
+        item["current_period_start"], item["current_period_end"] = now, new_end
+        if item["id"] in req.state.objects:
+            req.state.objects[item["id"]].update(item)
+    sub["billing_cycle_anchor"] = now
+    return lines + licensed_lines(sub, now, new_end), (start, now)
+
+
+def _invoice_reset(req: Req, sub: Obj, lines: list[Obj], span: tuple[int, int], now: int) -> None:
+    """The reset's invoice, a draft finalized after the grace period like a cycle invoice, so
+    usage of the ended period reported meanwhile is still billed on it."""
+    from meter.stripe_emulator import billing_cycle
+
+    billing_cycle.draft(req.emu, sub, lines, "subscription_update", span, now)
 
 
 def cancel(req: Req) -> Obj:

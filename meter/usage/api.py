@@ -18,6 +18,7 @@ freed connection to whoever asks next, not to who waited longest (batching.py sa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -100,17 +101,30 @@ async def _selection(
     return [(i, periods[i.id]) for i in plan.items if i.id in periods]
 
 
+Selection = list[tuple[PlanItem, Period]]
+
+
 async def _plan_and_selection(
     app: web.Application, tenant: str, key: str, wanted: str | int, now: int
-) -> tuple[Plan, list[tuple[PlanItem, Period]]]:
+) -> tuple[Plan, Selection, list[tuple[Plan, Selection]]]:
+    """The plan, its current subscription's selection, and each other live subscription with
+    its own (those without a period for the request are left out)."""
     plans = app[appkeys.USAGE_PLANS]
     plan = plans.cached(tenant, key)
     if plan is not None and wanted == params.CURRENT:
-        return plan, _current(plan)  # the common case needs no connection
+        # The common case needs no connection.
+        others = [(o, _current(o)) for o in plan.others]
+        return plan, _current(plan), [(o, sel) for o, sel in others if sel]
     async with _connection(app) as conn:
         if plan is None:
             plan = await plans.plan(conn, tenant, key)
-        return plan, await _selection(conn, plan, wanted, now)
+        selection = await _selection(conn, plan, wanted, now)
+        others = []
+        for other in plan.others:
+            with contextlib.suppress(NotFound):
+                if found := await _selection(conn, other, wanted, now):
+                    others.append((other, found))
+        return plan, selection, others
 
 
 def _window(wanted: str | int, now: int) -> Period:
@@ -131,7 +145,9 @@ async def usage(request: web.Request) -> web.Response:
     now = int(time.time())
     # No connection is held from here on while waiting for a shared read: a request holding
     # one would keep it from the others (and from the batch they wait for).
-    plan, selection = await _plan_and_selection(app, tenant, request.match_info["id"], wanted, now)
+    plan, selection, others = await _plan_and_selection(
+        app, tenant, request.match_info["id"], wanted, now
+    )
     window = None if selection else _window(wanted, now)
     freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
     try:
@@ -143,7 +159,11 @@ async def usage(request: web.Request) -> web.Response:
     defined: dict[str, str] = {}
     if window is None:
         # Only an item with a meter has usage (the others' lines are priced on quantity).
-        periods = {i.id: p for i, p in selection if i.meter is not None}
+        periods = {
+            i.id: p
+            for i, p in selection + [pair for _, sel in others for pair in sel]
+            if i.meter is not None
+        }
         snap = await app[appkeys.USAGE_SNAPSHOTS](store.ItemUsage(tenant, plan.keys, periods))
         events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
     else:
@@ -168,6 +188,7 @@ async def usage(request: web.Request) -> web.Response:
         "status": plan.status,
         "requested_period": wanted,
     }
+    rest: list[dict[tuple[str, str], Tally]] = []  # the other subscriptions' tallies
     if window is not None:
         meters = snap.by_meter
         for event in events:
@@ -176,9 +197,43 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
-        doc |= _priced(selection, snap.by_item, events, now, plan.discounts, plan.tax_rates)
+        main = snap.by_item
+        if others:
+            main, *rest = _every_event_on_each([selection] + [sel for _, sel in others], main)
+        doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates)
+    # Every other live subscription bills the same usage again (Stripe bills a meter event on
+    # each subscription with a price on its meter): each is shown, priced, as its own invoice.
+    doc["other_subscriptions"] = [
+        {"subscription": other.subscription, "status": other.status}
+        | _priced(sel, tallies, events, now, other.discounts, other.tax_rates)
+        for (other, sel), tallies in zip(others, rest, strict=False)
+    ]
     doc["freshness"] = freshness
     return _json(doc)
+
+
+def _every_event_on_each(
+    selections: list[Selection], by_item: dict[tuple[str, str], Tally]
+) -> list[dict[tuple[str, str], Tally]]:
+    """Per selection, its items' tallies when several live subscriptions bill one meter. The
+    aggregator attributes an event to one item only, but Stripe bills each subscription with a
+    price on the event's meter for it: each such item gets the fold of every selected item on
+    its meter (exact when the subscriptions' periods coincide, as after a second checkout).
+    Pending events are folded afterwards, per item and period (report.fold_pending)."""
+    by_meter: dict[str, Tally] = {}
+    for selection in selections:
+        for item, _ in selection:
+            tally = by_item.get((item.id, item.meter or ""))
+            if item.meter is not None and tally is not None:
+                by_meter.setdefault(item.meter, Tally()).merge(tally)
+    return [
+        {
+            (item.id, item.meter): dataclasses.replace(by_meter[item.meter])
+            for item, _ in selection
+            if item.meter is not None and item.meter in by_meter
+        }
+        for selection in selections
+    ]
 
 
 def _unpriced(window: Period, meters: dict[str, tuple[str, Tally]]) -> Doc:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from meter.billing import queries as billing_queries
 
 # A customer (by our id or the cus_ id, as billing's CUSTOMER_BY_KEY) with its current
-# subscription (billing's CURRENT_SUBSCRIPTION_ORDER) and every item of it — removed ones too:
-# usage of their past periods still shows — with its price as synced and its meter's event name
-# and aggregation (a local definition wins over the Stripe meter's formula, as in
-# usage_rollup_values). One statement: a row per item, or one row of nulls after the customer
+# subscription (rank 1, billing's SUBSCRIPTION_PREFERENCE) and every other live one ($3: the live
+# statuses; Stripe bills a meter's usage on each of them), each with every item of it — removed
+# ones too: usage of their past periods still shows — with its price as synced and its meter's
+# event name and aggregation: a local definition, else the Stripe meter's formula for every
+# tenant, else sum (the rule of usage_rollup_values, migrations/0012_meter_formulas.sql). One
+# statement: a row per item, in subscription rank order, or one row of nulls after the customer
 # when it has no subscription or no items; no row for an unknown customer.
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
@@ -22,18 +24,20 @@ SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
-    m.event_name, coalesce(d.aggregation, m.formula, 'sum') AS aggregation
+    m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
-    SELECT id, status, discounts, tax_rates, stripe_created FROM subscriptions
+    SELECT id, status, discounts, tax_rates,
+        row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
+    FROM subscriptions
     WHERE customer = c.stripe_id
-    {billing_queries.CURRENT_SUBSCRIPTION_ORDER}
-) s ON true
+) s ON s.rank = 1 OR s.status = ANY($3::text[])
 LEFT JOIN subscription_items i ON i.subscription = s.id
 LEFT JOIN prices p ON p.id = i.price
 LEFT JOIN billing_meters m ON m.id = coalesce(i.meter, p.meter)
 LEFT JOIN meter_definitions d ON d.tenant = $1 AND d.meter = m.event_name
-ORDER BY i.id
+LEFT JOIN stripe_meter_formulas f ON f.meter = m.event_name
+ORDER BY s.rank, i.id
 """
 
 # The period of each item that contains the instant $2 (past periods are kept here only).
@@ -122,15 +126,24 @@ _FOLD = """
 """
 # A customer without a subscription: every bucket in [$3, $4), per meter.
 USAGE_BY_METER = f"""
-SELECT r.meter, coalesce(d.aggregation, 'sum') AS aggregation, {_FOLD}
+SELECT r.meter, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation, {_FOLD}
 FROM usage_rollups r
 LEFT JOIN meter_definitions d ON d.tenant = r.tenant AND d.meter = r.meter
+LEFT JOIN stripe_meter_formulas f ON f.meter = r.meter
 WHERE r.tenant = $1 AND r.customer = ANY($2::text[])
     AND r.bucket_start >= $3 AND r.bucket_start < $4
-GROUP BY r.meter, d.aggregation
+GROUP BY r.meter, d.aggregation, f.aggregation
 ORDER BY r.meter
 """
-AGGREGATIONS_OF = "SELECT meter, aggregation FROM meter_definitions WHERE tenant = $1"
+# Every meter with a known aggregation for tenant $1: its local definitions, and the Stripe
+# meters' formulas (account-wide) where it has none.
+AGGREGATIONS_OF = """
+SELECT meter, aggregation FROM meter_definitions WHERE tenant = $1
+UNION ALL
+SELECT f.meter, f.aggregation FROM stripe_meter_formulas f
+WHERE f.aggregation IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM meter_definitions d WHERE d.tenant = $1 AND d.meter = f.meter)
+"""
 
 # One page of the history: buckets grouped per meter and hour/day ($5: 'hour' or 'day', in UTC),
 # after the cursor ($7, $8: meter and bucket start of the last row sent), in (meter, time) order.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ import asyncpg
 import orjson
 
 from meter.billing.errors import NotFound
+from meter.billing.rules import LIVE_STATUSES
 from meter.pricing import (
     Discount,
     Period,
@@ -72,6 +74,9 @@ class Plan:
     discounts: tuple[Discount, ...] = ()
     # The subscription's default tax rates (an item's own replace them on its lines).
     tax_rates: tuple[TaxRate, ...] = ()
+    # The customer's other live subscriptions (same customer fields, no `others` of their own):
+    # Stripe bills a meter's usage on every subscription with a price on that meter.
+    others: tuple[Plan, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -170,10 +175,19 @@ def _item(row: asyncpg.Record) -> PlanItem:
 
 
 async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
-    """The customer (by our id or the cus_ id) and its current subscription; NotFound if unknown."""
-    rows = await conn.fetch(queries.PLAN, tenant, key)
+    """The customer (by our id or the cus_ id) with its current subscription and its other live
+    ones; NotFound if unknown."""
+    rows = await conn.fetch(queries.PLAN, tenant, key, sorted(LIVE_STATUSES))
     if not rows:
         raise NotFound(f"no customer {key!r}", param="id")
+    by_sub: dict[str | None, list[asyncpg.Record]] = {}
+    for row in rows:  # in rank order: the current subscription first
+        by_sub.setdefault(row["subscription"], []).append(row)
+    current, *others = (_subscription_plan(group) for group in by_sub.values())
+    return dataclasses.replace(current, others=tuple(others))
+
+
+def _subscription_plan(rows: list[asyncpg.Record]) -> Plan:
     first = rows[0]
     has_sub = first["subscription"] is not None
     return Plan(

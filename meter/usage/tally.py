@@ -62,6 +62,18 @@ class Tally:
         self._max(value)
         self._last(value, (event.timestamp_ms, event.id))
 
+    def merge(self, other: Tally) -> None:
+        """Add another tally's buckets and events (distinct values are summed: exact only when
+        the two never saw the same value)."""
+        self.events += other.events
+        self.pending += other.pending
+        self.total += other.total
+        self.unique += other.unique
+        if other.maximum is not None:
+            self._max(other.maximum)
+        if other.last is not None and other.last_key is not None:
+            self._last(other.last, other.last_key)
+
     def _max(self, value: Decimal) -> None:
         if self.maximum is None or value > self.maximum:
             self.maximum = value

@@ -64,6 +64,8 @@ ALL_TABLES = {
     "report_outbox",
     # 0005_voids
     "usage_voids",
+    # 0012_meter_formulas
+    "stripe_meter_formulas",
 }
 
 

@@ -73,6 +73,14 @@ class ReporterMetrics:
             ["action"],
             registry=r,
         )
+        self.held = Counter(
+            "meter_reporter_absolute_versions_held",
+            "Versions of a max/last/unique_count period not sent when planned, as no whole "
+            "second after the previous version's was available: deferred (planned again by a "
+            "later build) or recorded (none left in the period: outbox row `late`, not sent).",
+            ["action"],
+            registry=r,
+        )
         self.failed = Counter(
             "meter_reporter_events_failed", "Meter events Stripe refused for good.", registry=r
         )

@@ -32,6 +32,8 @@ class BuildResult:
     late: int = 0
     waiting: int = 0  # rows of a closed period written as `waiting`: no open period known
     released: int = 0  # `waiting` rows made due again: their item has an open period now
+    deferred: int = 0  # absolute versions with no later second yet: planned again next build
+    full: int = 0  # absolute versions recorded `late`: no second left in their period
 
 
 def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
@@ -48,7 +50,11 @@ def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
         absolute=absolute,
         timestamp=r["last_at"] if absolute else r["bucket_start"],
     )
-    mark = None if r["mark_version"] is None else Mark(r["mark_version"], r["mark_value"])
+    mark = (
+        None
+        if r["mark_version"] is None
+        else Mark(r["mark_version"], r["mark_value"], r["mark_event_time"])
+    )
     return unit, mark
 
 
@@ -88,6 +94,13 @@ async def build(
     metrics.late.labels("carried").inc(total.carried)
     metrics.late.labels("recorded").inc(total.late)
     metrics.late.labels("waiting").inc(total.waiting)
+    metrics.held.labels("deferred").inc(total.deferred)
+    metrics.held.labels("recorded").inc(total.full)
+    if total.full:
+        log.error(
+            "absolute usage not sent: no second left in its billing period",
+            extra={"recorded": total.full},
+        )
     if total.carried or total.late or total.waiting:
         log.warning(
             "late usage after invoice finalization",
@@ -105,6 +118,8 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.carried += part.carried
     total.late += part.late
     total.waiting += part.waiting
+    total.deferred += part.deferred
+    total.full += part.full
 
 
 async def build_page(
@@ -166,8 +181,12 @@ async def build_page(
             own = starting_at(known, unit.period_start)
             closed = own is not None and is_closed(own, now, calendar.grace)
             target = open_target(known, now, calendar.grace) if closed else None
-            p = plan(unit, mark, closed=closed, target=target, now=now)
-            if p is not None:
+            end = own.end if own is not None else None
+            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end)
+            if p is not None and p.status == "deferred":
+                # Keeps its mark: the next build plans the version again, at a later second.
+                result.deferred += 1
+            elif p is not None:
                 planned.append((unit, stripe_id, p))
         # 5. Write the rows and move the marks, in this same transaction. Identifiers are unit
         #    key + version: should the rows exist already, ON CONFLICT keeps the first copy.
@@ -177,7 +196,8 @@ async def build_page(
         result.rows = len(rows)
         result.marks = len(planned)
         result.carried = sum(1 for _, _, p in rows if p.carried_from is not None)
-        result.late = sum(1 for _, _, p in rows if p.status == "late")
+        result.late = sum(1 for _, _, p in rows if p.status == "late" and p.note is None)
+        result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note is not None)
         result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
         # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);
@@ -223,6 +243,7 @@ async def _insert_rows(conn: Conn, rows: Sequence[tuple[Unit, str, Planned]]) ->
         [p.event_time for _, _, p in rows],
         [p.carried_from for _, _, p in rows],
         [p.status for _, _, p in rows],
+        [p.note for _, _, p in rows],
     )
 
 
@@ -239,4 +260,5 @@ async def _upsert_marks(conn: Conn, planned: Sequence[tuple[Unit, str, Planned]]
         [u.unit_start for u, _, _ in planned],
         [p.mark.version for _, _, p in planned],
         [p.mark.value for _, _, p in planned],
+        [p.mark.event_time for _, _, p in planned],
     )

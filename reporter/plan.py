@@ -5,6 +5,8 @@ A unit is what the reporter tracks a version of:
   holds the sum of the deltas sent, so a new version sends `value now − value sent so far`.
 - absolute meters (our last, max, unique_count; Stripe `last` formula): each billing period, whose
   value is the period's aggregate; Stripe's `last` keeps the value with the latest timestamp.
+  Which of two events of one second it keeps is not documented, so each version of a period is
+  stamped one whole second or more after the previous one (`version_time`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ ABSOLUTE_AGGREGATIONS = frozenset({"last", "max", "unique_count"})
 STRIPE_MAX_PAST = dt.timedelta(days=34)
 # Stripe's timestamps are whole seconds; a period's end is not in it.
 STRIPE_TICK = dt.timedelta(seconds=1)
+# How far past our clock a version of an absolute unit may be stamped to come after the previous
+# one: Stripe takes timestamps up to 5 minutes ahead; the other 4 are margin for clock skew.
+STRIPE_AHEAD_USED = dt.timedelta(minutes=1)
 _SIGNIFICANT = Context(prec=15)
+# The outbox `last_error` of an absolute version recorded `late` because its period is full.
+NO_SECOND_LEFT = "no second left in its period after the previous version: not sent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +56,19 @@ class Unit:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """What the outbox already accounts for: a version and the cumulative value in Stripe."""
+    """What the outbox already accounts for: a version and the cumulative value in Stripe; for
+    an absolute unit also the whole second its latest row is stamped with (None: no row yet)."""
 
     version: int
     value: Decimal
+    event_time: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """The new mark, and the outbox row to write with it (None: nothing to send)."""
+    """The new mark, and the outbox row to write with it (None: nothing to send).
+
+    status `deferred`: no row and the mark stays, the build plans the unit again later."""
 
     mark: Mark
     identifier: str | None = None
@@ -65,6 +76,7 @@ class Planned:
     event_time: dt.datetime | None = None
     carried_from: dt.datetime | None = None
     status: str = "pending"
+    note: str | None = None  # why a row is not sent (outbox `last_error`)
 
 
 def stripe_value(value: Decimal) -> Decimal:
@@ -85,6 +97,7 @@ def plan(
     closed: bool,
     target: BillingPeriod | None,
     now: dt.datetime,
+    period_end: dt.datetime | None = None,
 ) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
@@ -94,15 +107,20 @@ def plan(
     `waiting` until the build finds one. An absolute value cannot be carried (it would overwrite
     the current period's), so it is recorded with status `late` and not sent. None of these is
     ever dropped silently.
+
+    An absolute row of an open period is stamped after the unit's previous row (`version_time`,
+    within `period_end`, the unit's period end if known). When no later second is available
+    yet it is `deferred`; when none is left in the period it is recorded `late` with a `note`.
     """
     if mark is not None and unit.version <= mark.version:
         return None
     sent_so_far = mark.value if mark is not None else Decimal(0)
+    previous = mark.event_time if mark is not None else None
     if unit.absolute:
         value = stripe_value(unit.value)
         if value == sent_so_far:
-            return Planned(Mark(unit.version, sent_so_far))
-        new_mark = Mark(unit.version, value)
+            return Planned(Mark(unit.version, sent_so_far, previous))
+        new_mark = Mark(unit.version, value, previous)
     else:
         value = stripe_value(unit.value - sent_so_far)
         if value == 0:
@@ -115,7 +133,17 @@ def plan(
         if target is None:
             return Planned(new_mark, ident, value, unit.timestamp, None, "waiting")
         return Planned(new_mark, ident, value, carried_time(target, now), unit.timestamp)
-    return Planned(new_mark, ident, value, event_time(unit.timestamp, unit.period_start, now))
+    wanted = event_time(unit.timestamp, unit.period_start, now)
+    if not unit.absolute:
+        return Planned(new_mark, ident, value, wanted)
+    at = version_time(
+        wanted, previous, period_start=unit.period_start, period_end=period_end, now=now
+    )
+    if at is not None:
+        return Planned(Mark(unit.version, value, at), ident, value, at)
+    if period_end is not None and no_second_left(previous, period_end):
+        return Planned(new_mark, ident, value, previous, None, "late", NO_SECOND_LEFT)
+    return Planned(mark or Mark(0, Decimal(0)), status="deferred")
 
 
 def event_time(timestamp: dt.datetime, period_start: dt.datetime, now: dt.datetime) -> dt.datetime:
@@ -124,6 +152,44 @@ def event_time(timestamp: dt.datetime, period_start: dt.datetime, now: dt.dateti
     period that starts after our clock (a customer on a Stripe test clock ahead of it, whose
     window Stripe takes from the clock) keeps its start."""
     return max(min(max(timestamp, now - STRIPE_MAX_PAST), now), period_start)
+
+
+def whole_second(at: dt.datetime) -> dt.datetime:
+    """The whole second `at` lies in, as Stripe keeps it (transport.unix_seconds floors too)."""
+    return at.replace(microsecond=0)
+
+
+def last_second(end: dt.datetime) -> dt.datetime:
+    """The last whole second before `end` (a period's end is not in it)."""
+    return whole_second(end - dt.timedelta(microseconds=1))
+
+
+def version_time(
+    wanted: dt.datetime,
+    previous: dt.datetime | None,
+    *,
+    period_start: dt.datetime,
+    period_end: dt.datetime | None,
+    now: dt.datetime,
+) -> dt.datetime | None:
+    """The whole second to stamp a new version of an absolute unit with: `wanted`'s (see
+    `event_time`), or the one after `previous` (the unit's latest row) if that is later, so
+    Stripe's `last` keeps the newest version whatever it does with ties and arrival order.
+    At most `STRIPE_AHEAD_USED` past our clock (or the period's start, for a period ahead of
+    it) and inside the period. None: no such second now (defer; `no_second_left` tells
+    whether one can still come)."""
+    at = whole_second(wanted)
+    if previous is not None:
+        at = max(at, whole_second(previous) + STRIPE_TICK)
+    latest = whole_second(max(now, period_start) + STRIPE_AHEAD_USED)
+    if period_end is not None:
+        latest = min(latest, last_second(period_end))
+    return at if at <= latest else None
+
+
+def no_second_left(previous: dt.datetime | None, period_end: dt.datetime) -> bool:
+    """The unit's latest row holds its period's last second: no later version can follow."""
+    return previous is not None and whole_second(previous) >= last_second(period_end)
 
 
 def carried_time(target: BillingPeriod, now: dt.datetime) -> dt.datetime:

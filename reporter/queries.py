@@ -1,4 +1,5 @@
-"""Every SQL statement of the reporter, named. Schema: migrations/0004_reporter.sql."""
+"""Every SQL statement of the reporter, named. Schema: migrations/0004_reporter.sql (and
+0011, 0013)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ LOCK_BUILD = "SELECT pg_advisory_xact_lock($1)"
 # Delta meters (sum, count): one unit per bucket, paged by rollup id.
 GROWN_BUCKETS = """
 SELECT v.id, v.tenant, v.customer, v.meter, v.subscription_item, v.period_start,
-       v.bucket_start, v.version, v.value, m.version AS mark_version, m.value AS mark_value
+       v.bucket_start, v.version, v.value, m.version AS mark_version, m.value AS mark_value,
+       m.event_time AS mark_event_time
 FROM usage_rollup_values v
 LEFT JOIN report_marks m
   ON m.tenant = v.tenant AND m.customer = v.customer AND m.meter = v.meter
@@ -46,7 +48,7 @@ WITH periods AS (
       AND aggregation IN ('last', 'max', 'unique_count')
     GROUP BY tenant, customer, meter, subscription_item, period_start
 )
-SELECT p.*, m.version AS mark_version, m.value AS mark_value
+SELECT p.*, m.version AS mark_version, m.value AS mark_value, m.event_time AS mark_event_time
 FROM periods p
 LEFT JOIN report_marks m
   ON m.tenant = p.tenant AND m.customer = p.customer AND m.meter = p.meter
@@ -74,21 +76,22 @@ ORDER BY p.item, p.period_start
 
 UPSERT_MARKS = """
 INSERT INTO report_marks
-    (tenant, customer, meter, subscription_item, unit, unit_start, version, value)
+    (tenant, customer, meter, subscription_item, unit, unit_start, version, value, event_time)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::bigint[], $8::numeric[])
+                     $6::timestamptz[], $7::bigint[], $8::numeric[], $9::timestamptz[])
 ON CONFLICT (tenant, customer, meter, subscription_item, unit, unit_start) DO UPDATE
-SET version = excluded.version, value = excluded.value, updated_at = now()
+SET version = excluded.version, value = excluded.value, event_time = excluded.event_time,
+    updated_at = now()
 WHERE report_marks.version < excluded.version
 """
 
 INSERT_OUTBOX = """
 INSERT INTO report_outbox
     (identifier, tenant, customer, meter, subscription_item, period_start, stripe_customer,
-     event_name, value, absolute, event_time, carried_from, status)
+     event_name, value, absolute, event_time, carried_from, status, last_error)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $6::timestamptz[], $7::text[], $8::text[], $9::numeric[], $10::bool[],
-                     $11::timestamptz[], $12::timestamptz[], $13::text[])
+                     $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[])
 ON CONFLICT (identifier) DO NOTHING
 """
 

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from reporter.plan import whole_second
+
 MINUTE = dt.timedelta(minutes=1)
 
 
@@ -27,13 +29,18 @@ class SentRow:
     id: int
 
 
-def our_total(rows: Iterable[SentRow]) -> Decimal:
+def our_total(rows: Iterable[SentRow]) -> Decimal | None:
     """What Stripe should hold for these rows: the sum of deltas, or for absolute rows the
-    value with the latest timestamp (ties: the later row, as Stripe's `last`)."""
+    value of the latest whole second (Stripe's timestamps are seconds). None: rows of that
+    second carry different values, and which one Stripe's `last` keeps is not documented (the
+    reporter stamps each version of a period after the previous one, so only rows sent before
+    that rule, or of two periods meeting in one second, can do this)."""
     items = list(rows)
     absolute = [r for r in items if r.absolute]
     if absolute:
-        return max(absolute, key=lambda r: (r.event_time, r.id)).value
+        latest = max(whole_second(r.event_time) for r in absolute)
+        values = {r.value for r in absolute if whole_second(r.event_time) == latest}
+        return values.pop() if len(values) == 1 else None
     return sum((r.value for r in items), Decimal(0))
 
 

@@ -206,7 +206,7 @@ class Sender:
             )
             verdict = (
                 "review"
-                if stripe_total is None
+                if stripe_total is None or ours is None
                 else horizon_verdict(stripe_total, ours, [e.value for e in pending])
             )
             self.metrics.horizon_checks.labels(verdict).inc()

@@ -213,7 +213,10 @@ def create_price(req: Req) -> Obj:
         divide_by = int(transform.get("divide_by") or 0)
         if divide_by < 1:
             raise missing("transform_quantity[divide_by]")
-        rounding = transform.get("round") or "up"
+        # Both fields are required (API reference, price create `transform_quantity`).
+        rounding = transform.get("round")
+        if rounding in (None, ""):
+            raise missing("transform_quantity[round]")
         if rounding not in ("up", "down"):
             raise invalid(
                 "transform_quantity[round] must be up or down", "transform_quantity[round]"

@@ -94,6 +94,7 @@ def _accept(
             timestamp=timestamp,
             identifier=identifier,
             created=state.now_for_customer(str(customer)),
+            received=state.now(),
         )
     )
 
@@ -177,7 +178,9 @@ def create_v2(req: Req) -> Obj:
 def _cancel(req: Req, identifier: str, event_name: str, param: str) -> None:
     for event in req.state.meter_events:
         if event.identifier == identifier and event.event_name == event_name:
-            if req.state.now() - event.created > ADJUSTMENT_WINDOW_SECONDS:
+            # "You can only cancel events within 24 hours of Stripe receiving them" (API
+            # reference, meter event adjustment `cancel.identifier`): receipt, not event time.
+            if req.state.now() - event.received > ADJUSTMENT_WINDOW_SECONDS:
                 raise invalid(
                     "Meter events can only be cancelled within 24 hours of being sent.", param
                 )

@@ -25,7 +25,7 @@ class MeterRuleError(ValueError):
 
 @dataclass(frozen=True)
 class Point:
-    """One event as aggregation sees it; `seq` breaks timestamp ties for `last`."""
+    """One event as aggregation sees it; `seq` is its order of arrival."""
 
     timestamp: int
     value: Decimal
@@ -81,15 +81,36 @@ def check_text(value: str, param: str) -> None:
 
 
 def aggregate(formula: str, points: Iterable[Point]) -> Decimal:
-    """sum adds values, count counts events, last takes the latest event's value (0 if none)."""
+    """sum adds values, count counts events, last takes the latest event's value (0 if none).
+
+    `last` on a tie of timestamps (whole seconds) keeps the FIRST event received: Stripe does
+    not document its tie-break, so the emulator never lets a resent or later version win by
+    arriving last (README, "Where the emulator differs from Stripe on amounts")."""
     items = list(points)
     if formula == "count":
         return Decimal(len(items))
     if formula == "last":
         if not items:
             return Decimal(0)
-        return max(items, key=lambda p: (p.timestamp, p.seq)).value
+        return max(items, key=lambda p: (p.timestamp, -p.seq)).value
     return sum((p.value for p in items), Decimal(0))
+
+
+def pre_aggregated(points: Iterable[Point], window: str | None) -> list[Point]:
+    """A meter with `event_time_window` keeps, per hour/day window, only the event received
+    last: "Stripe only uses the most recent meter event within the hourly or daily window for
+    aggregation. A newer event sent within the same hourly or daily window overwrites the
+    previous one" (docs: record usage, event ingestion). Without a window, every event counts."""
+    items = list(points)
+    if window is None:
+        return items
+    size = WINDOW_SECONDS[window]
+    latest: dict[int, Point] = {}
+    for p in items:
+        start = p.timestamp - p.timestamp % size
+        if start not in latest or p.seq > latest[start].seq:
+            latest[start] = p
+    return sorted(latest.values(), key=lambda p: p.seq)
 
 
 def windows(start: int, end: int, grouping: str | None) -> list[tuple[int, int]]:

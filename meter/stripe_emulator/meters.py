@@ -142,12 +142,14 @@ def reactivate(req: Req) -> Obj:
 
 
 def points(state: State, meter: Obj, customer: str) -> list[meter_math.Point]:
-    """A customer's live (not cancelled) events of a meter, in arrival order."""
-    return [
+    """A customer's live (not cancelled) events of a meter, in arrival order; for a meter
+    pre-aggregated by `event_time_window`, the last one received in each window."""
+    live = [
         meter_math.Point(e.timestamp, Decimal(e.value), seq)
         for seq, e in enumerate(state.meter_events)
         if e.meter == meter["id"] and e.customer == customer and not e.canceled
     ]
+    return meter_math.pre_aggregated(live, meter.get("event_time_window"))
 
 
 def event_summaries(req: Req) -> Obj:

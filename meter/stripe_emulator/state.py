@@ -46,6 +46,9 @@ class MeterEventRecord:
     identifier: str
     created: int
     canceled: bool = False
+    # The emulator's wall clock when it arrived (not the customer's test clock): adjustments
+    # count their 24 hours from it.
+    received: int = 0
 
 
 @dataclass

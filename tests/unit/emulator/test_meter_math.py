@@ -46,8 +46,10 @@ def test_formulas() -> None:
     assert meter_math.aggregate("sum", pts) == 14
     assert meter_math.aggregate("count", pts) == 3
     assert meter_math.aggregate("last", pts) == 2  # latest timestamp wins, not latest arrival
+    # Stripe does not document `last`'s tie-break: the first received wins, never the resend.
     tie = [Point(10, Decimal(1), 0), Point(10, Decimal(9), 1)]
-    assert meter_math.aggregate("last", tie) == 9
+    assert meter_math.aggregate("last", tie) == 1
+    assert meter_math.aggregate("last", [*tie, Point(11, Decimal(4), 2)]) == 4
     assert meter_math.aggregate("last", []) == 0
 
 
@@ -74,3 +76,13 @@ def test_summarize_groups_by_hour() -> None:
     assert [r[2] for r in rows] == [1, 4]
     assert meter_math.as_number(Decimal("2.50")) == 2.5
     assert isinstance(meter_math.as_number(Decimal("3.0")), int)
+
+
+def test_pre_aggregated_windows_keep_the_last_received_event() -> None:
+    hour = 3600
+    pts = [Point(10, Decimal(5), 0), Point(5, Decimal(3), 1), Point(hour + 1, Decimal(7), 2)]
+    assert meter_math.pre_aggregated(pts, None) == pts
+    kept = meter_math.pre_aggregated(pts, "hour")
+    assert [p.value for p in kept] == [3, 7]
+    assert meter_math.aggregate("sum", kept) == 10
+    assert [p.value for p in meter_math.pre_aggregated(pts, "day")] == [7]

@@ -79,11 +79,11 @@ def test_deltas_add_up_to_the_bucket_value(increments: list[Decimal]) -> None:
 def test_absolute_values_are_sent_as_is_and_unchanged_ones_not_at_all() -> None:
     first = plan(unit(3, 10, absolute=True), None, closed=False, target=None, now=NOW)
     assert first is not None
-    assert (first.value, first.mark) == (10, Mark(3, Decimal(10)))
+    assert (first.value, first.mark) == (10, Mark(3, Decimal(10), T0))
     same = plan(unit(5, 10, absolute=True), first.mark, closed=False, target=None, now=NOW)
     assert same is not None
     assert same.identifier is None
-    assert same.mark == Mark(5, Decimal(10))
+    assert same.mark == Mark(5, Decimal(10), T0)
     lower = plan(unit(6, 4, absolute=True), same.mark, closed=False, target=None, now=NOW)
     assert lower is not None
     assert lower.value == 4
@@ -201,7 +201,16 @@ def test_our_total_and_horizon_verdicts() -> None:
     rows = [SentRow(Decimal(v), False, T0, i) for i, v in enumerate((1, 2, 3))]
     assert our_total(rows) == 6
     last = [SentRow(Decimal(5), True, T0, 2), SentRow(Decimal(9), True, T0, 1)]
-    assert our_total(last) == 5
+    assert our_total(last) is None  # Stripe's pick between them is not documented
+    later = T0 + dt.timedelta(seconds=1)
+    assert our_total([*last, SentRow(Decimal(7), True, later, 0)]) == 7
+    assert our_total([SentRow(Decimal(3), True, T0, 1), SentRow(Decimal(3), True, T0, 2)]) == 3
+    # Within one second the fraction does not order rows: Stripe keeps whole seconds.
+    split = [
+        SentRow(Decimal(5), True, T0 + dt.timedelta(microseconds=900_000), 1),
+        SentRow(Decimal(9), True, T0 + dt.timedelta(microseconds=100_000), 2),
+    ]
+    assert our_total(split) is None
     assert horizon_verdict(Decimal(10), Decimal(6), [Decimal(4)]) == "applied"
     assert horizon_verdict(Decimal(6), Decimal(6), [Decimal(4)]) == "missing"
     assert horizon_verdict(Decimal(8), Decimal(6), [Decimal(4)]) == "review"

@@ -140,15 +140,29 @@ def plan_from_metadata(*metadatas: Mapping[str, str]) -> Plan:
 REPORTABLE_FORMULAS = frozenset({"sum", "last"})
 
 
-def meter_refusal(meter_id: str, event_name: str, formula: str) -> str | None:
+def meter_refusal(
+    meter_id: str, event_name: str, formula: str, event_window: str | None = None
+) -> str | None:
     """Why meter does not report to this Stripe meter (None: it does), fix included."""
+    fix = (
+        f"Usage of {event_name!r} is kept and waits, unsent. Fix: create a Stripe meter for "
+        f"{event_name!r} with formula 'sum' and no event_time_window (deactivate this one first, "
+        "and point your prices at the new one)"
+    )
+    if event_window is not None:
+        # "Stripe only uses the most recent meter event within the hourly or daily window"
+        # (docs.stripe.com/billing/subscriptions/usage-based/recording-usage, "Event ingestion"):
+        # all but the last of our deltas in a window would be dropped.
+        return (
+            f"Stripe meter {meter_id} ({event_name!r}) is pre-aggregated (event_time_window "
+            f"{event_window!r}): Stripe keeps one event per window, and meter reports deltas. "
+            f"{fix}."
+        )
     if formula in REPORTABLE_FORMULAS:
         return None
     return (
         f"Stripe meter {meter_id} ({event_name!r}) aggregates with formula {formula!r}, which "
         "meter cannot report to: Stripe would count one event per reported bucket, not your "
-        f"events. Usage of {event_name!r} is kept and waits, unsent. Fix: create a Stripe meter "
-        f"for {event_name!r} with formula 'sum' (deactivate this one first, and point your "
-        f"prices at the new one); to count events, define the meter as a count locally: "
+        f"events. {fix}; to count events, define the meter as a count locally: "
         f"`meter meters define {event_name} --aggregation count --tenant <tenant>`."
     )

@@ -151,7 +151,7 @@ async def apply_meter(
     row = convert.meter_row(current)
     # A Stripe meter's formula is the aggregation of its event name for every tenant (read
     # through the stripe_meter_formulas view), unless a tenant defines the meter locally.
-    refusal = meter_refusal(row[0], row[1], row[3])
+    refusal = meter_refusal(row[0], row[1], row[3], row[6])
     await conn.execute(queries.UPSERT_METER, *row, refusal is None, created)
     effects = Effects(sweep=True)
     if refusal is not None:

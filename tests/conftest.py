@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -55,6 +56,8 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield server.start()
         finally:
             server.stop()
+            # As root the data may live under /var/tmp (meter.embedded), outside pytest's tmp.
+            shutil.rmtree(server.datadir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,62 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
     finally:
         dev.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(dev.wait(), 30) == 0
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _curls(banner: str) -> list[str]:
+    """The banner's curl commands, each with its continuation lines, as a shell would read them."""
+    commands = re.findall(r"^curl .*?(?<!\\)$", banner, flags=re.MULTILINE | re.DOTALL)
+    assert len(commands) == 2, banner
+    return commands
+
+
+async def _shell(command: str, cwd: Path) -> bytes:
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", command, cwd=cwd, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, command
+    return out
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs a git checkout to clone")
+async def test_a_newcomer_clones_into_a_private_folder_and_runs_meter_dev(tmp_path: Path) -> None:
+    """As a newcomer: clone into a private home, `meter dev` with nothing else running (the
+    embedded Postgres and Redis, even though local ones answer here), paste the two curls."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    checkout = home / "meter"
+    await _shell(f"git clone --quiet {REPO} {checkout}", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("METER_", "STRIPE_"))}
+    env["HOME"] = str(home)
+    port = free_port()
+    dev = await asyncio.create_subprocess_exec(
+        METER, "dev", "--port", str(port), env=env, cwd=checkout,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert dev.stdout is not None
+    assert dev.stderr is not None
+    stderr = asyncio.create_task(dev.stderr.read())
+    banner = ""
+    try:
+        while "/usage" not in banner:
+            line = await asyncio.wait_for(dev.stdout.readline(), 60)
+            if not line:
+                pytest.fail(f"meter dev exited before its banner:\n{(await stderr).decode()}")
+            banner += line.decode()
+        post, usage = _curls(banner)
+        assert orjson.loads(await _shell(post, checkout))["accepted"] == 1
+
+        async def counted() -> bool:
+            doc = orjson.loads(await _shell(usage, checkout))
+            return "items" in doc and [i["quantity"] for i in doc["items"]] == ["1"]
+
+        await poll(counted, "the posted event in the customer's usage")
+    finally:
+        dev.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(dev.wait(), 30)
+        shutil.rmtree((checkout / ".meter" / "dev" / "pg").resolve(), ignore_errors=True)
+    assert code == 0, (await stderr).decode()

@@ -259,6 +259,6 @@ def _part(
 ) -> None:
     from meter import logs
 
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     folded, shards = _run(drain(settings, args, part))
     reports.put((part[0], folded, shards))

@@ -202,7 +202,7 @@ def dispatch(args: argparse.Namespace) -> int:
     """Run a parsed command with settings and logs set up; errors become exit codes."""
     try:
         settings = Settings.from_env()
-        logs.setup(settings.log_level)
+        logs.setup(settings.log_level, settings.log_format)
         func: Callable[[Settings, argparse.Namespace], int] = args.func
         return func(settings, args)
     except MeteringError as exc:

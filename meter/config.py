@@ -67,6 +67,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     log_level: str = "info"
+    # "json" or "text"; None: text on a terminal, JSON anywhere else (`meter dev`: text).
+    log_format: str | None = None
     strict: bool = False
     # Ingest limits.
     max_body_bytes: int = 1024 * 1024
@@ -161,6 +163,8 @@ class Settings:
             raise ConfigError("METER_LATE_WINDOW must be > 0 and at most 35d")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError("METER_LOG_LEVEL must be debug, info, warning or error")
+        if self.log_format not in (None, "json", "text"):
+            raise ConfigError("METER_LOG_FORMAT must be json or text")
         if not 1 <= self.aggregator_batch_size <= 100_000:
             raise ConfigError("METER_AGGREGATOR_BATCH_SIZE must be between 1 and 100000")
         if not self.ingest_rate_limit >= 0:  # also refuses NaN
@@ -242,6 +246,7 @@ class Settings:
             host=get("METER_HOST") or base.host,
             port=integer("METER_PORT", base.port),
             log_level=(get("METER_LOG_LEVEL") or base.log_level).lower(),
+            log_format=(get("METER_LOG_FORMAT") or "").lower() or None,
             strict=_bool(get("METER_STRICT") or "0"),
             stream_high_water=integer("METER_STREAM_HIGH_WATER", base.stream_high_water),
             commit_max_events=integer("METER_COMMIT_MAX_EVENTS", base.commit_max_events),

@@ -5,13 +5,16 @@ set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (u
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
 this API), migrations, the API, the aggregator and the reporter. On first start it seeds a demo
 catalogue (a meter, a graduated price, a customer with a subscription) and always creates a
-fresh API key, then prints URLs and ready-to-paste curls. Ctrl-C stops everything.
+fresh API key, then prints URLs and ready-to-paste curls. Logs are text lines (unless
+METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
+summary follows every few seconds. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import sys
@@ -20,14 +23,19 @@ from pathlib import Path
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from meter import auth
+from meter import appkeys, auth, logs
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis
 from meter.migrate import migrate
 from meter.signals import stop_on_signals
 
+log = logging.getLogger(__name__)
+
 DEV_DIR = Path(".meter/dev")
+# The pipeline summary: at most one line this often, and only when it changed.
+SUMMARY_INTERVAL_S = 5.0
 _DEV_DB = "meter"
 DEMO_TENANT = "demo"
 DEMO_CUSTOMER = "demo-customer"
@@ -134,6 +142,54 @@ curl -s {base}/v1/customers/{DEMO_CUSTOMER}/usage {auth_header}
 """
 
 
+def _sample_sum(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (over every label value not fixed by `labels`)."""
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def _sample_max(registry: CollectorRegistry, name: str) -> float:
+    values = [s.value for f in registry.collect() for s in f.samples if s.name == name]
+    return max(values, default=0.0)
+
+
+def pipeline_summary(
+    accepted: float, aggregated: float, reported: float, lag_s: float, outbox: float
+) -> str:
+    """One line on where the events are: taken in, folded into rollups, sent to Stripe."""
+    return (
+        f"pipeline: {accepted:.0f} accepted → {aggregated:.0f} aggregated → {reported:.0f} meter "
+        f"events sent to Stripe · aggregator lag {lag_s:.0f}s · outbox {outbox:.0f}"
+    )
+
+
+async def _summarize(
+    stop: asyncio.Event,
+    api: CollectorRegistry,
+    aggregator: CollectorRegistry,
+    reporter: CollectorRegistry,
+) -> None:
+    """Log the pipeline summary from the processes' own metrics whenever it changes."""
+    last = pipeline_summary(0, 0, 0, 0, 0)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SUMMARY_INTERVAL_S)
+        line = pipeline_summary(
+            accepted=_sample_sum(api, "meter_events_total", status="accepted"),
+            aggregated=_sample_sum(aggregator, "meter_aggregator_events_total"),
+            reported=_sample_sum(reporter, "meter_reporter_events_sent_total"),
+            lag_s=_sample_max(aggregator, "meter_aggregator_lag_seconds"),
+            outbox=_sample_sum(reporter, "meter_reporter_outbox_depth"),
+        )
+        if line != last:
+            log.info(line)
+            last = line
+
+
 async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
     from aggregator.worker import Worker
     from meter.app import create_app
@@ -165,7 +221,8 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
                 stripe_api_base=emu.api_base,
                 stripe_meter_events_base=emu.meter_events_base,
             )
-        runner = web.AppRunner(create_app(settings), access_log=None)
+        app = create_app(settings)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, host, port).start()
@@ -177,6 +234,15 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),
+            asyncio.create_task(
+                _summarize(
+                    stop,
+                    app[appkeys.METRICS].registry,
+                    aggregator.metrics.registry,
+                    reporter.metrics.registry,
+                ),
+                name="summary",
+            ),
         ]
         if emulator_base is not None:
             await _seed_demo(settings)
@@ -190,6 +256,8 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
 def run_dev(settings: Settings, *, port: int | None = None) -> int:
     """Start dependencies as needed, then run every process until Ctrl-C."""
     env = os.environ
+    # A console a person reads: text lines, whatever stderr is, unless JSON is asked for.
+    logs.setup(settings.log_level, settings.log_format or "text")
     DEV_DIR.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         database_url = settings.database_url

@@ -69,7 +69,7 @@ def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = F
 def _worker(settings: Settings, host: str, port: int) -> None:
     from meter import logs
 
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     run_server(settings, host, port, reuse_port=True)
 
 

@@ -113,10 +113,16 @@ async def _shell(command: str, cwd: Path) -> bytes:
     return out
 
 
+async def _lines(stream: asyncio.StreamReader, into: list[str]) -> None:
+    while line := await stream.readline():
+        into.append(line.decode())
+
+
 @pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs a git checkout to clone")
 async def test_a_newcomer_clones_into_a_private_folder_and_runs_meter_dev(tmp_path: Path) -> None:
     """As a newcomer: clone into a private home, `meter dev` with nothing else running (the
-    embedded Postgres and Redis, even though local ones answer here), paste the two curls."""
+    embedded Postgres and Redis, even though local ones answer here), paste the two curls, and
+    read a console of short text lines with the pipeline summary."""
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     checkout = home / "meter"
@@ -130,13 +136,15 @@ async def test_a_newcomer_clones_into_a_private_folder_and_runs_meter_dev(tmp_pa
     )  # fmt: skip
     assert dev.stdout is not None
     assert dev.stderr is not None
-    stderr = asyncio.create_task(dev.stderr.read())
+    console: list[str] = []
+    reading = asyncio.create_task(_lines(dev.stderr, console))
     banner = ""
     try:
         while "/usage" not in banner:
             line = await asyncio.wait_for(dev.stdout.readline(), 60)
             if not line:
-                pytest.fail(f"meter dev exited before its banner:\n{(await stderr).decode()}")
+                await reading
+                pytest.fail("meter dev exited before its banner:\n" + "".join(console))
             banner += line.decode()
         post, usage = _curls(banner)
         assert orjson.loads(await _shell(post, checkout))["accepted"] == 1
@@ -146,8 +154,19 @@ async def test_a_newcomer_clones_into_a_private_folder_and_runs_meter_dev(tmp_pa
             return "items" in doc and [i["quantity"] for i in doc["items"]] == ["1"]
 
         await poll(counted, "the posted event in the customer's usage")
+
+        async def summarized() -> bool:
+            return any("pipeline: 1 accepted → 1 aggregated" in line for line in console)
+
+        await poll(summarized, "the pipeline summary")
     finally:
         dev.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(dev.wait(), 30)
+        await reading
         shutil.rmtree((checkout / ".meter" / "dev" / "pg").resolve(), ignore_errors=True)
-    assert code == 0, (await stderr).decode()
+    assert code == 0, "".join(console)
+    # Short text lines, none of them JSON, and no library chatter (stripe requests, scheduler
+    # jobs) at the default level.
+    assert not [line for line in console if line.startswith("{")], "".join(console)
+    chatter = re.compile(r"^\S+ (INFO|DEBUG)? ?(stripe|apscheduler|aiohttp|asyncio)\b")
+    assert not [line for line in console if chatter.match(line)], "".join(console)

@@ -158,9 +158,15 @@ def _sample_max(registry: CollectorRegistry, name: str) -> float:
 
 
 def pipeline_summary(
-    accepted: float, aggregated: float, reported: float, lag_s: float, outbox: float
+    api: CollectorRegistry, aggregator: CollectorRegistry, reporter: CollectorRegistry
 ) -> str:
-    """One line on where the events are: taken in, folded into rollups, sent to Stripe."""
+    """One line on where the events are, from the processes' own metrics: taken in, folded
+    into rollups, sent to Stripe (as meter events), and how far behind each stage is."""
+    accepted = _sample_sum(api, "meter_events_total", status="accepted")
+    aggregated = _sample_sum(aggregator, "meter_aggregator_events_total")
+    reported = _sample_sum(reporter, "meter_reporter_events_sent_total")
+    lag_s = _sample_max(aggregator, "meter_aggregator_lag_seconds")
+    outbox = _sample_sum(reporter, "meter_reporter_outbox_depth")
     return (
         f"pipeline: {accepted:.0f} accepted → {aggregated:.0f} aggregated → {reported:.0f} meter "
         f"events sent to Stripe · aggregator lag {lag_s:.0f}s · outbox {outbox:.0f}"
@@ -173,18 +179,12 @@ async def _summarize(
     aggregator: CollectorRegistry,
     reporter: CollectorRegistry,
 ) -> None:
-    """Log the pipeline summary from the processes' own metrics whenever it changes."""
-    last = pipeline_summary(0, 0, 0, 0, 0)
+    """Log the pipeline summary whenever it changes: an idle console keeps its banner."""
+    last = pipeline_summary(CollectorRegistry(), CollectorRegistry(), CollectorRegistry())
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SUMMARY_INTERVAL_S)
-        line = pipeline_summary(
-            accepted=_sample_sum(api, "meter_events_total", status="accepted"),
-            aggregated=_sample_sum(aggregator, "meter_aggregator_events_total"),
-            reported=_sample_sum(reporter, "meter_reporter_events_sent_total"),
-            lag_s=_sample_max(aggregator, "meter_aggregator_lag_seconds"),
-            outbox=_sample_sum(reporter, "meter_reporter_outbox_depth"),
-        )
+        line = pipeline_summary(api, aggregator, reporter)
         if line != last:
             log.info(line)
             last = line

@@ -50,6 +50,7 @@ def test_from_env_reads_every_documented_variable() -> None:
             "METER_HOST": "0.0.0.0",
             "METER_PORT": "9000",
             "METER_LOG_LEVEL": "DEBUG",
+            "METER_LOG_FORMAT": "Text",
             "METER_STRICT": "1",
             "METER_REDIS_WAIT_REPLICAS": "1",
             "METER_REDIS_WAIT_TIMEOUT": "250ms",
@@ -63,6 +64,7 @@ def test_from_env_reads_every_documented_variable() -> None:
     assert s.stripe_meter_events_base == "http://127.0.0.1:12112"
     assert (s.shards, s.late_window_s, s.host, s.port) == (8, 172800.0, "0.0.0.0", 9000)
     assert s.log_level == "debug"
+    assert s.log_format == "text"
     assert s.strict is True
     assert (s.redis_wait_replicas, s.redis_wait_timeout_s) == (1, 0.25)
 
@@ -74,6 +76,7 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_SHARDS": "many"},
         {"METER_LATE_WINDOW": "36d"},
         {"METER_LOG_LEVEL": "loud"},
+        {"METER_LOG_FORMAT": "yaml"},
         {"METER_PORT": "http"},
         {"METER_REDIS_WAIT_REPLICAS": "-1"},
         {"METER_REDIS_WAIT_TIMEOUT": "5s"},

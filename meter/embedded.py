@@ -248,7 +248,15 @@ def _ensure_pg_user() -> str:
     try:
         pwd.getpwnam(_PG_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", _PG_USER], check=True)
+        done = subprocess.run(
+            ["useradd", "--system", "--no-create-home", _PG_USER], capture_output=True, check=False
+        )
+        if done.returncode != 0:
+            said = _tail(done.stderr.decode(errors="replace"))
+            raise EmbeddedServerError(
+                f"PostgreSQL does not run as root and the {_PG_USER} user could not be created "
+                f"(useradd, exit {done.returncode}): {said}"
+            ) from None
     return _PG_USER
 
 

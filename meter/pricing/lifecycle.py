@@ -41,7 +41,15 @@ def renews_after(period: Period, cancel_at_period_end: bool, cancel_at: int | No
     return cancel_at is None or cancel_at > period.end
 
 
-def paused_invoice_status(behavior: str | None) -> str | None:
-    """The status of an invoice created while collection is paused with `behavior`; None when
-    collection is not paused (or the behavior is unknown: then nothing is assumed)."""
-    return PAUSED_INVOICE_STATUS.get(behavior) if behavior else None
+def paused_invoice_status(
+    behavior: str | None, resumes_at: int | None = None, invoice_date: int | None = None
+) -> str | None:
+    """The status of an invoice created at `invoice_date` while collection is paused with
+    `behavior`; None when collection is not paused then (none, or it resumes at `resumes_at`,
+    "the time after which the subscription will resume collecting payments", API reference,
+    subscription `pause_collection`), or the behavior is unknown: nothing is assumed."""
+    if not behavior:
+        return None
+    if resumes_at is not None and invoice_date is not None and resumes_at <= invoice_date:
+        return None
+    return PAUSED_INVOICE_STATUS.get(behavior)

@@ -51,7 +51,8 @@ def terms_of(plan: Plan, period: Period) -> Terms:
         usage_charged=not in_trial(period, plan.trial_start, plan.trial_end),
         renews=renews_after(period, plan.cancel_at_period_end, plan.cancel_at),
         pause_behavior=plan.pause_behavior,
-        paused_status=paused_invoice_status(plan.pause_behavior),
+        # The cycle invoice is created at the period's end.
+        paused_status=paused_invoice_status(plan.pause_behavior, plan.pause_resumes_at, period.end),
     )
 
 

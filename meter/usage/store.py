@@ -83,6 +83,7 @@ class Plan:
     cancel_at_period_end: bool = False
     cancel_at: int | None = None
     pause_behavior: str | None = None  # pause_collection.behavior
+    pause_resumes_at: int | None = None  # pause_collection.resumes_at
 
     @property
     def keys(self) -> list[str]:
@@ -211,6 +212,7 @@ def _subscription_plan(rows: list[asyncpg.Record]) -> Plan:
         cancel_at_period_end=bool(first["cancel_at_period_end"]),
         cancel_at=_unix_or_none(first["cancel_at"]),
         pause_behavior=first["pause_behavior"],
+        pause_resumes_at=_unix_or_none(first["pause_resumes_at"]),
     )
 
 

@@ -170,3 +170,26 @@ async def test_paused_collection_projects_what_stripe_does_with_the_invoice(
         "invoice_status": invoice.status,
         "collected_automatically": False,
     }
+
+
+async def test_paused_collection_resuming_before_the_invoice_projects_it_collected(
+    stack: Stack, redis: Redis
+) -> None:
+    sdk = stack.sdk
+    cat = await catalog(sdk)
+    start = hour_now() - 3 * HOUR
+    clock, cus = await clock_customer(sdk, "resuming-1", start)
+    sub = await sdk.v1.subscriptions.create_async(
+        {"customer": cus, "items": [{"price": cat["metered"]}, {"price": cat["basic"]}]}
+    )
+    end = sub["items"].data[0].current_period_end
+    pause = {"behavior": "void", "resumes_at": end - HOUR}
+    await sdk.v1.subscriptions.update_async(sub.id, {"pause_collection": pause})
+    await stack.settle()
+    answer, doc = await stack.get(f"/v1/customers/{cus}/usage")
+    assert answer == 200, doc
+    await sdk.v1.test_helpers.test_clocks.advance_async(clock, {"frozen_time": end + 2 * HOUR})
+    invoice = _cycle((await sdk.v1.invoices.list_async({"customer": cus})).data)
+    assert (invoice.status, invoice.amount_paid) == ("paid", 2000)
+    assert_invoice_equals(doc, invoice)
+    assert (doc["invoice"]["amount_due"], doc["invoice"]["collection"]) == (2000, None)

@@ -36,6 +36,9 @@ def test_paused_collection_gives_stripes_invoice_status() -> None:
     assert paused_invoice_status("mark_uncollectible") == "uncollectible"
     assert paused_invoice_status("void") == "void"
     assert paused_invoice_status("something_new") is None
+    # Collection resumes at `resumes_at`: an invoice created from then on is collected.
+    assert paused_invoice_status("void", 100, 99) == "void"
+    assert paused_invoice_status("void", 100, 100) is None
 
 
 def test_usage_of_a_trial_keeps_its_quantity_at_amount_zero() -> None:

@@ -33,12 +33,14 @@ def in_trial(period: Period, trial_start: int | None, trial_end: int | None) -> 
     return trial_start <= period.start and period.end <= trial_end
 
 
-def renews_after(period: Period, cancel_at_period_end: bool, cancel_at: int | None) -> bool:
-    """Whether the subscription goes on after `period`: not when it is set to cancel at the
-    period's end or at an instant up to it (then nothing is billed in advance)."""
-    if cancel_at_period_end:
-        return False
-    return cancel_at is None or cancel_at > period.end
+def renews_after(
+    period: Period, cancel_at_period_end: bool, cancel_at: int | None, current_end: int | None
+) -> bool:
+    """Whether the subscription goes on after `period`: not when it ends at or before the
+    period's end, at the end of its current period (`current_end`) by `cancel_at_period_end`
+    or at `cancel_at` (then nothing is billed in advance). An earlier period did renew."""
+    ends = current_end if cancel_at_period_end else cancel_at
+    return ends is None or ends > period.end
 
 
 def paused_invoice_status(

@@ -47,12 +47,20 @@ class Terms(NamedTuple):
 
 
 def terms_of(plan: Plan, period: Period) -> Terms:
+    """The terms of `period`'s invoice. Cancellation and paused collection are the
+    subscription's state now: they apply to the invoice of its current period (and later
+    ones), not to those Stripe already created."""
+    ends = [i.current.end for i in plan.items if not i.removed]
+    current_end = max(ends) if ends else None
+    upcoming = current_end is not None and period.end >= current_end
     return Terms(
         usage_charged=not in_trial(period, plan.trial_start, plan.trial_end),
-        renews=renews_after(period, plan.cancel_at_period_end, plan.cancel_at),
-        pause_behavior=plan.pause_behavior,
+        renews=renews_after(period, plan.cancel_at_period_end, plan.cancel_at, current_end),
+        pause_behavior=plan.pause_behavior if upcoming else None,
         # The cycle invoice is created at the period's end.
-        paused_status=paused_invoice_status(plan.pause_behavior, plan.pause_resumes_at, period.end),
+        paused_status=paused_invoice_status(plan.pause_behavior, plan.pause_resumes_at, period.end)
+        if upcoming
+        else None,
     )
 
 

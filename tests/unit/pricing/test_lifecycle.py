@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from meter.pricing import (
+    Period,
     in_trial,
     paused_invoice_status,
     project_invoice,
@@ -23,11 +24,15 @@ def test_a_period_is_in_the_trial_only_when_the_trial_covers_it() -> None:
 
 
 def test_the_subscription_renews_unless_it_ends_with_the_period() -> None:
-    assert renews_after(PERIOD, False, None)
-    assert not renews_after(PERIOD, True, None)
-    assert not renews_after(PERIOD, False, PERIOD.end)
-    assert not renews_after(PERIOD, False, PERIOD.end - 1)
-    assert renews_after(PERIOD, False, PERIOD.end + 1)
+    current_end = PERIOD.end
+    assert renews_after(PERIOD, False, None, current_end)
+    assert not renews_after(PERIOD, True, None, current_end)
+    assert not renews_after(PERIOD, False, PERIOD.end, current_end)
+    assert not renews_after(PERIOD, False, PERIOD.end - 1, current_end)
+    assert renews_after(PERIOD, False, PERIOD.end + 1, current_end)
+    # The period before the current one did renew (into the current one).
+    before = Period(PERIOD.start - 100, PERIOD.start)
+    assert renews_after(before, True, None, current_end)
 
 
 def test_paused_collection_gives_stripes_invoice_status() -> None:

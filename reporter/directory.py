@@ -13,6 +13,7 @@ from typing import Protocol
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from meter.pricing import Period, in_trial
 from reporter import queries
 from reporter.periods import BillingPeriod
 
@@ -56,7 +57,12 @@ class BillingCalendar:
             return {}
         out: dict[str, list[BillingPeriod]] = {}
         for r in await conn.fetch(queries.ITEM_BILLING_PERIODS, sorted(items)):
-            out.setdefault(r["item"], []).append(
-                BillingPeriod(r["period_start"], r["period_end"], r["invoiced"])
-            )
+            start, end = r["period_start"], r["period_end"]
+            period = Period(int(start.timestamp()), int(end.timestamp()))
+            trial = in_trial(period, _unix(r["trial_start"]), _unix(r["trial_end"]))
+            out.setdefault(r["item"], []).append(BillingPeriod(start, end, r["invoiced"], trial))
         return out
+
+
+def _unix(at: dt.datetime | None) -> int | None:
+    return None if at is None else int(at.timestamp())

@@ -16,7 +16,7 @@ from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
 from reporter.periods import is_closed, open_target, starting_at
-from reporter.plan import Mark, Planned, Unit, plan
+from reporter.plan import NO_SECOND_LEFT, TRIAL_USAGE, Mark, Planned, Unit, plan
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class BuildResult:
     released: int = 0  # `waiting` rows made due again: their item has an open period now
     deferred: int = 0  # absolute versions with no later second yet: planned again next build
     full: int = 0  # absolute versions recorded `late`: no second left in their period
+    trial: int = 0  # rows of a closed trial period recorded `late`: Stripe charges none of it
 
 
 def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
@@ -94,6 +95,7 @@ async def build(
     metrics.late.labels("carried").inc(total.carried)
     metrics.late.labels("recorded").inc(total.late)
     metrics.late.labels("waiting").inc(total.waiting)
+    metrics.late.labels("trial").inc(total.trial)
     metrics.held.labels("deferred").inc(total.deferred)
     metrics.held.labels("recorded").inc(total.full)
     if total.full:
@@ -120,6 +122,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.waiting += part.waiting
     total.deferred += part.deferred
     total.full += part.full
+    total.trial += part.trial
 
 
 async def build_page(
@@ -182,7 +185,8 @@ async def build_page(
             closed = own is not None and is_closed(own, now, calendar.grace)
             target = open_target(known, now, calendar.grace) if closed else None
             end = own.end if own is not None else None
-            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end)
+            trial = own is not None and own.trial
+            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end, trial=trial)
             if p is not None and p.status == "deferred":
                 # Keeps its mark: the next build plans the version again, at a later second.
                 result.deferred += 1
@@ -197,7 +201,8 @@ async def build_page(
         result.marks = len(planned)
         result.carried = sum(1 for _, _, p in rows if p.carried_from is not None)
         result.late = sum(1 for _, _, p in rows if p.status == "late" and p.note is None)
-        result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note is not None)
+        result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note == NO_SECOND_LEFT)
+        result.trial = sum(1 for _, _, p in rows if p.status == "late" and p.note == TRIAL_USAGE)
         result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
         # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);

@@ -7,6 +7,12 @@ cycle invoice after a grace period (1 h by default) and until then bills usage r
 period; after that, usage with a timestamp in it is billed by nothing
 (https://docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period). Usage never
 decides: a period with no later usage closes all the same.
+
+A trial period bills no usage: "during the trial period, any usage accrued doesn't count toward
+the total charged" (https://docs.stripe.com/billing/subscriptions/trials). Usage of a trial is
+sent while its period is open (Stripe counts it in the meter, and charges nothing for it), but
+never carried out of it once closed: carried, it would be charged where Stripe would not. Nor is
+usage of a paid period carried into a trial period, where it would not be charged.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class BillingPeriod:
     start: dt.datetime
     end: dt.datetime
     invoiced: bool  # an invoice covering it is no longer a draft
+    trial: bool = False  # inside the subscription's trial: its usage is not charged
 
 
 def is_closed(period: BillingPeriod, now: dt.datetime, grace: dt.timedelta) -> bool:
@@ -42,7 +49,8 @@ def holding(periods: Iterable[BillingPeriod], at: dt.datetime) -> BillingPeriod 
 def open_target(
     periods: Sequence[BillingPeriod], now: dt.datetime, grace: dt.timedelta
 ) -> BillingPeriod | None:
-    """Where the item's late usage is carried: its latest period that is still open, i.e. the
-    invoice that will bill it (None: no open period is known yet, the usage waits)."""
-    candidates = [p for p in periods if not is_closed(p, now, grace)]
+    """Where the item's late usage is carried: its latest period that is still open and not a
+    trial, i.e. the invoice that will bill it (None: no such period is known yet, the usage
+    waits)."""
+    candidates = [p for p in periods if not p.trial and not is_closed(p, now, grace)]
     return max(candidates, key=lambda p: p.start, default=None)

@@ -29,6 +29,8 @@ STRIPE_AHEAD_USED = dt.timedelta(minutes=1)
 _SIGNIFICANT = Context(prec=15)
 # The outbox `last_error` of an absolute version recorded `late` because its period is full.
 NO_SECOND_LEFT = "no second left in its period after the previous version: not sent"
+# The outbox `last_error` of usage of a closed trial period: Stripe charges none of it (periods.py).
+TRIAL_USAGE = "usage of a trial period, closed before it was sent: charged by no invoice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,7 @@ def plan(
     target: BillingPeriod | None,
     now: dt.datetime,
     period_end: dt.datetime | None = None,
+    trial: bool = False,
 ) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
@@ -106,7 +109,8 @@ def plan(
     time kept in `carried_from`), or, with no open period known yet, written with status
     `waiting` until the build finds one. An absolute value cannot be carried (it would overwrite
     the current period's), so it is recorded with status `late` and not sent. None of these is
-    ever dropped silently.
+    ever dropped silently. Usage of a closed trial period (`trial`) is recorded `late` with the
+    note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it.
 
     An absolute row of an open period is stamped after the unit's previous row (`version_time`,
     within `period_end`, the unit's period end if known). When no later second is available
@@ -128,6 +132,8 @@ def plan(
         new_mark = Mark(unit.version, sent_so_far + value)
     ident = identifier(unit.key, unit.version)
     if closed:
+        if trial:
+            return Planned(new_mark, ident, value, unit.timestamp, None, "late", TRIAL_USAGE)
         if unit.absolute:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late")
         if target is None:

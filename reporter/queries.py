@@ -60,9 +60,10 @@ WHERE m.version IS NULL OR p.version > m.version
 # Every billing period of these subscription items (billing's tables), and whether an invoice
 # of the item's subscription for it is no longer a draft. A cycle invoice's period is the one it
 # bills ([start, end] of the item's period; a cut period ends where it was cut); an invoice of a
-# mid-period change starts later and does not close the period.
+# mid-period change starts later and does not close the period. With the subscription's trial
+# (directory.py tells the trial periods).
 ITEM_BILLING_PERIODS = """
-SELECT p.item, p.period_start, p.period_end,
+SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
        EXISTS (
            SELECT 1 FROM invoices v
            WHERE v.subscription = i.subscription AND v.status <> 'draft'
@@ -70,6 +71,7 @@ SELECT p.item, p.period_start, p.period_end,
        ) AS invoiced
 FROM subscription_item_periods p
 LEFT JOIN subscription_items i ON i.id = p.item
+LEFT JOIN subscriptions s ON s.id = i.subscription
 WHERE p.item = ANY($1::text[])
 ORDER BY p.item, p.period_start
 """

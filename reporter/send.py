@@ -23,7 +23,7 @@ from reporter.directory import Conn, PeriodCalendar
 from reporter.limiter import Limiter
 from reporter.metrics import ReporterMetrics
 from reporter.periods import holding, is_closed, open_target, starting_at
-from reporter.plan import carried_time
+from reporter.plan import TRIAL_USAGE, carried_time
 from reporter.reconcile_math import MINUTE, SentRow, floor_minute, horizon_verdict, our_total
 from reporter.summaries import StripeSummaries
 from reporter.transport import Event, Transport
@@ -251,6 +251,7 @@ class Sender:
         moved: dict[int, dt.datetime] = {}
         parked: list[int] = []
         late: list[int] = []
+        trial: list[int] = []  # of a closed trial period: charged by nothing, so never moved
         for r in live:
             known = periods.get(r["subscription_item"], [])
             # A row not carried yet is in its bucket's period; a carried one in its target's.
@@ -262,7 +263,9 @@ class Sender:
             if period is None or not is_closed(period, now, grace):
                 continue
             target = None if r["absolute"] else open_target(known, now, grace)
-            if r["absolute"]:
+            if period.trial:
+                trial.append(r["id"])
+            elif r["absolute"]:
                 late.append(r["id"])
             elif target is None:
                 parked.append(r["id"])
@@ -278,15 +281,23 @@ class Sender:
             await conn.execute(
                 queries.MARK_STATUS, late, "late", "its period was invoiced before it was sent"
             )
+        if trial:
+            await conn.execute(queries.MARK_STATUS, trial, "late", TRIAL_USAGE)
         self.metrics.late.labels("moved").inc(len(moved))
         self.metrics.late.labels("waiting").inc(len(parked))
         self.metrics.late.labels("recorded").inc(len(late))
-        if moved or parked or late:
+        self.metrics.late.labels("trial").inc(len(trial))
+        if moved or parked or late or trial:
             log.warning(
                 "outbox rows whose period was invoiced before they were sent",
-                extra={"moved": len(moved), "waiting": len(parked), "late": len(late)},
+                extra={
+                    "moved": len(moved),
+                    "waiting": len(parked),
+                    "late": len(late),
+                    "trial": len(trial),
+                },
             )
-        dropped = set(parked) | set(late)
+        dropped = set(parked) | set(late) | set(trial)
         return [
             dataclasses.replace(e, event_time=moved[e.id]) if e.id in moved else e
             for e in events

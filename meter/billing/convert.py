@@ -144,6 +144,7 @@ def subscription_row(obj: Obj) -> tuple[Any, ...]:
         ts(obj.get("canceled_at")),
         ts(obj.get("ended_at")),
         pause.get("behavior"),
+        ts(pause.get("resumes_at")),
         ref(obj.get("latest_invoice")),
         jsonb(metadata(obj)),
         ts(obj.get("created")),

@@ -131,10 +131,10 @@ SELECT status, event_created, discounts FROM subscriptions WHERE id = $1 FOR UPD
 UPSERT_SUBSCRIPTION = """
 INSERT INTO subscriptions AS s (id, customer, status, currency, current_period_start,
     current_period_end, trial_start, trial_end, cancel_at_period_end, cancel_at, canceled_at,
-    ended_at, pause_behavior, latest_invoice, metadata, stripe_created, event_created, discounts,
-    tax_rates)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::jsonb, $16, $17,
-    $18::jsonb, $19::jsonb)
+    ended_at, pause_behavior, pause_resumes_at, latest_invoice, metadata, stripe_created,
+    event_created, discounts, tax_rates)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::jsonb, $17, $18,
+    $19::jsonb, $20::jsonb)
 ON CONFLICT (id) DO UPDATE SET
     customer = EXCLUDED.customer, status = EXCLUDED.status, currency = EXCLUDED.currency,
     current_period_start = EXCLUDED.current_period_start,
@@ -142,6 +142,7 @@ ON CONFLICT (id) DO UPDATE SET
     trial_end = EXCLUDED.trial_end, cancel_at_period_end = EXCLUDED.cancel_at_period_end,
     cancel_at = EXCLUDED.cancel_at, canceled_at = EXCLUDED.canceled_at,
     ended_at = EXCLUDED.ended_at, pause_behavior = EXCLUDED.pause_behavior,
+    pause_resumes_at = EXCLUDED.pause_resumes_at,
     latest_invoice = EXCLUDED.latest_invoice, metadata = EXCLUDED.metadata,
     stripe_created = EXCLUDED.stripe_created, event_created = EXCLUDED.event_created,
     discounts = EXCLUDED.discounts, tax_rates = EXCLUDED.tax_rates, updated_at = now()

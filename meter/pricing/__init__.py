@@ -2,7 +2,8 @@
 
 No I/O and no Stripe SDK types: callers hand in our frozen models (`model.*_from_stripe` read
 Stripe's wire shape into them). Modules: `model` (the data), `amounts` (one line), `adjustments`
-(coupons and taxes), `invoice` (a projected invoice), `runrate` (usage projection), `currencies`.
+(coupons and taxes), `invoice` (a projected invoice), `lifecycle` (trials, cancellation, paused
+collection), `runrate` (usage projection), `currencies`.
 """
 
 from meter.pricing.adjustments import TaxAmount, allocate, discount_total, line_taxes
@@ -19,6 +20,7 @@ from meter.pricing.amounts import (
 from meter.pricing.calendar import add_months
 from meter.pricing.errors import PricingError
 from meter.pricing.invoice import InvoiceProjection, Line, price_items, project_invoice
+from meter.pricing.lifecycle import in_trial, paused_invoice_status, renews_after
 from meter.pricing.model import (
     BillingScheme,
     Coupon,
@@ -73,12 +75,15 @@ __all__ = [
     "exact_amount",
     "flat_fees",
     "graduated_parts",
+    "in_trial",
     "line_amount",
     "line_taxes",
+    "paused_invoice_status",
     "price_from_stripe",
     "price_items",
     "project_invoice",
     "project_usage",
+    "renews_after",
     "round_minor",
     "tax_rate_from_stripe",
     "tier_index",

@@ -63,9 +63,15 @@ def price_items(
     *,
     period: Period,
     licensed_period: Period | None = None,
+    usage_charged: bool = True,
+    renews: bool = True,
 ) -> list[Line]:
     """One line per item: metered items on `usage[item.id]` over `period` (no usage = 0), then
-    licensed items on their quantity over `licensed_period` (default: `period`)."""
+    licensed items on their quantity over `licensed_period` (default: `period`).
+
+    `usage_charged=False` (a trial period, see lifecycle.py): metered lines keep their quantity
+    at amount 0. `renews=False` (the subscription ends with `period`): no licensed lines, as
+    nothing is billed in advance for a period that will not come."""
     metered: list[Line] = []
     licensed: list[Line] = []
     for item in items:
@@ -78,11 +84,11 @@ def price_items(
                 price.id,
                 price.model,
                 quantity,
-                line_amount(price, quantity),
+                line_amount(price, quantity) if usage_charged else 0,
                 period,
             )
             metered.append(line)
-        else:
+        elif renews:
             quantity = Decimal(1 if item.quantity is None else item.quantity)
             line = Line(
                 "licensed",
@@ -108,6 +114,8 @@ def project_invoice(
     invoice_date: int | None = None,
     tax_rates: Sequence[TaxRate] = (),
     minimum: int | None = None,
+    usage_charged: bool = True,
+    renews: bool = True,
 ) -> InvoiceProjection:
     """The invoice a subscription's `items` will produce for `usage` (item id → quantity).
 
@@ -116,10 +124,18 @@ def project_invoice(
     own `tax_rates` replace them for its line, as Stripe's item-level rates do. `minimum` is a
     minimum spend in minor units: when the lines sum to less, a "minimum" line tops them up.
     Stripe prices have no minimum of their own, so this line stands for the invoice item the
-    billing module would add; it is not part of what the emulator computes.
+    billing module would add; it is not part of what the emulator computes. `usage_charged` and
+    `renews` are as in `price_items`.
     """
     code = _currency(items, currency)
-    lines = price_items(items, usage, period=period, licensed_period=licensed_period)
+    lines = price_items(
+        items,
+        usage,
+        period=period,
+        licensed_period=licensed_period,
+        usage_charged=usage_charged,
+        renews=renews,
+    )
     if minimum is not None and (short := minimum - sum(line.amount for line in lines)) > 0:
         lines.append(
             Line("minimum", "", "", "minimum", Decimal(1), short, licensed_period or period)

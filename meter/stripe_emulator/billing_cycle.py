@@ -43,9 +43,23 @@ def run_due(emu: Emulator, clock_id: str | None) -> None:
         if invoice["status"] == "draft" and due is not None and due <= now:
             invoice["_finalize_at"] = None
             invoicing.finalize(emu, invoice, now)
+            if invoice.get("_uncollectible") and invoice["status"] == "open":
+                invoicing.mark_uncollectible(emu, invoice, now)
+                continue
             # A failed charge is reported by events and the past_due status, not raised here.
             with contextlib.suppress(StripeError):
                 invoicing.pay(emu, invoice, now)
+
+
+def paused_behavior(sub: Obj, at: int) -> str | None:
+    """The subscription's `pause_collection.behavior` at `at`; None once `resumes_at` ("the
+    time after which the subscription will resume collecting payments") has passed."""
+    pause = sub.get("pause_collection") or {}
+    resumes = pause.get("resumes_at")
+    if resumes not in (None, "") and int(resumes) <= at:
+        return None
+    behavior: str | None = pause.get("behavior")
+    return behavior
 
 
 def _trial_will_end(emu: Emulator, sub: Obj, now: int) -> None:
@@ -66,7 +80,7 @@ def _roll(emu: Emulator, sub: Obj) -> None:
     start, end = subscriptions.period(sub)
     usage = subscriptions.metered_lines(state, sub, start, end)
     pending, sub["_pending"] = sub["_pending"], []
-    if sub["cancel_at_period_end"] or (sub.get("cancel_at") and sub["cancel_at"] <= end):
+    if subscriptions.ends_with_period(sub):
         subscriptions.end_now(emu, sub, end)
         draft(emu, sub, usage + pending, "subscription_cycle", (start, end), end)
         return
@@ -106,12 +120,18 @@ def draft(
         subscription=sub,
         created=at,
     )
-    pause = sub.get("pause_collection") or {}
-    if pause.get("behavior") == "void":
+    # Paused collection (docs: billing/subscriptions/pause-payment): invoices are still created;
+    # `keep_as_draft` leaves them drafts that do not advance, `mark_uncollectible` finalizes them
+    # as usual and marks them uncollectible instead of charging, `void` voids them.
+    behavior = paused_behavior(sub, at)
+    if behavior == "void":
         invoice["status"] = "void"
         invoice["status_transitions"]["voided_at"] = at
-    elif pause.get("behavior") != "keep_as_draft":
+    elif behavior == "keep_as_draft":
+        invoice["auto_advance"] = False
+    else:
         invoice["_finalize_at"] = at + emu.config.invoice_grace_seconds
+        invoice["_uncollectible"] = behavior == "mark_uncollectible"
     emu.state.put(invoice)
     sub["latest_invoice"] = invoice["id"]
     emu.emit("invoice.created", strip_private(invoice))

@@ -72,12 +72,8 @@ def void(req: Req) -> Obj:
 
 def mark_uncollectible(req: Req) -> Obj:
     invoice = req.state.get("invoice", req.match["id"])
-    if invoice["status"] != "open":
-        raise invalid("Only open invoices can be marked uncollectible.", None)
-    invoice["status"] = "uncollectible"
     now = req.state.now_for_customer(invoice["customer"])
-    invoice["status_transitions"]["marked_uncollectible_at"] = now
-    req.emu.emit("invoice.marked_uncollectible", strip_private(invoice), {"status": "open"})
+    invoicing.mark_uncollectible(req.emu, invoice, now)
     return invoice
 
 
@@ -120,11 +116,17 @@ def create_preview(req: Req) -> Obj:
     else:
         interval = sub["items"]["data"][0]["price"]["recurring"]
         next_end = add_interval(end, interval["interval"], interval["interval_count"])
+        # A subscription that ends with the period renews nothing: no fee in advance.
+        renewal = (
+            []
+            if subscriptions.ends_with_period(sub)
+            else subscriptions.licensed_lines(sub, end, next_end)
+        )
         body = (
             subscriptions.metered_lines(state, sub, start, end)
             + sub["_pending"]
             + prorations
-            + subscriptions.licensed_lines(sub, end, next_end)
+            + renewal
         )
         span, reason = (start, end), "upcoming"
     return invoicing.build(

@@ -26,6 +26,33 @@ def usage(state: State, price: Obj, customer: str, start: int, end: int) -> Deci
     return max(meter_math.aggregate(meter["default_aggregation"]["formula"], pts), Decimal(0))
 
 
+def in_trial(subscription: Obj | None, span: tuple[int, int]) -> bool:
+    """Whether `span` lies in the subscription's trial: "during the trial period, any usage
+    accrued doesn't count toward the total charged" (docs: billing/subscriptions/trials)."""
+    sub = subscription or {}
+    start, end = sub.get("trial_start"), sub.get("trial_end")
+    return start is not None and end is not None and start <= span[0] and span[1] <= end
+
+
+def metered_line(
+    state: State, price: Obj, customer: str, span: tuple[int, int], sub: Obj | None, item: str
+) -> Obj:
+    """A metered item's line for `span`: its meter's usage, charged 0 in a trial."""
+    qty = usage(state, price, customer, *span)
+    trial = in_trial(sub, span)
+    return line(
+        price,
+        qty,
+        span,
+        subscription=None if sub is None else sub["id"],
+        item=item,
+        amount=0 if trial else None,
+        description=f"Trial period for {price.get('nickname') or price['product']}"
+        if trial
+        else None,
+    )
+
+
 def is_metered(price: Obj) -> bool:
     recurring = price.get("recurring") or {}
     return recurring.get("usage_type") == "metered"
@@ -288,6 +315,8 @@ def refresh_usage(state: State, invoice: Obj) -> None:
     quantity for its billing period" (docs: usage-based billing, configure grace period). Usage
     that reaches Stripe after this is in no finalized invoice."""
     lines: list[Obj] = invoice["lines"]["data"]
+    sub_id = subscription_of(invoice)
+    sub = state.find(sub_id) if sub_id else None
     changed = False
     for i, ln in enumerate(lines):
         details = (ln.get("parent") or {}).get("subscription_item_details") or {}
@@ -296,25 +325,15 @@ def refresh_usage(state: State, invoice: Obj) -> None:
         if details.get("proration") or price is None or not is_metered(price):
             continue
         span = (ln["period"]["start"], ln["period"]["end"])
-        qty = usage(state, price, invoice["customer"], *span)
-        fresh = line(
-            price,
-            qty,
-            span,
-            subscription=details.get("subscription"),
-            item=details.get("subscription_item"),
+        fresh = metered_line(
+            state, price, invoice["customer"], span, sub, details.get("subscription_item") or ""
         )
         lines[i] = {**fresh, "id": ln["id"], "invoice": invoice["id"]}
         changed = True
     if not changed:
         return
-    sub_id = subscription_of(invoice)
     coupons = invoice.get("discounts") or []
-    invoice.update(
-        _amounts(
-            state, lines, state.find(sub_id) if sub_id else None, coupons[0] if coupons else None
-        )
-    )
+    invoice.update(_amounts(state, lines, sub, coupons[0] if coupons else None))
 
 
 def _use_once(state: State, subscription: Obj, coupon_id: str) -> None:
@@ -354,6 +373,15 @@ def finalize(emu: Emulator, invoice: Obj, now: int) -> None:
     emu.emit("invoice.finalized", public(invoice), {"status": "draft"})
     if invoice["status"] == "paid":
         _mark_paid(emu, invoice, now)
+
+
+def mark_uncollectible(emu: Emulator, invoice: Obj, now: int) -> None:
+    """An open invoice written off: not collected, nothing paid."""
+    if invoice["status"] != "open":
+        raise invalid("Only open invoices can be marked uncollectible.", None)
+    invoice["status"] = "uncollectible"
+    invoice["status_transitions"]["marked_uncollectible_at"] = now
+    emu.emit("invoice.marked_uncollectible", public(invoice), {"status": "open"})
 
 
 def payment_outcome(state: State, customer: str) -> str:

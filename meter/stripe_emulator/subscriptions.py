@@ -102,16 +102,19 @@ def licensed_lines(sub: Obj, start: int, end: int) -> list[Obj]:
 
 
 def metered_lines(state: State, sub: Obj, start: int, end: int) -> list[Obj]:
-    lines = []
-    for item in sub["items"]["data"]:
-        if invoicing.is_metered(item["price"]):
-            qty = invoicing.usage(state, item["price"], sub["customer"], start, end)
-            lines.append(
-                invoicing.line(
-                    item["price"], qty, (start, end), subscription=sub["id"], item=item["id"]
-                )
-            )
-    return lines
+    """The metered items' usage of [start, end) in arrears (charged 0 in a trial)."""
+    return [
+        invoicing.metered_line(state, item["price"], sub["customer"], (start, end), sub, item["id"])
+        for item in sub["items"]["data"]
+        if invoicing.is_metered(item["price"])
+    ]
+
+
+def ends_with_period(sub: Obj) -> bool:
+    """Whether the subscription ends at its current period's end (`cancel_at_period_end`, or
+    `cancel_at` up to it): the invoice closing the period renews nothing."""
+    end = period(sub)[1]
+    return bool(sub["cancel_at_period_end"] or (sub.get("cancel_at") and sub["cancel_at"] <= end))
 
 
 def create(req: Req) -> Obj:

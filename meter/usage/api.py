@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any, cast
 
@@ -35,10 +35,8 @@ from meter.billing.errors import NotFound
 from meter.connections import REDIS_ERRORS
 from meter.ingest.handlers import authenticate
 from meter.pricing import (
-    Discount,
     Period,
     PricingError,
-    TaxRate,
     add_months,
     project_invoice,
 )
@@ -200,12 +198,12 @@ async def usage(request: web.Request) -> web.Response:
         main = snap.by_item
         if others:
             main, *rest = _every_event_on_each([selection] + [sel for _, sel in others], main)
-        doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates)
+        doc |= _priced(selection, main, events, now, plan)
     # Every other live subscription bills the same usage again (Stripe bills a meter event on
     # each subscription with a price on its meter): each is shown, priced, as its own invoice.
     doc["other_subscriptions"] = [
         {"subscription": other.subscription, "status": other.status}
-        | _priced(sel, tallies, events, now, other.discounts, other.tax_rates)
+        | _priced(sel, tallies, events, now, other)
         for (other, sel), tallies in zip(others, rest, strict=False)
     ]
     doc["freshness"] = freshness
@@ -264,19 +262,28 @@ def _priced(
     tallies: dict[tuple[str, str], Tally],
     events: list[Any],
     now: int,
-    discounts: Sequence[Discount] = (),
-    tax_rates: Sequence[TaxRate] = (),
+    plan: Plan,
 ) -> Doc:
+    """The items and invoices of one subscription's selection, priced with its discounts and
+    tax rates, and as its trial, cancellation and paused collection make Stripe bill them."""
+    discounts, tax_rates = plan.discounts, plan.tax_rates
     report.fold_pending(selection, tallies, events)
+    metered = [(i, p) for i, p in selection if i.metered] or selection
+    period = metered[0][1]
+    terms = report.terms_of(plan, period)
     items, so_far, projected = [], {}, {}
-    for item, period in selection:
+    for item, item_period in selection:
         tally = tallies.get((item.id, item.meter or ""))
-        entry, forecast = report.item_doc(item, period, tally, now)
+        entry, forecast = report.item_doc(
+            item,
+            item_period,
+            tally,
+            now,
+            usage_charged=report.terms_of(plan, item_period).usage_charged,
+        )
         items.append(entry)
         so_far[item.id] = Decimal(entry["quantity"])
         projected[item.id] = forecast
-    metered = [(i, p) for i, p in selection if i.metered] or selection
-    period = metered[0][1]
     doc: Doc = {"period": report.period_doc(period), "period_basis": "subscription", "items": items}
     engine = report.engine_items(selection)
     if not engine:
@@ -292,6 +299,8 @@ def _priced(
             licensed_period=licensed,
             discount=discount,
             tax_rates=tax_rates,
+            usage_charged=terms.usage_charged,
+            renews=terms.renews,
         )
         forecast_invoice = project_invoice(
             engine,
@@ -300,6 +309,8 @@ def _priced(
             licensed_period=licensed,
             discount=discount,
             tax_rates=tax_rates,
+            usage_charged=terms.usage_charged,
+            renews=terms.renews,
         )
     except PricingError as exc:
         return doc | {
@@ -308,8 +319,8 @@ def _priced(
             "invoice_error": report.error_doc(exc),
         }
     return doc | {
-        "invoice": report.invoice_doc(invoice, len(discounts)),
-        "projected_invoice": report.invoice_doc(forecast_invoice, len(discounts))
+        "invoice": report.invoice_doc(invoice, len(discounts), terms),
+        "projected_invoice": report.invoice_doc(forecast_invoice, len(discounts), terms)
         | {"method": "item run rates (see items[].projection)"},
     }
 

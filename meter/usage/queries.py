@@ -11,7 +11,8 @@ from meter.billing import queries as billing_queries
 
 # A customer (by our id or the cus_ id, as billing's CUSTOMER_BY_KEY) with its current
 # subscription (rank 1, billing's SUBSCRIPTION_PREFERENCE) and every other live one ($3: the live
-# statuses; Stripe bills a meter's usage on each of them), each with every item of it — removed
+# statuses; Stripe bills a meter's usage on each of them) with its trial, cancellation and paused
+# collection (meter/pricing/lifecycle.py), each with every item of it — removed
 # ones too: usage of their past periods still shows — with its price as synced and its meter's
 # event name and aggregation: a local definition, else the Stripe meter's formula for every
 # tenant, else sum (the rule of usage_rollup_values, migrations/0012_meter_formulas.sql). One
@@ -19,7 +20,8 @@ from meter.billing import queries as billing_queries
 # when it has no subscription or no items; no row for an unknown customer.
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
-    s.tax_rates AS subscription_tax_rates,
+    s.tax_rates AS subscription_tax_rates, s.trial_start, s.trial_end, s.cancel_at_period_end,
+    s.cancel_at, s.pause_behavior, s.pause_resumes_at,
     i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
     i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
@@ -27,7 +29,8 @@ SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
-    SELECT id, status, discounts, tax_rates,
+    SELECT id, status, discounts, tax_rates, trial_start, trial_end, cancel_at_period_end,
+        cancel_at, pause_behavior, pause_resumes_at,
         row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
     FROM subscriptions
     WHERE customer = c.stripe_id

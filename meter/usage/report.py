@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from meter.events import UsageEvent
 from meter.pricing import (
@@ -18,11 +18,14 @@ from meter.pricing import (
     RunRate,
     SubscriptionItem,
     add_months,
+    in_trial,
     line_amount,
+    paused_invoice_status,
     project_usage,
+    renews_after,
 )
 from meter.pricing.model import Interval
-from meter.usage.store import PlanItem
+from meter.usage.store import Plan, PlanItem
 from meter.usage.tally import Tally
 
 Doc = dict[str, Any]
@@ -32,6 +35,33 @@ FIXED = "fixed_fee"
 STACKED_NOTE = "only the first of the subscription's discounts is applied"
 # How the run rate extrapolates each aggregation (project_usage knows sum, count and last).
 _FORMULA = {"sum": "sum", "count": "count", "unique_count": "count", "last": "last", "max": "last"}
+
+
+class Terms(NamedTuple):
+    """What the subscription's state does to the invoice of one period (pricing/lifecycle.py)."""
+
+    usage_charged: bool = True  # False in a trial: metered lines are billed 0
+    renews: bool = True  # False when it ends with the period: no licensed fee in advance
+    pause_behavior: str | None = None  # pause_collection.behavior
+    paused_status: str | None = None  # the status Stripe gives the invoice while paused
+
+
+def terms_of(plan: Plan, period: Period) -> Terms:
+    """The terms of `period`'s invoice. Cancellation and paused collection are the
+    subscription's state now: they apply to the invoice of its current period (and later
+    ones), not to those Stripe already created."""
+    ends = [i.current.end for i in plan.items if not i.removed]
+    current_end = max(ends) if ends else None
+    upcoming = current_end is not None and period.end >= current_end
+    return Terms(
+        usage_charged=not in_trial(period, plan.trial_start, plan.trial_end),
+        renews=renews_after(period, plan.cancel_at_period_end, plan.cancel_at, current_end),
+        pause_behavior=plan.pause_behavior if upcoming else None,
+        # The cycle invoice is created at the period's end.
+        paused_status=paused_invoice_status(plan.pause_behavior, plan.pause_resumes_at, period.end)
+        if upcoming
+        else None,
+    )
 
 
 def num(value: Decimal) -> str:
@@ -84,8 +114,11 @@ def _run_rate(item: PlanItem, quantity: Decimal, period: Period, now: int) -> Ru
     return rate._replace(method=HOLD_MAX) if item.aggregation == "max" else rate
 
 
-def item_doc(item: PlanItem, period: Period, tally: Tally | None, now: int) -> tuple[Doc, Decimal]:
-    """One subscription item's usage, amount and run rate; and the projected quantity."""
+def item_doc(
+    item: PlanItem, period: Period, tally: Tally | None, now: int, *, usage_charged: bool = True
+) -> tuple[Doc, Decimal]:
+    """One subscription item's usage, amount and run rate; and the projected quantity. With
+    `usage_charged=False` (a trial period) a metered item shows its quantity at amount 0."""
     price = item.price
     doc: Doc = {
         "subscription_item": item.id,
@@ -118,21 +151,26 @@ def item_doc(item: PlanItem, period: Period, tally: Tally | None, now: int) -> t
         "quantity": num(quantity),
         "events": tally.events,
         "pending_events": tally.pending,
-        "amount": None if rate is None else rate.amount_so_far,
+        "amount": None if rate is None else rate.amount_so_far if usage_charged else 0,
+        "usage_charged": usage_charged,
         "projection": None
         if rate is None
         else {
             "method": rate.method,
             "elapsed_fraction": num(rate.elapsed_fraction.quantize(Decimal("0.000001"))),
             "quantity": num(rate.projected_quantity.quantize(Decimal("0.000001"))),
-            "amount": rate.projected_amount,
+            "amount": rate.projected_amount if usage_charged else 0,
         },
     }
     projected = quantity if rate is None else rate.projected_quantity
     return doc, projected
 
 
-def invoice_doc(invoice: InvoiceProjection, discounts: int = 0) -> Doc:
+def invoice_doc(invoice: InvoiceProjection, discounts: int = 0, terms: Terms | None = None) -> Doc:
+    """The invoice as Stripe will create it: `usage_charged` false in a trial period, `renews`
+    false when the subscription ends with the period, and with collection paused the status
+    Stripe gives it (`collection`); a voided invoice asks for nothing (`amount_due` 0)."""
+    terms = terms or Terms()
     return {
         "currency": invoice.currency,
         "period": period_doc(invoice.period),
@@ -154,8 +192,17 @@ def invoice_doc(invoice: InvoiceProjection, discounts: int = 0) -> Doc:
         "discount": invoice.discount,
         "tax": invoice.tax,
         "total": invoice.total,
-        "amount_due": invoice.amount_due,
+        "amount_due": 0 if terms.paused_status == "void" else invoice.amount_due,
         "tax_included": invoice.tax_included,
+        "usage_charged": terms.usage_charged,
+        "renews": terms.renews,
+        "collection": None
+        if terms.paused_status is None
+        else {
+            "paused": terms.pause_behavior,
+            "invoice_status": terms.paused_status,
+            "collected_automatically": False,
+        },
         "note": STACKED_NOTE if discounts > 1 else None,
     }
 

@@ -77,6 +77,13 @@ class Plan:
     # The customer's other live subscriptions (same customer fields, no `others` of their own):
     # Stripe bills a meter's usage on every subscription with a price on that meter.
     others: tuple[Plan, ...] = ()
+    # The subscription's trial, cancellation and paused collection (meter/pricing/lifecycle.py).
+    trial_start: int | None = None
+    trial_end: int | None = None
+    cancel_at_period_end: bool = False
+    cancel_at: int | None = None
+    pause_behavior: str | None = None  # pause_collection.behavior
+    pause_resumes_at: int | None = None  # pause_collection.resumes_at
 
     @property
     def keys(self) -> list[str]:
@@ -200,7 +207,17 @@ def _subscription_plan(rows: list[asyncpg.Record]) -> Plan:
         tax_rates=_evaluable(first["subscription_tax_rates"], tax_rate_from_stripe)
         if has_sub
         else (),
+        trial_start=_unix_or_none(first["trial_start"]),
+        trial_end=_unix_or_none(first["trial_end"]),
+        cancel_at_period_end=bool(first["cancel_at_period_end"]),
+        cancel_at=_unix_or_none(first["cancel_at"]),
+        pause_behavior=first["pause_behavior"],
+        pause_resumes_at=_unix_or_none(first["pause_resumes_at"]),
     )
+
+
+def _unix_or_none(value: dt.datetime | None) -> int | None:
+    return None if value is None else unix(value)
 
 
 async def periods_at(

@@ -28,14 +28,14 @@ def test_subscription_rows_take_the_period_from_items() -> None:
                 }
             ]
         },
-        "pause_collection": {"behavior": "void"},
+        "pause_collection": {"behavior": "void", "resumes_at": 300},
         "latest_invoice": {"id": "in_1"},
     }
     row = convert.subscription_row(sub)
     assert row[1] == "cus_1"
     assert row[4] == dt.datetime.fromtimestamp(100, dt.UTC)
-    assert row[12] == "void"
-    assert row[13] == "in_1"
+    assert row[12:14] == ("void", dt.datetime.fromtimestamp(300, dt.UTC))
+    assert row[14] == "in_1"
     assert convert.item_rows(sub)[0][:6] == ("si_1", "sub_1", "price_1", "prod_1", None, "mtr_1")
 
 

@@ -80,8 +80,8 @@ def _int(doc: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _bool(doc: dict[str, Any], name: str) -> bool:
-    value = doc.get(name, False)
+def _bool(doc: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = doc.get(name, default)
     if not isinstance(value, bool):
         raise InvalidRequest(f"`{name}` must be true or false", param=name)
     return value
@@ -347,12 +347,36 @@ async def _preview(billing: Billing, change: PlanChange) -> dict[str, Any]:
     }
 
 
+def _final_invoice(doc: dict[str, Any], immediately: bool) -> tuple[bool, bool]:
+    """`invoice_now` and `prorate` of a cancel now. meter invoices by default: the period's
+    metered usage is billed on a final invoice, where Stripe's default (false) bills it
+    nowhere. `prorate` (credit for unused licensed time) stays opt-in as in Stripe, and only
+    on that final invoice: left pending, the credit would wait for the customer's next invoice,
+    which may never come."""
+    for name in ("invoice_now", "prorate"):
+        if name in doc and not immediately:
+            raise InvalidRequest(
+                f"`{name}` applies to a cancel with `immediately`: true; a cancel at period "
+                "end is billed by the period's own invoice",
+                param=name,
+            )
+    invoice_now = immediately and _bool(doc, "invoice_now", default=True)
+    prorate = _bool(doc, "prorate")
+    if prorate and not invoice_now:
+        raise InvalidRequest(
+            "`prorate` needs `invoice_now`: the credit is put on the final invoice",
+            param="prorate",
+        )
+    return invoice_now, prorate
+
+
 async def cancel(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     billing = _billing(request)
     key = request.match_info["id"]
     doc = await _body(request)
     immediately = _bool(doc, "immediately")
+    invoice_now, prorate = _final_invoice(doc, immediately)
     async with billing.connection() as conn:
         customer = await views.customer_row(conn, tenant, key)
         sub, _ = await _live_subscription(conn, customer)
@@ -361,10 +385,12 @@ async def cancel(request: web.Request) -> web.Response:
         )
     if sub["cancel_at_period_end"] and not immediately:
         return await _subscription_response(billing, tenant, key)
-    mode = "now" if immediately else "period-end"
+    mode = f"now-{int(invoice_now)}{int(prorate)}" if immediately else "period-end"
     obj = await billing.gateway.cancel(
         sub["id"],
         at_period_end=not immediately,
+        invoice_now=invoice_now,
+        prorate=prorate,
         idempotency_key=idempotency_key("cancel", sub["id"], mode, version),
     )
     return await _store_and_respond(billing, obj, version, tenant, key)

@@ -19,7 +19,7 @@ from meter.billing import queries as billing_queries
 # when it has no subscription or no items; no row for an unknown customer.
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
-    s.tax_rates AS subscription_tax_rates,
+    s.tax_rates AS subscription_tax_rates, s.ended_at,
     i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
     i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
@@ -27,7 +27,7 @@ SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
-    SELECT id, status, discounts, tax_rates,
+    SELECT id, status, discounts, tax_rates, ended_at,
         row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
     FROM subscriptions
     WHERE customer = c.stripe_id

@@ -77,6 +77,8 @@ class Plan:
     # The customer's other live subscriptions (same customer fields, no `others` of their own):
     # Stripe bills a meter's usage on every subscription with a price on that meter.
     others: tuple[Plan, ...] = ()
+    # When an ended subscription ended (unix s): its last period ends there.
+    ended_at: int | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -195,6 +197,7 @@ def _subscription_plan(rows: list[asyncpg.Record]) -> Plan:
         stripe_id=first["stripe_id"],
         subscription=first["subscription"],
         status=first["status"],
+        ended_at=None if first["ended_at"] is None else unix(first["ended_at"]),
         items=tuple(_item(r) for r in rows if r["id"] is not None),
         discounts=_evaluable(first["discounts"], _discount) if has_sub else (),
         tax_rates=_evaluable(first["subscription_tax_rates"], tax_rate_from_stripe)

@@ -143,22 +143,21 @@ async def _ensure_customer(
 ) -> asyncpg.Record:
     """Our customer's Stripe customer, created (once, whatever the retries) if missing."""
     async with billing.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT * FROM customers WHERE tenant = $1 AND (external_id = $2 OR stripe_id = $2)"
-            " AND NOT deleted",
-            tenant,
-            key,
-        )
+        row = await conn.fetchrow(queries.LIVE_CUSTOMER, tenant, key)
         if row is not None:
             return row
+        # A customer who comes back after their Stripe customer was deleted gets a new one: the
+        # key names the deleted one, else a retry within Stripe's 24 h would replay it.
+        gone = await conn.fetchval(queries.DELETED_EXTERNAL_ID_OWNER, tenant, key)
     if key.startswith(convert.STRIPE_CUSTOMER_PREFIX):
         # A `cus_` id names an existing Stripe customer, never a new one of ours: creating one
         # under it would shadow another tenant's customer. Same answer as for any unknown id.
         raise NotFound(f"no billing customer {key!r}", param="id")
+    parts = ("customer-create", tenant, key) + (() if gone is None else (gone,))
     obj = await billing.gateway.create_customer(
         email=email,
         metadata={convert.META_CUSTOMER: key, convert.META_TENANT: tenant},
-        idempotency_key=idempotency_key("customer-create", tenant, key),
+        idempotency_key=idempotency_key(*parts),
     )
 
     async def same(kind: str, id_: str) -> Obj | None:

@@ -294,6 +294,10 @@ def _priced(
     for item, period in selection:
         tally = tallies.get((item.id, item.meter or ""))
         entry, forecast = report.item_doc(item, period, tally, now)
+        if item.held:
+            # Stripe has none of it yet: it is sent when the meter is reactivated, into the
+            # period open then (reporter/outbox.py), so this invoice may not bill it.
+            entry["usage_held"] = True
         items.append(entry)
         so_far[item.id] = Decimal(entry["quantity"])
         projected[item.id] = forecast

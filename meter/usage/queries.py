@@ -24,7 +24,8 @@ SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
-    m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
+    m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation,
+    coalesce(NOT f.sendable, false) AS held
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
     SELECT id, status, discounts, tax_rates, ended_at,

@@ -57,6 +57,9 @@ class PlanItem:
     removed: bool
     # The item's own tax rates; empty means the subscription's defaults apply.
     tax_rates: tuple[TaxRate, ...] = ()
+    # Its usage is held back by the reporter: its Stripe meter is not `sendable` (inactive, or
+    # counts events; migrations/0015_lifecycle.sql), so Stripe has not got it.
+    held: bool = False
 
     @property
     def metered(self) -> bool:
@@ -173,6 +176,7 @@ def _item(row: asyncpg.Record) -> PlanItem:
         current=Period(unix(row["current_period_start"]), unix(row["current_period_end"])),
         removed=row["removed_at"] is not None,
         tax_rates=_evaluable(row["tax_rates"], tax_rate_from_stripe),
+        held=row["held"],
     )
 
 

@@ -434,11 +434,12 @@ PIPELINE = Dashboard(
                     "Not reported yet, never dropped: buckets without a subscription item, "
                     "usage of customers without a Stripe id, late usage of an invoiced period "
                     "whose item has no open period to carry it into, and usage whose Stripe "
-                    "meter has formula count (`meter sync` says the fix).",
+                    "meter has formula count (`meter sync` says the fix) or is inactive "
+                    "(sent once it is reactivated).",
                     Target("sum(meter_reporter_waiting_attribution_buckets)", "no item"),
                     Target("sum(meter_reporter_waiting_customer_units)", "no Stripe customer"),
                     Target("max(meter_reporter_waiting_period_rows)", "no open period"),
-                    Target("sum(meter_reporter_waiting_meter_units)", "count meter"),
+                    Target("sum(meter_reporter_waiting_meter_units)", "count or inactive meter"),
                 ),
                 ts(
                     "Reconciliation drift",

@@ -62,7 +62,8 @@ class ReporterMetrics:
         self.waiting_meter = Gauge(
             "meter_reporter_waiting_meter_units",
             "Usage waiting for a Stripe meter meter can report to: its event name's Stripe meter "
-            "has formula count (not reported yet, never dropped; `meter sync` says the fix).",
+            "has formula count (`meter sync` says the fix) or is inactive (reactivate it); units "
+            "not planned yet and pending outbox rows held (not sent yet, never dropped).",
             registry=r,
         )
         self.late = Counter(

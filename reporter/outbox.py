@@ -26,8 +26,9 @@ class BuildResult:
     rows: int = 0  # outbox rows written (pending or late)
     marks: int = 0  # units whose mark moved (with or without a row)
     waiting_customer: int = 0  # units whose customer has no Stripe id yet
-    waiting_meter: int = 0  # units whose Stripe meter cannot be reported to (a count meter)
-    unreportable: set[str] = field(default_factory=set)  # those meters
+    waiting_meter: int = 0  # units whose Stripe meter cannot be reported to (count, inactive)
+    unreportable: set[str] = field(default_factory=set)  # those meters of formula count
+    inactive: set[str] = field(default_factory=set)  # those meters that are inactive
     carried: int = 0
     late: int = 0
     waiting: int = 0  # rows of a closed period written as `waiting`: no open period known
@@ -84,13 +85,20 @@ async def build(
         _add(total, result)
         metrics.waiting_attribution.set(await conn.fetchval(queries.WAITING_FOR_ATTRIBUTION))
         metrics.waiting_period.set(await conn.fetchval(queries.WAITING_COUNT))
+        held = await conn.fetchval(queries.HELD_ROWS)
     metrics.waiting_customer.set(total.waiting_customer)
-    metrics.waiting_meter.set(total.waiting_meter)
+    metrics.waiting_meter.set(total.waiting_meter + held)
     if total.unreportable:
         log.error(
             "usage waits: the Stripe meter of these event names has formula count, which meter "
             "cannot report to; recreate it with formula sum (see `meter sync`)",
             extra={"meters": sorted(total.unreportable), "units": total.waiting_meter},
+        )
+    if total.inactive or held:
+        log.error(
+            "usage waits: the Stripe meter of these event names is inactive and would drop "
+            "meter events; reactivate it (the usage is sent then)",
+            extra={"meters": sorted(total.inactive), "units": total.waiting_meter, "rows": held},
         )
     metrics.late.labels("carried").inc(total.carried)
     metrics.late.labels("recorded").inc(total.late)
@@ -117,6 +125,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.waiting_customer += part.waiting_customer
     total.waiting_meter += part.waiting_meter
     total.unreportable |= part.unreportable
+    total.inactive |= part.inactive
     total.carried += part.carried
     total.late += part.late
     total.waiting += part.waiting
@@ -162,18 +171,18 @@ async def build_page(
         # 4. The billing periods of the units' items: a unit of a closed period is carried
         #    into its item's open period, or waits as a `waiting` row (periods.py).
         periods = await calendar.periods(conn, {u.item for u, _ in units})
-        # 4b. Units of a meter whose Stripe meter counts events wait the same way: sent as one
-        #     event carrying a bucket's value, Stripe would bill 1 for any count.
-        unreportable = {
-            r["meter"]
-            for r in await conn.fetch(
-                queries.UNREPORTABLE_METERS, sorted({u.meter for u, _ in units})
-            )
-        }
-        result = BuildResult(unreportable=unreportable)
+        # 4b. Units of a meter whose Stripe meter counts events wait, keeping their marks: sent
+        #     as one event carrying a bucket's value, Stripe would bill 1 for any count. So do
+        #     units of an inactive meter: Stripe would accept and drop their events.
+        held = await conn.fetch(queries.UNREPORTABLE_METERS, sorted({u.meter for u, _ in units}))
+        result = BuildResult(
+            unreportable={r["meter"] for r in held if r["formula"]},
+            inactive={r["meter"] for r in held if not r["formula"]},
+        )
+        waiting = result.unreportable | result.inactive
         planned: list[tuple[Unit, str, Planned]] = []
         for unit, mark in units:
-            if unit.meter in unreportable:
+            if unit.meter in waiting:
                 result.waiting_meter += 1
                 continue
             stripe_id = stripe_ids.get((unit.tenant, unit.customer))

@@ -107,22 +107,35 @@ UPDATE report_outbox SET status = 'pending', next_attempt_at = now()
 WHERE id = ANY($1::bigint[]) AND status = 'waiting'
 """
 
-# Meters ($1) whose Stripe meter cannot be reported to (a `count` formula, see
-# migrations/0012_meter_formulas.sql): their usage waits until a reportable meter replaces it.
+# Usage is not sent to an event name whose Stripe meter has a `count` formula
+# (migrations/0012_meter_formulas.sql) or is inactive: `stripe_meter_formulas.sendable`
+# (migrations/0015_lifecycle.sql). It waits, unsent and counted, until the meter is sendable.
+# Outbox rows (`o`) whose event name can be sent to now:
+_SENDABLE_ROW = """NOT EXISTS (
+    SELECT 1 FROM stripe_meter_formulas f WHERE f.meter = o.event_name AND NOT f.sendable)"""
+
+# Meters ($1) whose usage waits (above), with whether it is for the formula (else: inactive).
 UNREPORTABLE_METERS = """
-SELECT meter FROM stripe_meter_formulas WHERE NOT reportable AND meter = ANY($1::text[])
+SELECT f.meter, NOT f.reportable AS formula FROM stripe_meter_formulas f
+WHERE NOT f.sendable AND f.meter = ANY($1::text[])
 """
+# Pending outbox rows held back because their meter became unsendable after they were planned.
+HELD_ROWS = (
+    f"SELECT count(*) FROM report_outbox o WHERE o.status = 'pending' AND NOT {_SENDABLE_ROW}"
+)
 
 # Claim: the oldest due pending rows, locked by this transaction only; a row another reporter
 # (or lane) holds is skipped, so no row is ever being sent by two senders at once.
-CLAIM = """
+# Rows of an unsendable meter are not claimed: sent, Stripe would accept them and drop them
+# (an `archived_meter` error report); they wait, pending, and are claimed once it is sendable.
+CLAIM = f"""
 SELECT id, identifier, stripe_customer, event_name, value, absolute, event_time, attempts,
        created_at, subscription_item, period_start, carried_from
-FROM report_outbox
-WHERE status = 'pending' AND next_attempt_at <= now()
+FROM report_outbox o
+WHERE status = 'pending' AND next_attempt_at <= now() AND {_SENDABLE_ROW}
 ORDER BY event_time, id
 LIMIT $1
-FOR UPDATE SKIP LOCKED
+FOR UPDATE OF o SKIP LOCKED
 """
 
 MARK_SENT = """
@@ -174,9 +187,10 @@ WHERE status = 'pending' AND stripe_customer = $1 AND event_name = $2
   AND event_time >= $3 AND event_time < $4 AND created_at > $5
 """
 
-OUTBOX_DEPTH = """
+# Held rows (HELD_ROWS) are counted as waiting for their meter, not as outbox depth.
+OUTBOX_DEPTH = f"""
 SELECT count(*) AS depth, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_s
-FROM report_outbox WHERE status = 'pending'
+FROM report_outbox o WHERE status = 'pending' AND {_SENDABLE_ROW}
 """
 
 # Reconciliation: every (customer, event name, billing period) we sent usage for, with the span
@@ -190,7 +204,7 @@ GROUP BY stripe_customer, event_name, period_start
 ORDER BY stripe_customer, event_name, period_start
 """
 
-PENDING_COUNT = "SELECT count(*) FROM report_outbox WHERE status = 'pending'"
+PENDING_COUNT = f"SELECT count(*) FROM report_outbox o WHERE status = 'pending' AND {_SENDABLE_ROW}"
 
 # --- voids (`meter usage void`; schema: migrations/0005_voids.sql) ----------------------------
 # Voids of one event wait for each other here, so a second one finds the first's row.

@@ -80,8 +80,8 @@ def _int(doc: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _bool(doc: dict[str, Any], name: str) -> bool:
-    value = doc.get(name, False)
+def _bool(doc: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = doc.get(name, default)
     if not isinstance(value, bool):
         raise InvalidRequest(f"`{name}` must be true or false", param=name)
     return value
@@ -143,22 +143,21 @@ async def _ensure_customer(
 ) -> asyncpg.Record:
     """Our customer's Stripe customer, created (once, whatever the retries) if missing."""
     async with billing.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT * FROM customers WHERE tenant = $1 AND (external_id = $2 OR stripe_id = $2)"
-            " AND NOT deleted",
-            tenant,
-            key,
-        )
+        row = await conn.fetchrow(queries.LIVE_CUSTOMER, tenant, key)
         if row is not None:
             return row
+        # A customer who comes back after their Stripe customer was deleted gets a new one: the
+        # key names the deleted one, else a retry within Stripe's 24 h would replay it.
+        gone = await conn.fetchval(queries.DELETED_EXTERNAL_ID_OWNER, tenant, key)
     if key.startswith(convert.STRIPE_CUSTOMER_PREFIX):
         # A `cus_` id names an existing Stripe customer, never a new one of ours: creating one
         # under it would shadow another tenant's customer. Same answer as for any unknown id.
         raise NotFound(f"no billing customer {key!r}", param="id")
+    parts = ("customer-create", tenant, key) + (() if gone is None else (gone,))
     obj = await billing.gateway.create_customer(
         email=email,
         metadata={convert.META_CUSTOMER: key, convert.META_TENANT: tenant},
-        idempotency_key=idempotency_key("customer-create", tenant, key),
+        idempotency_key=idempotency_key(*parts),
     )
 
     async def same(kind: str, id_: str) -> Obj | None:
@@ -347,12 +346,36 @@ async def _preview(billing: Billing, change: PlanChange) -> dict[str, Any]:
     }
 
 
+def _final_invoice(doc: dict[str, Any], immediately: bool) -> tuple[bool, bool]:
+    """`invoice_now` and `prorate` of a cancel now. meter invoices by default: the period's
+    metered usage is billed on a final invoice, where Stripe's default (false) bills it
+    nowhere. `prorate` (credit for unused licensed time) stays opt-in as in Stripe, and only
+    on that final invoice: left pending, the credit would wait for the customer's next invoice,
+    which may never come."""
+    for name in ("invoice_now", "prorate"):
+        if name in doc and not immediately:
+            raise InvalidRequest(
+                f"`{name}` applies to a cancel with `immediately`: true; a cancel at period "
+                "end is billed by the period's own invoice",
+                param=name,
+            )
+    invoice_now = immediately and _bool(doc, "invoice_now", default=True)
+    prorate = _bool(doc, "prorate")
+    if prorate and not invoice_now:
+        raise InvalidRequest(
+            "`prorate` needs `invoice_now`: the credit is put on the final invoice",
+            param="prorate",
+        )
+    return invoice_now, prorate
+
+
 async def cancel(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     billing = _billing(request)
     key = request.match_info["id"]
     doc = await _body(request)
     immediately = _bool(doc, "immediately")
+    invoice_now, prorate = _final_invoice(doc, immediately)
     async with billing.connection() as conn:
         customer = await views.customer_row(conn, tenant, key)
         sub, _ = await _live_subscription(conn, customer)
@@ -361,10 +384,12 @@ async def cancel(request: web.Request) -> web.Response:
         )
     if sub["cancel_at_period_end"] and not immediately:
         return await _subscription_response(billing, tenant, key)
-    mode = "now" if immediately else "period-end"
+    mode = f"now-{int(invoice_now)}{int(prorate)}" if immediately else "period-end"
     obj = await billing.gateway.cancel(
         sub["id"],
         at_period_end=not immediately,
+        invoice_now=invoice_now,
+        prorate=prorate,
         idempotency_key=idempotency_key("cancel", sub["id"], mode, version),
     )
     return await _store_and_respond(billing, obj, version, tenant, key)

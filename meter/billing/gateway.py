@@ -87,8 +87,18 @@ class PaymentGateway(Protocol):
 
     async def change_plan(self, change: PlanChange, idempotency_key: str) -> Obj: ...
 
-    async def cancel(self, subscription: str, *, at_period_end: bool, idempotency_key: str) -> Obj:
-        """Cancel now, or at the end of the current period."""
+    async def cancel(
+        self,
+        subscription: str,
+        *,
+        at_period_end: bool,
+        idempotency_key: str,
+        invoice_now: bool = True,
+        prorate: bool = False,
+    ) -> Obj:
+        """Cancel now, or at the end of the current period. A cancel now with `invoice_now`
+        bills the period's un-invoiced metered usage on a final invoice (Stripe's default,
+        false, leaves it unbilled); `prorate` credits the unused licensed time on it."""
         ...
 
     async def resume(self, subscription: str, *, paused: bool, idempotency_key: str) -> Obj:

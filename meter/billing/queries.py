@@ -48,7 +48,19 @@ VALUES ($1, $2, $3, 0)
 ON CONFLICT (stripe_id) DO UPDATE SET
     tenant = EXCLUDED.tenant, external_id = EXCLUDED.external_id, updated_at = now()
 """
-EXTERNAL_ID_OWNER = "SELECT stripe_id FROM customers WHERE tenant = $1 AND external_id = $2"
+# The live Stripe customer holding one of our ids: a deleted one gave it up (migrations/0015).
+EXTERNAL_ID_OWNER = (
+    "SELECT stripe_id FROM customers WHERE tenant = $1 AND external_id = $2 AND NOT deleted"
+)
+# The newest deleted Stripe customer that held one of our ids (None: none did).
+DELETED_EXTERNAL_ID_OWNER = """
+SELECT stripe_id FROM customers WHERE tenant = $1 AND external_id = $2 AND deleted
+ORDER BY event_created DESC, stripe_id DESC LIMIT 1
+"""
+# The live customer of one of our ids or a cus_ id.
+LIVE_CUSTOMER = """
+SELECT * FROM customers WHERE tenant = $1 AND (external_id = $2 OR stripe_id = $2) AND NOT deleted
+"""
 ENSURE_CUSTOMER = """
 INSERT INTO customers (stripe_id, tenant, external_id, event_created) VALUES ($1, $2, $1, 0)
 ON CONFLICT (stripe_id) DO NOTHING

@@ -247,13 +247,27 @@ class StripeGateway:
             await _call(lambda: self.client.v1.subscriptions.update_async(sub, params, opts))
         )
 
-    async def cancel(self, subscription: str, *, at_period_end: bool, idempotency_key: str) -> Obj:
+    async def cancel(
+        self,
+        subscription: str,
+        *,
+        at_period_end: bool,
+        idempotency_key: str,
+        invoice_now: bool = True,
+        prorate: bool = False,
+    ) -> Obj:
         opts: Any = {"idempotency_key": idempotency_key}
         subs = self.client.v1.subscriptions
         if at_period_end:
             params: Any = {"cancel_at_period_end": True, "expand": SUBSCRIPTION_EXPAND}
             return _dict(await _call(lambda: subs.update_async(subscription, params, opts)))
-        answer: Any = {"expand": SUBSCRIPTION_EXPAND}
+        # Both are sent, never left to Stripe's defaults (false): without invoice_now the
+        # period's metered usage is on no invoice (https://docs.stripe.com/api/subscriptions/cancel).
+        answer: Any = {
+            "expand": SUBSCRIPTION_EXPAND,
+            "invoice_now": invoice_now,
+            "prorate": prorate,
+        }
         return _dict(await _call(lambda: subs.cancel_async(subscription, answer, opts)))
 
     async def resume(self, subscription: str, *, paused: bool, idempotency_key: str) -> Obj:

@@ -132,8 +132,14 @@ def paths() -> Doc:
             (409, *_STRIPE),
         ),
         f"{_CUSTOMER}/subscription/cancel": _post(
-            "Cancel at period end (or `immediately`)",
-            _obj(immediately={"type": "boolean"}),
+            "Cancel at period end (or `immediately`: the period's metered usage is invoiced on "
+            "a final invoice unless `invoice_now` is false; `prorate` credits unused licensed "
+            "time on it)",
+            _obj(
+                immediately={"type": "boolean"},
+                invoice_now={"type": "boolean", "default": True},
+                prorate={"type": "boolean", "default": False},
+            ),
             ref("Subscription"),
             _STRIPE,
         ),

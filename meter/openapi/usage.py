@@ -42,7 +42,11 @@ def paths() -> Doc:
                             "type": "object",
                             "description": "the current subscription's items and invoice; "
                             "`other_subscriptions` lists every other live subscription of the "
-                            "customer the same way (Stripe bills each for the same usage)",
+                            "customer the same way (Stripe bills each for the same usage); "
+                            "`final_invoice` is true for a subscription canceled inside its "
+                            "period (its metered usage up to the cancel); an item with "
+                            "`usage_held` has a Stripe meter meter cannot report to (inactive, "
+                            "or formula count): its usage waits, unsent, until it can",
                             "properties": {
                                 "other_subscriptions": {
                                     "type": "array",

@@ -88,7 +88,18 @@ def update(req: Req) -> Obj:
 
 
 def delete(req: Req) -> Obj:
+    """ "Permanently deletes a customer. It cannot be undone. Also immediately cancels any
+    active subscriptions on the customer." (https://docs.stripe.com/api/customers/delete): each
+    live subscription ends now, as a cancel without `invoice_now` (its un-invoiced usage is
+    billed nowhere), before the customer goes."""
+    from meter.stripe_emulator import subscriptions
+
     customer = req.state.get("customer", req.match["id"])
+    now = req.state.now_for_customer(customer["id"])
+    for sub in req.state.all("subscription"):
+        if sub["customer"] == customer["id"] and sub["status"] in subscriptions.LIVE:
+            sub["_pending"] = []
+            subscriptions.end_now(req.emu, sub, now)
     req.state.delete(customer["id"])
     req.emu.emit("customer.deleted", customer)
     return deleted(customer)

@@ -1,9 +1,10 @@
 """Meter events in: v1 `meter_events`/`meter_event_adjustments`, v2 session, stream and events.
 
 What Stripe checks synchronously (shape, text limits, timestamp window, duplicate identifier on
-the synchronous endpoints) answers 400. What Stripe checks asynchronously (unknown meter or
-customer, missing value) is accepted and then kept in `rejected_meter_events`, the emulator's
-stand-in for a meter error report. The v2 stream drops duplicates silently, like Stripe.
+the synchronous endpoints) answers 400. What Stripe checks asynchronously (unknown or inactive
+meter, unknown customer, missing value) is accepted and then kept in `rejected_meter_events`,
+the emulator's stand-in for a meter error report. The v2 stream drops duplicates silently,
+like Stripe.
 """
 
 from __future__ import annotations
@@ -64,7 +65,15 @@ def _accept(
         )
 
     if meter is None:
-        reject("meter_event_no_meter_found", f"No active meter for event_name {event_name}.")
+        # The error report's codes (stripe-python, V1BillingMeterErrorReportTriggeredEvent
+        # `error_types[].code`): `archived_meter` for a deactivated meter, which "no more meter
+        # events will be accepted for" (https://docs.stripe.com/api/billing/meter/deactivate),
+        # `no_meter` for an event name no meter has.
+        known = any(m["event_name"] == event_name for m in state.all("billing.meter"))
+        if known:
+            reject("archived_meter", f"The meter for event_name {event_name} is deactivated.")
+        else:
+            reject("no_meter", f"No meter found for event_name {event_name}.")
         return
     customer_key = meter["customer_mapping"]["event_payload_key"]
     customer = payload.get(customer_key)

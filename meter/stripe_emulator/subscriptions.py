@@ -470,10 +470,35 @@ def _invoice_reset(req: Req, sub: Obj, lines: list[Obj], span: tuple[int, int], 
 
 
 def cancel(req: Req) -> Obj:
+    """Cancel now (https://docs.stripe.com/api/subscriptions/cancel). `invoice_now` (default
+    false) bills the period's un-invoiced metered usage and pending prorations on a final
+    invoice, `prorate` (default false) adds the credit for the unused licensed time; with both
+    false the pending prorations are removed and the usage is billed nowhere. The final invoice
+    is a draft finalized after the grace period like every invoice
+    (https://docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period)."""
     sub = req.state.get("subscription", req.match["id"])
     if sub["status"] == "canceled":
         raise invalid("This subscription has already been canceled.", None)
-    end_now(req.emu, sub, req.state.now_for_customer(sub["customer"]))
+    invoice_now = bool_param(req.params, "invoice_now")
+    prorate = bool_param(req.params, "prorate")
+    if prorate and not invoice_now:
+        # Stripe leaves the credit as a pending invoice item of the customer; the emulator
+        # keeps no such items, so it refuses rather than drop a credit.
+        raise invalid("The emulator supports `prorate` only with `invoice_now`.", "prorate")
+    now = req.state.now_for_customer(sub["customer"])
+    start, end = period(sub)
+    lines: list[Obj] = []
+    if invoice_now:
+        lines = metered_lines(req.state, sub, start, now) + sub["_pending"]
+        if prorate and sub["status"] != "trialing":
+            for item in sub["items"]["data"]:
+                lines += _proration(sub, item, None, max(end - now, 0), end - start, (now, end))
+    sub["_pending"] = []
+    end_now(req.emu, sub, now)
+    if invoice_now:
+        from meter.stripe_emulator import billing_cycle
+
+        billing_cycle.draft(req.emu, sub, lines, "subscription_update", (start, now), now)
     return sub
 
 

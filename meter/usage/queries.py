@@ -21,16 +21,17 @@ from meter.billing import queries as billing_queries
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     s.tax_rates AS subscription_tax_rates, s.trial_start, s.trial_end, s.cancel_at_period_end,
-    s.cancel_at, s.pause_behavior, s.pause_resumes_at,
+    s.cancel_at, s.pause_behavior, s.pause_resumes_at, s.ended_at,
     i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
     i.tax_rates,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
-    m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
+    m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation,
+    coalesce(NOT f.sendable, false) AS held
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
     SELECT id, status, discounts, tax_rates, trial_start, trial_end, cancel_at_period_end,
-        cancel_at, pause_behavior, pause_resumes_at,
+        cancel_at, pause_behavior, pause_resumes_at, ended_at,
         row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
     FROM subscriptions
     WHERE customer = c.stripe_id

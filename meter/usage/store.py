@@ -57,6 +57,9 @@ class PlanItem:
     removed: bool
     # The item's own tax rates; empty means the subscription's defaults apply.
     tax_rates: tuple[TaxRate, ...] = ()
+    # Its usage is held back by the reporter: its Stripe meter is not `sendable` (inactive, or
+    # counts events; migrations/0015_lifecycle.sql), so Stripe has not got it.
+    held: bool = False
 
     @property
     def metered(self) -> bool:
@@ -84,6 +87,8 @@ class Plan:
     cancel_at: int | None = None
     pause_behavior: str | None = None  # pause_collection.behavior
     pause_resumes_at: int | None = None  # pause_collection.resumes_at
+    # When an ended subscription ended (unix s): its last period ends there.
+    ended_at: int | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -178,6 +183,7 @@ def _item(row: asyncpg.Record) -> PlanItem:
         current=Period(unix(row["current_period_start"]), unix(row["current_period_end"])),
         removed=row["removed_at"] is not None,
         tax_rates=_evaluable(row["tax_rates"], tax_rate_from_stripe),
+        held=row["held"],
     )
 
 
@@ -202,6 +208,7 @@ def _subscription_plan(rows: list[asyncpg.Record]) -> Plan:
         stripe_id=first["stripe_id"],
         subscription=first["subscription"],
         status=first["status"],
+        ended_at=_unix_or_none(first["ended_at"]),
         items=tuple(_item(r) for r in rows if r["id"] is not None),
         discounts=_evaluable(first["discounts"], _discount) if has_sub else (),
         tax_rates=_evaluable(first["subscription_tax_rates"], tax_rate_from_stripe)

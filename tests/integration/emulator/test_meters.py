@@ -215,3 +215,22 @@ def test_v2_meter_events_and_adjustments(client: stripe.StripeClient, env: Env) 
     )
     assert adj.object == "v2.billing.meter_event_adjustment"
     assert env.control("GET", f"/meters/{meter_id}/totals")["totals"] == {cus: 0}
+
+
+def test_deactivated_meter_drops_events_until_reactivated(
+    client: stripe.StripeClient, env: Env
+) -> None:
+    """Deactivated: "no more meter events will be accepted for this meter"
+    (docs.stripe.com/api/billing/meter/deactivate), reported asynchronously as `archived_meter`;
+    reactivated: "events for this meter can be accepted" (…/meter/reactivate)."""
+    meter_id, cus = _setup(client)
+    now = int(time.time())
+    client.v1.billing.meters.deactivate(meter_id)
+    _event(client, "calls_sum", cus, "5", now, "off-1")  # accepted (200), then rejected
+    _event(client, "nothing_meters_this", cus, "1", now, "none-1")
+    rejected = {e["identifier"]: e["code"] for e in env.control("GET", "/meter_events")["rejected"]}
+    assert rejected == {"off-1": "archived_meter", "none-1": "no_meter"}
+    client.v1.billing.meters.reactivate(meter_id)
+    _event(client, "calls_sum", cus, "2", now, "on-1")
+    totals = env.control("GET", f"/meters/{meter_id}/totals")
+    assert totals["totals"] == {cus: 2}  # the event sent while inactive stays dropped

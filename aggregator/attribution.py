@@ -1,9 +1,9 @@
 """Attribution of events to subscription items and billing periods.
 
-The billing module (issue 5) owns customers and subscriptions; the aggregator only needs, for a
-customer and meter, which subscription item bills it during which period. That need is the small
-`Attributor` protocol; until billing exists, `NullAttributor` attributes nothing, so every bucket
-carries a null item and is re-attributed later (see aggregator/reattribute.py).
+The billing module owns customers and subscriptions; the aggregator only needs, for a customer
+and meter, which subscription item bills it during which period. That need is the small
+`Attributor` protocol. `NullAttributor` attributes nothing (tests that need no billing use it):
+every bucket then carries a null item and is re-attributed later (see aggregator/reattribute.py).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ async def _attributed(
     # Optimisation: an event's bucket depends only on (tenant, customer, meter, hour) unless a
     # billing period starts or ends inside that hour, so it is computed once per such tuple and
     # shared (attribute + bucket_of per event was the largest per-event cost). Hours holding a
-    # boundary are attributed event by event, exactly as before.
+    # boundary are attributed event by event.
     cache: dict[tuple[str, str, str, int], BucketKey] = {}
     out: list[tuple[BucketKey, UsageEvent]] = []
     for e in events:

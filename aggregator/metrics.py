@@ -56,7 +56,8 @@ class AggregatorMetrics:
         self.stuck_buckets = Gauge(
             "meter_aggregator_unattributed_stuck_buckets",
             "Unattributed buckets holding events missing from the raw log that no one item "
-            "period covers whole, as of the last re-attribution sweep (README, Re-attribution).",
+            "period covers whole, as of the last re-attribution sweep "
+            "(docs/billing.md, Re-attribution).",
             registry=r,
         )
         self.checkpoint_conflicts = Counter(

@@ -53,7 +53,7 @@ class Reattributed:
     events: int = 0
     whole_buckets: int = 0
     # Unattributed buckets that hold events missing from the raw log and that no one item period
-    # covers whole: they cannot be split, so they stay (see README, "Re-attribution").
+    # covers whole: they cannot be split, so they stay (see docs/billing.md, "Re-attribution").
     stuck: int = 0
 
 

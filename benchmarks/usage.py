@@ -239,8 +239,7 @@ def subprocess_run(cmd: list[str]) -> str:
 async def fill_totals(conn: asyncpg.Connection) -> None:
     t0 = time.monotonic()
     # The aggregator writes buckets and totals together; the load above bypasses it, and
-    # without totals every answer is zero usage (as the benchmark measured until the sixth
-    # session: see the README).
+    # without totals every answer would be zero usage.
     await conn.execute("TRUNCATE usage_totals")
     await conn.execute("INSERT INTO usage_totals " + aggregator_queries.TOTALS_FROM_BUCKETS)
     print(f"totals: {time.monotonic() - t0:.0f}s", file=sys.stderr)

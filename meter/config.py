@@ -79,7 +79,7 @@ class Settings:
     # The group committer sends at most this many events in one Redis round trip.
     commit_max_events: int = 5000
     # Acknowledge events only once this many replicas have them (Redis WAIT after each commit
-    # call; README, Durability). 0: as soon as the master applied them.
+    # call; docs/operations.md, Durability). 0: as soon as the master applied them.
     redis_wait_replicas: int = 0
     # How long a commit waits for those replicas before the request gets a 503.
     redis_wait_timeout_s: float = 0.1
@@ -203,7 +203,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from METER_* / STRIPE_* variables (see README, Configuration)."""
+        """Build settings from METER_* / STRIPE_* variables (see docs/configuration.md)."""
         e = os.environ if env is None else env
         base = cls()
 

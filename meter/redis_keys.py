@@ -13,7 +13,8 @@ from dataclasses import dataclass
 def shard_of(tenant: str, event_id: str, shards: int) -> int:
     """Shard = hash(tenant, event id) mod shards. Stable across processes and restarts (crc32).
 
-    Changing METER_SHARDS remaps ids: do it only with no retries in flight (see README).
+    Changing METER_SHARDS remaps ids: do it only with no retries in flight
+    (docs/configuration.md).
     """
     return zlib.crc32(f"{tenant}\x00{event_id}".encode()) % shards
 

@@ -1,6 +1,6 @@
 """`MeterClient`: buffers usage events and delivers them in batches, with retries.
 
-Policies (README, "Python client"):
+Policies (docs/api.md, "Python client"):
 - Batches go when `max_batch` events are buffered, when the oldest has waited `flush_interval`,
   on `flush()` and on `aclose()`; one request is in flight at a time, so events are sent in the
   order they were recorded.

@@ -2,8 +2,8 @@
 
 Batching is "natural": while a flush is in flight, new requests queue up, and the next flush
 takes everything that queued (up to `commit_max_events`). An idle server therefore flushes a lone
-request at once, without a timer's added latency, and a busy one sends large batches. This is
-what DESIGN.md's "≤1 ms or ≤N events" aims at, minus the waiting.
+request at once, without a timer's added latency, and a busy one sends large batches: the
+batching of a "≤1 ms or ≤N events" timer, minus the waiting.
 
 Single Redis: one flush = one EVALSHA of INGEST_SCRIPT carrying every event of the flush, whatever
 its shard. The script is atomic, so the flush is all-or-nothing: if Redis is unreachable or the

@@ -12,7 +12,7 @@ from meter.ingest.validation import (
 )
 from meter.openapi.common import Doc, ok, operation, ref
 
-# The API's stable `reason` codes (README, "Ingest API").
+# The API's stable `reason` codes (docs/api.md, "Ingest").
 REJECTION_REASONS = (
     "invalid_event", "missing_id", "invalid_id", "id_too_long", "unknown_field",
     "missing_customer", "invalid_customer", "customer_too_long", "missing_meter",

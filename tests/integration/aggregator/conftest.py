@@ -118,8 +118,8 @@ async def unique_totals(
 
 
 class PeriodsAttributor:
-    """Stands in for the billing module's subscription tables (issue 5), which do not exist yet:
-    answers from a list the test controls. Postgres and Redis stay real."""
+    """Stands in for the billing module's subscription tables: answers from a list the test
+    controls, so a test sets the periods without Stripe objects. Postgres and Redis stay real."""
 
     def __init__(self, periods: Sequence[ItemPeriod] = ()) -> None:
         self.periods = list(periods)

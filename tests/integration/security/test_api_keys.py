@@ -90,7 +90,7 @@ async def test_cli_revocation_reaches_a_server_within_the_cache_ttl(
         finally:
             await fresh.close()
         # The TTL is the bound, not a formality: within it a server that cached the key still
-        # takes it (this is why the README states the revocation window).
+        # takes it (this is why docs/configuration.md states the revocation window).
         assert await key_status(long, key, "e3") == 200
     finally:
         await short.close()

@@ -68,8 +68,8 @@ def spellings(secret: str) -> set[str]:
     """The secret and what it could leak as: its tail, its sha256 in hex and base64."""
     digest = hashlib.sha256(secret.encode()).digest()
     # The last 16 characters, not the part after the last "_": an API key's random part is
-    # urlsafe base64 and may hold "_" itself ("…_s" made the "tail" the letter s, found in
-    # every log: the flaky failure seen in earlier sessions).
+    # urlsafe base64 and may hold "_" itself ("…_s" would make the "tail" the letter s, found
+    # in every log: a flaky failure).
     return {
         secret,
         secret[-16:],

@@ -13,7 +13,7 @@ same stages, period after period:
     CLOSED the invoice is finalized; it is checked against the model.
 
 Faults (kill -9, Stripe 429/5xx/lost responses, the raw log off) belong to the batch, not to one
-scenario: they are drawn per drain by `Chaos`.
+scenario: the runner draws them per drain and per posting.
 
 New scenario kinds plug in here: a kind is a function that takes the rng and a `Scenario` with
 its base usage script and adds its own `Action` subclasses (say `Cancel(now=True)` at OPEN of
@@ -192,11 +192,11 @@ def random_price(rng: random.Random) -> Price:
     return Price(kind, tiers=tiers)
 
 
-def random_coupon(rng: random.Random) -> Coupon | None:
+def random_coupon(rng: random.Random, once: bool) -> Coupon | None:
     roll = rng.random()
     if roll < 0.45:
         return None
-    duration = rng.choice(["forever", "forever", "repeating", "once"])
+    duration = rng.choice(["forever", "forever", "repeating", "once" if once else "forever"])
     if rng.random() < 0.6:
         return Coupon(duration, percent_off=Decimal(rng.choice(["10", "12.5", "25", "50"])))
     return Coupon(duration, amount_off=rng.choice([50, 300, 1234]))
@@ -220,6 +220,7 @@ class EventMaker:
         self.scenario = scenario
         self.n = 0
         self.last_seconds: dict[str, set[int]] = {}  # per meter: seconds used (`last` ties)
+        self.hours: list[int] = []  # hours used so far: events cluster in some (bucket versions)
 
     def _id(self) -> str:
         self.n += 1
@@ -227,8 +228,14 @@ class EventMaker:
 
     def timestamp(self, meter: str, lo: float, hi: float) -> float:
         """A time in [lo, hi) with millisecond precision; distinct seconds per `last` meter."""
+        inside = [h for h in self.hours if lo <= h and h + 3600 <= hi]
         for _ in range(50):
-            ts = round(self.rng.uniform(lo, hi - 0.001), 3)
+            if inside and self.rng.random() < 0.4:
+                hour = self.rng.choice(inside)
+                ts = round(self.rng.uniform(hour, hour + 3599.999), 3)
+            else:
+                ts = round(self.rng.uniform(lo, hi - 0.001), 3)
+                self.hours.append(int(ts) // 3600 * 3600)
             second = int(ts)
             if ts < hi and second not in self.last_seconds.setdefault(meter, set()):
                 self.last_seconds[meter].add(second)
@@ -285,10 +292,11 @@ def _replace(event: Event, **changes: Any) -> Event:
 
 # --------------------------------------------------------------------------- scenarios
 
-# Usage mixes a scenario may draw (each independently).
+# Usage mixes a scenario may draw (each independently), and two batch-wide ones: `tenants`
+# (customers spread over three tenants, else all in the billing tenant) and `once_coupon`
+# (coupons may be `once`).
 FEATURES = ("late", "grace_late", "duplicates", "invalid", "voids", "edge_timestamps")
-# Only in effect where asked for: needs what the emulator does not do yet.
-OPTIONAL_FEATURES: tuple[str, ...] = ()
+BATCH_FEATURES = ("tenants", "once_coupon")
 
 
 def usage_kind(
@@ -296,7 +304,8 @@ def usage_kind(
 ) -> None:
     """The base kind: usage over every period with the drawn mixes."""
     make = EventMaker(rng, seed, scenario)
-    scenario.features = {f for f in FEATURES if f in features and rng.random() < 0.5}
+    drawn = {f for f in FEATURES if rng.random() < 0.5}
+    scenario.features = drawn & features
     posted: list[tuple[int, Event]] = []  # (period, event) of valid events
     for k in range(frame.periods):
         lo, hi = frame.period(k)
@@ -344,19 +353,19 @@ def generate(
 ) -> list[Scenario]:
     """`count` scenarios, the same for the same arguments."""
     rng = random.Random(seed)
-    wanted = set(FEATURES) if features is None else features
+    wanted = set(FEATURES + BATCH_FEATURES) if features is None else features
     out: list[Scenario] = []
     used: dict[str, set[str]] = {t: set() for t in TENANTS}
     for i in range(first_index, first_index + count):
-        tenant = rng.choice(TENANTS)
+        tenant = rng.choice(TENANTS) if "tenants" in wanted else TENANTS[0]
         # Sometimes the same external id as a customer of another tenant: tenants are apart.
         others = sorted({c for t, cs in used.items() if t != tenant for c in cs} - used[tenant])
         customer = rng.choice(others) if others and rng.random() < 0.3 else f"c{i}"
         used[tenant].add(customer)
         meters = rng.sample(sorted(METERS), k=rng.randint(1, 3))
         items = [Item(m, METERS[m][0], METERS[m][1], random_price(rng)) for m in meters]
-        scenario = Scenario(i, rng.choice(kinds), tenant, customer, items,
-                            random_coupon(rng), random_tax(rng))  # fmt: skip
+        coupon = random_coupon(rng, "once_coupon" in wanted)
+        scenario = Scenario(i, rng.choice(kinds), tenant, customer, items, coupon, random_tax(rng))
         KINDS[scenario.kind](rng, scenario, frame, seed, wanted)
         out.append(scenario)
     return out

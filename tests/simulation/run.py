@@ -63,6 +63,7 @@ from tests.harness import (
 )
 from tests.simulation import invariants, queries
 from tests.simulation.generator import (
+    BATCH_FEATURES,
     DAY,
     FEATURES,
     KINDS,
@@ -89,7 +90,7 @@ class Options:
     periods: int = 3
     batch: int = 25
     kinds: tuple[str, ...] = ("usage",)
-    features: frozenset[str] = frozenset(FEATURES)
+    features: frozenset[str] = frozenset(FEATURES + BATCH_FEATURES)
     chaos: bool = True
     drain_timeout_s: float = 120.0
 
@@ -97,7 +98,7 @@ class Options:
         args = f"--seed {seed} --scenarios {count} --batch {count} --periods {self.periods}"
         if self.kinds != ("usage",):
             args += f" --kinds {','.join(self.kinds)}"
-        if self.features != frozenset(FEATURES):
+        if self.features != frozenset(FEATURES + BATCH_FEATURES):
             args += f" --features {','.join(sorted(self.features)) or 'none'}"
         if not self.chaos:
             args += " --no-chaos"
@@ -436,29 +437,32 @@ class Batch:
     # ------------------------------------------------------------------ stages
 
     async def stage(self, k: int, stage: Stage) -> None:
-        posts: list[Event] = []
+        """Post the stage's events in two rounds, each drained (so buckets get new versions
+        across drains), then the voids, drained too."""
+        posts: list[tuple[Live, Event]] = []
         voids: list[tuple[Live, Void]] = []
         for live in self.live:
             for action in live.scenario.actions:
                 if action.period != k or action.stage != stage:
                     continue
                 if isinstance(action, Post):
-                    posts += action.events
-                    seen = {(e.tenant, e.id) for e in live.unbilled}
-                    for e in action.events:
-                        new = (e.tenant, e.id) not in self.statuses and (e.tenant, e.id) not in seen
-                        if e.valid and new:
-                            live.unbilled.append(e)
-                            seen.add((e.tenant, e.id))
+                    posts += [(live, e) for e in action.events]
                 elif isinstance(action, Void):
                     voids.append((live, action))
-        if not posts and not voids:
-            return
-        if posts:
-            await self.post(posts)
-        for live, void in voids:
-            await self.void(live, void)
-        await self.drain()
+        cut = self.rng.randint(0, len(posts))
+        for part in (posts[:cut], posts[cut:]):
+            if not part:
+                continue
+            for live, e in part:
+                known = (e.tenant, e.id) in self.statuses or e in live.unbilled
+                if e.valid and not known:
+                    live.unbilled.append(e)
+            await self.post([e for _, e in part])
+            await self.drain()
+        if voids:
+            for live, void in voids:
+                await self.void(live, void)
+            await self.drain()
 
     async def void(self, live: Live, action: Void) -> None:
         s = live.scenario
@@ -679,7 +683,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--periods", type=int, default=LONG["periods"], help="≥ 3")
     parser.add_argument("--batch", type=int, default=LONG["batch"], help="scenarios per batch")
     parser.add_argument("--kinds", default="usage", help=f"comma list of {sorted(KINDS)}")
-    parser.add_argument("--features", help=f"comma list of {FEATURES} (default: all)")
+    parser.add_argument(
+        "--features", help=f"comma list of {FEATURES + BATCH_FEATURES} (default: all)"
+    )
     parser.add_argument("--short", action="store_true", help="the short profile (pytest's)")
     parser.add_argument("--no-chaos", action="store_true", help="no kills, faults or raw log off")
     args = parser.parse_args(argv)

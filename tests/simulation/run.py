@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import random
@@ -40,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import asyncpg
@@ -83,6 +84,14 @@ from tests.simulation.model import DELTA, Account, Usage, billed_in
 HOUR = 3600
 
 
+def _not_a_lost_client(record: logging.LogRecord) -> bool:
+    """A `--once` process killed mid-request is the simulation's doing, not an emulator fault."""
+    return not (record.exc_info and isinstance(record.exc_info[1], ConnectionResetError))
+
+
+logging.getLogger("meter.stripe_emulator.app").addFilter(_not_a_lost_client)
+
+
 @dataclass(frozen=True)
 class Options:
     seed: int
@@ -105,8 +114,14 @@ class Options:
         return f'make simulate SIM_ARGS="{args}"'
 
 
-SHORT = {"scenarios": 6, "periods": 3, "batch": 6}
-LONG = {"scenarios": 200, "periods": 3, "batch": 25}
+class Size(NamedTuple):
+    scenarios: int
+    periods: int
+    batch: int
+
+
+SHORT = Size(scenarios=6, periods=3, batch=6)
+LONG = Size(scenarios=200, periods=3, batch=25)
 
 
 @dataclass
@@ -679,9 +694,9 @@ async def simulate(options: Options, database_url: str | None, workdir: Path) ->
 def parse(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seed", type=int, help="first batch's seed (default: random)")
-    parser.add_argument("--scenarios", type=int, default=LONG["scenarios"])
-    parser.add_argument("--periods", type=int, default=LONG["periods"], help="≥ 3")
-    parser.add_argument("--batch", type=int, default=LONG["batch"], help="scenarios per batch")
+    parser.add_argument("--scenarios", type=int, default=LONG.scenarios)
+    parser.add_argument("--periods", type=int, default=LONG.periods, help="≥ 3")
+    parser.add_argument("--batch", type=int, default=LONG.batch, help="scenarios per batch")
     parser.add_argument("--kinds", default="usage", help=f"comma list of {sorted(KINDS)}")
     parser.add_argument(
         "--features", help=f"comma list of {FEATURES + BATCH_FEATURES} (default: all)"
@@ -694,14 +709,15 @@ def parse(argv: list[str] | None) -> Options:
         if args.features is None
         else tuple(f for f in args.features.split(",") if f and f != "none")
     )
-    sizes = SHORT if args.short else {"scenarios": args.scenarios, "periods": args.periods,
-                                      "batch": args.batch}  # fmt: skip
+    size = SHORT if args.short else Size(args.scenarios, args.periods, args.batch)
     return Options(
         seed=args.seed if args.seed is not None else random.randrange(2**31),
         kinds=tuple(args.kinds.split(",")),
         features=frozenset(features),
         chaos=not args.no_chaos,
-        **sizes,
+        scenarios=size.scenarios,
+        periods=size.periods,
+        batch=size.batch,
     )
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from meter.embedded import port_open
+from meter.embedded import EmbeddedRedis, port_open
 from meter.migrate import migrate
+from meter.stripe_emulator import EmulatorConfig
 
 STRIPE_METER_PATH = "*/billing/meter_event*"  # v2 session + stream, v1 meter events
 STRIPE_FAULTS = ("stripe_429", "stripe_5xx", "stripe_timeout", "stripe_drop")
@@ -145,6 +146,46 @@ class EmulatorControl:
         doc = await self.call("GET", "/meter_events")
         events: list[dict[str, Any]] = doc["data"]
         return events
+
+
+def webhook_emulator(serve_port: int, secret: str, seed: int, **overrides: Any) -> EmulatorConfig:
+    """An emulator on free ports whose signed webhooks go to `meter serve` on `serve_port`."""
+    return EmulatorConfig(
+        port=0,
+        meter_events_port=0,
+        webhook_url=f"http://127.0.0.1:{serve_port}/stripe/webhook",
+        webhook_secret=secret,
+        fault_seed=seed,
+        **overrides,
+    )
+
+
+def process_env(
+    database_url: str, redis_url: str, emu: Any, webhook_secret: str, **settings: str
+) -> dict[str, str]:
+    """The environment of a `meter` process of a run: this process's, the run's Postgres, Redis
+    and emulator (`emu`: a RunningEmulator), quick reporter timings, then `settings`."""
+    return {
+        **os.environ,
+        "METER_DATABASE_URL": database_url,
+        "METER_REDIS_URL": redis_url,
+        "METER_SHARDS": "4",
+        "METER_LOG_LEVEL": "warning",
+        "METER_REPORTER_TIMEOUT": "2s",
+        "METER_REPORTER_BACKOFF_BASE": "0.05s",
+        "STRIPE_API_KEY": emu.api_key,
+        "STRIPE_API_BASE": emu.api_base,
+        "STRIPE_METER_EVENTS_BASE": emu.meter_events_base,
+        "STRIPE_WEBHOOK_SECRET": webhook_secret,
+        **settings,
+    }
+
+
+async def own_redis(workdir: Path) -> EmbeddedRedis:
+    """A started redis-server of the run's own (`appendfsync always`: a kill loses nothing)."""
+    redis = EmbeddedRedis(workdir / "redis", appendfsync="always")
+    await asyncio.to_thread(redis.start)
+    return redis
 
 
 # --------------------------------------------------------------------------- databases

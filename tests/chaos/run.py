@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import secrets
 import sys
@@ -47,17 +46,19 @@ import orjson
 
 from meter import auth
 from meter.embedded import EmbeddedRedis, free_port, port_open
-from meter.stripe_emulator import EmulatorConfig
 from meter.stripe_emulator.server import RunningEmulator, running_emulator
 from tests.harness import (
     STRIPE_FAULTS,
     Proc,
     drop_database,
     fresh_database,
+    own_redis,
+    process_env,
     server_url,
     stripe_fault_rule,
     terminate_backends,
     wait_port,
+    webhook_emulator,
 )
 
 TENANT = "chaos"
@@ -210,27 +211,20 @@ class Run:
     def env(self) -> dict[str, str]:
         assert self.redis is not None
         assert self.emu is not None
-        return {
-            **os.environ,
-            "METER_DATABASE_URL": self.database_url,
-            "METER_REDIS_URL": self.redis.url,
-            "METER_REDIS_PREFIX": "chaos",
-            "METER_SHARDS": "4",
-            "METER_LOG_LEVEL": "warning",
-            "METER_BILLING_TENANT": TENANT,
-            "METER_BILLING_JOB_INTERVAL": "5s",
-            "METER_AGGREGATOR_LEASE_INTERVAL": "0.5s",
-            "METER_AGGREGATOR_POLL_INTERVAL": "0.1s",
-            "METER_REPORTER_POLL_INTERVAL": "0.2s",
-            "METER_REPORTER_TIMEOUT": "2s",
-            "METER_REPORTER_BACKOFF_BASE": "0.05s",
-            "METER_REPORTER_BACKOFF_CAP": "1s",
-            "METER_REPORTER_INVOICE_GRACE": "60s",
-            "STRIPE_API_KEY": self.emu.api_key,
-            "STRIPE_API_BASE": self.emu.api_base,
-            "STRIPE_METER_EVENTS_BASE": self.emu.meter_events_base,
-            "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
-        }
+        return process_env(
+            self.database_url,
+            self.redis.url,
+            self.emu,
+            self.webhook_secret,
+            METER_REDIS_PREFIX="chaos",
+            METER_BILLING_TENANT=TENANT,
+            METER_BILLING_JOB_INTERVAL="5s",
+            METER_AGGREGATOR_LEASE_INTERVAL="0.5s",
+            METER_AGGREGATOR_POLL_INTERVAL="0.1s",
+            METER_REPORTER_POLL_INTERVAL="0.2s",
+            METER_REPORTER_BACKOFF_CAP="1s",
+            METER_REPORTER_INVOICE_GRACE="60s",
+        )
 
     async def seed_stripe(self) -> None:
         """Like `meter dev`'s demo seeding: a meter, a metered price, customers subscribed."""
@@ -493,17 +487,14 @@ class Run:
             self.key = await auth.create_key(conn, name="chaos", tenant=TENANT)
         finally:
             await conn.close()
-        self.redis = EmbeddedRedis(self.workdir / "redis", appendfsync="always")
-        await asyncio.to_thread(self.redis.start)
-        config = EmulatorConfig(
-            port=0,
-            meter_events_port=0,
-            webhook_url=f"http://127.0.0.1:{self.ports[0]}/stripe/webhook",
-            webhook_secret=self.webhook_secret,
+        self.redis = await own_redis(self.workdir)
+        config = webhook_emulator(
+            self.ports[0],
+            self.webhook_secret,
+            self.seed,
             webhook_retry_base=0.5,
             webhook_max_attempts=12,
             webhook_duplicate_probability=0.2,
-            fault_seed=self.seed,
         )
         try:
             async with (

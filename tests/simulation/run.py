@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import random
 import secrets
 import sys
@@ -50,7 +49,6 @@ import stripe
 
 from meter import auth
 from meter.embedded import EmbeddedRedis, free_port
-from meter.stripe_emulator import EmulatorConfig
 from meter.stripe_emulator.server import RunningEmulator, running_emulator
 from tests.harness import (
     STRIPE_FAULTS,
@@ -58,9 +56,12 @@ from tests.harness import (
     Proc,
     drop_database,
     fresh_database,
+    own_redis,
+    process_env,
     server_url,
     stripe_fault_rule,
     wait_port,
+    webhook_emulator,
 )
 from tests.simulation import invariants, queries
 from tests.simulation.generator import (
@@ -203,28 +204,21 @@ class Batch:
         assert self.redis is not None
         assert self.running is not None
         span = self.frame.periods + 3
-        return {
-            **os.environ,
-            "METER_DATABASE_URL": self.database_url,
-            "METER_REDIS_URL": self.redis.url,
-            "METER_REDIS_PREFIX": "sim",
-            "METER_SHARDS": "4",
-            "METER_LOG_LEVEL": "warning",
-            "METER_LATE_WINDOW": f"{self.frame.late_window_s}s",
-            "METER_RAW_LOG": "1" if raw_log else "0",
-            "METER_BILLING_TENANT": TENANTS[0],
-            "METER_BILLING_JOB_INTERVAL": "0",
-            "METER_AGGREGATOR_POLL_INTERVAL": "0.05s",
-            "METER_REPORTER_POLL_INTERVAL": "0.1s",
-            "METER_REPORTER_TIMEOUT": "2s",
-            "METER_REPORTER_BACKOFF_BASE": "0.05s",
-            "METER_REPORTER_BACKOFF_CAP": "0.5s",
-            "METER_REPORTER_INVOICE_GRACE": f"{span * DAY}s",
-            "STRIPE_API_KEY": self.running.api_key,
-            "STRIPE_API_BASE": self.running.api_base,
-            "STRIPE_METER_EVENTS_BASE": self.running.meter_events_base,
-            "STRIPE_WEBHOOK_SECRET": self.secret,
-        }
+        return process_env(
+            self.database_url,
+            self.redis.url,
+            self.running,
+            self.secret,
+            METER_REDIS_PREFIX="sim",
+            METER_LATE_WINDOW=f"{self.frame.late_window_s}s",
+            METER_RAW_LOG="1" if raw_log else "0",
+            METER_BILLING_TENANT=TENANTS[0],
+            METER_BILLING_JOB_INTERVAL="0",
+            METER_AGGREGATOR_POLL_INTERVAL="0.05s",
+            METER_REPORTER_POLL_INTERVAL="0.1s",
+            METER_REPORTER_BACKOFF_CAP="0.5s",
+            METER_REPORTER_INVOICE_GRACE=f"{span * DAY}s",
+        )
 
     async def setup_stripe(self) -> None:
         assert self.sdk is not None
@@ -596,18 +590,15 @@ class Batch:
     async def run(self) -> Result:
         started = time.monotonic()
         self.port = free_port()
-        self.redis = EmbeddedRedis(self.workdir / "redis", appendfsync="always")
-        await asyncio.to_thread(self.redis.start)
-        config = EmulatorConfig(
-            port=0,
-            meter_events_port=0,
-            webhook_url=f"http://127.0.0.1:{self.port}/stripe/webhook",
-            webhook_secret=self.secret,
+        self.redis = await own_redis(self.workdir)
+        config = webhook_emulator(
+            self.port,
+            self.secret,
+            self.seed,
             webhook_retry_base=0.2,
             webhook_max_attempts=20,
             webhook_duplicate_probability=0.1 if self.options.chaos else 0.0,
             tick_seconds=3600.0,
-            fault_seed=self.seed,
         )
         try:
             async with (

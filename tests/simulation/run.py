@@ -197,6 +197,7 @@ class Batch:
         self.secret = "whsec_sim_" + secrets.token_hex(16)
         self.runs = 0
         self.open_period = 0
+        self.serve_killed = False  # between our kill -9 of serve and its restart
 
     # ------------------------------------------------------------------ setup
 
@@ -294,7 +295,7 @@ class Batch:
                   if d["status"] is not None and 200 <= d["status"] < 300}  # fmt: skip
             if events <= ok and (emu.outbox is None or emu.outbox.empty()):
                 return
-            if self.serve is not None and not self.serve.alive:
+            if self.serve is not None and not self.serve.alive and not self.serve_killed:
                 self.result.violations.append(f"serve exited on its own: {self.serve.why()}")
                 await self.serve.start()
             if time.monotonic() > deadline:
@@ -302,11 +303,20 @@ class Batch:
             await asyncio.sleep(0.05)
 
     async def advance(self, to: int) -> None:
+        """Move every clock to `to`; maybe kill -9 serve while the webhooks are delivered."""
         assert self.sdk is not None
-        for live in self.live:
-            await self.sdk.v1.test_helpers.test_clocks.advance_async(
-                live.clock, {"frozen_time": to}
-            )
+        killer = None
+        if self.options.chaos and self.rng.random() < 0.2:
+            killer = asyncio.create_task(self._kill_serve(self.rng.uniform(0.0, 0.5)))
+        try:
+            for live in self.live:
+                await self.sdk.v1.test_helpers.test_clocks.advance_async(
+                    live.clock, {"frozen_time": to}
+                )
+            await self.settle()
+        finally:
+            if killer is not None:
+                await killer
         await self.settle()
 
     # ------------------------------------------------------------------ posting
@@ -331,10 +341,12 @@ class Batch:
     async def _kill_serve(self, after_s: float) -> None:
         assert self.serve is not None
         await asyncio.sleep(after_s)
+        self.serve_killed = True
         await self.serve.kill()
         self.result.counts["kill -9 serve"] += 1
         await asyncio.sleep(self.rng.uniform(0.1, 0.8))
         await self.serve.start()
+        self.serve_killed = False
 
     async def _post(self, tenant: str, batch: list[Event]) -> None:
         assert self.http is not None

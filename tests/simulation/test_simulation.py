@@ -1,7 +1,7 @@
 """The billing simulation's short profile (tests/simulation/run.py) in the normal test run.
 
 `PENDING` switches off the usage mixes whose invariants the current code still breaks, each with
-the defect it waits for (docs/simulation.md, "Known failures"). Once those fixes are merged,
+the defect it waits for (docs/simulation.md, "Mixes pending fixes"). Once those fixes are merged,
 empty it (or set METER_SIM_ALL=1 to try everything now): the profile then runs every mix.
 METER_SIM_SEED replays a seed.
 """

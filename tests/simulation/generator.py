@@ -47,6 +47,7 @@ DAY = 86400
 
 
 class Stage(Enum):
+    EARLY = "early"  # before the customer exists in Stripe (and so in billing)
     OPEN = "open"
     GRACE = "grace"
 
@@ -295,7 +296,7 @@ def _replace(event: Event, **changes: Any) -> Event:
 # Usage mixes a scenario may draw (each independently), and two batch-wide ones: `tenants`
 # (customers spread over three tenants, else all in the billing tenant) and `once_coupon`
 # (coupons may be `once`).
-FEATURES = ("late", "grace_late", "duplicates", "invalid", "voids", "edge_timestamps")
+FEATURES = ("late", "grace_late", "duplicates", "invalid", "voids", "edge_timestamps", "early")
 BATCH_FEATURES = ("tenants", "once_coupon")
 
 
@@ -307,6 +308,13 @@ def usage_kind(
     drawn = {f for f in FEATURES if rng.random() < 0.5}
     scenario.features = drawn & features
     posted: list[tuple[int, Event]] = []  # (period, event) of valid events
+    if "early" in scenario.features:
+        # Usage of period 0 that arrives (and is aggregated) before the customer is known: it
+        # waits unattributed and is re-attributed when the subscription is synced.
+        lo, hi = frame.period(0)
+        early = tuple(make.event(item, lo, hi - 120) for item in scenario.items for _ in range(2))
+        scenario.actions.append(Post(0, Stage.EARLY, early))
+        posted += [(0, e) for e in early]
     for k in range(frame.periods):
         lo, hi = frame.period(k)
         events: list[Event] = []

@@ -198,6 +198,8 @@ class Batch:
         self.runs = 0
         self.open_period = 0
         self.serve_killed = False  # between our kill -9 of serve and its restart
+        self.meter_ids: dict[str, str] = {}
+        self.product = ""
 
     # ------------------------------------------------------------------ setup
 
@@ -221,7 +223,8 @@ class Batch:
             METER_REPORTER_INVOICE_GRACE=f"{span * DAY}s",
         )
 
-    async def setup_stripe(self) -> None:
+    async def setup_catalog(self) -> None:
+        """API keys, local meter definitions, the Stripe meters and the product."""
         assert self.sdk is not None
         sdk = self.sdk
         conn = await asyncpg.connect(self.database_url)
@@ -234,14 +237,19 @@ class Batch:
                         await conn.execute(queries.DEFINE_METER, tenant, name, aggregation, prop)
         finally:
             await conn.close()
-        meter_ids: dict[str, str] = {}
         for name, (_, formula, _) in METERS.items():
             meter_params: Any = {"display_name": name, "event_name": name,
                            "default_aggregation": {"formula": formula}}  # fmt: skip
             meter = await sdk.v1.billing.meters.create_async(meter_params)
-            meter_ids[name] = meter.id
-        product = await sdk.v1.products.create_async({"name": "Simulated API"})
-        for live in self.live:
+            self.meter_ids[name] = meter.id
+        self.product = (await sdk.v1.products.create_async({"name": "Simulated API"})).id
+
+    async def setup_customers(self, lives: Sequence[Live]) -> None:
+        """Per scenario: a test clock at the frame's start, the customer, its prices, coupon
+        and tax rate, and the subscription; then the webhooks are waited for."""
+        assert self.sdk is not None
+        sdk = self.sdk
+        for live in lives:
             s = live.scenario
             clock = await sdk.v1.test_helpers.test_clocks.create_async(
                 {"frozen_time": self.frame.start}
@@ -254,11 +262,11 @@ class Batch:
             items: list[dict[str, Any]] = []
             for item in s.items:
                 params: Any = {
-                    "product": product.id,
+                    "product": self.product,
                     "currency": "usd",
                     **item.stripe_price(),
                     "recurring": {"interval": "day", "usage_type": "metered",
-                                  "meter": meter_ids[item.meter]},
+                                  "meter": self.meter_ids[item.meter]},
                 }  # fmt: skip
                 price = await sdk.v1.prices.create_async(params)
                 live.meter_of_price[price.id] = item.meter
@@ -283,6 +291,7 @@ class Batch:
                 create["discounts"] = [{"coupon": coupon.id}]
             sub = await sdk.v1.subscriptions.create_async(create)
             live.subscription = sub.id
+        await self.settle()
 
     async def settle(self, timeout_s: float = 90.0) -> None:
         """Until every webhook the emulator emitted was answered 2xx by serve."""
@@ -625,8 +634,12 @@ class Batch:
                 await self.serve.start()
                 try:
                     await wait_port(self.port, 60)
-                    await self.setup_stripe()
-                    await self.settle()
+                    await self.setup_catalog()
+                    # `early` scenarios: usage arrives before billing knows the customer.
+                    early = [x for x in self.live if "early" in x.scenario.features]
+                    await self.setup_customers([x for x in self.live if x not in early])
+                    await self.stage(0, Stage.EARLY)
+                    await self.setup_customers(early)
                     await self._periods()
                     await self.check_end()
                 finally:

@@ -26,6 +26,8 @@ PENDING: dict[str, str] = {
     "invoice (the emulator prices metered lines at period end; invariant 1)",
     "edge_timestamps": "…59.9996Z is rounded into the next period, not floored (invariants 1, 3)",
     "tenants": "Stripe `last` formulas are synced for the billing tenant only (invariants 1, 3)",
+    "early": "usage aggregated with METER_RAW_LOG=0 before its customer was known is lost at "
+    "re-attribution (invariants 1, 2)",
     "once_coupon": "a used-up `once` coupon stays in our projection until the next "
     "subscription update (invariant 3, ours vs preview)",
 }

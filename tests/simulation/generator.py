@@ -17,8 +17,8 @@ scenario: the runner draws them per drain and per posting.
 
 New scenario kinds plug in here: a kind is a function that takes the rng and a `Scenario` with
 its base usage script and adds its own `Action` subclasses (say `Cancel(now=True)` at OPEN of
-period 1); the runner dispatches each action type to a handler and the handler tells the model
-its effect (model.py). `KINDS` lists them; `--kinds` picks some.
+period 1); the runner's `Batch.handlers` maps each action type to a handler, which tells the
+model its effect (model.py). `KINDS` lists the kinds; `--kinds` picks some.
 """
 
 from __future__ import annotations

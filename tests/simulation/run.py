@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -72,6 +72,7 @@ from tests.simulation.generator import (
     METERS,
     TENANTS,
     UNIQUE_PROPERTY,
+    Action,
     Event,
     Frame,
     Post,
@@ -200,6 +201,10 @@ class Batch:
         self.serve_killed = False  # between our kill -9 of serve and its restart
         self.meter_ids: dict[str, str] = {}
         self.product = ""
+        # What each action type does (Post is batched by `stage`); new scenario kinds add theirs.
+        self.handlers: dict[type[Action], Callable[[Live, Action], Awaitable[None]]] = {
+            Void: self.void,
+        }
 
     # ------------------------------------------------------------------ setup
 
@@ -355,6 +360,7 @@ class Batch:
         self.result.counts["kill -9 serve"] += 1
         await asyncio.sleep(self.rng.uniform(0.1, 0.8))
         await self.serve.start()
+        await wait_port(self.port, 60)
         self.serve_killed = False
 
     async def _post(self, tenant: str, batch: list[Event]) -> None:
@@ -386,8 +392,11 @@ class Batch:
 
     # ------------------------------------------------------------------ draining
 
-    async def _once(self, name: str, args: list[str], env: dict[str, str], kill: bool) -> int:
-        """One `--once` process; with `kill`, kill -9 it at a random moment and run it again."""
+    async def _once(
+        self, name: str, args: list[str], env: dict[str, str], kill: bool
+    ) -> tuple[int, str]:
+        """One `--once` process; with `kill`, kill -9 it at a random moment and run it again.
+        Its exit code and the end of its log."""
         while True:
             self.runs += 1
             proc = Proc(f"{name}-{self.runs}", args, env, self.workdir)
@@ -402,7 +411,7 @@ class Batch:
             if code is None:
                 await proc.kill()
                 raise TimeoutError(f"{name} --once did not finish: {proc.why()}")
-            return code
+            return code, proc.why()
 
     async def drain(self) -> None:
         """Aggregate everything accepted, then report until the outbox has nothing pending;
@@ -416,14 +425,14 @@ class Batch:
             kind = self.rng.choice(STRIPE_FAULTS)
             await self.control.fault(stripe_fault_rule(kind, self.rng))
             self.result.counts[f"fault {kind}"] += 1
-        code = await self._once("aggregate", ["aggregate", "--once"], env,
-                                chaos and self.rng.random() < 0.3)  # fmt: skip
+        code, why = await self._once("aggregate", ["aggregate", "--once"], env,
+                                     chaos and self.rng.random() < 0.3)  # fmt: skip
         if code != 0:
-            self.result.violations.append(f"aggregate --once exited {code}")
+            self.result.violations.append(f"aggregate --once failed: {why}")
         deadline = time.monotonic() + self.options.drain_timeout_s
         kill = chaos and self.rng.random() < 0.4
         while True:
-            code = await self._once("report", ["report", "--once"], env, kill)
+            code, why = await self._once("report", ["report", "--once"], env, kill)
             kill = False
             conn = await asyncpg.connect(self.database_url)
             try:
@@ -433,7 +442,7 @@ class Batch:
             if code == 0 and not pending:
                 break
             if time.monotonic() > deadline:
-                self.result.violations.append(f"report never drained: {pending} pending")
+                self.result.violations.append(f"report never drained ({pending} pending): {why}")
                 break
             await asyncio.sleep(0.3)
         await self.control.clear_faults()
@@ -468,17 +477,18 @@ class Batch:
 
     async def stage(self, k: int, stage: Stage) -> None:
         """Post the stage's events in two rounds, each drained (so buckets get new versions
-        across drains), then the voids, drained too."""
+        across drains); then every other action through its handler (`self.handlers`), and a
+        last drain."""
         posts: list[tuple[Live, Event]] = []
-        voids: list[tuple[Live, Void]] = []
+        others: list[tuple[Live, Action]] = []
         for live in self.live:
             for action in live.scenario.actions:
                 if action.period != k or action.stage != stage:
                     continue
                 if isinstance(action, Post):
                     posts += [(live, e) for e in action.events]
-                elif isinstance(action, Void):
-                    voids.append((live, action))
+                else:
+                    others.append((live, action))
         cut = self.rng.randint(0, len(posts))
         for part in (posts[:cut], posts[cut:]):
             if not part:
@@ -489,12 +499,13 @@ class Batch:
                     live.unbilled.append(e)
             await self.post([e for _, e in part])
             await self.drain()
-        if voids:
-            for live, void in voids:
-                await self.void(live, void)
+        if others:
+            for live, action in others:
+                await self.handlers[type(action)](live, action)
             await self.drain()
 
-    async def void(self, live: Live, action: Void) -> None:
+    async def void(self, live: Live, action: Action) -> None:
+        assert isinstance(action, Void)
         s = live.scenario
         event = self.events.get((s.tenant, action.event_id))
         if event is None or not self.is_in(event) or action.event_id in live.voided:

@@ -35,6 +35,7 @@ import secrets
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -686,6 +687,18 @@ def frame_for(periods: int, now: float) -> Frame:
     return Frame(start, periods, now, late_window_s=(periods + 3) * DAY)
 
 
+async def run_batch(batch: Batch) -> Result:
+    """The batch's result; a batch that could not go on (a timeout, an error of its own) is a
+    failed one, and the run goes on with the next."""
+    try:
+        return await batch.run()
+    except Exception as exc:
+        batch.result.violations.append(
+            "batch aborted: " + "".join(traceback.format_exception(exc, limit=-4)).strip()
+        )
+        return batch.result
+
+
 async def simulate(options: Options, database_url: str | None, workdir: Path) -> list[Result]:
     """Every batch of the run; `database_url`: a migrated database for a single batch (pytest),
     else each batch gets a fresh one next to the test server."""
@@ -701,12 +714,12 @@ async def simulate(options: Options, database_url: str | None, workdir: Path) ->
         bdir = workdir / f"batch-{batch_no}"
         bdir.mkdir(parents=True, exist_ok=True)
         if database_url is not None:
-            result = await Batch(options, seed, scenarios, frame, database_url, bdir).run()
+            result = await run_batch(Batch(options, seed, scenarios, frame, database_url, bdir))
         else:
             server, pg = server_url(workdir)
             url, name = await fresh_database(server, "meter_sim")
             try:
-                result = await Batch(options, seed, scenarios, frame, url, bdir).run()
+                result = await run_batch(Batch(options, seed, scenarios, frame, url, bdir))
             finally:
                 await drop_database(server, name)
                 if pg is not None:

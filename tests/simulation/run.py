@@ -209,10 +209,11 @@ class Batch:
 
     # ------------------------------------------------------------------ setup
 
-    def env(self, *, raw_log: bool = True) -> dict[str, str]:
+    def env(self, *, raw_log: bool = True, horizon_s: float | None = None) -> dict[str, str]:
         assert self.redis is not None
         assert self.running is not None
         span = self.frame.periods + 3
+        extra = {} if horizon_s is None else {"METER_REPORTER_DEDUPE_HORIZON": f"{horizon_s}s"}
         return process_env(
             self.database_url,
             self.redis.url,
@@ -227,6 +228,7 @@ class Batch:
             METER_REPORTER_POLL_INTERVAL="0.1s",
             METER_REPORTER_BACKOFF_CAP="0.5s",
             METER_REPORTER_INVOICE_GRACE=f"{span * DAY}s",
+            **extra,
         )
 
     async def setup_catalog(self) -> None:
@@ -421,7 +423,12 @@ class Batch:
         chaos = self.options.chaos
         raw_log = not (chaos and self.rng.random() < 0.3)
         self.result.counts["drains" + ("" if raw_log else " with METER_RAW_LOG=0")] += 1
-        env = self.env(raw_log=raw_log)
+        # Sometimes the reporter's dedupe horizon is a second, so that rows left unsent by a
+        # kill are checked against Stripe's event summaries before they are sent again.
+        horizon = 1.0 if chaos and self.rng.random() < 0.25 else None
+        if horizon is not None:
+            self.result.counts["drains with a 1 s dedupe horizon"] += 1
+        env = self.env(raw_log=raw_log, horizon_s=horizon)
         if chaos and self.rng.random() < 0.6:
             kind = self.rng.choice(STRIPE_FAULTS)
             await self.control.fault(stripe_fault_rule(kind, self.rng))

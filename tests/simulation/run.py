@@ -105,6 +105,7 @@ class Options:
     features: frozenset[str] = frozenset(FEATURES + BATCH_FEATURES)
     chaos: bool = True
     drain_timeout_s: float = 120.0
+    all_violations: bool = False
 
     def replay(self, seed: int, count: int) -> str:
         args = f"--seed {seed} --scenarios {count} --batch {count} --periods {self.periods}"
@@ -140,7 +141,8 @@ class Result:
     def ok(self) -> bool:
         return not self.violations
 
-    def report(self) -> str:
+    def report(self, most: int = 60) -> str:
+        """The summary; at most `most` violations (0: all)."""
         head = "OK" if self.ok else f"FAILED ({len(self.violations)} violations)"
         lines = [f"simulation batch seed={self.seed}: {head} in {self.seconds:.0f} s"]
         lines += [f"  {k}: {v}" for k, v in sorted(self.counts.items())]
@@ -148,9 +150,10 @@ class Result:
             lines.append("  scenarios:")
             lines += [f"    {s.describe()}" for s in self.scenarios]
             lines.append("  violations:")
-            lines += [f"    - {v}" for v in self.violations[:60]]
-            if len(self.violations) > 60:
-                lines.append(f"    … and {len(self.violations) - 60} more")
+            shown = self.violations[:most] if most else self.violations
+            lines += [f"    - {v}" for v in shown]
+            if len(shown) < len(self.violations):
+                lines.append(f"    … and {len(self.violations) - len(shown)} more (--all)")
             lines.append(f"  replay: {self.replay}")
         return "\n".join(lines)
 
@@ -731,7 +734,7 @@ async def simulate(options: Options, database_url: str | None, workdir: Path) ->
                 await drop_database(server, name)
                 if pg is not None:
                     pg.stop()
-        print(result.report(), flush=True)
+        print(result.report(0 if options.all_violations else 60), flush=True)
         results.append(result)
         done += count
         batch_no += 1
@@ -750,9 +753,10 @@ def parse(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--short", action="store_true", help="the short profile (pytest's)")
     parser.add_argument("--no-chaos", action="store_true", help="no kills, faults or raw log off")
+    parser.add_argument("--all", action="store_true", help="print every violation (else 60)")
     args = parser.parse_args(argv)
     features = (
-        FEATURES
+        FEATURES + BATCH_FEATURES
         if args.features is None
         else tuple(f for f in args.features.split(",") if f and f != "none")
     )
@@ -762,6 +766,7 @@ def parse(argv: list[str] | None) -> Options:
         kinds=tuple(args.kinds.split(",")),
         features=frozenset(features),
         chaos=not args.no_chaos,
+        all_violations=args.all,
         scenarios=size.scenarios,
         periods=size.periods,
         batch=size.batch,

@@ -348,8 +348,11 @@ class Batch:
             by_tenant.setdefault(e.tenant, []).append(e)
             self.events.setdefault((e.tenant, e.id), e)
         killer = None
-        if self.options.chaos and self.rng.random() < 0.3:
+        roll = self.rng.random() if self.options.chaos else 1.0
+        if roll < 0.3:
             killer = asyncio.create_task(self._kill_serve(self.rng.uniform(0.0, 0.3)))
+        elif roll < 0.45:
+            killer = asyncio.create_task(self._kill_redis(self.rng.uniform(0.0, 0.3)))
         try:
             for tenant, batch in sorted(by_tenant.items()):
                 for i in range(0, len(batch), 50):
@@ -368,6 +371,15 @@ class Batch:
         await self.serve.start()
         await wait_port(self.port, 60)
         self.serve_killed = False
+
+    async def _kill_redis(self, after_s: float) -> None:
+        """kill -9 of the run's Redis (`appendfsync always`: what was acknowledged stays)."""
+        assert self.redis is not None
+        await asyncio.sleep(after_s)
+        await asyncio.to_thread(self.redis.kill)
+        self.result.counts["kill -9 redis"] += 1
+        await asyncio.sleep(self.rng.uniform(0.1, 0.8))
+        await asyncio.to_thread(self.redis.start)
 
     async def _post(self, tenant: str, batch: list[Event]) -> None:
         assert self.http is not None

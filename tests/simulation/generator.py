@@ -5,6 +5,7 @@ own meter kind and pricing model, maybe a coupon and a tax rate, and a script: `
 `Stage`s of each billing period. The runner (run.py) walks every scenario of a batch through the
 same stages, period after period:
 
+    EARLY  (once, first) usage of `early` scenarios, before their customers exist in Stripe.
     OPEN   the clock stands just before the period's end; the period's events, late events of the
            previous (finalized) period, duplicates, invalid events and voids are posted; the
            pipeline is drained; the open period is checked.
@@ -23,6 +24,7 @@ model its effect (model.py). `KINDS` lists the kinds; `--kinds` picks some.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -286,9 +288,7 @@ class EventMaker:
 
 
 def _replace(event: Event, **changes: Any) -> Event:
-    from dataclasses import replace
-
-    return replace(event, **changes)
+    return dataclasses.replace(event, **changes)
 
 
 # --------------------------------------------------------------------------- scenarios

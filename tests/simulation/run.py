@@ -500,8 +500,8 @@ class Batch:
 
     async def stage(self, k: int, stage: Stage) -> None:
         """Post the stage's events in two rounds, each drained (so buckets get new versions
-        across drains); then every other action through its handler (`self.handlers`), and a
-        last drain."""
+        across drains); every other action goes through its handler (`self.handlers`) with the
+        second round."""
         posts: list[tuple[Live, Event]] = []
         others: list[tuple[Live, Action]] = []
         for live in self.live:
@@ -513,19 +513,18 @@ class Batch:
                 else:
                     others.append((live, action))
         cut = self.rng.randint(0, len(posts))
-        for part in (posts[:cut], posts[cut:]):
-            if not part:
-                continue
+        for last, part in ((False, posts[:cut]), (True, posts[cut:])):
             for live, e in part:
                 known = (e.tenant, e.id) in self.statuses or e in live.unbilled
                 if e.valid and not known:
                     live.unbilled.append(e)
-            await self.post([e for _, e in part])
-            await self.drain()
-        if others:
-            for live, action in others:
+            if part:
+                await self.post([e for _, e in part])
+            # The other actions go with the second round (they act on usage drained before).
+            for live, action in others if last else ():
                 await self.handlers[type(action)](live, action)
-            await self.drain()
+            if part or (last and others):
+                await self.drain()
 
     async def void(self, live: Live, action: Action) -> None:
         assert isinstance(action, Void)

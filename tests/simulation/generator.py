@@ -293,11 +293,12 @@ def _replace(event: Event, **changes: Any) -> Event:
 
 # --------------------------------------------------------------------------- scenarios
 
-# Usage mixes a scenario may draw (each independently), and two batch-wide ones: `tenants`
-# (customers spread over three tenants, else all in the billing tenant) and `once_coupon`
-# (coupons may be `once`).
+# Usage mixes a scenario may draw (each independently), and batch-wide ones: `tenants`
+# (customers spread over three tenants, else all in the billing tenant), `once_coupon` (coupons
+# may be `once`) and `coupon_tax` (a scenario may have both a coupon and a tax rate, so each
+# line's tax depends on its share of the discount).
 FEATURES = ("late", "grace_late", "duplicates", "invalid", "voids", "edge_timestamps", "early")
-BATCH_FEATURES = ("tenants", "once_coupon")
+BATCH_FEATURES = ("tenants", "once_coupon", "coupon_tax")
 
 
 def usage_kind(
@@ -373,7 +374,10 @@ def generate(
         meters = rng.sample(sorted(METERS), k=rng.randint(1, 3))
         items = [Item(m, METERS[m][0], METERS[m][1], random_price(rng)) for m in meters]
         coupon = random_coupon(rng, "once_coupon" in wanted)
-        scenario = Scenario(i, rng.choice(kinds), tenant, customer, items, coupon, random_tax(rng))
+        tax = random_tax(rng)
+        if coupon is not None and "coupon_tax" not in wanted:
+            tax = None
+        scenario = Scenario(i, rng.choice(kinds), tenant, customer, items, coupon, tax)
         KINDS[scenario.kind](rng, scenario, frame, seed, wanted)
         out.append(scenario)
     return out

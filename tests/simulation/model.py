@@ -215,7 +215,7 @@ class Account:
 
     def lines(self, period: int) -> list[Line]:
         out = []
-        for meter, (aggregation, price) in sorted(self.items.items()):
+        for meter, (aggregation, price) in self.items.items():  # the subscription's order
             q = quantity(aggregation, self.billed.get((period, meter), []))
             out.append(Line(meter, q, price.amount(q)))
         return out

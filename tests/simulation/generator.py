@@ -374,10 +374,11 @@ def generate(
         meters = rng.sample(sorted(METERS), k=rng.randint(1, 3))
         items = [Item(m, METERS[m][0], METERS[m][1], random_price(rng)) for m in meters]
         coupon = random_coupon(rng, "once_coupon" in wanted)
+        kind = rng.choice(kinds)
         tax = random_tax(rng)
         if coupon is not None and "coupon_tax" not in wanted:
             tax = None
-        scenario = Scenario(i, rng.choice(kinds), tenant, customer, items, coupon, tax)
+        scenario = Scenario(i, kind, tenant, customer, items, coupon, tax)
         KINDS[scenario.kind](rng, scenario, frame, seed, wanted)
         out.append(scenario)
     return out

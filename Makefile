@@ -5,7 +5,7 @@ UV := python3 -m uv
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: dev test chaos ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report uv sync
+.PHONY: dev test chaos simulate ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report uv sync
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -33,6 +33,11 @@ test: sync ops-deps
 ## make chaos: the chaos suite, long profile (CHAOS_ARGS="--seed N" replays; the short one runs in `make test`)
 chaos: sync
 	$(RUN) python -m tests.chaos.run --long $(CHAOS_ARGS)
+
+## make simulate: the billing simulation, long profile (SIM_ARGS="--seed N --scenarios N" replays
+## or resizes; the short one runs in `make test`); see docs/simulation.md
+simulate: sync
+	$(RUN) python -m tests.simulation.run $(SIM_ARGS)
 
 lint: sync
 	$(RUN) ruff check .

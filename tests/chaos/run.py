@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -47,14 +45,24 @@ import asyncpg
 import orjson
 
 from meter import auth
-from meter.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, port_open
-from meter.migrate import migrate
-from meter.stripe_emulator import EmulatorConfig
+from meter.embedded import EmbeddedRedis, free_port, port_open
 from meter.stripe_emulator.server import RunningEmulator, running_emulator
+from tests.harness import (
+    STRIPE_FAULTS,
+    Proc,
+    drop_database,
+    fresh_database,
+    own_redis,
+    process_env,
+    server_url,
+    stripe_fault_rule,
+    terminate_backends,
+    wait_port,
+    webhook_emulator,
+)
 
 TENANT = "chaos"
 METERS = ("api_calls", "tokens")
-STRIPE_METER_PATH = "*/billing/meter_event*"  # v2 session + stream, v1 meter events
 
 
 @dataclass(frozen=True)
@@ -173,66 +181,6 @@ class Ledger:
         return out
 
 
-# --------------------------------------------------------------------------- processes
-
-
-class Proc:
-    """One `python -m meter …` subprocess in its own process group; kill -9 and restart."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.args = args
-        self.env = env
-        self.log = logdir / f"{name}.log"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "meter", *self.args,
-                env=self.env, stdout=out, stderr=out, start_new_session=True,
-            )  # fmt: skip
-
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-
-    async def kill(self) -> None:
-        """kill -9 (the whole group: serve may fork workers)."""
-        self._signal(signal.SIGKILL)
-        if self.proc is not None:
-            await self.proc.wait()
-        self.proc = None
-
-    async def stop(self) -> None:
-        self._signal(signal.SIGTERM)
-        if self.proc is not None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                await self.kill()
-        self.proc = None
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def why(self) -> str:
-        """Its exit code and the last lines of its log."""
-        code = None if self.proc is None else self.proc.returncode
-        tail = self.log.read_text(errors="replace").splitlines()[-5:] if self.log.exists() else []
-        return f"exit {code}: " + " | ".join(tail)
-
-
-async def wait_port(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not port_open("127.0.0.1", port):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-        await asyncio.sleep(0.1)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -263,27 +211,20 @@ class Run:
     def env(self) -> dict[str, str]:
         assert self.redis is not None
         assert self.emu is not None
-        return {
-            **os.environ,
-            "METER_DATABASE_URL": self.database_url,
-            "METER_REDIS_URL": self.redis.url,
-            "METER_REDIS_PREFIX": "chaos",
-            "METER_SHARDS": "4",
-            "METER_LOG_LEVEL": "warning",
-            "METER_BILLING_TENANT": TENANT,
-            "METER_BILLING_JOB_INTERVAL": "5s",
-            "METER_AGGREGATOR_LEASE_INTERVAL": "0.5s",
-            "METER_AGGREGATOR_POLL_INTERVAL": "0.1s",
-            "METER_REPORTER_POLL_INTERVAL": "0.2s",
-            "METER_REPORTER_TIMEOUT": "2s",
-            "METER_REPORTER_BACKOFF_BASE": "0.05s",
-            "METER_REPORTER_BACKOFF_CAP": "1s",
-            "METER_REPORTER_INVOICE_GRACE": "60s",
-            "STRIPE_API_KEY": self.emu.api_key,
-            "STRIPE_API_BASE": self.emu.api_base,
-            "STRIPE_METER_EVENTS_BASE": self.emu.meter_events_base,
-            "STRIPE_WEBHOOK_SECRET": self.webhook_secret,
-        }
+        return process_env(
+            self.database_url,
+            self.redis.url,
+            self.emu,
+            self.webhook_secret,
+            METER_REDIS_PREFIX="chaos",
+            METER_BILLING_TENANT=TENANT,
+            METER_BILLING_JOB_INTERVAL="5s",
+            METER_AGGREGATOR_LEASE_INTERVAL="0.5s",
+            METER_AGGREGATOR_POLL_INTERVAL="0.1s",
+            METER_REPORTER_POLL_INTERVAL="0.2s",
+            METER_REPORTER_BACKOFF_CAP="1s",
+            METER_REPORTER_INVOICE_GRACE="60s",
+        )
 
     async def seed_stripe(self) -> None:
         """Like `meter dev`'s demo seeding: a meter, a metered price, customers subscribed."""
@@ -429,9 +370,7 @@ class Run:
     async def _stripe_fault(self, rule: dict[str, Any]) -> None:
         assert self.http is not None
         assert self.emu is not None
-        async with self.http.post(
-            f"{self.emu.api_base}/_emulator/faults", json={"path": STRIPE_METER_PATH, **rule}
-        ) as response:
+        async with self.http.post(f"{self.emu.api_base}/_emulator/faults", json=rule) as response:
             response.raise_for_status()
 
     async def _restart(self, name: str, down_s: float) -> None:
@@ -439,17 +378,6 @@ class Run:
         await proc.kill()
         await asyncio.sleep(down_s)
         await proc.start()
-
-    async def _terminate_backends(self) -> None:
-        """Every connection of the run's database dies at once, as in a Postgres restart."""
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        finally:
-            await conn.close()
 
     async def inject(self, kind: str) -> None:
         rng = self.rng
@@ -460,26 +388,14 @@ class Run:
         elif kind == "kill_report":
             await self._restart(f"report-{rng.randrange(2)}", down)
         elif kind == "kill_pg_backends":
-            await self._terminate_backends()
+            await terminate_backends(self.database_url)
         elif kind == "kill_redis":
             assert self.redis is not None
             await asyncio.to_thread(self.redis.kill)
             await asyncio.sleep(down)
             await asyncio.to_thread(self.redis.start)
-        elif kind == "stripe_429":
-            await self._stripe_fault({"mode": "rate_limit", "count": rng.randint(5, 20)})
-        elif kind == "stripe_5xx":
-            await self._stripe_fault(
-                {
-                    "mode": "error",
-                    "status": rng.choice([500, 502, 503]),
-                    "count": rng.randint(3, 10),
-                }
-            )
-        elif kind == "stripe_timeout":
-            await self._stripe_fault({"mode": "timeout", "delay": 3.0, "count": rng.randint(1, 3)})
-        elif kind == "stripe_drop":
-            await self._stripe_fault({"mode": "drop", "count": rng.randint(1, 4)})
+        elif kind in STRIPE_FAULTS:
+            await self._stripe_fault(stripe_fault_rule(kind, rng))
         self.summary.faults[kind] += 1
 
     async def fault_schedule(self) -> None:
@@ -571,17 +487,14 @@ class Run:
             self.key = await auth.create_key(conn, name="chaos", tenant=TENANT)
         finally:
             await conn.close()
-        self.redis = EmbeddedRedis(self.workdir / "redis", appendfsync="always")
-        await asyncio.to_thread(self.redis.start)
-        config = EmulatorConfig(
-            port=0,
-            meter_events_port=0,
-            webhook_url=f"http://127.0.0.1:{self.ports[0]}/stripe/webhook",
-            webhook_secret=self.webhook_secret,
+        self.redis = await own_redis(self.workdir)
+        config = webhook_emulator(
+            self.ports[0],
+            self.webhook_secret,
+            self.seed,
             webhook_retry_base=0.5,
             webhook_max_attempts=12,
             webhook_duplicate_probability=0.2,
-            fault_seed=self.seed,
         )
         try:
             async with (
@@ -661,30 +574,6 @@ def report(summary: Summary) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-async def _fresh_database(server_url: str) -> tuple[str, str]:
-    name = f"meter_chaos_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = server_url.rsplit("/", 1)[0] + f"/{name}"
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return url, name
-
-
-async def _drop_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--long", action="store_true", help="the long profile (minutes)")
@@ -695,20 +584,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="meter-chaos-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
-        pg: EmbeddedPostgres | None = None
-        server_url = os.environ.get("METER_TEST_DATABASE_URL")
-        if not server_url:
-            if port_open("127.0.0.1", 5432):
-                server_url = "postgresql://postgres@127.0.0.1:5432/test"
-            else:
-                pg = EmbeddedPostgres(workdir / "pg")
-                server_url = pg.start()
+        server, pg = server_url(workdir)
         try:
-            url, name = asyncio.run(_fresh_database(server_url))
+            url, name = asyncio.run(fresh_database(server, "meter_chaos"))
             try:
                 summary = asyncio.run(chaos(profile, seed, url, workdir))
             finally:
-                asyncio.run(_drop_database(server_url, name))
+                asyncio.run(drop_database(server, name))
         finally:
             if pg is not None:
                 pg.stop()

@@ -1,0 +1,384 @@
+"""Seeded scenarios for the billing simulation: who is billed for what, and what goes wrong when.
+
+A scenario is one customer (of one tenant) with a subscription of 1-3 metered items, each on its
+own meter kind and pricing model, maybe a coupon and a tax rate, and a script: `Action`s at
+`Stage`s of each billing period. The runner (run.py) walks every scenario of a batch through the
+same stages, period after period:
+
+    EARLY  (once, first) usage of `early` scenarios, before their customers exist in Stripe.
+    OPEN   the clock stands just before the period's end; the period's events, late events of the
+           previous (finalized) period, duplicates, invalid events and voids are posted; the
+           pipeline is drained; the open period is checked.
+    GRACE  the clock is past the period's end, before its invoice is finalized (Stripe: about an
+           hour); late events of the period are posted and drained.
+    CLOSED the invoice is finalized; it is checked against the model.
+
+Faults (kill -9, Stripe 429/5xx/lost responses, the raw log off) belong to the batch, not to one
+scenario: the runner draws them per drain and per posting.
+
+New scenario kinds plug in here: a kind is a function that takes the rng and a `Scenario` with
+its base usage script and adds its own `Action` subclasses (say `Cancel(now=True)` at OPEN of
+period 1); the runner's `Batch.handlers` maps each action type to a handler, which tells the
+model its effect (model.py). `KINDS` lists the kinds; `--kinds` picks some.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from tests.simulation.model import Coupon, Price, Tax, Tier
+
+# Our meters: event name → (our aggregation, Stripe formula, local definition?). `last` has no
+# local definition on purpose: its formula must reach every tenant from the Stripe meter.
+METERS: dict[str, tuple[str, str, bool]] = {
+    "sim_sum": ("sum", "sum", False),
+    "sim_count": ("count", "sum", True),
+    "sim_max": ("max", "last", True),
+    "sim_last": ("last", "last", False),
+    "sim_uniq": ("unique_count", "last", True),
+}
+UNIQUE_PROPERTY = "user"
+TENANTS = ("sim", "sim-b", "sim-c")  # the first is METER_BILLING_TENANT
+DAY = 86400
+
+
+class Stage(Enum):
+    EARLY = "early"  # before the customer exists in Stripe (and so in billing)
+    OPEN = "open"
+    GRACE = "grace"
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event as posted. `valid`: the API must accept it (else reject it, `reason`)."""
+
+    id: str
+    tenant: str
+    customer: str
+    meter: str
+    value: Any
+    timestamp: Any  # unix seconds (float) or a string
+    properties: dict[str, str] | None = None
+    valid: bool = True
+    reason: str = ""
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "customer": self.customer,
+            "meter": self.meter,
+            "value": self.value,
+            "timestamp": self.timestamp,
+        }
+        if self.properties is not None:
+            out["properties"] = self.properties
+        return out
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something a scenario does at (period, stage)."""
+
+    period: int
+    stage: Stage
+
+
+@dataclass(frozen=True)
+class Post(Action):
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class Void(Action):
+    """`meter usage void` of an event posted earlier (sum/count, folded with the raw log on)."""
+
+    event_id: str
+
+
+@dataclass
+class Item:
+    meter: str
+    aggregation: str
+    formula: str
+    price: Price
+
+    def stripe_price(self) -> dict[str, Any]:
+        """The price's parameters for `prices.create` (without product and recurring)."""
+        p = self.price
+        if p.kind == "per_unit":
+            return {"unit_amount_decimal": str(p.unit)}
+        if p.kind == "package":
+            return {
+                "unit_amount": int(p.unit),
+                "transform_quantity": {"divide_by": p.package_size, "round": p.package_round},
+            }
+        tiers = [
+            {
+                "up_to": "inf" if t.up_to is None else int(t.up_to),
+                "unit_amount_decimal": str(t.unit),
+                **({"flat_amount": t.flat} if t.flat else {}),
+            }
+            for t in p.tiers
+        ]
+        return {"billing_scheme": "tiered", "tiers_mode": p.kind, "tiers": tiers}
+
+
+@dataclass
+class Scenario:
+    index: int
+    kind: str
+    tenant: str
+    customer: str  # our external id
+    items: list[Item]
+    coupon: Coupon | None
+    tax: Tax | None
+    actions: list[Action] = field(default_factory=list)
+    features: set[str] = field(default_factory=set)
+
+    def describe(self) -> str:
+        items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
+        coupon = "" if self.coupon is None else f" coupon={self.coupon.duration}"
+        tax = (
+            ""
+            if self.tax is None
+            else f" tax={self.tax.percentage}%" + (" incl" if self.tax.inclusive else "")
+        )
+        feats = ",".join(sorted(self.features))
+        who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
+        return f"{who} [{items}]{coupon}{tax} {feats}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The batch's time frame: every scenario's clock starts at `start`; periods are days.
+    `now` is the real time at generation (ingest's limits are in real time)."""
+
+    start: int
+    periods: int
+    now: float
+    late_window_s: int
+
+    def period(self, k: int) -> tuple[int, int]:
+        return self.start + k * DAY, self.start + (k + 1) * DAY
+
+
+# --------------------------------------------------------------------------- prices
+
+
+def random_price(rng: random.Random) -> Price:
+    kind = rng.choice(["per_unit", "graduated", "volume", "package"])
+    if kind == "per_unit":
+        return Price(
+            kind, unit=rng.choice([Decimal("1"), Decimal("3.3"), Decimal("0.75"), Decimal(12)])
+        )
+    if kind == "package":
+        return Price(
+            kind,
+            unit=Decimal(rng.choice([100, 250, 999])),
+            package_size=rng.choice([5, 10, 50]),
+            package_round=rng.choice(["up", "up", "down"]),
+        )
+    # Tiered: no flat fee on the first tier (whether Stripe charges it at zero usage is not
+    # documented; the emulator does, see its README).
+    first = Decimal(rng.choice([10, 25, 100]))
+    tiers = (
+        Tier(first, Decimal(rng.choice(["2", "1.5", "4"]))),
+        Tier(first * 4, Decimal(rng.choice(["1", "0.8"])), rng.choice([0, 0, 300])),
+        Tier(None, Decimal(rng.choice(["0.5", "0.25"])), rng.choice([0, 150])),
+    )
+    return Price(kind, tiers=tiers)
+
+
+def random_coupon(rng: random.Random, once: bool) -> Coupon | None:
+    roll = rng.random()
+    if roll < 0.45:
+        return None
+    duration = rng.choice(["forever", "forever", "repeating", "once" if once else "forever"])
+    if rng.random() < 0.6:
+        return Coupon(duration, percent_off=Decimal(rng.choice(["10", "12.5", "25", "50"])))
+    return Coupon(duration, amount_off=rng.choice([50, 300, 1234]))
+
+
+def random_tax(rng: random.Random) -> Tax | None:
+    if rng.random() < 0.5:
+        return None
+    return Tax(Decimal(rng.choice(["19", "8.875", "7", "20"])), rng.random() < 0.4)
+
+
+# --------------------------------------------------------------------------- events
+
+
+class EventMaker:
+    """Event ids, values and timestamps for one scenario."""
+
+    def __init__(self, rng: random.Random, seed: int, scenario: Scenario) -> None:
+        self.rng = rng
+        self.prefix = f"s{seed}-{scenario.index}"
+        self.scenario = scenario
+        self.n = 0
+        self.last_seconds: dict[str, set[int]] = {}  # per meter: seconds used (`last` ties)
+        self.hours: list[int] = []  # hours used so far: events cluster in some (bucket versions)
+
+    def _id(self) -> str:
+        self.n += 1
+        return f"{self.prefix}-{self.n}"
+
+    def timestamp(self, meter: str, lo: float, hi: float) -> float:
+        """A time in [lo, hi) with millisecond precision; distinct seconds per `last` meter."""
+        inside = [h for h in self.hours if lo <= h and h + 3600 <= hi]
+        for _ in range(50):
+            if inside and self.rng.random() < 0.4:
+                hour = self.rng.choice(inside)
+                ts = round(self.rng.uniform(hour, hour + 3599.999), 3)
+            else:
+                ts = round(self.rng.uniform(lo, hi - 0.001), 3)
+                self.hours.append(int(ts) // 3600 * 3600)
+            second = int(ts)
+            if ts < hi and second not in self.last_seconds.setdefault(meter, set()):
+                self.last_seconds[meter].add(second)
+                return ts
+        raise RuntimeError("no free second left for a last-meter event")
+
+    def value(self, aggregation: str) -> Any:
+        rng = self.rng
+        if aggregation == "sum":
+            return rng.choice([1, 2.5, 0.25, 10, 7, 33.3, 120])
+        if aggregation in ("max", "last"):
+            return rng.choice([3, 7.5, 12, 40, 0.5, 96])
+        return rng.choice([1, 2, 5])
+
+    def event(self, item: Item, lo: float, hi: float, ts: float | None = None) -> Event:
+        s = self.scenario
+        props = None
+        if item.aggregation == "unique_count":
+            props = {UNIQUE_PROPERTY: f"u{self.rng.randint(1, 6)}"}
+        return Event(
+            self._id(),
+            s.tenant,
+            s.customer,
+            item.meter,
+            self.value(item.aggregation),
+            self.timestamp(item.meter, lo, hi) if ts is None else ts,
+            props,
+        )
+
+    def invalid(self, frame: Frame) -> Event:
+        """An event the API must reject, with the reason it must give."""
+        s = self.scenario
+        item = self.rng.choice(s.items)
+        lo, hi = frame.period(0)
+        good = self.event(item, lo, hi)
+        kind = self.rng.choice(["negative", "future", "too_late", "bad_ts", "no_customer"])
+        if kind == "negative":
+            return _replace(good, value=-5, valid=False, reason="invalid_value")
+        if kind == "future":
+            return _replace(good, timestamp=frame.now + 3600, valid=False, reason="in_future")
+        if kind == "too_late":
+            old = frame.now - frame.late_window_s - 7200
+            return _replace(good, timestamp=old, valid=False, reason="too_late")
+        if kind == "bad_ts":
+            return _replace(good, timestamp="yesterday", valid=False, reason="invalid_timestamp")
+        return _replace(good, customer="", valid=False, reason="missing_customer")
+
+
+def _replace(event: Event, **changes: Any) -> Event:
+    return dataclasses.replace(event, **changes)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+# Usage mixes a scenario may draw (each independently), and batch-wide ones: `tenants`
+# (customers spread over three tenants, else all in the billing tenant), `once_coupon` (coupons
+# may be `once`) and `coupon_tax` (a scenario may have both a coupon and a tax rate, so each
+# line's tax depends on its share of the discount).
+FEATURES = ("late", "grace_late", "duplicates", "invalid", "voids", "edge_timestamps", "early")
+BATCH_FEATURES = ("tenants", "once_coupon", "coupon_tax")
+
+
+def usage_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """The base kind: usage over every period with the drawn mixes."""
+    make = EventMaker(rng, seed, scenario)
+    drawn = {f for f in FEATURES if rng.random() < 0.5}
+    scenario.features = drawn & features
+    posted: list[tuple[int, Event]] = []  # (period, event) of valid events
+    if "early" in scenario.features:
+        # Usage of period 0 that arrives (and is aggregated) before the customer is known: it
+        # waits unattributed and is re-attributed when the subscription is synced.
+        lo, hi = frame.period(0)
+        early = tuple(make.event(item, lo, hi - 120) for item in scenario.items for _ in range(2))
+        scenario.actions.append(Post(0, Stage.EARLY, early))
+        posted += [(0, e) for e in early]
+    for k in range(frame.periods):
+        lo, hi = frame.period(k)
+        events: list[Event] = []
+        for item in scenario.items:
+            for _ in range(rng.randint(0, 6)):
+                events.append(make.event(item, lo, hi - 120))
+        if "edge_timestamps" in scenario.features:
+            # 100 µs before the period ends: still this period (timestamps are floored).
+            sums = [i for i in scenario.items if i.aggregation in ("sum", "count")]
+            if sums:
+                events.append(make.event(rng.choice(sums), lo, hi, ts=hi - 0.0004))
+        if "late" in scenario.features and k > 0:
+            plo, phi = frame.period(k - 1)
+            for item in rng.sample(scenario.items, k=min(2, len(scenario.items))):
+                events.append(make.event(item, plo, phi))
+        if "duplicates" in scenario.features and posted:
+            events += [e for _, e in rng.sample(posted, k=min(3, len(posted)))]
+        if "invalid" in scenario.features:
+            events.append(make.invalid(frame))
+        rng.shuffle(events)
+        scenario.actions.append(Post(k, Stage.OPEN, tuple(events)))
+        if "voids" in scenario.features and posted:
+            voidable = [e for p, e in posted if METERS[e.meter][0] in ("sum", "count")]
+            if voidable:
+                scenario.actions.append(Void(k, Stage.OPEN, rng.choice(voidable).id))
+        posted += [(k, e) for e in events if e.valid and e.id not in {x.id for _, x in posted}]
+        if "grace_late" in scenario.features:
+            grace = [make.event(item, lo, hi) for item in rng.sample(scenario.items, k=1)]
+            scenario.actions.append(Post(k, Stage.GRACE, tuple(grace)))
+
+
+Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
+KINDS: dict[str, Kind] = {"usage": usage_kind}
+
+
+def generate(
+    seed: int,
+    count: int,
+    frame: Frame,
+    *,
+    kinds: tuple[str, ...] = ("usage",),
+    features: set[str] | None = None,
+    first_index: int = 0,
+) -> list[Scenario]:
+    """`count` scenarios, the same for the same arguments."""
+    rng = random.Random(seed)
+    wanted = set(FEATURES + BATCH_FEATURES) if features is None else features
+    out: list[Scenario] = []
+    used: dict[str, set[str]] = {t: set() for t in TENANTS}
+    for i in range(first_index, first_index + count):
+        tenant = rng.choice(TENANTS) if "tenants" in wanted else TENANTS[0]
+        # Sometimes the same external id as a customer of another tenant: tenants are apart.
+        others = sorted({c for t, cs in used.items() if t != tenant for c in cs} - used[tenant])
+        customer = rng.choice(others) if others and rng.random() < 0.3 else f"c{i}"
+        used[tenant].add(customer)
+        meters = rng.sample(sorted(METERS), k=rng.randint(1, 3))
+        items = [Item(m, METERS[m][0], METERS[m][1], random_price(rng)) for m in meters]
+        coupon = random_coupon(rng, "once_coupon" in wanted)
+        kind = rng.choice(kinds)
+        tax = random_tax(rng)
+        if coupon is not None and "coupon_tax" not in wanted:
+            tax = None
+        scenario = Scenario(i, kind, tenant, customer, items, coupon, tax)
+        KINDS[scenario.kind](rng, scenario, frame, seed, wanted)
+        out.append(scenario)
+    return out

@@ -1,0 +1,231 @@
+"""The billing simulation's reference model: what Stripe must invoice, worked out on its own.
+
+Written from Stripe's documentation and meter's documented contract, never from meter's code (it
+imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
+
+- Aggregation per billing period: `sum` adds values, `count` counts events (a local `count`
+  definition reported to a Stripe `sum` meter), `max` takes the largest value and `last` the value
+  with the latest timestamp (both reported to Stripe `last` meters), `unique_count` the number of
+  distinct values of one property in the period (also a Stripe `last` meter). A Stripe sum whose
+  cycle total is negative is invoiced as 0 ("If the overall cycle usage is negative, Stripe
+  reports the invoice line item usage quantity as 0", docs: usage-based meters).
+- Which invoice usage lands in (meter's contract, README "Reporting to Stripe"): usage reported
+  before its period's invoice is finalized is billed in its own period; delta usage (sum, count)
+  reported later is carried into the period open at that moment; an absolute value (max, last,
+  unique_count) reported later is recorded as `late` and billed nowhere.
+- Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
+  the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
+  tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
+  down). One rounding per line, halves up.
+- Invoice: subtotal of the metered lines; a coupon takes `percent_off` of the subtotal (rounded
+  half up) or `amount_off`, never more than the subtotal; a `once` coupon is used by the first
+  invoice with a positive subtotal. One tax rate per subscription, per line on the line's amount
+  after its share of the discount (shares proportional to the positive lines, floors first, the
+  remaining cents to the largest fractions), rounded half up; exclusive rates add
+  `taxable × p/100`, inclusive ones are inside it: `taxable × p/(100+p)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Literal
+
+Aggregation = Literal["sum", "count", "max", "last", "unique_count"]
+DELTA: frozenset[str] = frozenset({"sum", "count"})
+ZERO = Decimal(0)
+
+
+def half_up(amount: Decimal) -> int:
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+# --------------------------------------------------------------------------- prices
+
+
+@dataclass(frozen=True)
+class Tier:
+    up_to: Decimal | None  # None: infinity
+    unit: Decimal  # cents per unit (decimal)
+    flat: int = 0  # cents
+
+
+@dataclass(frozen=True)
+class Price:
+    """A metered price: `kind` is per_unit, graduated, volume or package."""
+
+    kind: str
+    unit: Decimal = ZERO  # per_unit: cents per unit; package: cents per package
+    tiers: tuple[Tier, ...] = ()
+    package_size: int = 1
+    package_round: str = "up"
+
+    def amount(self, quantity: Decimal) -> int:
+        q = max(quantity, ZERO)
+        if self.kind == "per_unit":
+            return half_up(q * self.unit)
+        if self.kind == "package":
+            mode = ROUND_CEILING if self.package_round == "up" else ROUND_FLOOR
+            packages = (q / self.package_size).quantize(Decimal(1), rounding=mode)
+            return half_up(packages * self.unit)
+        if self.kind == "volume":
+            for tier in self.tiers:
+                if tier.up_to is None or q <= tier.up_to:
+                    return half_up(q * tier.unit + tier.flat)
+            raise ValueError("a volume price needs an infinite last tier")
+        if self.kind == "graduated":
+            total, lower = ZERO, ZERO
+            for tier in self.tiers:
+                if q <= lower and lower > 0:
+                    break
+                top = q if tier.up_to is None else min(q, tier.up_to)
+                total += max(top - lower, ZERO) * tier.unit + tier.flat
+                if tier.up_to is None:
+                    break
+                lower = tier.up_to
+            return half_up(total)
+        raise ValueError(f"unknown price kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Coupon:
+    duration: str  # forever | once | repeating
+    percent_off: Decimal | None = None
+    amount_off: int | None = None
+
+    def off(self, subtotal: int) -> int:
+        if subtotal <= 0:
+            return 0
+        if self.percent_off is not None:
+            return min(subtotal, half_up(Decimal(subtotal) * self.percent_off / 100))
+        return min(subtotal, self.amount_off or 0)
+
+
+@dataclass(frozen=True)
+class Tax:
+    percentage: Decimal
+    inclusive: bool
+
+    def on(self, taxable: int) -> int:
+        rate = (
+            self.percentage / (100 + self.percentage) if self.inclusive else self.percentage / 100
+        )
+        return half_up(Decimal(taxable) * rate)
+
+
+# --------------------------------------------------------------------------- usage
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One accepted event as billed: its value, timestamp (seconds) and distinct-count key."""
+
+    event_id: str
+    value: Decimal
+    timestamp: float
+    key: str = ""
+
+
+def quantity(aggregation: str, usage: Sequence[Usage]) -> Decimal:
+    """What Stripe invoices for one item and period, from the usage billed there."""
+    if not usage:
+        return ZERO
+    if aggregation == "sum":
+        return max(sum((u.value for u in usage), ZERO), ZERO)
+    if aggregation == "count":
+        return max(sum((u.value for u in usage), ZERO), ZERO)  # +1 per event, -1 per void
+    if aggregation == "max":
+        return max(u.value for u in usage)
+    if aggregation == "last":
+        return max(usage, key=lambda u: u.timestamp).value
+    if aggregation == "unique_count":
+        return Decimal(len({u.key for u in usage}))
+    raise ValueError(f"unknown aggregation {aggregation!r}")
+
+
+def billed_in(
+    aggregation: str, own_period: int, own_finalized: bool, open_period: int
+) -> int | None:
+    """The period whose invoice bills usage of `own_period` reported now (None: none does)."""
+    if not own_finalized:
+        return own_period
+    return open_period if aggregation in DELTA else None
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+@dataclass(frozen=True)
+class Line:
+    meter: str
+    quantity: Decimal
+    amount: int
+
+
+@dataclass(frozen=True)
+class Invoice:
+    lines: tuple[Line, ...]
+    subtotal: int
+    discount: int
+    tax: int  # exclusive
+    tax_included: int
+    total: int
+
+
+def discount_shares(amounts: Sequence[int], off: int) -> list[int]:
+    weights = [a if a > 0 else 0 for a in amounts]
+    base = sum(weights)
+    if not off or base <= 0:
+        return [0] * len(amounts)
+    exact = [Decimal(off) * w / base for w in weights]
+    shares = [int(e) for e in exact]
+    order = sorted(range(len(amounts)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[: off - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def invoice(lines: Sequence[Line], coupon: Coupon | None, tax: Tax | None) -> Invoice:
+    subtotal = sum(line.amount for line in lines)
+    off = coupon.off(subtotal) if coupon is not None else 0
+    shares = discount_shares([line.amount for line in lines], off)
+    taxes = [
+        tax.on(line.amount - share) if tax is not None else 0
+        for line, share in zip(lines, shares, strict=True)
+    ]
+    exclusive = sum(taxes) if tax is not None and not tax.inclusive else 0
+    inclusive = sum(taxes) if tax is not None and tax.inclusive else 0
+    return Invoice(tuple(lines), subtotal, off, exclusive, inclusive, subtotal - off + exclusive)
+
+
+@dataclass
+class Account:
+    """One customer's subscription as the model sees it: items (meter → aggregation, price),
+    coupon, tax, and the usage billed in each period (by index)."""
+
+    items: dict[str, tuple[str, Price]]
+    coupon: Coupon | None = None
+    tax: Tax | None = None
+    billed: dict[tuple[int, str], list[Usage]] = field(default_factory=dict)
+    once_used: bool = False
+
+    def bill(self, period: int, meter: str, usage: Usage) -> None:
+        self.billed.setdefault((period, meter), []).append(usage)
+
+    def lines(self, period: int) -> list[Line]:
+        out = []
+        for meter, (aggregation, price) in self.items.items():  # the subscription's order
+            q = quantity(aggregation, self.billed.get((period, meter), []))
+            out.append(Line(meter, q, price.amount(q)))
+        return out
+
+    def invoice(self, period: int, *, finalize: bool) -> Invoice:
+        """The period's invoice; `finalize` uses a `once` coupon up if it discounts this one."""
+        coupon = self.coupon
+        if coupon is not None and coupon.duration == "once" and self.once_used:
+            coupon = None
+        result = invoice(self.lines(period), coupon, self.tax)
+        if finalize and coupon is not None and coupon.duration == "once" and result.subtotal > 0:
+            self.once_used = True
+        return result

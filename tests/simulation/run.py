@@ -1,0 +1,804 @@
+"""The billing simulation (`make simulate`): real processes, test clocks, a model of its own.
+
+One batch: a fresh database, a redis-server of its own, the Stripe emulator (in this process, its
+signed webhooks to `meter serve`), `meter serve` as a subprocess, and `meter aggregate --once` /
+`meter report --once` / `meter usage void` as subprocesses whenever the pipeline is drained.
+Every scenario of the batch (generator.py) has a customer on its own test clock, which starts
+`periods + 1` days in the past (daily prices), so every event is timestamped in the clock's frame
+and still in the past for ingest (`METER_LATE_WINDOW` covers the span;
+`METER_REPORTER_INVOICE_GRACE` exceeds it, so only the invoice webhooks close a period).
+
+Per period k, for every scenario: advance the clock to a minute before the period ends, post the
+period's events (and late, duplicate, invalid ones; voids), drain, check the open period (ours
+== model == preview); advance past the period end (the invoice is a draft), post the grace-hour
+events, drain; advance past the finalization, check the finalized invoice against the model.
+After the last period, one more open stage takes the last late events. Then the end checks:
+nothing sent into a finalized period, Stripe's delta totals == the model's, no stuck outbox row.
+
+Chaos per drain (seeded): kill -9 of the aggregator or the reporter mid-run (then run again),
+Stripe 429/5xx/timeouts/lost responses on the meter event paths, the raw log off; kill -9 of
+`meter serve` while events are posted (the client retries the same ids).
+
+Usage: `python -m tests.simulation.run [--seed N] [--scenarios N] [--periods N] [--batch N]`.
+A failing batch prints its seed and a replay command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import secrets
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import aiohttp
+import asyncpg
+import orjson
+import stripe
+
+from meter import auth
+from meter.embedded import EmbeddedRedis, free_port
+from meter.stripe_emulator.server import RunningEmulator, running_emulator
+from tests.harness import (
+    STRIPE_FAULTS,
+    EmulatorControl,
+    Proc,
+    drop_database,
+    fresh_database,
+    own_redis,
+    process_env,
+    server_url,
+    stripe_fault_rule,
+    wait_port,
+    webhook_emulator,
+)
+from tests.simulation import invariants, queries
+from tests.simulation.generator import (
+    BATCH_FEATURES,
+    DAY,
+    FEATURES,
+    KINDS,
+    METERS,
+    TENANTS,
+    UNIQUE_PROPERTY,
+    Action,
+    Event,
+    Frame,
+    Post,
+    Scenario,
+    Stage,
+    Void,
+    generate,
+)
+from tests.simulation.model import DELTA, Account, Usage, billed_in
+
+HOUR = 3600
+
+
+def _not_a_lost_client(record: logging.LogRecord) -> bool:
+    """A `--once` process killed mid-request is the simulation's doing, not an emulator fault."""
+    return not (record.exc_info and isinstance(record.exc_info[1], ConnectionResetError))
+
+
+logging.getLogger("meter.stripe_emulator.app").addFilter(_not_a_lost_client)
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int
+    scenarios: int
+    periods: int = 3
+    batch: int = 25
+    kinds: tuple[str, ...] = ("usage",)
+    features: frozenset[str] = frozenset(FEATURES + BATCH_FEATURES)
+    chaos: bool = True
+    drain_timeout_s: float = 120.0
+    all_violations: bool = False
+
+    def replay(self, seed: int, count: int) -> str:
+        args = f"--seed {seed} --scenarios {count} --batch {count} --periods {self.periods}"
+        if self.kinds != ("usage",):
+            args += f" --kinds {','.join(self.kinds)}"
+        if self.features != frozenset(FEATURES + BATCH_FEATURES):
+            args += f" --features {','.join(sorted(self.features)) or 'none'}"
+        if not self.chaos:
+            args += " --no-chaos"
+        return f'make simulate SIM_ARGS="{args}"'
+
+
+class Size(NamedTuple):
+    scenarios: int
+    periods: int
+    batch: int
+
+
+SHORT = Size(scenarios=6, periods=3, batch=6)
+LONG = Size(scenarios=200, periods=3, batch=25)
+
+
+@dataclass
+class Result:
+    seed: int
+    scenarios: list[Scenario]
+    replay: str
+    violations: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def report(self, most: int = 60) -> str:
+        """The summary; at most `most` violations (0: all)."""
+        head = "OK" if self.ok else f"FAILED ({len(self.violations)} violations)"
+        lines = [f"simulation batch seed={self.seed}: {head} in {self.seconds:.0f} s"]
+        lines += [f"  {k}: {v}" for k, v in sorted(self.counts.items())]
+        if not self.ok:
+            lines.append("  scenarios:")
+            lines += [f"    {s.describe()}" for s in self.scenarios]
+            lines.append("  violations:")
+            shown = self.violations[:most] if most else self.violations
+            lines += [f"    - {v}" for v in shown]
+            if len(shown) < len(self.violations):
+                lines.append(f"    … and {len(self.violations) - len(shown)} more (--all)")
+            lines.append(f"  replay: {self.replay}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Live:
+    """A scenario in the run: its Stripe ids, model account and bookkeeping."""
+
+    scenario: Scenario
+    account: Account
+    cus: str = ""
+    clock: str = ""
+    subscription: str = ""
+    meter_of_price: dict[str, str] = field(default_factory=dict)
+    finalized_at: dict[int, int] = field(default_factory=dict)  # period → clock time
+    unbilled: list[Event] = field(default_factory=list)  # posted, not drained yet
+    unbilled_voids: list[Event] = field(default_factory=list)
+    raw_logged: dict[str, bool] = field(default_factory=dict)  # event id → raw log on at fold
+    voided: set[str] = field(default_factory=set)
+
+
+class Batch:
+    def __init__(
+        self, options: Options, seed: int, scenarios: list[Scenario], frame: Frame,
+        database_url: str, workdir: Path,
+    ) -> None:  # fmt: skip
+        self.options = options
+        self.seed = seed
+        self.rng = random.Random(seed ^ 0x5EED)
+        self.frame = frame
+        self.database_url = database_url
+        self.workdir = workdir
+        self.live = [Live(s, Account({i.meter: (i.aggregation, i.price) for i in s.items},
+                                     s.coupon, s.tax)) for s in scenarios]  # fmt: skip
+        self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
+        self.keys: dict[str, str] = {}
+        self.statuses: dict[tuple[str, str], set[str]] = {}  # (tenant, id) → answers
+        self.events: dict[tuple[str, str], Event] = {}
+        self.port = 0
+        self.redis: EmbeddedRedis | None = None
+        self.running: RunningEmulator | None = None
+        self.sdk: stripe.StripeClient | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.control: EmulatorControl | None = None
+        self.serve: Proc | None = None
+        self.secret = "whsec_sim_" + secrets.token_hex(16)
+        self.runs = 0
+        self.open_period = 0
+        self.serve_killed = False  # between our kill -9 of serve and its restart
+        self.meter_ids: dict[str, str] = {}
+        self.product = ""
+        # What each action type does (Post is batched by `stage`); new scenario kinds add theirs.
+        self.handlers: dict[type[Action], Callable[[Live, Action], Awaitable[None]]] = {
+            Void: self.void,
+        }
+
+    # ------------------------------------------------------------------ setup
+
+    def env(self, *, raw_log: bool = True, horizon_s: float | None = None) -> dict[str, str]:
+        assert self.redis is not None
+        assert self.running is not None
+        span = self.frame.periods + 3
+        extra = {} if horizon_s is None else {"METER_REPORTER_DEDUPE_HORIZON": f"{horizon_s}s"}
+        return process_env(
+            self.database_url,
+            self.redis.url,
+            self.running,
+            self.secret,
+            METER_REDIS_PREFIX="sim",
+            METER_LATE_WINDOW=f"{self.frame.late_window_s}s",
+            METER_RAW_LOG="1" if raw_log else "0",
+            METER_BILLING_TENANT=TENANTS[0],
+            METER_BILLING_JOB_INTERVAL="0",
+            METER_AGGREGATOR_POLL_INTERVAL="0.05s",
+            METER_REPORTER_POLL_INTERVAL="0.1s",
+            METER_REPORTER_BACKOFF_CAP="0.5s",
+            METER_REPORTER_INVOICE_GRACE=f"{span * DAY}s",
+            **extra,
+        )
+
+    async def setup_catalog(self) -> None:
+        """API keys, local meter definitions, the Stripe meters and the product."""
+        assert self.sdk is not None
+        sdk = self.sdk
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            for tenant in TENANTS:
+                self.keys[tenant] = await auth.create_key(conn, name=f"sim-{tenant}", tenant=tenant)
+                for name, (aggregation, _, local) in METERS.items():
+                    if local:
+                        prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
+                        await conn.execute(queries.DEFINE_METER, tenant, name, aggregation, prop)
+        finally:
+            await conn.close()
+        for name, (_, formula, _) in METERS.items():
+            meter_params: Any = {"display_name": name, "event_name": name,
+                           "default_aggregation": {"formula": formula}}  # fmt: skip
+            meter = await sdk.v1.billing.meters.create_async(meter_params)
+            self.meter_ids[name] = meter.id
+        self.product = (await sdk.v1.products.create_async({"name": "Simulated API"})).id
+
+    async def setup_customers(self, lives: Sequence[Live]) -> None:
+        """Per scenario: a test clock at the frame's start, the customer, its prices, coupon
+        and tax rate, and the subscription; then the webhooks are waited for."""
+        assert self.sdk is not None
+        sdk = self.sdk
+        for live in lives:
+            s = live.scenario
+            clock = await sdk.v1.test_helpers.test_clocks.create_async(
+                {"frozen_time": self.frame.start}
+            )
+            cus = await sdk.v1.customers.create_async(
+                {"email": f"{s.customer}@{s.tenant}.example", "test_clock": clock.id,
+                 "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
+            )  # fmt: skip
+            live.clock, live.cus = clock.id, cus.id
+            items: list[dict[str, Any]] = []
+            for item in s.items:
+                params: Any = {
+                    "product": self.product,
+                    "currency": "usd",
+                    **item.stripe_price(),
+                    "recurring": {"interval": "day", "usage_type": "metered",
+                                  "meter": self.meter_ids[item.meter]},
+                }  # fmt: skip
+                price = await sdk.v1.prices.create_async(params)
+                live.meter_of_price[price.id] = item.meter
+                items.append({"price": price.id})
+            create: Any = {"customer": cus.id, "items": items}
+            if s.tax is not None:
+                rate = await sdk.v1.tax_rates.create_async(
+                    {"display_name": "VAT", "percentage": float(s.tax.percentage),
+                     "inclusive": s.tax.inclusive}
+                )  # fmt: skip
+                create["default_tax_rates"] = [rate.id]
+            if s.coupon is not None:
+                c = s.coupon
+                params = {"duration": c.duration}
+                if c.duration == "repeating":
+                    params["duration_in_months"] = 3
+                if c.percent_off is not None:
+                    params["percent_off"] = float(c.percent_off)
+                else:
+                    params |= {"amount_off": c.amount_off, "currency": "usd"}
+                coupon = await sdk.v1.coupons.create_async(params)
+                create["discounts"] = [{"coupon": coupon.id}]
+            sub = await sdk.v1.subscriptions.create_async(create)
+            live.subscription = sub.id
+        await self.settle()
+
+    async def settle(self, timeout_s: float = 90.0) -> None:
+        """Until every webhook the emulator emitted was answered 2xx by serve."""
+        assert self.running is not None
+        emu = self.running.emu
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = {e["id"] for e in emu.state.all("event")}
+            ok = {d["event"] for d in emu.deliveries
+                  if d["status"] is not None and 200 <= d["status"] < 300}  # fmt: skip
+            if events <= ok and (emu.outbox is None or emu.outbox.empty()):
+                return
+            if self.serve is not None and not self.serve.alive and not self.serve_killed:
+                self.result.violations.append(f"serve exited on its own: {self.serve.why()}")
+                await self.serve.start()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"webhooks not delivered: {sorted(events - ok)[:5]}")
+            await asyncio.sleep(0.05)
+
+    async def advance(self, to: int) -> None:
+        """Move every clock to `to`; maybe kill -9 serve while the webhooks are delivered."""
+        assert self.sdk is not None
+        killer = None
+        if self.options.chaos and self.rng.random() < 0.2:
+            killer = asyncio.create_task(self._kill_serve(self.rng.uniform(0.0, 0.5)))
+        try:
+            for live in self.live:
+                await self.sdk.v1.test_helpers.test_clocks.advance_async(
+                    live.clock, {"frozen_time": to}
+                )
+            await self.settle()
+        finally:
+            if killer is not None:
+                await killer
+        await self.settle()
+
+    # ------------------------------------------------------------------ posting
+
+    async def post(self, events: Sequence[Event]) -> None:
+        """Post per tenant in batches, retrying errors with the same ids; maybe kill serve."""
+        by_tenant: dict[str, list[Event]] = {}
+        for e in events:
+            by_tenant.setdefault(e.tenant, []).append(e)
+            self.events.setdefault((e.tenant, e.id), e)
+        killer = None
+        roll = self.rng.random() if self.options.chaos else 1.0
+        if roll < 0.3:
+            killer = asyncio.create_task(self._kill_serve(self.rng.uniform(0.0, 0.3)))
+        elif roll < 0.45:
+            killer = asyncio.create_task(self._kill_redis(self.rng.uniform(0.0, 0.3)))
+        try:
+            for tenant, batch in sorted(by_tenant.items()):
+                for i in range(0, len(batch), 50):
+                    await self._post(tenant, batch[i : i + 50])
+        finally:
+            if killer is not None:
+                await killer
+
+    async def _kill_serve(self, after_s: float) -> None:
+        assert self.serve is not None
+        await asyncio.sleep(after_s)
+        self.serve_killed = True
+        await self.serve.kill()
+        self.result.counts["kill -9 serve"] += 1
+        await asyncio.sleep(self.rng.uniform(0.1, 0.8))
+        await self.serve.start()
+        await wait_port(self.port, 60)
+        self.serve_killed = False
+
+    async def _kill_redis(self, after_s: float) -> None:
+        """kill -9 of the run's Redis (`appendfsync always`: what was acknowledged stays)."""
+        assert self.redis is not None
+        await asyncio.sleep(after_s)
+        await asyncio.to_thread(self.redis.kill)
+        self.result.counts["kill -9 redis"] += 1
+        await asyncio.sleep(self.rng.uniform(0.1, 0.8))
+        await asyncio.to_thread(self.redis.start)
+
+    async def _post(self, tenant: str, batch: list[Event]) -> None:
+        assert self.http is not None
+        body = orjson.dumps([e.body() for e in batch])
+        url = f"http://127.0.0.1:{self.port}/v1/events"
+        headers = {"Authorization": f"Bearer {self.keys[tenant]}",
+                   "Content-Type": "application/json"}  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                async with self.http.post(url, data=body, headers=headers) as response:
+                    if response.status == 200:
+                        doc = await response.json()
+                        for e, r in zip(batch, doc["results"], strict=True):
+                            self.statuses.setdefault((tenant, e.id), set()).add(r["status"])
+                            self.result.counts[f"answer {r['status']}"] += 1
+                        return
+                    self.result.counts[f"ingest http {response.status}"] += 1
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.result.counts[f"ingest {type(exc).__name__}"] += 1
+            if time.monotonic() > deadline:
+                self.result.violations.append(f"{len(batch)} events never answered")
+                return
+            await asyncio.sleep(0.2)
+
+    def is_in(self, e: Event) -> bool:
+        return bool(self.statuses.get((e.tenant, e.id), set()) & {"accepted", "duplicate"})
+
+    # ------------------------------------------------------------------ draining
+
+    async def _once(
+        self, name: str, args: list[str], env: dict[str, str], kill: bool
+    ) -> tuple[int, str]:
+        """One `--once` process; with `kill`, kill -9 it at a random moment and run it again.
+        Its exit code and the end of its log."""
+        while True:
+            self.runs += 1
+            proc = Proc(f"{name}-{self.runs}", args, env, self.workdir)
+            await proc.start()
+            if kill:
+                kill = False
+                if await proc.wait(self.rng.uniform(0.3, 2.5)) is None:
+                    await proc.kill()
+                    self.result.counts[f"kill -9 {name}"] += 1
+                    continue
+            code = await proc.wait(self.options.drain_timeout_s)
+            if code is None:
+                await proc.kill()
+                raise TimeoutError(f"{name} --once did not finish: {proc.why()}")
+            return code, proc.why()
+
+    async def drain(self) -> None:
+        """Aggregate everything accepted, then report until the outbox has nothing pending;
+        then tell the model where the drained usage is billed."""
+        assert self.control is not None
+        chaos = self.options.chaos
+        raw_log = not (chaos and self.rng.random() < 0.3)
+        self.result.counts["drains" + ("" if raw_log else " with METER_RAW_LOG=0")] += 1
+        # Sometimes the reporter's dedupe horizon is a second, so that rows left unsent by a
+        # kill are checked against Stripe's event summaries before they are sent again.
+        horizon = 1.0 if chaos and self.rng.random() < 0.25 else None
+        if horizon is not None:
+            self.result.counts["drains with a 1 s dedupe horizon"] += 1
+        env = self.env(raw_log=raw_log, horizon_s=horizon)
+        if chaos and self.rng.random() < 0.6:
+            kind = self.rng.choice(STRIPE_FAULTS)
+            await self.control.fault(stripe_fault_rule(kind, self.rng))
+            self.result.counts[f"fault {kind}"] += 1
+        code, why = await self._once("aggregate", ["aggregate", "--once"], env,
+                                     chaos and self.rng.random() < 0.3)  # fmt: skip
+        if code != 0:
+            self.result.violations.append(f"aggregate --once failed: {why}")
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        kill = chaos and self.rng.random() < 0.4
+        while True:
+            code, why = await self._once("report", ["report", "--once"], env, kill)
+            kill = False
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                pending = await conn.fetchval(queries.PENDING_OUTBOX)
+            finally:
+                await conn.close()
+            if code == 0 and not pending:
+                break
+            if time.monotonic() > deadline:
+                self.result.violations.append(f"report never drained ({pending} pending): {why}")
+                break
+            await asyncio.sleep(0.3)
+        await self.control.clear_faults()
+        for live in self.live:
+            self._bill(live, raw_log)
+
+    def _bill(self, live: Live, raw_log: bool) -> None:
+        """Usage drained now is billed where the contract says (model.billed_in)."""
+        account = live.account
+        for e in live.unbilled:
+            live.raw_logged[e.id] = raw_log
+            aggregation = METERS[e.meter][0]
+            own = self.period_of(e.timestamp)
+            where = billed_in(aggregation, own, own in live.finalized_at, self.open_period)
+            if where is not None:
+                value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
+                key = (e.properties or {}).get(UNIQUE_PROPERTY, "")
+                account.bill(where, e.meter, Usage(e.id, value, float(e.timestamp), key))
+        for e in live.unbilled_voids:
+            aggregation = METERS[e.meter][0]
+            own = self.period_of(e.timestamp)
+            where = billed_in(aggregation, own, own in live.finalized_at, self.open_period)
+            if where is not None:
+                value = Decimal(-1) if aggregation == "count" else -Decimal(str(e.value))
+                account.bill(where, e.meter, Usage("void:" + e.id, value, float(e.timestamp)))
+        live.unbilled, live.unbilled_voids = [], []
+
+    def period_of(self, timestamp: Any) -> int:
+        return math.floor((float(timestamp) - self.frame.start) / DAY)
+
+    # ------------------------------------------------------------------ stages
+
+    async def stage(self, k: int, stage: Stage) -> None:
+        """Post the stage's events in two rounds, each drained (so buckets get new versions
+        across drains); every other action goes through its handler (`self.handlers`) with the
+        second round."""
+        posts: list[tuple[Live, Event]] = []
+        others: list[tuple[Live, Action]] = []
+        for live in self.live:
+            for action in live.scenario.actions:
+                if action.period != k or action.stage != stage:
+                    continue
+                if isinstance(action, Post):
+                    posts += [(live, e) for e in action.events]
+                else:
+                    others.append((live, action))
+        cut = self.rng.randint(0, len(posts))
+        for last, part in ((False, posts[:cut]), (True, posts[cut:])):
+            for live, e in part:
+                known = (e.tenant, e.id) in self.statuses or e in live.unbilled
+                if e.valid and not known:
+                    live.unbilled.append(e)
+            if part:
+                await self.post([e for _, e in part])
+            # The other actions go with the second round (they act on usage drained before).
+            for live, action in others if last else ():
+                await self.handlers[type(action)](live, action)
+            if part or (last and others):
+                await self.drain()
+
+    async def void(self, live: Live, action: Action) -> None:
+        assert isinstance(action, Void)
+        s = live.scenario
+        event = self.events.get((s.tenant, action.event_id))
+        if event is None or not self.is_in(event) or action.event_id in live.voided:
+            return
+        if action.event_id not in live.raw_logged:
+            return  # not drained yet
+        args = ["usage", "void", "--id", action.event_id, "--tenant", s.tenant]
+        proc = Proc(f"void-{action.event_id}", args, self.env(), self.workdir)
+        await proc.start()
+        code = await proc.wait(60)
+        if live.raw_logged[action.event_id]:
+            if code != 0:
+                self.result.violations.append(
+                    f"void of {action.event_id} (folded with the raw log on) failed: {proc.why()}"
+                )
+                return
+            live.voided.add(action.event_id)
+            live.unbilled_voids.append(event)
+            self.result.counts["voids"] += 1
+        else:
+            self.result.counts["voids refused (raw log was off)"] += 1
+            if code == 0:
+                self.result.violations.append(
+                    f"void of {action.event_id} (folded with METER_RAW_LOG=0) answered success"
+                )
+
+    # ------------------------------------------------------------------ checks
+
+    async def check_open(self, k: int) -> None:
+        assert self.http is not None
+        assert self.sdk is not None
+        for live in self.live:
+            s = live.scenario
+            expected = invariants.from_model(live.account.invoice(k, finalize=False))
+            url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/usage"
+            headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
+            async with self.http.get(url, headers=headers) as response:
+                doc = await response.json()
+            what = f"#{s.index} period {k} open"
+            if response.status != 200 or not doc.get("invoice"):
+                self.result.violations.append(f"{what}: usage answered {response.status} {doc}")
+            else:
+                ours = invariants.from_usage_doc(doc, live.meter_of_price)
+                self.result.violations += invariants.bill_diff(expected, ours, f"{what} ours")
+            preview = await self.sdk.v1.invoices.create_preview_async({"customer": live.cus})
+            theirs = invariants.from_stripe_invoice(
+                preview.to_dict(recursive=True), live.meter_of_price
+            )
+            self.result.violations += invariants.bill_diff(expected, theirs, f"{what} preview")
+            self.result.counts["open-period checks"] += 1
+
+    async def check_closed(self, k: int) -> None:
+        assert self.sdk is not None
+        start, end = self.frame.period(k)
+        for live in self.live:
+            s = live.scenario
+            expected = invariants.from_model(live.account.invoice(k, finalize=True))
+            what = f"#{s.index} period {k} invoice"
+            listed = await self.sdk.v1.invoices.list_async({"customer": live.cus, "limit": 100})
+            found = [i for i in listed.data if i.period_start == start and i.period_end == end]
+            if len(found) != 1 or found[0].status == "draft":
+                self.result.violations.append(
+                    f"{what}: {len(found)} invoices, statuses {[i.status for i in found]}"
+                )
+                continue
+            invoice = found[0].to_dict(recursive=True)
+            live.finalized_at[k] = invoice["status_transitions"]["finalized_at"]
+            actual = invariants.from_stripe_invoice(invoice, live.meter_of_price)
+            self.result.violations += invariants.bill_diff(expected, actual, what)
+            self.result.counts["finalized invoices checked"] += 1
+
+    async def check_end(self) -> None:
+        assert self.control is not None
+        events = await self.control.meter_events()
+        ours = {live.cus: live for live in self.live}
+        mine = [e for e in events if e["customer"] in ours and not e.get("canceled")]
+        finalized = {
+            live.cus: {self.frame.period(k): at for k, at in live.finalized_at.items()}
+            for live in self.live
+        }
+        self.result.violations += invariants.sent_into_finalized(mine, finalized)
+        stripe_totals: dict[tuple[str, str], Decimal] = {}
+        for e in mine:
+            if METERS.get(e["event_name"], ("",))[0] in DELTA:
+                key = (f"#{ours[e['customer']].scenario.index}", e["event_name"])
+                stripe_totals[key] = stripe_totals.get(key, Decimal(0)) + Decimal(str(e["value"]))
+        model_totals: dict[tuple[str, str], Decimal] = {}
+        for live in self.live:
+            for (_, meter), usage in live.account.billed.items():
+                if METERS[meter][0] in DELTA:
+                    key = (f"#{live.scenario.index}", meter)
+                    model_totals[key] = model_totals.get(key, Decimal(0)) + sum(
+                        (u.value for u in usage), Decimal(0)
+                    )
+        self.result.violations += invariants.delta_totals(stripe_totals, model_totals)
+        for (tenant, event_id), event in self.events.items():
+            answers = self.statuses.get((tenant, event_id), set())
+            if event.valid and not self.is_in(event):
+                self.result.violations.append(f"valid event {event_id} answered {answers}")
+            if not event.valid and answers != {"rejected"}:
+                self.result.violations.append(
+                    f"invalid event {event_id} ({event.reason}) answered {answers}"
+                )
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            rows = await conn.fetch(queries.STUCK_OUTBOX)
+        finally:
+            await conn.close()
+        log = "".join(p.read_text(errors="replace") for p in self.workdir.glob("report-*.log"))
+        self.result.violations += invariants.stuck_rows([dict(r) for r in rows], log)
+
+    # ------------------------------------------------------------------ the batch
+
+    async def run(self) -> Result:
+        started = time.monotonic()
+        self.port = free_port()
+        self.redis = await own_redis(self.workdir)
+        config = webhook_emulator(
+            self.port,
+            self.secret,
+            self.seed,
+            webhook_retry_base=0.2,
+            webhook_max_attempts=20,
+            webhook_duplicate_probability=0.1 if self.options.chaos else 0.0,
+            tick_seconds=3600.0,
+        )
+        try:
+            async with (
+                running_emulator(config) as running,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            ):
+                self.running, self.http = running, http
+                self.sdk = running.client(timeout=30.0)
+                self.control = EmulatorControl(http, running.api_base)
+                self.serve = Proc("serve", ["serve", "--workers", "1", "--port", str(self.port)],
+                                  self.env(), self.workdir)  # fmt: skip
+                await self.serve.start()
+                try:
+                    await wait_port(self.port, 60)
+                    await self.setup_catalog()
+                    # `early` scenarios: usage arrives before billing knows the customer.
+                    early = [x for x in self.live if "early" in x.scenario.features]
+                    await self.setup_customers([x for x in self.live if x not in early])
+                    await self.stage(0, Stage.EARLY)
+                    await self.setup_customers(early)
+                    await self._periods()
+                    await self.check_end()
+                finally:
+                    await self.serve.stop()
+        finally:
+            await asyncio.to_thread(self.redis.stop)
+        self.result.seconds = time.monotonic() - started
+        return self.result
+
+    async def _periods(self) -> None:
+        frame = self.frame
+        for k in range(frame.periods + 1):
+            end = frame.period(k)[1]
+            self.open_period = k
+            await self.advance(end - 60)
+            await self.stage(k, Stage.OPEN)
+            await self.check_open(k)
+            if k == frame.periods:
+                break  # the last open stage only takes the last period's late usage
+            self.open_period = k + 1
+            await self.advance(end + HOUR // 2)
+            await self.stage(k, Stage.GRACE)
+            await self.advance(end + HOUR + 60)
+            await self.check_closed(k)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def frame_for(periods: int, now: float) -> Frame:
+    """Clocks start `periods + 1` days (and two hours) ago, on the hour."""
+    start = int(now) // HOUR * HOUR - (periods + 1) * DAY - 2 * HOUR
+    return Frame(start, periods, now, late_window_s=(periods + 3) * DAY)
+
+
+async def run_batch(batch: Batch) -> Result:
+    """The batch's result; a batch that could not go on (a timeout, an error of its own) is a
+    failed one, and the run goes on with the next."""
+    try:
+        return await batch.run()
+    except Exception as exc:
+        batch.result.violations.append(
+            "batch aborted: " + "".join(traceback.format_exception(exc, limit=-4)).strip()
+        )
+        return batch.result
+
+
+async def simulate(options: Options, database_url: str | None, workdir: Path) -> list[Result]:
+    """Every batch of the run; `database_url`: a migrated database for a single batch (pytest),
+    else each batch gets a fresh one next to the test server."""
+    results = []
+    done = 0
+    batch_no = 0
+    while done < options.scenarios:
+        count = min(options.batch, options.scenarios - done)
+        seed = options.seed + batch_no
+        frame = frame_for(options.periods, time.time())
+        scenarios = generate(seed, count, frame, kinds=options.kinds,
+                             features=set(options.features), first_index=0)  # fmt: skip
+        bdir = workdir / f"batch-{batch_no}"
+        bdir.mkdir(parents=True, exist_ok=True)
+        if database_url is not None:
+            result = await run_batch(Batch(options, seed, scenarios, frame, database_url, bdir))
+        else:
+            server, pg = server_url(workdir)
+            url, name = await fresh_database(server, "meter_sim")
+            try:
+                result = await run_batch(Batch(options, seed, scenarios, frame, url, bdir))
+            finally:
+                await drop_database(server, name)
+                if pg is not None:
+                    pg.stop()
+        print(result.report(0 if options.all_violations else 60), flush=True)
+        results.append(result)
+        done += count
+        batch_no += 1
+    return results
+
+
+def parse(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seed", type=int, help="first batch's seed (default: random)")
+    parser.add_argument("--scenarios", type=int, default=LONG.scenarios)
+    parser.add_argument("--periods", type=int, default=LONG.periods, help="≥ 3")
+    parser.add_argument("--batch", type=int, default=LONG.batch, help="scenarios per batch")
+    parser.add_argument("--kinds", default="usage", help=f"comma list of {sorted(KINDS)}")
+    parser.add_argument(
+        "--features", help=f"comma list of {FEATURES + BATCH_FEATURES} (default: all)"
+    )
+    parser.add_argument("--short", action="store_true", help="the short profile (pytest's)")
+    parser.add_argument("--no-chaos", action="store_true", help="no kills, faults or raw log off")
+    parser.add_argument("--all", action="store_true", help="print every violation (else 60)")
+    args = parser.parse_args(argv)
+    features = (
+        FEATURES + BATCH_FEATURES
+        if args.features is None
+        else tuple(f for f in args.features.split(",") if f and f != "none")
+    )
+    size = SHORT if args.short else Size(args.scenarios, args.periods, args.batch)
+    return Options(
+        seed=args.seed if args.seed is not None else random.randrange(2**31),
+        kinds=tuple(args.kinds.split(",")),
+        features=frozenset(features),
+        chaos=not args.no_chaos,
+        all_violations=args.all,
+        scenarios=size.scenarios,
+        periods=size.periods,
+        batch=size.batch,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse(argv)
+    if options.periods < 3:
+        raise SystemExit("--periods must be at least 3")
+    with tempfile.TemporaryDirectory(prefix="meter-sim-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)
+        results = asyncio.run(simulate(options, None, workdir))
+    clean = sum(len(r.scenarios) for r in results if r.ok)
+    failed = [r for r in results if not r.ok]
+    print(f"simulation: {clean} of {options.scenarios} scenarios clean"
+          + "".join(f"\n  FAILED seed {r.seed}: {r.replay}" for r in failed))  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,76 @@
+"""The simulation's reference model, checked by hand against Stripe's documented examples."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from tests.simulation.model import (
+    Account,
+    Coupon,
+    Line,
+    Price,
+    Tax,
+    Tier,
+    Usage,
+    billed_in,
+    discount_shares,
+    invoice,
+    quantity,
+)
+
+TIERS = (Tier(D(5), D(500)), Tier(D(10), D(400)), Tier(None, D(300), 1000))
+
+
+def test_prices() -> None:
+    # Graduated (Stripe's example shape): 5 × 5.00 + 5 × 4.00 + 2 × 3.00 + 10.00 flat = 61.00.
+    assert Price("graduated", tiers=TIERS).amount(D(12)) == 6100
+    # Volume: all 12 units at the third tier, plus its flat fee; `up_to` is inclusive.
+    assert Price("volume", tiers=TIERS).amount(D(12)) == 12 * 300 + 1000
+    assert Price("volume", tiers=TIERS).amount(D(5)) == 5 * 500
+    # Packages of 10 at 2.50, rounded up or down.
+    assert Price("package", unit=D(250), package_size=10).amount(D(21)) == 750
+    assert Price("package", unit=D(250), package_size=10, package_round="down").amount(D(21)) == 500
+    # One rounding per line, halves up: 2.5 × 3.3 = 8.25 → 8; 4.5 × 3.3 = 14.85 → 15.
+    assert Price("per_unit", unit=D("3.3")).amount(D("2.5")) == 8
+    assert Price("per_unit", unit=D("0.75")).amount(D(2)) == 2  # 1.5 → 2
+
+
+def test_quantities() -> None:
+    usage = [
+        Usage("a", D(5), 10.0, "u1"),
+        Usage("b", D(7), 5.0, "u2"),
+        Usage("c", D(3), 20.0, "u1"),
+    ]
+    assert quantity("sum", usage) == 15
+    assert quantity("max", usage) == 7
+    assert quantity("last", usage) == 3  # the latest timestamp, not the latest arrival
+    assert quantity("unique_count", usage) == 2
+    # A negative cycle total (voids) is invoiced as zero.
+    assert quantity("sum", [Usage("v", D(-4), 1.0)]) == 0
+
+
+def test_where_usage_is_billed() -> None:
+    assert billed_in("sum", own_period=1, own_finalized=False, open_period=2) == 1
+    assert billed_in("count", own_period=1, own_finalized=True, open_period=2) == 2
+    assert billed_in("max", own_period=1, own_finalized=True, open_period=2) is None
+
+
+def test_discount_and_tax() -> None:
+    # 10 off 300 + 100 + 0: shares 7.5 / 2.5 → floors 7 / 2, the remaining cent to the larger
+    # fraction (equal: the first line).
+    assert discount_shares([300, 100, 0], 10) == [8, 2, 0]
+    lines = [Line("a", D(1), 300), Line("b", D(1), 100)]
+    exclusive = invoice(lines, Coupon("forever", percent_off=D(10)), Tax(D(19), False))
+    assert (exclusive.discount, exclusive.tax) == (40, round(270 * 0.19) + round(90 * 0.19))
+    assert exclusive.total == 400 - 40 + exclusive.tax
+    inclusive = invoice(lines, None, Tax(D(20), True))
+    assert (inclusive.tax_included, inclusive.total) == (50 + 17, 400)  # 300/6, 100/6 → 16.67
+
+
+def test_a_once_coupon_is_used_by_the_first_invoice_with_a_subtotal() -> None:
+    account = Account({"m": ("sum", Price("per_unit", unit=D(100)))}, Coupon("once", amount_off=50))
+    assert account.invoice(0, finalize=True).discount == 0  # nothing to discount yet
+    account.bill(1, "m", Usage("e", D(1), 0.0))
+    account.bill(2, "m", Usage("f", D(1), 0.0))
+    assert account.invoice(1, finalize=True).discount == 50
+    assert account.invoice(2, finalize=False).discount == 0

@@ -192,10 +192,13 @@ class Settings:
             raise ConfigError("METER_REPORTER_MAX_ATTEMPTS must be at least 1")
         if self.reporter_dedupe_horizon_s >= 24 * 3600.0:
             raise ConfigError("METER_REPORTER_DEDUPE_HORIZON must stay under Stripe's 24h")
-        if not 0 <= self.reporter_invoice_grace_s <= 72 * 3600.0:
+        # Past 35 days Stripe takes no timestamp inside the period anyway. Above Stripe's
+        # longest finalization grace (72h) only the invoice webhooks close a period in time:
+        # allowed (tests on test clocks in the past need it), and the reporter warns.
+        if not 0 <= self.reporter_invoice_grace_s <= 35 * 86400.0:
             raise ConfigError(
-                "METER_REPORTER_INVOICE_GRACE must be between 0 and 72h (Stripe's longest"
-                " finalization grace period)"
+                "METER_REPORTER_INVOICE_GRACE must be between 0 and 35d (Stripe's meter event"
+                " timestamp window)"
             )
         # Dropping raw events still inside the late window would drop their dedupe ids too.
         if self.raw_retention_s < self.late_window_s + 86400.0:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # 90% of Stripe's live-mode limits, events per second.
 DEFAULT_RATE = {"v2": 9000.0, "v1": 900.0}
+# docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period: up to 72 hours.
+STRIPE_LONGEST_GRACE_S = 72 * 3600.0
 
 
 class Reporter:
@@ -53,6 +55,13 @@ class Reporter:
         self.settings = settings
         # Billing's customers table resolves our ids and cus_ ids (meter/billing/directory.py).
         self.directory = directory or BillingDirectory()
+        if settings.reporter_invoice_grace_s > STRIPE_LONGEST_GRACE_S:
+            log.warning(
+                "METER_REPORTER_INVOICE_GRACE is longer than Stripe's longest finalization grace"
+                " (72h): a period closes by time only after it, so late usage relies on the"
+                " invoice webhooks to be carried, not sent into a finalized invoice",
+                extra={"grace_s": settings.reporter_invoice_grace_s},
+            )
         self.calendar = calendar or BillingCalendar(
             dt.timedelta(seconds=settings.reporter_invoice_grace_s)
         )

@@ -80,7 +80,7 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_PORT": "http"},
         {"METER_REDIS_WAIT_REPLICAS": "-1"},
         {"METER_REDIS_WAIT_TIMEOUT": "5s"},
-        {"METER_REPORTER_INVOICE_GRACE": "73h"},
+        {"METER_REPORTER_INVOICE_GRACE": "36d"},
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
@@ -110,3 +110,12 @@ def test_the_invoice_grace_leaves_a_margin_below_stripes_hour() -> None:
     assert (
         Settings.from_env({"METER_REPORTER_INVOICE_GRACE": "2h"}).reporter_invoice_grace_s == 7200
     )
+
+
+def test_the_invoice_grace_stays_inside_stripes_timestamp_window() -> None:
+    # Longer than Stripe's 72h is allowed (the reporter warns); past 35 days is not.
+    assert Settings.from_env({"METER_REPORTER_INVOICE_GRACE": "5d"}).reporter_invoice_grace_s == (
+        5 * 86400
+    )
+    with pytest.raises(ConfigError, match="35d"):
+        Settings.from_env({"METER_REPORTER_INVOICE_GRACE": "36d"})

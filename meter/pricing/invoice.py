@@ -24,7 +24,8 @@ from meter.pricing.model import ZERO, Discount, Period, SubscriptionItem, TaxRat
 # response builds a dozen of them, and a frozen dataclass's __init__ (one object.__setattr__
 # per field) costs ~3× a tuple's (1.75 vs 0.55 µs for ten fields, measured).
 class Line(NamedTuple):
-    """One invoice line. `kind` is "metered", "licensed" or "minimum"."""
+    """One invoice line. `kind` is "metered", "licensed", "minimum" or "pending" (a pending
+    invoice item)."""
 
     kind: str
     item_id: str
@@ -108,6 +109,7 @@ def project_invoice(
     invoice_date: int | None = None,
     tax_rates: Sequence[TaxRate] = (),
     minimum: int | None = None,
+    pending: Sequence[Line] = (),
 ) -> InvoiceProjection:
     """The invoice a subscription's `items` will produce for `usage` (item id → quantity).
 
@@ -116,10 +118,12 @@ def project_invoice(
     own `tax_rates` replace them for its line, as Stripe's item-level rates do. `minimum` is a
     minimum spend in minor units: when the lines sum to less, a "minimum" line tops them up.
     Stripe prices have no minimum of their own, so this line stands for the invoice item the
-    billing module would add; it is not part of what the emulator computes.
+    billing module would add; it is not part of what the emulator computes. `pending` are lines
+    of fixed amount the invoice takes as they are (the subscription's pending invoice items).
     """
     code = _currency(items, currency)
     lines = price_items(items, usage, period=period, licensed_period=licensed_period)
+    lines += pending
     if minimum is not None and (short := minimum - sum(line.amount for line in lines)) > 0:
         lines.append(
             Line("minimum", "", "", "minimum", Decimal(1), short, licensed_period or period)

@@ -18,7 +18,6 @@ freed connection to whoever asks next, not to who waited longest (batching.py sa
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
 import time
@@ -43,7 +42,7 @@ from meter.pricing import (
     project_invoice,
 )
 from meter.usage import params, pending, queries, report, store
-from meter.usage.store import Plan, PlanItem
+from meter.usage.store import PendingItem, Plan, PlanItem
 from meter.usage.tally import Tally
 
 log = logging.getLogger(__name__)
@@ -72,9 +71,10 @@ def month_of(at: int) -> Period:
 
 
 def _current(plan: Plan) -> list[tuple[PlanItem, Period]]:
+    """Each live item with the part of its current period its price bills."""
     if plan.subscription is None or plan.status in store.ENDED:
         return []
-    return [(i, i.current) for i in plan.items if not i.removed]
+    return [(i, i.billing) for i in plan.items if not i.removed]
 
 
 async def _selection(
@@ -197,15 +197,27 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
-        main = snap.by_item
-        if others:
-            main, *rest = _every_event_on_each([selection] + [sel for _, sel in others], main)
-        doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates)
+        main, *rest = _every_event_on_each([selection] + [sel for _, sel in others], snap.by_item)
+        pending_items = plan.pending if wanted == params.CURRENT else ()
+        doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates, pending_items)
+        doc["billing_mode"] = plan.billing_mode
     # Every other live subscription bills the same usage again (Stripe bills a meter event on
     # each subscription with a price on its meter): each is shown, priced, as its own invoice.
     doc["other_subscriptions"] = [
-        {"subscription": other.subscription, "status": other.status}
-        | _priced(sel, tallies, events, now, other.discounts, other.tax_rates)
+        {
+            "subscription": other.subscription,
+            "status": other.status,
+            "billing_mode": other.billing_mode,
+        }
+        | _priced(
+            sel,
+            tallies,
+            events,
+            now,
+            other.discounts,
+            other.tax_rates,
+            other.pending if wanted == params.CURRENT else (),
+        )
         for (other, sel), tallies in zip(others, rest, strict=False)
     ]
     doc["freshness"] = freshness
@@ -215,25 +227,32 @@ async def usage(request: web.Request) -> web.Response:
 def _every_event_on_each(
     selections: list[Selection], by_item: dict[tuple[str, str], Tally]
 ) -> list[dict[tuple[str, str], Tally]]:
-    """Per selection, its items' tallies when several live subscriptions bill one meter. The
-    aggregator attributes an event to one item only, but Stripe bills each subscription with a
-    price on the event's meter for it: each such item gets the fold of every selected item on
-    its meter (exact when the subscriptions' periods coincide, as after a second checkout).
-    Pending events are folded afterwards, per item and period (report.fold_pending)."""
-    by_meter: dict[str, Tally] = {}
+    """Per selection, its items' tallies as Stripe bills them: a meter event is billed on every
+    item with a price on its meter whose window holds it (items of one subscription or of
+    several), while the aggregator attributes it to one of them, the one whose period started
+    last (aggregator/attribution.py). So the events of an item's window are those attributed
+    to it and to every item on its meter whose period starts at or after its own: each item's
+    tally is the fold of theirs, whatever item the aggregator picked. Pending events are folded
+    afterwards, per item and period (report.fold_pending)."""
+    on_meter: dict[str, list[tuple[Period, Tally]]] = {}
     for selection in selections:
-        for item, _ in selection:
+        for item, period in selection:
             tally = by_item.get((item.id, item.meter or ""))
             if item.meter is not None and tally is not None:
-                by_meter.setdefault(item.meter, Tally()).merge(tally)
-    return [
-        {
-            (item.id, item.meter): dataclasses.replace(by_meter[item.meter])
-            for item, _ in selection
-            if item.meter is not None and item.meter in by_meter
-        }
-        for selection in selections
-    ]
+                on_meter.setdefault(item.meter, []).append((period, tally))
+    out: list[dict[tuple[str, str], Tally]] = []
+    for selection in selections:
+        tallies: dict[tuple[str, str], Tally] = {}
+        for item, period in selection:
+            if item.meter is None or item.meter not in on_meter:
+                continue
+            fold = Tally()
+            for other, tally in on_meter[item.meter]:
+                if period.start <= other.start < period.end:
+                    fold.merge(tally)
+            tallies[(item.id, item.meter)] = fold
+        out.append(tallies)
+    return out
 
 
 def _unpriced(window: Period, meters: dict[str, tuple[str, Tally]]) -> Doc:
@@ -266,6 +285,7 @@ def _priced(
     now: int,
     discounts: Sequence[Discount] = (),
     tax_rates: Sequence[TaxRate] = (),
+    pending_items: Sequence[PendingItem] = (),
 ) -> Doc:
     report.fold_pending(selection, tallies, events)
     items, so_far, projected = [], {}, {}
@@ -276,7 +296,7 @@ def _priced(
         so_far[item.id] = Decimal(entry["quantity"])
         projected[item.id] = forecast
     metered = [(i, p) for i, p in selection if i.metered] or selection
-    period = metered[0][1]
+    period = report.invoice_period(*metered[0])
     doc: Doc = {"period": report.period_doc(period), "period_basis": "subscription", "items": items}
     engine = report.engine_items(selection)
     if not engine:
@@ -285,6 +305,7 @@ def _priced(
     try:
         # One discount at a time, as the pricing engine applies them: the first (see the note).
         discount = discounts[0] if discounts else None
+        extra = report.pending_lines(pending_items, period)
         invoice = project_invoice(
             engine,
             so_far,
@@ -292,6 +313,7 @@ def _priced(
             licensed_period=licensed,
             discount=discount,
             tax_rates=tax_rates,
+            pending=extra,
         )
         forecast_invoice = project_invoice(
             engine,
@@ -300,6 +322,7 @@ def _priced(
             licensed_period=licensed,
             discount=discount,
             tax_rates=tax_rates,
+            pending=extra,
         )
     except PricingError as exc:
         return doc | {

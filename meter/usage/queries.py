@@ -16,28 +16,44 @@ from meter.billing import queries as billing_queries
 # event name and aggregation: a local definition, else the Stripe meter's formula for every
 # tenant, else sum (the rule of usage_rollup_values, migrations/0012_meter_formulas.sql). One
 # statement: a row per item, in subscription rank order, or one row of nulls after the customer
-# when it has no subscription or no items; no row for an unknown customer.
+# when it has no subscription or no items; no row for an unknown customer. `price_since`: where
+# the item's latest period inside its Stripe period starts (its price bills usage from there: an
+# item added or repriced mid-period, meter/billing/store.py).
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
-    s.tax_rates AS subscription_tax_rates,
+    s.tax_rates AS subscription_tax_rates, s.billing_mode,
     i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
-    i.tax_rates,
+    i.tax_rates, coalesce(since.at, i.current_period_start) AS price_since,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
     m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
-    SELECT id, status, discounts, tax_rates,
+    SELECT id, status, discounts, tax_rates, billing_mode,
         row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
     FROM subscriptions
     WHERE customer = c.stripe_id
 ) s ON s.rank = 1 OR s.status = ANY($3::text[])
 LEFT JOIN subscription_items i ON i.subscription = s.id
+LEFT JOIN LATERAL (
+    SELECT max(period_start) AS at FROM subscription_item_periods
+    WHERE item = i.id AND period_start >= i.current_period_start
+        AND period_start < i.current_period_end
+) since ON true
 LEFT JOIN prices p ON p.id = i.price
 LEFT JOIN billing_meters m ON m.id = coalesce(i.meter, p.meter)
 LEFT JOIN meter_definitions d ON d.tenant = $1 AND d.meter = m.event_name
 LEFT JOIN stripe_meter_formulas f ON f.meter = m.event_name
 ORDER BY s.rank, i.id
+"""
+
+# The customer's invoice items that no invoice took yet (Stripe puts them on the subscription's
+# next invoice), by subscription.
+PENDING_ITEMS = """
+SELECT subscription, id, subscription_item, amount, currency, proration, period_start, period_end
+FROM pending_invoice_items
+WHERE customer = $1 AND invoice IS NULL AND NOT deleted AND subscription IS NOT NULL
+ORDER BY subscription, id
 """
 
 # The period of each item that contains the instant $2 (past periods are kept here only).

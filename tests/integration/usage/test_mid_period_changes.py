@@ -11,6 +11,7 @@ prorations wait for the next invoice as pending invoice items.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ import stripe
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter.billing.sync import sync
 from tests.integration.billing.conftest import Stack, clock_customer, hour_now
 
 HOUR = 3600
@@ -69,7 +71,8 @@ async def _usage(
 
 async def _projection_is_preview(stack: Stack, customer: str, cus: str, sub: str) -> Any:
     """Our invoice for the current period equals the emulator's preview, line amounts too."""
-    await stack.settle()
+    if stack.emu.config.webhook_url is not None:
+        await stack.settle()
     preview = await stack.sdk.v1.invoices.create_preview_async(
         {"customer": cus, "subscription": sub}
     )
@@ -222,7 +225,12 @@ async def test_a_removed_then_readded_price_keeps_its_late_usage_on_the_removed_
     assert [r["subscription_item"] for r in late] == [old], (old, new)
 
 
-async def test_pending_prorations_are_on_the_projected_invoice(stack: Stack, redis: Redis) -> None:
+@pytest.mark.parametrize("synced", [False, True], ids=["webhooks", "meter-sync"])
+async def test_pending_prorations_are_on_the_projected_invoice(
+    stack: Stack, redis: Redis, synced: bool
+) -> None:
+    if synced:  # no webhook arrives: `meter sync` alone must find the pending items
+        stack.emu.config = dataclasses.replace(stack.emu.config, webhook_url=None)
     sdk = stack.sdk
     calls = await _meter(sdk, "calls")
     product = (await sdk.v1.products.create_async({"name": "API"})).id
@@ -239,16 +247,44 @@ async def test_pending_prorations_are_on_the_projected_invoice(stack: Stack, red
     sub = await sdk.v1.subscriptions.create_async(
         {"customer": cus, "items": [{"price": a}, {"price": flat.id, "quantity": 3}]}
     )
-    await stack.settle()
-    await _usage(stack, redis, cus, "prorated", "calls", 7, start + 60, "calls")
     await _advance(stack, clock, start + 10 * 86400)
     [licensed] = [i["id"] for i in sub["items"]["data"] if i["price"]["id"] == flat.id]
     await sdk.v1.subscriptions.update_async(
         sub.id,
         {"items": [{"id": licensed, "quantity": 5}], "proration_behavior": "create_prorations"},
     )
+    if synced:
+        async with stack.billing.connection() as conn:
+            await sync(conn, stack.billing.gateway, "acme")
+    else:
+        await stack.settle()
+    await _usage(stack, redis, cus, "prorated", "calls", 7, start + 60, "calls")
     doc = await _projection_is_preview(stack, "prorated", cus, sub.id)
     pending = [ln for ln in doc["invoice"]["lines"] if ln["kind"] == "pending"]
-    assert len(pending) == 2 and sum(ln["amount"] for ln in pending) > 0, doc["invoice"]
-    # 7 calls × 2 + next period 5 × 2000 + the prorations of 2 more seats for 20 of 30 days.
+    assert len(pending) == 2, doc["invoice"]
+    assert sum(ln["amount"] for ln in pending) > 0
+    # 7 calls × 2, the next period's 5 × 2000, and the 2 more seats for the rest of this one.
     assert doc["invoice"]["total"] > 14 + 10_000
+
+
+async def test_an_invoice_takes_the_pending_items_off_the_projection(
+    stack: Stack, redis: Redis
+) -> None:
+    sdk = stack.sdk
+    calls = await _meter(sdk, "calls")
+    product = (await sdk.v1.products.create_async({"name": "API"})).id
+    a, b = await _metered(sdk, product, calls, 2), await _metered(sdk, product, calls, 5)
+    clock, cus, start = await _clocked(stack, "rolled")
+    sub = await sdk.v1.subscriptions.create_async({"customer": cus, "items": [{"price": a}]})
+    await stack.settle()
+    await _usage(stack, redis, cus, "rolled", "calls", 4, start + 60, "calls")
+    await _advance(stack, clock, start + HOUR)
+    item = sub["items"]["data"][0]["id"]
+    await sdk.v1.subscriptions.update_async(sub.id, {"items": [{"id": item, "price": b}]})
+    await stack.settle()
+    assert (await _projection_is_preview(stack, "rolled", cus, sub.id))["invoice"]["total"] == 8
+    # The period rolls: its invoice takes the invoice item, the next one starts empty.
+    end = sub["items"]["data"][0]["current_period_end"]
+    await _advance(stack, clock, end + 60)
+    doc = await _projection_is_preview(stack, "rolled", cus, sub.id)
+    assert doc["invoice"]["total"] == 0

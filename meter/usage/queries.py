@@ -16,14 +16,17 @@ from meter.billing import queries as billing_queries
 # event name and aggregation: a local definition, else the Stripe meter's formula for every
 # tenant, else sum (the rule of usage_rollup_values, migrations/0012_meter_formulas.sql). One
 # statement: a row per item, in subscription rank order, or one row of nulls after the customer
-# when it has no subscription or no items; no row for an unknown customer. `price_since`: where
-# the item's latest period inside its Stripe period starts (its price bills usage from there: an
-# item added or repriced mid-period, meter/billing/store.py).
+# when it has no subscription or no items; no row for an unknown customer. The price (and meter)
+# of an item is that of its latest period inside its Stripe period, and `price_since` where that
+# period starts (an item added or repriced mid-period, meter/billing/store.py): a change whose
+# time is not known yet (Stripe's answer to our own change, before its webhook) keeps the
+# period's price, not the new one over usage it does not bill.
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     s.tax_rates AS subscription_tax_rates, s.billing_mode,
-    i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
-    i.tax_rates, coalesce(since.at, i.current_period_start) AS price_since,
+    i.id, coalesce(since.price, i.price) AS price, i.quantity, i.current_period_start,
+    i.current_period_end, i.removed_at, i.tax_rates,
+    coalesce(since.period_start, i.current_period_start) AS price_since,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
     m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
@@ -36,12 +39,14 @@ LEFT JOIN LATERAL (
 ) s ON s.rank = 1 OR s.status = ANY($3::text[])
 LEFT JOIN subscription_items i ON i.subscription = s.id
 LEFT JOIN LATERAL (
-    SELECT max(period_start) AS at FROM subscription_item_periods
+    SELECT period_start, price, meter FROM subscription_item_periods
     WHERE item = i.id AND period_start >= i.current_period_start
         AND period_start < i.current_period_end
+    ORDER BY period_start DESC LIMIT 1
 ) since ON true
-LEFT JOIN prices p ON p.id = i.price
-LEFT JOIN billing_meters m ON m.id = coalesce(i.meter, p.meter)
+LEFT JOIN prices p ON p.id = coalesce(since.price, i.price)
+LEFT JOIN billing_meters m ON m.id = coalesce(
+    CASE WHEN since.price IS NULL THEN i.meter ELSE since.meter END, p.meter)
 LEFT JOIN meter_definitions d ON d.tenant = $1 AND d.meter = m.event_name
 LEFT JOIN stripe_meter_formulas f ON f.meter = m.event_name
 ORDER BY s.rank, i.id

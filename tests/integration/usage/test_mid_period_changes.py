@@ -288,3 +288,38 @@ async def test_an_invoice_takes_the_pending_items_off_the_projection(
     await _advance(stack, clock, end + 60)
     doc = await _projection_is_preview(stack, "rolled", cus, sub.id)
     assert doc["invoice"]["total"] == 0
+
+
+async def test_a_change_made_through_our_api_keeps_the_old_price_until_its_time_is_known(
+    stack: Stack, redis: Redis
+) -> None:
+    # No webhook arrives: Stripe's answer is all meter knows of the change, and it does not say
+    # when the change took effect; `meter sync` later records it at the sync.
+    stack.emu.config = dataclasses.replace(stack.emu.config, webhook_url=None)
+    sdk = stack.sdk
+    calls = await _meter(sdk, "calls")
+    product = (await sdk.v1.products.create_async({"name": "API"})).id
+    a, b = await _metered(sdk, product, calls, 2), await _metered(sdk, product, calls, 5)
+    clock, cus, start = await _clocked(stack, "answered")
+    sub = await sdk.v1.subscriptions.create_async({"customer": cus, "items": [{"price": a}]})
+    async with stack.billing.connection() as conn:
+        await sync(conn, stack.billing.gateway, "acme")
+    await _usage(stack, redis, cus, "answered", "calls", 100, start + 60, "before")
+    await _advance(stack, clock, start + HOUR)
+
+    status, answer = await stack.post(
+        "/v1/customers/answered/subscription/change-plan", {"price": b}
+    )
+    assert status == 200, answer
+    preview = await sdk.v1.invoices.create_preview_async({"customer": cus, "subscription": sub.id})
+    status, doc = await stack.get("/v1/customers/answered/usage")
+    assert status == 200, doc
+    # Flexible: the 100 calls at 2 as an invoice item. meter does not know that item yet, but
+    # prices the calls at the price that billed them, never at the new one (500).
+    assert doc["invoice"]["total"] == preview.total == 200
+    assert [(i["price"], i["quantity"]) for i in doc["items"]] == [(a, "100")]
+
+    async with stack.billing.connection() as conn:
+        await sync(conn, stack.billing.gateway, "acme")
+    doc = await _projection_is_preview(stack, "answered", cus, sub.id)
+    assert [(i["price"], i["quantity"]) for i in doc["items"]] == [(b, "0")]

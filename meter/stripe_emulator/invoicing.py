@@ -297,7 +297,7 @@ def refresh_usage(state: State, invoice: Obj) -> None:
         price = state.find(price_id) if price_id else None
         # An invoice item's amount was fixed when it was made (a flexible mode's usage up to a
         # price change included), so only the period's own usage lines are refreshed.
-        fixed = details.get("proration") or details.get("invoice_item")
+        fixed = details.get("proration") or details.get("invoice_item") or ln.get("_fixed")
         if fixed or price is None or not is_metered(price):
             continue
         span = (ln["period"]["start"], ln["period"]["end"])

@@ -381,9 +381,11 @@ def _metered_until(state: State, sub: Obj, item: Obj, now: int, behavior: str) -
     since = max(start, min(item.get("_usage_from") or start, end))
     until = min(max(now, since), end)
     qty = invoicing.usage(state, item["price"], sub["customer"], since, until)
-    return [
-        invoicing.line(item["price"], qty, (since, until), subscription=sub["id"], item=item["id"])
-    ]
+    line = invoicing.line(
+        item["price"], qty, (since, until), subscription=sub["id"], item=item["id"]
+    )
+    line["_fixed"] = True  # never refreshed at finalization (invoicing.refresh_usage)
+    return [line]
 
 
 def _proration(

@@ -61,7 +61,7 @@ def test_a_price_change_bills_the_old_price_by_billing_mode(
     clock = client.v1.test_helpers.test_clocks.create({"frozen_time": START}).id
     cus = client.v1.customers.create({"test_clock": clock}).id
     sub = client.v1.subscriptions.create(
-        {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": mode}}  # type: ignore[typeddict-unknown-key]
+        {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": mode}}
     )
     assert sub["billing_mode"]["type"] == mode
     _usage(client, cus, 100, START + 60, "before")
@@ -107,7 +107,7 @@ def test_an_item_added_mid_period_bills_usage_from_when_it_was_added(
     assert added["created"] == START + HOUR
     _usage(client, cus, 10, START + HOUR + 60, "after")
     preview = client.v1.invoices.create_preview({"customer": cus, "subscription": sub.id})
-    metered = [ln for ln in preview.lines.data if ln.pricing.price_details.price == b]
+    metered = [ln for ln in preview.lines.data if ln["pricing"]["price_details"]["price"] == b]
     assert [(ln.quantity, ln.amount, ln.period.start) for ln in metered] == [(10, 50, START + HOUR)]
 
 
@@ -124,7 +124,7 @@ def test_prorations_wait_as_pending_invoice_items(client: stripe.StripeClient, e
     pending = client.v1.invoice_items.list({"customer": cus, "pending": True}).data
     # 21 of January's 31 days left: of 30.00 (credit) and of 60.00, halves rounded up.
     assert sorted(i.amount for i in pending) == [-2032, 4065]
-    assert {i.parent.subscription_details.subscription for i in pending} == {sub.id}
+    assert {i["parent"]["subscription_details"]["subscription"] for i in pending} == {sub.id}
     assert all(i.proration and i.invoice is None for i in pending)
     announced = [
         e["data"]["object"]["id"]
@@ -139,6 +139,6 @@ def test_an_unknown_billing_mode_is_refused(client: stripe.StripeClient, env: En
     cus = client.v1.customers.create({}).id
     with pytest.raises(stripe.InvalidRequestError) as info:
         client.v1.subscriptions.create(
-            {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": "hybrid"}}  # type: ignore[typeddict-item]
+            {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": "hybrid"}}
         )
     assert info.value.param == "billing_mode[type]"

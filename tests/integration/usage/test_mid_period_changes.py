@@ -110,7 +110,7 @@ async def test_a_price_change_bills_each_price_for_its_own_window(
     a, b = await _metered(sdk, product, calls, 2), await _metered(sdk, product, calls, 5)
     clock, cus, start = await _clocked(stack, "repriced")
     sub = await sdk.v1.subscriptions.create_async(
-        {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": mode}}  # type: ignore[typeddict-unknown-key]
+        {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": mode}}
     )
     await stack.settle()
     await _usage(stack, redis, cus, "repriced", "calls", 100, start + 60, "before")
@@ -138,7 +138,7 @@ async def test_a_change_to_another_meter_keeps_the_old_meters_usage_and_late_eve
     a, b = await _metered(sdk, product, calls, 2), await _metered(sdk, product, jobs, 5)
     clock, cus, start = await _clocked(stack, "remetered")
     sub = await sdk.v1.subscriptions.create_async(
-        {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": mode}}  # type: ignore[typeddict-unknown-key]
+        {"customer": cus, "items": [{"price": a}], "billing_mode": {"type": mode}}
     )
     await stack.settle()
     await _usage(stack, redis, cus, "remetered", "calls", 100, start + 60, "calls")

@@ -12,6 +12,7 @@ prorations wait for the next invoice as pending invoice items.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 
 from aggregator.worker import Worker
 from meter.billing.sync import sync
+from reporter.worker import Reporter
 from tests.integration.billing.conftest import Stack, clock_customer, hour_now
 
 HOUR = 3600
@@ -323,3 +325,36 @@ async def test_a_change_made_through_our_api_keeps_the_old_price_until_its_time_
         await sync(conn, stack.billing.gateway, "acme")
     doc = await _projection_is_preview(stack, "answered", cus, sub.id)
     assert [(i["price"], i["quantity"]) for i in doc["items"]] == [(b, "0")]
+
+
+async def test_usage_unreported_at_a_flexible_price_change_is_carried_not_lost(
+    stack: Stack, redis: Redis
+) -> None:
+    # The change is recent: the old price's period ended less than the grace period ago.
+    sdk = stack.sdk
+    calls = await _meter(sdk, "calls")
+    product = (await sdk.v1.products.create_async({"name": "API"})).id
+    a, b = await _metered(sdk, product, calls, 2), await _metered(sdk, product, calls, 5)
+    start = int(time.time()) - 1800
+    clock, cus = await clock_customer(sdk, "unsent", start)
+    sub = await sdk.v1.subscriptions.create_async({"customer": cus, "items": [{"price": a}]})
+    await stack.settle()
+    events = [
+        {"id": f"u{i}", "customer": "unsent", "meter": "calls", "value": 1, "timestamp": start + 60}
+        for i in range(100)
+    ]
+    response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
+    assert response.status == 200, await response.text()
+    async with Worker(stack.settings, redis) as worker:
+        assert await worker.drain() == 100
+    # Aggregated, not reported yet, when the price changes: Stripe's invoice item bills none
+    # of it, and nothing bills the old price's window any more.
+    await _advance(stack, clock, start + 600)
+    item = sub["items"]["data"][0]["id"]
+    await sdk.v1.subscriptions.update_async(sub.id, {"items": [{"id": item, "price": b}]})
+    await stack.settle()
+    async with Reporter(stack.settings.replace(reporter_concurrency=1)) as reporter:
+        await reporter.once()
+    doc = await _projection_is_preview(stack, "unsent", cus, sub.id)
+    # Carried into the new price's period, billed there.
+    assert doc["invoice"]["total"] == 100 * 5

@@ -42,12 +42,16 @@ def paths() -> Doc:
                             "type": "object",
                             "description": "the current subscription's items and invoice; "
                             "`other_subscriptions` lists every other live subscription of the "
-                            "customer the same way (Stripe bills each for the same usage)",
+                            "customer the same way (Stripe bills each for the same usage). An "
+                            "invoice's lines of kind `pending` are the subscription's pending "
+                            "invoice items (prorations; a flexible mode's usage of a price "
+                            "changed mid-period)",
                             "properties": {
+                                "billing_mode": {"enum": ["classic", "flexible"]},
                                 "other_subscriptions": {
                                     "type": "array",
                                     "items": {"type": "object"},
-                                }
+                                },
                             },
                         },
                     )

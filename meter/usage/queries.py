@@ -20,7 +20,8 @@ from meter.billing import queries as billing_queries
 # of an item is that of its latest period inside its Stripe period, and `price_since` where that
 # period starts (an item added or repriced mid-period, meter/billing/store.py): a change whose
 # time is not known yet (Stripe's answer to our own change, before its webhook) keeps the
-# period's price, not the new one over usage it does not bill.
+# period's price, not the new one over usage it does not bill. (Billing writes an item's periods
+# in the transaction that writes the item, whose trigger announces the plan change.)
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     s.tax_rates AS subscription_tax_rates, s.billing_mode,

@@ -157,11 +157,12 @@ async def usage(request: web.Request) -> web.Response:
         read = None
     # The Postgres snapshot only now, after the pending read returned (pending.py says why).
     defined: dict[str, str] = {}
+    gone = _removed(plan, [o for o, _ in others], now) if wanted == params.CURRENT else []
     if window is None:
         # Only an item with a meter has usage (the others' lines are priced on quantity).
         periods = {
             i.id: p
-            for i, p in selection + [pair for _, sel in others for pair in sel]
+            for i, p in selection + [pair for _, sel in others for pair in sel] + gone
             if i.meter is not None
         }
         snap = await app[appkeys.USAGE_SNAPSHOTS](store.ItemUsage(tenant, plan.keys, periods))
@@ -197,7 +198,9 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
-        main, *rest = _every_event_on_each([selection] + [sel for _, sel in others], snap.by_item)
+        main, *rest = _every_event_on_each(
+            [selection] + [sel for _, sel in others], snap.by_item, gone
+        )
         pending_items = plan.pending if wanted == params.CURRENT else ()
         doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates, pending_items)
         doc["billing_mode"] = plan.billing_mode
@@ -224,8 +227,23 @@ async def usage(request: web.Request) -> web.Response:
     return _json(doc)
 
 
+def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:
+    """The metered items removed from the live subscriptions in their current period, each with
+    the part of it its price billed: the aggregator may have attributed to them events that the
+    items still on their meter bill too."""
+    return [
+        (i, i.billing)
+        for p in (plan, *others)
+        if p.subscription is not None and p.status not in store.ENDED
+        for i in p.items
+        if i.removed and i.meter is not None and i.current.end > now
+    ]
+
+
 def _every_event_on_each(
-    selections: list[Selection], by_item: dict[tuple[str, str], Tally]
+    selections: list[Selection],
+    by_item: dict[tuple[str, str], Tally],
+    gone: Sequence[tuple[PlanItem, Period]] = (),
 ) -> list[dict[tuple[str, str], Tally]]:
     """Per selection, its items' tallies as Stripe bills them: a meter event is billed on every
     item with a price on its meter whose window holds it (items of one subscription or of
@@ -233,9 +251,10 @@ def _every_event_on_each(
     last (aggregator/attribution.py). So the events of an item's window are those attributed
     to it and to every item on its meter whose period starts at or after its own: each item's
     tally is the fold of theirs, whatever item the aggregator picked. Pending events are folded
-    afterwards, per item and period (report.fold_pending)."""
+    afterwards, per item and period (report.fold_pending). `gone` are items no longer billing
+    (removed): their events count on the others, they get no tally of their own."""
     on_meter: dict[str, list[tuple[Period, Tally]]] = {}
-    for selection in selections:
+    for selection in [*selections, list(gone)]:
         for item, period in selection:
             tally = by_item.get((item.id, item.meter or ""))
             if item.meter is not None and tally is not None:

@@ -187,6 +187,33 @@ async def test_two_items_on_one_meter_each_bill_every_event(stack: Stack, redis:
     assert sorted(i["quantity"] for i in doc["items"]) == ["100", "100"]
 
 
+async def test_removing_the_item_the_events_went_to_leaves_them_on_the_other_item(
+    stack: Stack, redis: Redis, db: asyncpg.Connection
+) -> None:
+    sdk = stack.sdk
+    calls = await _meter(sdk, "calls")
+    product = (await sdk.v1.products.create_async({"name": "API"})).id
+    a, c = await _metered(sdk, product, calls, 2), await _metered(sdk, product, calls, 5)
+    clock, cus, start = await _clocked(stack, "halved")
+    sub = await sdk.v1.subscriptions.create_async(
+        {"customer": cus, "items": [{"price": a}, {"price": c}]}
+    )
+    await stack.settle()
+    await _usage(stack, redis, cus, "halved", "calls", 100, start + 60, "calls")
+    # The aggregator gave the events to one of the two items; that one is removed.
+    [picked] = await db.fetch(
+        "SELECT DISTINCT subscription_item FROM usage_events WHERE event_id LIKE 'calls-%'"
+    )
+    await _advance(stack, clock, start + HOUR)
+    await sdk.v1.subscriptions.update_async(
+        sub.id, {"items": [{"id": picked["subscription_item"], "deleted": True}]}
+    )
+    doc = await _projection_is_preview(stack, "halved", cus, sub.id)
+    # The removed price's 100 calls as an invoice item, and the same calls on the other price.
+    assert doc["invoice"]["total"] == 700
+    assert [i["quantity"] for i in doc["items"]] == ["100"]
+
+
 async def test_a_removed_then_readded_price_keeps_its_late_usage_on_the_removed_item(
     stack: Stack, redis: Redis, db: asyncpg.Connection
 ) -> None:

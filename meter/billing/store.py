@@ -267,13 +267,20 @@ async def _apply_items(
     conn: asyncpg.Connection, sub: Obj, created: int, changed_at: int | None
 ) -> None:
     rows = convert.item_rows(sub)
-    added = {i["id"]: convert.item_added(i) for i in (sub.get("items") or {}).get("data") or []}
+    # An item added by a later update bills from then; one the subscription was created with
+    # bills from its period's start (a backdated subscription's too).
+    created_at = convert.ts(sub.get("created"))
+    added = {
+        i["id"]: at
+        for i in (sub.get("items") or {}).get("data") or []
+        if (at := convert.item_added(i)) is not None and (created_at is None or at > created_at)
+    }
     change = None if changed_at is None else convert.ts(changed_at)
     for row in rows:
         await conn.execute(queries.UPSERT_ITEM, *row)
         item, price, meter, start, end = row[0], row[2], row[5], row[6], row[7]
         if start < end:
-            await _item_period(conn, sub, item, price, meter, (start, end), added[item], change)
+            await _item_period(conn, sub, item, price, meter, (start, end), added.get(item), change)
     at = convert.ts(created)
     removed = [
         r["id"] for r in await conn.fetch(queries.REMOVE_ITEMS, sub["id"], [r[0] for r in rows], at)

@@ -189,7 +189,12 @@ def invoice_item_lines(obj: Obj) -> list[tuple[Any, ...]]:
     this invoice (only the lines the payload carries: a webhook lists the first page)."""
     rows = []
     for ln in (obj.get("lines") or {}).get("data") or []:
-        details = (ln.get("parent") or {}).get("subscription_item_details") or {}
+        # A line of an invoice item sits under `invoice_item_details`; a subscription item's
+        # proration names its invoice item under `subscription_item_details`.
+        parent = ln.get("parent") or {}
+        details = (
+            parent.get("invoice_item_details") or parent.get("subscription_item_details") or {}
+        )
         ident = ref(details.get("invoice_item")) or ref(ln.get("invoice_item"))
         if not ident:
             continue

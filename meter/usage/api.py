@@ -18,6 +18,7 @@ freed connection to whoever asks next, not to who waited longest (batching.py sa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -124,7 +125,21 @@ async def _plan_and_selection(
             with contextlib.suppress(NotFound):
                 if found := await _selection(conn, other, wanted, now):
                     others.append((other, found))
+        if wanted != params.CURRENT:
+            # A past period's invoice: the invoice items it took, not the pending ones.
+            plan = await _taken(conn, plan, selection)
+            others = [(await _taken(conn, o, sel), sel) for o, sel in others]
         return plan, selection, others
+
+
+async def _taken(conn: asyncpg.Connection, plan: Plan, selection: Selection) -> Plan:
+    """The plan with, as its invoice items, those the invoice of `selection`'s period took."""
+    metered = [(i, p) for i, p in selection if i.metered] or selection
+    if plan.subscription is None or not metered:
+        return dataclasses.replace(plan, pending=())
+    period = report.invoice_period(*metered[0])
+    taken = await store.taken_items(conn, plan.subscription, period)
+    return dataclasses.replace(plan, pending=taken)
 
 
 def _window(wanted: str | int, now: int) -> Period:
@@ -201,8 +216,7 @@ async def usage(request: web.Request) -> web.Response:
         main, *rest = _every_event_on_each(
             [selection] + [sel for _, sel in others], snap.by_item, gone
         )
-        pending_items = plan.pending if wanted == params.CURRENT else ()
-        doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates, pending_items)
+        doc |= _priced(selection, main, events, now, plan.discounts, plan.tax_rates, plan.pending)
         doc["billing_mode"] = plan.billing_mode
     # Every other live subscription bills the same usage again (Stripe bills a meter event on
     # each subscription with a price on its meter): each is shown, priced, as its own invoice.
@@ -219,7 +233,7 @@ async def usage(request: web.Request) -> web.Response:
             now,
             other.discounts,
             other.tax_rates,
-            other.pending if wanted == params.CURRENT else (),
+            other.pending,
         )
         for (other, sel), tallies in zip(others, rest, strict=False)
     ]

@@ -62,6 +62,17 @@ WHERE customer = $1 AND invoice IS NULL AND NOT deleted AND subscription IS NOT 
 ORDER BY subscription, id
 """
 
+# The invoice items taken by the subscription's invoice for the period that ends at $2 (a
+# cycle invoice's period is the one it bills in arrears).
+TAKEN_ITEMS = """
+SELECT p.subscription, p.id, p.subscription_item, p.amount, p.currency, p.proration,
+    p.period_start, p.period_end
+FROM pending_invoice_items p
+JOIN invoices v ON v.id = p.invoice
+WHERE p.subscription = $1 AND v.subscription = $1 AND v.period_end = $2 AND NOT p.deleted
+ORDER BY p.id
+"""
+
 # The period of each item that contains the instant $2 (past periods are kept here only).
 ITEM_PERIODS_AT = """
 SELECT item, period_start, period_end FROM subscription_item_periods

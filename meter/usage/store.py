@@ -209,20 +209,28 @@ async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
         by_sub.setdefault(row["subscription"], []).append(row)
     pending: dict[str, list[PendingItem]] = {}
     for r in await conn.fetch(queries.PENDING_ITEMS, rows[0]["stripe_id"]):
-        span = (
-            None
-            if r["period_start"] is None or r["period_end"] is None
-            else (Period(unix(r["period_start"]), unix(r["period_end"])))
-        )
-        pending.setdefault(r["subscription"], []).append(
-            PendingItem(
-                r["id"], r["subscription_item"], r["amount"], r["currency"], r["proration"], span
-            )
-        )
+        pending.setdefault(r["subscription"], []).append(_pending_item(r))
     current, *others = (
         _subscription_plan(group, pending.get(sub or "") or ()) for sub, group in by_sub.items()
     )
     return dataclasses.replace(current, others=tuple(others))
+
+
+def _pending_item(r: asyncpg.Record) -> PendingItem:
+    span = None
+    if r["period_start"] is not None and r["period_end"] is not None:
+        span = Period(unix(r["period_start"]), unix(r["period_end"]))
+    return PendingItem(
+        r["id"], r["subscription_item"], r["amount"], r["currency"], r["proration"], span
+    )
+
+
+async def taken_items(
+    conn: asyncpg.Connection, subscription: str, period: Period
+) -> tuple[PendingItem, ...]:
+    """The invoice items that the subscription's invoice for `period` took."""
+    rows = await conn.fetch(queries.TAKEN_ITEMS, subscription, ts(period.end))
+    return tuple(_pending_item(r) for r in rows)
 
 
 def _subscription_plan(rows: list[asyncpg.Record], pending: Sequence[PendingItem]) -> Plan:

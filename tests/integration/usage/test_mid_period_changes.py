@@ -317,6 +317,15 @@ async def test_an_invoice_takes_the_pending_items_off_the_projection(
     await _advance(stack, clock, end + 60)
     doc = await _projection_is_preview(stack, "rolled", cus, sub.id)
     assert doc["invoice"]["total"] == 0
+    # The period before: what its invoice billed, the invoice item included.
+    [cycle] = [
+        i
+        for i in (await sdk.v1.invoices.list_async({"customer": cus})).data
+        if i.billing_reason == "subscription_cycle"
+    ]
+    status, previous = await stack.get("/v1/customers/rolled/usage?period=previous")
+    assert status == 200, previous
+    assert previous["invoice"]["subtotal"] == cycle.subtotal == 8
 
 
 async def test_a_change_made_through_our_api_keeps_the_old_price_until_its_time_is_known(

@@ -170,7 +170,10 @@ SELECT period_start, meter, price FROM subscription_item_periods
 WHERE item = $1 AND period_start >= $2 AND period_start < $3
 ORDER BY period_start DESC LIMIT 1
 """
-SET_BILLING_MODE = "UPDATE subscriptions SET billing_mode = $2 WHERE id = $1"
+# With the row's order guard: only the copy UPSERT_SUBSCRIPTION stored ($3: its event created).
+SET_BILLING_MODE = """
+UPDATE subscriptions SET billing_mode = $2 WHERE id = $1 AND event_created <= $3
+"""
 # The item's periods that a period starting at $2 cuts short (started before, end after): they
 # end at $2 now, so an item's periods never overlap.
 CUT_ITEM_PERIODS_AT = """

@@ -254,7 +254,8 @@ async def _write_subscription(
         convert.jsonb(discounts),
         convert.jsonb(convert.tax_rates(current.get("default_tax_rates"))),
     )
-    await conn.execute(queries.SET_BILLING_MODE, current["id"], convert.billing_mode(current))
+    mode = convert.billing_mode(current)
+    await conn.execute(queries.SET_BILLING_MODE, current["id"], mode, created)
     await _apply_items(conn, current, created, changed_at)
     old_status = None if stored is None else stored["status"]
     effects = Effects(reattribute=await _customer_keys(conn, customer))

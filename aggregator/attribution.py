@@ -64,19 +64,22 @@ class NullAttributor:
 
 
 def index_periods(periods: Iterable[ItemPeriod]) -> dict[tuple[str, str], list[ItemPeriod]]:
-    """Group item periods by (customer, meter), latest period first (deterministic order)."""
+    """Group item periods by (customer, meter), latest period first; of periods starting
+    together, the one that lasts longer first (an item removed mid-period ends early: its late
+    events go to the item still billing), then by item id (deterministic order)."""
     index: dict[tuple[str, str], list[ItemPeriod]] = {}
     for p in periods:
         index.setdefault((p.customer, p.meter), []).append(p)
     for found in index.values():
-        found.sort(key=lambda p: (-p.period.start_ms, p.item))
+        found.sort(key=lambda p: (-p.period.start_ms, -p.period.end_ms, p.item))
     return index
 
 
 def attribute(customer: str, meter: str, ts_ms: int, index: PeriodIndex) -> Attribution:
     """The item and period an event at `ts_ms` is billed under; unattributed if none covers it.
 
-    Where two items cover the instant (a plan change), the one whose period started last wins.
+    Where two items cover the instant (a plan change), the one whose period started last wins
+    (`index_periods` orders them).
     """
     for p in index.get((customer, meter), ()):
         if p.period.contains(ts_ms):

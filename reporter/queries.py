@@ -60,14 +60,24 @@ WHERE m.version IS NULL OR p.version > m.version
 # Every billing period of these subscription items (billing's tables), and whether an invoice
 # of the item's subscription for it is no longer a draft. A cycle invoice's period is the one it
 # bills ([start, end] of the item's period; a cut period ends where it was cut); an invoice of a
-# mid-period change starts later and does not close the period. With the subscription's trial
-# (directory.py tells the trial periods).
+# mid-period change starts later and does not close the period. A period that a price change
+# ended in a flexible-mode subscription is invoiced at the change: Stripe billed the usage
+# reported up to then as an invoice item of fixed amount and bills no more of that window
+# (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup), so usage of it not
+# sent yet is carried into the item's open period rather than sent where nothing bills it. With the
+# subscription's trial (directory.py tells the trial periods).
 ITEM_BILLING_PERIODS = """
 SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
        EXISTS (
            SELECT 1 FROM invoices v
            WHERE v.subscription = i.subscription AND v.status <> 'draft'
              AND v.period_start <= p.period_start AND v.period_end = p.period_end
+       ) OR (
+           s.billing_mode = 'flexible' AND p.price IS NOT NULL AND EXISTS (
+               SELECT 1 FROM subscription_item_periods n
+               WHERE n.item = p.item AND n.period_start = p.period_end
+                 AND n.price IS DISTINCT FROM p.price
+           )
        ) AS invoiced
 FROM subscription_item_periods p
 LEFT JOIN subscription_items i ON i.id = p.item

@@ -151,6 +151,73 @@ def subscription_row(obj: Obj) -> tuple[Any, ...]:
     )
 
 
+def billing_mode(obj: Obj) -> str:
+    """A subscription's billing mode: `billing_mode.type` (a plain string in preview versions
+    of 2025); classic when absent (API versions before billing modes behave as classic)."""
+    raw = obj.get("billing_mode")
+    kind = raw.get("type") if isinstance(raw, dict) else raw
+    return "flexible" if kind == "flexible" else "classic"
+
+
+def item_added(item: Obj) -> dt.datetime | None:
+    """When a subscription item was added (its `created`): its metered price bills from then."""
+    return ts(item.get("created"))
+
+
+def pending_item_row(obj: Obj, deleted: bool) -> tuple[Any, ...]:
+    """(id, customer, subscription, subscription item, amount, currency, proration, period
+    start, period end, invoice, deleted) of an InvoiceItem (2025+ shape: the subscription under
+    `parent.subscription_details`; older ones at the top)."""
+    details = (obj.get("parent") or {}).get("subscription_details") or {}
+    period = obj.get("period") or {}
+    return (
+        obj["id"],
+        ref(obj.get("customer")),
+        ref(details.get("subscription")) or ref(obj.get("subscription")),
+        ref(details.get("subscription_item")) or ref(obj.get("subscription_item")),
+        int(obj.get("amount") or 0),
+        obj.get("currency") or "usd",
+        bool(obj.get("proration")),
+        ts(period.get("start")),
+        ts(period.get("end")),
+        ref(obj.get("invoice")),
+        deleted or bool(obj.get("deleted")),
+    )
+
+
+def invoice_item_lines(obj: Obj) -> list[tuple[Any, ...]]:
+    """The lines of an invoice that bill an invoice item, each as a `pending_item_row` taken by
+    this invoice (only the lines the payload carries: a webhook lists the first page)."""
+    rows = []
+    for ln in (obj.get("lines") or {}).get("data") or []:
+        # A line of an invoice item sits under `invoice_item_details`; a subscription item's
+        # proration names its invoice item under `subscription_item_details`.
+        parent = ln.get("parent") or {}
+        details = (
+            parent.get("invoice_item_details") or parent.get("subscription_item_details") or {}
+        )
+        ident = ref(details.get("invoice_item")) or ref(ln.get("invoice_item"))
+        if not ident:
+            continue
+        period = ln.get("period") or {}
+        rows.append(
+            (
+                ident,
+                ref(obj.get("customer")),
+                invoice_subscription(obj),
+                ref(details.get("subscription_item")),
+                int(ln.get("amount") or 0),
+                ln.get("currency") or obj.get("currency") or "usd",
+                bool(details.get("proration") or ln.get("proration")),
+                ts(period.get("start")),
+                ts(period.get("end")),
+                obj["id"],
+                False,
+            )
+        )
+    return rows
+
+
 def discount_ids(obj: Obj) -> list[str]:
     """The ids of a subscription's `discounts` (each an id, or the object when expanded)."""
     return [str(ref(d)) for d in obj.get("discounts") or [] if ref(d)]

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # The object kinds `meter sync` copies, in this order: catalog before customers before
-# subscriptions before invoices, each may refer to the previous. (Here, not in sync.py, so that
-# the CLI can offer them without importing the database layer.)
-ORDER = ("product", "price", "billing.meter", "customer", "subscription", "invoice")
+# subscriptions before invoices, each may refer to the previous; pending invoice items before
+# invoices, whose lines say which of them an invoice took meanwhile. (Here, not in sync.py, so
+# that the CLI can offer them without importing the database layer.)
+ORDER = ("product", "price", "billing.meter", "customer", "subscription", "invoiceitem", "invoice")
 
 Obj = dict[str, Any]
 
 # Object kinds the gateway can fetch and list (Stripe's `object` names).
-KINDS = ("customer", "product", "price", "billing.meter", "subscription", "invoice")
+KINDS = ("customer", "product", "price", "billing.meter", "subscription", "invoiceitem", "invoice")
 
 
 @dataclass(frozen=True, slots=True)

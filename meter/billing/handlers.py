@@ -155,6 +155,11 @@ async def invoice(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects
     return effects
 
 
+async def invoice_item(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects:
+    deleted = event["type"] == "invoiceitem.deleted"
+    return await store.apply_invoice_item(conn, _obj(event), event["created"], deleted)
+
+
 async def catalog(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects:
     obj = _obj(event)
     created = event["created"]
@@ -218,6 +223,7 @@ HANDLERS: dict[str, Handler] = {
             "marked_uncollectible",
         )
     },
+    **{f"invoiceitem.{t}": invoice_item for t in ("created", "updated", "deleted")},
     **{f"product.{t}": catalog for t in ("created", "updated", "deleted")},
     **{f"price.{t}": catalog for t in ("created", "updated", "deleted")},
     **{f"billing.meter.{t}": catalog for t in ("created", "updated", "deactivated", "reactivated")},

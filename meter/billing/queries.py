@@ -171,10 +171,21 @@ ON CONFLICT (id) DO UPDATE SET
     current_period_end = EXCLUDED.current_period_end, removed_at = NULL, updated_at = now()
 """
 UPSERT_ITEM_PERIOD = """
-INSERT INTO subscription_item_periods (item, period_start, period_end, meter)
-VALUES ($1, $2, $3, $4)
+INSERT INTO subscription_item_periods (item, period_start, period_end, meter, price)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (item, period_start) DO UPDATE SET
-    period_end = EXCLUDED.period_end, meter = EXCLUDED.meter
+    period_end = EXCLUDED.period_end, meter = EXCLUDED.meter, price = EXCLUDED.price
+"""
+# The item's latest period starting in [$2, $3): the part of Stripe's item period [$2, $3)
+# that bills now (a price change inside the period started a later one).
+ITEM_PERIOD_NOW = """
+SELECT period_start, meter, price FROM subscription_item_periods
+WHERE item = $1 AND period_start >= $2 AND period_start < $3
+ORDER BY period_start DESC LIMIT 1
+"""
+# With the row's order guard: only the copy UPSERT_SUBSCRIPTION stored ($3: its event created).
+SET_BILLING_MODE = """
+UPDATE subscriptions SET billing_mode = $2 WHERE id = $1 AND event_created <= $3
 """
 # The item's periods that a period starting at $2 cuts short (started before, end after): they
 # end at $2 now, so an item's periods never overlap.
@@ -243,6 +254,25 @@ ON CONFLICT (id) DO UPDATE SET
     hosted_invoice_url = EXCLUDED.hosted_invoice_url, event_created = EXCLUDED.event_created,
     updated_at = now()
 WHERE v.event_created <= EXCLUDED.event_created
+"""
+
+# --- pending invoice items -------------------------------------------------------------------
+# $12: event created. An invoice, once it took the item, is kept (an item never leaves its
+# invoice); so is a deletion. An invoice's lines write the row with event created 0, so the
+# item's own events (newer) still fill in the rest.
+UPSERT_PENDING_ITEM = """
+INSERT INTO pending_invoice_items AS p (id, customer, subscription, subscription_item, amount,
+    currency, proration, period_start, period_end, invoice, deleted, event_created)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (id) DO UPDATE SET
+    customer = EXCLUDED.customer,
+    subscription = coalesce(EXCLUDED.subscription, p.subscription),
+    subscription_item = coalesce(EXCLUDED.subscription_item, p.subscription_item),
+    amount = EXCLUDED.amount, currency = EXCLUDED.currency, proration = EXCLUDED.proration,
+    period_start = EXCLUDED.period_start, period_end = EXCLUDED.period_end,
+    invoice = coalesce(EXCLUDED.invoice, p.invoice), deleted = EXCLUDED.deleted OR p.deleted,
+    event_created = greatest(EXCLUDED.event_created, p.event_created), updated_at = now()
+WHERE p.event_created <= EXCLUDED.event_created OR EXCLUDED.invoice IS NOT NULL
 """
 
 # --- dunning ----------------------------------------------------------------------------------

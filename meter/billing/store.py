@@ -172,7 +172,9 @@ async def apply_subscription(
         current = await refetch("subscription", obj["id"])
     if current is None:
         return Effects(stale=True)
-    return await _write_subscription(conn, current, created, stored, refetch, default_tenant)
+    return await _write_subscription(
+        conn, current, created, stored, refetch, default_tenant, changed_at=created
+    )
 
 
 async def apply_subscription_answer(
@@ -183,7 +185,10 @@ async def apply_subscription_answer(
     created up to that version; if a webhook landed meanwhile (the stored version moved), its
     order relative to our answer is unknown, so Stripe's current copy is stored instead — under
     the row lock, so no other writer interleaves. Either way the row keeps the newest event
-    version: an event of the same second still refetches, a newer one still applies."""
+    version: an event of the same second still refetches, a newer one still applies.
+
+    The answer does not say when a price changed (`version` is older): the item's period keeps
+    its price until the change's webhook, whose time starts the new price's period."""
     stored = await conn.fetchrow(queries.SUBSCRIPTION_FOR_UPDATE, obj["id"])
     at = version if stored is None else max(version, stored["event_created"])
     current: Obj | None = obj
@@ -191,7 +196,9 @@ async def apply_subscription_answer(
         current = await refetch("subscription", obj["id"])
     if current is None:
         return Effects(stale=True)
-    return await _write_subscription(conn, current, at, stored, refetch, default_tenant)
+    return await _write_subscription(
+        conn, current, at, stored, refetch, default_tenant, changed_at=None
+    )
 
 
 async def _discounts(
@@ -228,6 +235,8 @@ async def _write_subscription(
     stored: asyncpg.Record | None,
     refetch: Refetch,
     default_tenant: str,
+    *,
+    changed_at: int | None,
 ) -> Effects:
     current, discounts = await _discounts(current, stored, refetch)
     customer = convert.ref(current["customer"])
@@ -245,7 +254,9 @@ async def _write_subscription(
         convert.jsonb(discounts),
         convert.jsonb(convert.tax_rates(current.get("default_tax_rates"))),
     )
-    await _apply_items(conn, current, created)
+    mode = convert.billing_mode(current)
+    await conn.execute(queries.SET_BILLING_MODE, current["id"], mode, created)
+    await _apply_items(conn, current, created, changed_at)
     old_status = None if stored is None else stored["status"]
     effects = Effects(reattribute=await _customer_keys(conn, customer))
     if is_churn(old_status, current["status"]):
@@ -253,13 +264,24 @@ async def _write_subscription(
     return effects
 
 
-async def _apply_items(conn: asyncpg.Connection, sub: Obj, created: int) -> None:
+async def _apply_items(
+    conn: asyncpg.Connection, sub: Obj, created: int, changed_at: int | None
+) -> None:
     rows = convert.item_rows(sub)
+    # An item added by a later update bills from then; one the subscription was created with
+    # bills from its period's start (a backdated subscription's too).
+    created_at = convert.ts(sub.get("created"))
+    added = {
+        i["id"]: at
+        for i in (sub.get("items") or {}).get("data") or []
+        if (at := convert.item_added(i)) is not None and (created_at is None or at > created_at)
+    }
+    change = None if changed_at is None else convert.ts(changed_at)
     for row in rows:
         await conn.execute(queries.UPSERT_ITEM, *row)
-        item, meter, start, end = row[0], row[5], row[6], row[7]
+        item, price, meter, start, end = row[0], row[2], row[5], row[6], row[7]
         if start < end:
-            await _start_period(conn, sub, item, start, end, meter)
+            await _item_period(conn, sub, item, price, meter, (start, end), added.get(item), change)
     at = convert.ts(created)
     removed = [
         r["id"] for r in await conn.fetch(queries.REMOVE_ITEMS, sub["id"], [r[0] for r in rows], at)
@@ -272,6 +294,39 @@ async def _apply_items(conn: asyncpg.Connection, sub: Obj, created: int) -> None
         await _end_periods(conn, items, ended)
 
 
+async def _item_period(
+    conn: asyncpg.Connection,
+    sub: Obj,
+    item: str,
+    price: str,
+    meter: str | None,
+    stripe_period: tuple[dt.datetime, dt.datetime],
+    added: dt.datetime | None,
+    change: dt.datetime | None,
+) -> None:
+    """Record which price bills the item when, inside its Stripe period [start, end). Stripe
+    bills a metered price for the item's usage since the price was set on it: an item added
+    mid-period from its `created`, a price changed mid-period from the change (the old price's
+    usage before it is billed by a flexible mode's invoice item, or not at all in classic
+    mode: docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup, "Update
+    prices mid-cycle"). So a change inside a period ends the item's period at `change` (the
+    webhook's time) and starts one with the new price there; usage is never repriced."""
+    start, end = stripe_period
+    now = await conn.fetchrow(queries.ITEM_PERIOD_NOW, item, start, end)
+    if now is None:
+        begin = added if added is not None and start < added < end else start
+        await _start_period(conn, sub, item, begin, end, meter, price)
+        return
+    if now["price"] is None or now["price"] == price:
+        await conn.execute(queries.UPSERT_ITEM_PERIOD, item, now["period_start"], end, meter, price)
+    elif change is None:
+        return  # an answer to our own change: its webhook says when it happened
+    elif now["period_start"] < change < end:
+        await _start_period(conn, sub, item, change, end, meter, price)
+    else:
+        await conn.execute(queries.UPSERT_ITEM_PERIOD, item, now["period_start"], end, meter, price)
+
+
 async def _start_period(
     conn: asyncpg.Connection,
     sub: Obj,
@@ -279,15 +334,17 @@ async def _start_period(
     start: dt.datetime,
     end: dt.datetime,
     meter: str | None,
+    price: str,
 ) -> None:
     """Record the item's current period. Periods of one item never overlap: a period that
-    starts inside an earlier one (a billing-cycle anchor reset, a resume) ends that one at its
-    start, as Stripe's invoice for the earlier period does. Usage already folded into the
-    earlier period past the cut moves to the new one (aggregator/cuts.py says which and why)."""
+    starts inside an earlier one (a billing-cycle anchor reset, a resume, a price change) ends
+    that one at its start, as Stripe's invoice for the earlier period does. Usage already folded
+    into the earlier period past the cut moves to the new one (aggregator/cuts.py says which
+    and why)."""
     # 1. Cut the earlier period; 2. record the new one; 3. move the usage past the cut. One
     #    transaction (the caller's): a crash leaves all three or none.
     cut = await conn.fetch(queries.CUT_ITEM_PERIODS_AT, item, start)
-    await conn.execute(queries.UPSERT_ITEM_PERIOD, item, start, end, meter)
+    await conn.execute(queries.UPSERT_ITEM_PERIOD, item, start, end, meter, price)
     if not cut:
         return
     customer = convert.ref(sub["customer"])
@@ -309,8 +366,20 @@ async def _end_periods(conn: asyncpg.Connection, items: list[str], at: dt.dateti
 async def apply_invoice(
     conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch
 ) -> Effects:
+    # The invoice items it took are no longer pending, whichever copy of it is newer.
+    for row in convert.invoice_item_lines(obj):
+        await conn.execute(queries.UPSERT_PENDING_ITEM, *row, 0)
     current, todo = await _current(conn, queries.INVOICE_CREATED, "invoice", obj, created, refetch)
     if not todo or current is None:
         return Effects(stale=True)
     await conn.execute(queries.UPSERT_INVOICE, *convert.invoice_row(current), created)
+    return Effects()
+
+
+async def apply_invoice_item(
+    conn: asyncpg.Connection, obj: Obj, created: int, deleted: bool
+) -> Effects:
+    """An invoice item (`invoiceitem.*`): pending until an invoice takes it."""
+    row = convert.pending_item_row(obj, deleted)
+    await conn.execute(queries.UPSERT_PENDING_ITEM, *row, created)
     return Effects()

@@ -143,6 +143,7 @@ class StripeGateway:
             "billing.meter": v1.billing.meters,
             "subscription": v1.subscriptions,
             "invoice": v1.invoices,
+            "invoiceitem": v1.invoice_items,
         }[kind]
 
     async def retrieve(self, kind: str, id_: str) -> Obj | None:
@@ -168,6 +169,9 @@ class StripeGateway:
             params["expand"] = [f"data.{DISCOUNTS}"]
         elif kind == "price":
             params["expand"] = ["data.tiers"]
+        elif kind == "invoiceitem":
+            # Only the items no invoice took yet: the next invoice bills them.
+            params["pending"] = True
         page = await _call(lambda: self._service(kind).list_async(params))
         return Page([_dict(o) for o in page.data], bool(page.has_more))
 

@@ -38,12 +38,16 @@ def _writer(kind: str) -> Writer:
     async def invoice(c: asyncpg.Connection, o: Obj, t: int, r: store.Refetch, _: str) -> Effects:
         return await store.apply_invoice(c, o, t, r)
 
+    async def item(c: asyncpg.Connection, o: Obj, t: int, r: store.Refetch, _: str) -> Effects:
+        return await store.apply_invoice_item(c, o, t, deleted=False)
+
     writers: dict[str, Writer] = {
         "product": product,
         "price": price,
         "billing.meter": store.apply_meter,
         "customer": store.apply_customer,
         "subscription": store.apply_subscription,
+        "invoiceitem": item,
         "invoice": invoice,
     }
     return writers[kind]

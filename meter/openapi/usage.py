@@ -46,12 +46,16 @@ def paths() -> Doc:
                             "`final_invoice` is true for a subscription canceled inside its "
                             "period (its metered usage up to the cancel); an item with "
                             "`usage_held` has a Stripe meter meter cannot report to (inactive, "
-                            "or formula count): its usage waits, unsent, until it can",
+                            "or formula count): its usage waits, unsent, until it can. An "
+                            "invoice's lines of kind `pending` are the subscription's pending "
+                            "invoice items (prorations; a flexible mode's usage of a price "
+                            "changed mid-period)",
                             "properties": {
+                                "billing_mode": {"enum": ["classic", "flexible"]},
                                 "other_subscriptions": {
                                     "type": "array",
                                     "items": {"type": "object"},
-                                }
+                                },
                             },
                         },
                     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from meter.stripe_emulator import meter_math, meters, pricing
+from meter.stripe_emulator import invoice_items, meter_math, meters, pricing
 from meter.stripe_emulator.core import Emulator
 from meter.stripe_emulator.state import State
 from meter.stripe_emulator.wire import Obj, StripeError, invalid, new_id, strip_private
@@ -228,6 +228,8 @@ def build(
     invoice_id = ("upcoming_" if preview else "") + new_id("in")
     for item in lines:
         item["invoice"] = invoice_id
+    if not preview:
+        invoice_items.attach(state, lines, invoice_id)
     # An upcoming invoice will be dated at the end of its period, not at the preview's time.
     invoice_date = period[1] if billing_reason == "upcoming" else created
     coupon = applicable_coupon(state, subscription, invoice_date)
@@ -322,7 +324,10 @@ def refresh_usage(state: State, invoice: Obj) -> None:
         details = (ln.get("parent") or {}).get("subscription_item_details") or {}
         price_id = ((ln.get("pricing") or {}).get("price_details") or {}).get("price")
         price = state.find(price_id) if price_id else None
-        if details.get("proration") or price is None or not is_metered(price):
+        # An invoice item's amount was fixed when it was made (a flexible mode's usage up to a
+        # price change included), so only the period's own usage lines are refreshed.
+        fixed = details.get("proration") or details.get("invoice_item") or ln.get("_fixed")
+        if fixed or price is None or not is_metered(price):
             continue
         span = (ln["period"]["start"], ln["period"]["end"])
         fresh = metered_line(

@@ -25,6 +25,7 @@ KIND_NAMES = {
     "subscription": "subscription",
     "subscription_item": "subscription item",
     "invoice": "invoice",
+    "invoiceitem": "invoice item",
     "test_helpers.test_clock": "test clock",
     "checkout.session": "checkout session",
     "billing_portal.session": "billing portal session",

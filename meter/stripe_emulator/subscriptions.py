@@ -12,7 +12,7 @@ import copy
 from decimal import Decimal
 from typing import Any
 
-from meter.stripe_emulator import invoicing, pricing
+from meter.stripe_emulator import invoice_items, invoicing, pricing
 from meter.stripe_emulator.core import Req, Route
 from meter.stripe_emulator.resources import apply_updates, metadata_of
 from meter.stripe_emulator.state import State
@@ -62,7 +62,20 @@ def _interval(price: Obj) -> tuple[str, int]:
     return recurring["interval"], recurring["interval_count"]
 
 
-def _item(state: State, raw: dict[str, Any], sub_id: str, start: int, end: int, i: int) -> Obj:
+def _item(
+    state: State,
+    raw: dict[str, Any],
+    sub_id: str,
+    period: tuple[int, int],
+    i: int,
+    added: int | None = None,
+) -> Obj:
+    """A new subscription item of the period `period`, added at `added` (default: its start).
+    Its metered price bills usage from when it was added (`_usage_from`), not from the period's
+    start (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup, "Update
+    prices mid-cycle")."""
+    start, end = period
+    added = start if added is None else added
     price_id = raw.get("price")
     if not price_id:
         raise missing(f"items[{i}][price]")
@@ -73,7 +86,7 @@ def _item(state: State, raw: dict[str, Any], sub_id: str, start: int, end: int, 
     return {
         "id": new_id("si", 14),
         "object": "subscription_item",
-        "created": start,
+        "created": added,
         "current_period_end": end,
         "current_period_start": start,
         "discounts": [],
@@ -82,6 +95,7 @@ def _item(state: State, raw: dict[str, Any], sub_id: str, start: int, end: int, 
         "tax_rates": tax_rates(state, raw.get("tax_rates"), f"items[{i}][tax_rates]"),
         "quantity": None if metered else int(raw.get("quantity") or 1),
         "subscription": sub_id,
+        "_usage_from": added,
     }
 
 
@@ -103,11 +117,18 @@ def licensed_lines(sub: Obj, start: int, end: int) -> list[Obj]:
 
 def metered_lines(state: State, sub: Obj, start: int, end: int) -> list[Obj]:
     """The metered items' usage of [start, end) in arrears (charged 0 in a trial)."""
-    return [
-        invoicing.metered_line(state, item["price"], sub["customer"], (start, end), sub, item["id"])
-        for item in sub["items"]["data"]
-        if invoicing.is_metered(item["price"])
-    ]
+    lines = []
+    for item in sub["items"]["data"]:
+        if invoicing.is_metered(item["price"]):
+            # The item's price bills usage since it was set on the item (a later period starts
+            # after that, so the period's start then).
+            since = max(start, min(item.get("_usage_from") or start, end))
+            lines.append(
+                invoicing.metered_line(
+                    state, item["price"], sub["customer"], (since, end), sub, item["id"]
+                )
+            )
+    return lines
 
 
 def ends_with_period(sub: Obj) -> bool:
@@ -137,7 +158,7 @@ def create(req: Req) -> Obj:
         )
     interval, count = intervals.pop()
     end = trial_end or pricing.add_interval(now, interval, count)
-    items = [_item(state, r, sub_id, now, end, i) for i, r in enumerate(raw_items)]
+    items = [_item(state, r, sub_id, (now, end), i) for i, r in enumerate(raw_items)]
     coupon = req.get("coupon") or _discount_coupon(req.get("discounts"))
     if coupon:
         state.get("coupon", str(coupon), "coupon")
@@ -145,6 +166,7 @@ def create(req: Req) -> Obj:
         "id": sub_id,
         "object": "subscription",
         "billing_cycle_anchor": end if trial_end else now,
+        "billing_mode": billing_mode(req.get("billing_mode"), now),
         "cancel_at": None,
         "cancel_at_period_end": bool_param(req.params, "cancel_at_period_end"),
         "canceled_at": None,
@@ -197,6 +219,26 @@ def create(req: Req) -> Obj:
         sub["status"] = "active"
         req.emu.emit("customer.subscription.updated", public_sub(sub), {"status": "incomplete"})
     return sub
+
+
+def billing_mode(raw: Any, now: int) -> Obj:
+    """The subscription's `billing_mode`: flexible unless `billing_mode[type]=classic` (flexible
+    is the default of subscriptions created through the API since 2025-09-30.clover:
+    docs.stripe.com/changelog/clover/2025-09-30/billing-mode-default-flexible)."""
+    kind = "flexible"
+    if raw not in (None, ""):
+        kind = str(raw.get("type") if isinstance(raw, dict) else None)
+        if kind not in ("classic", "flexible"):
+            raise invalid(
+                "Invalid billing_mode[type]: must be one of classic or flexible",
+                "billing_mode[type]",
+            )
+    flexible = {"proration_discounts": "included"} if kind == "flexible" else None
+    return {"type": kind, "flexible": flexible, "updated_at": now}
+
+
+def is_flexible(sub: Obj) -> bool:
+    return bool((sub.get("billing_mode") or {}).get("type") == "flexible")
 
 
 def tax_rates(state: State, raw: Any, param: str) -> list[Obj]:
@@ -290,7 +332,13 @@ def list_(req: Req) -> Obj:
 def plan_items(
     state: State, sub: Obj, raw_items: list[dict[str, Any]], now: int, behavior: str
 ) -> tuple[list[Obj], list[Obj]]:
-    """New item list and proration lines for an items update, without changing anything."""
+    """New item list and proration lines for an items update, without changing anything.
+
+    A metered price taken off an item (replaced or the item deleted) stops billing at `now`:
+    in flexible billing mode its usage reported so far is billed at once by an invoice item
+    (unless proration_behavior is none); in classic mode it is not billed at all. The new price
+    bills usage from `now` (docs.stripe.com/billing/subscriptions/usage-based/
+    manage-billing-setup, "Update prices mid-cycle")."""
     items = {i["id"]: copy.deepcopy(i) for i in sub["items"]["data"]}
     start, end = period(sub)
     prorations: list[Obj] = []
@@ -301,7 +349,7 @@ def plan_items(
             raise invalid(f"No such subscription item: '{raw['id']}'", f"items[{n}][id]")
         new: Obj | None
         if old is None:
-            new = _item(state, raw, sub["id"], start, end, n)
+            new = _item(state, raw, sub["id"], (start, end), n, added=now)
         elif bool_param(raw, "deleted"):
             new = None
         else:
@@ -316,6 +364,11 @@ def plan_items(
                 new["quantity"] = None
             if "tax_rates" in raw:
                 new["tax_rates"] = tax_rates(state, raw["tax_rates"], f"items[{n}][tax_rates]")
+        repriced = new is None or (old is not None and new["price"]["id"] != old["price"]["id"])
+        if old is not None and invoicing.is_metered(old["price"]) and repriced:
+            prorations += _metered_until(state, sub, old, now, behavior)
+        if old is not None and new is not None and repriced:
+            new["_usage_from"] = now
         if behavior != "none" and sub["status"] != "trialing":
             prorations += _proration(sub, old, new, remaining, length, (now, end))
         if old is not None:
@@ -323,6 +376,23 @@ def plan_items(
         if new is not None:
             items[new["id"]] = new
     return list(items.values()), prorations
+
+
+def _metered_until(state: State, sub: Obj, item: Obj, now: int, behavior: str) -> list[Obj]:
+    """The line that bills a metered price's usage up to `now`, when it leaves the item: only
+    in flexible billing mode and unless proration_behavior is none (classic mode bills none of
+    it). Its quantity is fixed now: usage reported later is in no invoice."""
+    if not is_flexible(sub) or behavior == "none" or sub["status"] == "trialing":
+        return []
+    start, end = period(sub)
+    since = max(start, min(item.get("_usage_from") or start, end))
+    until = min(max(now, since), end)
+    qty = invoicing.usage(state, item["price"], sub["customer"], since, until)
+    line = invoicing.line(
+        item["price"], qty, (since, until), subscription=sub["id"], item=item["id"]
+    )
+    line["_fixed"] = True  # never refreshed at finalization (invoicing.refresh_usage)
+    return [line]
 
 
 def _proration(
@@ -406,7 +476,7 @@ def update(req: Req) -> Obj:
             with contextlib.suppress(StripeError):
                 invoicing.pay(req.emu, invoice, now)
         else:
-            sub["_pending"].extend(prorations)
+            sub["_pending"].extend(invoice_items.pend(req.emu, sub, prorations, now))
     reset_invoice = _reset_cycle(req, sub, now, previous) if reset else None
     if previous:
         req.emu.emit("customer.subscription.updated", public_sub(sub), previous)

@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any, cast
 
@@ -70,11 +70,13 @@ def month_of(at: int) -> Period:
 
 
 def _current(plan: Plan, now: int) -> list[tuple[PlanItem, Period]]:
+    """Each live item with the part of its current period its price bills (a canceled
+    subscription's: what its final invoice bills)."""
     if plan.subscription is None:
         return []
     if plan.status in store.ENDED:
         return _final(plan, now)
-    return [(i, i.current) for i in plan.items if not i.removed]
+    return [(i, i.billing) for i in plan.items if not i.removed]
 
 
 def _final(plan: Plan, now: int) -> list[tuple[PlanItem, Period]]:
@@ -86,11 +88,11 @@ def _final(plan: Plan, now: int) -> list[tuple[PlanItem, Period]]:
     if ended is None:
         return []
     return [
-        (i, Period(i.current.start, ended))
+        (i, Period(i.billing.start, ended))
         for i in plan.items
         if not i.removed
         and i.metered
-        and i.current.start < ended <= i.current.end
+        and i.billing.start < ended <= i.current.end
         and now < i.current.end
     ]
 
@@ -142,7 +144,21 @@ async def _plan_and_selection(
             with contextlib.suppress(NotFound):
                 if found := await _selection(conn, other, wanted, now):
                     others.append((other, found))
+        if wanted != params.CURRENT:
+            # A past period's invoice: the invoice items it took, not the pending ones.
+            plan = await _taken(conn, plan, selection)
+            others = [(await _taken(conn, o, sel), sel) for o, sel in others]
         return plan, selection, others
+
+
+async def _taken(conn: asyncpg.Connection, plan: Plan, selection: Selection) -> Plan:
+    """The plan with, as its invoice items, those the invoice of `selection`'s period took."""
+    metered = [(i, p) for i, p in selection if i.metered] or selection
+    if plan.subscription is None or not metered:
+        return dataclasses.replace(plan, pending=())
+    period = report.invoice_period(*metered[0])
+    taken = await store.taken_items(conn, plan.subscription, period)
+    return dataclasses.replace(plan, pending=taken)
 
 
 def _window(wanted: str | int, now: int) -> Period:
@@ -175,11 +191,12 @@ async def usage(request: web.Request) -> web.Response:
         read = None
     # The Postgres snapshot only now, after the pending read returned (pending.py says why).
     defined: dict[str, str] = {}
+    gone = _removed(plan, [o for o, _ in others], now) if wanted == params.CURRENT else []
     if window is None:
         # Only an item with a meter has usage (the others' lines are priced on quantity).
         periods = {
             i.id: p
-            for i, p in selection + [pair for _, sel in others for pair in sel]
+            for i, p in selection + [pair for _, sel in others for pair in sel] + gone
             if i.meter is not None
         }
         snap = await app[appkeys.USAGE_SNAPSHOTS](store.ItemUsage(tenant, plan.keys, periods))
@@ -215,16 +232,21 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
-        main = snap.by_item
-        if others:
-            main, *rest = _every_event_on_each([selection] + [sel for _, sel in others], main)
+        main, *rest = _every_event_on_each(
+            [selection] + [sel for _, sel in others], snap.by_item, gone
+        )
         doc |= _priced(selection, main, events, now, plan)
+        doc["billing_mode"] = plan.billing_mode
         if plan.status in store.ENDED:
             doc["final_invoice"] = True
     # Every other live subscription bills the same usage again (Stripe bills a meter event on
     # each subscription with a price on its meter): each is shown, priced, as its own invoice.
     doc["other_subscriptions"] = [
-        {"subscription": other.subscription, "status": other.status}
+        {
+            "subscription": other.subscription,
+            "status": other.status,
+            "billing_mode": other.billing_mode,
+        }
         | _priced(sel, tallies, events, now, other)
         for (other, sel), tallies in zip(others, rest, strict=False)
     ]
@@ -232,28 +254,51 @@ async def usage(request: web.Request) -> web.Response:
     return _json(doc)
 
 
+def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:
+    """The metered items removed from the live subscriptions in their current period, each with
+    the part of it its price billed: the aggregator may have attributed to them events that the
+    items still on their meter bill too."""
+    return [
+        (i, i.billing)
+        for p in (plan, *others)
+        if p.subscription is not None and p.status not in store.ENDED
+        for i in p.items
+        if i.removed and i.meter is not None and i.current.end > now
+    ]
+
+
 def _every_event_on_each(
-    selections: list[Selection], by_item: dict[tuple[str, str], Tally]
+    selections: list[Selection],
+    by_item: dict[tuple[str, str], Tally],
+    gone: Sequence[tuple[PlanItem, Period]] = (),
 ) -> list[dict[tuple[str, str], Tally]]:
-    """Per selection, its items' tallies when several live subscriptions bill one meter. The
-    aggregator attributes an event to one item only, but Stripe bills each subscription with a
-    price on the event's meter for it: each such item gets the fold of every selected item on
-    its meter (exact when the subscriptions' periods coincide, as after a second checkout).
-    Pending events are folded afterwards, per item and period (report.fold_pending)."""
-    by_meter: dict[str, Tally] = {}
-    for selection in selections:
-        for item, _ in selection:
+    """Per selection, its items' tallies as Stripe bills them: a meter event is billed on every
+    item with a price on its meter whose window holds it (items of one subscription or of
+    several), while the aggregator attributes it to one of them, the one whose period started
+    last (aggregator/attribution.py). So the events of an item's window are those attributed
+    to it and to every item on its meter whose period starts at or after its own: each item's
+    tally is the fold of theirs, whatever item the aggregator picked. Pending events are folded
+    afterwards, per item and period (report.fold_pending). `gone` are items no longer billing
+    (removed): their events count on the others, they get no tally of their own."""
+    on_meter: dict[str, list[tuple[Period, Tally]]] = {}
+    for selection in [*selections, list(gone)]:
+        for item, period in selection:
             tally = by_item.get((item.id, item.meter or ""))
             if item.meter is not None and tally is not None:
-                by_meter.setdefault(item.meter, Tally()).merge(tally)
-    return [
-        {
-            (item.id, item.meter): dataclasses.replace(by_meter[item.meter])
-            for item, _ in selection
-            if item.meter is not None and item.meter in by_meter
-        }
-        for selection in selections
-    ]
+                on_meter.setdefault(item.meter, []).append((period, tally))
+    out: list[dict[tuple[str, str], Tally]] = []
+    for selection in selections:
+        tallies: dict[tuple[str, str], Tally] = {}
+        for item, period in selection:
+            if item.meter is None or item.meter not in on_meter:
+                continue
+            fold = Tally()
+            for other, tally in on_meter[item.meter]:
+                if period.start <= other.start < period.end:
+                    fold.merge(tally)
+            tallies[(item.id, item.meter)] = fold
+        out.append(tallies)
+    return out
 
 
 def _unpriced(window: Period, meters: dict[str, tuple[str, Tally]]) -> Doc:
@@ -291,7 +336,10 @@ def _priced(
     discounts, tax_rates = plan.discounts, plan.tax_rates
     report.fold_pending(selection, tallies, events)
     metered = [(i, p) for i, p in selection if i.metered] or selection
-    period = metered[0][1]
+    # A canceled subscription's final invoice ends at the cancel; any other bills the item's
+    # whole current period, also when its price started inside it.
+    final = plan.status in store.ENDED
+    period = metered[0][1] if final else report.invoice_period(*metered[0])
     terms = report.terms_of(plan, period)
     items, so_far, projected = [], {}, {}
     for item, item_period in selection:
@@ -318,6 +366,7 @@ def _priced(
     try:
         # One discount at a time, as the pricing engine applies them: the first (see the note).
         discount = discounts[0] if discounts else None
+        extra = report.pending_lines(plan.pending, period)
         invoice = project_invoice(
             engine,
             so_far,
@@ -327,6 +376,7 @@ def _priced(
             tax_rates=tax_rates,
             usage_charged=terms.usage_charged,
             renews=terms.renews,
+            pending=extra,
         )
         forecast_invoice = project_invoice(
             engine,
@@ -337,6 +387,7 @@ def _priced(
             tax_rates=tax_rates,
             usage_charged=terms.usage_charged,
             renews=terms.renews,
+            pending=extra,
         )
     except PricingError as exc:
         return doc | {

@@ -17,13 +17,19 @@ from meter.billing import queries as billing_queries
 # event name and aggregation: a local definition, else the Stripe meter's formula for every
 # tenant, else sum (the rule of usage_rollup_values, migrations/0012_meter_formulas.sql). One
 # statement: a row per item, in subscription rank order, or one row of nulls after the customer
-# when it has no subscription or no items; no row for an unknown customer.
+# when it has no subscription or no items; no row for an unknown customer. The price (and meter)
+# of an item is that of its latest period inside its Stripe period, and `price_since` where that
+# period starts (an item added or repriced mid-period, meter/billing/store.py): a change whose
+# time is not known yet (Stripe's answer to our own change, before its webhook) keeps the
+# period's price, not the new one over usage it does not bill. (Billing writes an item's periods
+# in the transaction that writes the item, whose trigger announces the plan change.)
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     s.tax_rates AS subscription_tax_rates, s.trial_start, s.trial_end, s.cancel_at_period_end,
-    s.cancel_at, s.pause_behavior, s.pause_resumes_at, s.ended_at,
-    i.id, i.price, i.quantity, i.current_period_start, i.current_period_end, i.removed_at,
-    i.tax_rates,
+    s.cancel_at, s.pause_behavior, s.pause_resumes_at, s.ended_at, s.billing_mode,
+    i.id, coalesce(since.price, i.price) AS price, i.quantity, i.current_period_start,
+    i.current_period_end, i.removed_at, i.tax_rates,
+    coalesce(since.period_start, i.current_period_start) AS price_since,
     p.currency, p.billing_scheme, p.unit_amount, p.unit_amount_decimal, p.tiers_mode, p.tiers,
     p.transform_quantity, p.recurring_interval, p.recurring_interval_count, p.usage_type,
     m.event_name, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation,
@@ -31,17 +37,44 @@ SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
 FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
     SELECT id, status, discounts, tax_rates, trial_start, trial_end, cancel_at_period_end,
-        cancel_at, pause_behavior, pause_resumes_at, ended_at,
+        cancel_at, pause_behavior, pause_resumes_at, ended_at, billing_mode,
         row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
     FROM subscriptions
     WHERE customer = c.stripe_id
 ) s ON s.rank = 1 OR s.status = ANY($3::text[])
 LEFT JOIN subscription_items i ON i.subscription = s.id
-LEFT JOIN prices p ON p.id = i.price
-LEFT JOIN billing_meters m ON m.id = coalesce(i.meter, p.meter)
+LEFT JOIN LATERAL (
+    SELECT period_start, price, meter FROM subscription_item_periods
+    WHERE item = i.id AND period_start >= i.current_period_start
+        AND period_start < i.current_period_end
+    ORDER BY period_start DESC LIMIT 1
+) since ON true
+LEFT JOIN prices p ON p.id = coalesce(since.price, i.price)
+LEFT JOIN billing_meters m ON m.id = coalesce(
+    CASE WHEN since.price IS NULL THEN i.meter ELSE since.meter END, p.meter)
 LEFT JOIN meter_definitions d ON d.tenant = $1 AND d.meter = m.event_name
 LEFT JOIN stripe_meter_formulas f ON f.meter = m.event_name
 ORDER BY s.rank, i.id
+"""
+
+# The customer's invoice items that no invoice took yet (Stripe puts them on the subscription's
+# next invoice), by subscription.
+PENDING_ITEMS = """
+SELECT subscription, id, subscription_item, amount, currency, proration, period_start, period_end
+FROM pending_invoice_items
+WHERE customer = $1 AND invoice IS NULL AND NOT deleted AND subscription IS NOT NULL
+ORDER BY subscription, id
+"""
+
+# The invoice items taken by the subscription's invoice for the period that ends at $2 (a
+# cycle invoice's period is the one it bills in arrears).
+TAKEN_ITEMS = """
+SELECT p.subscription, p.id, p.subscription_item, p.amount, p.currency, p.proration,
+    p.period_start, p.period_end
+FROM pending_invoice_items p
+JOIN invoices v ON v.id = p.invoice
+WHERE p.subscription = $1 AND v.subscription = $1 AND v.period_end = $2 AND NOT p.deleted
+ORDER BY p.id
 """
 
 # The period of each item that contains the instant $2 (past periods are kept here only).

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from meter.events import UsageEvent
 from meter.pricing import (
     InvoiceProjection,
+    Line,
     Period,
     PricingError,
     RunRate,
@@ -25,7 +26,7 @@ from meter.pricing import (
     renews_after,
 )
 from meter.pricing.model import Interval
-from meter.usage.store import Plan, PlanItem
+from meter.usage.store import PendingItem, Plan, PlanItem
 from meter.usage.tally import Tally
 
 Doc = dict[str, Any]
@@ -83,16 +84,43 @@ def fold_pending(
     tallies: dict[tuple[str, str], Tally],
     events: Iterable[UsageEvent],
 ) -> int:
-    """Fold each pending event into the item that bills its meter in its period, as the
-    aggregator's attribution will; returns how many were folded."""
+    """Fold each pending event into every item that bills its meter in its period (Stripe bills
+    a meter event on each item with a price on its meter); returns how many were folded."""
     folded = 0
     for event in events:
+        billed = False
         for item, period in selection:
             if item.meter == event.meter and in_period(event, period):
                 tallies.setdefault((item.id, event.meter), Tally()).add_event(event)
-                folded += 1
-                break
+                billed = True
+        folded += billed
     return folded
+
+
+def invoice_period(item: PlanItem, period: Period) -> Period:
+    """The billing period of the invoice that bills `item` over `period`: the item's whole
+    current period when `period` is the part of it its price bills, else `period` itself."""
+    current = item.current
+    return current if current.start <= period.start and period.end <= current.end else period
+
+
+def pending_lines(pending: Sequence[PendingItem], period: Period) -> list[Line]:
+    """The subscription's pending invoice items as lines of its next invoice: fixed amounts,
+    not discountable when prorations ("Defaults to false for prorations", API reference,
+    invoice line items)."""
+    return [
+        Line(
+            "pending",
+            p.item_id or "",
+            "",
+            "invoice_item",
+            Decimal(1),
+            p.amount,
+            p.period or period,
+            discountable=not p.proration and p.amount > 0,
+        )
+        for p in pending
+    ]
 
 
 def next_period(period: Period, item: PlanItem) -> Period:

@@ -60,10 +60,31 @@ class PlanItem:
     # Its usage is held back by the reporter: its Stripe meter is not `sendable` (inactive, or
     # counts events; migrations/0015_lifecycle.sql), so Stripe has not got it.
     held: bool = False
+    # Where in `current` the item's price started billing usage (added or repriced mid-period).
+    since: int | None = None
 
     @property
     def metered(self) -> bool:
         return self.price.metered if self.price is not None else self.meter is not None
+
+    @property
+    def billing(self) -> Period:
+        """The part of the current period whose usage the item's price bills."""
+        since = self.current.start if self.since is None else self.since
+        return Period(max(self.current.start, min(since, self.current.end - 1)), self.current.end)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    """An invoice item the subscription's next invoice will bill (a proration, or a flexible
+    billing mode's usage of a price taken off an item): its amount is fixed."""
+
+    id: str
+    item_id: str | None
+    amount: int
+    currency: str
+    proration: bool
+    period: Period | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +110,8 @@ class Plan:
     pause_resumes_at: int | None = None  # pause_collection.resumes_at
     # When an ended subscription ended (unix s): its last period ends there.
     ended_at: int | None = None
+    billing_mode: str = "classic"
+    pending: tuple[PendingItem, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -184,6 +207,7 @@ def _item(row: asyncpg.Record) -> PlanItem:
         removed=row["removed_at"] is not None,
         tax_rates=_evaluable(row["tax_rates"], tax_rate_from_stripe),
         held=row["held"],
+        since=unix(row["price_since"]),
     )
 
 
@@ -196,14 +220,38 @@ async def load_plan(conn: asyncpg.Connection, tenant: str, key: str) -> Plan:
     by_sub: dict[str | None, list[asyncpg.Record]] = {}
     for row in rows:  # in rank order: the current subscription first
         by_sub.setdefault(row["subscription"], []).append(row)
-    current, *others = (_subscription_plan(group) for group in by_sub.values())
+    pending: dict[str, list[PendingItem]] = {}
+    for r in await conn.fetch(queries.PENDING_ITEMS, rows[0]["stripe_id"]):
+        pending.setdefault(r["subscription"], []).append(_pending_item(r))
+    current, *others = (
+        _subscription_plan(group, pending.get(sub or "") or ()) for sub, group in by_sub.items()
+    )
     return dataclasses.replace(current, others=tuple(others))
 
 
-def _subscription_plan(rows: list[asyncpg.Record]) -> Plan:
+def _pending_item(r: asyncpg.Record) -> PendingItem:
+    span = None
+    if r["period_start"] is not None and r["period_end"] is not None:
+        span = Period(unix(r["period_start"]), unix(r["period_end"]))
+    return PendingItem(
+        r["id"], r["subscription_item"], r["amount"], r["currency"], r["proration"], span
+    )
+
+
+async def taken_items(
+    conn: asyncpg.Connection, subscription: str, period: Period
+) -> tuple[PendingItem, ...]:
+    """The invoice items that the subscription's invoice for `period` took."""
+    rows = await conn.fetch(queries.TAKEN_ITEMS, subscription, ts(period.end))
+    return tuple(_pending_item(r) for r in rows)
+
+
+def _subscription_plan(rows: list[asyncpg.Record], pending: Sequence[PendingItem]) -> Plan:
     first = rows[0]
     has_sub = first["subscription"] is not None
     return Plan(
+        billing_mode=first["billing_mode"] or "classic",
+        pending=tuple(pending),
         external_id=first["external_id"],
         stripe_id=first["stripe_id"],
         subscription=first["subscription"],

@@ -69,6 +69,7 @@ class Tally:
         self.pending += other.pending
         self.total += other.total
         self.unique += other.unique
+        self.carried += other.carried
         if other.maximum is not None:
             self._max(other.maximum)
         if other.last is not None and other.last_key is not None:

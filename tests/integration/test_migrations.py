@@ -66,6 +66,8 @@ ALL_TABLES = {
     "usage_voids",
     # 0012_meter_formulas
     "stripe_meter_formulas",
+    # 0016_billing_mode_pending_items
+    "pending_invoice_items",
 }
 
 

@@ -46,6 +46,7 @@ async def test_sync_backfills_and_resumes(stack: Stack) -> None:
             "billing.meter": 1,
             "customer": 5,
             "subscription": 5,
+            "invoiceitem": 0,
             "invoice": 5,
         }
         assert await conn.fetchval("SELECT count(*) FROM prices") == 3

@@ -53,3 +53,39 @@ def test_invoice_subscription_from_parent() -> None:
         "a",
         "t",
     )
+
+
+def test_the_invoice_items_an_invoice_took_from_its_lines() -> None:
+    def line(parent: dict[str, object]) -> dict[str, object]:
+        return {
+            "amount": 120,
+            "currency": "usd",
+            "period": {"start": 1, "end": 2},
+            "parent": parent,
+        }
+
+    inv = {
+        "id": "in_1",
+        "customer": "cus_1",
+        "parent": {"subscription_details": {"subscription": "sub_1"}},
+        "lines": {
+            "data": [
+                line({"invoice_item_details": {"invoice_item": "ii_a", "proration": False}}),
+                line(
+                    {
+                        "subscription_item_details": {
+                            "invoice_item": "ii_b",
+                            "proration": True,
+                            "subscription_item": "si_1",
+                        }
+                    }
+                ),
+                line({"subscription_item_details": {"invoice_item": None, "proration": False}}),
+            ]
+        },
+    }
+    rows = convert.invoice_item_lines(inv)
+    assert [(r[0], r[2], r[3], r[6], r[9]) for r in rows] == [
+        ("ii_a", "sub_1", None, False, "in_1"),
+        ("ii_b", "sub_1", "si_1", True, "in_1"),
+    ]

@@ -17,7 +17,7 @@ from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
 from meter.connections import PooledConnection, redis_client
-from meter.errors import MeteringError, Unavailable
+from meter.errors import InvalidRequest, MeteringError, Unavailable
 from meter.health import healthz, metrics_endpoint, readyz
 from meter.ingest.committer import Committer
 from meter.ingest.handlers import post_events
@@ -51,6 +51,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except MeteringError as exc:
         return error_body(exc.status, exc.type, exc.message, exc.param)
+    except web.RequestPayloadError as exc:
+        # The body could not be read as sent (a Content-Encoding it is not in, broken chunking):
+        # the client's mistake. The rest of the body is dropped with the connection, so aiohttp
+        # does not read it again after the answer (and log the same error as unhandled).
+        request.content.feed_eof()
+        cause = getattr(exc.__cause__, "message", None) or "malformed body"
+        response = error_body(
+            400,
+            "invalid_request_error",
+            f"the body could not be read ({cause}): send it encoded as its Content-Encoding "
+            "header says, or without that header",
+        )
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status == 413:
             message = (
@@ -67,6 +81,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_body(500, "api_error", "internal error; nothing was written")
+
+
+@web.middleware
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path id or query parameter holding U+0000 is refused here, once for every route:
+    Postgres text cannot hold it, so it would fail as a database error deep in a handler."""
+    for source in (request.match_info, request.query):
+        for name, value in source.items():
+            if "\x00" in name or "\x00" in value:
+                raise InvalidRequest(f"`{name}` must not contain U+0000 (NUL)", param=name)
+    return await handler(request)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -114,7 +139,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The ingest service (and, as later parts land, the rest of the HTTP API)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, refuse_nul], client_max_size=settings.max_body_bytes
+    )
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics(settings.metrics_dir)
     app[appkeys.KEYS] = Keys(settings.redis_prefix)

@@ -56,7 +56,12 @@ def build_document(settings: Settings) -> Doc:
                     "description": "an ingest API key (`meter keys create`)",
                 }
             },
-            "schemas": {**ERROR_SCHEMAS, **ingest.schemas(settings), **billing.SCHEMAS},
+            "schemas": {
+                **ERROR_SCHEMAS,
+                **ingest.schemas(settings),
+                **billing.SCHEMAS,
+                **usage.SCHEMAS,
+            },
             "responses": RESPONSES,
         },
     }

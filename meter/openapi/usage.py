@@ -3,7 +3,28 @@ that API settles; parameters and error statuses are exact."""
 
 from __future__ import annotations
 
-from meter.openapi.common import Doc, ok, operation
+from meter.openapi.common import Doc, ok, operation, ref
+
+SCHEMAS: Doc = {
+    "Amount": {
+        "description": "an amount in the currency's minor unit: an integer, or, outside the "
+        "signed 64-bit range, the exact integer as a decimal string (meter/jsonwire.py)",
+        "oneOf": [
+            {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+            {"type": "string", "pattern": "^-?[0-9]{19,}$"},
+        ],
+    }
+}
+_AMOUNT_OR_NULL = {"oneOf": [ref("Amount"), {"type": "null"}]}
+_INVOICE = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"total": ref("Amount"), "amount_due": ref("Amount")},
+        },
+        {"type": "null"},
+    ]
+}
 
 _ID = {
     "name": "id",
@@ -42,12 +63,25 @@ def paths() -> Doc:
                             "type": "object",
                             "description": "the current subscription's items and invoice; "
                             "`other_subscriptions` lists every other live subscription of the "
-                            "customer the same way (Stripe bills each for the same usage)",
+                            "customer the same way (Stripe bills each for the same usage). "
+                            "Amounts (`amount`, `projection.amount`, invoice totals) are "
+                            "integers in the currency's minor unit; one outside the signed "
+                            "64-bit range (an unbillable run-rate projection) is the exact "
+                            "integer as a decimal string: see `#/components/schemas/Amount`",
                             "properties": {
+                                "items": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {"amount": _AMOUNT_OR_NULL},
+                                    },
+                                },
+                                "invoice": _INVOICE,
+                                "projected_invoice": _INVOICE,
                                 "other_subscriptions": {
                                     "type": "array",
                                     "items": {"type": "object"},
-                                }
+                                },
                             },
                         },
                     )

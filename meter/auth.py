@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from meter import queries
+from meter.names import check_tenant
 
 KEY_PREFIX = "mk_live_"
 # Unknown keys are remembered briefly so a flood of bad keys cannot flood Postgres.
@@ -34,7 +35,9 @@ def new_key() -> str:
 
 
 async def create_key(conn: asyncpg.Connection, *, name: str, tenant: str) -> str:
-    """Store a new key for `tenant` and return it; this is the only time it is seen."""
+    """Store a new key for `tenant` and return it; this is the only time it is seen.
+    InvalidRequest when `tenant` is not a tenant name (meter/names.py)."""
+    check_tenant(tenant)
     key = new_key()
     await conn.execute(queries.INSERT_API_KEY, tenant, name, hash_key(key), key[:12])
     return key

@@ -27,6 +27,7 @@ from meter.billing.service import Billing
 from meter.errors import InvalidRequest
 from meter.ingest.handlers import authenticate
 from meter.ingest.validation import too_deep
+from meter.names import key_part
 
 PRORATION_BEHAVIORS = ("create_prorations", "always_invoice", "none")
 # Request bodies here are flat objects with a list of prices at most; deeper nesting is refused
@@ -37,8 +38,9 @@ LIVE = tuple(sorted(LIVE_STATUSES))
 
 
 def idempotency_key(*parts: object) -> str:
-    """`meter:<action>:<ids…>`, hashed when long (Stripe allows 255 characters)."""
-    key = "meter:" + ":".join(str(p) for p in parts)
+    """`meter:<action>:<ids…>`, hashed when long (Stripe allows 255 characters). Each part is
+    escaped (meter/names.py), so ids holding `:` cannot make two actions' keys equal."""
+    key = "meter:" + ":".join(key_part(str(p)) for p in parts)
     if len(key) <= 200:
         return key
     return f"meter:{parts[0]}:{hashlib.sha256(key.encode()).hexdigest()}"

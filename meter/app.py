@@ -18,7 +18,7 @@ from meter.billing import routes as billing_routes
 from meter.config import Settings
 from meter.connections import PooledConnection, redis_client
 from meter.errors import InvalidRequest, MeteringError, Unavailable
-from meter.health import healthz, metrics_endpoint, readyz
+from meter.health import healthz, readyz
 from meter.ingest.committer import Committer
 from meter.ingest.handlers import post_events
 from meter.ingest.strict import KnownNames
@@ -155,7 +155,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/openapi.json", openapi_json)
     billing_routes.setup(app)  # after _resources: billing shares its Postgres pool
     usage_routes.setup(app)

@@ -98,6 +98,10 @@ class Settings:
     aggregator_lease_interval_s: float = 1.0
     # Aggregator: pause between polls when every held stream is drained.
     aggregator_poll_interval_s: float = 0.2
+    # Metrics servers (every process; never the API port): bind address, and the port of
+    # `meter serve` and `meter dev` (0: no metrics server).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9102
     # Aggregator: /metrics port of `meter aggregate` (0: no metrics server).
     aggregator_metrics_port: int = 0
     # Raw event partitions (usage_events) older than this are dropped; rollups stay.
@@ -153,6 +157,13 @@ class Settings:
     reporter_metrics_port: int = 0
 
     def __post_init__(self) -> None:
+        for name, port in (
+            ("METER_METRICS_PORT", self.metrics_port),
+            ("METER_AGGREGATOR_METRICS_PORT", self.aggregator_metrics_port),
+            ("METER_REPORTER_METRICS_PORT", self.reporter_metrics_port),
+        ):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535 (0: no metrics server)")
         if not 1 <= self.workers <= 256:
             raise ConfigError("METER_WORKERS must be between 1 and 256")
         if not 1 <= self.shards <= 1024:
@@ -261,6 +272,8 @@ class Settings:
             aggregator_poll_interval_s=duration(
                 "METER_AGGREGATOR_POLL_INTERVAL", base.aggregator_poll_interval_s
             ),
+            metrics_host=get("METER_METRICS_HOST") or base.metrics_host,
+            metrics_port=integer("METER_METRICS_PORT", base.metrics_port),
             aggregator_metrics_port=integer(
                 "METER_AGGREGATOR_METRICS_PORT", base.aggregator_metrics_port
             ),

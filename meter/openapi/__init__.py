@@ -45,7 +45,11 @@ def build_document(settings: Settings) -> Doc:
             {"name": "ingest", "description": "usage events"},
             {"name": "usage", "description": "usage so far and projected invoices"},
             {"name": "billing", "description": "Stripe webhook and self-service billing"},
-            {"name": "operations", "description": "health, metrics, this document"},
+            {
+                "name": "operations",
+                "description": "health and this document (metrics are on the metrics port, "
+                "METER_METRICS_HOST:METER_METRICS_PORT, not here)",
+            },
         ],
         "paths": {**ingest.paths(settings), **usage.paths(), **billing.paths()},
         "components": {

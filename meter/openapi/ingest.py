@@ -152,19 +152,6 @@ def paths(settings: Settings) -> Doc:
                 public=True,
             )
         },
-        "/metrics": {
-            "get": operation(
-                "Prometheus metrics",
-                responses={
-                    "200": {
-                        "description": "Prometheus text exposition format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-                tag="operations",
-                public=True,
-            )
-        },
         "/openapi.json": {
             "get": operation(
                 "This document",

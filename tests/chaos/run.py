@@ -270,6 +270,7 @@ class Run:
             "METER_REDIS_PREFIX": "chaos",
             "METER_SHARDS": "4",
             "METER_LOG_LEVEL": "warning",
+            "METER_METRICS_PORT": "0",  # two `meter serve` on this host
             "METER_BILLING_TENANT": TENANT,
             "METER_BILLING_JOB_INTERVAL": "5s",
             "METER_AGGREGATOR_LEASE_INTERVAL": "0.5s",

@@ -264,7 +264,7 @@ async def test_health_endpoints_and_metrics(client: Client, api_key: str) -> Non
     assert ready.status == 200
     assert (await ready.json())["checks"] == {"postgres": "ok", "redis": "ok"}
     await post(client, api_key, [ev("m1"), ev("m1"), ev("m2", value="x")])
-    text = await (await client.get("/metrics")).text()
+    text = client.app[appkeys.METRICS].render().decode()  # served on the metrics port
     assert 'meter_events_total{reason="",status="accepted"} 1.0' in text
     assert 'meter_events_total{reason="",status="duplicate"} 1.0' in text
     assert 'meter_events_total{reason="invalid_value",status="rejected"} 1.0' in text

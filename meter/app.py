@@ -124,7 +124,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     app[appkeys.PG] = pool
     app[appkeys.REDIS] = redis
-    app[appkeys.KEY_CACHE] = KeyCache(pool, ttl_s=settings.api_key_cache_ttl_s)
+    app[appkeys.KEY_CACHE] = KeyCache(
+        pool,
+        ttl_s=settings.api_key_cache_ttl_s,
+        lookup_rate=settings.api_key_lookup_rate,
+        lookup_burst=settings.api_key_lookup_burst,
+    )
     app[appkeys.COMMITTER] = committer
     app[appkeys.KNOWN_NAMES] = KnownNames(pool) if settings.strict else None
     await committer.start()
@@ -149,6 +154,11 @@ def create_app(settings: Settings) -> web.Application:
     app[appkeys.RATE_LIMITER] = (
         RateLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst)
         if settings.ingest_rate_limit > 0
+        else None
+    )
+    app[appkeys.BILLING_RATE_LIMITER] = (
+        RateLimiter(settings.billing_rate_limit, settings.billing_rate_burst)
+        if settings.billing_rate_limit > 0
         else None
     )
     app.cleanup_ctx.append(_resources)

@@ -29,6 +29,8 @@ REDIS = web.AppKey[RedisClient]("redis")
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 # Per API key ingest rate limit; None when METER_INGEST_RATE_LIMIT=0.
 RATE_LIMITER = web.AppKey[RateLimiter | None]("rate_limiter")
+# Per tenant limit of billing requests that call Stripe; None when METER_BILLING_RATE_LIMIT=0.
+BILLING_RATE_LIMITER = web.AppKey[RateLimiter | None]("billing_rate_limiter")
 COMMITTER = web.AppKey("committer", Committer)
 # Set only under METER_STRICT.
 KNOWN_NAMES = web.AppKey[KnownNames | None]("known_names")

@@ -82,6 +82,15 @@ class Settings:
     # How long a commit waits for those replicas before the request gets a 503.
     redis_wait_timeout_s: float = 0.1
     api_key_cache_ttl_s: float = 30.0
+    # Postgres lookups of API keys not known valid (new or unknown keys), per process: a token
+    # bucket of `rate`/s with this burst; over it → 429 + Retry-After, no query. 0 disables it.
+    api_key_lookup_rate: float = 100.0
+    api_key_lookup_burst: int = 200
+    # Billing routes that call Stripe (checkout, portal, setup intent, plan change, cancel,
+    # resume), per tenant and process: one tenant cannot use up the shared Stripe account's rate
+    # limit (100 operations/s live, 25 in a sandbox). 0 disables it.
+    billing_rate_limit: float = 2.0
+    billing_rate_burst: int = 10
     # Ingest rate limit per API key and process: a token bucket of `burst` requests refilled at
     # `rate` requests/s; over it → 429 + Retry-After. 0 disables it.
     ingest_rate_limit: float = 10_000.0
@@ -183,6 +192,14 @@ class Settings:
         # Under the Redis clients' 5 s socket timeout, with room for the script itself.
         if not 0.001 <= self.redis_wait_timeout_s <= 2:
             raise ConfigError("METER_REDIS_WAIT_TIMEOUT must be between 1ms and 2s")
+        if not self.api_key_lookup_rate >= 0 or not self.billing_rate_limit >= 0:
+            raise ConfigError(
+                "METER_API_KEY_LOOKUP_RATE and METER_BILLING_RATE_LIMIT must be >= 0 (0 disables)"
+            )
+        if self.api_key_lookup_burst < 1 or self.billing_rate_burst < 1:
+            raise ConfigError(
+                "METER_API_KEY_LOOKUP_BURST and METER_BILLING_RATE_BURST must be at least 1"
+            )
         if self.api_key_cache_ttl_s < 0:
             raise ConfigError("METER_API_KEY_CACHE_TTL must be >= 0")
         if not 1 <= self.aggregator_lanes <= 64:
@@ -259,6 +276,10 @@ class Settings:
             redis_wait_replicas=integer("METER_REDIS_WAIT_REPLICAS", base.redis_wait_replicas),
             redis_wait_timeout_s=duration("METER_REDIS_WAIT_TIMEOUT", base.redis_wait_timeout_s),
             api_key_cache_ttl_s=duration("METER_API_KEY_CACHE_TTL", base.api_key_cache_ttl_s),
+            api_key_lookup_rate=number("METER_API_KEY_LOOKUP_RATE", base.api_key_lookup_rate),
+            api_key_lookup_burst=integer("METER_API_KEY_LOOKUP_BURST", base.api_key_lookup_burst),
+            billing_rate_limit=number("METER_BILLING_RATE_LIMIT", base.billing_rate_limit),
+            billing_rate_burst=integer("METER_BILLING_RATE_BURST", base.billing_rate_burst),
             ingest_rate_limit=number("METER_INGEST_RATE_LIMIT", base.ingest_rate_limit),
             ingest_rate_burst=integer("METER_INGEST_RATE_BURST", base.ingest_rate_burst),
             workers=integer("METER_WORKERS", base.workers),

@@ -131,7 +131,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lookup_burst=settings.api_key_lookup_burst,
     )
     app[appkeys.COMMITTER] = committer
-    app[appkeys.KNOWN_NAMES] = KnownNames(pool) if settings.strict else None
+    app[appkeys.KNOWN_NAMES] = KnownNames(pool)
     await committer.start()
     log.info("meter serving", extra={"shards": settings.shards})
     try:

@@ -83,6 +83,15 @@ class Metrics:
             ["status", "reason"],
             registry=r,
         )
+        self.warnings = Counter(
+            "meter_event_warnings",
+            "Events accepted with a warning: usage for a customer or meter billing does not know "
+            "(yet), which waits unattributed until it does (METER_STRICT rejects them instead).",
+            ["warning"],
+            registry=r,
+        )
+        for warning in ("unknown_customer", "unknown_meter"):
+            self.warnings.labels(warning)  # exported at 0, so an alert sees the series
         self.requests = Counter(
             "meter_ingest_requests", "Ingest requests by HTTP status.", ["code"], registry=r
         )

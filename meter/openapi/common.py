@@ -64,7 +64,9 @@ RESPONSES: Doc = {
     "Conflict": _error("The request does not fit the object's current state."),
     "PayloadTooLarge": _error("The body is over the size limit."),
     "TooManyRequests": _error(
-        "The API key is over its request rate limit; nothing was read or written.", _RETRY_AFTER
+        "Over a rate limit — the API key's (ingest), the tenant's for billing calls to Stripe, "
+        "or the server's for looking up API keys it does not know; nothing was read or written.",
+        _RETRY_AFTER,
     ),
     "InternalError": _error("Our failure; nothing was applied, so a retry is safe."),
     "GatewayError": _error("The payment provider failed or refused the call."),
@@ -100,14 +102,15 @@ def operation(
     parameters: list[Doc] | None = None,
     description: str | None = None,
 ) -> Doc:
-    """One operation. `errors` lists the error statuses it can answer (401 is added unless the
-    operation is `public`, i.e. needs no API key)."""
+    """One operation. `errors` lists the error statuses it can answer. Every operation may
+    answer 400 (U+0000 in the path or query is refused everywhere); 401 and 429 (the limit on
+    looking up unknown API keys) are added unless the operation is `public` (needs no key)."""
     op: Doc = {"summary": summary, "tags": [tag], "responses": dict(responses)}
     if description:
         op["description"] = description
     if public:
         op["security"] = []
-    for status in sorted({*errors, *(() if public else (401,))}):
+    for status in sorted({*errors, 400, *(() if public else (401, 429))}):
         op["responses"][str(status)] = {"$ref": f"#/components/responses/{_BY_STATUS[status]}"}
     if body is not None:
         op["requestBody"] = {"required": body_required, "content": json_content(body)}

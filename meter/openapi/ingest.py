@@ -74,7 +74,13 @@ def schemas(settings: Settings) -> Doc:
                 "id": {"type": ["string", "null"], "description": "null when the id was unusable"},
                 "status": {"enum": ["accepted", "duplicate", "rejected"]},
                 "reason": {"enum": list(REJECTION_REASONS), "description": "when rejected"},
-                "message": {"type": "string", "description": "when rejected"},
+                "warning": {
+                    "enum": ["unknown_customer", "unknown_meter"],
+                    "description": "accepted (or duplicate), but billing does not know the "
+                    "customer or meter (yet): the usage waits unattributed and bills only once "
+                    "it does. METER_STRICT=1 rejects such events instead",
+                },
+                "message": {"type": "string", "description": "when rejected or warned"},
             },
         },
         "Readiness": {

@@ -46,6 +46,11 @@ class KnownNames:
                 if missing_m:
                     rows = await conn.fetch(queries.KNOWN_METERS, tenant, list(missing_m))
                     self._store(self._meters, tenant, missing_m, {r["meter"] for r in rows}, now)
+        return self._cached(tenant, customers, meters)
+
+    def _cached(
+        self, tenant: str, customers: Collection[str], meters: Collection[str]
+    ) -> tuple[set[str], set[str]]:
         return (
             {c for c in customers if not self._customers[tenant, c][0]},
             {m for m in meters if not self._meters[tenant, m][0]},
@@ -57,6 +62,11 @@ class KnownNames:
         """`unknown`, best effort, for warnings outside strict mode: when Postgres fails or is
         slower than `timeout_s`, nothing is unknown and the names are not asked again for
         `ttl_s` — ingest, which needs only Redis, never waits on nor fails with Postgres."""
+        now = time.monotonic()
+        if not self._stale(self._customers, tenant, customers, now) and not self._stale(
+            self._meters, tenant, meters, now
+        ):
+            return self._cached(tenant, customers, meters)  # warm: no task, no query
         try:
             return await asyncio.wait_for(self.unknown(tenant, customers, meters), timeout_s)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):

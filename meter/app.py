@@ -52,16 +52,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except MeteringError as exc:
         return error_body(exc.status, exc.type, exc.message, exc.param)
     except web.RequestPayloadError as exc:
-        # The body could not be read as sent (a Content-Encoding it is not in, broken chunking):
-        # the client's mistake. The rest of the body is dropped with the connection, so aiohttp
-        # does not read it again after the answer (and log the same error as unhandled).
+        # The body could not be read as sent (broken chunked transfer): the client's mistake.
+        # The rest of the body is dropped with the connection, so that aiohttp does not read it
+        # again after the answer (and log the same error as unhandled).
         request.content.feed_eof()
         cause = getattr(exc.__cause__, "message", None) or "malformed body"
         response = error_body(
             400,
             "invalid_request_error",
-            f"the body could not be read ({cause}): send it encoded as its Content-Encoding "
-            "header says, or without that header",
+            f"the body could not be read ({cause})",
         )
         response.force_close()
         return response
@@ -145,7 +144,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     """The ingest service (and, as later parts land, the rest of the HTTP API)."""
     app = web.Application(
-        middlewares=[error_middleware, refuse_nul], client_max_size=settings.max_body_bytes
+        middlewares=[error_middleware, refuse_nul],
+        client_max_size=settings.max_body_bytes,
+        # Bodies are decoded by meter/bodies.py, whose errors are the client's, in our shape.
+        handler_args={"auto_decompress": False},
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics(settings.metrics_dir)

@@ -24,6 +24,7 @@ from meter.billing.errors import Conflict, NotFound
 from meter.billing.gateway import CheckoutRequest, Obj, PlanChange
 from meter.billing.rules import LIVE_STATUSES
 from meter.billing.service import Billing
+from meter.bodies import read_body
 from meter.errors import InvalidRequest
 from meter.ingest.handlers import authenticate
 from meter.ingest.validation import too_deep
@@ -55,7 +56,7 @@ def _billing(request: web.Request) -> Billing:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:

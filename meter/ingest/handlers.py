@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from meter import appkeys
+from meter.bodies import read_body
 from meter.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -174,7 +175,7 @@ async def _post_events(request: web.Request) -> web.Response:
     tenant, key_digest = await authenticate_key(request)
     check_rate(app[appkeys.RATE_LIMITER], key_digest)
     settings = app[appkeys.SETTINGS]
-    raw_items = parse_body(await request.read(), settings.max_batch_events)
+    raw_items = parse_body(await read_body(request), settings.max_batch_events)
 
     now_ms = int(time.time() * 1000)
     limits = app[appkeys.LIMITS]

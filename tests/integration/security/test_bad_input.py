@@ -81,9 +81,12 @@ async def test_nul_in_a_path_id_gets_400(client: Client, api_key: str, path: str
     assert_client_error(status, doc, "id")
 
 
-@pytest.mark.parametrize("path", ["/v1/events", "/stripe/webhook"])
-async def test_a_gzip_header_on_a_body_that_is_not_gzip_gets_400_without_an_error_log(
-    client: Client, api_key: str, path: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize(
+    "path", ["/v1/events", "/stripe/webhook", "/v1/customers/c-1/subscription/cancel"]
+)
+async def test_a_body_not_in_its_content_encoding_gets_400_without_an_error_log(
+    client: Client, api_key: str, path: str, encoding: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     response = await client.post(
@@ -91,7 +94,7 @@ async def test_a_gzip_header_on_a_body_that_is_not_gzip_gets_400_without_an_erro
         data=b'{"id": "e1", "customer": "c", "meter": "m"}',
         headers={
             "Authorization": f"Bearer {api_key}",
-            "Content-Encoding": "gzip",
+            "Content-Encoding": encoding,
             "Content-Type": "application/json",
         },
     )

@@ -120,7 +120,8 @@ def paths(settings: Settings) -> Doc:
                 "Record usage events",
                 tag="ingest",
                 description=f"One event or an array of up to {settings.max_batch_events}; "
-                f"body at most {settings.max_body_bytes} bytes (gzip accepted). Each item is "
+                f"body at most {settings.max_body_bytes} bytes once decoded (Content-Encoding "
+                "gzip or deflate accepted). Each item is "
                 "answered on its own; retrying with the same ids is always safe.",
                 body={"oneOf": [ref("Event"), batch]},
                 responses={"200": ok("Per-event results, in order", ref("IngestResponse"))},

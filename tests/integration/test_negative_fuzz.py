@@ -30,7 +30,7 @@ from schemathesis.generation import GenerationMode
 
 from meter.openapi import build_document
 from meter.redis_keys import Keys
-from tests.integration.billing.conftest import Stack, stack
+from tests.integration.billing.conftest import Stack, stack  # noqa: F401
 
 NEGATIVE_EXAMPLES = 12
 HUGE = "9" * 5000  # past Python's 4,300-digit limit of int(str)
@@ -124,7 +124,7 @@ def fuzz_negative(doc: dict[str, Any], base_url: str, api_key: str, probe: Probe
 
 
 async def test_schemathesis_negative_data_on_every_operation(
-    stack: Stack,
+    stack: Stack,  # noqa: F811
     db: asyncpg.Connection,
     redis: Redis,
 ) -> None:
@@ -196,7 +196,7 @@ def requests(doc: dict[str, Any]) -> Iterator[tuple[str, str, bytes, dict[str, s
 
 
 async def test_unusual_inputs_on_every_operation_get_4xx_and_change_nothing(
-    stack: Stack,
+    stack: Stack,  # noqa: F811
     db: asyncpg.Connection,
     redis: Redis,
     caplog: pytest.LogCaptureFixture,

@@ -182,7 +182,11 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
             app[appkeys.METRICS].registry, aggregator.metrics.registry, reporter.metrics.registry
         )
         stack.enter_context(metrics_server(settings.metrics_host, settings.metrics_port, merged))
-        metrics_url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+        metrics_url = (
+            f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else "off (METER_METRICS_PORT=0)"
+        )
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),

@@ -3,7 +3,9 @@
 Order of a request, and why a crash at any point is safe:
   1. authenticate, read and parse the body — nothing written yet; a crash loses nothing the
      client was told about (it gets no response and retries).
-  2. validate every item — pure; rejected items are never written.
+  2. validate every item — pure; rejected items are never written. Then the customers and
+     meters billing does not know: rejected under METER_STRICT, else a warning on the item (a
+     cached, best-effort read that never fails nor holds the request).
   3. check backpressure — a 503 here has written nothing.
   4. group commit to Redis (dedupe + append, atomic per event) — see committer.py.
   5. respond — only after Redis acknowledged. A crash between 4 and 5 leaves events written but

@@ -33,8 +33,10 @@ ENV PATH=/app/.venv/bin:$PATH \
     METER_HOST=0.0.0.0
 WORKDIR /app
 USER meter:meter
-# 8080: `meter serve` (API + /metrics); 9100: `meter aggregate` /metrics when
-# METER_AGGREGATOR_METRICS_PORT=9100.
-EXPOSE 8080 9100
+# 8080: `meter serve`'s API. Metrics are served on ports of their own, bound to
+# METER_METRICS_HOST (loopback unless set, so not reachable from outside the container):
+# 9102 `meter serve` (METER_METRICS_PORT), 9100 `meter aggregate` and 9101 `meter report` when
+# METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT say so. Publish only 8080.
+EXPOSE 8080 9100 9101 9102
 ENTRYPOINT ["meter"]
 CMD ["serve"]

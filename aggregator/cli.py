@@ -145,22 +145,21 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> AsyncIterator
     from aggregator.worker import Worker
     from meter.connections import redis_client
     from meter.faults import Faults
+    from meter.metrics import metrics_server
 
     metrics = AggregatorMetrics()
-    if settings.aggregator_metrics_port and not args.once:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.aggregator_metrics_port, registry=metrics.registry)
+    port = 0 if args.once else settings.aggregator_metrics_port
     redis = redis_client(settings.redis_url)
     try:
-        async with Worker(
-            settings,
-            redis,
-            metrics=metrics,
-            faults=Faults.parse(args.fault),
-            batch_size=args.batch_size,
-        ) as worker:
-            yield worker
+        with metrics_server(settings.metrics_host, port, metrics.registry):
+            async with Worker(
+                settings,
+                redis,
+                metrics=metrics,
+                faults=Faults.parse(args.fault),
+                batch_size=args.batch_size,
+            ) as worker:
+                yield worker
     finally:
         await redis.aclose()
 

@@ -17,8 +17,8 @@ from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
 from meter.connections import PooledConnection, redis_client
-from meter.errors import MeteringError, Unavailable
-from meter.health import healthz, metrics_endpoint, readyz
+from meter.errors import InvalidRequest, MeteringError, Unavailable
+from meter.health import healthz, readyz
 from meter.ingest.committer import Committer
 from meter.ingest.handlers import post_events
 from meter.ingest.strict import KnownNames
@@ -51,6 +51,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except MeteringError as exc:
         return error_body(exc.status, exc.type, exc.message, exc.param)
+    except web.RequestPayloadError as exc:
+        # The body could not be read as sent (broken chunked transfer): the client's mistake.
+        # The rest of the body is dropped with the connection, so that aiohttp does not read it
+        # again after the answer (and log the same error as unhandled).
+        request.content.feed_eof()
+        cause = getattr(exc.__cause__, "message", None) or "malformed body"
+        response = error_body(
+            400,
+            "invalid_request_error",
+            f"the body could not be read ({cause})",
+        )
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status == 413:
             message = (
@@ -67,6 +80,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"path": request.path})
         return error_body(500, "api_error", "internal error; nothing was written")
+
+
+@web.middleware
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path id or query parameter holding U+0000 is refused here, once for every route:
+    Postgres text cannot hold it, so it would fail as a database error deep in a handler."""
+    for source in (request.match_info, request.query):
+        for name, value in source.items():
+            if "\x00" in name or "\x00" in value:
+                raise InvalidRequest(f"`{name}` must not contain U+0000 (NUL)", param=name)
+    return await handler(request)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -99,9 +123,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     )
     app[appkeys.PG] = pool
     app[appkeys.REDIS] = redis
-    app[appkeys.KEY_CACHE] = KeyCache(pool, ttl_s=settings.api_key_cache_ttl_s)
+    app[appkeys.KEY_CACHE] = KeyCache(
+        pool,
+        ttl_s=settings.api_key_cache_ttl_s,
+        lookup_rate=settings.api_key_lookup_rate,
+        lookup_burst=settings.api_key_lookup_burst,
+    )
     app[appkeys.COMMITTER] = committer
-    app[appkeys.KNOWN_NAMES] = KnownNames(pool) if settings.strict else None
+    app[appkeys.KNOWN_NAMES] = KnownNames(pool)
     await committer.start()
     log.info("meter serving", extra={"shards": settings.shards})
     try:
@@ -114,7 +143,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """The ingest service (and, as later parts land, the rest of the HTTP API)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, refuse_nul],
+        client_max_size=settings.max_body_bytes,
+        # Bodies are decoded by meter/bodies.py, whose errors are the client's, in our shape.
+        handler_args={"auto_decompress": False},
+    )
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = Metrics(settings.metrics_dir)
     app[appkeys.KEYS] = Keys(settings.redis_prefix)
@@ -124,11 +158,15 @@ def create_app(settings: Settings) -> web.Application:
         if settings.ingest_rate_limit > 0
         else None
     )
+    app[appkeys.BILLING_RATE_LIMITER] = (
+        RateLimiter(settings.billing_rate_limit, settings.billing_rate_burst)
+        if settings.billing_rate_limit > 0
+        else None
+    )
     app.cleanup_ctx.append(_resources)
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/openapi.json", openapi_json)
     billing_routes.setup(app)  # after _resources: billing shares its Postgres pool
     usage_routes.setup(app)

@@ -29,9 +29,11 @@ REDIS = web.AppKey[RedisClient]("redis")
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 # Per API key ingest rate limit; None when METER_INGEST_RATE_LIMIT=0.
 RATE_LIMITER = web.AppKey[RateLimiter | None]("rate_limiter")
+# Per tenant limit of billing requests that call Stripe; None when METER_BILLING_RATE_LIMIT=0.
+BILLING_RATE_LIMITER = web.AppKey[RateLimiter | None]("billing_rate_limiter")
 COMMITTER = web.AppKey("committer", Committer)
-# Set only under METER_STRICT.
-KNOWN_NAMES = web.AppKey[KnownNames | None]("known_names")
+# Customers and meters billing knows: rejections under METER_STRICT, warnings otherwise.
+KNOWN_NAMES = web.AppKey("known_names", KnownNames)
 BILLING = web.AppKey("billing", Billing)
 USAGE_PLANS = web.AppKey("usage_plans", PlanCache)
 USAGE_PENDING = web.AppKey("usage_pending", PendingReads)

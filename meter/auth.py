@@ -10,6 +10,8 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import math
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,11 +19,17 @@ from dataclasses import dataclass
 import asyncpg
 
 from meter import queries
+from meter.errors import RateLimited
+from meter.names import check_tenant
+from meter.ratelimit import RateLimiter
 
 KEY_PREFIX = "mk_live_"
-# Unknown keys are remembered briefly so a flood of bad keys cannot flood Postgres.
+# Unknown keys are remembered briefly (by digest, at most _MAX_NEGATIVE of them), so the same bad
+# key again costs no query; the lookup limiter bounds the queries of ever-new bad keys.
 _NEGATIVE_TTL_S = 5.0
 _MAX_NEGATIVE = 10_000
+# The shape `new_key` makes: anything else is unknown without asking Postgres.
+_KEY_SHAPE = re.compile(r"mk_live_[A-Za-z0-9_-]{43}")
 
 
 def hash_key(key: str) -> bytes:
@@ -34,7 +42,9 @@ def new_key() -> str:
 
 
 async def create_key(conn: asyncpg.Connection, *, name: str, tenant: str) -> str:
-    """Store a new key for `tenant` and return it; this is the only time it is seen."""
+    """Store a new key for `tenant` and return it; this is the only time it is seen.
+    InvalidRequest when `tenant` is not a tenant name (meter/names.py)."""
+    check_tenant(tenant)
     key = new_key()
     await conn.execute(queries.INSERT_API_KEY, tenant, name, hash_key(key), key[:12])
     return key
@@ -55,13 +65,27 @@ class KeyCache:
     When an entry expires, every request of that key in flight misses it at once; they share
     one lookup (`_lookup`) instead of sending one each, which under load took every pooled
     connection every `ttl_s` and made other requests queue for one.
+
+    Unauthenticated load stays off Postgres: a key not shaped like ours is unknown without a
+    query; an unknown key is remembered (negative entry) for a few seconds; and lookups of keys
+    this process has not seen valid — ever-new random keys — go through a token bucket of
+    `lookup_rate`/s (burst `lookup_burst`): past it the request gets 429 + Retry-After and no
+    query. Refreshing a key known valid is never limited.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, ttl_s: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        ttl_s: float,
+        lookup_rate: float = 0.0,
+        lookup_burst: int = 1,
+    ) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
         self._entries: dict[bytes, _Entry] = {}
         self._lookups: dict[bytes, asyncio.Task[str | None]] = {}
+        self._limiter = RateLimiter(lookup_rate, lookup_burst) if lookup_rate > 0 else None
 
     async def tenant_for(self, key: str) -> str | None:
         """The key's tenant, or None when the key is unknown or revoked."""
@@ -74,6 +98,10 @@ class KeyCache:
         now = time.monotonic()
         entry = self._entries.get(digest)
         if entry is None or entry.expires < now:
+            if _KEY_SHAPE.fullmatch(key) is None:
+                return None, digest
+            if (entry is None or entry.tenant is None) and digest not in self._lookups:
+                self._check_lookup_rate(now)
             tenant = await self._lookup(digest)
             ttl = self._ttl_s if tenant is not None else _NEGATIVE_TTL_S
             if tenant is None and len(self._entries) >= _MAX_NEGATIVE:
@@ -82,6 +110,16 @@ class KeyCache:
         if entry.tenant is None or not hmac.compare_digest(entry.key_hash, digest):
             return None, digest
         return entry.tenant, digest
+
+    def _check_lookup_rate(self, now: float) -> None:
+        if self._limiter is None:
+            return
+        wait = self._limiter.acquire(None, now)
+        if wait:
+            raise RateLimited(
+                "too many requests with unknown API keys; retry later",
+                retry_after=max(1, math.ceil(wait)),
+            )
 
     async def _lookup(self, digest: bytes) -> str | None:
         """The tenant of a key hash from Postgres; concurrent callers share one query. (Joining

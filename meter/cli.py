@@ -67,6 +67,12 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 f"# API key {args.name!r} for tenant {args.tenant!r}; shown only this once",
                 file=sys.stderr,
             )
+            if args.tenant == settings.billing_default_tenant:
+                print(
+                    f"# {args.tenant!r} is the billing tenant (METER_BILLING_TENANT): this key "
+                    "owns every Stripe customer whose metadata names no tenant",
+                    file=sys.stderr,
+                )
         elif args.keys_command == "list":
             for row in await conn.fetch(queries.LIST_API_KEYS):
                 state = "revoked" if row["revoked_at"] else "active"
@@ -148,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = p.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     k = keys_sub.add_parser("create", help="create a key; prints it once")
     k.add_argument("name")
-    k.add_argument("--tenant", default="default", help="tenant the key belongs to")
+    k.add_argument(
+        "--tenant",
+        required=True,
+        help="tenant the key belongs to (required; 1..64 of A-Z a-z 0-9 _ . -). The billing "
+        "tenant (METER_BILLING_TENANT, default `default`) owns every Stripe customer without "
+        "tenant metadata: give a key that tenant only on purpose",
+    )
     keys_sub.add_parser("list", help="list keys (never the secrets)")
     k = keys_sub.add_parser("revoke", help="revoke a key by id")
     k.add_argument("id", type=int)

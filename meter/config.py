@@ -84,6 +84,15 @@ class Settings:
     # How long a commit waits for those replicas before the request gets a 503.
     redis_wait_timeout_s: float = 0.1
     api_key_cache_ttl_s: float = 30.0
+    # Postgres lookups of API keys not known valid (new or unknown keys), per process: a token
+    # bucket of `rate`/s with this burst; over it → 429 + Retry-After, no query. 0 disables it.
+    api_key_lookup_rate: float = 100.0
+    api_key_lookup_burst: int = 200
+    # Billing routes that call Stripe (checkout, portal, setup intent, plan change, cancel,
+    # resume), per tenant and process: one tenant cannot use up the shared Stripe account's rate
+    # limit (100 operations/s live, 25 in a sandbox). 0 disables it.
+    billing_rate_limit: float = 2.0
+    billing_rate_burst: int = 10
     # Ingest rate limit per API key and process: a token bucket of `burst` requests refilled at
     # `rate` requests/s; over it → 429 + Retry-After. 0 disables it.
     ingest_rate_limit: float = 10_000.0
@@ -100,6 +109,10 @@ class Settings:
     aggregator_lease_interval_s: float = 1.0
     # Aggregator: pause between polls when every held stream is drained.
     aggregator_poll_interval_s: float = 0.2
+    # Metrics servers (every process; never the API port): bind address, and the port of
+    # `meter serve` and `meter dev` (0: no metrics server).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9102
     # Aggregator: /metrics port of `meter aggregate` (0: no metrics server).
     aggregator_metrics_port: int = 0
     # Raw event partitions (usage_events) older than this are dropped; rollups stay.
@@ -155,6 +168,13 @@ class Settings:
     reporter_metrics_port: int = 0
 
     def __post_init__(self) -> None:
+        for name, port in (
+            ("METER_METRICS_PORT", self.metrics_port),
+            ("METER_AGGREGATOR_METRICS_PORT", self.aggregator_metrics_port),
+            ("METER_REPORTER_METRICS_PORT", self.reporter_metrics_port),
+        ):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535 (0: no metrics server)")
         if not 1 <= self.workers <= 256:
             raise ConfigError("METER_WORKERS must be between 1 and 256")
         if not 1 <= self.shards <= 1024:
@@ -176,6 +196,14 @@ class Settings:
         # Under the Redis clients' 5 s socket timeout, with room for the script itself.
         if not 0.001 <= self.redis_wait_timeout_s <= 2:
             raise ConfigError("METER_REDIS_WAIT_TIMEOUT must be between 1ms and 2s")
+        if not self.api_key_lookup_rate >= 0 or not self.billing_rate_limit >= 0:
+            raise ConfigError(
+                "METER_API_KEY_LOOKUP_RATE and METER_BILLING_RATE_LIMIT must be >= 0 (0 disables)"
+            )
+        if self.api_key_lookup_burst < 1 or self.billing_rate_burst < 1:
+            raise ConfigError(
+                "METER_API_KEY_LOOKUP_BURST and METER_BILLING_RATE_BURST must be at least 1"
+            )
         if self.api_key_cache_ttl_s < 0:
             raise ConfigError("METER_API_KEY_CACHE_TTL must be >= 0")
         if not 1 <= self.aggregator_lanes <= 64:
@@ -256,6 +284,10 @@ class Settings:
             redis_wait_replicas=integer("METER_REDIS_WAIT_REPLICAS", base.redis_wait_replicas),
             redis_wait_timeout_s=duration("METER_REDIS_WAIT_TIMEOUT", base.redis_wait_timeout_s),
             api_key_cache_ttl_s=duration("METER_API_KEY_CACHE_TTL", base.api_key_cache_ttl_s),
+            api_key_lookup_rate=number("METER_API_KEY_LOOKUP_RATE", base.api_key_lookup_rate),
+            api_key_lookup_burst=integer("METER_API_KEY_LOOKUP_BURST", base.api_key_lookup_burst),
+            billing_rate_limit=number("METER_BILLING_RATE_LIMIT", base.billing_rate_limit),
+            billing_rate_burst=integer("METER_BILLING_RATE_BURST", base.billing_rate_burst),
             ingest_rate_limit=number("METER_INGEST_RATE_LIMIT", base.ingest_rate_limit),
             ingest_rate_burst=integer("METER_INGEST_RATE_BURST", base.ingest_rate_burst),
             workers=integer("METER_WORKERS", base.workers),
@@ -269,6 +301,8 @@ class Settings:
             aggregator_poll_interval_s=duration(
                 "METER_AGGREGATOR_POLL_INTERVAL", base.aggregator_poll_interval_s
             ),
+            metrics_host=get("METER_METRICS_HOST") or base.metrics_host,
+            metrics_port=integer("METER_METRICS_PORT", base.metrics_port),
             aggregator_metrics_port=integer(
                 "METER_AGGREGATOR_METRICS_PORT", base.aggregator_metrics_port
             ),

@@ -117,7 +117,7 @@ async def _seed_demo(settings: Settings) -> None:
         await http.close_async()  # type: ignore[no-untyped-call]
 
 
-def _banner(base: str, key: str, emulator: str | None) -> str:
+def _banner(base: str, key: str, emulator: str | None, metrics: str) -> str:
     auth_header = f"-H 'Authorization: Bearer {key}'"
     stripe_line = (
         f"\n  stripe   {emulator} (emulator; control API under /_emulator/)" if emulator else ""
@@ -125,7 +125,7 @@ def _banner(base: str, key: str, emulator: str | None) -> str:
     return f"""
 meter is running at {base}
   health   {base}/readyz
-  metrics  {base}/metrics
+  metrics  {metrics} (every process's)
   openapi  {base}/openapi.json{stripe_line}
 
 API key for tenant {DEMO_TENANT!r} (created just now, shown once):
@@ -194,6 +194,7 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
     from aggregator.worker import Worker
     from meter.app import create_app
     from meter.connections import redis_client
+    from meter.metrics import merged_registry, metrics_server
     from meter.stripe_emulator.core import EmulatorConfig
     from meter.stripe_emulator.server import running_emulator
     from reporter.worker import Reporter
@@ -231,6 +232,16 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
         stack.push_async_callback(redis.aclose)
         aggregator = await stack.enter_async_context(Worker(settings, redis))
         reporter = await stack.enter_async_context(Reporter(settings))
+        # Every process's metrics on one port, never the API's.
+        merged = merged_registry(
+            app[appkeys.METRICS].registry, aggregator.metrics.registry, reporter.metrics.registry
+        )
+        stack.enter_context(metrics_server(settings.metrics_host, settings.metrics_port, merged))
+        metrics_url = (
+            f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else "off (METER_METRICS_PORT=0)"
+        )
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),
@@ -246,7 +257,7 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
         ]
         if emulator_base is not None:
             await _seed_demo(settings)
-        print(_banner(f"http://{host}:{port}", key, emulator_base), flush=True)
+        print(_banner(f"http://{host}:{port}", key, emulator_base, metrics_url), flush=True)
         await stop.wait()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,4 @@
-"""Liveness, readiness and the Prometheus endpoint."""
+"""Liveness and readiness. (Metrics are served on the metrics port: meter/metrics.py.)"""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from meter import appkeys, queries
 
@@ -39,8 +38,3 @@ async def readyz(request: web.Request) -> web.Response:
         body=orjson.dumps({"status": "ok" if ok else "unavailable", "checks": checks}),
         content_type="application/json",
     )
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = request.app[appkeys.METRICS].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -9,6 +9,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from meter.names import key_part
+
 
 def shard_of(tenant: str, event_id: str, shards: int) -> int:
     """Shard = hash(tenant, event id) mod shards. Stable across processes and restarts (crc32).
@@ -33,8 +35,9 @@ class Keys:
         return f"{self.prefix}:{self.tag(shard)}:events"
 
     def dedupe(self, shard: int, tenant: str, event_id: str) -> str:
-        """Marks an accepted event id; lives until the event can no longer be accepted."""
-        return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{tenant}:{event_id}"
+        """Marks an accepted event id; lives until the event can no longer be accepted. The
+        tenant is escaped (meter/names.py): it ends at the first `:`, whatever the id holds."""
+        return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:{event_id}"
 
     def pattern(self) -> str:
         """Glob over every key under this prefix (tests and `meter dev` reset use it)."""

@@ -2,8 +2,8 @@
 
 A Python process uses one core; `meter serve --workers N` runs N of them behind one port, the
 kernel spreading connections. Workers are supervised: one that dies is started again. Their
-metrics are merged through prometheus-client's multiprocess mode, so any worker's /metrics
-answers for all of them.
+metrics are merged through prometheus-client's multiprocess mode and served by the supervisor on
+the metrics port (METER_METRICS_HOST:METER_METRICS_PORT), never on the API port.
 """
 
 from __future__ import annotations
@@ -40,11 +40,16 @@ async def _tune_gc(app: object) -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
-    """Serve the API in this process until SIGINT/SIGTERM, on uvloop where available."""
+def run_server(
+    settings: Settings, host: str, port: int, *, reuse_port: bool = False, metrics: bool = True
+) -> None:
+    """Serve the API in this process until SIGINT/SIGTERM, on uvloop where available; and its
+    metrics on the metrics port unless `metrics` is false (a worker: the supervisor serves them)."""
     from aiohttp import web
 
+    from meter import appkeys
     from meter.app import create_app
+    from meter.metrics import metrics_server
 
     loop: asyncio.AbstractEventLoop | None = None
     try:
@@ -55,22 +60,24 @@ def run_server(settings: Settings, host: str, port: int, *, reuse_port: bool = F
         pass
     app = create_app(settings)
     app.on_startup.append(_tune_gc)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-        loop=loop,
-        reuse_port=reuse_port or None,
-    )
+    metrics_port = settings.metrics_port if metrics else 0
+    with metrics_server(settings.metrics_host, metrics_port, app[appkeys.METRICS].registry):
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            access_log=None,
+            print=None,
+            loop=loop,
+            reuse_port=reuse_port or None,
+        )
 
 
 def _worker(settings: Settings, host: str, port: int) -> None:
     from meter import logs
 
     logs.setup(settings.log_level, settings.log_format)
-    run_server(settings, host, port, reuse_port=True)
+    run_server(settings, host, port, reuse_port=True, metrics=False)
 
 
 def run_workers(settings: Settings, host: str, port: int, workers: int) -> int:
@@ -95,16 +102,20 @@ def run_workers(settings: Settings, host: str, port: int, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    from meter.metrics import metrics_server, multiprocess_registry  # after MULTIPROC_ENV is set
+
+    registry = multiprocess_registry(str(settings.metrics_dir))
     try:
-        procs = [start() for _ in range(workers)]
-        log.info("workers started", extra={"workers": workers, "port": port})
-        while not stopping:
-            time.sleep(0.2)
-            for n, proc in enumerate(procs):
-                if not proc.is_alive() and not stopping:
-                    _mark_dead(proc)
-                    log.error("worker died; restarting", extra={"exitcode": proc.exitcode})
-                    procs[n] = start()
+        with metrics_server(settings.metrics_host, settings.metrics_port, registry):
+            procs = [start() for _ in range(workers)]
+            log.info("workers started", extra={"workers": workers, "port": port})
+            while not stopping:
+                time.sleep(0.2)
+                for n, proc in enumerate(procs):
+                    if not proc.is_alive() and not stopping:
+                        _mark_dead(proc)
+                        log.error("worker died; restarting", extra={"exitcode": proc.exitcode})
+                        procs[n] = start()
     finally:
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:

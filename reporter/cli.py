@@ -49,13 +49,13 @@ async def report(settings: Settings, args: argparse.Namespace) -> int:
             sent = await reporter.once()
             print(f"reported {sent} outbox row(s)")
             return 0
-        if settings.reporter_metrics_port:
-            from prometheus_client import start_http_server
+        from meter.metrics import metrics_server
 
-            start_http_server(settings.reporter_metrics_port, registry=reporter.metrics.registry)
-        stop = stop_on_signals()
-        log.info("reporter started", extra={"transport": settings.reporter_transport})
-        await reporter.run(stop)
+        port, registry = settings.reporter_metrics_port, reporter.metrics.registry
+        with metrics_server(settings.metrics_host, port, registry):
+            stop = stop_on_signals()
+            log.info("reporter started", extra={"transport": settings.reporter_transport})
+            await reporter.run(stop)
         return 0
 
 

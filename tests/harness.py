@@ -171,6 +171,7 @@ def process_env(
         "METER_REDIS_URL": redis_url,
         "METER_SHARDS": "4",
         "METER_LOG_LEVEL": "warning",
+        "METER_METRICS_PORT": "0",  # several runs' `meter serve` on one host
         "METER_REPORTER_TIMEOUT": "2s",
         "METER_REPORTER_BACKOFF_BASE": "0.05s",
         "STRIPE_API_KEY": emu.api_key,

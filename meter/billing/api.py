@@ -24,16 +24,24 @@ from meter.billing.errors import Conflict, NotFound
 from meter.billing.gateway import CheckoutRequest, Obj, PlanChange
 from meter.billing.rules import LIVE_STATUSES
 from meter.billing.service import Billing
+from meter.bodies import read_body
 from meter.errors import InvalidRequest
 from meter.ingest.handlers import authenticate
+from meter.ingest.validation import too_deep
+from meter.names import key_part
 
 PRORATION_BEHAVIORS = ("create_prorations", "always_invoice", "none")
+# Request bodies here are flat objects with a list of prices at most; deeper nesting is refused
+# while parsing, before any Stripe call (orjson, which digests a body for its idempotency key,
+# cannot write past 254 levels).
+MAX_BODY_DEPTH = 16
 LIVE = tuple(sorted(LIVE_STATUSES))
 
 
 def idempotency_key(*parts: object) -> str:
-    """`meter:<action>:<ids…>`, hashed when long (Stripe allows 255 characters)."""
-    key = "meter:" + ":".join(str(p) for p in parts)
+    """`meter:<action>:<ids…>`, hashed when long (Stripe allows 255 characters). Each part is
+    escaped (meter/names.py), so ids holding `:` cannot make two actions' keys equal."""
+    key = "meter:" + ":".join(key_part(str(p)) for p in parts)
     if len(key) <= 200:
         return key
     return f"meter:{parts[0]}:{hashlib.sha256(key.encode()).hexdigest()}"
@@ -48,7 +56,7 @@ def _billing(request: web.Request) -> Billing:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     try:
@@ -57,6 +65,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise InvalidRequest(f"the body is not valid JSON: {exc.msg}") from None
     if not isinstance(doc, dict):
         raise InvalidRequest("the body must be a JSON object")
+    if too_deep(doc, MAX_BODY_DEPTH):
+        raise InvalidRequest(f"the body nests too deep (more than {MAX_BODY_DEPTH} levels)")
     return doc
 
 
@@ -207,6 +217,9 @@ async def checkout_session(request: web.Request) -> web.Response:
     success_url = _str(doc, "success_url", required=True)
     assert success_url is not None
     additional = _bool(doc, "additional_subscription")
+    cancel_url, trial_days = _str(doc, "cancel_url"), _int(doc, "trial_days")
+    body_digest = digest([prices, doc])
+    # Everything above is the whole body's validation: a refused request creates nothing.
     customer = await _ensure_customer(billing, tenant, key, _str(doc, "email"))
     if not additional:
         await _refuse_second_subscription(billing, customer, key)
@@ -214,16 +227,14 @@ async def checkout_session(request: web.Request) -> web.Response:
         customer=customer["stripe_id"],
         prices=prices,
         success_url=success_url,
-        cancel_url=_str(doc, "cancel_url"),
+        cancel_url=cancel_url,
         client_reference_id=customer["external_id"],
         metadata={convert.META_CUSTOMER: customer["external_id"], convert.META_TENANT: tenant},
-        trial_days=_int(doc, "trial_days"),
+        trial_days=trial_days,
     )
     session = await billing.gateway.create_checkout_session(
         req,
-        idempotency_key(
-            "checkout", customer["stripe_id"], digest([prices, doc]), customer["event_created"]
-        ),
+        idempotency_key("checkout", customer["stripe_id"], body_digest, customer["event_created"]),
     )
     return web.json_response({"id": session["id"], "url": session["url"]})
 

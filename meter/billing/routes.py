@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -19,6 +21,8 @@ from meter.billing.notify import make_notifier
 from meter.billing.service import Billing
 from meter.billing.stripe_gateway import StripeGateway
 from meter.billing.webhook import stripe_webhook
+from meter.errors import RateLimited
+from meter.ingest.handlers import authenticate
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +36,40 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/stripe/webhook", stripe_webhook)
     r.add_get(CUSTOMER + "/subscription", api.get_subscription)
-    r.add_post(CUSTOMER + "/checkout-session", api.checkout_session)
-    r.add_post(CUSTOMER + "/portal-session", api.portal_session)
-    r.add_post(CUSTOMER + "/subscription/change-plan", api.change_plan)
-    r.add_post(CUSTOMER + "/subscription/cancel", api.cancel)
-    r.add_post(CUSTOMER + "/subscription/resume", api.resume)
-    r.add_post(CUSTOMER + "/payment-method/setup-intent", api.setup_intent)
+    # The routes that call Stripe, each behind the tenant's limit.
+    r.add_post(CUSTOMER + "/checkout-session", stripe_limited(api.checkout_session))
+    r.add_post(CUSTOMER + "/portal-session", stripe_limited(api.portal_session))
+    r.add_post(CUSTOMER + "/subscription/change-plan", stripe_limited(api.change_plan))
+    r.add_post(CUSTOMER + "/subscription/cancel", stripe_limited(api.cancel))
+    r.add_post(CUSTOMER + "/subscription/resume", stripe_limited(api.resume))
+    r.add_post(CUSTOMER + "/payment-method/setup-intent", stripe_limited(api.setup_intent))
     r.add_get(CUSTOMER + "/entitlements", api.entitlements)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def stripe_limited(handler: Handler) -> Handler:
+    """`handler` behind the per-tenant limit of billing requests that call Stripe
+    (METER_BILLING_RATE_LIMIT): every tenant shares one Stripe account and its rate limit
+    (https://docs.stripe.com/rate-limits), so one tenant must not use it up. Over it: 429 +
+    Retry-After, before the body is read and before any Stripe call."""
+
+    @functools.wraps(handler)
+    async def limited(request: web.Request) -> web.StreamResponse:
+        limiter = request.app[appkeys.BILLING_RATE_LIMITER]
+        if limiter is not None:
+            tenant = await authenticate(request)
+            wait = limiter.acquire(tenant, time.monotonic())
+            if wait:
+                raise RateLimited(
+                    f"tenant {tenant!r} is over its rate of billing requests that call Stripe; "
+                    "retry later",
+                    retry_after=max(1, math.ceil(wait)),
+                )
+        return await handler(request)
+
+    return limited
 
 
 async def run_jobs(billing: Billing, now: int | None = None) -> None:

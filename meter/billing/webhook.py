@@ -25,6 +25,7 @@ from meter.billing.gateway import Obj
 from meter.billing.handlers import HANDLERS, Context, meter_error_count
 from meter.billing.service import Billing
 from meter.billing.store import Effects
+from meter.bodies import read_body
 from meter.errors import InvalidRequest, MeteringError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
     billing = request.app[appkeys.BILLING]
     started = time.perf_counter()
     # 1.
-    payload = await request.read()
+    payload = await read_body(request)
     if len(payload) > billing.settings.max_body_bytes:
         raise PayloadTooLarge("webhook body too large")
     type_ = "unknown"

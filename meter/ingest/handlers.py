@@ -3,7 +3,9 @@
 Order of a request, and why a crash at any point is safe:
   1. authenticate, read and parse the body — nothing written yet; a crash loses nothing the
      client was told about (it gets no response and retries).
-  2. validate every item — pure; rejected items are never written.
+  2. validate every item — pure; rejected items are never written. Then the customers and
+     meters billing does not know: rejected under METER_STRICT, else a warning on the item (a
+     cached, best-effort read that never fails nor holds the request).
   3. check backpressure — a 503 here has written nothing.
   4. group commit to Redis (dedupe + append, atomic per event) — see committer.py.
   5. respond — only after Redis acknowledged. A crash between 4 and 5 leaves events written but
@@ -21,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from meter import appkeys
+from meter.bodies import read_body
 from meter.errors import (
     AuthenticationError,
     InvalidRequest,
@@ -129,6 +132,44 @@ async def _reject_unknown(
     return kept, kept_slots
 
 
+# Outside strict mode the known-names lookup only adds warnings: it never holds ingest longer.
+_WARNING_LOOKUP_TIMEOUT_S = 0.25
+_WARNING_MESSAGES = {
+    "unknown_customer": "no such customer in billing (yet): the event is kept, and bills only "
+    "once the customer exists (METER_STRICT=1 rejects such events)",
+    "unknown_meter": "no such meter in billing (yet): the event is kept, and bills only once "
+    "the meter exists (METER_STRICT=1 rejects such events)",
+}
+
+
+async def _warn_unknown(
+    known: KnownNames,
+    tenant: str,
+    events: list[UsageEvent],
+    slots: list[int],
+    results: list[dict[str, Any]],
+) -> None:
+    """Outside strict mode: a `warning` on each item whose customer or meter billing does not
+    know; the item stays accepted. Answered from the strict-mode cache (no query when warm)."""
+    bad_customers, bad_meters = await known.warnings(
+        tenant,
+        {e.customer for e in events},
+        {e.meter for e in events},
+        timeout_s=_WARNING_LOOKUP_TIMEOUT_S,
+    )
+    if not bad_customers and not bad_meters:
+        return
+    for slot, event in zip(slots, events, strict=True):
+        if event.customer in bad_customers:
+            warning = "unknown_customer"
+        elif event.meter in bad_meters:
+            warning = "unknown_meter"
+        else:
+            continue
+        results[slot]["warning"] = warning
+        results[slot]["message"] = _WARNING_MESSAGES[warning]
+
+
 async def _post_events(request: web.Request) -> web.Response:
     app = request.app
     metrics = app[appkeys.METRICS]
@@ -136,7 +177,7 @@ async def _post_events(request: web.Request) -> web.Response:
     tenant, key_digest = await authenticate_key(request)
     check_rate(app[appkeys.RATE_LIMITER], key_digest)
     settings = app[appkeys.SETTINGS]
-    raw_items = parse_body(await request.read(), settings.max_batch_events)
+    raw_items = parse_body(await read_body(request), settings.max_batch_events)
 
     now_ms = int(time.time() * 1000)
     limits = app[appkeys.LIMITS]
@@ -165,10 +206,12 @@ async def _post_events(request: web.Request) -> web.Response:
             results.append(_rejected(checked))
 
     known = app[appkeys.KNOWN_NAMES]
-    if known is not None and to_commit:
+    if to_commit and settings.strict:
         to_commit, slots = await _reject_unknown(
             known, tenant, to_commit, events, slots, results, reasons
         )
+    elif to_commit:
+        await _warn_unknown(known, tenant, events, slots, results)
 
     committer = app[appkeys.COMMITTER]
     if to_commit and committer.over_high_water({item.shard for item in to_commit}):
@@ -178,10 +221,13 @@ async def _post_events(request: web.Request) -> web.Response:
     statuses = await committer.commit(to_commit)
 
     duplicates = 0
+    warned: Counter[str] = Counter()
     for slot, accepted in zip(slots, statuses, strict=True):
         if not accepted:
             results[slot]["status"] = "duplicate"
             duplicates += 1
+        elif "warning" in results[slot]:
+            warned[results[slot]["warning"]] += 1
     accepted_n = len(to_commit) - duplicates
     rejected_n = len(results) - len(to_commit)
 
@@ -190,6 +236,8 @@ async def _post_events(request: web.Request) -> web.Response:
         metrics.events.labels("duplicate", "").inc(duplicates)
     for reason, n in reasons.items():
         metrics.events.labels("rejected", reason).inc(n)
+    for warning, n in warned.items():
+        metrics.warnings.labels(warning).inc(n)
     metrics.request_events.observe(len(results))
     metrics.request_seconds.observe(time.perf_counter() - started)
     body = orjson.dumps(

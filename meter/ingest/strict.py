@@ -1,14 +1,16 @@
-"""METER_STRICT: reject events for customers or meters the billing data does not know.
+"""Events for customers or meters the billing data does not know.
 
 By default such events are accepted and attributed when billing data arrives (nothing is
-lost). Strict mode trades that for early feedback: an unknown customer or meter is answered
-`rejected` with reason `unknown_customer` / `unknown_meter`, and nothing is written.
+lost); the answer carries a `warning` (`unknown_customer` / `unknown_meter`) on the item, and
+meter_event_warnings_total counts them. METER_STRICT trades that for early feedback: an unknown
+customer or meter is answered `rejected` with that reason, and nothing is written.
 Answers are cached per name for `ttl_s`, so a customer created in Stripe is accepted within
 `ttl_s` of its webhook, and a burst of events costs one query per request at most.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
 
@@ -44,10 +46,35 @@ class KnownNames:
                 if missing_m:
                     rows = await conn.fetch(queries.KNOWN_METERS, tenant, list(missing_m))
                     self._store(self._meters, tenant, missing_m, {r["meter"] for r in rows}, now)
+        return self._cached(tenant, customers, meters)
+
+    def _cached(
+        self, tenant: str, customers: Collection[str], meters: Collection[str]
+    ) -> tuple[set[str], set[str]]:
         return (
             {c for c in customers if not self._customers[tenant, c][0]},
             {m for m in meters if not self._meters[tenant, m][0]},
         )
+
+    async def warnings(
+        self, tenant: str, customers: Collection[str], meters: Collection[str], *, timeout_s: float
+    ) -> tuple[set[str], set[str]]:
+        """`unknown`, best effort, for warnings outside strict mode: when Postgres fails or is
+        slower than `timeout_s`, nothing is unknown and the names are not asked again for
+        `ttl_s` — ingest, which needs only Redis, never waits on nor fails with Postgres."""
+        now = time.monotonic()
+        if not self._stale(self._customers, tenant, customers, now) and not self._stale(
+            self._meters, tenant, meters, now
+        ):
+            return self._cached(tenant, customers, meters)  # warm: no task, no query
+        try:
+            return await asyncio.wait_for(self.unknown(tenant, customers, meters), timeout_s)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            now = time.monotonic()
+            for cache, names in ((self._customers, customers), (self._meters, meters)):
+                stale = self._stale(cache, tenant, names, now)
+                self._store(cache, tenant, stale, stale, now)
+            return set(), set()
 
     @staticmethod
     def _stale(

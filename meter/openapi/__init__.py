@@ -45,7 +45,11 @@ def build_document(settings: Settings) -> Doc:
             {"name": "ingest", "description": "usage events"},
             {"name": "usage", "description": "usage so far and projected invoices"},
             {"name": "billing", "description": "Stripe webhook and self-service billing"},
-            {"name": "operations", "description": "health, metrics, this document"},
+            {
+                "name": "operations",
+                "description": "health and this document (metrics are on the metrics port, "
+                "METER_METRICS_HOST:METER_METRICS_PORT, not here)",
+            },
         ],
         "paths": {**ingest.paths(settings), **usage.paths(), **billing.paths()},
         "components": {
@@ -56,7 +60,12 @@ def build_document(settings: Settings) -> Doc:
                     "description": "an ingest API key (`meter keys create`)",
                 }
             },
-            "schemas": {**ERROR_SCHEMAS, **ingest.schemas(settings), **billing.SCHEMAS},
+            "schemas": {
+                **ERROR_SCHEMAS,
+                **ingest.schemas(settings),
+                **billing.SCHEMAS,
+                **usage.SCHEMAS,
+            },
             "responses": RESPONSES,
         },
     }

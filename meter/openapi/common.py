@@ -62,9 +62,12 @@ RESPONSES: Doc = {
     "PaymentRequired": _error("The payment provider declined the payment."),
     "NotFound": _error("No such object for this API key's tenant."),
     "Conflict": _error("The request does not fit the object's current state."),
-    "PayloadTooLarge": _error("The body is over the size limit."),
+    "PayloadTooLarge": _error("The body is over the size limit (once decoded)."),
+    "UnsupportedEncoding": _error("A Content-Encoding other than gzip, deflate or identity."),
     "TooManyRequests": _error(
-        "The API key is over its request rate limit; nothing was read or written.", _RETRY_AFTER
+        "Over a rate limit — the API key's (ingest), the tenant's for billing calls to Stripe, "
+        "or the server's for looking up API keys it does not know; nothing was read or written.",
+        _RETRY_AFTER,
     ),
     "InternalError": _error("Our failure; nothing was applied, so a retry is safe."),
     "GatewayError": _error("The payment provider failed or refused the call."),
@@ -81,6 +84,7 @@ _BY_STATUS = {
     404: "NotFound",
     409: "Conflict",
     413: "PayloadTooLarge",
+    415: "UnsupportedEncoding",
     429: "TooManyRequests",
     500: "InternalError",
     502: "GatewayError",
@@ -100,14 +104,17 @@ def operation(
     parameters: list[Doc] | None = None,
     description: str | None = None,
 ) -> Doc:
-    """One operation. `errors` lists the error statuses it can answer (401 is added unless the
-    operation is `public`, i.e. needs no API key)."""
+    """One operation. `errors` lists the error statuses it can answer. Every operation may
+    answer 400 (U+0000 in the path or query is refused everywhere), one with a body 413 and 415
+    (meter/bodies.py); 401 and 429 (the limit on looking up unknown API keys) are added unless
+    the operation is `public` (needs no key)."""
     op: Doc = {"summary": summary, "tags": [tag], "responses": dict(responses)}
     if description:
         op["description"] = description
     if public:
         op["security"] = []
-    for status in sorted({*errors, *(() if public else (401,))}):
+    bodies = (413, 415) if body is not None else ()
+    for status in sorted({*errors, 400, *bodies, *(() if public else (401, 429))}):
         op["responses"][str(status)] = {"$ref": f"#/components/responses/{_BY_STATUS[status]}"}
     if body is not None:
         op["requestBody"] = {"required": body_required, "content": json_content(body)}

@@ -74,7 +74,13 @@ def schemas(settings: Settings) -> Doc:
                 "id": {"type": ["string", "null"], "description": "null when the id was unusable"},
                 "status": {"enum": ["accepted", "duplicate", "rejected"]},
                 "reason": {"enum": list(REJECTION_REASONS), "description": "when rejected"},
-                "message": {"type": "string", "description": "when rejected"},
+                "warning": {
+                    "enum": ["unknown_customer", "unknown_meter"],
+                    "description": "accepted (or duplicate), but billing does not know the "
+                    "customer or meter (yet): the usage waits unattributed and bills only once "
+                    "it does. METER_STRICT=1 rejects such events instead",
+                },
+                "message": {"type": "string", "description": "when rejected or warned"},
             },
         },
         "Readiness": {
@@ -114,7 +120,8 @@ def paths(settings: Settings) -> Doc:
                 "Record usage events",
                 tag="ingest",
                 description=f"One event or an array of up to {settings.max_batch_events}; "
-                f"body at most {settings.max_body_bytes} bytes (gzip accepted). Each item is "
+                f"body at most {settings.max_body_bytes} bytes once decoded (Content-Encoding "
+                "gzip or deflate accepted). Each item is "
                 "answered on its own; retrying with the same ids is always safe.",
                 body={"oneOf": [ref("Event"), batch]},
                 responses={"200": ok("Per-event results, in order", ref("IngestResponse"))},
@@ -147,19 +154,6 @@ def paths(settings: Settings) -> Doc:
                         ("200", "ready"),
                         ("503", "not ready; `checks` names the dependency that is down"),
                     )
-                },
-                tag="operations",
-                public=True,
-            )
-        },
-        "/metrics": {
-            "get": operation(
-                "Prometheus metrics",
-                responses={
-                    "200": {
-                        "description": "Prometheus text exposition format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
                 },
                 tag="operations",
                 public=True,

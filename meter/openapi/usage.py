@@ -3,7 +3,28 @@ that API settles; parameters and error statuses are exact."""
 
 from __future__ import annotations
 
-from meter.openapi.common import Doc, ok, operation
+from meter.openapi.common import Doc, ok, operation, ref
+
+SCHEMAS: Doc = {
+    "Amount": {
+        "description": "an amount in the currency's minor unit: an integer, or, outside the "
+        "signed 64-bit range, the exact integer as a decimal string (meter/jsonwire.py)",
+        "oneOf": [
+            {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+            {"type": "string", "pattern": "^-?[0-9]{19,}$"},
+        ],
+    }
+}
+_AMOUNT_OR_NULL = {"oneOf": [ref("Amount"), {"type": "null"}]}
+_INVOICE = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"total": ref("Amount"), "amount_due": ref("Amount")},
+        },
+        {"type": "null"},
+    ]
+}
 
 _ID = {
     "name": "id",
@@ -49,9 +70,22 @@ def paths() -> Doc:
                             "or formula count): its usage waits, unsent, until it can. An "
                             "invoice's lines of kind `pending` are the subscription's pending "
                             "invoice items (prorations; a flexible mode's usage of a price "
-                            "changed mid-period)",
+                            "changed mid-period). "
+                            "Amounts (`amount`, `projection.amount`, invoice totals) are "
+                            "integers in the currency's minor unit; one outside the signed "
+                            "64-bit range (an unbillable run-rate projection) is the exact "
+                            "integer as a decimal string: see `#/components/schemas/Amount`",
                             "properties": {
                                 "billing_mode": {"enum": ["classic", "flexible"]},
+                                "items": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {"amount": _AMOUNT_OR_NULL},
+                                    },
+                                },
+                                "invoice": _INVOICE,
+                                "projected_invoice": _INVOICE,
                                 "other_subscriptions": {
                                     "type": "array",
                                     "items": {"type": "object"},

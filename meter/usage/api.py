@@ -27,10 +27,9 @@ from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
-import orjson
 from aiohttp import web
 
-from meter import appkeys
+from meter import appkeys, jsonwire
 from meter.billing.errors import NotFound
 from meter.connections import REDIS_ERRORS
 from meter.ingest.handlers import authenticate
@@ -59,7 +58,7 @@ async def _connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]
 
 
 def _json(doc: Doc) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), content_type="application/json")
+    return web.Response(body=jsonwire.dumps(doc), content_type="application/json")
 
 
 def month_of(at: int) -> Period:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,22 +21,45 @@ DEFAULT_LIMIT = 100
 # A history request spans at most this much: bounds the rows one page may have to group.
 MAX_SPAN_S = 400 * 86400
 DEFAULT_SPAN_S = 7 * 86400
+# Instants are taken from 1970 up to (not including) 9999-01-01: periods and buckets around them
+# stay inside the years Python's datetime and Postgres' timestamptz both hold.
+MAX_INSTANT = int(dt.datetime(9999, 1, 1, tzinfo=dt.UTC).timestamp())
+_MAX_INSTANT_DIGITS = len(str(MAX_INSTANT))
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def _digits(text: str, max_digits: int) -> int | None:
+    """The value of a string of ASCII digits (str.isdigit() also takes "²" and "٣"), or None;
+    long strings are refused before int() parses them (or refuses them past 4,300 digits)."""
+    if len(text) > max_digits or _ASCII_DIGITS.fullmatch(text) is None:
+        return None
+    return int(text)
 
 
 def instant(raw: str, param: str) -> int:
     """Unix seconds from unix seconds or ISO 8601 (a date, or a time; naive means UTC)."""
     text = raw.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    at = _digits(text, _MAX_INSTANT_DIGITS)
+    if at is None:
+        try:
+            when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest(
+                f"`{param}` must be unix seconds or an ISO 8601 time, got {raw[:40]!r}",
+                param=param,
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        try:
+            at = int(when.timestamp())
+        except (OverflowError, ValueError):  # a zone pushes 0001-01-01 before the year 1
+            at = -1
+    if not 0 <= at < MAX_INSTANT:
         raise InvalidRequest(
-            f"`{param}` must be unix seconds or an ISO 8601 time, got {raw!r}", param=param
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp())
+            f"`{param}` must be between 1970-01-01 and 9999-01-01 (unix 0..{MAX_INSTANT - 1})",
+            param=param,
+        )
+    return at
 
 
 def period(query: Mapping[str, str]) -> str | int:
@@ -74,11 +98,11 @@ def history(query: Mapping[str, str], now: int) -> HistoryQuery:
     if end - start > MAX_SPAN_S:
         raise InvalidRequest(f"`from`..`to` spans at most {MAX_SPAN_S // 86400} days", param="from")
     meter = query.get("meter") or None
-    raw_limit = query.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    limit = _digits(query.get("limit", str(DEFAULT_LIMIT)), len(str(MAX_LIMIT)))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"`limit` must be an integer in 1..{MAX_LIMIT}", param="limit")
     after = decode_cursor(query["cursor"]) if "cursor" in query else None
-    return HistoryQuery(start, end, step, granularity, meter, int(raw_limit), after)
+    return HistoryQuery(start, end, step, granularity, meter, limit, after)
 
 
 def encode_cursor(meter: str, bucket_start: int) -> str:
@@ -91,6 +115,9 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, meter = raw.split("\x00", 1)
-        return meter, int(at)
+        start = _digits(at, _MAX_INSTANT_DIGITS)
+        if start is None or "\x00" in meter:  # Postgres text cannot hold NUL
+            raise ValueError(cursor)
+        return meter, start
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("`cursor` is not a cursor this API returned", param="cursor") from None

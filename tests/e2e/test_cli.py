@@ -35,7 +35,16 @@ def env_for(database_url: str, redis_url: str, redis_prefix: str) -> dict[str, s
         "METER_REDIS_URL": redis_url,
         "METER_REDIS_PREFIX": redis_prefix,
         "METER_SHARDS": "2",
+        "METER_METRICS_PORT": str(free_port()),
     }
+
+
+async def metrics_text(env: dict[str, str]) -> str:
+    """The exposition `meter serve` gives on its metrics port (loopback by default)."""
+    url = f"http://127.0.0.1:{env['METER_METRICS_PORT']}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        return await response.text()
 
 
 def test_help_lists_the_commands() -> None:
@@ -80,6 +89,13 @@ async def test_migrate_keys_serve_ingest(
     ):
         assert response.status == 200
         assert (await response.json())["accepted"] == 1
+        # Metrics (revenue among them) are on the metrics port only, never the API's.
+        async with http.get("/metrics") as public:
+            assert public.status == 404
+            assert (await public.json())["error"]["type"] == "invalid_request_error"
+        text = await metrics_text(env)
+        assert 'meter_events_total{reason="",status="accepted"} 1.0' in text
+        assert "meter_billing_webhook_seconds" in text  # billing's metrics too
     assert '"msg":"meter serving"' in "".join(logs)  # structured JSON log lines
 
 
@@ -100,7 +116,8 @@ async def test_serve_with_two_workers_shares_the_port_and_merges_metrics(
         # Separate connections, so the kernel spreads them over both workers.
         assert sum(await asyncio.gather(*(post(n) for n in range(40)))) == 40
         async with http.get("/metrics") as response:
-            text = await response.text()
+            assert response.status == 404  # never on the API port
+        text = await metrics_text(env)
         assert 'meter_events_total{reason="",status="accepted"} 40.0' in text
     assert "".join(logs).count('"msg":"meter serving"') == 2
 

@@ -38,6 +38,7 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
         "METER_REDIS_URL": redis_url,
         "METER_REDIS_PREFIX": redis_prefix,
         "METER_SHARDS": "2",
+        "METER_METRICS_PORT": str(free_port()),
     }
     env.pop("STRIPE_API_KEY", None)  # → the emulator
     dev = await asyncio.create_subprocess_exec(
@@ -89,6 +90,22 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
                 return sum(float(e["value"]) for e in doc["data"]) == 1500
 
             await poll(reported, "usage reported to the Stripe emulator")
+
+            # Every process's metrics on the metrics port, none on the API port.
+            metrics = re.search(r"metrics\s+(http://\S+)", banner)
+            assert metrics is not None
+            assert metrics.group(1) == f"http://127.0.0.1:{env['METER_METRICS_PORT']}/metrics"
+            async with http.get(metrics.group(1)) as response:
+                text = await response.text()
+            for name in (
+                'meter_events_total{reason="",status="accepted"} 3.0',
+                "meter_aggregator_events_total",
+                "meter_reporter_outbox_depth",
+                "meter_billing_webhook_seconds",
+            ):
+                assert name in text, name
+            async with http.get(f"{base}/metrics") as response:
+                assert response.status == 404
     finally:
         dev.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(dev.wait(), 30) == 0

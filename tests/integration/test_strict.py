@@ -1,12 +1,16 @@
-"""METER_STRICT: events for customers or meters billing does not know are rejected."""
+"""Events for customers or meters billing does not know: rejected under METER_STRICT; otherwise
+accepted with a warning in the answer and counted (meter_event_warnings_total)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import asyncpg
 import orjson
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from meter import appkeys
 from meter.config import Settings
 from tests.conftest import start_client
 from tests.integration.test_ingest import auth_header, ev, stream_events
@@ -56,3 +60,78 @@ async def test_without_strict_mode_unknown_names_are_accepted(
         "/v1/events", data=orjson.dumps(ev("x", customer="stranger")), headers=auth_header(api_key)
     )
     assert (await response.json())["accepted"] == 1
+
+
+async def test_without_strict_mode_unknown_names_are_accepted_with_a_warning_and_counted(
+    settings: Settings, api_key: str, db: asyncpg.Connection, redis: Redis
+) -> None:
+    await db.execute(
+        """INSERT INTO customers (stripe_id, tenant, external_id, event_created)
+           VALUES ('cus_known', 'acme', 'user-1', 1)"""
+    )
+    await db.execute(
+        """INSERT INTO meter_definitions (tenant, meter, aggregation)
+           VALUES ('acme', 'seats', 'max')"""
+    )
+    client = await start_client(settings)
+    try:
+        body = [
+            ev("a", customer="user-1", meter="seats"),
+            ev("b", customer="cus_known", meter="seats"),
+            ev("c", customer="stranger", meter="seats"),
+            ev("d", customer="user-1", meter="nonsense"),
+            ev("e", customer="user-1", meter="seats", value=-1),
+        ]
+
+        async def post() -> dict[str, Any]:
+            response = await client.post(
+                "/v1/events", data=orjson.dumps(body), headers=auth_header(api_key)
+            )
+            assert response.status == 200
+            doc: dict[str, Any] = await response.json()
+            return doc
+
+        doc = await post()
+        again = await post()  # the retry: duplicates keep the warning, are not counted again
+        registry = client.app[appkeys.METRICS].registry  # type: ignore[index]
+    finally:
+        await client.close()
+    assert [(r["status"], r.get("reason"), r.get("warning")) for r in doc["results"]] == [
+        ("accepted", None, None),
+        ("accepted", None, None),
+        ("accepted", None, "unknown_customer"),
+        ("accepted", None, "unknown_meter"),
+        ("rejected", "invalid_value", None),
+    ]
+    assert "METER_STRICT" in doc["results"][2]["message"]
+    assert [r.get("warning") for r in again["results"]][2:4] == [
+        "unknown_customer",
+        "unknown_meter",
+    ]
+    assert (doc["accepted"], doc["rejected"]) == (4, 1)
+    assert sorted(e.id for e in await stream_events(redis, settings)) == ["a", "b", "c", "d"]
+    for warning in ("unknown_customer", "unknown_meter"):
+        count = registry.get_sample_value("meter_event_warnings_total", {"warning": warning})
+        assert count == 1.0, warning
+
+
+async def test_warnings_never_hold_ingest_when_postgres_is_gone(
+    settings: Settings, api_key: str, redis: Redis
+) -> None:
+    client = await start_client(settings)
+    try:
+        # Warm the key cache, then take the pool away: ingest needs only Redis.
+        response = await client.post(
+            "/v1/events", data=orjson.dumps(ev("w1")), headers=auth_header(api_key)
+        )
+        assert response.status == 200
+        await client.app[appkeys.PG].close()  # type: ignore[index]
+        response = await client.post(
+            "/v1/events", data=orjson.dumps(ev("w2", customer="new")), headers=auth_header(api_key)
+        )
+        doc = await response.json()
+    finally:
+        await client.close()
+    assert response.status == 200, doc
+    assert doc["results"][0]["status"] == "accepted"
+    assert "warning" not in doc["results"][0]

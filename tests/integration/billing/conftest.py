@@ -112,6 +112,9 @@ async def make_stack(settings: Settings, api_key: str, **emulator: Any) -> Async
             billing_default_tenant=TENANT,
             billing_job_interval_s=0.0,
             billing_stripe_retries=0,
+            # Billing tests call the Stripe routes in quick succession; the per-tenant limit has
+            # its own test (tests/integration/security/test_unknown_keys.py).
+            billing_rate_limit=0.0,
         )
         client = await start_client(app_settings)
         try:

@@ -4,6 +4,7 @@ server, a real Prometheus (Debian package) and the command-line tools they need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from meter import appkeys
 from meter.config import Settings
+from meter.metrics import metrics_server
 from tests.integration.ops.promql import exported_names
 
 REPO = Path(__file__).resolve().parents[3]
@@ -179,10 +182,18 @@ def _all_shards_reported(exposition: str, shards: int) -> bool:
     return held == shards and len(lag_shards) == shards
 
 
+@contextlib.contextmanager
+def serve_metrics(client: Client) -> Iterator[str]:
+    """The test app's metrics on a metrics server of their own, as `meter serve` runs it;
+    yields its `host:port`."""
+    port = free_port()
+    with metrics_server("127.0.0.1", port, client.app[appkeys.METRICS].registry):  # type: ignore[index]
+        yield f"127.0.0.1:{port}"
+
+
 async def meter_exposition(client: Client) -> str:
-    response = await client.get("/metrics")
-    assert response.status == 200
-    return await response.text()
+    with serve_metrics(client) as target:
+        return await fetch_text(f"http://{target}/metrics")
 
 
 def exported(*expositions: str) -> set[str]:

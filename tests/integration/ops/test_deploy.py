@@ -60,6 +60,14 @@ def test_compose_config_is_valid_and_complete() -> None:
         assert "METER_REDIS_URL: redis://redis:6379" in block
     assert "METER_AGGREGATOR_METRICS_PORT: '9100'" in service_block(config, "aggregate")
     assert "METER_REPORTER_METRICS_PORT: '9101'" in service_block(config, "report")
+    # Metrics (revenue among them) are reachable on the compose network only, never published;
+    # the API port is the only one meter publishes.
+    for name in ("serve", "aggregate", "report"):
+        block = service_block(config, name)
+        assert "METER_METRICS_HOST: 0.0.0.0" in block, name
+        published = re.findall(r"published: \"?(\d+)", block)
+        assert published == (["8080"] if name == "serve" else []), (name, published)
+    assert "METER_METRICS_PORT: '9102'" in service_block(config, "serve")
 
 
 def test_compose_commands_are_meter_commands() -> None:
@@ -99,8 +107,10 @@ def test_compose_prometheus_config_is_valid(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     text = (DEPLOY / "prometheus.yml").read_text()
-    assert '"serve:8080"' in text
+    assert '"serve:9102"' in text
+    assert '"serve:8080"' not in text  # the API port serves no metrics
     assert '"aggregate:9100"' in text
+    assert '"report:9101"' in text
 
 
 def test_dockerfile_installs_the_locked_project_as_non_root() -> None:

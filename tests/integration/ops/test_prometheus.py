@@ -11,6 +11,7 @@ from tests.integration.ops.conftest import (
     Prometheus,
     meter_exposition,
     post_sample_events,
+    serve_metrics,
 )
 
 
@@ -21,10 +22,16 @@ def value(sample: dict[str, Any]) -> float:
 async def test_prometheus_scrapes_meter_and_evaluates_the_rules(
     client: Client, api_key: str, aggregator: str, prometheus_dir: Path
 ) -> None:
-    serve = f"127.0.0.1:{client.port}"
     aggregate = aggregator.removeprefix("http://").removesuffix("/metrics")
     await post_sample_events(client, api_key)
-    scrape = {"meter-serve": [serve], "meter-aggregate": [aggregate]}
+    with serve_metrics(client) as serve:
+        scrape = {"meter-serve": [serve], "meter-aggregate": [aggregate]}
+        await _scrape_and_evaluate(client, api_key, prometheus_dir, scrape)
+
+
+async def _scrape_and_evaluate(
+    client: Client, api_key: str, prometheus_dir: Path, scrape: dict[str, list[str]]
+) -> None:
     async with Prometheus(prometheus_dir, scrape=scrape) as prometheus:
 
         async def both_up() -> bool:

@@ -94,6 +94,7 @@ async def test_a_realistic_run_logs_no_secret(settings: Settings, tmp_path: Path
             "METER_REDIS_PREFIX": settings.redis_prefix,
             "METER_SHARDS": str(settings.shards),
             "METER_PORT": str(port),
+            "METER_METRICS_PORT": "0",
             "METER_LOG_LEVEL": "debug",
             "METER_BILLING_TENANT": "acme",
             "STRIPE_API_KEY": stripe_key,

@@ -75,8 +75,11 @@ def test_period_param() -> None:
 def test_history_params_round_to_buckets_and_cursor_round_trips() -> None:
     q = params.history({"from": "3601", "to": "7000", "granularity": "hour"}, now=10**9)
     assert (q.start, q.end, q.step, q.limit, q.after) == (3600, 7200, 3600, 100, None)
-    cursor = params.encode_cursor("a\x00b:c", 86400)
-    assert params.decode_cursor(cursor) == ("a\x00b:c", 86400)
+    cursor = params.encode_cursor("a b:c=é", 86400)
+    assert params.decode_cursor(cursor) == ("a b:c=é", 86400)
+    # Meter names never hold NUL (ingest refuses it; Postgres text cannot hold it).
+    with pytest.raises(InvalidRequest):
+        params.decode_cursor(params.encode_cursor("a\x00b", 86400))
     with pytest.raises(InvalidRequest):
         params.history({"limit": "1001"}, now=10**9)
 

@@ -78,7 +78,10 @@ def price_items(
     for item in items:
         price = item.price
         if price.metered:
-            quantity = usage.get(item.id, ZERO)
+            # Voids can take a period below zero: "If the overall cycle usage is negative, Stripe
+            # reports the invoice line item usage quantity as 0" (docs.stripe.com/billing/
+            # subscriptions/usage-based/meters/configure, "Fix incorrect usage data").
+            quantity = max(usage.get(item.id, ZERO), ZERO)
             line = Line(
                 "metered",
                 item.id,

@@ -136,8 +136,13 @@ def next_period(period: Period, item: PlanItem) -> Period:
 def _run_rate(item: PlanItem, quantity: Decimal, period: Period, now: int) -> RunRate | None:
     if item.price is None:
         return None
+    # A period voided below zero bills 0 (pricing.price_items), and so projects from 0.
     rate = project_usage(
-        item.price, quantity, period, now, formula=_FORMULA.get(item.aggregation, "sum")
+        item.price,
+        max(quantity, Decimal(0)),
+        period,
+        now,
+        formula=_FORMULA.get(item.aggregation, "sum"),
     )
     return rate._replace(method=HOLD_MAX) if item.aggregation == "max" else rate
 

@@ -236,3 +236,11 @@ def test_repeating_discount_ends_whole_months_later(start: int, months: int, end
     coupon = Coupon(percent_off=Decimal(10), duration=Duration.REPEATING, duration_in_months=months)
     assert Discount.starting(coupon, start).end == end
     assert Discount.starting(Coupon(percent_off=Decimal(10)), start).end is None
+
+
+def test_a_period_voided_below_zero_bills_zero_usage() -> None:
+    # Stripe: "If the overall cycle usage is negative, Stripe reports the invoice line item usage
+    # quantity as 0" (usage-based meters, "Fix incorrect usage data").
+    invoice = project_invoice(ITEMS, {"si_calls": Decimal(-3)}, period=PERIOD, licensed_period=NEXT)
+    metered = invoice.lines[0]
+    assert (metered.kind, metered.quantity, metered.amount) == ("metered", Decimal(0), 500)

@@ -258,9 +258,9 @@ def discounts(obj: Obj) -> list[dict[str, Any]] | None:
 
 def item_rows(obj: Obj) -> list[tuple[Any, ...]]:
     """(id, subscription, price, product, quantity, meter, period start, period end, tax
-    rates as jsonb)."""
+    rates as jsonb, position in the subscription's `items`: the order of its invoice's lines)."""
     rows = []
-    for item in _items(obj):
+    for position, item in enumerate(_items(obj)):
         price = item.get("price") or {}
         recurring = price.get("recurring") or {}
         rows.append(
@@ -274,6 +274,7 @@ def item_rows(obj: Obj) -> list[tuple[Any, ...]]:
                 ts(item["current_period_start"]),
                 ts(item["current_period_end"]),
                 jsonb(tax_rates(item.get("tax_rates"))),
+                position,
             )
         )
     return rows

@@ -162,11 +162,12 @@ WHERE s.event_created <= EXCLUDED.event_created
 """
 UPSERT_ITEM = """
 INSERT INTO subscription_items AS i (id, subscription, price, product, quantity, meter,
-    current_period_start, current_period_end, tax_rates)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+    current_period_start, current_period_end, tax_rates, position)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
 ON CONFLICT (id) DO UPDATE SET
     subscription = EXCLUDED.subscription, price = EXCLUDED.price, product = EXCLUDED.product,
     quantity = EXCLUDED.quantity, meter = EXCLUDED.meter, tax_rates = EXCLUDED.tax_rates,
+    position = EXCLUDED.position,
     current_period_start = EXCLUDED.current_period_start,
     current_period_end = EXCLUDED.current_period_end, removed_at = NULL, updated_at = now()
 """

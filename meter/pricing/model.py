@@ -184,6 +184,17 @@ class Discount:
         months = coupon.duration_in_months if coupon.duration is Duration.REPEATING else None
         return cls(coupon, start, None if months is None else add_months(start, months))
 
+    def used_up(self, last_billed_at: int | None) -> bool:
+        """Whether an invoice created at `last_billed_at` (the subscription's latest with a
+        positive subtotal) used up this `once` discount: Stripe removes it after "one invoice"
+        (coupon `duration`), maybe before any event says so. Which invoice counts first when
+        the first ones are free is not documented; the emulator makes the same choice."""
+        return (
+            self.coupon.duration is Duration.ONCE
+            and last_billed_at is not None
+            and last_billed_at >= self.start
+        )
+
     def applies_at(self, invoice_date: int) -> bool:
         """Whether an invoice created at `invoice_date` gets this discount."""
         if invoice_date < self.start:

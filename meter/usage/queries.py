@@ -22,11 +22,15 @@ from meter.billing import queries as billing_queries
 # period starts (an item added or repriced mid-period, meter/billing/store.py): a change whose
 # time is not known yet (Stripe's answer to our own change, before its webhook) keeps the
 # period's price, not the new one over usage it does not bill. (Billing writes an item's periods
-# in the transaction that writes the item, whose trigger announces the plan change.)
+# in the transaction that writes the item, whose trigger announces the plan change.) Items come
+# in their subscription's order, as its invoice's lines; `last_billed_at` is when the subscription's
+# latest invoice with a positive subtotal was created (a `once` coupon is used up by such an
+# invoice: pricing.Discount.used_up; invoices notify the plan cache, migrations/0017).
 PLAN = f"""
 SELECT c.stripe_id, c.external_id, s.id AS subscription, s.status, s.discounts,
     s.tax_rates AS subscription_tax_rates, s.trial_start, s.trial_end, s.cancel_at_period_end,
     s.cancel_at, s.pause_behavior, s.pause_resumes_at, s.ended_at, s.billing_mode,
+    s.last_billed_at,
     i.id, coalesce(since.price, i.price) AS price, i.quantity, i.current_period_start,
     i.current_period_end, i.removed_at, i.tax_rates,
     coalesce(since.period_start, i.current_period_start) AS price_since,
@@ -38,6 +42,8 @@ FROM ({billing_queries.CUSTOMER_BY_KEY}) c
 LEFT JOIN LATERAL (
     SELECT id, status, discounts, tax_rates, trial_start, trial_end, cancel_at_period_end,
         cancel_at, pause_behavior, pause_resumes_at, ended_at, billing_mode,
+        (SELECT max(v.stripe_created) FROM invoices v
+         WHERE v.subscription = subscriptions.id AND v.subtotal > 0) AS last_billed_at,
         row_number() OVER ({billing_queries.SUBSCRIPTION_PREFERENCE}) AS rank
     FROM subscriptions
     WHERE customer = c.stripe_id
@@ -54,7 +60,7 @@ LEFT JOIN billing_meters m ON m.id = coalesce(
     CASE WHEN since.price IS NULL THEN i.meter ELSE since.meter END, p.meter)
 LEFT JOIN meter_definitions d ON d.tenant = $1 AND d.meter = m.event_name
 LEFT JOIN stripe_meter_formulas f ON f.meter = m.event_name
-ORDER BY s.rank, i.id
+ORDER BY s.rank, i.position, i.id
 """
 
 # The customer's invoice items that no invoice took yet (Stripe puts them on the subscription's

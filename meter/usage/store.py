@@ -258,7 +258,13 @@ def _subscription_plan(rows: list[asyncpg.Record], pending: Sequence[PendingItem
         status=first["status"],
         ended_at=_unix_or_none(first["ended_at"]),
         items=tuple(_item(r) for r in rows if r["id"] is not None),
-        discounts=_evaluable(first["discounts"], _discount) if has_sub else (),
+        discounts=tuple(
+            d
+            for d in _evaluable(first["discounts"], _discount)
+            if not d.used_up(_unix_or_none(first["last_billed_at"]))
+        )
+        if has_sub
+        else (),
         tax_rates=_evaluable(first["subscription_tax_rates"], tax_rate_from_stripe)
         if has_sub
         else (),

@@ -89,3 +89,19 @@ def test_the_invoice_items_an_invoice_took_from_its_lines() -> None:
         ("ii_a", "sub_1", None, False, "in_1"),
         ("ii_b", "sub_1", "si_1", True, "in_1"),
     ]
+
+
+def test_items_keep_their_place_in_the_subscription() -> None:
+    # An invoice's lines follow the subscription's items (the last cent of a discount share too).
+    sub = {
+        "id": "sub_1",
+        "items": {
+            "data": [
+                {"id": "si_b", "price": {"id": "p1"}, "current_period_start": 1,
+                 "current_period_end": 2},
+                {"id": "si_a", "price": {"id": "p2"}, "current_period_start": 1,
+                 "current_period_end": 2},
+            ]
+        },
+    }  # fmt: skip
+    assert [(r[0], r[-1]) for r in convert.item_rows(sub)] == [("si_b", 0), ("si_a", 1)]

@@ -244,3 +244,13 @@ def test_a_period_voided_below_zero_bills_zero_usage() -> None:
     invoice = project_invoice(ITEMS, {"si_calls": Decimal(-3)}, period=PERIOD, licensed_period=NEXT)
     metered = invoice.lines[0]
     assert (metered.kind, metered.quantity, metered.amount) == ("metered", Decimal(0), 500)
+
+
+def test_a_once_discount_is_used_up_by_an_invoice_billed_from_its_start() -> None:
+    once = Discount(Coupon(percent_off=Decimal(10), duration=Duration.ONCE), start=1000)
+    assert not once.used_up(None)  # no invoice with a positive subtotal yet
+    assert not once.used_up(999)  # the last one was billed before the coupon was applied
+    assert once.used_up(1000)
+    assert once.used_up(5000)
+    forever = Discount(Coupon(percent_off=Decimal(10), duration=Duration.FOREVER), start=1000)
+    assert not forever.used_up(5000)

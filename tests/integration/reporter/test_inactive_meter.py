@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import stripe
 
+from aggregator.windows import HOUR_MS
 from meter.billing import store
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
@@ -39,7 +40,9 @@ async def _total(emu: RunningEmulator, meter_id: str, customer: str) -> Decimal:
 
 
 def _events(customer: str, tag: str) -> list[dict[str, Any]]:
-    at = (now_ms() - 30 * 60_000) / 1000
+    # One hourly bucket whatever the clock says: a minute into the hour before now's.
+    hour = (now_ms() // HOUR_MS - 1) * HOUR_MS
+    at = (hour + 60_000) / 1000
     return [
         {"id": f"{tag}{i}", "customer": customer, "meter": "calls", "value": 3, "timestamp": at + i}
         for i in range(4)

@@ -13,6 +13,13 @@ imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
   before its period's invoice is finalized is billed in its own period; delta usage (sum, count)
   reported later is carried into the period open at that moment; an absolute value (max, last,
   unique_count) reported later is recorded as `late` and billed nowhere.
+- Trials: "during the trial period, any usage accrued doesn't count toward the total charged"
+  (Stripe docs, billing/subscriptions/trials): a trial period's lines are charged 0 (the quantity
+  is the meter's); its usage reported after its invoice is finalized is billed nowhere (meter's
+  contract, docs/billing.md: never carried into a paid period).
+- Billing-cycle anchor reset (`billing_cycle_anchor: {type: now}`): "the current period ends now
+  and a full one starts" (Stripe docs, billing/subscriptions/billing-cycle); the model keeps each
+  scenario's own period boundaries (run.py) and bills usage by them.
 - Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
   the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
   tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
@@ -145,11 +152,19 @@ def quantity(aggregation: str, usage: Sequence[Usage]) -> Decimal:
 
 
 def billed_in(
-    aggregation: str, own_period: int, own_finalized: bool, open_period: int
+    aggregation: str,
+    own_period: int,
+    own_finalized: bool,
+    open_period: int,
+    *,
+    own_trial: bool = False,
 ) -> int | None:
-    """The period whose invoice bills usage of `own_period` reported now (None: none does)."""
+    """The period whose invoice bills usage of `own_period` reported now (None: none does).
+    A trial period's usage reported after its invoice is billed nowhere (never charged)."""
     if not own_finalized:
         return own_period
+    if own_trial:
+        return None
     return open_period if aggregation in DELTA else None
 
 
@@ -209,6 +224,10 @@ class Account:
     tax: Tax | None = None
     billed: dict[tuple[int, str], list[Usage]] = field(default_factory=dict)
     once_used: bool = False
+    trial_periods: int = 0  # periods 0..n-1 are a trial: their usage is charged 0
+
+    def trial(self, period: int) -> bool:
+        return period < self.trial_periods
 
     def bill(self, period: int, meter: str, usage: Usage) -> None:
         self.billed.setdefault((period, meter), []).append(usage)
@@ -217,7 +236,7 @@ class Account:
         out = []
         for meter, (aggregation, price) in self.items.items():  # the subscription's order
             q = quantity(aggregation, self.billed.get((period, meter), []))
-            out.append(Line(meter, q, price.amount(q)))
+            out.append(Line(meter, q, 0 if self.trial(period) else price.amount(q)))
         return out
 
     def invoice(self, period: int, *, finalize: bool) -> Invoice:

@@ -74,9 +74,11 @@ from tests.simulation.generator import (
     TENANTS,
     UNIQUE_PROPERTY,
     Action,
+    Cancel,
     Event,
     Frame,
     Post,
+    Reset,
     Scenario,
     Stage,
     Void,
@@ -173,6 +175,22 @@ class Live:
     unbilled_voids: list[Event] = field(default_factory=list)
     raw_logged: dict[str, bool] = field(default_factory=dict)  # event id → raw log on at fold
     voided: set[str] = field(default_factory=set)
+    bounds: list[tuple[int, int]] = field(default_factory=list)  # the scenario's own periods
+    open_floor: int = 0  # a reset opened this period before the batch's stages did
+    ended_at: int | None = None  # the subscription ends (a cancel): later usage bills nowhere
+    last_period: int | None = None  # the subscription's last period (a cancel)
+    no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
+
+    def ended(self, k: int) -> bool:
+        """Period `k` does not exist: the subscription ended before it."""
+        return self.last_period is not None and k > self.last_period
+
+    def period_of(self, timestamp: Any) -> int:
+        ts = float(timestamp)
+        for k, (start, end) in enumerate(self.bounds):
+            if start <= ts < end:
+                return k
+        return math.floor((ts - self.bounds[0][0]) / DAY)
 
 
 class Batch:
@@ -187,7 +205,9 @@ class Batch:
         self.database_url = database_url
         self.workdir = workdir
         self.live = [Live(s, Account({i.meter: (i.aggregation, i.price) for i in s.items},
-                                     s.coupon, s.tax)) for s in scenarios]  # fmt: skip
+                                     s.coupon, s.tax, trial_periods=s.trial_periods),
+                          bounds=[frame.period(k) for k in range(frame.periods + 1)])
+                     for s in scenarios]  # fmt: skip
         self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
         self.keys: dict[str, str] = {}
         self.statuses: dict[tuple[str, str], set[str]] = {}  # (tenant, id) → answers
@@ -208,6 +228,8 @@ class Batch:
         # What each action type does (Post is batched by `stage`); new scenario kinds add theirs.
         self.handlers: dict[type[Action], Callable[[Live, Action], Awaitable[None]]] = {
             Void: self.void,
+            Reset: self.reset,
+            Cancel: self.cancel,
         }
 
     # ------------------------------------------------------------------ setup
@@ -283,6 +305,8 @@ class Batch:
                 live.meter_of_price[price.id] = item.meter
                 items.append({"price": price.id})
             create: Any = {"customer": cus.id, "items": items}
+            if s.trial_periods:
+                create["trial_end"] = live.bounds[s.trial_periods - 1][1]
             if s.tax is not None:
                 rate = await sdk.v1.tax_rates.create_async(
                     {"display_name": "VAT", "percentage": float(s.tax.percentage),
@@ -322,8 +346,9 @@ class Batch:
                 raise TimeoutError(f"webhooks not delivered: {sorted(events - ok)[:5]}")
             await asyncio.sleep(0.05)
 
-    async def advance(self, to: int) -> None:
-        """Move every clock to `to`; maybe kill -9 serve while the webhooks are delivered."""
+    async def advance(self, k: int, offset: int) -> None:
+        """Move every clock to `offset` seconds from the end of its scenario's period `k`; maybe
+        kill -9 serve while the webhooks are delivered."""
         assert self.sdk is not None
         killer = None
         if self.options.chaos and self.rng.random() < 0.2:
@@ -331,7 +356,7 @@ class Batch:
         try:
             for live in self.live:
                 await self.sdk.v1.test_helpers.test_clocks.advance_async(
-                    live.clock, {"frozen_time": to}
+                    live.clock, {"frozen_time": live.bounds[k][1] + offset}
                 )
             await self.settle()
         finally:
@@ -473,28 +498,35 @@ class Batch:
             self._bill(live, raw_log)
 
     def _bill(self, live: Live, raw_log: bool) -> None:
-        """Usage drained now is billed where the contract says (model.billed_in)."""
+        """Usage drained now is billed where the contract says (model.billed_in); none after
+        the subscription ended, nor carried past its last period."""
         account = live.account
         for e in live.unbilled:
             live.raw_logged[e.id] = raw_log
             aggregation = METERS[e.meter][0]
-            own = self.period_of(e.timestamp)
-            where = billed_in(aggregation, own, own in live.finalized_at, self.open_period)
+            where = self._where(live, e)
             if where is not None:
                 value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
                 key = (e.properties or {}).get(UNIQUE_PROPERTY, "")
                 account.bill(where, e.meter, Usage(e.id, value, float(e.timestamp), key))
         for e in live.unbilled_voids:
             aggregation = METERS[e.meter][0]
-            own = self.period_of(e.timestamp)
-            where = billed_in(aggregation, own, own in live.finalized_at, self.open_period)
+            where = self._where(live, e)
             if where is not None:
                 value = Decimal(-1) if aggregation == "count" else -Decimal(str(e.value))
                 account.bill(where, e.meter, Usage("void:" + e.id, value, float(e.timestamp)))
         live.unbilled, live.unbilled_voids = [], []
 
-    def period_of(self, timestamp: Any) -> int:
-        return math.floor((float(timestamp) - self.frame.start) / DAY)
+    def _where(self, live: Live, e: Event) -> int | None:
+        if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
+            return None
+        own = live.period_of(e.timestamp)
+        where = billed_in(METERS[e.meter][0], own, own in live.finalized_at, self.open_of(live),
+                          own_trial=live.account.trial(own))  # fmt: skip
+        return None if where is None or live.ended(where) else where
+
+    def open_of(self, live: Live) -> int:
+        return max(self.open_period, live.open_floor)
 
     # ------------------------------------------------------------------ stages
 
@@ -538,6 +570,13 @@ class Batch:
         proc = Proc(f"void-{action.event_id}", args, self.env(), self.workdir)
         await proc.start()
         code = await proc.wait(60)
+        if live.ended_at is not None and float(event.timestamp) >= live.ended_at:
+            # Usage after the subscription ended is attributed to no item: a void of it may be
+            # refused (retry once attributed) and bills nothing either way.
+            if code == 0:
+                live.voided.add(action.event_id)
+            self.result.counts["voids after the subscription ended"] += 1
+            return
         if live.raw_logged[action.event_id]:
             if code != 0:
                 self.result.violations.append(
@@ -554,6 +593,51 @@ class Batch:
                     f"void of {action.event_id} (folded with METER_RAW_LOG=0) answered success"
                 )
 
+    async def reset(self, live: Live, action: Action) -> None:
+        """Reset the billing-cycle anchor at the clock's time: the period ends now, a full one
+        starts now (Stripe docs, billing/subscriptions/billing-cycle), so every later period of
+        the scenario starts as much earlier."""
+        assert isinstance(action, Reset)
+        assert self.sdk is not None
+        assert self.running is not None
+        k = action.period
+        now = self.running.emu.state.now_for_customer(live.cus)
+        params: Any = {"billing_cycle_anchor": {"type": "now"}}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        live.bounds[k] = (live.bounds[k][0], now)
+        live.bounds[k + 1 :] = [(now + j * DAY, now + (j + 1) * DAY)
+                                for j in range(len(live.bounds) - k - 1)]  # fmt: skip
+        live.open_floor = k + 1
+        await self.settle()
+        self.result.counts["anchor resets"] += 1
+
+    async def cancel(self, live: Live, action: Action) -> None:
+        """Cancel through meter's API. Now: the period ends at the clock's time and its final
+        invoice bills the usage so far (`invoice_now`, meter's default; Stripe API reference,
+        cancel a subscription). At period end: the period's invoice bills its usage and no
+        renewal follows (Stripe docs, billing/subscriptions/cancel)."""
+        assert isinstance(action, Cancel)
+        assert self.http is not None
+        assert self.running is not None
+        s, k = live.scenario, action.period
+        now = self.running.emu.state.now_for_customer(live.cus)
+        url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/subscription/cancel"
+        headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
+        body = {"immediately": True} if action.now else {}
+        async with self.http.post(url, json=body, headers=headers) as response:
+            if response.status != 200:
+                self.result.violations.append(
+                    f"#{s.index} cancel answered {response.status} {await response.text()}"
+                )
+                return
+        if action.now:
+            live.bounds[k] = (live.bounds[k][0], now)
+        live.ended_at = live.bounds[k][1]
+        live.last_period = k
+        live.no_open_from = k if action.now else k + 1
+        await self.settle()
+        self.result.counts["cancels " + ("now" if action.now else "at period end")] += 1
+
     # ------------------------------------------------------------------ checks
 
     async def check_open(self, k: int) -> None:
@@ -561,7 +645,11 @@ class Batch:
         assert self.sdk is not None
         for live in self.live:
             s = live.scenario
-            expected = invariants.from_model(live.account.invoice(k, finalize=False))
+            if live.no_open_from is not None and k >= live.no_open_from:
+                self.result.counts["open-period checks skipped (canceled)"] += 1
+                continue
+            expected = invariants.from_model(live.account.invoice(max(k, live.open_floor),
+                                                                  finalize=False))  # fmt: skip
             url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/usage"
             headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
             async with self.http.get(url, headers=headers) as response:
@@ -581,9 +669,11 @@ class Batch:
 
     async def check_closed(self, k: int) -> None:
         assert self.sdk is not None
-        start, end = self.frame.period(k)
         for live in self.live:
             s = live.scenario
+            if live.ended(k):
+                continue
+            start, end = live.bounds[k]
             expected = invariants.from_model(live.account.invoice(k, finalize=True))
             what = f"#{s.index} period {k} invoice"
             listed = await self.sdk.v1.invoices.list_async({"customer": live.cus, "limit": 100})
@@ -605,7 +695,7 @@ class Batch:
         ours = {live.cus: live for live in self.live}
         mine = [e for e in events if e["customer"] in ours and not e.get("canceled")]
         finalized = {
-            live.cus: {self.frame.period(k): at for k, at in live.finalized_at.items()}
+            live.cus: {live.bounds[k]: at for k, at in live.finalized_at.items()}
             for live in self.live
         }
         self.result.violations += invariants.sent_into_finalized(mine, finalized)
@@ -685,17 +775,16 @@ class Batch:
     async def _periods(self) -> None:
         frame = self.frame
         for k in range(frame.periods + 1):
-            end = frame.period(k)[1]
             self.open_period = k
-            await self.advance(end - 60)
+            await self.advance(k, -60)
             await self.stage(k, Stage.OPEN)
             await self.check_open(k)
             if k == frame.periods:
                 break  # the last open stage only takes the last period's late usage
             self.open_period = k + 1
-            await self.advance(end + HOUR // 2)
+            await self.advance(k, HOUR // 2)
             await self.stage(k, Stage.GRACE)
-            await self.advance(end + HOUR + 60)
+            await self.advance(k, HOUR + 60)
             await self.check_closed(k)
 
 

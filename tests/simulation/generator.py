@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.simulation.model import Coupon, Price, Tax, Tier
 
@@ -87,6 +87,7 @@ class Action:
 
     period: int
     stage: Stage
+    after_drain: ClassVar[bool] = False  # runs after the stage's last drain, not before it
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,16 @@ class Cancel(Action):
     `invoice_now`); else it ends at the period's end (`cancel_at_period_end`)."""
 
     now: bool
+
+
+@dataclass(frozen=True)
+class PriceChange(Action):
+    """Replace the price of the item on `meter` by `price` (same meter) mid-period, after the
+    period's usage so far was drained (so all of it was reported before the change)."""
+
+    meter: str
+    price: Price
+    after_drain: ClassVar[bool] = True
 
 
 @dataclass
@@ -156,6 +167,7 @@ class Scenario:
     actions: list[Action] = field(default_factory=list)
     features: set[str] = field(default_factory=set)
     trial_periods: int = 0  # the first periods are a trial (its end: a period boundary)
+    billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
 
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
@@ -171,7 +183,11 @@ class Scenario:
         resets = [a.period for a in self.actions if isinstance(a, Reset)]
         if resets:
             feats += f" reset@{resets}"
+        if self.billing_mode:
+            feats += f" mode={self.billing_mode}"
         for a in self.actions:
+            if isinstance(a, PriceChange):
+                feats += f" price-change@{a.period}:{a.meter}->{a.price.kind}"
             if isinstance(a, Cancel):
                 feats += f" cancel{'-now' if a.now else '-at-end'}@{a.period}"
         who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
@@ -437,6 +453,27 @@ def trial_kind(
     scenario.trial_periods = 1
 
 
+def price_change_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and one item's price replaced by another on the same meter at the OPEN stage of
+    a period but the last, in classic or flexible billing mode, after that period's usage was
+    drained. Stripe bills a metered price the usage of its own window on the item: in flexible
+    mode the old price's usage reported so far is invoiced at once at the old price (an invoice
+    item, on the period's invoice), in classic mode it is not billed (Stripe docs,
+    usage-based/manage-billing-setup, "Update prices mid-cycle"). Only usage drained before the
+    change is drawn for that period (no late, grace or voided usage, no tail after the change):
+    what meter does with usage of the old window reported later is its own contract."""
+    usage_kind(rng, scenario, frame, seed, features & {"duplicates", "invalid"})
+    k = rng.randrange(frame.periods - 1)
+    _drop_tails(scenario, frame, k)
+    if scenario.coupon is not None:
+        scenario.tax = None  # the invoice item's line order decides tied discount shares
+    scenario.billing_mode = rng.choice(["classic", "flexible"])
+    item = rng.choice(scenario.items)
+    scenario.actions.append(PriceChange(k, Stage.OPEN, item.meter, random_price(rng)))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -444,6 +481,7 @@ KINDS: dict[str, Kind] = {
     "trial": trial_kind,
     "cancel_now": cancel_now_kind,
     "cancel_at_end": cancel_at_end_kind,
+    "price_change": price_change_kind,
 }
 
 

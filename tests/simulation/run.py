@@ -77,14 +77,16 @@ from tests.simulation.generator import (
     Cancel,
     Event,
     Frame,
+    Item,
     Post,
+    PriceChange,
     Reset,
     Scenario,
     Stage,
     Void,
     generate,
 )
-from tests.simulation.model import DELTA, Account, Usage, billed_in
+from tests.simulation.model import DELTA, Account, Price, Usage, billed_in
 
 HOUR = 3600
 
@@ -230,6 +232,7 @@ class Batch:
             Void: self.void,
             Reset: self.reset,
             Cancel: self.cancel,
+            PriceChange: self.change_price,
         }
 
     # ------------------------------------------------------------------ setup
@@ -292,19 +295,10 @@ class Batch:
                  "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
             )  # fmt: skip
             live.clock, live.cus = clock.id, cus.id
-            items: list[dict[str, Any]] = []
-            for item in s.items:
-                params: Any = {
-                    "product": self.product,
-                    "currency": "usd",
-                    **item.stripe_price(),
-                    "recurring": {"interval": "day", "usage_type": "metered",
-                                  "meter": self.meter_ids[item.meter]},
-                }  # fmt: skip
-                price = await sdk.v1.prices.create_async(params)
-                live.meter_of_price[price.id] = item.meter
-                items.append({"price": price.id})
+            items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
             create: Any = {"customer": cus.id, "items": items}
+            if s.billing_mode is not None:
+                create["billing_mode"] = {"type": s.billing_mode}
             if s.trial_periods:
                 create["trial_end"] = live.bounds[s.trial_periods - 1][1]
             if s.tax is not None:
@@ -315,7 +309,7 @@ class Batch:
                 create["default_tax_rates"] = [rate.id]
             if s.coupon is not None:
                 c = s.coupon
-                params = {"duration": c.duration}
+                params: Any = {"duration": c.duration}
                 if c.duration == "repeating":
                     params["duration_in_months"] = 3
                 if c.percent_off is not None:
@@ -327,6 +321,20 @@ class Batch:
             sub = await sdk.v1.subscriptions.create_async(create)
             live.subscription = sub.id
         await self.settle()
+
+    async def price(self, live: Live, meter: str, price: Price) -> str:
+        """A daily metered Stripe price on `meter`; its id."""
+        assert self.sdk is not None
+        params: Any = {
+            "product": self.product,
+            "currency": "usd",
+            **Item(meter, METERS[meter][0], METERS[meter][1], price).stripe_price(),
+            "recurring": {"interval": "day", "usage_type": "metered",
+                          "meter": self.meter_ids[meter]},
+        }  # fmt: skip
+        created = await self.sdk.v1.prices.create_async(params)
+        live.meter_of_price[created.id] = meter
+        return str(created.id)
 
     async def settle(self, timeout_s: float = 90.0) -> None:
         """Until every webhook the emulator emitted was answered 2xx by serve."""
@@ -536,12 +544,15 @@ class Batch:
         second round."""
         posts: list[tuple[Live, Event]] = []
         others: list[tuple[Live, Action]] = []
+        after: list[tuple[Live, Action]] = []
         for live in self.live:
             for action in live.scenario.actions:
                 if action.period != k or action.stage != stage:
                     continue
                 if isinstance(action, Post):
                     posts += [(live, e) for e in action.events]
+                elif action.after_drain:
+                    after.append((live, action))
                 else:
                     others.append((live, action))
         cut = self.rng.randint(0, len(posts))
@@ -557,6 +568,8 @@ class Batch:
                 await self.handlers[type(action)](live, action)
             if part or (last and others):
                 await self.drain()
+        for live, action in after:
+            await self.handlers[type(action)](live, action)
 
     async def void(self, live: Live, action: Action) -> None:
         assert isinstance(action, Void)
@@ -638,6 +651,22 @@ class Batch:
         await self.settle()
         self.result.counts["cancels " + ("now" if action.now else "at period end")] += 1
 
+    async def change_price(self, live: Live, action: Action) -> None:
+        """Replace the item's price on the same meter (Stripe's default proration behaviour)."""
+        assert isinstance(action, PriceChange)
+        assert self.sdk is not None
+        sub = await self.sdk.v1.subscriptions.retrieve_async(live.subscription)
+        (item,) = [i for i in sub["items"].data
+                   if live.meter_of_price.get(i.price.id) == action.meter]  # fmt: skip
+        new = await self.price(live, action.meter, action.price)
+        live.meter_of_price[item.id] = action.meter  # names the invoice item's line in ours
+        params: Any = {"items": [{"id": item.id, "price": new}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        flexible = live.scenario.billing_mode == "flexible"
+        live.account.change_price(action.period, action.meter, action.price, flexible=flexible)
+        await self.settle()
+        self.result.counts[f"price changes ({live.scenario.billing_mode})"] += 1
+
     # ------------------------------------------------------------------ checks
 
     async def check_open(self, k: int) -> None:
@@ -707,6 +736,13 @@ class Batch:
         model_totals: dict[tuple[str, str], Decimal] = {}
         for live in self.live:
             for (_, meter), usage in live.account.billed.items():
+                if METERS[meter][0] in DELTA:
+                    key = (f"#{live.scenario.index}", meter)
+                    model_totals[key] = model_totals.get(key, Decimal(0)) + sum(
+                        (u.value for u in usage), Decimal(0)
+                    )
+        for live in self.live:
+            for meter, usage in live.account.off_lines:
                 if METERS[meter][0] in DELTA:
                     key = (f"#{live.scenario.index}", meter)
                     model_totals[key] = model_totals.get(key, Decimal(0)) + sum(

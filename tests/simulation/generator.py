@@ -169,6 +169,11 @@ class Scenario:
     trial_periods: int = 0  # the first periods are a trial (its end: a period boundary)
     billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
 
+    def invoiced_periods(self, periods: int) -> int:
+        """How many periods end with an invoice (a cancel ends the subscription)."""
+        cancels = [a.period for a in self.actions if isinstance(a, Cancel)]
+        return min(cancels) + 1 if cancels else periods
+
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
         coupon = "" if self.coupon is None else f" coupon={self.coupon.duration}"

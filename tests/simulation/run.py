@@ -105,7 +105,7 @@ class Options:
     scenarios: int
     periods: int = 3
     batch: int = 25
-    kinds: tuple[str, ...] = ("usage",)
+    kinds: tuple[str, ...] = tuple(KINDS)
     features: frozenset[str] = frozenset(FEATURES + BATCH_FEATURES)
     chaos: bool = True
     drain_timeout_s: float = 120.0
@@ -113,7 +113,7 @@ class Options:
 
     def replay(self, seed: int, count: int) -> str:
         args = f"--seed {seed} --scenarios {count} --batch {count} --periods {self.periods}"
-        if self.kinds != ("usage",):
+        if self.kinds != tuple(KINDS):
             args += f" --kinds {','.join(self.kinds)}"
         if self.features != frozenset(FEATURES + BATCH_FEATURES):
             args += f" --features {','.join(sorted(self.features)) or 'none'}"
@@ -883,7 +883,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--scenarios", type=int, default=LONG.scenarios)
     parser.add_argument("--periods", type=int, default=LONG.periods, help="≥ 3")
     parser.add_argument("--batch", type=int, default=LONG.batch, help="scenarios per batch")
-    parser.add_argument("--kinds", default="usage", help=f"comma list of {sorted(KINDS)}")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma list of {list(KINDS)} (default: all)"
+    )
     parser.add_argument(
         "--features", help=f"comma list of {FEATURES + BATCH_FEATURES} (default: all)"
     )

@@ -127,6 +127,14 @@ class PriceChange(Action):
     after_drain: ClassVar[bool] = True
 
 
+@dataclass(frozen=True)
+class Pause(Action):
+    """`pause_collection` with `behavior` on the subscription (Stripe API, update a
+    subscription): invoices go on being made, with the amounts they would have had."""
+
+    behavior: str
+
+
 @dataclass
 class Item:
     meter: str
@@ -193,6 +201,8 @@ class Scenario:
         for a in self.actions:
             if isinstance(a, PriceChange):
                 feats += f" price-change@{a.period}:{a.meter}->{a.price.kind}"
+            if isinstance(a, Pause):
+                feats += f" pause-{a.behavior}@{a.period}"
             if isinstance(a, Cancel):
                 feats += f" cancel{'-now' if a.now else '-at-end'}@{a.period}"
         who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
@@ -479,6 +489,18 @@ def price_change_kind(
     scenario.actions.append(PriceChange(k, Stage.OPEN, item.meter, random_price(rng)))
 
 
+def pause_collection_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and payment collection paused with `mark_uncollectible` at the OPEN stage of a
+    period: "invoices continue to generate" and are marked uncollectible instead of being
+    charged (Stripe docs, billing/subscriptions/pause-payment): every invoice's amounts are
+    the model's as before. (`void` and `keep_as_draft` are not drawn: not covered yet.)"""
+    usage_kind(rng, scenario, frame, seed, features)
+    k = rng.randrange(frame.periods)
+    scenario.actions.append(Pause(k, Stage.OPEN, "mark_uncollectible"))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -487,6 +509,7 @@ KINDS: dict[str, Kind] = {
     "cancel_now": cancel_now_kind,
     "cancel_at_end": cancel_at_end_kind,
     "price_change": price_change_kind,
+    "pause_collection": pause_collection_kind,
 }
 
 

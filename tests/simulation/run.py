@@ -78,6 +78,7 @@ from tests.simulation.generator import (
     Event,
     Frame,
     Item,
+    Pause,
     Post,
     PriceChange,
     Reset,
@@ -233,6 +234,7 @@ class Batch:
             Reset: self.reset,
             Cancel: self.cancel,
             PriceChange: self.change_price,
+            Pause: self.pause,
         }
 
     # ------------------------------------------------------------------ setup
@@ -650,6 +652,15 @@ class Batch:
         live.no_open_from = k if action.now else k + 1
         await self.settle()
         self.result.counts["cancels " + ("now" if action.now else "at period end")] += 1
+
+    async def pause(self, live: Live, action: Action) -> None:
+        """Pause payment collection; the invoices' amounts do not change."""
+        assert isinstance(action, Pause)
+        assert self.sdk is not None
+        params: Any = {"pause_collection": {"behavior": action.behavior}}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        await self.settle()
+        self.result.counts[f"pauses ({action.behavior})"] += 1
 
     async def change_price(self, live: Live, action: Action) -> None:
         """Replace the item's price on the same meter (Stripe's default proration behaviour)."""

@@ -8,7 +8,8 @@ Every scenario of the batch (generator.py) has a customer on its own test clock,
 and still in the past for ingest (`METER_LATE_WINDOW` covers the span;
 `METER_REPORTER_INVOICE_GRACE` exceeds it, so only the invoice webhooks close a period).
 
-Per period k, for every scenario: advance the clock to a minute before the period ends, post the
+Per period k, for every scenario (on its own period boundaries: a billing-cycle anchor reset or
+a cancel now ends a period early): advance the clock to a minute before the period ends, post the
 period's events (and late, duplicate, invalid ones; voids), drain, check the open period (ours
 == model == preview); advance past the period end (the invoice is a draft), post the grace-hour
 events, drain; advance past the finalization, check the finalized invoice against the model.

@@ -234,9 +234,11 @@ def build(
     invoice_date = period[1] if billing_reason == "upcoming" else created
     coupon = applicable_coupon(state, subscription, invoice_date)
     amounts = _amounts(state, lines, subscription, coupon)
-    if coupon and not preview and amounts["subtotal"] > 0 and subscription is not None:
+    used = bool(coupon and not preview and amounts["subtotal"] > 0 and subscription is not None)
+    if used and coupon and subscription is not None:
         _use_once(state, subscription, coupon)
     return {
+        "_coupon_used": used,
         "id": invoice_id,
         "object": "invoice",
         **amounts,
@@ -338,7 +340,22 @@ def refresh_usage(state: State, invoice: Obj) -> None:
     if not changed:
         return
     coupons = invoice.get("discounts") or []
-    invoice.update(_amounts(state, lines, sub, coupons[0] if coupons else None))
+    coupon = coupons[0] if coupons else None
+    # A `once` coupon this draft did not use up (nothing to discount when it was made) is this
+    # invoice's only if no other invoice used it meanwhile; used now, it is gone.
+    unused = bool(coupon) and not invoice.get("_coupon_used") and sub is not None
+    if unused and sub is not None and coupon and sub.get("_coupon") != coupon:
+        coupon = None if _is_once(state, coupon) else coupon
+        invoice["discounts"] = [coupon] if coupon else []
+    invoice.update(_amounts(state, lines, sub, coupon))
+    if unused and sub is not None and coupon and invoice["subtotal"] > 0:
+        invoice["_coupon_used"] = True
+        _use_once(state, sub, coupon)
+
+
+def _is_once(state: State, coupon_id: str) -> bool:
+    coupon = state.find(coupon_id)
+    return coupon is not None and coupon.get("duration") == "once"
 
 
 def _use_once(state: State, subscription: Obj, coupon_id: str) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.simulation.model import Coupon, Price, Tax, Tier
 
@@ -87,6 +87,7 @@ class Action:
 
     period: int
     stage: Stage
+    after_drain: ClassVar[bool] = False  # runs after the stage's last drain, not before it
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,39 @@ class Void(Action):
     """`meter usage void` of an event posted earlier (sum/count, folded with the raw log on)."""
 
     event_id: str
+
+
+@dataclass(frozen=True)
+class Reset(Action):
+    """`billing_cycle_anchor: {type: now}` on the subscription: the period ends at the clock's
+    time (a minute before its planned end, at the OPEN stage) and a full one starts."""
+
+
+@dataclass(frozen=True)
+class Cancel(Action):
+    """Cancel through meter's API (`POST …/subscription/cancel`): `now` ends the subscription
+    at the clock's time with a final invoice of the period's usage (meter's default,
+    `invoice_now`); else it ends at the period's end (`cancel_at_period_end`)."""
+
+    now: bool
+
+
+@dataclass(frozen=True)
+class PriceChange(Action):
+    """Replace the price of the item on `meter` by `price` (same meter) mid-period, after the
+    period's usage so far was drained (so all of it was reported before the change)."""
+
+    meter: str
+    price: Price
+    after_drain: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Pause(Action):
+    """`pause_collection` with `behavior` on the subscription (Stripe API, update a
+    subscription): invoices go on being made, with the amounts they would have had."""
+
+    behavior: str
 
 
 @dataclass
@@ -140,6 +174,13 @@ class Scenario:
     tax: Tax | None
     actions: list[Action] = field(default_factory=list)
     features: set[str] = field(default_factory=set)
+    trial_periods: int = 0  # the first periods are a trial (its end: a period boundary)
+    billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
+
+    def invoiced_periods(self, periods: int) -> int:
+        """How many periods end with an invoice (a cancel ends the subscription)."""
+        cancels = [a.period for a in self.actions if isinstance(a, Cancel)]
+        return min(cancels) + 1 if cancels else periods
 
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
@@ -150,6 +191,20 @@ class Scenario:
             else f" tax={self.tax.percentage}%" + (" incl" if self.tax.inclusive else "")
         )
         feats = ",".join(sorted(self.features))
+        if self.trial_periods:
+            feats += f" trial={self.trial_periods}"
+        resets = [a.period for a in self.actions if isinstance(a, Reset)]
+        if resets:
+            feats += f" reset@{resets}"
+        if self.billing_mode:
+            feats += f" mode={self.billing_mode}"
+        for a in self.actions:
+            if isinstance(a, PriceChange):
+                feats += f" price-change@{a.period}:{a.meter}->{a.price.kind}"
+            if isinstance(a, Pause):
+                feats += f" pause-{a.behavior}@{a.period}"
+            if isinstance(a, Cancel):
+                feats += f" cancel{'-now' if a.now else '-at-end'}@{a.period}"
         who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
         return f"{who} [{items}]{coupon}{tax} {feats}"
 
@@ -347,8 +402,115 @@ def usage_kind(
             scenario.actions.append(Post(k, Stage.GRACE, tuple(grace)))
 
 
+RESET_LEAD_S = 60  # a reset happens this long before the period's planned end
+
+
+def anchor_reset_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and a billing-cycle anchor reset at the OPEN stage of one period but the last:
+    that period ends `RESET_LEAD_S` early (its invoice bills the ended part) and every later one
+    starts as much earlier. No event is drawn in the last `RESET_LEAD_S` before a planned period
+    end from the reset on: each hour bucket then lies inside one period of the scenario (the hour
+    holding a reset is billed as a whole in the old period, docs/billing.md), and
+    `edge_timestamps` (an event at the planned end) does not apply."""
+    usage_kind(rng, scenario, frame, seed, features - {"edge_timestamps"})
+    k = rng.randrange(frame.periods - 1)
+    _drop_tails(scenario, frame, k)
+    scenario.actions.append(Reset(k, Stage.OPEN))
+
+
+def _drop_tails(scenario: Scenario, frame: Frame, first: int) -> None:
+    """Drop the events drawn in the last `RESET_LEAD_S` before the planned end of period
+    `first` and every later one."""
+    tails = [
+        (frame.period(j)[1] - RESET_LEAD_S, frame.period(j)[1])
+        for j in range(first, frame.periods + 1)
+    ]
+
+    def kept(e: Event) -> bool:
+        return not any(lo <= float(e.timestamp) < hi for lo, hi in tails) if e.valid else True
+
+    for i, action in enumerate(scenario.actions):
+        if isinstance(action, Post):
+            scenario.actions[i] = dataclasses.replace(
+                action, events=tuple(e for e in action.events if kept(e))
+            )
+
+
+def cancel_now_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and a cancel now at the OPEN stage of a period: the final invoice bills the
+    period's usage up to the cancel; usage after it (posted on, as clients do) is billed
+    nowhere. The period's last `RESET_LEAD_S` holds no event (as for a reset)."""
+    usage_kind(rng, scenario, frame, seed, features - {"edge_timestamps"})
+    k = rng.randrange(frame.periods)
+    _drop_tails(scenario, frame, k)
+    scenario.actions.append(Cancel(k, Stage.OPEN, now=True))
+
+
+def cancel_at_end_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and a cancel at period end at the OPEN stage of a period: that period's invoice
+    bills its usage and no renewal; usage after its end is billed nowhere."""
+    usage_kind(rng, scenario, frame, seed, features)
+    scenario.actions.append(Cancel(rng.randrange(frame.periods), Stage.OPEN, now=False))
+
+
+def trial_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage with the first period a trial (`trial_end` at its end, so later periods keep the
+    batch's boundaries): its usage is charged 0, and its late usage is billed nowhere."""
+    usage_kind(rng, scenario, frame, seed, features)
+    scenario.trial_periods = 1
+
+
+def price_change_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and one item's price replaced by another on the same meter at the OPEN stage of
+    a period but the last, in classic or flexible billing mode, after that period's usage was
+    drained. Stripe bills a metered price the usage of its own window on the item: in flexible
+    mode the old price's usage reported so far is invoiced at once at the old price (an invoice
+    item, on the period's invoice), in classic mode it is not billed (Stripe docs,
+    usage-based/manage-billing-setup, "Update prices mid-cycle"). Only usage drained before the
+    change is drawn for that period (no late, grace or voided usage, no tail after the change):
+    what meter does with usage of the old window reported later is its own contract."""
+    usage_kind(rng, scenario, frame, seed, features & {"duplicates", "invalid"})
+    k = rng.randrange(frame.periods - 1)
+    _drop_tails(scenario, frame, k)
+    if scenario.coupon is not None:
+        scenario.tax = None  # the invoice item's line order decides tied discount shares
+    scenario.billing_mode = rng.choice(["classic", "flexible"])
+    item = rng.choice(scenario.items)
+    scenario.actions.append(PriceChange(k, Stage.OPEN, item.meter, random_price(rng)))
+
+
+def pause_collection_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and payment collection paused with `mark_uncollectible` at the OPEN stage of a
+    period: "invoices continue to generate" and are marked uncollectible instead of being
+    charged (Stripe docs, billing/subscriptions/pause-payment): every invoice's amounts are
+    the model's as before. (`void` and `keep_as_draft` are not drawn: not covered yet.)"""
+    usage_kind(rng, scenario, frame, seed, features)
+    k = rng.randrange(frame.periods)
+    scenario.actions.append(Pause(k, Stage.OPEN, "mark_uncollectible"))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
-KINDS: dict[str, Kind] = {"usage": usage_kind}
+KINDS: dict[str, Kind] = {
+    "usage": usage_kind,
+    "anchor_reset": anchor_reset_kind,
+    "trial": trial_kind,
+    "cancel_now": cancel_now_kind,
+    "cancel_at_end": cancel_at_end_kind,
+    "price_change": price_change_kind,
+    "pause_collection": pause_collection_kind,
+}
 
 
 def generate(

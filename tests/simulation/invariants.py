@@ -38,8 +38,12 @@ class Bill:
 
 
 def from_model(invoice: Invoice) -> Bill:
+    lines: dict[str, tuple[Decimal, int]] = {}
+    for line in invoice.lines:  # a meter's lines add up, as on the invoices (`_lines`)
+        q, a = lines.get(line.meter, (ZERO, 0))
+        lines[line.meter] = (q + (ZERO if line.fixed else line.quantity), a + line.amount)
     return Bill(
-        {line.meter: (line.quantity, line.amount) for line in invoice.lines},
+        lines,
         invoice.subtotal,
         invoice.discount,
         invoice.tax,
@@ -51,6 +55,9 @@ def from_model(invoice: Invoice) -> Bill:
 def _lines(
     rows: Iterable[tuple[str | None, Any, Any]], meter_of: Mapping[str, str]
 ) -> dict[str, tuple[Decimal, int]]:
+    """Per meter (found by price, or by subscription item for an invoice item), the lines'
+    quantities and amounts added up. An invoice item's line (quantity None here) counts by its
+    amount only: its quantity is Stripe's usage in one form and meter's 1 in another."""
     out: dict[str, tuple[Decimal, int]] = {}
     for price, quantity, amount in rows:
         meter = meter_of.get(price or "", f"price {price}")
@@ -62,7 +69,12 @@ def _lines(
 def from_usage_doc(doc: Mapping[str, Any], meter_of: Mapping[str, str]) -> Bill:
     """Our projection: the `invoice` of `GET /v1/customers/{id}/usage`."""
     inv = doc["invoice"]
-    rows = [(ln.get("price"), ln.get("quantity"), ln["amount"]) for ln in inv["lines"]]
+    rows = [
+        (ln.get("subscription_item"), None, ln["amount"])
+        if ln.get("kind") == "pending"
+        else (ln.get("price"), ln.get("quantity"), ln["amount"])
+        for ln in inv["lines"]
+    ]
     return Bill(
         _lines(rows, meter_of),
         inv["subtotal"],
@@ -78,7 +90,9 @@ def from_stripe_invoice(inv: Mapping[str, Any], meter_of: Mapping[str, str]) -> 
     rows = []
     for ln in inv["lines"]["data"]:
         price = ((ln.get("pricing") or {}).get("price_details") or {}).get("price")
-        rows.append((price, ln.get("quantity"), ln["amount"]))
+        details = (ln.get("parent") or {}).get("subscription_item_details") or {}
+        fixed = details.get("invoice_item") and not details.get("proration")
+        rows.append((price, None if fixed else ln.get("quantity"), ln["amount"]))
     taxes = inv.get("total_taxes") or []
     exclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "exclusive")
     inclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "inclusive")

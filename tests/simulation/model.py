@@ -13,6 +13,18 @@ imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
   before its period's invoice is finalized is billed in its own period; delta usage (sum, count)
   reported later is carried into the period open at that moment; an absolute value (max, last,
   unique_count) reported later is recorded as `late` and billed nowhere.
+- Trials: "during the trial period, any usage accrued doesn't count toward the total charged"
+  (Stripe docs, billing/subscriptions/trials): a trial period's lines are charged 0 (the quantity
+  is the meter's); its usage reported after its invoice is finalized is billed nowhere (meter's
+  contract, docs/billing.md: never carried into a paid period).
+- Billing-cycle anchor reset (`billing_cycle_anchor: {type: now}`): "the current period ends now
+  and a full one starts" (Stripe docs, billing/subscriptions/billing-cycle); the model keeps each
+  scenario's own period boundaries (run.py) and bills usage by them.
+- A price replaced mid-period on the same meter (Stripe docs, usage-based/manage-billing-setup,
+  "Update prices mid-cycle"): "With billing_mode=flexible subscriptions, we create an invoice
+  item that bills for previously reported metered usage when you remove a metered price" (at
+  the old price, on the next invoice: the period's); in classic mode "Usage from January 1 to
+  January 16 isn't billed". The new price bills the usage of its own window.
 - Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
   the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
   tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
@@ -145,11 +157,19 @@ def quantity(aggregation: str, usage: Sequence[Usage]) -> Decimal:
 
 
 def billed_in(
-    aggregation: str, own_period: int, own_finalized: bool, open_period: int
+    aggregation: str,
+    own_period: int,
+    own_finalized: bool,
+    open_period: int,
+    *,
+    own_trial: bool = False,
 ) -> int | None:
-    """The period whose invoice bills usage of `own_period` reported now (None: none does)."""
+    """The period whose invoice bills usage of `own_period` reported now (None: none does).
+    A trial period's usage reported after its invoice is billed nowhere (never charged)."""
     if not own_finalized:
         return own_period
+    if own_trial:
+        return None
     return open_period if aggregation in DELTA else None
 
 
@@ -161,6 +181,7 @@ class Line:
     meter: str
     quantity: Decimal
     amount: int
+    fixed: bool = False  # an invoice item (its amount fixed when it was made)
 
 
 @dataclass(frozen=True)
@@ -209,16 +230,44 @@ class Account:
     tax: Tax | None = None
     billed: dict[tuple[int, str], list[Usage]] = field(default_factory=dict)
     once_used: bool = False
+    trial_periods: int = 0  # periods 0..n-1 are a trial: their usage is charged 0
+    repriced: dict[str, tuple[int, Price]] = field(default_factory=dict)  # meter → (from, new)
+    fixed: dict[int, list[Line]] = field(default_factory=dict)  # invoice items per period
+    off_lines: list[tuple[str, list[Usage]]] = field(default_factory=list)  # held by Stripe,
+    # billed by no usage line (an invoice item's or classic mode's pre-change usage)
+
+    def price(self, period: int, meter: str) -> Price:
+        if meter in self.repriced and period >= self.repriced[meter][0]:
+            return self.repriced[meter][1]
+        return self.items[meter][1]
+
+    def change_price(self, period: int, meter: str, price: Price, *, flexible: bool) -> None:
+        """The item's price replaced mid-period: the old price's usage billed so far becomes
+        an invoice item at the old price (flexible) or is billed nowhere (classic); the rest of
+        the period's usage is priced by the new price."""
+        aggregation = self.items[meter][0]
+        usage = self.billed.pop((period, meter), [])
+        self.off_lines.append((meter, usage))
+        if flexible and usage:
+            q = quantity(aggregation, usage)
+            self.fixed.setdefault(period, []).append(
+                Line(meter, q, self.price(period, meter).amount(q), fixed=True)
+            )
+        self.repriced[meter] = (period, price)
+
+    def trial(self, period: int) -> bool:
+        return period < self.trial_periods
 
     def bill(self, period: int, meter: str, usage: Usage) -> None:
         self.billed.setdefault((period, meter), []).append(usage)
 
     def lines(self, period: int) -> list[Line]:
         out = []
-        for meter, (aggregation, price) in self.items.items():  # the subscription's order
+        for meter, (aggregation, _) in self.items.items():  # the subscription's order
             q = quantity(aggregation, self.billed.get((period, meter), []))
-            out.append(Line(meter, q, price.amount(q)))
-        return out
+            amount = 0 if self.trial(period) else self.price(period, meter).amount(q)
+            out.append(Line(meter, q, amount))
+        return out + self.fixed.get(period, [])
 
     def invoice(self, period: int, *, finalize: bool) -> Invoice:
         """The period's invoice; `finalize` uses a `once` coupon up if it discounts this one."""

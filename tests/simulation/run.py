@@ -8,7 +8,8 @@ Every scenario of the batch (generator.py) has a customer on its own test clock,
 and still in the past for ingest (`METER_LATE_WINDOW` covers the span;
 `METER_REPORTER_INVOICE_GRACE` exceeds it, so only the invoice webhooks close a period).
 
-Per period k, for every scenario: advance the clock to a minute before the period ends, post the
+Per period k, for every scenario (on its own period boundaries: a billing-cycle anchor reset or
+a cancel now ends a period early): advance the clock to a minute before the period ends, post the
 period's events (and late, duplicate, invalid ones; voids), drain, check the open period (ours
 == model == preview); advance past the period end (the invoice is a draft), post the grace-hour
 events, drain; advance past the finalization, check the finalized invoice against the model.
@@ -74,15 +75,20 @@ from tests.simulation.generator import (
     TENANTS,
     UNIQUE_PROPERTY,
     Action,
+    Cancel,
     Event,
     Frame,
+    Item,
+    Pause,
     Post,
+    PriceChange,
+    Reset,
     Scenario,
     Stage,
     Void,
     generate,
 )
-from tests.simulation.model import DELTA, Account, Usage, billed_in
+from tests.simulation.model import DELTA, Account, Price, Usage, billed_in
 
 HOUR = 3600
 
@@ -101,7 +107,7 @@ class Options:
     scenarios: int
     periods: int = 3
     batch: int = 25
-    kinds: tuple[str, ...] = ("usage",)
+    kinds: tuple[str, ...] = tuple(KINDS)
     features: frozenset[str] = frozenset(FEATURES + BATCH_FEATURES)
     chaos: bool = True
     drain_timeout_s: float = 120.0
@@ -109,7 +115,7 @@ class Options:
 
     def replay(self, seed: int, count: int) -> str:
         args = f"--seed {seed} --scenarios {count} --batch {count} --periods {self.periods}"
-        if self.kinds != ("usage",):
+        if self.kinds != tuple(KINDS):
             args += f" --kinds {','.join(self.kinds)}"
         if self.features != frozenset(FEATURES + BATCH_FEATURES):
             args += f" --features {','.join(sorted(self.features)) or 'none'}"
@@ -173,6 +179,22 @@ class Live:
     unbilled_voids: list[Event] = field(default_factory=list)
     raw_logged: dict[str, bool] = field(default_factory=dict)  # event id → raw log on at fold
     voided: set[str] = field(default_factory=set)
+    bounds: list[tuple[int, int]] = field(default_factory=list)  # the scenario's own periods
+    open_floor: int = 0  # a reset opened this period before the batch's stages did
+    ended_at: int | None = None  # the subscription ends (a cancel): later usage bills nowhere
+    last_period: int | None = None  # the subscription's last period (a cancel)
+    no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
+
+    def ended(self, k: int) -> bool:
+        """Period `k` does not exist: the subscription ended before it."""
+        return self.last_period is not None and k > self.last_period
+
+    def period_of(self, timestamp: Any) -> int:
+        ts = float(timestamp)
+        for k, (start, end) in enumerate(self.bounds):
+            if start <= ts < end:
+                return k
+        return math.floor((ts - self.bounds[0][0]) / DAY)
 
 
 class Batch:
@@ -187,7 +209,9 @@ class Batch:
         self.database_url = database_url
         self.workdir = workdir
         self.live = [Live(s, Account({i.meter: (i.aggregation, i.price) for i in s.items},
-                                     s.coupon, s.tax)) for s in scenarios]  # fmt: skip
+                                     s.coupon, s.tax, trial_periods=s.trial_periods),
+                          bounds=[frame.period(k) for k in range(frame.periods + 1)])
+                     for s in scenarios]  # fmt: skip
         self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
         self.keys: dict[str, str] = {}
         self.statuses: dict[tuple[str, str], set[str]] = {}  # (tenant, id) → answers
@@ -208,6 +232,10 @@ class Batch:
         # What each action type does (Post is batched by `stage`); new scenario kinds add theirs.
         self.handlers: dict[type[Action], Callable[[Live, Action], Awaitable[None]]] = {
             Void: self.void,
+            Reset: self.reset,
+            Cancel: self.cancel,
+            PriceChange: self.change_price,
+            Pause: self.pause,
         }
 
     # ------------------------------------------------------------------ setup
@@ -270,19 +298,12 @@ class Batch:
                  "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
             )  # fmt: skip
             live.clock, live.cus = clock.id, cus.id
-            items: list[dict[str, Any]] = []
-            for item in s.items:
-                params: Any = {
-                    "product": self.product,
-                    "currency": "usd",
-                    **item.stripe_price(),
-                    "recurring": {"interval": "day", "usage_type": "metered",
-                                  "meter": self.meter_ids[item.meter]},
-                }  # fmt: skip
-                price = await sdk.v1.prices.create_async(params)
-                live.meter_of_price[price.id] = item.meter
-                items.append({"price": price.id})
+            items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
             create: Any = {"customer": cus.id, "items": items}
+            if s.billing_mode is not None:
+                create["billing_mode"] = {"type": s.billing_mode}
+            if s.trial_periods:
+                create["trial_end"] = live.bounds[s.trial_periods - 1][1]
             if s.tax is not None:
                 rate = await sdk.v1.tax_rates.create_async(
                     {"display_name": "VAT", "percentage": float(s.tax.percentage),
@@ -291,7 +312,7 @@ class Batch:
                 create["default_tax_rates"] = [rate.id]
             if s.coupon is not None:
                 c = s.coupon
-                params = {"duration": c.duration}
+                params: Any = {"duration": c.duration}
                 if c.duration == "repeating":
                     params["duration_in_months"] = 3
                 if c.percent_off is not None:
@@ -303,6 +324,20 @@ class Batch:
             sub = await sdk.v1.subscriptions.create_async(create)
             live.subscription = sub.id
         await self.settle()
+
+    async def price(self, live: Live, meter: str, price: Price) -> str:
+        """A daily metered Stripe price on `meter`; its id."""
+        assert self.sdk is not None
+        params: Any = {
+            "product": self.product,
+            "currency": "usd",
+            **Item(meter, METERS[meter][0], METERS[meter][1], price).stripe_price(),
+            "recurring": {"interval": "day", "usage_type": "metered",
+                          "meter": self.meter_ids[meter]},
+        }  # fmt: skip
+        created = await self.sdk.v1.prices.create_async(params)
+        live.meter_of_price[created.id] = meter
+        return str(created.id)
 
     async def settle(self, timeout_s: float = 90.0) -> None:
         """Until every webhook the emulator emitted was answered 2xx by serve."""
@@ -322,8 +357,9 @@ class Batch:
                 raise TimeoutError(f"webhooks not delivered: {sorted(events - ok)[:5]}")
             await asyncio.sleep(0.05)
 
-    async def advance(self, to: int) -> None:
-        """Move every clock to `to`; maybe kill -9 serve while the webhooks are delivered."""
+    async def advance(self, k: int, offset: int) -> None:
+        """Move every clock to `offset` seconds from the end of its scenario's period `k`; maybe
+        kill -9 serve while the webhooks are delivered."""
         assert self.sdk is not None
         killer = None
         if self.options.chaos and self.rng.random() < 0.2:
@@ -331,7 +367,7 @@ class Batch:
         try:
             for live in self.live:
                 await self.sdk.v1.test_helpers.test_clocks.advance_async(
-                    live.clock, {"frozen_time": to}
+                    live.clock, {"frozen_time": live.bounds[k][1] + offset}
                 )
             await self.settle()
         finally:
@@ -473,28 +509,35 @@ class Batch:
             self._bill(live, raw_log)
 
     def _bill(self, live: Live, raw_log: bool) -> None:
-        """Usage drained now is billed where the contract says (model.billed_in)."""
+        """Usage drained now is billed where the contract says (model.billed_in); none after
+        the subscription ended, nor carried past its last period."""
         account = live.account
         for e in live.unbilled:
             live.raw_logged[e.id] = raw_log
             aggregation = METERS[e.meter][0]
-            own = self.period_of(e.timestamp)
-            where = billed_in(aggregation, own, own in live.finalized_at, self.open_period)
+            where = self._where(live, e)
             if where is not None:
                 value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
                 key = (e.properties or {}).get(UNIQUE_PROPERTY, "")
                 account.bill(where, e.meter, Usage(e.id, value, float(e.timestamp), key))
         for e in live.unbilled_voids:
             aggregation = METERS[e.meter][0]
-            own = self.period_of(e.timestamp)
-            where = billed_in(aggregation, own, own in live.finalized_at, self.open_period)
+            where = self._where(live, e)
             if where is not None:
                 value = Decimal(-1) if aggregation == "count" else -Decimal(str(e.value))
                 account.bill(where, e.meter, Usage("void:" + e.id, value, float(e.timestamp)))
         live.unbilled, live.unbilled_voids = [], []
 
-    def period_of(self, timestamp: Any) -> int:
-        return math.floor((float(timestamp) - self.frame.start) / DAY)
+    def _where(self, live: Live, e: Event) -> int | None:
+        if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
+            return None
+        own = live.period_of(e.timestamp)
+        where = billed_in(METERS[e.meter][0], own, own in live.finalized_at, self.open_of(live),
+                          own_trial=live.account.trial(own))  # fmt: skip
+        return None if where is None or live.ended(where) else where
+
+    def open_of(self, live: Live) -> int:
+        return max(self.open_period, live.open_floor)
 
     # ------------------------------------------------------------------ stages
 
@@ -504,12 +547,15 @@ class Batch:
         second round."""
         posts: list[tuple[Live, Event]] = []
         others: list[tuple[Live, Action]] = []
+        after: list[tuple[Live, Action]] = []
         for live in self.live:
             for action in live.scenario.actions:
                 if action.period != k or action.stage != stage:
                     continue
                 if isinstance(action, Post):
                     posts += [(live, e) for e in action.events]
+                elif action.after_drain:
+                    after.append((live, action))
                 else:
                     others.append((live, action))
         cut = self.rng.randint(0, len(posts))
@@ -525,6 +571,8 @@ class Batch:
                 await self.handlers[type(action)](live, action)
             if part or (last and others):
                 await self.drain()
+        for live, action in after:
+            await self.handlers[type(action)](live, action)
 
     async def void(self, live: Live, action: Action) -> None:
         assert isinstance(action, Void)
@@ -538,6 +586,13 @@ class Batch:
         proc = Proc(f"void-{action.event_id}", args, self.env(), self.workdir)
         await proc.start()
         code = await proc.wait(60)
+        if live.ended_at is not None and float(event.timestamp) >= live.ended_at:
+            # Usage after the subscription ended is attributed to no item: a void of it may be
+            # refused (retry once attributed) and bills nothing either way.
+            if code == 0:
+                live.voided.add(action.event_id)
+            self.result.counts["voids after the subscription ended"] += 1
+            return
         if live.raw_logged[action.event_id]:
             if code != 0:
                 self.result.violations.append(
@@ -554,6 +609,76 @@ class Batch:
                     f"void of {action.event_id} (folded with METER_RAW_LOG=0) answered success"
                 )
 
+    async def reset(self, live: Live, action: Action) -> None:
+        """Reset the billing-cycle anchor at the clock's time: the period ends now, a full one
+        starts now (Stripe docs, billing/subscriptions/billing-cycle), so every later period of
+        the scenario starts as much earlier."""
+        assert isinstance(action, Reset)
+        assert self.sdk is not None
+        assert self.running is not None
+        k = action.period
+        now = self.running.emu.state.now_for_customer(live.cus)
+        params: Any = {"billing_cycle_anchor": {"type": "now"}}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        live.bounds[k] = (live.bounds[k][0], now)
+        live.bounds[k + 1 :] = [(now + j * DAY, now + (j + 1) * DAY)
+                                for j in range(len(live.bounds) - k - 1)]  # fmt: skip
+        live.open_floor = k + 1
+        await self.settle()
+        self.result.counts["anchor resets"] += 1
+
+    async def cancel(self, live: Live, action: Action) -> None:
+        """Cancel through meter's API. Now: the period ends at the clock's time and its final
+        invoice bills the usage so far (`invoice_now`, meter's default; Stripe API reference,
+        cancel a subscription). At period end: the period's invoice bills its usage and no
+        renewal follows (Stripe docs, billing/subscriptions/cancel)."""
+        assert isinstance(action, Cancel)
+        assert self.http is not None
+        assert self.running is not None
+        s, k = live.scenario, action.period
+        now = self.running.emu.state.now_for_customer(live.cus)
+        url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/subscription/cancel"
+        headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
+        body = {"immediately": True} if action.now else {}
+        async with self.http.post(url, json=body, headers=headers) as response:
+            if response.status != 200:
+                self.result.violations.append(
+                    f"#{s.index} cancel answered {response.status} {await response.text()}"
+                )
+                return
+        if action.now:
+            live.bounds[k] = (live.bounds[k][0], now)
+        live.ended_at = live.bounds[k][1]
+        live.last_period = k
+        live.no_open_from = k if action.now else k + 1
+        await self.settle()
+        self.result.counts["cancels " + ("now" if action.now else "at period end")] += 1
+
+    async def pause(self, live: Live, action: Action) -> None:
+        """Pause payment collection; the invoices' amounts do not change."""
+        assert isinstance(action, Pause)
+        assert self.sdk is not None
+        params: Any = {"pause_collection": {"behavior": action.behavior}}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        await self.settle()
+        self.result.counts[f"pauses ({action.behavior})"] += 1
+
+    async def change_price(self, live: Live, action: Action) -> None:
+        """Replace the item's price on the same meter (Stripe's default proration behaviour)."""
+        assert isinstance(action, PriceChange)
+        assert self.sdk is not None
+        sub = await self.sdk.v1.subscriptions.retrieve_async(live.subscription)
+        (item,) = [i for i in sub["items"].data
+                   if live.meter_of_price.get(i.price.id) == action.meter]  # fmt: skip
+        new = await self.price(live, action.meter, action.price)
+        live.meter_of_price[item.id] = action.meter  # names the invoice item's line in ours
+        params: Any = {"items": [{"id": item.id, "price": new}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        flexible = live.scenario.billing_mode == "flexible"
+        live.account.change_price(action.period, action.meter, action.price, flexible=flexible)
+        await self.settle()
+        self.result.counts[f"price changes ({live.scenario.billing_mode})"] += 1
+
     # ------------------------------------------------------------------ checks
 
     async def check_open(self, k: int) -> None:
@@ -561,7 +686,11 @@ class Batch:
         assert self.sdk is not None
         for live in self.live:
             s = live.scenario
-            expected = invariants.from_model(live.account.invoice(k, finalize=False))
+            if live.no_open_from is not None and k >= live.no_open_from:
+                self.result.counts["open-period checks skipped (canceled)"] += 1
+                continue
+            expected = invariants.from_model(live.account.invoice(max(k, live.open_floor),
+                                                                  finalize=False))  # fmt: skip
             url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/usage"
             headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
             async with self.http.get(url, headers=headers) as response:
@@ -581,9 +710,11 @@ class Batch:
 
     async def check_closed(self, k: int) -> None:
         assert self.sdk is not None
-        start, end = self.frame.period(k)
         for live in self.live:
             s = live.scenario
+            if live.ended(k):
+                continue
+            start, end = live.bounds[k]
             expected = invariants.from_model(live.account.invoice(k, finalize=True))
             what = f"#{s.index} period {k} invoice"
             listed = await self.sdk.v1.invoices.list_async({"customer": live.cus, "limit": 100})
@@ -605,7 +736,7 @@ class Batch:
         ours = {live.cus: live for live in self.live}
         mine = [e for e in events if e["customer"] in ours and not e.get("canceled")]
         finalized = {
-            live.cus: {self.frame.period(k): at for k, at in live.finalized_at.items()}
+            live.cus: {live.bounds[k]: at for k, at in live.finalized_at.items()}
             for live in self.live
         }
         self.result.violations += invariants.sent_into_finalized(mine, finalized)
@@ -617,6 +748,13 @@ class Batch:
         model_totals: dict[tuple[str, str], Decimal] = {}
         for live in self.live:
             for (_, meter), usage in live.account.billed.items():
+                if METERS[meter][0] in DELTA:
+                    key = (f"#{live.scenario.index}", meter)
+                    model_totals[key] = model_totals.get(key, Decimal(0)) + sum(
+                        (u.value for u in usage), Decimal(0)
+                    )
+        for live in self.live:
+            for meter, usage in live.account.off_lines:
                 if METERS[meter][0] in DELTA:
                     key = (f"#{live.scenario.index}", meter)
                     model_totals[key] = model_totals.get(key, Decimal(0)) + sum(
@@ -685,17 +823,16 @@ class Batch:
     async def _periods(self) -> None:
         frame = self.frame
         for k in range(frame.periods + 1):
-            end = frame.period(k)[1]
             self.open_period = k
-            await self.advance(end - 60)
+            await self.advance(k, -60)
             await self.stage(k, Stage.OPEN)
             await self.check_open(k)
             if k == frame.periods:
                 break  # the last open stage only takes the last period's late usage
             self.open_period = k + 1
-            await self.advance(end + HOUR // 2)
+            await self.advance(k, HOUR // 2)
             await self.stage(k, Stage.GRACE)
-            await self.advance(end + HOUR + 60)
+            await self.advance(k, HOUR + 60)
             await self.check_closed(k)
 
 
@@ -758,7 +895,9 @@ def parse(argv: list[str] | None) -> Options:
     parser.add_argument("--scenarios", type=int, default=LONG.scenarios)
     parser.add_argument("--periods", type=int, default=LONG.periods, help="≥ 3")
     parser.add_argument("--batch", type=int, default=LONG.batch, help="scenarios per batch")
-    parser.add_argument("--kinds", default="usage", help=f"comma list of {sorted(KINDS)}")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma list of {list(KINDS)} (default: all)"
+    )
     parser.add_argument(
         "--features", help=f"comma list of {FEATURES + BATCH_FEATURES} (default: all)"
     )

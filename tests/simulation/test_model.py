@@ -74,3 +74,23 @@ def test_a_once_coupon_is_used_by_the_first_invoice_with_a_subtotal() -> None:
     account.bill(2, "m", Usage("f", D(1), 0.0))
     assert account.invoice(1, finalize=True).discount == 50
     assert account.invoice(2, finalize=False).discount == 0
+
+
+def test_trial_usage_is_charged_nothing_and_its_late_usage_billed_nowhere() -> None:
+    account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))}, trial_periods=1)
+    account.bill(0, "calls", Usage("e1", D(10), 1.0))
+    account.bill(1, "calls", Usage("e2", D(3), 90000.0))
+    assert [(ln.quantity, ln.amount) for ln in account.lines(0)] == [(D(10), 0)]
+    assert account.invoice(1, finalize=True).total == 6
+    assert billed_in("sum", 0, True, 1, own_trial=True) is None
+    assert billed_in("sum", 0, False, 1, own_trial=True) == 0
+
+
+def test_a_price_change_bills_the_old_window_by_billing_mode() -> None:
+    for flexible, expected in ((True, 10 * 2 + 3 * 5), (False, 3 * 5)):
+        account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))})
+        account.bill(0, "calls", Usage("e1", D(10), 1.0))
+        account.change_price(0, "calls", Price("per_unit", unit=D(5)), flexible=flexible)
+        account.bill(0, "calls", Usage("e2", D(3), 2.0))
+        assert account.invoice(0, finalize=True).total == expected
+        assert account.off_lines == [("calls", [Usage("e1", D(10), 1.0)])]

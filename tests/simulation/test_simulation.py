@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulation.generator import BATCH_FEATURES, FEATURES
+from tests.simulation.generator import BATCH_FEATURES, FEATURES, KINDS
 from tests.simulation.run import SHORT, Options, simulate
 
 pytestmark = pytest.mark.timeout(300)  # the short profile takes 30-60 s on 2 cores
@@ -22,18 +22,27 @@ pytestmark = pytest.mark.timeout(300)  # the short profile takes 30-60 s on 2 co
 PENDING: dict[str, str] = {}
 
 
+# Scenario kinds still failing, switched off here the same way (docs/simulation.md, "Kinds
+# pending fixes").
+PENDING_KINDS: dict[str, str] = {}
+
+
 async def test_simulation_short(database_url: str, tmp_dir: Path) -> None:
     seed = int(os.environ.get("METER_SIM_SEED") or random.randrange(2**31))
     everything = set(FEATURES + BATCH_FEATURES)
-    features = everything if os.environ.get("METER_SIM_ALL") else everything - set(PENDING)
+    everything_on = bool(os.environ.get("METER_SIM_ALL"))
+    features = everything if everything_on else everything - set(PENDING)
+    kinds = tuple(k for k in KINDS if everything_on or k not in PENDING_KINDS)
     options = Options(
         seed=seed,
         scenarios=SHORT.scenarios,
         periods=SHORT.periods,
         batch=SHORT.batch,
         features=frozenset(features),
+        kinds=kinds,
     )
     (result,) = await simulate(options, database_url, tmp_dir)
     print(result.report())
     assert result.ok, result.report()
-    assert result.counts["finalized invoices checked"] == SHORT.periods * SHORT.scenarios
+    expected = sum(s.invoiced_periods(SHORT.periods) for s in result.scenarios)
+    assert result.counts["finalized invoices checked"] == expected

@@ -97,3 +97,39 @@ def test_adjustments_count_24_hours_from_receipt_not_from_the_customers_clock(
         )
     assert "24 hours" in str(exc.value.user_message)
     assert env.control("GET", f"/meters/{meter.id}/totals")["totals"] == {cus: 4}
+
+
+def test_a_once_coupon_discounts_one_invoice_when_its_usage_arrives_in_the_grace_hour(
+    client: stripe.StripeClient,
+) -> None:
+    """A `once` coupon "applies to a single invoice" (API reference, coupon object `duration`).
+    A draft made with nothing to discount takes the coupon when usage reported in the grace hour
+    gives it a positive subtotal at finalization; the next invoice is then at full price."""
+    start = 1_900_000_000
+    meter = client.v1.billing.meters.create(
+        {"display_name": "calls", "event_name": "calls", "default_aggregation": {"formula": "sum"}}
+    )
+    product = client.v1.products.create({"name": "api"})
+    price = client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": 10,
+            "recurring": {"interval": "day", "usage_type": "metered", "meter": meter.id},
+        }
+    )
+    coupon = client.v1.coupons.create({"percent_off": 50, "duration": "once"})
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": start})
+    cus = client.v1.customers.create({"email": "o@example.com", "test_clock": clock.id})
+    client.v1.subscriptions.create(
+        {"customer": cus.id, "items": [{"price": price.id}], "discounts": [{"coupon": coupon.id}]}
+    )
+    end = start + DAY
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": end + HOUR // 2})
+    _event(client, "calls", cus.id, "10", end - 60, "grace")  # period 0, in the grace hour
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": end + HOUR + 60})
+    first = [i for i in client.v1.invoices.list({"customer": cus.id}).data if i.period_end == end]
+    assert [(i.status, i.subtotal, i.total) for i in first] == [("paid", 100, 50)]
+    _event(client, "calls", cus.id, "10", end + HOUR, "next")
+    preview = client.v1.invoices.create_preview({"customer": cus.id})
+    assert (preview.subtotal, preview.total) == (100, 100)

@@ -22,7 +22,6 @@ from aggregator.maintenance import run_maintenance
 from aggregator.metrics import AggregatorMetrics
 from aggregator.reattribute import Reattributed, sweep
 from aggregator.windows import retention_cutoff, to_datetime
-from meter.billing.attribution import PostgresAttributor
 from meter.config import Settings
 from meter.connections import REDIS_ERRORS, RedisClient
 from meter.faults import Faults
@@ -55,7 +54,7 @@ class Worker:
         settings: Settings,
         redis: RedisClient,
         *,
-        attributor: Attributor | None = None,
+        attributor: Attributor,
         metrics: AggregatorMetrics | None = None,
         faults: Faults | None = None,
         batch_size: int | None = None,
@@ -63,8 +62,8 @@ class Worker:
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
-        # Billing's subscription tables (empty without billing: nothing is attributed).
-        self.attributor = attributor or PostgresAttributor()
+        # Which item and period bill an event (billing's tables, chosen by meter/wiring.py).
+        self.attributor = attributor
         self.metrics = metrics or AggregatorMetrics()
         # Shards whose lag gauges this worker has set (and so must remove when it lets go).
         self._lag_reported: set[int] = set()

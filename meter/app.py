@@ -29,6 +29,7 @@ from meter.openapi import openapi_json
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
 from meter.usage import routes as usage_routes
+from meter.wiring import usage_upkeep
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_json)
-    billing_routes.setup(app)  # after _resources: billing shares its Postgres pool
+    billing_routes.setup(app, usage_upkeep())  # after _resources: billing shares its pool
     usage_routes.setup(app)
     return app

@@ -25,7 +25,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from meter import appkeys, auth, logs
+from meter import appkeys, auth, logs, wiring
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis
 from meter.migrate import migrate
@@ -230,8 +230,12 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
 
         redis = redis_client(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        aggregator = await stack.enter_async_context(Worker(settings, redis))
-        reporter = await stack.enter_async_context(Reporter(settings))
+        aggregator = await stack.enter_async_context(
+            Worker(settings, redis, attributor=wiring.attributor())
+        )
+        reporter = await stack.enter_async_context(
+            Reporter(settings, directory=wiring.customer_directory())
+        )
         # Every process's metrics on one port, never the API's.
         merged = merged_registry(
             app[appkeys.METRICS].registry, aggregator.metrics.registry, reporter.metrics.registry

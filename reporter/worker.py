@@ -13,7 +13,6 @@ from typing import cast
 import asyncpg
 import stripe
 
-from meter.billing.directory import BillingDirectory
 from meter.config import Settings, check_stripe_api_version
 from meter.errors import ConfigError
 from meter.faults import Faults
@@ -43,7 +42,7 @@ class Reporter:
         self,
         settings: Settings,
         *,
-        directory: CustomerDirectory | None = None,
+        directory: CustomerDirectory,
         calendar: PeriodCalendar | None = None,
         metrics: ReporterMetrics | None = None,
         faults: Faults | None = None,
@@ -53,8 +52,8 @@ class Reporter:
             raise ConfigError("the reporter needs STRIPE_API_KEY")
         check_stripe_api_version(stripe.api_version)
         self.settings = settings
-        # Billing's customers table resolves our ids and cus_ ids (meter/billing/directory.py).
-        self.directory = directory or BillingDirectory()
+        # Resolves our ids and cus_ ids to Stripe's (billing's customers, meter/wiring.py).
+        self.directory = directory
         if settings.reporter_invoice_grace_s > STRIPE_LONGEST_GRACE_S:
             log.warning(
                 "METER_REPORTER_INVOICE_GRACE is longer than Stripe's longest finalization grace"

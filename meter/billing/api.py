@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from meter import appkeys
+from meter.auth import authenticate
 from meter.billing import convert, queries, store, views
 from meter.billing.errors import Conflict, NotFound
 from meter.billing.gateway import CheckoutRequest, Obj, PlanChange
@@ -26,7 +27,6 @@ from meter.billing.rules import LIVE_STATUSES
 from meter.billing.service import Billing
 from meter.bodies import read_body
 from meter.errors import InvalidRequest
-from meter.ingest.handlers import authenticate
 from meter.ingest.validation import too_deep
 from meter.names import key_part
 
@@ -120,7 +120,12 @@ async def _store_and_respond(
     async with billing.connection() as conn:
         async with conn.transaction():
             effects = await store.apply_subscription_answer(
-                conn, obj, version, billing.refetch, billing.settings.billing_default_tenant
+                conn,
+                obj,
+                version,
+                billing.refetch,
+                billing.settings.billing_default_tenant,
+                billing.upkeep,
             )
             customer = await views.customer_row(conn, tenant, key)
             sub, items, dunning = await views.subscription_state(conn, customer)

@@ -30,9 +30,9 @@ import asyncpg
 from aiohttp import web
 
 from meter import appkeys, jsonwire
+from meter.auth import authenticate
 from meter.billing.errors import NotFound
 from meter.connections import REDIS_ERRORS
-from meter.ingest.handlers import authenticate
 from meter.pricing import (
     Period,
     PricingError,

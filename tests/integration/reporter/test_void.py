@@ -10,6 +10,7 @@ import pytest
 import stripe
 from redis.asyncio import Redis
 
+from meter import wiring
 from meter.cli import main
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
@@ -52,7 +53,7 @@ async def test_void_sends_the_negative_delta_once(
     ]
     await ingest_and_aggregate(client, api_key, redis, settings, world, events)
 
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         assert await reporter.once() > 0
         totals = await stripe_totals(emu, world)
         assert totals[(cus, "calls")] == Decimal("13.5")

@@ -25,7 +25,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from meter import appkeys, auth, logs, wiring
+from meter import appkeys, auth, logs, queries, wiring
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis
 from meter.migrate import migrate
@@ -53,7 +53,7 @@ async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
     if create_db:
         conn = await asyncpg.connect(database_url)
         try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", _DEV_DB):
+            if not await conn.fetchval(queries.DATABASE_EXISTS, _DEV_DB):
                 await conn.execute(f'CREATE DATABASE "{_DEV_DB}"')
         finally:
             await conn.close()

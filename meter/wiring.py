@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the CLI registers its commands before any of their dependencies load
-    from meter.core.ports import Attributor, CustomerDirectory, UsageUpkeep
+    from meter.core.ports import Attributor, CustomerDirectory, SubtractEvent, UsageUpkeep
 
 
 def attributor() -> Attributor:
@@ -30,3 +30,10 @@ def usage_upkeep() -> UsageUpkeep:
     from aggregator.upkeep import AggregatorUpkeep
 
     return AggregatorUpkeep(attributor())
+
+
+def subtract_event() -> SubtractEvent:
+    """A void's subtraction from the buckets and totals: the aggregator's, which owns them."""
+    from aggregator.subtract import subtract_event as aggregator_subtract
+
+    return aggregator_subtract

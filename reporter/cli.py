@@ -86,7 +86,7 @@ async def void(settings: Settings, args: argparse.Namespace) -> int:
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        voided = await void_event(conn, args.tenant, args.event_id)
+        voided = await void_event(conn, args.tenant, args.event_id, wiring.subtract_event())
     finally:
         await conn.close()
     if voided.already:

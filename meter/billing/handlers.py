@@ -144,7 +144,7 @@ async def invoice(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects
             int(obj.get("amount_due") or 0),
             at,
         )
-        status = await conn.fetchval("SELECT status FROM invoices WHERE id = $1", obj["id"])
+        status = await conn.fetchval(queries.INVOICE_STATUS, obj["id"])
         # A failure delivered after the invoice was paid opens no dunning.
         if sub is not None and status != "paid":
             await conn.execute(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 import asyncpg
@@ -74,3 +75,20 @@ class UsageUpkeep(Protocol):
     async def sweep(self, conn: asyncpg.Connection, since: dt.datetime) -> None:
         """`reattribute` for every customer with unattributed usage."""
         ...
+
+
+class SubtractEvent(Protocol):
+    """A void's need: one folded event taken out of its bucket and its period's total, in the
+    caller's transaction. Returns the bucket's start; None: no such bucket (nothing changed)."""
+
+    async def __call__(
+        self,
+        conn: Conn,
+        tenant: str,
+        customer: str,
+        meter: str,
+        item: str,
+        period_start: dt.datetime,
+        event_time: dt.datetime,
+        value: Decimal,
+    ) -> dt.datetime | None: ...

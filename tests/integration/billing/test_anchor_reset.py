@@ -94,7 +94,7 @@ async def test_anchor_reset_cuts_the_period_and_a_void_subtracts_once(
             stack, redis, [_event("c1", 2, reset + 20 * MIN), _event("d1", 6, reset + 80 * MIN)]
         )
         async with stack.billing.connection() as conn:
-            assert (await void_event(conn, TENANT, "a1")).value == 5
+            assert (await void_event(conn, TENANT, "a1", wiring.subtract_event())).value == 5
         await reporter.once()
 
         # Stripe holds every event once but the voided one: 3 + 4 + 2 + 6.

@@ -24,6 +24,7 @@ from aggregator.reattribute import Reattributed, sweep
 from aggregator.windows import retention_cutoff, to_datetime
 from meter.config import Settings
 from meter.connections import REDIS_ERRORS, RedisClient
+from meter.core.streams import stream_id_key, text
 from meter.faults import Faults
 from meter.migrate import require_schema
 from meter.redis_keys import Keys
@@ -39,11 +40,6 @@ TRANSIENT: tuple[type[Exception], ...] = (
 )
 SWEEP_INTERVAL_S = 300.0
 MAINTENANCE_INTERVAL_S = 3600.0
-
-
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Worker:
@@ -204,7 +200,7 @@ class Worker:
         )
         if not last:
             return 0
-        end = stream_id_key(_text(last[0][0]))
+        end = stream_id_key(text(last[0][0]))
         total = 0
         while True:
             result = await self.flush(shard, lane)
@@ -309,10 +305,6 @@ class Worker:
             log.exception("re-attribution sweep failed")
         finally:
             await conn.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _day_ms(day: dt.date) -> int:

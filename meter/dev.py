@@ -71,13 +71,13 @@ async def _seed_demo(settings: Settings) -> None:
     """The demo catalogue in (emulated) Stripe, once; billing learns it through webhooks."""
     import stripe
 
+    from meter.stripe_client import stripe_client
+
     http = stripe.AIOHTTPClient()
-    client = stripe.StripeClient(
+    client = stripe_client(
         settings.stripe_api_key or "",
-        base_addresses={
-            "api": settings.stripe_api_base or "",
-            "meter_events": settings.stripe_meter_events_base or "",
-        },
+        api_base=settings.stripe_api_base,
+        meter_events_base=settings.stripe_meter_events_base,
         http_client=http,
     )
     try:

@@ -8,12 +8,12 @@ import datetime as dt
 import logging
 import random
 from types import TracebackType
-from typing import cast
 
 import asyncpg
 import stripe
 
 from meter.config import Settings, check_stripe_api_version
+from meter.connections import acquire
 from meter.errors import ConfigError
 from meter.faults import Faults
 from meter.migrate import require_schema
@@ -77,8 +77,8 @@ class Reporter:
         lanes = s.reporter_concurrency
         self._pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=lanes + 1)
         try:
-            async with self._pool.acquire() as conn:
-                await require_schema(cast(asyncpg.Connection, conn))
+            async with acquire(self._pool) as conn:
+                await require_schema(conn)
         except BaseException:
             await self._pool.close()
             raise

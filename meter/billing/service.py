@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
 
 import asyncpg
 
@@ -18,6 +17,7 @@ from meter.billing.metrics import BillingMetrics
 from meter.billing.notify import Notifier
 from meter.billing.store import Effects
 from meter.config import Settings
+from meter.connections import acquire
 from meter.core.ports import UsageUpkeep
 from meter.core.windows import retention_cutoff
 
@@ -43,8 +43,8 @@ class Billing:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection (typed as one: the pool's proxy forwards everything)."""
-        async with self.pool.acquire() as proxy:
-            yield cast(asyncpg.Connection, proxy)
+        async with acquire(self.pool) as conn:
+            yield conn
 
     async def refetch(self, kind: str, id_: str) -> Obj | None:
         return await self.gateway.retrieve(kind, id_)

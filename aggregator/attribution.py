@@ -2,29 +2,21 @@
 
 The billing module owns customers and subscriptions; the aggregator only needs, for a customer
 and meter, which subscription item bills it during which period. That need is the small
-`Attributor` protocol. `NullAttributor` attributes nothing (tests that need no billing use it):
-every bucket then carries a null item and is re-attributed later (see aggregator/reattribute.py).
+`Attributor` protocol (meter/core/ports.py). `NullAttributor` attributes nothing (tests that
+need no billing use it): every bucket then carries a null item and is re-attributed later (see
+aggregator/reattribute.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import asyncpg
 
-from aggregator.windows import Window
-
-
-@dataclass(frozen=True, slots=True)
-class ItemPeriod:
-    """A subscription item that bills `meter` for `customer` during `period`."""
-
-    customer: str
-    meter: str
-    item: str
-    period: Window
+from meter.core.ports import Attributor as Attributor
+from meter.core.ports import ItemPeriod as ItemPeriod
+from meter.core.windows import Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +34,6 @@ class Attribution:
 UNATTRIBUTED = Attribution()
 
 PeriodIndex = Mapping[tuple[str, str], Sequence[ItemPeriod]]
-
-
-class Attributor(Protocol):
-    """Looks up billing periods, inside the caller's transaction."""
-
-    async def item_periods(
-        self, conn: asyncpg.Connection, tenant: str, customers: Collection[str]
-    ) -> Sequence[ItemPeriod]:
-        """Every known (item, period) of these customers of `tenant`."""
-        ...
 
 
 class NullAttributor:

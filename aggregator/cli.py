@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from meter import wiring
 from meter.config import Settings
 from meter.signals import stop_on_signals
 
@@ -81,7 +82,7 @@ async def reattribute_once(settings: Settings, args: argparse.Namespace) -> int:
 
     from aggregator.reattribute import Reattributed, reattribute, sweep
     from aggregator.windows import retention_cutoff, to_datetime
-    from meter.billing.attribution import PostgresAttributor
+    from meter.wiring import attributor as wired_attributor
 
     if args.force_whole and (args.customer is None or args.at is None):
         raise SystemExit("meter reattribute: --force-whole needs --customer and --at")
@@ -90,7 +91,7 @@ async def reattribute_once(settings: Settings, args: argparse.Namespace) -> int:
     done = Reattributed()
     conn = await asyncpg.connect(settings.database_url)
     try:
-        attributor = PostgresAttributor()
+        attributor = wired_attributor()
         if args.customer is None:
             await sweep(conn, attributor, since, done)
         else:
@@ -158,6 +159,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> AsyncIterator
                 metrics=metrics,
                 faults=Faults.parse(args.fault),
                 batch_size=args.batch_size,
+                attributor=wiring.attributor(),
             ) as worker:
                 yield worker
     finally:

@@ -20,6 +20,7 @@ from aggregator.fold import BucketKey, bucket_of
 from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
 from meter.connections import RedisClient
+from meter.core.streams import text
 from meter.events import UsageEvent, event_key
 from meter.faults import Faults
 from meter.redis_keys import Keys
@@ -43,10 +44,6 @@ class FlushResult:
     buckets: int = 0  # buckets touched
     oldest_ms: int | None = None  # Redis timestamp of the oldest unflushed entry before the flush
     last_id: str | None = None  # the checkpoint after the flush
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def next_stream_id(stream_id: str) -> str:
@@ -163,9 +160,9 @@ async def flush_shard(
     first: dict[tuple[str, str], tuple[str, UsageEvent]] = {}
     for entry_id, fields in entries:
         event = UsageEvent.decode(fields[b"e"])
-        first.setdefault((event.tenant, event.id), (_text(entry_id), event))
+        first.setdefault((event.tenant, event.id), (text(entry_id), event))
     events = [event for _, event in first.values()]
-    first_id, last_id = _text(entries[0][0]), _text(entries[-1][0])
+    first_id, last_id = text(entries[0][0]), text(entries[-1][0])
 
     # 2. Create missing day partitions, in their own short transactions. They are empty tables:
     #    a crash after creating some leaves only harmless, reusable partitions.

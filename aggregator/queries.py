@@ -363,3 +363,26 @@ INSERT INTO usage_totals (tenant, customer, subscription_item, period_start, met
 WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
     AND period_start = ANY($4::timestamptz[])
 {_TOTALS_GROUP}"""
+
+# --- voids (aggregator/subtract.py) -----------------------------------------------------------
+# Version + 1: the reporter sees the bucket as grown and sends `value now - value sent`, i.e.
+# the negative delta. value_max/last_value are left as they are: sum/count meters do not use them.
+# The bucket is the one the event was folded into: its item and billing period ($7) as the raw
+# log recorded them, and the event's time. Buckets of one (item, period) never overlap, but
+# buckets of two periods of one item can (an anchor reset cuts a period after usage was folded
+# into it), so the period is part of the match and exactly one bucket shrinks.
+SUBTRACT_EVENT = """
+UPDATE usage_rollups
+SET value_sum = value_sum - $6, event_count = event_count - 1, version = version + 1,
+    updated_at = now()
+WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
+  AND period_start = $7 AND bucket_start <= $5 AND $5 < bucket_end
+RETURNING bucket_start, period_start
+"""
+# The same subtraction from the bucket's period total (migrations/0007_usage_totals.sql).
+SUBTRACT_TOTAL = """
+UPDATE usage_totals
+SET value_sum = value_sum - $6, event_count = event_count - 1
+WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
+  AND period_start = $5
+"""

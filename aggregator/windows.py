@@ -1,4 +1,5 @@
 """Time windows: hours, billing periods, bucket windows and raw-log days. Pure, unit-tested.
+The shared window type and conversions live in meter/core/windows.py.
 
 All times are unix milliseconds, UTC. A window is half-open: [start_ms, end_ms).
 """
@@ -7,25 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import dataclass
+
+from meter.core.windows import Window as Window
+from meter.core.windows import day_of as day_of
+from meter.core.windows import retention_cutoff as retention_cutoff
+from meter.core.windows import to_datetime as to_datetime
+from meter.core.windows import to_ms as to_ms
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Window:
-    """A half-open time range [start_ms, end_ms)."""
-
-    start_ms: int
-    end_ms: int
-
-    def __post_init__(self) -> None:
-        if self.start_ms >= self.end_ms:
-            raise ValueError(f"empty window [{self.start_ms}, {self.end_ms})")
-
-    def contains(self, ts_ms: int) -> bool:
-        return self.start_ms <= ts_ms < self.end_ms
 
 
 def hour_of(ts_ms: int) -> Window:
@@ -63,32 +54,8 @@ def split_hour(hour: Window, periods: list[Window]) -> list[Window]:
     return [Window(a, b) for a, b in itertools.pairwise(cuts)]
 
 
-def day_of(ts_ms: int) -> dt.date:
-    """The UTC day of `ts_ms`: the raw-log partition the event goes to."""
-    return to_datetime(ts_ms).date()
-
-
 def partition_days(now_ms: int, back_s: float, ahead_days: int) -> list[dt.date]:
     """Days whose raw partitions should exist: back over the late window, and some ahead."""
     first = day_of(now_ms - int(back_s * 1000))
     last = day_of(now_ms + ahead_days * DAY_MS)
     return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-
-
-def retention_cutoff(now_ms: int, retention_s: float) -> dt.date:
-    """Raw partitions of days strictly before this one may be dropped."""
-    return day_of(now_ms - int(retention_s * 1000))
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MS = dt.timedelta(milliseconds=1)
-
-
-def to_datetime(ts_ms: int) -> dt.datetime:
-    """Unix ms → aware UTC datetime (what asyncpg wants for timestamptz). Exact."""
-    return _EPOCH + ts_ms * _MS
-
-
-def to_ms(value: dt.datetime) -> int:
-    """Aware datetime → unix ms (every timestamp meter stores has whole milliseconds)."""
-    return (value - _EPOCH) // _MS

@@ -22,9 +22,9 @@ from aggregator.maintenance import run_maintenance
 from aggregator.metrics import AggregatorMetrics
 from aggregator.reattribute import Reattributed, sweep
 from aggregator.windows import retention_cutoff, to_datetime
-from meter.billing.attribution import PostgresAttributor
 from meter.config import Settings
 from meter.connections import REDIS_ERRORS, RedisClient
+from meter.core.streams import stream_id_key, text
 from meter.faults import Faults
 from meter.migrate import require_schema
 from meter.redis_keys import Keys
@@ -42,11 +42,6 @@ SWEEP_INTERVAL_S = 300.0
 MAINTENANCE_INTERVAL_S = 3600.0
 
 
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 class Worker:
     """One aggregator process. Use as `async with Worker(...) as w:` then `run` or `drain`."""
 
@@ -55,7 +50,7 @@ class Worker:
         settings: Settings,
         redis: RedisClient,
         *,
-        attributor: Attributor | None = None,
+        attributor: Attributor,
         metrics: AggregatorMetrics | None = None,
         faults: Faults | None = None,
         batch_size: int | None = None,
@@ -63,8 +58,8 @@ class Worker:
         self.settings = settings
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
-        # Billing's subscription tables (empty without billing: nothing is attributed).
-        self.attributor = attributor or PostgresAttributor()
+        # Which item and period bill an event (billing's tables, chosen by meter/wiring.py).
+        self.attributor = attributor
         self.metrics = metrics or AggregatorMetrics()
         # Shards whose lag gauges this worker has set (and so must remove when it lets go).
         self._lag_reported: set[int] = set()
@@ -205,7 +200,7 @@ class Worker:
         )
         if not last:
             return 0
-        end = stream_id_key(_text(last[0][0]))
+        end = stream_id_key(text(last[0][0]))
         total = 0
         while True:
             result = await self.flush(shard, lane)
@@ -310,10 +305,6 @@ class Worker:
             log.exception("re-attribution sweep failed")
         finally:
             await conn.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _day_ms(day: dt.date) -> int:

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from meter import wiring
 from meter.config import Settings
 from meter.migrate import migrate
 from meter.stripe_emulator import EmulatorConfig
@@ -108,7 +109,7 @@ async def run_once(
     finally:
         await conn.close()
     await control(emu, "DELETE", "/requests")
-    async with Reporter(settings) as reporter:
+    async with Reporter(settings, directory=wiring.customer_directory()) as reporter:
         started = time.perf_counter()
         claimed = await reporter.send_due()
         seconds = time.perf_counter() - started

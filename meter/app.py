@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
 
 import asyncpg
 import orjson
@@ -16,7 +15,7 @@ from meter import appkeys
 from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
-from meter.connections import PooledConnection, redis_client
+from meter.connections import PooledConnection, acquire, redis_client
 from meter.errors import InvalidRequest, MeteringError, Unavailable
 from meter.health import healthz, readyz
 from meter.ingest.committer import Committer
@@ -29,6 +28,7 @@ from meter.openapi import openapi_json
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
 from meter.usage import routes as usage_routes
+from meter.wiring import usage_upkeep
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         settings.database_url, min_size=1, max_size=8, connection_class=PooledConnection
     )
     assert pool is not None
-    async with pool.acquire() as conn:
-        await require_schema(cast(asyncpg.Connection, conn))
+    async with acquire(pool) as conn:
+        await require_schema(conn)
     # No client-side retries: a command that timed out may have run, and re-sending it would
     # answer a first delivery `duplicate`. Failing fast gives the client a 503 instead, and its
     # retry with the same ids gets the documented answers (`duplicate` for what landed).
@@ -168,6 +168,6 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_json)
-    billing_routes.setup(app)  # after _resources: billing shares its Postgres pool
+    billing_routes.setup(app, usage_upkeep())  # after _resources: billing shares its pool
     usage_routes.setup(app)
     return app

@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
+from aiohttp import web
 
 from meter import queries
-from meter.errors import RateLimited
+from meter.errors import AuthenticationError, RateLimited
 from meter.names import check_tenant
 from meter.ratelimit import RateLimiter
 
@@ -142,3 +143,24 @@ class KeyCache:
         expired = [d for d, e in self._entries.items() if e.expires < now or e.tenant is None]
         for digest in expired:
             del self._entries[digest]
+
+
+_BEARER = "Bearer "
+
+
+async def authenticate_key(request: web.Request) -> tuple[str, bytes]:
+    """The tenant of the request's API key and the key's sha256, or AuthenticationError."""
+    from meter import appkeys  # appkeys names this module's KeyCache: imported on use
+
+    header = request.headers.get("Authorization", "")
+    if not header.startswith(_BEARER):
+        raise AuthenticationError("missing `Authorization: Bearer <api key>` header")
+    tenant, digest = await request.app[appkeys.KEY_CACHE].resolve(header[len(_BEARER) :].strip())
+    if tenant is None:
+        raise AuthenticationError("invalid or revoked API key")
+    return tenant, digest
+
+
+async def authenticate(request: web.Request) -> str:
+    """The tenant of the request's API key, or AuthenticationError."""
+    return (await authenticate_key(request))[0]

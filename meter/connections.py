@@ -3,7 +3,9 @@ the API's pooled Postgres connections."""
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias, cast
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -82,3 +84,10 @@ class PooledConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection borrowed from `pool`, typed as one: the pool's proxy forwards every method."""
+    async with pool.acquire() as proxy:
+        yield cast(asyncpg.Connection, proxy)

@@ -25,7 +25,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from meter import appkeys, auth, logs
+from meter import appkeys, auth, logs, queries, wiring
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis
 from meter.migrate import migrate
@@ -53,7 +53,7 @@ async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
     if create_db:
         conn = await asyncpg.connect(database_url)
         try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", _DEV_DB):
+            if not await conn.fetchval(queries.DATABASE_EXISTS, _DEV_DB):
                 await conn.execute(f'CREATE DATABASE "{_DEV_DB}"')
         finally:
             await conn.close()
@@ -71,13 +71,13 @@ async def _seed_demo(settings: Settings) -> None:
     """The demo catalogue in (emulated) Stripe, once; billing learns it through webhooks."""
     import stripe
 
+    from meter.stripe_client import stripe_client
+
     http = stripe.AIOHTTPClient()
-    client = stripe.StripeClient(
+    client = stripe_client(
         settings.stripe_api_key or "",
-        base_addresses={
-            "api": settings.stripe_api_base or "",
-            "meter_events": settings.stripe_meter_events_base or "",
-        },
+        api_base=settings.stripe_api_base,
+        meter_events_base=settings.stripe_meter_events_base,
         http_client=http,
     )
     try:
@@ -230,8 +230,12 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
 
         redis = redis_client(settings.redis_url)
         stack.push_async_callback(redis.aclose)
-        aggregator = await stack.enter_async_context(Worker(settings, redis))
-        reporter = await stack.enter_async_context(Reporter(settings))
+        aggregator = await stack.enter_async_context(
+            Worker(settings, redis, attributor=wiring.attributor())
+        )
+        reporter = await stack.enter_async_context(
+            Reporter(settings, directory=wiring.customer_directory())
+        )
         # Every process's metrics on one port, never the API's.
         merged = merged_registry(
             app[appkeys.METRICS].registry, aggregator.metrics.registry, reporter.metrics.registry

@@ -57,11 +57,8 @@ ORDER BY 2, 1 NULLS FIRST
 PING = "SELECT 1"
 
 # --- strict mode (METER_STRICT) ---------------------------------------------------------------
-# An event's customer is our external id or the Stripe customer id (billing's customers table).
-KNOWN_CUSTOMERS = """
-SELECT external_id, stripe_id FROM customers
-WHERE tenant = $1 AND NOT deleted AND (external_id = ANY($2::text[]) OR stripe_id = ANY($2::text[]))
-"""
+# An event's customer is our external id or the Stripe customer id: billing's lookup,
+# meter.billing.queries.STRIPE_IDS_OF_CUSTOMERS.
 # A meter is known when Stripe has an active billing meter with that event name, or a local
 # definition exists (meters Stripe cannot express, see migrations/0002_usage.sql).
 KNOWN_METERS = """
@@ -70,3 +67,6 @@ WHERE status = 'active' AND event_name = ANY($2::text[])
 UNION
 SELECT meter FROM meter_definitions WHERE tenant = $1 AND meter = ANY($2::text[])
 """
+
+# `meter dev`: whether its database exists yet.
+DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = $1"

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+from meter import wiring
 from meter.config import Settings
 from meter.signals import stop_on_signals
 
@@ -44,7 +45,9 @@ async def report(settings: Settings, args: argparse.Namespace) -> int:
     from meter.faults import Faults
     from reporter.worker import Reporter
 
-    async with Reporter(settings, faults=Faults.parse(args.fault)) as reporter:
+    async with Reporter(
+        settings, faults=Faults.parse(args.fault), directory=wiring.customer_directory()
+    ) as reporter:
         if args.once:
             sent = await reporter.once()
             print(f"reported {sent} outbox row(s)")
@@ -63,7 +66,7 @@ async def reconcile_once(settings: Settings, args: argparse.Namespace) -> int:
     """Print every (customer, meter, period) that drifts; exit 1 if any does."""
     from reporter.worker import Reporter
 
-    async with Reporter(settings) as reporter:
+    async with Reporter(settings, directory=wiring.customer_directory()) as reporter:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.days)
         compared, drift = await reporter.reconcile(since)
     for d in drift:
@@ -83,7 +86,7 @@ async def void(settings: Settings, args: argparse.Namespace) -> int:
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        voided = await void_event(conn, args.tenant, args.event_id)
+        voided = await void_event(conn, args.tenant, args.event_id, wiring.subtract_event())
     finally:
         await conn.close()
     if voided.already:

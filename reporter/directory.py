@@ -1,4 +1,5 @@
-"""Seams to billing data: Stripe customer ids, and the billing periods of subscription items.
+"""Seams to billing data: Stripe customer ids (the `CustomerDirectory` port, meter/core/ports.py,
+filled in by the process's wiring), and the billing periods of subscription items.
 
 Both read the billing module's tables (meter/billing/, migrations/0003_billing.sql), never write
 them.
@@ -10,25 +11,11 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
+from meter.core.ports import Conn as Conn
+from meter.core.ports import CustomerDirectory as CustomerDirectory
 from meter.pricing import Period, in_trial
 from reporter import queries
 from reporter.periods import BillingPeriod
-
-# A connection, or one borrowed from a pool.
-Conn = asyncpg.Connection | PoolConnectionProxy
-
-
-class CustomerDirectory(Protocol):
-    """Maps our event customers to Stripe customer ids, inside the caller's transaction."""
-
-    async def stripe_customer_ids(
-        self, conn: Conn, tenant: str, customers: Collection[str]
-    ) -> Mapping[str, str]:
-        """The Stripe id of each customer that has one; the others are left out (they wait)."""
-        ...
 
 
 class PeriodCalendar(Protocol):

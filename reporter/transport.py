@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import stripe
 
+from meter.stripe_client import stripe_client
 from reporter.backoff import retry_after_seconds, should_retry_header
 from reporter.metrics import ReporterMetrics
 from reporter.plan import wire_value
@@ -103,13 +104,8 @@ def make_client(
 ) -> tuple[stripe.StripeClient, stripe.AIOHTTPClient]:
     """A StripeClient with our own timeout and no SDK retries (we retry, with our limiter)."""
     http = stripe.AIOHTTPClient(timeout=timeout)
-    bases: Any = {}
-    if api_base:
-        bases["api"] = api_base
-    if meter_events_base:
-        bases["meter_events"] = meter_events_base
-    client = stripe.StripeClient(
-        api_key, base_addresses=bases, http_client=http, max_network_retries=0
+    client = stripe_client(
+        api_key, api_base=api_base, meter_events_base=meter_events_base, http_client=http
     )
     return client, http
 

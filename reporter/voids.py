@@ -16,9 +16,9 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+from meter.core.ports import Conn, SubtractEvent
 from meter.errors import InvalidRequest
 from reporter import queries
-from reporter.directory import Conn
 
 VOIDABLE = frozenset({"sum", "count"})
 
@@ -39,8 +39,9 @@ class Voided:
     bucket_start: dt.datetime | None = None
 
 
-async def void_event(conn: Conn, tenant: str, event_id: str) -> Voided:
-    """Void one event in one transaction; a second void of the same event changes nothing."""
+async def void_event(conn: Conn, tenant: str, event_id: str, subtract: SubtractEvent) -> Voided:
+    """Void one event in one transaction; a second void of the same event changes nothing.
+    `subtract` is the aggregator's, which owns the buckets and totals (chosen by the wiring)."""
     async with conn.transaction():
         # 1. Serialize voids of this event; a concurrent second void waits, then sees step 5's
         #    row and returns as a no-op. A crash anywhere rolls back every step together.
@@ -74,29 +75,19 @@ async def void_event(conn: Conn, tenant: str, event_id: str) -> Voided:
         value = event["value"] if event["aggregation"] == "sum" else Decimal(1)
         # 4. Subtract it from its bucket and raise the bucket's version: the reporter's next
         #    build finds the bucket grown and sends the negative delta (plan.py).
-        bucket = await conn.fetchrow(
-            queries.SUBTRACT_EVENT,
+        #    And from its period's running total (usage_totals), in the same transaction.
+        bucket_start = await subtract(
+            conn,
             tenant,
             event["customer"],
             event["meter"],
             event["subscription_item"],
+            event["period_start"],
             event["event_time"],
             event["value"],
-            event["period_start"],
         )
-        if bucket is None:
+        if bucket_start is None:
             raise VoidRefused(f"event {event_id!r} has no bucket to subtract it from", param="id")
-        bucket_start = bucket["bucket_start"]
-        #    And from its period's running total (usage_totals), in the same transaction.
-        await conn.execute(
-            queries.SUBTRACT_TOTAL,
-            tenant,
-            event["customer"],
-            event["meter"],
-            event["subscription_item"],
-            bucket["period_start"],
-            event["value"],
-        )
         # 5. Record the void, in the same transaction as the subtraction.
         await conn.execute(
             queries.INSERT_VOID,

@@ -8,13 +8,12 @@ import datetime as dt
 import logging
 import random
 from types import TracebackType
-from typing import cast
 
 import asyncpg
 import stripe
 
-from meter.billing.directory import BillingDirectory
 from meter.config import Settings, check_stripe_api_version
+from meter.connections import acquire
 from meter.errors import ConfigError
 from meter.faults import Faults
 from meter.migrate import require_schema
@@ -43,7 +42,7 @@ class Reporter:
         self,
         settings: Settings,
         *,
-        directory: CustomerDirectory | None = None,
+        directory: CustomerDirectory,
         calendar: PeriodCalendar | None = None,
         metrics: ReporterMetrics | None = None,
         faults: Faults | None = None,
@@ -53,8 +52,8 @@ class Reporter:
             raise ConfigError("the reporter needs STRIPE_API_KEY")
         check_stripe_api_version(stripe.api_version)
         self.settings = settings
-        # Billing's customers table resolves our ids and cus_ ids (meter/billing/directory.py).
-        self.directory = directory or BillingDirectory()
+        # Resolves our ids and cus_ ids to Stripe's (billing's customers, meter/wiring.py).
+        self.directory = directory
         if settings.reporter_invoice_grace_s > STRIPE_LONGEST_GRACE_S:
             log.warning(
                 "METER_REPORTER_INVOICE_GRACE is longer than Stripe's longest finalization grace"
@@ -78,8 +77,8 @@ class Reporter:
         lanes = s.reporter_concurrency
         self._pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=lanes + 1)
         try:
-            async with self._pool.acquire() as conn:
-                await require_schema(cast(asyncpg.Connection, conn))
+            async with acquire(self._pool) as conn:
+                await require_schema(conn)
         except BaseException:
             await self._pool.close()
             raise

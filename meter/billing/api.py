@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 
 from meter import appkeys
+from meter.auth import authenticate
 from meter.billing import convert, queries, store, views
 from meter.billing.errors import Conflict, NotFound
 from meter.billing.gateway import CheckoutRequest, Obj, PlanChange
@@ -26,7 +27,6 @@ from meter.billing.rules import LIVE_STATUSES
 from meter.billing.service import Billing
 from meter.bodies import read_body
 from meter.errors import InvalidRequest
-from meter.ingest.handlers import authenticate
 from meter.ingest.validation import too_deep
 from meter.names import key_part
 
@@ -120,7 +120,12 @@ async def _store_and_respond(
     async with billing.connection() as conn:
         async with conn.transaction():
             effects = await store.apply_subscription_answer(
-                conn, obj, version, billing.refetch, billing.settings.billing_default_tenant
+                conn,
+                obj,
+                version,
+                billing.refetch,
+                billing.settings.billing_default_tenant,
+                billing.upkeep,
             )
             customer = await views.customer_row(conn, tenant, key)
             sub, items, dunning = await views.subscription_state(conn, customer)
@@ -153,7 +158,7 @@ async def _ensure_customer(
 ) -> asyncpg.Record:
     """Our customer's Stripe customer, created (once, whatever the retries) if missing."""
     async with billing.connection() as conn:
-        row = await conn.fetchrow(queries.LIVE_CUSTOMER, tenant, key)
+        row = await conn.fetchrow(queries.CUSTOMER_BY_KEY, tenant, key)
         if row is not None:
             return row
         # A customer who comes back after their Stripe customer was deleted gets a new one: the
@@ -293,9 +298,7 @@ async def change_plan(request: web.Request) -> web.Response:
     async with billing.connection() as conn:
         customer = await views.customer_row(conn, tenant, key)
         sub, items = await _live_subscription(conn, customer)
-        version = await conn.fetchval(
-            "SELECT event_created FROM subscriptions WHERE id = $1", sub["id"]
-        )
+        version = await conn.fetchval(queries.SUBSCRIPTION_VERSION, sub["id"])
     change = PlanChange(
         subscription=sub["id"],
         item=_pick_item(items, _str(doc, "item")),
@@ -390,9 +393,7 @@ async def cancel(request: web.Request) -> web.Response:
     async with billing.connection() as conn:
         customer = await views.customer_row(conn, tenant, key)
         sub, _ = await _live_subscription(conn, customer)
-        version = await conn.fetchval(
-            "SELECT event_created FROM subscriptions WHERE id = $1", sub["id"]
-        )
+        version = await conn.fetchval(queries.SUBSCRIPTION_VERSION, sub["id"])
     if sub["cancel_at_period_end"] and not immediately:
         return await _subscription_response(billing, tenant, key)
     mode = f"now-{int(invoice_now)}{int(prorate)}" if immediately else "period-end"
@@ -413,9 +414,7 @@ async def resume(request: web.Request) -> web.Response:
     async with billing.connection() as conn:
         customer = await views.customer_row(conn, tenant, key)
         sub, _ = await _live_subscription(conn, customer)
-        version = await conn.fetchval(
-            "SELECT event_created FROM subscriptions WHERE id = $1", sub["id"]
-        )
+        version = await conn.fetchval(queries.SUBSCRIPTION_VERSION, sub["id"])
     paused = sub["status"] == "paused"
     if not paused and not sub["cancel_at_period_end"]:
         raise Conflict("the subscription is neither paused nor set to cancel")

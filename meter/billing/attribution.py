@@ -11,9 +11,9 @@ from collections.abc import Collection, Sequence
 
 import asyncpg
 
-from aggregator.attribution import ItemPeriod
-from aggregator.windows import Window, to_ms
 from meter.billing import queries
+from meter.core.ports import ItemPeriod
+from meter.core.windows import Window, to_ms
 
 
 class PostgresAttributor:

@@ -35,6 +35,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     from meter.billing.service import Billing
     from meter.billing.stripe_gateway import StripeGateway
     from meter.billing.sync import sync
+    from meter.wiring import usage_upkeep
 
     gateway = StripeGateway.from_settings(settings)
     if gateway is None:
@@ -42,12 +43,15 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     assert pool is not None
     try:
-        billing = Billing(settings, pool, gateway, BillingMetrics(_registry()), LogNotifier())
+        billing = Billing(
+            settings, pool, gateway, BillingMetrics(_registry()), LogNotifier(), usage_upkeep()
+        )
         async with billing.connection() as conn:
             counts, effects = await sync(
                 conn,
                 gateway,
                 settings.billing_default_tenant,
+                billing.upkeep,
                 kinds=tuple(args.only) if args.only else ORDER,
             )
             effects.sweep = True  # usage waiting for any of these customers gets its items

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 
 from meter.billing import queries
 from meter.billing.convert import STRIPE_CUSTOMER_PREFIX
-from reporter.directory import Conn
+from meter.core.ports import Conn
 
 
 class BillingDirectory:

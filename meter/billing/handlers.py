@@ -17,6 +17,7 @@ import orjson
 from meter.billing import convert, queries, store
 from meter.billing.gateway import Obj
 from meter.billing.store import Effects, Refetch
+from meter.core.ports import UsageUpkeep
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 class Context:
     refetch: Refetch
     default_tenant: str
+    upkeep: UsageUpkeep
 
 
 Handler = Callable[[Context, asyncpg.Connection, Obj], Awaitable[Effects]]
@@ -65,7 +67,7 @@ async def checkout_completed(ctx: Context, conn: asyncpg.Connection, event: Obj)
         if sub is not None:
             effects.merge(
                 await store.apply_subscription(
-                    conn, sub, event["created"], _fixed(sub), ctx.default_tenant
+                    conn, sub, event["created"], _fixed(sub), ctx.default_tenant, ctx.upkeep
                 )
             )
     return effects
@@ -111,7 +113,7 @@ async def _with_item_tiers(ctx: Context, conn: asyncpg.Connection, sub: Obj) -> 
 async def subscription(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects:
     obj = await _with_item_tiers(ctx, conn, _obj(event))
     effects = await store.apply_subscription(
-        conn, obj, event["created"], ctx.refetch, ctx.default_tenant
+        conn, obj, event["created"], ctx.refetch, ctx.default_tenant, ctx.upkeep
     )
     if event["type"] == "customer.subscription.trial_will_end":
         log.info(
@@ -142,7 +144,7 @@ async def invoice(ctx: Context, conn: asyncpg.Connection, event: Obj) -> Effects
             int(obj.get("amount_due") or 0),
             at,
         )
-        status = await conn.fetchval("SELECT status FROM invoices WHERE id = $1", obj["id"])
+        status = await conn.fetchval(queries.INVOICE_STATUS, obj["id"])
         # A failure delivered after the invoice was paid opens no dunning.
         if sub is not None and status != "paid":
             await conn.execute(

@@ -57,10 +57,6 @@ DELETED_EXTERNAL_ID_OWNER = """
 SELECT stripe_id FROM customers WHERE tenant = $1 AND external_id = $2 AND deleted
 ORDER BY event_created DESC, stripe_id DESC LIMIT 1
 """
-# The live customer of one of our ids or a cus_ id.
-LIVE_CUSTOMER = """
-SELECT * FROM customers WHERE tenant = $1 AND (external_id = $2 OR stripe_id = $2) AND NOT deleted
-"""
 ENSURE_CUSTOMER = """
 INSERT INTO customers (stripe_id, tenant, external_id, event_created) VALUES ($1, $2, $1, 0)
 ON CONFLICT (stripe_id) DO NOTHING
@@ -137,6 +133,8 @@ WHERE m.event_created <= EXCLUDED.event_created
 """
 
 # --- subscriptions ----------------------------------------------------------------------------
+# The stored version of a subscription (the `created` of the newest event applied to it).
+SUBSCRIPTION_VERSION = "SELECT event_created FROM subscriptions WHERE id = $1"
 SUBSCRIPTION_FOR_UPDATE = """
 SELECT status, event_created, discounts FROM subscriptions WHERE id = $1 FOR UPDATE
 """
@@ -241,6 +239,7 @@ ORDER BY i.id
 
 # --- invoices ---------------------------------------------------------------------------------
 INVOICE_CREATED = "SELECT event_created FROM invoices WHERE id = $1 FOR UPDATE"
+INVOICE_STATUS = "SELECT status FROM invoices WHERE id = $1"
 UPSERT_INVOICE = """
 INSERT INTO invoices AS v (id, customer, subscription, status, billing_reason, currency, subtotal,
     total, amount_due, amount_paid, amount_remaining, attempt_count, next_payment_attempt,
@@ -398,7 +397,8 @@ INSERT INTO billing_sync_cursors (resource, cursor) VALUES ($1, $2)
 ON CONFLICT (resource) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()
 """
 
-# The reporter's customer directory: our ids or cus_ ids → Stripe ids, live customers only.
+# Our ids or cus_ ids → Stripe ids, live customers only: the reporter's customer directory, and
+# strict mode's known customers (meter/ingest/strict.py).
 STRIPE_IDS_OF_CUSTOMERS = """
 SELECT external_id, stripe_id FROM customers
 WHERE tenant = $1 AND NOT deleted AND (external_id = ANY($2::text[]) OR stripe_id = ANY($2::text[]))

@@ -14,6 +14,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from meter import appkeys
+from meter.auth import authenticate
 from meter.billing import api
 from meter.billing.jobs import refresh_gauges, run_dunning
 from meter.billing.metrics import BillingMetrics
@@ -21,18 +22,19 @@ from meter.billing.notify import make_notifier
 from meter.billing.service import Billing
 from meter.billing.stripe_gateway import StripeGateway
 from meter.billing.webhook import stripe_webhook
+from meter.core.ports import UsageUpkeep
 from meter.errors import RateLimited
-from meter.ingest.handlers import authenticate
 
 log = logging.getLogger(__name__)
 
 CUSTOMER = "/v1/customers/{id}"
 
 
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, upkeep: UsageUpkeep) -> None:
     """Register the webhook and self-service routes and the billing resources (after the app's
-    own, whose Postgres pool they share)."""
-    app.cleanup_ctx.append(_billing_ctx)
+    own, whose Postgres pool they share). `upkeep` is the aggregator's side of billing
+    changes, chosen by the app's wiring."""
+    app.cleanup_ctx.append(functools.partial(_billing_ctx, upkeep=upkeep))
     r = app.router
     r.add_post("/stripe/webhook", stripe_webhook)
     r.add_get(CUSTOMER + "/subscription", api.get_subscription)
@@ -95,7 +97,7 @@ async def _job(billing: Billing) -> None:
         log.exception("billing jobs failed; next run retries")
 
 
-async def _billing_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _billing_ctx(app: web.Application, upkeep: UsageUpkeep) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     billing = Billing(
         settings=settings,
@@ -103,6 +105,7 @@ async def _billing_ctx(app: web.Application) -> AsyncIterator[None]:
         gateway_or_none=StripeGateway.from_settings(settings),
         metrics=BillingMetrics(app[appkeys.METRICS].registry),
         notifier=make_notifier(settings.billing_notify_url),
+        upkeep=upkeep,
     )
     app[appkeys.BILLING] = billing
     scheduler: AsyncIOScheduler | None = None

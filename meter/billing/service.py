@@ -8,19 +8,18 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import cast
 
 import asyncpg
 
-from aggregator.reattribute import reattribute, sweep
-from aggregator.windows import retention_cutoff
-from meter.billing.attribution import PostgresAttributor
 from meter.billing.errors import BillingNotConfigured
 from meter.billing.gateway import Obj, PaymentGateway
 from meter.billing.metrics import BillingMetrics
 from meter.billing.notify import Notifier
 from meter.billing.store import Effects
 from meter.config import Settings
+from meter.connections import acquire
+from meter.core.ports import UsageUpkeep
+from meter.core.windows import retention_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,8 @@ class Billing:
     gateway_or_none: PaymentGateway | None
     metrics: BillingMetrics
     notifier: Notifier
+    # The aggregator's work when billing data moves folded usage (wired by the process).
+    upkeep: UsageUpkeep
 
     @property
     def gateway(self) -> PaymentGateway:
@@ -42,8 +43,8 @@ class Billing:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection (typed as one: the pool's proxy forwards everything)."""
-        async with self.pool.acquire() as proxy:
-            yield cast(asyncpg.Connection, proxy)
+        async with acquire(self.pool) as conn:
+            yield conn
 
     async def refetch(self, kind: str, id_: str) -> Obj | None:
         return await self.gateway.retrieve(kind, id_)
@@ -60,11 +61,10 @@ class Billing:
             self.metrics.churned.inc(effects.churned)
         for outcome in effects.payments:
             self.metrics.invoice_payments.labels(outcome).inc()
-        attributor = PostgresAttributor()
         try:
             if effects.sweep:
-                await sweep(conn, attributor, self.since())
+                await self.upkeep.sweep(conn, self.since())
             for tenant, key in sorted(effects.reattribute):
-                await reattribute(conn, attributor, tenant, key, self.since())
+                await self.upkeep.reattribute(conn, tenant, key, self.since())
         except (asyncpg.PostgresError, OSError):
             log.exception("re-attribution after a billing change failed; the sweep will retry")

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from aggregator.cuts import move_after_cut
 from meter.billing import convert, queries
 from meter.billing.gateway import Obj
 from meter.billing.rules import Order, is_churn, meter_refusal, order_decision
+from meter.core.ports import UsageUpkeep
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,12 @@ async def apply_meter(
 
 
 async def apply_subscription(
-    conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch, default_tenant: str
+    conn: asyncpg.Connection,
+    obj: Obj,
+    created: int,
+    refetch: Refetch,
+    default_tenant: str,
+    upkeep: UsageUpkeep,
 ) -> Effects:
     stored = await conn.fetchrow(queries.SUBSCRIPTION_FOR_UPDATE, obj["id"])
     decision = order_decision(None if stored is None else stored["event_created"], created)
@@ -173,12 +178,17 @@ async def apply_subscription(
     if current is None:
         return Effects(stale=True)
     return await _write_subscription(
-        conn, current, created, stored, refetch, default_tenant, changed_at=created
+        conn, current, created, stored, refetch, default_tenant, upkeep, changed_at=created
     )
 
 
 async def apply_subscription_answer(
-    conn: asyncpg.Connection, obj: Obj, version: int, refetch: Refetch, default_tenant: str
+    conn: asyncpg.Connection,
+    obj: Obj,
+    version: int,
+    refetch: Refetch,
+    default_tenant: str,
+    upkeep: UsageUpkeep,
 ) -> Effects:
     """Store the subscription Stripe answered a change of ours with. `version` is the
     `event_created` we read before calling Stripe. The answer is newer than every event
@@ -197,7 +207,7 @@ async def apply_subscription_answer(
     if current is None:
         return Effects(stale=True)
     return await _write_subscription(
-        conn, current, at, stored, refetch, default_tenant, changed_at=None
+        conn, current, at, stored, refetch, default_tenant, upkeep, changed_at=None
     )
 
 
@@ -235,6 +245,7 @@ async def _write_subscription(
     stored: asyncpg.Record | None,
     refetch: Refetch,
     default_tenant: str,
+    upkeep: UsageUpkeep,
     *,
     changed_at: int | None,
 ) -> Effects:
@@ -256,7 +267,7 @@ async def _write_subscription(
     )
     mode = convert.billing_mode(current)
     await conn.execute(queries.SET_BILLING_MODE, current["id"], mode, created)
-    await _apply_items(conn, current, created, changed_at)
+    await _apply_items(conn, current, created, changed_at, upkeep)
     old_status = None if stored is None else stored["status"]
     effects = Effects(reattribute=await _customer_keys(conn, customer))
     if is_churn(old_status, current["status"]):
@@ -265,7 +276,7 @@ async def _write_subscription(
 
 
 async def _apply_items(
-    conn: asyncpg.Connection, sub: Obj, created: int, changed_at: int | None
+    conn: asyncpg.Connection, sub: Obj, created: int, changed_at: int | None, upkeep: UsageUpkeep
 ) -> None:
     rows = convert.item_rows(sub)
     # An item added by a later update bills from then; one the subscription was created with
@@ -281,7 +292,9 @@ async def _apply_items(
         await conn.execute(queries.UPSERT_ITEM, *row)
         item, price, meter, start, end = row[0], row[2], row[5], row[6], row[7]
         if start < end:
-            await _item_period(conn, sub, item, price, meter, (start, end), added.get(item), change)
+            await _item_period(
+                conn, sub, item, price, meter, (start, end), added.get(item), change, upkeep
+            )
     at = convert.ts(created)
     removed = [
         r["id"] for r in await conn.fetch(queries.REMOVE_ITEMS, sub["id"], [r[0] for r in rows], at)
@@ -303,6 +316,7 @@ async def _item_period(
     stripe_period: tuple[dt.datetime, dt.datetime],
     added: dt.datetime | None,
     change: dt.datetime | None,
+    upkeep: UsageUpkeep,
 ) -> None:
     """Record which price bills the item when, inside its Stripe period [start, end). Stripe
     bills a metered price for the item's usage since the price was set on it: an item added
@@ -315,14 +329,14 @@ async def _item_period(
     now = await conn.fetchrow(queries.ITEM_PERIOD_NOW, item, start, end)
     if now is None:
         begin = added if added is not None and start < added < end else start
-        await _start_period(conn, sub, item, begin, end, meter, price)
+        await _start_period(conn, sub, item, begin, end, meter, price, upkeep)
         return
     if now["price"] is None or now["price"] == price:
         await conn.execute(queries.UPSERT_ITEM_PERIOD, item, now["period_start"], end, meter, price)
     elif change is None:
         return  # an answer to our own change: its webhook says when it happened
     elif now["period_start"] < change < end:
-        await _start_period(conn, sub, item, change, end, meter, price)
+        await _start_period(conn, sub, item, change, end, meter, price, upkeep)
     else:
         await conn.execute(queries.UPSERT_ITEM_PERIOD, item, now["period_start"], end, meter, price)
 
@@ -335,6 +349,7 @@ async def _start_period(
     end: dt.datetime,
     meter: str | None,
     price: str,
+    upkeep: UsageUpkeep,
 ) -> None:
     """Record the item's current period. Periods of one item never overlap: a period that
     starts inside an earlier one (a billing-cycle anchor reset, a resume, a price change) ends
@@ -350,7 +365,7 @@ async def _start_period(
     customer = convert.ref(sub["customer"])
     keys = await conn.fetchrow(queries.CUSTOMER_KEYS, customer)
     if keys is not None:
-        await move_after_cut(
+        await upkeep.move_after_cut(
             conn, keys["tenant"], [keys["external_id"], keys["stripe_id"]], item, start
         )
 

@@ -22,6 +22,7 @@ from meter.billing.errors import (
 from meter.billing.gateway import CheckoutRequest, InvoicePreview, Obj, Page, PlanChange
 from meter.config import Settings, check_stripe_api_version
 from meter.errors import InvalidRequest, Unavailable
+from meter.stripe_client import stripe_client
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +82,11 @@ class StripeGateway:
     def __init__(self, api_key: str, webhook_secret: str | None, settings: Settings) -> None:
         check_stripe_api_version(stripe.api_version)
         self._http = stripe.AIOHTTPClient(timeout=settings.billing_stripe_timeout_s)
-        bases: Any = {}
-        if settings.stripe_api_base:
-            bases["api"] = settings.stripe_api_base
-        if settings.stripe_meter_events_base:
-            bases["meter_events"] = settings.stripe_meter_events_base
         # Network retries reuse our idempotency keys, so they never create twice.
-        self.client = stripe.StripeClient(
+        self.client = stripe_client(
             api_key,
-            base_addresses=bases,
+            api_base=settings.stripe_api_base,
+            meter_events_base=settings.stripe_meter_events_base,
             http_client=self._http,
             max_network_retries=settings.billing_stripe_retries,
         )

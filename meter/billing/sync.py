@@ -20,6 +20,7 @@ import asyncpg
 from meter.billing import queries, store
 from meter.billing.gateway import ORDER, Obj, PaymentGateway
 from meter.billing.store import Effects
+from meter.core.ports import UsageUpkeep
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ PAGE_SIZE = 100
 Writer = Callable[[asyncpg.Connection, Obj, int, store.Refetch, str], Awaitable[Effects]]
 
 
-def _writer(kind: str) -> Writer:
+def _writer(kind: str, upkeep: UsageUpkeep) -> Writer:
     async def product(c: asyncpg.Connection, o: Obj, t: int, r: store.Refetch, _: str) -> Effects:
         return await store.apply_product(c, o, t, r)
 
@@ -41,12 +42,17 @@ def _writer(kind: str) -> Writer:
     async def item(c: asyncpg.Connection, o: Obj, t: int, r: store.Refetch, _: str) -> Effects:
         return await store.apply_invoice_item(c, o, t, deleted=False)
 
+    async def subscription(
+        c: asyncpg.Connection, o: Obj, t: int, r: store.Refetch, tenant: str
+    ) -> Effects:
+        return await store.apply_subscription(c, o, t, r, tenant, upkeep)
+
     writers: dict[str, Writer] = {
         "product": product,
         "price": price,
         "billing.meter": store.apply_meter,
         "customer": store.apply_customer,
-        "subscription": store.apply_subscription,
+        "subscription": subscription,
         "invoiceitem": item,
         "invoice": invoice,
     }
@@ -57,6 +63,7 @@ async def sync(
     conn: asyncpg.Connection,
     gateway: PaymentGateway,
     default_tenant: str,
+    upkeep: UsageUpkeep,
     *,
     kinds: tuple[str, ...] = ORDER,
     max_pages: int | None = None,
@@ -68,7 +75,7 @@ async def sync(
     effects = Effects()
     pages = 0
     for kind in kinds:
-        write = _writer(kind)
+        write = _writer(kind, upkeep)
         if max_pages is not None and pages >= max_pages:
             break
         cursor = await conn.fetchval(queries.SYNC_CURSOR, kind)

@@ -50,7 +50,11 @@ async def process(billing: Billing, event: Obj) -> str:
         raise InvalidRequest("the event has no id or type")
     created = event_created(event)
     handler = HANDLERS.get(type_)
-    ctx = Context(refetch=billing.refetch, default_tenant=billing.settings.billing_default_tenant)
+    ctx = Context(
+        refetch=billing.refetch,
+        default_tenant=billing.settings.billing_default_tenant,
+        upkeep=billing.upkeep,
+    )
     effects = Effects()
     try:
         async with billing.connection() as conn:

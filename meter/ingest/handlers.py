@@ -23,9 +23,9 @@ import orjson
 from aiohttp import web
 
 from meter import appkeys
+from meter.auth import authenticate_key
 from meter.bodies import read_body
 from meter.errors import (
-    AuthenticationError,
     InvalidRequest,
     MeteringError,
     RateLimited,
@@ -38,26 +38,9 @@ from meter.ingest.validation import Rejection, validate
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import shard_of
 
-_BEARER = "Bearer "
 # Dedupe keys outlive the late window by this much, so a retry of an event either meets its
 # dedupe key or is rejected as too_late by the validator: never counted twice.
 _DEDUPE_MARGIN_S = 3600
-
-
-async def authenticate_key(request: web.Request) -> tuple[str, bytes]:
-    """The tenant of the request's API key and the key's sha256, or AuthenticationError."""
-    header = request.headers.get("Authorization", "")
-    if not header.startswith(_BEARER):
-        raise AuthenticationError("missing `Authorization: Bearer <api key>` header")
-    tenant, digest = await request.app[appkeys.KEY_CACHE].resolve(header[len(_BEARER) :].strip())
-    if tenant is None:
-        raise AuthenticationError("invalid or revoked API key")
-    return tenant, digest
-
-
-async def authenticate(request: web.Request) -> str:
-    """The tenant of the request's API key, or AuthenticationError."""
-    return (await authenticate_key(request))[0]
 
 
 def check_rate(limiter: RateLimiter | None, key_digest: bytes) -> None:

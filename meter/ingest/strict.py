@@ -17,6 +17,7 @@ from collections.abc import Collection
 import asyncpg
 
 from meter import queries
+from meter.billing import queries as billing_queries
 
 _MAX_ENTRIES = 100_000
 
@@ -40,7 +41,9 @@ class KnownNames:
         if missing_c or missing_m:
             async with self._pool.acquire() as conn:
                 if missing_c:
-                    rows = await conn.fetch(queries.KNOWN_CUSTOMERS, tenant, list(missing_c))
+                    rows = await conn.fetch(
+                        billing_queries.STRIPE_IDS_OF_CUSTOMERS, tenant, list(missing_c)
+                    )
                     found = {r["external_id"] for r in rows} | {r["stripe_id"] for r in rows}
                     self._store(self._customers, tenant, missing_c, found, now)
                 if missing_m:

@@ -24,15 +24,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from meter import appkeys, jsonwire
+from meter.auth import authenticate
 from meter.billing.errors import NotFound
-from meter.connections import REDIS_ERRORS
-from meter.ingest.handlers import authenticate
+from meter.connections import REDIS_ERRORS, acquire
 from meter.pricing import (
     Period,
     PricingError,
@@ -53,8 +53,8 @@ Doc = dict[str, Any]
 @contextlib.asynccontextmanager
 async def _connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection, typed as one (the pool's proxy forwards everything)."""
-    async with app[appkeys.PG].acquire() as proxy:
-        yield cast(asyncpg.Connection, proxy)
+    async with acquire(app[appkeys.PG]) as conn:
+        yield conn
 
 
 def _json(doc: Doc) -> web.Response:

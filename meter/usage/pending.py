@@ -30,9 +30,9 @@ from redis.asyncio.cluster import RedisCluster
 
 from meter.batching import Batcher
 from meter.connections import RedisClient
+from meter.core.streams import stream_id_key, text
 from meter.events import UsageEvent
 from meter.redis_keys import Keys
-from meter.usage.tally import stream_id_key
 
 MAX_PENDING_SCAN = 2000
 
@@ -59,10 +59,6 @@ def streams(keys: Keys, shards: int) -> list[str]:
     return [keys.stream(shard) for shard in range(shards)]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def _read_streams(redis: RedisClient, names: list[str], per_stream: int) -> StreamsRead:
     """The first `per_stream` entries of each stream, oldest first (empty streams left out)."""
     if isinstance(redis, RedisCluster):
@@ -79,7 +75,7 @@ async def _read_streams(redis: RedisClient, names: list[str], per_stream: int) -
         "list[tuple[bytes, list[tuple[bytes, dict[bytes | str, bytes]]]]] | None",
         await redis.xread(dict.fromkeys(names, "0-0"), count=per_stream),  # RESP2 shape
     )
-    return [(_text(name), entries) for name, entries in found or []]
+    return [(text(name), entries) for name, entries in found or []]
 
 
 class PendingReads:
@@ -139,7 +135,7 @@ def _scan(
                 continue
             event = UsageEvent.decode(payload)
             if event.tenant == tenant and event.customer in wanted:
-                entries.append(PendingEntry(name, _text(entry_id), event))
+                entries.append(PendingEntry(name, text(entry_id), event))
     return PendingRead(entries, scanned, truncated)
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import cast
 
 import asyncpg
 from aiohttp import web
 
 from meter import appkeys
 from meter.batching import Batcher
-from meter.connections import PooledConnection
+from meter.connections import PooledConnection, acquire
 from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache
 
@@ -60,8 +59,8 @@ async def _shared_reads(app: web.Application) -> AsyncIterator[None]:
     assert pool is not None
 
     async def read_snapshots(wanted: list[store.ItemUsage]) -> list[store.Snapshot]:
-        async with pool.acquire() as conn:
-            return await store.read_item_usage(cast(asyncpg.Connection, conn), names, wanted)
+        async with acquire(pool) as conn:
+            return await store.read_item_usage(conn, names, wanted)
 
     try:
         async with (

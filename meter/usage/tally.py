@@ -13,12 +13,6 @@ ZERO = Decimal(0)
 AGGREGATIONS = ("sum", "count", "max", "last", "unique_count")
 
 
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    """A Redis stream id ("ms-seq") as a tuple that orders like the stream."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 @dataclass(slots=True)
 class Tally:
     """The state of every aggregation over some buckets and events, as a bucket keeps it, so the

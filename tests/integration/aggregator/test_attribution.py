@@ -11,6 +11,7 @@ from aggregator.attribution import Attribution, ItemPeriod, attribute, index_per
 from aggregator.reattribute import reattribute, sweep
 from aggregator.windows import Window
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.events import UsageEvent
 from tests.integration.aggregator.conftest import (
@@ -77,7 +78,7 @@ async def test_period_boundary_splits_the_hour_and_reattribution_counts_once(
     # 1. No billing data yet: everything lands in unattributed (null item) hour buckets.
     await post_events(client, api_key, events_around(boundary, "a"))
     accepted = await stream_events(redis, settings)
-    async with Worker(settings, redis) as worker:
+    async with Worker(settings, redis, attributor=wiring.attributor()) as worker:
         await worker.drain()
     assert await rollups(db) == reference(accepted)
     assert (

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.events import UsageEvent, event_key
 from meter.migrate import migrate
@@ -68,7 +69,7 @@ async def test_one_event_in_two_shards_is_folded_once(
     config = settings.replace(raw_log=raw_log, aggregator_lanes=2)
     for _ in range(3):  # a failed drain leaves its shard's entries for the next one
         try:
-            async with Worker(config, redis) as worker:
+            async with Worker(config, redis, attributor=wiring.attributor()) as worker:
                 await worker.drain()
         except asyncpg.UniqueViolationError:
             continue

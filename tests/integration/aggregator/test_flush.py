@@ -13,6 +13,7 @@ from aggregator.attribution import NullAttributor
 from aggregator.flush import CheckpointMoved, flush_shard
 from aggregator.metrics import AggregatorMetrics
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.redis_keys import Keys, shard_of
 from tests.integration.aggregator.conftest import (
@@ -32,6 +33,7 @@ UNIQUE = {("acme", "seats"): "user"}
 
 
 async def drain(settings: Settings, redis: Redis, **kw: object) -> int:
+    kw.setdefault("attributor", wiring.attributor())
     async with Worker(settings, redis, **kw) as worker:  # type: ignore[arg-type]
         return await worker.drain()
 

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from aggregator.leases import lock_class
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from tests.integration.aggregator.conftest import (
     Client,
@@ -53,7 +54,10 @@ async def test_workers_split_shards_and_take_over_from_a_dead_one(
     await post_events(client, api_key, make_events(300, seed=5))
     accepted = await stream_events(redis, settings)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
-    a, b = Worker(fast, redis, batch_size=25), Worker(fast, redis, batch_size=25)
+    a, b = (
+        Worker(fast, redis, batch_size=25, attributor=wiring.attributor()),
+        Worker(fast, redis, batch_size=25, attributor=wiring.attributor()),
+    )
     await a.__aenter__()
     await b.__aenter__()
     run_a = asyncio.create_task(a.run(stop_a, scheduled_jobs=False))
@@ -103,7 +107,10 @@ async def test_a_shard_given_up_stops_reporting_lag_here(
     fast = settings.replace(aggregator_lease_interval_s=0.05, aggregator_poll_interval_s=0.02)
     await post_events(client, api_key, make_events(100, seed=7))
     stop = asyncio.Event()
-    a, b = Worker(fast, redis, batch_size=25), Worker(fast, redis, batch_size=25)
+    a, b = (
+        Worker(fast, redis, batch_size=25, attributor=wiring.attributor()),
+        Worker(fast, redis, batch_size=25, attributor=wiring.attributor()),
+    )
     await a.__aenter__()
     tasks = [asyncio.create_task(a.run(stop, scheduled_jobs=False))]
     try:

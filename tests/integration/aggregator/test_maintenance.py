@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from aggregator.maintenance import create_partitions, drop_old_partitions
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from tests.integration.aggregator.conftest import Client, make_events, now_ms, post_events, rollups
 
@@ -29,7 +30,7 @@ async def test_retention_drops_raw_partitions_and_keeps_rollups(
     client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
 ) -> None:
     await post_events(client, api_key, make_events(200, seed=7))
-    async with Worker(settings, redis) as worker:
+    async with Worker(settings, redis, attributor=wiring.attributor()) as worker:
         await worker.drain()
     kept = await rollups(db)
     parts = await db.fetchval(PARTITIONS)

@@ -13,6 +13,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.events import UsageEvent
 from meter.redis_keys import Keys, shard_of
@@ -30,6 +31,7 @@ from tests.unit.aggregator.reference import reference
 
 
 async def drain(settings: Settings, redis: Redis, **kw: object) -> int:
+    kw.setdefault("attributor", wiring.attributor())
     async with Worker(settings.replace(raw_log=False), redis, **kw) as worker:  # type: ignore[arg-type]
         return await worker.drain()
 

@@ -16,6 +16,7 @@ from aggregator.attribution import UNATTRIBUTED, Attribution, ItemPeriod, attrib
 from aggregator.reattribute import NoItemPeriod, Reattributed, reattribute, sweep
 from aggregator.windows import Window, hour_of
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.events import UsageEvent
 from tests.integration.aggregator.conftest import (
@@ -42,12 +43,14 @@ async def fold_some_unlogged(
     a second half (some hours only) with it on, so some buckets hold both kinds."""
     await post_events(client, api_key, events_around(boundary, "off"))
     accepted = await stream_events(redis, settings)
-    async with Worker(settings.replace(raw_log=False), redis) as worker:
+    async with Worker(
+        settings.replace(raw_log=False), redis, attributor=wiring.attributor()
+    ) as worker:
         await worker.drain()
     logged = [e for e in events_around(boundary, "on") if str(e["id"]).split("-")[1] in "0246"]
     await post_events(client, api_key, logged)
     accepted += await stream_events(redis, settings)
-    async with Worker(settings, redis) as worker:
+    async with Worker(settings, redis, attributor=wiring.attributor()) as worker:
         await worker.drain()
     return accepted
 

@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from reporter.voids import void_event
 from reporter.worker import Reporter
 from tests.conftest import TOTALS_DRIFT
@@ -32,7 +33,7 @@ def _event(eid: str, value: int, at: int) -> dict[str, Any]:
 async def _ingest(stack: Stack, redis: Redis, events: list[dict[str, Any]]) -> None:
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == len(events)
 
 
@@ -86,14 +87,14 @@ async def test_anchor_reset_cuts_the_period_and_a_void_subtracts_once(
         clock, {"frozen_time": int(time.time())}
     )
     await stack.settle()
-    async with Reporter(reporter_settings) as reporter:
+    async with Reporter(reporter_settings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
         # Usage of the same hours, aggregated with the new period known.
         await _ingest(
             stack, redis, [_event("c1", 2, reset + 20 * MIN), _event("d1", 6, reset + 80 * MIN)]
         )
         async with stack.billing.connection() as conn:
-            assert (await void_event(conn, TENANT, "a1")).value == 5
+            assert (await void_event(conn, TENANT, "a1", wiring.subtract_event())).value == 5
         await reporter.once()
 
         # Stripe holds every event once but the voided one: 3 + 4 + 2 + 6.

@@ -58,7 +58,7 @@ async def test_a_change_raced_by_a_stale_webhook_stores_stripes_current_copy(
         assert tuple(await conn.fetchrow(stale, sub.id)) == (False, None, created)
         async with conn.transaction():
             await store.apply_subscription_answer(
-                conn, answer, version, stack.billing.refetch, "acme"
+                conn, answer, version, stack.billing.refetch, "acme", stack.billing.upkeep
             )
         # Stripe's current copy is stored, neither the snapshot nor our (already old) answer;
         # the row keeps the newest event version.

@@ -11,6 +11,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 
 from .conftest import Stack, catalog, clock_customer, hour_now
 
@@ -48,7 +49,7 @@ async def test_buckets_carry_item_and_split_at_period_boundary(stack: Stack, red
     keys = ("attr-1", cus)  # events name the customer by our id or by Stripe's
     # Usage that arrives before the subscription is known: aggregated unattributed.
     await post(stack, events(boundary, "early", keys))
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 12
     async with stack.billing.connection() as conn:
         assert (
@@ -67,7 +68,7 @@ async def test_buckets_carry_item_and_split_at_period_boundary(stack: Stack, red
     await stack.settle()
     # Usage aggregated after: attributed on the way in.
     await post(stack, events(boundary, "late", keys))
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 12
     async with stack.billing.connection() as conn:
         rows = await conn.fetch(

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from meter import wiring
 from meter.billing import store
 from meter.billing.gateway import Obj
 
@@ -48,7 +49,7 @@ async def _write(db: asyncpg.Connection, sub: Obj, created: int) -> None:
         return sub
 
     async with db.transaction():
-        await store.apply_subscription(db, sub, created, refetch, "acme")
+        await store.apply_subscription(db, sub, created, refetch, "acme", wiring.usage_upkeep())
 
 
 async def _periods(db: asyncpg.Connection) -> list[tuple[Any, ...]]:

@@ -12,6 +12,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 
 from .conftest import Stack, catalog
 
@@ -51,7 +52,7 @@ async def test_deleted_customer_comes_back_and_is_billed(stack: Stack, redis: Re
     }
     response = await stack.client.post("/v1/events", data=orjson.dumps([event]), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 1
 
     second = await _subscribe(stack, "back-1", cat["metered"])

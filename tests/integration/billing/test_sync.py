@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from meter import wiring
 from meter.billing import cli
 from meter.billing.sync import sync
 
@@ -32,13 +33,15 @@ async def test_sync_backfills_and_resumes(stack: Stack) -> None:
     gateway = stack.billing.gateway
     async with stack.billing.connection() as conn:
         # Interrupted after two pages of two: the product and two of the three prices.
-        counts, _ = await sync(conn, gateway, "acme", max_pages=2, page_size=2)
+        counts, _ = await sync(
+            conn, gateway, "acme", wiring.usage_upkeep(), max_pages=2, page_size=2
+        )
         assert counts == {"product": 1, "price": 2}
         assert (
             await conn.fetchval("SELECT cursor FROM billing_sync_cursors WHERE resource = 'price'")
             is not None
         )
-        counts, effects = await sync(conn, gateway, "acme", page_size=2)
+        counts, effects = await sync(conn, gateway, "acme", wiring.usage_upkeep(), page_size=2)
         # The price listing resumed after its cursor (a finished listing starts over).
         assert counts == {
             "product": 1,
@@ -80,7 +83,7 @@ async def test_sync_backfills_and_resumes(stack: Stack) -> None:
             "duration_in_months": None,
         }
         # Safe to run again at any time: same rows.
-        await sync(conn, gateway, "acme")
+        await sync(conn, gateway, "acme", wiring.usage_upkeep())
         assert await conn.fetchval("SELECT count(*) FROM subscriptions") == 5
     status, view = await stack.get("/v1/customers/sync-3/subscription")
     assert (status, view["stripe_customer"]) == (200, customers[3])

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from aggregator.cli import reattribute_once
 from aggregator.worker import Worker
+from meter import wiring
 from meter.cli import build_parser
 from reporter.worker import Reporter
 
@@ -28,7 +29,7 @@ async def reported(stack: Stack, meter: str, customer: str) -> Decimal:
         reporter_backoff_cap_s=0.05,
         reporter_poll_interval_s=0.02,
     )
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         assert await reporter.once() > 0
     async with (
         aiohttp.ClientSession() as session,
@@ -56,7 +57,9 @@ async def test_unlogged_usage_of_an_unknown_customer_reaches_stripe(
     ]
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings.replace(raw_log=False), redis) as worker:
+    async with Worker(
+        stack.settings.replace(raw_log=False), redis, attributor=wiring.attributor()
+    ) as worker:
         assert await worker.drain() == len(values)
     # The raw log back on: one more event, in an hour that already holds unlogged ones.
     late = {"id": "u-on", "customer": "unlogged-1", "meter": "calls", "value": 3}
@@ -64,7 +67,7 @@ async def test_unlogged_usage_of_an_unknown_customer_reaches_stripe(
         "/v1/events", data=orjson.dumps([{**late, "timestamp": start + 900}]), headers=stack.auth
     )
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 1
 
     # The customer and its subscription appear (webhooks); billing re-attributes at once.
@@ -102,7 +105,9 @@ async def test_stuck_unlogged_usage_moves_whole_by_the_operator(stack: Stack, re
     ]
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings.replace(raw_log=False), redis) as worker:
+    async with Worker(
+        stack.settings.replace(raw_log=False), redis, attributor=wiring.attributor()
+    ) as worker:
         assert await worker.drain() == 3
     clock, cus = await clock_customer(stack.sdk, "stuck-1", start)
     await stack.sdk.v1.subscriptions.create_async(

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.connections import redis_client
 from meter.redis_keys import Keys, shard_of
@@ -93,9 +94,11 @@ async def test_aggregator_folds_a_cluster_exactly_once(
     accepted = await stream_events(cluster_redis, cluster_settings)  # type: ignore[arg-type]
     assert len(accepted) == 800
 
-    async with Worker(cluster_settings, cluster_redis, batch_size=100) as worker:
+    async with Worker(
+        cluster_settings, cluster_redis, batch_size=100, attributor=wiring.attributor()
+    ) as worker:
         assert await worker.drain() == 800
-    async with Worker(cluster_settings, cluster_redis) as worker:
+    async with Worker(cluster_settings, cluster_redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 0  # trimmed and checkpointed: nothing folds twice
 
     assert await rollups(db) == reference(accepted)

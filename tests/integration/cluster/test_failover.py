@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.connections import redis_client
 from meter.redis_keys import Keys
@@ -94,7 +95,7 @@ async def test_acknowledged_events_survive_a_master_failover_exactly_once(
 
     redis = redis_client(cluster.url)  # the surviving nodes
     try:
-        async with Worker(own, redis) as worker:
+        async with Worker(own, redis, attributor=wiring.attributor()) as worker:
             await worker.drain()
     finally:
         await redis.aclose()

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from aggregator.attribution import ItemPeriod
 from aggregator.windows import HOUR_MS, Window
+from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
 from reporter.worker import Reporter
@@ -56,7 +57,9 @@ async def test_late_usage_of_a_canceled_period(
 
     await ingest_and_aggregate(client, api_key, redis, settings, world, [event("a", 4)])
     # Stripe's default finalization grace (1 h); the reporter closes a period 45 min after.
-    async with Reporter(rsettings.replace(reporter_invoice_grace_s=45 * 60.0)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_invoice_grace_s=45 * 60.0), directory=wiring.customer_directory()
+    ) as reporter:
         # The final invoice is a draft: the late usage is sent, timestamped in the period.
         await reporter.once()
         assert (await stripe_totals(emu, world))[(customer, "calls")] == 4

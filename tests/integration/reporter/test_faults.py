@@ -13,6 +13,7 @@ import pytest
 import stripe
 from redis.asyncio import Redis
 
+from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
 from reporter.worker import Reporter
@@ -67,7 +68,9 @@ async def test_faults_never_lose_or_double_count(
         {"mode": "rate_limit", "probability": 0.2, "count": 4},
     ):
         await control(emu, "POST", "/faults", {"path": path, "seed": 7, **rule})
-    async with Reporter(rsettings.replace(reporter_transport=transport)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_transport=transport), directory=wiring.customer_directory()
+    ) as reporter:
         await reporter.once()
         assert await reporter.pending() == 0
         seen = await outcomes(emu, path)
@@ -101,7 +104,10 @@ async def test_two_reporters_send_each_row_once(
     )
     # Small batches and several lanes each, so the two really interleave.
     s = rsettings.replace(reporter_batch_size=5, reporter_concurrency=3)
-    async with Reporter(s) as a, Reporter(s) as b:
+    async with (
+        Reporter(s, directory=wiring.customer_directory()) as a,
+        Reporter(s, directory=wiring.customer_directory()) as b,
+    ):
         await asyncio.gather(a.build(), b.build())
         sent = await asyncio.gather(a.send_due(), b.send_due())
         assert min(sent) > 0
@@ -125,7 +131,9 @@ async def test_session_expiry_renews_and_resends(
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, make_events(world, 100, seed=5)
     )
-    async with Reporter(rsettings.replace(reporter_concurrency=1)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_concurrency=1), directory=wiring.customer_directory()
+    ) as reporter:
         await reporter.once()
         assert reporter.metrics.session_renewals._value.get() == 1
         # The session expires mid-run: the next request meets temporary_session_expired.
@@ -217,7 +225,7 @@ async def test_limiter_keeps_under_the_configured_rate(
     s = rsettings.replace(
         reporter_rate_limit=rate, reporter_rate_burst=burst, reporter_batch_size=10
     )
-    async with Reporter(s) as reporter:
+    async with Reporter(s, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
     log = (await control(emu, "GET", "/requests", {"path": STREAM}))["data"]
     sends = [(e["time"], len(e["params"]["events"])) for e in log]

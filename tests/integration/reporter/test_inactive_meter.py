@@ -14,6 +14,7 @@ import asyncpg
 import stripe
 
 from aggregator.windows import HOUR_MS
+from meter import wiring
 from meter.billing import store
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
@@ -68,7 +69,7 @@ async def test_usage_of_an_inactive_meter_waits_and_is_sent_on_reactivation(
     await sdk.v1.billing.meters.deactivate_async(meter)
     await _sync_meter(db, sdk, meter)
     await ingest_and_aggregate(client, api_key, redis, settings, world, _events(cus, "a"))
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
         # Nothing was sent into the inactive meter (Stripe would drop it); the usage waits.
         assert (await control(emu, "GET", "/meter_events"))["rejected"] == []
@@ -94,7 +95,7 @@ async def test_pending_rows_are_held_while_their_meter_is_inactive(
     cus, meter = world.customers[0], world.meter_ids["calls"]
     await _sync_meter(db, sdk, meter)
     await ingest_and_aggregate(client, api_key, redis, settings, world, _events(cus, "b"))
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         built = await reporter.build()
         assert built.rows == 1
         # Deactivated after the rows were planned: the sender holds them.

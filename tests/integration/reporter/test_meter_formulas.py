@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 import stripe
 
+from meter import wiring
 from meter.billing import store
 from meter.billing.cli import run_sync
 from meter.cli import _meters
@@ -75,7 +76,7 @@ async def test_stripe_formula_applies_to_a_non_default_tenant(
         {"id": "l2", "customer": cus, "meter": "level", "value": 12, "timestamp": at + 1},
     ]
     await ingest_and_aggregate(client, api_key, redis, settings, world, events)
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
     assert await _total(emu, last.id, cus) == 12
 
@@ -134,7 +135,7 @@ async def test_a_count_meter_is_refused_and_its_usage_waits_for_a_sum_meter(
         for i in range(5)
     ]
     await ingest_and_aggregate(client, api_key, redis, settings, world, events)
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
         # Nothing reaches the count meter (it would hold 1); the usage waits, counted.
         assert await _total(emu, counting.id, cus) == 0

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from aggregator.attribution import ItemPeriod
 from aggregator.windows import HOUR_MS, Window
+from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
 from reporter.worker import Reporter
@@ -48,7 +49,9 @@ async def test_rows_past_the_horizon_are_checked_before_any_resend(
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, make_events(world, 150, seed=9)
     )
-    async with Reporter(rsettings.replace(reporter_concurrency=1)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_concurrency=1), directory=wiring.customer_directory()
+    ) as reporter:
         await reporter.once()
         # Applied in Stripe, but our mark was lost, 21 h ago: settled by event_summaries.
         applied = await db.fetch(
@@ -93,7 +96,9 @@ async def test_a_fresh_row_sharing_a_minute_with_an_old_applied_row_is_sent_once
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, [_event(customer, "a", 5, at)]
     )
-    async with Reporter(rsettings.replace(reporter_concurrency=1)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_concurrency=1), directory=wiring.customer_directory()
+    ) as reporter:
         await reporter.once()
         await db.execute(AGED + ", status = 'pending', sent_at = NULL")
         await ingest_and_aggregate(
@@ -159,10 +164,13 @@ async def test_late_usage_after_finalization_is_carried_never_dropped(
         world,
         [event("a", "calls", 5, old), event("c", "gauge", 3, old)],
     )
-    async with Reporter(rsettings.replace(reporter_invoice_grace_s=4 * 3600.0)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_invoice_grace_s=4 * 3600.0),
+        directory=wiring.customer_directory(),
+    ) as reporter:
         await reporter.once()
         assert reporter.metrics.late.labels("carried")._value.get() == 0
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         # The new period's usage, and late usage of the old one, whose invoice is final now
         # (it ended 3 h ago; grace 60 s).
         await ingest_and_aggregate(
@@ -245,7 +253,7 @@ async def test_late_usage_of_an_invoiced_period_is_carried_without_usage_in_the_
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, [_event(customer, "a", 5, boundary - HOUR_MS)]
     )
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()  # open (in its grace): sent with its own timestamp
         await seed_invoice(db, customer, sub, ended)
         await ingest_and_aggregate(
@@ -280,7 +288,7 @@ async def test_late_usage_waits_for_an_open_period_then_is_carried(
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, [_event(customer, "a", 4, boundary - HOUR_MS)]
     )
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
         assert await stream_identifiers(emu) == []
         assert reporter.metrics.waiting_period._value.get() == 1
@@ -320,7 +328,7 @@ async def test_a_row_whose_period_was_invoiced_before_it_was_sent_is_moved_once(
         client, api_key, redis, settings, world, [_event(customer, "a", 5, boundary - HOUR_MS)]
     )
     await control(emu, "POST", "/faults", {"path": STREAM, "mode": "drop", "count": 1})
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.build()
         await reporter.send_due()
         row = await db.fetchrow("SELECT identifier, status, attempts FROM report_outbox")
@@ -363,7 +371,9 @@ async def test_an_absolute_row_whose_period_was_invoiced_before_it_was_sent_is_r
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, [{**gauge, "timestamp": boundary / 1000 - 600}]
     )
-    async with Reporter(rsettings.replace(reporter_invoice_grace_s=45 * 60.0)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_invoice_grace_s=45 * 60.0), directory=wiring.customer_directory()
+    ) as reporter:
         await reporter.build()
         await seed_invoice(db, customer, sub, ended, status="paid")
         await reporter.once()

@@ -6,6 +6,7 @@ import asyncpg
 import stripe
 from redis.asyncio import Redis
 
+from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
 from reporter.worker import Reporter
@@ -47,7 +48,7 @@ async def test_end_to_end_every_aggregation_then_late_events_then_reconcile(
     ]
     await ingest_and_aggregate(client, api_key, redis, settings, world, events)
 
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         sent = await reporter.once()
         assert sent > 0
         expected = await expected_totals(db)

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from aggregator.attribution import ItemPeriod
 from aggregator.windows import HOUR_MS, Window
+from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
 from reporter.plan import NO_SECOND_LEFT
@@ -55,7 +56,7 @@ async def test_absolute_versions_of_one_second_end_at_the_periods_value(
             "timestamp": (t + 500) / 1000,
         },
     ]
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await ingest_and_aggregate(client, api_key, redis, settings, world, first)
         await reporter.once()
         await ingest_and_aggregate(client, api_key, redis, settings, world, second)
@@ -89,7 +90,9 @@ async def test_a_version_with_no_second_left_in_its_period_is_recorded_not_sent(
     world.attributor.periods = [ItemPeriod(customer, "peak", "si_p", w) for w in (ended, current)]
     await seed_billing(db, customer, {"si_p": [ended, current]})
     peak = {"customer": customer, "meter": "peak"}
-    async with Reporter(rsettings.replace(reporter_invoice_grace_s=45 * 60.0)) as reporter:
+    async with Reporter(
+        rsettings.replace(reporter_invoice_grace_s=45 * 60.0), directory=wiring.customer_directory()
+    ) as reporter:
         await ingest_and_aggregate(
             client,
             api_key,

@@ -9,6 +9,7 @@ import stripe
 from redis.asyncio import Redis
 
 from aggregator.windows import HOUR_MS
+from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
 from reporter.plan import TRIAL_USAGE
@@ -54,7 +55,7 @@ async def test_usage_of_a_closed_trial_is_recorded_never_carried(
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, [_event(customer, "a", 5, boundary - HOUR_MS)]
     )
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.build()  # planned while the trial period is open
         await seed_invoice(db, customer, sub, trial, status="paid")
         await reporter.once()
@@ -97,7 +98,7 @@ async def test_usage_of_an_open_trial_is_sent(
     await ingest_and_aggregate(
         client, api_key, redis, settings, world, [_event(customer, "a", 5, now_ms() - HOUR_MS)]
     )
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
     assert (await stripe_totals(emu, world))[(customer, "calls")] == 5
     assert await db.fetchval("SELECT status FROM report_outbox") == "sent"

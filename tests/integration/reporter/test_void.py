@@ -10,6 +10,7 @@ import pytest
 import stripe
 from redis.asyncio import Redis
 
+from meter import wiring
 from meter.cli import main
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
@@ -52,16 +53,16 @@ async def test_void_sends_the_negative_delta_once(
     ]
     await ingest_and_aggregate(client, api_key, redis, settings, world, events)
 
-    async with Reporter(rsettings) as reporter:
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
         assert await reporter.once() > 0
         totals = await stripe_totals(emu, world)
         assert totals[(cus, "calls")] == Decimal("13.5")
         assert totals[(cus, "requests")] == 2
 
-        voided = await void_event(db, "acme", "e2")
+        voided = await void_event(db, "acme", "e2", wiring.subtract_event())
         assert not voided.already
         assert voided.value == Decimal("2.5")
-        assert (await void_event(db, "acme", "r1")).value == 1
+        assert (await void_event(db, "acme", "r1", wiring.subtract_event())).value == 1
         assert await reporter.once() == 2  # one negative delta per shrunk bucket
         totals = await stripe_totals(emu, world)
         assert totals[(cus, "calls")] == 11  # e1 + e3
@@ -69,7 +70,7 @@ async def test_void_sends_the_negative_delta_once(
 
         # A second void is a no-op: nothing changes, nothing is sent.
         version = await db.fetchval("SELECT max(version) FROM usage_rollups WHERE meter = 'calls'")
-        assert (await void_event(db, "acme", "e2")).already
+        assert (await void_event(db, "acme", "e2", wiring.subtract_event())).already
         assert (
             await db.fetchval("SELECT max(version) FROM usage_rollups WHERE meter = 'calls'")
             == version
@@ -80,7 +81,7 @@ async def test_void_sends_the_negative_delta_once(
 
     # Absolute meters are refused, and nothing is recorded for them.
     with pytest.raises(VoidRefused, match="only sum and count meters"):
-        await void_event(db, "acme", "p1")
+        await void_event(db, "acme", "p1", wiring.subtract_event())
     assert await db.fetchval("SELECT count(*) FROM usage_voids WHERE event_id = 'p1'") == 0
 
     # The CLI: an unknown id is a clear error with exit code 2; a repeated void exits 0.

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.config import Settings
 from meter.pricing import Price, price_from_stripe
 
@@ -157,7 +158,7 @@ def calls(customer: str, tag: str, values: list[int], when: int) -> list[dict[st
 
 
 async def drain(settings: Settings, redis: Redis) -> int:
-    async with Worker(settings, redis) as worker:
+    async with Worker(settings, redis, attributor=wiring.attributor()) as worker:
         return await worker.drain()
 
 

@@ -10,6 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from reporter.worker import Reporter
 from tests.integration.billing.conftest import Stack, catalog, clock_customer, hour_now
 
@@ -19,7 +20,7 @@ from .test_emulator_preview import assert_invoice_equals
 async def _post_and_aggregate(stack: Stack, redis: Redis, event: dict[str, Any]) -> None:
     response = await stack.client.post("/v1/events", data=orjson.dumps([event]), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 1
 
 
@@ -43,14 +44,14 @@ async def test_late_usage_is_billed_and_projected_in_the_next_invoice(
         return {"id": id_, "customer": "late-1", "meter": "calls", "value": value, "timestamp": at}
 
     await _post_and_aggregate(stack, redis, call("a", 5, start + 1800))
-    async with Reporter(reporter_settings) as reporter:
+    async with Reporter(reporter_settings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
     # The period ends and its invoice is finalized (and paid) an hour later; billing stores it.
     await sdk.v1.test_helpers.test_clocks.advance_async(clock, {"frozen_time": end + 2 * 3600})
     await stack.settle()
     # Usage of the ended period arrives now, and the customer has none in the new period yet.
     await _post_and_aggregate(stack, redis, call("b", 7, start + 3600))
-    async with Reporter(reporter_settings) as reporter:
+    async with Reporter(reporter_settings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
         assert reporter.metrics.late.labels("carried")._value.get() == 1
 

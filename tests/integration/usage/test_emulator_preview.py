@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.billing.sync import sync
 from tests.integration.billing.conftest import Stack, clock_customer, hour_now
 
@@ -169,7 +170,7 @@ async def usage_and_preview(
     await sdk.v1.subscriptions.create_async(create)
     if synced:
         async with stack.billing.connection() as conn:
-            await sync(conn, stack.billing.gateway, "acme")
+            await sync(conn, stack.billing.gateway, "acme", stack.billing.upkeep)
     else:
         await stack.settle()
 
@@ -180,7 +181,7 @@ async def usage_and_preview(
     ]
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == len(values)
     # The same usage, reported to Stripe (the reporter's job in production).
     await sdk.v1.billing.meter_events.create_async(

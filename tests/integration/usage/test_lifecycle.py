@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from reporter.worker import Reporter
 from tests.integration.billing.conftest import Stack, catalog, clock_customer, hour_now
 
@@ -23,7 +24,7 @@ HOUR = 3600
 async def _post_and_aggregate(stack: Stack, redis: Redis, events: list[dict[str, Any]]) -> None:
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == len(events)
 
 
@@ -65,7 +66,7 @@ async def test_usage_of_a_trial_is_charged_by_no_invoice(stack: Stack, redis: Re
     # During the trial: usage is sent (Stripe counts it and charges none of it).
     await sdk.v1.test_helpers.test_clocks.advance_async(clock, {"frozen_time": start + HOUR})
     await _post_and_aggregate(stack, redis, [_call("trial-1", "a", 40, start + 1800)])
-    async with Reporter(settings) as reporter:
+    async with Reporter(settings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
     status, trialing = await stack.get(f"/v1/customers/{cus}/usage")
     assert status == 200, trialing
@@ -81,7 +82,7 @@ async def test_usage_of_a_trial_is_charged_by_no_invoice(stack: Stack, redis: Re
     # Usage of the first paid period, and a late event stamped in the trial.
     late = [_call("trial-1", "b", 10, trial_end + 1800), _call("trial-1", "c", 20, start + HOUR)]
     await _post_and_aggregate(stack, redis, late)
-    async with Reporter(settings) as reporter:
+    async with Reporter(settings, directory=wiring.customer_directory()) as reporter:
         await reporter.once()
         late_counts = {
             a: reporter.metrics.late.labels(a)._value.get() for a in ("trial", "carried")

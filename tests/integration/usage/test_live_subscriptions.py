@@ -10,6 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from tests.integration.billing.conftest import Stack, catalog, clock_customer, hour_now
 
 
@@ -32,7 +33,7 @@ async def test_usage_shows_every_live_subscription(stack: Stack, redis: Redis) -
     ]
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 2
     await sdk.v1.billing.meter_events.create_async(
         {

@@ -22,6 +22,7 @@ import stripe
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
+from meter import wiring
 from meter.billing.sync import sync
 from reporter.worker import Reporter
 from tests.integration.billing.conftest import Stack, clock_customer, hour_now
@@ -59,7 +60,7 @@ async def _usage(
     ]
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == value
     await stack.sdk.v1.billing.meter_events.create_async(
         {
@@ -284,7 +285,7 @@ async def test_pending_prorations_are_on_the_projected_invoice(
     )
     if synced:
         async with stack.billing.connection() as conn:
-            await sync(conn, stack.billing.gateway, "acme")
+            await sync(conn, stack.billing.gateway, "acme", stack.billing.upkeep)
     else:
         await stack.settle()
     await _usage(stack, redis, cus, "prorated", "calls", 7, start + 60, "calls")
@@ -341,7 +342,7 @@ async def test_a_change_made_through_our_api_keeps_the_old_price_until_its_time_
     clock, cus, start = await _clocked(stack, "answered")
     sub = await sdk.v1.subscriptions.create_async({"customer": cus, "items": [{"price": a}]})
     async with stack.billing.connection() as conn:
-        await sync(conn, stack.billing.gateway, "acme")
+        await sync(conn, stack.billing.gateway, "acme", stack.billing.upkeep)
     await _usage(stack, redis, cus, "answered", "calls", 100, start + 60, "before")
     await _advance(stack, clock, start + HOUR)
 
@@ -358,7 +359,7 @@ async def test_a_change_made_through_our_api_keeps_the_old_price_until_its_time_
     assert [(i["price"], i["quantity"]) for i in doc["items"]] == [(a, "100")]
 
     async with stack.billing.connection() as conn:
-        await sync(conn, stack.billing.gateway, "acme")
+        await sync(conn, stack.billing.gateway, "acme", stack.billing.upkeep)
     doc = await _projection_is_preview(stack, "answered", cus, sub.id)
     assert [(i["price"], i["quantity"]) for i in doc["items"]] == [(b, "0")]
 
@@ -381,7 +382,7 @@ async def test_usage_unreported_at_a_flexible_price_change_is_carried_not_lost(
     ]
     response = await stack.client.post("/v1/events", data=orjson.dumps(events), headers=stack.auth)
     assert response.status == 200, await response.text()
-    async with Worker(stack.settings, redis) as worker:
+    async with Worker(stack.settings, redis, attributor=wiring.attributor()) as worker:
         assert await worker.drain() == 100
     # Aggregated, not reported yet, when the price changes: Stripe's invoice item bills none
     # of it, and nothing bills the old price's window any more.
@@ -389,7 +390,9 @@ async def test_usage_unreported_at_a_flexible_price_change_is_carried_not_lost(
     item = sub["items"]["data"][0]["id"]
     await sdk.v1.subscriptions.update_async(sub.id, {"items": [{"id": item, "price": b}]})
     await stack.settle()
-    async with Reporter(stack.settings.replace(reporter_concurrency=1)) as reporter:
+    async with Reporter(
+        stack.settings.replace(reporter_concurrency=1), directory=wiring.customer_directory()
+    ) as reporter:
         await reporter.once()
     doc = await _projection_is_preview(stack, "unsent", cus, sub.id)
     # Carried into the new price's period, billed there.

@@ -7,13 +7,14 @@ from decimal import Decimal
 
 import pytest
 
+from meter.core.streams import stream_id_key
 from meter.errors import InvalidRequest
 from meter.events import UsageEvent
 from meter.pricing import Period, price_from_stripe
 from meter.usage import params, report
 from meter.usage.pending import PendingEntry, PendingRead, after_checkpoints
 from meter.usage.store import PlanItem
-from meter.usage.tally import Tally, stream_id_key
+from meter.usage.tally import Tally
 
 
 def ev(id_: str, value: str, ms: int, meter: str = "calls") -> UsageEvent:

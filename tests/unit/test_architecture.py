@@ -1,0 +1,135 @@
+"""The package boundaries, checked on the import statements (every one, also inside functions and
+under TYPE_CHECKING): the aggregator, the reporter and billing meet only through meter/core and
+the process wiring (meter/wiring.py); ingest needs no worker; pricing stays pure; the Stripe
+emulator is a tool for the CLI, `meter dev`, benchmarks and tests, never a dependency."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ("meter", "aggregator", "reporter", "benchmarks", "tests")
+
+# I/O libraries, and the meter modules that reach a database, Redis, HTTP or Stripe.
+IO_LIBRARIES = ("asyncpg", "redis", "aiohttp", "stripe", "httpx", "requests", "socket")
+PURE_METER_MODULES = ("meter.pricing", "meter.errors", "meter.core.windows")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> Iterator[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package.pop()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            yield module
+            # `from meter import billing` imports the subpackage, not a name.
+            yield from (f"{module}.{alias.name}" for alias in node.names)
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for top in SOURCES:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            graph[_module_name(path)] = set(_imports(path))
+    return graph
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _violations(
+    graph: dict[str, set[str]], importers: tuple[str, ...], imported: tuple[str, ...]
+) -> list[str]:
+    return sorted(
+        f"{module} imports {name}"
+        for module, names in graph.items()
+        if any(_within(module, p) for p in importers)
+        for name in names
+        if any(_within(name, p) for p in imported)
+    )
+
+
+GRAPH = _graph()
+
+FORBIDDEN = [
+    pytest.param(("aggregator",), ("reporter",), id="aggregator-imports-reporter"),
+    pytest.param(("reporter",), ("aggregator",), id="reporter-imports-aggregator"),
+    pytest.param(("aggregator", "reporter"), ("meter.billing",), id="workers-import-billing"),
+    pytest.param(("meter.billing",), ("aggregator", "reporter"), id="billing-imports-workers"),
+    pytest.param(("meter.ingest",), ("aggregator", "reporter"), id="ingest-imports-workers"),
+]
+
+
+@pytest.mark.parametrize(("importers", "imported"), FORBIDDEN)
+def test_packages_do_not_import_each_other(
+    importers: tuple[str, ...], imported: tuple[str, ...]
+) -> None:
+    assert _violations(GRAPH, importers, imported) == []
+
+
+def _does_io(name: str) -> bool:
+    if any(_within(name, lib) for lib in IO_LIBRARIES):
+        return True
+    inside_meter = _within(name, "meter") and name != "meter"
+    return inside_meter and not any(_within(name, pure) for pure in PURE_METER_MODULES)
+
+
+def test_pricing_imports_no_io() -> None:
+    found = sorted(
+        f"{module} imports {name}"
+        for module, names in GRAPH.items()
+        if _within(module, "meter.pricing")
+        for name in names
+        if _does_io(name)
+    )
+    assert found == []
+
+
+def _may_use_the_emulator(module: str) -> bool:
+    last = module.rsplit(".", 1)[-1]
+    return (
+        _within(module, "meter.stripe_emulator")
+        or last == "cli"
+        or module == "meter.dev"
+        or _within(module, "benchmarks")
+        or _within(module, "tests")
+    )
+
+
+def test_only_tools_import_the_stripe_emulator() -> None:
+    found = sorted(
+        f"{module} imports {name}"
+        for module, names in GRAPH.items()
+        if not _may_use_the_emulator(module)
+        for name in names
+        if _within(name, "meter.stripe_emulator")
+    )
+    assert found == []
+
+
+def test_the_graph_sees_the_packages() -> None:
+    # A guard against a walk that finds nothing (and so passes everything).
+    assert "meter.billing.store" in GRAPH
+    assert "aggregator.worker" in GRAPH
+    assert "reporter.worker" in GRAPH
+    assert "meter.pricing" in GRAPH

@@ -13,16 +13,16 @@ import datetime as dt
 import logging
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
-import orjson
 
 from meter.billing import mrr, queries
 from meter.billing.metrics import BillingMetrics
 from meter.billing.notify import Notifier
+from meter.billing.prices import price_from_row
 from meter.billing.rules import dunning_due_steps, grace_over
 from meter.billing.views import usage_in_period
+from meter.pricing import Period, PricingError, round_minor
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,22 @@ async def refresh_gauges(conn: asyncpg.Connection, metrics: BillingMetrics, now:
         metrics.subscriptions.labels(row["status"]).set(row["n"])
     totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in await conn.fetch(queries.MRR_ITEMS):
-        price = _price(row)
-        if row["usage_type"] == "metered":
-            used = await _usage(conn, row)
-            start, end = (_unix(row["current_period_start"]), _unix(row["current_period_end"]))
-            qty = mrr.projected_usage(used, start, end, now)
-        else:
-            qty = Decimal(row["quantity"] or 1)
-        totals[row["currency"]] += mrr.monthly(price, mrr.amount(price, qty))
+        try:
+            price = price_from_row(dict(row))
+            if row["usage_type"] == "metered":
+                period = Period(
+                    _unix(row["current_period_start"]), _unix(row["current_period_end"])
+                )
+                amount = mrr.metered(price, await _usage(conn, row), period, now)
+            else:
+                amount = mrr.licensed(price, Decimal(row["quantity"] or 1))
+        except (PricingError, ValueError, KeyError):
+            log.warning("price left out of MRR", extra={"price": row["price"]}, exc_info=True)
+            continue
+        totals[row["currency"]] += amount
     metrics.mrr.clear()
     for currency, total in totals.items():
-        metrics.mrr.labels(currency).set(mrr.round_minor(total))
+        metrics.mrr.labels(currency).set(round_minor(total))
     outcomes = await conn.fetchrow(queries.INVOICE_OUTCOMES)
     assert outcomes is not None
     if outcomes["attempted"]:
@@ -107,14 +112,6 @@ async def refresh_gauges(conn: asyncpg.Connection, metrics: BillingMetrics, now:
     assert dunning is not None
     metrics.dunning.labels("grace").set(dunning["grace"])
     metrics.dunning.labels("restricted").set(dunning["restricted"])
-
-
-def _price(row: asyncpg.Record) -> dict[str, Any]:
-    price = dict(row)
-    for key in ("tiers", "transform_quantity"):
-        if isinstance(price.get(key), str):
-            price[key] = orjson.loads(price[key])
-    return price
 
 
 async def _usage(conn: asyncpg.Connection, row: asyncpg.Record) -> Decimal:

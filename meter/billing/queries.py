@@ -366,10 +366,10 @@ SELECT coalesce(
     'sum')
 """
 SUBSCRIPTIONS_BY_STATUS = "SELECT status, count(*) AS n FROM subscriptions GROUP BY status"
-# Recurring items of live subscriptions with their prices; MRR is computed in Python (mrr.py).
+# Recurring items of live subscriptions with their prices; MRR is priced in Python (mrr.py).
 MRR_ITEMS = """
 SELECT s.id AS subscription, c.tenant, c.external_id, c.stripe_id, s.current_period_start,
-    s.current_period_end, i.quantity, p.currency, p.billing_scheme, p.unit_amount,
+    s.current_period_end, i.quantity, p.id AS price, p.currency, p.billing_scheme, p.unit_amount,
     p.unit_amount_decimal, p.tiers_mode, p.tiers, p.transform_quantity, p.recurring_interval,
     p.recurring_interval_count, p.usage_type, m.event_name
 FROM subscriptions s

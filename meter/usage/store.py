@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 
 from meter.billing.errors import NotFound
+from meter.billing.prices import PRICE_COLUMNS, price_from_row
 from meter.billing.rules import LIVE_STATUSES
 from meter.pricing import (
     Discount,
@@ -21,7 +22,6 @@ from meter.pricing import (
     PricingError,
     TaxRate,
     coupon_from_stripe,
-    price_from_stripe,
     tax_rate_from_stripe,
 )
 from meter.usage import queries
@@ -123,26 +123,10 @@ def _json(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
-# The price columns of queries.PLAN that the parse reads.
-_PRICE_COLUMNS = (
-    "price",
-    "currency",
-    "billing_scheme",
-    "unit_amount",
-    "unit_amount_decimal",
-    "tiers_mode",
-    "tiers",
-    "transform_quantity",
-    "recurring_interval",
-    "recurring_interval_count",
-    "usage_type",
-)
-
-
 def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
     if row["currency"] is None:
         return None, "price not synced"
-    return _parsed_price(tuple(row[c] for c in _PRICE_COLUMNS))
+    return _parsed_price(tuple(row[c] for c in PRICE_COLUMNS))
 
 
 # Optimisation: many customers share a few prices, and parsing one was a quarter of a plan
@@ -151,26 +135,8 @@ def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
 # arrives as text: asyncpg decodes no JSON here, so every value is hashable.)
 @functools.lru_cache(maxsize=4096)
 def _parsed_price(values: tuple[Any, ...]) -> tuple[Price | None, str | None]:
-    col = dict(zip(_PRICE_COLUMNS, values, strict=True))
-    wire = {
-        "id": col["price"],
-        "currency": col["currency"],
-        "billing_scheme": col["billing_scheme"],
-        "unit_amount": col["unit_amount"],
-        "unit_amount_decimal": col["unit_amount_decimal"],
-        "tiers_mode": col["tiers_mode"],
-        "tiers": _json(col["tiers"]),
-        "transform_quantity": _json(col["transform_quantity"]),
-        "recurring": None
-        if col["recurring_interval"] is None
-        else {
-            "interval": col["recurring_interval"],
-            "interval_count": col["recurring_interval_count"],
-            "usage_type": col["usage_type"],
-        },
-    }
     try:
-        return price_from_stripe(wire), None
+        return price_from_row(dict(zip(PRICE_COLUMNS, values, strict=True))), None
     except (PricingError, ValueError, KeyError) as exc:
         return None, f"price cannot be evaluated: {exc}"
 

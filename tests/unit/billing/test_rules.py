@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from meter.billing import mrr
 from meter.billing.api import idempotency_key
+from meter.billing.prices import price_from_row
 from meter.billing.rules import (
     Access,
     Order,
@@ -20,6 +21,7 @@ from meter.billing.rules import (
     order_decision,
     plan_from_metadata,
 )
+from meter.pricing import Period, line_amount, round_minor
 
 DAY = 86400
 SCHEDULE = (0.0, 3 * DAY, 6 * DAY)
@@ -109,25 +111,75 @@ def test_plan_metadata_price_overrides_product() -> None:
     assert plan.limits == {"calls": Decimal(5000)}
 
 
-def test_mrr_amounts() -> None:
-    month = {"recurring_interval": "month", "recurring_interval_count": 1}
-    assert mrr.amount({"unit_amount": 2000}, Decimal(3)) == 6000
-    assert mrr.monthly({"recurring_interval": "year"}, Decimal(12000)) == 1000
-    assert mrr.monthly({**month, "recurring_interval_count": 3}, Decimal(3000)) == 1000
-    package = {"unit_amount": 1000, "transform_quantity": {"divide_by": 1000, "round": "up"}}
-    assert mrr.amount(package, Decimal(1001)) == 2000
-    tiers = [
-        {"up_to": 1000, "unit_amount": 0, "flat_amount": 500},
-        {"up_to": None, "unit_amount_decimal": "0.5"},
-    ]
-    graduated = {"billing_scheme": "tiered", "tiers_mode": "graduated", "tiers": tiers}
-    assert mrr.amount(graduated, Decimal(1500)) == 750
-    assert mrr.amount(graduated, Decimal(0)) == 500
-    volume = {**graduated, "tiers_mode": "volume"}
-    assert mrr.amount(volume, Decimal(1500)) == 750
-    assert mrr.amount(volume, Decimal(10)) == 500
-    # Half the period gone with 50 used: 100 projected.
-    assert mrr.projected_usage(Decimal(50), 0, 100, 50) == 100
+def _row(**fields: object) -> dict[str, object]:
+    """A stored `prices` row, as MRR_ITEMS reads it."""
+    base: dict[str, object] = {
+        "price": "price_1",
+        "currency": "usd",
+        "billing_scheme": "per_unit",
+        "unit_amount": None,
+        "unit_amount_decimal": None,
+        "tiers_mode": None,
+        "tiers": None,
+        "transform_quantity": None,
+        "recurring_interval": "month",
+        "recurring_interval_count": 1,
+        "usage_type": "licensed",
+    }
+    return {**base, **fields}
+
+
+_TIERS = (
+    '[{"up_to": 1000, "unit_amount": 0, "flat_amount": 500},'
+    ' {"up_to": null, "unit_amount_decimal": "0.5"}]'
+)
+_PACKAGE = '{"divide_by": 1000, "round": "up"}'
+
+
+@pytest.mark.parametrize(
+    ("row", "quantity", "expected"),
+    [
+        pytest.param(_row(unit_amount=2000), 3, 6000, id="per-unit"),
+        pytest.param(_row(unit_amount=1000, transform_quantity=_PACKAGE), 1001, 2000, id="package"),
+        pytest.param(
+            _row(billing_scheme="tiered", tiers_mode="graduated", tiers=_TIERS),
+            1500,
+            750,
+            id="graduated",
+        ),
+        pytest.param(
+            _row(billing_scheme="tiered", tiers_mode="graduated", tiers=_TIERS),
+            0,
+            500,
+            id="graduated-base-fee",
+        ),
+        pytest.param(
+            _row(billing_scheme="tiered", tiers_mode="volume", tiers=_TIERS), 1500, 750, id="volume"
+        ),
+        pytest.param(
+            _row(billing_scheme="tiered", tiers_mode="volume", tiers=_TIERS),
+            10,
+            500,
+            id="volume-first-tier",
+        ),
+    ],
+)
+def test_mrr_of_a_monthly_price_is_the_engines_line_amount(
+    row: dict[str, object], quantity: int, expected: int
+) -> None:
+    price = price_from_row(row)
+    assert line_amount(price, Decimal(quantity)) == expected  # hand-computed from the tiers
+    assert round_minor(mrr.licensed(price, Decimal(quantity))) == expected
+    # Half the period gone, half the usage: the full-period amount.
+    half = mrr.metered(price, Decimal(quantity) / 2, Period(0, 100), 50)
+    assert round_minor(half) == expected
+
+
+def test_mrr_normalises_intervals_to_a_month() -> None:
+    year = price_from_row(_row(unit_amount=12000, recurring_interval="year"))
+    assert mrr.licensed(year, Decimal(1)) == 1000
+    quarter = price_from_row(_row(unit_amount=3000, recurring_interval_count=3))
+    assert mrr.licensed(quarter, Decimal(1)) == 1000
 
 
 def test_idempotency_keys_are_stable_and_short() -> None:

@@ -19,7 +19,7 @@ from meter.connections import PooledConnection, acquire, redis_client
 from meter.errors import InvalidRequest, MeteringError, Unavailable
 from meter.health import healthz, readyz
 from meter.ingest.committer import Committer
-from meter.ingest.handlers import post_events
+from meter.ingest.endpoint import post_events
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Limits
 from meter.metrics import Metrics

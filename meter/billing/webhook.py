@@ -22,9 +22,9 @@ from meter import appkeys
 from meter.billing import queries
 from meter.billing.errors import InvalidSignature, StoreUnavailable
 from meter.billing.gateway import Obj
-from meter.billing.handlers import HANDLERS, Context, meter_error_count
 from meter.billing.service import Billing
 from meter.billing.store import Effects
+from meter.billing.stripe_events import HANDLERS, Context, meter_error_count
 from meter.bodies import read_body
 from meter.errors import InvalidRequest, MeteringError, PayloadTooLarge
 

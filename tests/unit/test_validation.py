@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from meter.errors import InvalidRequest
 from meter.events import UsageEvent
-from meter.ingest.handlers import parse_body
+from meter.ingest.endpoint import parse_body
 from meter.ingest.validation import Limits, Rejection, parse_timestamp_ms, validate
 
 NOW_MS = 1_795_000_000_000  # 2026-11-18T...Z

@@ -9,7 +9,7 @@ import pytest
 
 from meter.errors import InvalidRequest
 from meter.events import UsageEvent
-from meter.ingest.handlers import parse_body
+from meter.ingest.endpoint import parse_body
 from meter.ingest.validation import MAX_PROPERTIES_DEPTH, Limits, Rejection, too_deep, validate
 
 NOW_MS = 1_795_000_000_000

@@ -30,11 +30,11 @@ def add_parser(subparsers: Any) -> None:
 async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     import asyncpg
 
+    from meter.billing.backfill import sync
     from meter.billing.metrics import BillingMetrics
     from meter.billing.notify import LogNotifier
     from meter.billing.service import Billing
     from meter.billing.stripe_gateway import StripeGateway
-    from meter.billing.sync import sync
     from meter.wiring import usage_upkeep
 
     gateway = StripeGateway.from_settings(settings)

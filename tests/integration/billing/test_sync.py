@@ -10,7 +10,7 @@ import orjson
 
 from meter import wiring
 from meter.billing import cli
-from meter.billing.sync import sync
+from meter.billing.backfill import sync
 
 from .conftest import Stack, catalog
 

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from aggregator.worker import Worker
 from meter import wiring
-from meter.billing.sync import sync
+from meter.billing.backfill import sync
 from reporter.worker import Reporter
 from tests.integration.billing.conftest import Stack, clock_customer, hour_now
 

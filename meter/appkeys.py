@@ -6,8 +6,8 @@ import asyncpg
 from aiohttp import web
 
 from meter.auth import KeyCache
-from meter.batching import Batcher
 from meter.billing.service import Billing
+from meter.coalescing import Batcher
 from meter.config import Settings
 from meter.connections import RedisClient
 from meter.ingest.committer import Committer

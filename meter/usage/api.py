@@ -8,11 +8,11 @@ Order of a usage request, and why the numbers are consistent:
   3. read the streams' pending entries of this customer (Redis) — before step 4, see pending.py.
   4. read the running totals, the usage the reporter carried between periods, and the stream
      checkpoints in one snapshot (Postgres): one statement for all the requests waiting at that
-     moment (routes.py, meter/batching.py).
+     moment (routes.py, meter/coalescing.py).
   5. fold the entries after their checkpoint into the rollup totals and price everything.
 Steps 3 and 4 are each shared by the requests waiting for them, and no request holds a pooled
 connection while it waits: a request that did kept it from the others, and asyncio hands a
-freed connection to whoever asks next, not to who waited longest (batching.py says more).
+freed connection to whoever asks next, not to who waited longest (coalescing.py says more).
 """
 
 from __future__ import annotations

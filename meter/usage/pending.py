@@ -28,7 +28,7 @@ from typing import cast
 import orjson
 from redis.asyncio.cluster import RedisCluster
 
-from meter.batching import Batcher
+from meter.coalescing import Batcher
 from meter.connections import RedisClient
 from meter.core.streams import stream_id_key, text
 from meter.events import UsageEvent

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import web
 
 from meter import appkeys
-from meter.batching import Batcher
+from meter.coalescing import Batcher
 from meter.connections import PooledConnection, acquire
 from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache

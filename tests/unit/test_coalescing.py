@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from meter.batching import Batcher
+from meter.coalescing import Batcher
 
 
 class Echo:

@@ -145,7 +145,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> AsyncIterator
     from aggregator.metrics import AggregatorMetrics
     from aggregator.worker import Worker
     from meter.connections import redis_client
-    from meter.faults import Faults
+    from meter.crashpoints import Faults
     from meter.metrics import metrics_server
 
     metrics = AggregatorMetrics()

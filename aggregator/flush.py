@@ -21,8 +21,8 @@ from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
 from meter.connections import RedisClient
 from meter.core.streams import text
+from meter.crashpoints import Faults
 from meter.events import UsageEvent, event_key
-from meter.faults import Faults
 from meter.redis_keys import Keys
 
 # Key of the advisory lock flushes hold shared and re-attribution holds exclusively.
@@ -33,7 +33,7 @@ class CheckpointMoved(Exception):
     """Another worker advanced this shard's checkpoint: our batch was rolled back, unfolded."""
 
 
-# Crash-test points of this module (meter/faults.py): before_commit, after_commit, after_trim.
+# Crash-test points of this module (meter/crashpoints.py): before_commit, after_commit, after_trim.
 
 
 @dataclass(frozen=True, slots=True)

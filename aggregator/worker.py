@@ -25,7 +25,7 @@ from aggregator.windows import retention_cutoff, to_datetime
 from meter.config import Settings
 from meter.connections import REDIS_ERRORS, RedisClient
 from meter.core.streams import stream_id_key, text
-from meter.faults import Faults
+from meter.crashpoints import Faults
 from meter.migrate import require_schema
 from meter.redis_keys import Keys
 

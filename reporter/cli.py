@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> None:
 
 async def report(settings: Settings, args: argparse.Namespace) -> int:
     """Run the reporter (or one pass with --once) until SIGTERM/SIGINT."""
-    from meter.faults import Faults
+    from meter.crashpoints import Faults
     from reporter.worker import Reporter
 
     async with Reporter(

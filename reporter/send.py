@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from meter.faults import Faults
+from meter.crashpoints import Faults
 from reporter import queries
 from reporter.backoff import backoff_delay
 from reporter.directory import Conn, PeriodCalendar
@@ -31,7 +31,7 @@ from reporter.transport import Event, Transport
 log = logging.getLogger(__name__)
 
 
-# Crash-test points of this module (meter/faults.py): after_claim, after_send (Stripe answered,
+# Crash-test points of this module (meter/crashpoints.py): after_claim, after_send (Stripe answered,
 # nothing marked), after_mark (marked, not committed), after_commit.
 
 

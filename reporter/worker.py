@@ -14,8 +14,8 @@ import stripe
 
 from meter.config import Settings, check_stripe_api_version
 from meter.connections import acquire
+from meter.crashpoints import Faults
 from meter.errors import ConfigError
-from meter.faults import Faults
 from meter.migrate import require_schema
 from reporter import outbox, queries
 from reporter.directory import BillingCalendar, CustomerDirectory, PeriodCalendar

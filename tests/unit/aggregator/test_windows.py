@@ -23,7 +23,7 @@ from aggregator.windows import (
     to_datetime,
     to_ms,
 )
-from meter.faults import Faults
+from meter.crashpoints import Faults
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

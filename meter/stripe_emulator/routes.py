@@ -12,6 +12,7 @@ from aiohttp import web
 from meter.stripe_emulator import (
     billing_cycle,
     catalog,
+    clocks,
     customers,
     invoice_items,
     invoices,
@@ -19,7 +20,6 @@ from meter.stripe_emulator import (
     meters,
     sessions,
     subscriptions,
-    test_clocks,
     webhooks,
 )
 from meter.stripe_emulator.core import EMULATOR, Route
@@ -37,7 +37,7 @@ def api_routes() -> list[Route]:
         *subscriptions.routes(),
         *invoices.routes(),
         *invoice_items.routes(),
-        *test_clocks.routes(),
+        *clocks.routes(),
         *sessions.routes(),
         *webhooks.routes(),
     ]

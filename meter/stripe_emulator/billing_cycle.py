@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from meter.stripe_emulator import invoicing, pricing, subscriptions
+from meter.stripe_emulator import invoice_lifecycle, pricing, subscriptions
 from meter.stripe_emulator.core import Emulator
 from meter.stripe_emulator.state import State
 from meter.stripe_emulator.wire import Obj, StripeError, strip_private
@@ -42,13 +42,13 @@ def run_due(emu: Emulator, clock_id: str | None) -> None:
         now = state.now_for_customer(invoice["customer"])
         if invoice["status"] == "draft" and due is not None and due <= now:
             invoice["_finalize_at"] = None
-            invoicing.finalize(emu, invoice, now)
+            invoice_lifecycle.finalize(emu, invoice, now)
             if invoice.get("_uncollectible") and invoice["status"] == "open":
-                invoicing.mark_uncollectible(emu, invoice, now)
+                invoice_lifecycle.mark_uncollectible(emu, invoice, now)
                 continue
             # A failed charge is reported by events and the past_due status, not raised here.
             with contextlib.suppress(StripeError):
-                invoicing.pay(emu, invoice, now)
+                invoice_lifecycle.pay(emu, invoice, now)
 
 
 def paused_behavior(sub: Obj, at: int) -> str | None:
@@ -110,7 +110,7 @@ def _roll(emu: Emulator, sub: Obj) -> None:
 def draft(
     emu: Emulator, sub: Obj, lines: list[Obj], reason: str, span: tuple[int, int], at: int
 ) -> None:
-    invoice = invoicing.build(
+    invoice = invoice_lifecycle.build(
         emu.state,
         customer=sub["customer"],
         lines=lines,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from meter.stripe_emulator import invoicing, subscriptions
+from meter.stripe_emulator import invoice_lifecycle, subscriptions
 from meter.stripe_emulator.core import Req, Route
 from meter.stripe_emulator.pricing import add_interval
 from meter.stripe_emulator.wire import Obj, invalid, missing, paginate, str_param, strip_private
@@ -40,7 +40,7 @@ def list_(req: Req) -> Obj:
     if customer := req.get("customer"):
         found = [i for i in found if i["customer"] == customer]
     if sub := req.get("subscription"):
-        found = [i for i in found if invoicing.subscription_of(i) == sub]
+        found = [i for i in found if invoice_lifecycle.subscription_of(i) == sub]
     if status := req.get("status"):
         found = [i for i in found if i["status"] == status]
     return paginate(found, req.params, BASE)
@@ -49,14 +49,14 @@ def list_(req: Req) -> Obj:
 def finalize(req: Req) -> Obj:
     invoice = req.state.get("invoice", req.match["id"])
     invoice["_finalize_at"] = None
-    invoicing.finalize(req.emu, invoice, req.state.now_for_customer(invoice["customer"]))
+    invoice_lifecycle.finalize(req.emu, invoice, req.state.now_for_customer(invoice["customer"]))
     return invoice
 
 
 def pay(req: Req) -> Obj:
     invoice = req.state.get("invoice", req.match["id"])
     invoice["_finalize_at"] = None
-    invoicing.pay(req.emu, invoice, req.state.now_for_customer(invoice["customer"]))
+    invoice_lifecycle.pay(req.emu, invoice, req.state.now_for_customer(invoice["customer"]))
     return invoice
 
 
@@ -73,7 +73,7 @@ def void(req: Req) -> Obj:
 def mark_uncollectible(req: Req) -> Obj:
     invoice = req.state.get("invoice", req.match["id"])
     now = req.state.now_for_customer(invoice["customer"])
-    invoicing.mark_uncollectible(req.emu, invoice, now)
+    invoice_lifecycle.mark_uncollectible(req.emu, invoice, now)
     return invoice
 
 
@@ -129,7 +129,7 @@ def create_preview(req: Req) -> Obj:
             + renewal
         )
         span, reason = (start, end), "upcoming"
-    return invoicing.build(
+    return invoice_lifecycle.build(
         state,
         customer=sub["customer"],
         lines=copy.deepcopy(body),

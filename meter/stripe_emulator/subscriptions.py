@@ -12,7 +12,7 @@ import copy
 from decimal import Decimal
 from typing import Any
 
-from meter.stripe_emulator import invoice_items, invoicing, pricing
+from meter.stripe_emulator import invoice_items, invoice_lifecycle, pricing
 from meter.stripe_emulator.core import Req, Route
 from meter.stripe_emulator.resources import apply_updates, metadata_of
 from meter.stripe_emulator.state import State
@@ -80,7 +80,7 @@ def _item(
     if not price_id:
         raise missing(f"items[{i}][price]")
     price = state.get("price", str(price_id), f"items[{i}][price]")
-    metered = invoicing.is_metered(price)
+    metered = invoice_lifecycle.is_metered(price)
     if metered and raw.get("quantity") not in (None, ""):
         raise invalid("Quantity cannot be set for metered prices.", f"items[{i}][quantity]")
     return {
@@ -102,9 +102,9 @@ def _item(
 def licensed_lines(sub: Obj, start: int, end: int) -> list[Obj]:
     lines = []
     for item in sub["items"]["data"]:
-        if not invoicing.is_metered(item["price"]):
+        if not invoice_lifecycle.is_metered(item["price"]):
             lines.append(
-                invoicing.line(
+                invoice_lifecycle.line(
                     item["price"],
                     Decimal(item["quantity"]),
                     (start, end),
@@ -119,12 +119,12 @@ def metered_lines(state: State, sub: Obj, start: int, end: int) -> list[Obj]:
     """The metered items' usage of [start, end) in arrears (charged 0 in a trial)."""
     lines = []
     for item in sub["items"]["data"]:
-        if invoicing.is_metered(item["price"]):
+        if invoice_lifecycle.is_metered(item["price"]):
             # The item's price bills usage since it was set on the item (a later period starts
             # after that, so the period's start then).
             since = max(start, min(item.get("_usage_from") or start, end))
             lines.append(
-                invoicing.metered_line(
+                invoice_lifecycle.metered_line(
                     state, item["price"], sub["customer"], (since, end), sub, item["id"]
                 )
             )
@@ -214,7 +214,7 @@ def create(req: Req) -> Obj:
     )
     # A failed first payment leaves the subscription incomplete, as in Stripe.
     with contextlib.suppress(StripeError):
-        invoicing.pay(req.emu, invoice, now)
+        invoice_lifecycle.pay(req.emu, invoice, now)
     if sub["status"] == "incomplete" and invoice["status"] == "paid":
         sub["status"] = "active"
         req.emu.emit("customer.subscription.updated", public_sub(sub), {"status": "incomplete"})
@@ -297,7 +297,7 @@ def _trial_end(req: Req, now: int) -> int | None:
 
 def _invoice_now(req: Req, sub: Obj, lines: list[Obj], reason: str, span: tuple[int, int]) -> Obj:
     now = req.state.now_for_customer(sub["customer"])
-    invoice = invoicing.build(
+    invoice = invoice_lifecycle.build(
         req.state,
         customer=sub["customer"],
         lines=lines,
@@ -358,14 +358,16 @@ def plan_items(
                 new["price"] = copy.deepcopy(
                     state.get("price", str(raw["price"]), f"items[{n}][price]")
                 )
-            if raw.get("quantity") not in (None, "") and not invoicing.is_metered(new["price"]):
+            if raw.get("quantity") not in (None, "") and not invoice_lifecycle.is_metered(
+                new["price"]
+            ):
                 new["quantity"] = int(raw["quantity"])
-            if invoicing.is_metered(new["price"]):
+            if invoice_lifecycle.is_metered(new["price"]):
                 new["quantity"] = None
             if "tax_rates" in raw:
                 new["tax_rates"] = tax_rates(state, raw["tax_rates"], f"items[{n}][tax_rates]")
         repriced = new is None or (old is not None and new["price"]["id"] != old["price"]["id"])
-        if old is not None and invoicing.is_metered(old["price"]) and repriced:
+        if old is not None and invoice_lifecycle.is_metered(old["price"]) and repriced:
             prorations += _metered_until(state, sub, old, now, behavior)
         if old is not None and new is not None and repriced:
             new["_usage_from"] = now
@@ -387,11 +389,11 @@ def _metered_until(state: State, sub: Obj, item: Obj, now: int, behavior: str) -
     start, end = period(sub)
     since = max(start, min(item.get("_usage_from") or start, end))
     until = min(max(now, since), end)
-    qty = invoicing.usage(state, item["price"], sub["customer"], since, until)
-    line = invoicing.line(
+    qty = invoice_lifecycle.usage(state, item["price"], sub["customer"], since, until)
+    line = invoice_lifecycle.line(
         item["price"], qty, (since, until), subscription=sub["id"], item=item["id"]
     )
-    line["_fixed"] = True  # never refreshed at finalization (invoicing.refresh_usage)
+    line["_fixed"] = True  # never refreshed at finalization (invoice_lifecycle.refresh_usage)
     return [line]
 
 
@@ -400,13 +402,13 @@ def _proration(
 ) -> list[Obj]:
     lines = []
     for item, sign, label in ((old, -1, "Unused time on"), (new, 1, "Remaining time on")):
-        if item is None or invoicing.is_metered(item["price"]):
+        if item is None or invoice_lifecycle.is_metered(item["price"]):
             continue
         qty = Decimal(item["quantity"])
         full = pricing.amount(pricing.PriceModel.from_price(item["price"]), qty)
         share = pricing.prorate(full, remaining, length)
         lines.append(
-            invoicing.line(
+            invoice_lifecycle.line(
                 item["price"],
                 qty,
                 span,
@@ -474,7 +476,7 @@ def update(req: Req) -> Obj:
             )
             # A failure is reported through invoice.payment_failed and the past_due status.
             with contextlib.suppress(StripeError):
-                invoicing.pay(req.emu, invoice, now)
+                invoice_lifecycle.pay(req.emu, invoice, now)
         else:
             sub["_pending"].extend(invoice_items.pend(req.emu, sub, prorations, now))
     reset_invoice = _reset_cycle(req, sub, now, previous) if reset else None
@@ -595,7 +597,7 @@ def resume(req: Req) -> Obj:
         req, sub, licensed_lines(sub, now, end), "subscription_cycle", (now, now)
     )
     with contextlib.suppress(StripeError):
-        invoicing.pay(req.emu, invoice, now)
+        invoice_lifecycle.pay(req.emu, invoice, now)
     return sub
 
 

@@ -36,5 +36,6 @@ def licensed(price: Price, quantity: Decimal) -> Decimal:
 def metered(price: Price, used: Decimal, period: Period, now: int) -> Decimal:
     """A metered item's exact monthly amount: usage so far projected linearly to the period end
     (whatever the meter's aggregation, as the gauge's help says), priced as the line would be."""
-    projected = project_usage(price, used, period, now).projected_quantity
+    # A period voided below zero bills 0 (pricing.price_items), and so projects from 0.
+    projected = project_usage(price, max(used, Decimal(0)), period, now).projected_quantity
     return monthly(price, exact_amount(price, projected))

@@ -187,3 +187,9 @@ def test_idempotency_keys_are_stable_and_short() -> None:
     long = idempotency_key("checkout", "x" * 300)
     assert long == idempotency_key("checkout", "x" * 300)
     assert len(long) < 100
+
+
+def test_mrr_of_usage_voided_below_zero_is_zero() -> None:
+    # Stripe bills a negative cycle as 0 usage; the gauge counts it so, instead of dropping it.
+    price = price_from_row(_row(unit_amount=10, usage_type="metered"))
+    assert mrr.metered(price, Decimal(-5), Period(0, 100), 50) == 0

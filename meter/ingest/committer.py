@@ -1,30 +1,16 @@
 """The group committer: coalesces concurrent ingest requests into one Redis round trip.
 
-Batching is "natural": while a flush is in flight, new requests queue up, and the next flush
-takes everything that queued (up to `commit_max_events`). An idle server therefore flushes a lone
-request at once, without a timer's added latency, and a busy one sends large batches: the
-batching of a "≤1 ms or ≤N events" timer, minus the waiting.
+Batching is natural, without a timer: while a flush is in flight requests queue, and the next
+flush takes all of them (up to `commit_max_events`), so an idle server flushes a lone request at
+once (docs/design.md).
 
-Single Redis: one flush = one EVALSHA of INGEST_SCRIPT carrying every event of the flush, whatever
-its shard. The script is atomic, so the flush is all-or-nothing: if Redis is unreachable or the
-call fails, nothing of it was applied and every waiting request gets a 503 with nothing written.
-If the connection drops after Redis ran the script but before the reply arrived, the outcome is
-unknown and the requests also get a 503; a client's retry with the same ids is then answered
-`duplicate` for the events that did land — still "counted exactly once".
-
-Redis Cluster: a script's keys must share one slot, so a flush is one EVALSHA per shard (s = 1),
-all sent at once; each is atomic on its own shard, but the flush as a whole is not. A request
-whose shards all answered gets its per-item results. A request with an event in a shard whose
-call failed (its node down or failing over) gets a 503, and for it "nothing written" holds per
-shard only: its events in the shards whose calls succeeded *were* written (dedupe key and stream
-entry together), those in the failed shard were not — or, if the connection broke after the
-script ran, may have been. The client's retry with the same ids is answered `duplicate` for every
-event that landed and `accepted` for the rest, so each event is still counted exactly once. In
-cluster mode, then, a 503 does not promise that none of the request's events were stored.
-
-With METER_REDIS_WAIT_REPLICAS = r > 0, each call is followed by `WAIT r timeout` on its
-connection, and a call that fewer than r replicas acknowledged counts as failed (503), though
-the master applied it: again the retry answers `duplicate` for what landed.
+A flush is one atomic EVALSHA of INGEST_SCRIPT on a single Redis, or one per shard on Redis
+Cluster (a script's keys must share a slot), all sent at once. A request gets a 503 if any of its
+calls failed, its connection broke with the outcome unknown, or (METER_REDIS_WAIT_REPLICAS = r > 0)
+its `WAIT r` saw fewer than r replicas. On a single Redis the 503 means nothing was written; in
+cluster mode the events of the shards that succeeded were written; in every case the retry
+with the same ids answers `duplicate` for what landed, so each event counts once
+(docs/operations.md).
 """
 
 from __future__ import annotations

@@ -24,11 +24,10 @@ CREATE TEMP TABLE IF NOT EXISTS aggregator_batch (
 ) ON COMMIT DELETE ROWS
 """
 BATCH_TABLE = "aggregator_batch"
-# Optimisation: planner statistics for the batch table, once per connection (ANALYZE costs
-# ~12 ms, too much per batch). Without them Postgres guesses the batch's size from its (empty)
-# pages and may plan the dedupe probe below for a handful of rows; with a batch-sized sample it
-# plans it for thousands. The sample rows vanish at commit (ON COMMIT DELETE ROWS); the
-# statistics stay.
+# Optimisation: planner statistics for the batch table, once per connection (ANALYZE is too slow per
+# batch: docs/performance.md). Without them Postgres guesses the batch's size from its (empty) pages
+# and may plan the dedupe probe below for a handful of rows; with a batch-sized sample it plans it
+# for thousands. The sample rows vanish at commit (ON COMMIT DELETE ROWS); the statistics stay.
 PRIME_BATCH_TABLE = """
 INSERT INTO aggregator_batch (key, tenant, event_id)
 SELECT sha256(i::text::bytea), 'tenant', 'id' || i FROM generate_series(1, 5000) AS i;
@@ -50,36 +49,36 @@ BATCH_COLUMNS = (
 )
 
 # Run around either probe (flush step 6). A connection plans a statement when it first runs and
-# keeps that plan until something invalidates it (an ANALYZE of a table it reads, a schema
-# change); INSERT_NEW_EVENTS has no parameters, so no per-call re-planning either. Planned while
-# usage_event_keys was small, a sequential scan of the keys per batch row looks cheapest, and
-# the plan can stay as the table grows: a 20,000-key probe at 100,000 stored keys took 118 s
-# (psql, prepared at 60 keys) instead of 36 ms. With sequential scans disabled the only plan
-# left is an index lookup per row. JIT goes off too: the disabled scan of the batch table itself
-# (it has no index, and needs none) carries a huge nominal cost that would otherwise make
-# Postgres JIT-compile the probe (measured: ~200 ms for a 2,000-row batch). RESET afterwards
-# returns both to the connection's defaults for the rest of the transaction (the flush connection
-# never sets them otherwise); an error in between rolls the SET LOCAL back with the transaction.
+# keeps that plan until something invalidates it (an ANALYZE of a table it reads, a schema change);
+# INSERT_NEW_EVENTS has no parameters, so no per-call re-planning either. Planned while
+# usage_event_keys was small, a sequential scan of the keys per batch row looks cheapest, and the
+# plan can stay as the table grows, and then takes minutes instead of milliseconds
+# (docs/performance.md). With sequential scans disabled the only plan left is an index lookup per
+# row. JIT goes off too: the disabled scan of the batch table itself (it has no index, and needs
+# none) carries a huge nominal cost that would otherwise make Postgres JIT-compile the probe
+# (docs/performance.md). RESET afterwards returns both to the connection's defaults for the rest of
+# the transaction (the flush connection never sets them otherwise); an error in between rolls the
+# SET LOCAL back with the transaction.
 INDEX_PROBE = "SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
 END_INDEX_PROBE = "RESET enable_seqscan; RESET jit"
 
 # Postgres is the durable dedupe: an event is new if its key is not in usage_event_keys. One
-# statement probes every key of the batch once (an index lookup each), records the new keys,
-# writes the new events to the raw log and returns the ones already seen: the duplicates, which
-# are usually none, so almost nothing comes back.
+# statement probes every key of the batch once (an index lookup each), records the new keys, writes
+# the new events to the raw log and returns the ones already seen: the duplicates, which are usually
+# none, so almost nothing comes back.
 # Optimisation: a probe then a plain INSERT, not INSERT … ON CONFLICT DO NOTHING RETURNING; the
-# speculative insertion of ON CONFLICT cost ~3 µs more per event, and returning every new id
-# another ~1 µs. Still exactly-once: a shard's batches run one at a time (the checkpoint CAS of
-# flush step 4 row-locks the shard), and an id always maps to the same shard, so no concurrent
-# transaction inserts the same key; if one ever did (METER_SHARDS changed with entries still in
-# the streams), the primary key makes the later INSERT fail, its whole transaction rolls back,
-# and the retried batch finds the key with this probe. All CTEs see one snapshot, so the final
-# SELECT sees `seen` as the probe computed it.
-# The probe is a LATERAL subquery with LIMIT 1, not EXISTS: Postgres may plan an uncorrelated
-# EXISTS as a hashed SubPlan that reads the whole of usage_event_keys (seen at ~100k keys). The
-# lateral form still leaves Postgres a choice, so it runs under INDEX_PROBE (above). New keys go in
-# key order so that two transactions that ever do meet (see above) lock the index in the same
-# order: one waits for the other rather than deadlocking.
+# speculative insertion of ON CONFLICT and returning every new id cost more per event
+# (docs/performance.md). Still exactly-once: a shard's batches run one at a time (the checkpoint CAS
+# of flush step 4 row-locks the shard), and an id always maps to the same shard, so no concurrent
+# transaction inserts the same key; if one ever did (METER_SHARDS changed with entries still in the
+# streams), the primary key makes the later INSERT fail, its whole transaction rolls back, and the
+# retried batch finds the key with this probe. All CTEs see one snapshot, so the final SELECT sees
+# `seen` as the probe computed it.
+# The probe is a LATERAL subquery with LIMIT 1, not EXISTS: Postgres may plan an uncorrelated EXISTS
+# as a hashed SubPlan that reads the whole of usage_event_keys (seen at ~100k keys). The lateral
+# form still leaves Postgres a choice, so it runs under INDEX_PROBE (above). New keys go in key
+# order so that two transactions that ever do meet (see above) lock the index in the same order: one
+# waits for the other rather than deadlocking.
 INSERT_NEW_EVENTS = """
 WITH probe AS MATERIALIZED (
     SELECT b.*, k.hit IS NOT NULL AS seen
@@ -141,9 +140,9 @@ _MERGE_STATE = """
     unique_count = s.unique_count + excluded.unique_count"""
 
 
-# Optimisation: the upserts take times as unix ms and decimals as text, converted here, as the
-# batch staging does (flush._record): asyncpg binary-encoding a Decimal and a datetime per value
-# cost ~10 % of the aggregator's Python time when many buckets are touched. Both are exact.
+# Optimisation: the upserts take times as unix ms and decimals as text, converted here, as the batch
+# staging does (flush._record): asyncpg binary-encoding a Decimal and a datetime per value was
+# costly when many buckets are touched (docs/performance.md). Both are exact.
 def _ts(ms: str) -> str:
     return f"timestamptz 'epoch' + {ms} * interval '1 millisecond'"
 

@@ -10,8 +10,8 @@ batch that answers it runs entirely after the call began, as if the caller had r
 Why batching and not a pool of connections each caller waits for: asyncio's queues (asyncpg's
 pool acquire among them) are not fair. A caller woken for a freed connection runs only on the
 loop's next turn, and a caller arriving in between takes the connection and goes first; the woken
-one queues again at the back. Under load that starved some usage requests: their time waiting for
-a connection made the p99 3–5× the median (bench-usage). A batch answers its callers together,
+one queues again at the back. Under load that starved some usage requests (p99 measured in
+docs/performance.md). A batch answers its callers together,
 and the batch after it takes everyone who arrived meanwhile.
 """
 

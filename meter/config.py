@@ -103,7 +103,7 @@ class Settings:
     metrics_dir: str | None = None
     # Aggregator: most stream entries per flush transaction (B). Only a backlog fills a batch;
     # bigger batches fold more events into each bucket write, so a backlog drains faster
-    # (make bench-aggregate, same run: 0.32x of the INSERT baseline at 5,000, 0.40x at 20,000).
+    # (measured: docs/performance.md).
     aggregator_batch_size: int = 20_000
     # Aggregator: how often a worker renews, balances and takes over shard leases.
     aggregator_lease_interval_s: float = 1.0

@@ -77,7 +77,7 @@ class PooledConnection(asyncpg.Connection):
     """A connection of the API's pool, released without asyncpg's reset statement.
 
     Optimisation: asyncpg resets a connection on release with one more round trip (unlock all
-    advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL): ~10 % of a usage request's CPU. Nothing
+    advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL; cost: docs/performance.md). Nothing
     served from this pool leaves such session state (it takes no advisory lock, opens no cursor
     outside a transaction, never LISTENs or SETs). An open transaction is still rolled back on
     release: asyncpg does that before, and regardless of, this query."""

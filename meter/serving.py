@@ -32,7 +32,7 @@ async def _tune_gc(app: object) -> None:
     """Fewer, larger young-generation collections, and none over start-up objects.
 
     Ingest allocates a few short-lived objects per event; with the default threshold (700)
-    the collector ran thousands of times a second and cost ~15% of batch throughput. Nearly
+    the collector ran thousands of times a second (cost: docs/performance.md). Nearly
     all of these objects die young, so collecting rarely costs little memory.
     """
     gc.collect()

@@ -2,7 +2,7 @@
 
 Batching is natural, without a timer: while a flush is in flight requests queue, and the next
 flush takes all of them (up to `commit_max_events`), so an idle server flushes a lone request at
-once (docs/design.md).
+once (docs/design.md, docs/performance.md).
 
 A flush is one atomic EVALSHA of INGEST_SCRIPT on a single Redis, or one per shard on Redis
 Cluster (a script's keys must share a slot), all sent at once. A request gets a 503 if any of its

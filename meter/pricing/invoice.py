@@ -22,7 +22,7 @@ from meter.pricing.model import ZERO, Discount, Period, SubscriptionItem, TaxRat
 
 # Invoice results are NamedTuples, not frozen dataclasses: immutable either way, but a usage
 # response builds a dozen of them, and a frozen dataclass's __init__ (one object.__setattr__
-# per field) costs ~3× a tuple's (1.75 vs 0.55 µs for ten fields, measured).
+# per field) is several times slower (docs/performance.md).
 class Line(NamedTuple):
     """One invoice line. `kind` is "metered", "licensed", "minimum" or "pending" (a pending
     invoice item)."""

@@ -83,7 +83,7 @@ class PendingReads:
     (a `Batcher`): at once when no read is in flight, else as soon as the one in flight
     returns, together with every request that arrived meanwhile. So under load one XREAD (and
     its parsing) serves many requests, and a request waits at most for the read in flight plus
-    its own (bench-usage: 1,349–1,670 → 1,891–2,257 requests/s).
+    its own (measured: docs/performance.md).
 
     Use as `async with PendingReads(redis, names) as reads:` — the block runs the batcher;
     leaving it cancels any read still wanted, so that no request waits forever."""
@@ -118,8 +118,8 @@ def _scan(
     entries: list[PendingEntry] = []
     scanned, truncated = 0, False
     wanted = set(customers)
-    # Optimisation: the scan holds every customer's entries, and decoding each cost ~1.5 µs, up
-    # to 2,000 per request under load. A payload is UsageEvent.encode(): orjson writes each
+    # Optimisation: the scan holds every customer's entries, and decoding each is costly
+    # (docs/performance.md). A payload is UsageEvent.encode(): orjson writes each
     # string the same way inside the array as alone, so an entry of one of these customers
     # contains orjson.dumps(customer) verbatim; entries without any are skipped undecoded. (A
     # match elsewhere in the payload is only a wasted decode: the check below still decides.)

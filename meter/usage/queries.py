@@ -92,25 +92,24 @@ WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
 # Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
 CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
 
-# For a batch of usage requests (store.read_item_usage, batched in routes._shared_reads): the
-# stream checkpoints, and each
-# request's (item, period) per meter from its running total (migrations/0007_usage_totals.sql) —
-# one row per meter instead of ~720 hourly buckets a month — in ONE statement, so that all come
-# from one snapshot (a stream entry is in these totals iff its id is at or before its stream's
-# checkpoint here) without a transaction's extra round trips. $2 is a JSON array with one object
-# per (request, customer key, item): n numbers the requests of the batch and tags their rows, t
-# c i p e are tenant, customer key, item, period start and end (unix seconds); checkpoint rows
-# have a null request. A customer whose events named it by both keys (our id and the cus_ id) has
-# a row per key; the caller folds them. It runs on a connection of its own with SNAPSHOT_SETTINGS;
-# OFFSET 0 keeps the lookup a subquery run once per element.
+# For a batch of usage requests (store.read_item_usage, batched in routes._shared_reads): the stream
+# checkpoints, and each request's (item, period) per meter from its running total
+# (migrations/0007_usage_totals.sql) — one row per meter instead of ~720 hourly buckets a month — in
+# ONE statement, so that all come from one snapshot (a stream entry is in these totals iff its id is
+# at or before its stream's checkpoint here) without a transaction's extra round trips. $2 is a JSON
+# array with one object per (request, customer key, item): n numbers the requests of the batch and
+# tags their rows, t c i p e are tenant, customer key, item, period start and end (unix seconds);
+# checkpoint rows have a null request. A customer whose events named it by both keys (our id and the
+# cus_ id) has a row per key; the caller folds them. It runs on a connection of its own with
+# SNAPSHOT_SETTINGS; OFFSET 0 keeps the lookup a subquery run once per element.
 # Usage of a period whose invoice was final before the reporter sent it is billed elsewhere
-# (reporter/periods.py): the reporter's outbox (read here, in the same snapshot; written only by
-# the reporter) has it as rows carried into the item's open period, or waiting for one. Rows
-# with a `carried` value (others null) take it out of the period it came from and add it to the
-# period whose invoice bills it (the one holding its timestamp), so a period's quantity is what
-# its invoice bills.
-# Optimisation: JSON, not five arrays: asyncpg checks every element of an array parameter
-# against three abstract base classes (nested arrays), ~20 µs per request of a batch.
+# (reporter/periods.py): the reporter's outbox (read here, in the same snapshot; written only by the
+# reporter) has it as rows carried into the item's open period, or waiting for one. Rows with a
+# `carried` value (others null) take it out of the period it came from and add it to the period
+# whose invoice bills it (the one holding its timestamp), so a period's quantity is what its invoice
+# bills.
+# Optimisation: JSON, not five arrays: asyncpg's check of every element of an array parameter is
+# slow (docs/performance.md).
 ITEM_SNAPSHOT = """
 SELECT NULL::int AS request, NULL::text AS item, NULL::text AS meter, c.stream, c.last_id,
     NULL::bigint AS event_count, NULL::numeric AS value_sum, NULL::numeric AS value_max,
@@ -147,13 +146,12 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) o
 """
-# The connection that runs ITEM_SNAPSHOT runs nothing else, with these settings. Why: it keeps
-# the plan it made first, and made while usage_totals was small (a new deployment), that plan
-# reads the whole table once per element; until an ANALYZE replans it, each batch then takes
-# seconds (measured: 1.35 s for 50 elements at 200,000 rows, 1 ms after ANALYZE). With sequential
-# scans off, each element is a primary-key lookup whatever the statistics; JIT off because a
-# disabled scan's nominal cost would otherwise make the planner compile (as the aggregator's
-# probe, aggregator/queries.py INDEX_PROBE).
+# The connection that runs ITEM_SNAPSHOT runs nothing else, with these settings. Why: it keeps the
+# plan it made first, and made while usage_totals was small (a new deployment), that plan reads the
+# whole table once per element; until an ANALYZE replans it, each batch then takes seconds
+# (docs/performance.md). With sequential scans off, each element is a primary-key lookup whatever
+# the statistics; JIT off because a disabled scan's nominal cost would otherwise make the planner
+# compile (as the aggregator's probe, aggregator/queries.py INDEX_PROBE).
 SNAPSHOT_SETTINGS = {"enable_seqscan": "off", "jit": "off"}
 # Every aggregation's state folded over buckets, so that pending events can be folded on top
 # (see tally.py); `last` by (event time, event id), ids in the C collation as the aggregator

@@ -129,8 +129,8 @@ def _price(row: asyncpg.Record) -> tuple[Price | None, str | None]:
     return _parsed_price(tuple(row[c] for c in PRICE_COLUMNS))
 
 
-# Optimisation: many customers share a few prices, and parsing one was a quarter of a plan
-# load's CPU (bench-usage: 10,000 customers, 4 prices). Keyed by every column the parse reads,
+# Optimisation: many customers share a few prices, and parsing was a large part of a plan
+# load's CPU (docs/performance.md). Keyed by every column the parse reads,
 # so a changed price is a new key; Prices are immutable, so customers can share one. (jsonb
 # arrives as text: asyncpg decodes no JSON here, so every value is hashable.)
 @functools.lru_cache(maxsize=4096)

@@ -3,20 +3,14 @@ streams.
 
 Why the streams and not a per-bucket counter kept by ingest: the aggregator trims each stream up
 to its checkpoint after every flush (aggregator/flush.py, step 9), so a stream *is* the pending
-part, and reading it needs no change to ingest's hot path (its Lua script) and cannot drift from
-what the aggregator will fold. The cost is proportional to the global backlog, not to this
-customer, so the read is capped (`MAX_PENDING_SCAN` entries over all shards); a capped read says
-so in the response (`pending_truncated`), and undercounts pending usage, never double-counts it.
+part; reading it leaves ingest's hot path alone and cannot drift from what the aggregator folds.
+The read is capped (`MAX_PENDING_SCAN` entries over all shards) because it costs the global
+backlog; a capped read says so (`pending_truncated`) and undercounts, never double-counts.
 
-Consistency (see `api.usage`): the streams are read *before* the Postgres snapshot of rollups and
-checkpoints; an entry counts as pending only if its id is after its stream's checkpoint in that
-snapshot. An entry folded between the two reads is then in the rollups and not pending; one
-folded before is in both reads but filtered by the checkpoint: nothing is counted twice.
-
-Sharing (`PendingReads`): the read is the same for every customer (the whole pending part,
-filtered afterwards), so concurrent usage requests share one. A request joins only a read that
-is *sent after it arrived*, so it still sees every event accepted before it (read-your-writes),
-and it takes its Postgres snapshot only after that read returned, as above.
+No double count: the streams are read *before* the Postgres snapshot, and an entry counts only
+if its id is after its stream's checkpoint in that snapshot (see `api.usage`). Concurrent
+requests share one read (`PendingReads`), joining only a read sent after they arrived, so each
+still sees every event accepted before it (docs/api.md, "Usage and projected invoice").
 """
 
 from __future__ import annotations

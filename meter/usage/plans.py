@@ -1,14 +1,10 @@
 """The usage API's plan cache, kept current by Postgres notifications.
 
-Caching policy (docs/api.md, "Usage and projected invoice"): only the *plan* — customer, current
-subscription, items, prices, meters — is cached, per (tenant, customer key); usage and amounts are
-never cached (they are folded from the rollups and the streams on every request, so money is at most
-as old as the request). A plan changes only when billing writes those tables, and every such write
-notifies `meter_plans` at its commit (migrations/0010_plan_changes.sql). Each serve process LISTENs
-on one connection of its own and drops the entries a notification names, so a plan change is visible
-within the notification's delivery (milliseconds) on every server, and entries can live for
-`LISTENING_TTL_S`. While that connection is down nothing can be trusted to be announced: the cache
-is emptied and entries live only `PLAN_TTL_S`.
+Only the *plan* (customer, subscription, items, prices, meters) is cached, per (tenant, customer
+key); usage and amounts never are (docs/api.md, "Usage and projected invoice"). Billing's writes
+notify `meter_plans` at commit (migrations/0010_plan_changes.sql); each serve process LISTENs on a
+connection of its own and drops the entries named, so entries can live `LISTENING_TTL_S`. While
+that connection is down the cache is emptied and entries live only `PLAN_TTL_S`.
 
 Why the generation counter: a request that read the plan just before a change committed may
 finish after the change's notification was handled; storing its now-old plan would keep it

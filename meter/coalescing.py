@@ -3,16 +3,14 @@
 The usage API's requests share one read of the pending events and one Postgres statement for
 their usage through this (meter/usage/), instead of a round trip each.
 
-Why a caller still sees everything that happened before it called: it joins only a batch that
-is *sent after it arrived* (while a batch is in flight, newcomers wait for the next one), so the
-batch that answers it runs entirely after the call began, as if the caller had run it alone.
+A caller joins only a batch *sent after it arrived*, so the batch runs entirely after the call
+began and the caller sees everything that happened before it, as if it had run alone.
 
-Why batching and not a pool of connections each caller waits for: asyncio's queues (asyncpg's
-pool acquire among them) are not fair. A caller woken for a freed connection runs only on the
-loop's next turn, and a caller arriving in between takes the connection and goes first; the woken
-one queues again at the back. Under load that starved some usage requests (p99 measured in
-docs/performance.md). A batch answers its callers together,
-and the batch after it takes everyone who arrived meanwhile.
+Why not a pool of connections each caller waits for: asyncio's queues (asyncpg's pool acquire
+among them) are not fair. A woken caller runs only on the loop's next turn, and one arriving in
+between takes the connection first, so under load some usage requests starved (p99 measured in
+docs/performance.md). A batch answers its callers together, and the next takes everyone who
+arrived meanwhile.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache
 
 USAGE = "/v1/customers/{id}/usage"
-SNAPSHOT_TIMEOUT_S = 10.0  # the statement takes ~1 ms; this only ends a stuck one
+SNAPSHOT_TIMEOUT_S = 10.0  # far above the statement's time (docs/performance.md); ends a stuck one
 
 
 def setup(app: web.Application) -> None:

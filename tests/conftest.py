@@ -45,7 +45,7 @@ def with_database(url: str, database: str) -> str:
 
 @pytest.fixture(scope="session")
 def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a database on a PostgreSQL server this session may create databases on."""
+    """URL of a database on a PostgreSQL server the test run may create databases on."""
     if url := os.environ.get("METER_TEST_DATABASE_URL"):
         yield url
     elif port_open("127.0.0.1", 5432):

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meter.errors import ConfigError
+from meter.logs import FORMATS as LOG_FORMATS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -183,7 +184,7 @@ class Settings:
             raise ConfigError("METER_LATE_WINDOW must be > 0 and at most 35d")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError("METER_LOG_LEVEL must be debug, info, warning or error")
-        if self.log_format not in (None, "json", "text"):
+        if self.log_format is not None and self.log_format not in LOG_FORMATS:
             raise ConfigError("METER_LOG_FORMAT must be json or text")
         if not 1 <= self.aggregator_batch_size <= 100_000:
             raise ConfigError("METER_AGGREGATOR_BATCH_SIZE must be between 1 and 100000")

@@ -1,7 +1,8 @@
 """The package boundaries, checked on the import statements (every one, also inside functions and
 under TYPE_CHECKING): the aggregator, the reporter and billing meet only through meter/core and
 the process wiring (meter/wiring.py); ingest needs no worker; pricing stays pure; the Stripe
-emulator is a tool for the CLI, `meter dev`, benchmarks and tests, never a dependency."""
+emulator is a tool for the CLI, `meter dev`, benchmarks and tests, never a dependency; the
+Python client (clients/python) and the server share no code in either direction."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("meter", "aggregator", "reporter", "benchmarks", "tests")
+# Distributions of their own: module names count from these directories, not from ROOT.
+OWN_ROOTS = (ROOT / "clients" / "python" / "src",)
+SERVER = ("meter", "aggregator", "reporter")
 
 # I/O libraries, and the meter modules that reach a database, Redis, HTTP or Stripe.
 IO_LIBRARIES = ("asyncpg", "redis", "aiohttp", "stripe", "httpx", "requests", "socket")
@@ -20,7 +24,8 @@ PURE_METER_MODULES = ("meter.pricing", "meter.errors", "meter.core.windows")
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    base = next((r for r in OWN_ROOTS if path.is_relative_to(r)), ROOT)
+    parts = list(path.relative_to(base).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -50,6 +55,9 @@ def _graph() -> dict[str, set[str]]:
     for top in SOURCES:
         for path in sorted((ROOT / top).rglob("*.py")):
             graph[_module_name(path)] = set(_imports(path))
+    for own in OWN_ROOTS:
+        for path in sorted(own.rglob("*.py")):
+            graph[_module_name(path)] = set(_imports(path))
     return graph
 
 
@@ -77,6 +85,9 @@ FORBIDDEN = [
     pytest.param(("aggregator", "reporter"), ("meter.billing",), id="workers-import-billing"),
     pytest.param(("meter.billing",), ("aggregator", "reporter"), id="billing-imports-workers"),
     pytest.param(("meter.ingest",), ("aggregator", "reporter"), id="ingest-imports-workers"),
+    # The client installs without the server and the server runs without the client.
+    pytest.param(("meter_client",), SERVER, id="client-imports-server"),
+    pytest.param(SERVER, ("meter_client",), id="server-imports-client"),
 ]
 
 
@@ -133,3 +144,4 @@ def test_the_graph_sees_the_packages() -> None:
     assert "aggregator.worker" in GRAPH
     assert "reporter.worker" in GRAPH
     assert "meter.pricing" in GRAPH
+    assert "meter_client.aio" in GRAPH

@@ -4,16 +4,25 @@ requests refused as a whole."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from meter.client import BatchFailed, ClientClosed, MeterClient, RejectedEvent
 from meter.config import Settings
 from meter.events import UsageEvent
+from meter_client import (
+    AuthenticationFailed,
+    BatchFailed,
+    ClientClosed,
+    MeterClient,
+    RejectedEvent,
+)
+from meter_client.aio import LOGGED_IDS
 from tests.conftest import start_client
 from tests.integration.client.conftest import base_url
 from tests.integration.test_ingest import stream_events
@@ -114,22 +123,110 @@ async def test_rejected_items_are_reported_once_and_never_retried(
     assert set(await stored(redis, settings)) == {"ok"}
 
 
-async def test_a_wrong_api_key_is_reported_and_not_retried(client: Client, api_key: str) -> None:
+async def test_a_wrong_api_key_is_raised_to_the_caller_and_not_retried(
+    client: Client, api_key: str
+) -> None:
     failures: list[BatchFailed] = []
-    async with MeterClient(
-        base_url(client), "not-a-key", flush_interval=HOUR, on_error=failures.append
-    ) as meter:
-        await meter.record("cus_1", "api_calls", id="x")
-    [failure] = failures
-    assert (failure.status, failure.error_type, failure.retryable) == (
+    meter = MeterClient(
+        base_url(client), "not-a-key", max_batch=2, flush_interval=HOUR, on_error=failures.append
+    )
+    for i in range(5):
+        await meter.record("cus_1", "api_calls", id=f"x{i}")
+    with pytest.raises(AuthenticationFailed) as raised:
+        await meter.flush()
+    assert (raised.value.status, raised.value.error_type, raised.value.retryable) == (
         401,
         "authentication_error",
         False,
     )
-    assert failure.attempts == 1
-    assert [e["id"] for e in failure.events] == ["x"]
+    # The key cannot work for any later batch: one request, then everything buffered is
+    # handed to on_error without being sent.
     assert meter.stats.statuses == {"401": 1}
+    assert [[e["id"] for e in f.events] for f in failures] == [["x0", "x1"], ["x2", "x3"], ["x4"]]
+    assert all(isinstance(f, AuthenticationFailed) for f in failures)
+    assert [f.attempts for f in failures] == [1, 0, 0]
+    assert meter.stats.failed == 5
+    assert meter.buffered == 0
+    with pytest.raises(AuthenticationFailed):
+        await meter.record("cus_1", "api_calls", id="later")
+    with pytest.raises(AuthenticationFailed):
+        await meter.aclose()
+    await meter.aclose()  # closed: idempotent, nothing left to raise for
+
+
+async def test_a_wrong_api_key_surfaces_when_the_context_exits(
+    client: Client, api_key: str
+) -> None:
+    with pytest.raises(AuthenticationFailed, match="HTTP 401"):
+        async with MeterClient(base_url(client), "not-a-key", flush_interval=HOUR) as meter:
+            await meter.record("cus_1", "api_calls", id="x")
     assert meter.stats.failed == 1
+
+
+async def test_a_forbidden_answer_is_raised_like_a_wrong_key() -> None:
+    # meter's ingest answers 401 for every key problem; a gateway in front of it may say 403.
+    async def forbid(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"error": {"type": "forbidden", "message": "not from here", "param": None}},
+            status=403,
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/events", forbid)
+    async with TestServer(app) as server:
+        meter = MeterClient(str(server.make_url("")), "key", on_error=lambda _: None)
+        await meter.record("cus_1", "api_calls", id="x")
+        with pytest.raises(AuthenticationFailed) as raised:
+            await meter.aclose()
+    assert (raised.value.status, raised.value.error_type) == (403, "forbidden")
+    assert meter.stats.statuses == {"403": 1}
+
+
+async def test_default_callbacks_log_the_event_id_status_and_reason(
+    client: Client, api_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="meter_client")
+    async with MeterClient(base_url(client), api_key, flush_interval=HOUR) as meter:
+        await meter.record("cus_1", "api_calls", id="ok")
+        await meter.record("cus_1", "api_calls", id="old", timestamp="2020-01-01T00:00:00Z")
+    [rejected] = caplog.records
+    assert rejected.levelno == logging.WARNING
+    assert "old" in rejected.getMessage()
+    assert "status=rejected" in rejected.getMessage()
+    assert "reason=too_late" in rejected.getMessage()
+    assert (rejected.event_id, rejected.status, rejected.reason) == (  # type: ignore[attr-defined]
+        "old",
+        "rejected",
+        "too_late",
+    )
+
+    caplog.clear()
+    meter = MeterClient(base_url(client), "not-a-key", flush_interval=HOUR)
+    await meter.record("cus_1", "api_calls", id="dropped-1")
+    await meter.record("cus_1", "api_calls", id="dropped-2")
+    with pytest.raises(AuthenticationFailed):
+        await meter.aclose()
+    [dropped] = caplog.records
+    assert dropped.levelno == logging.ERROR
+    message = dropped.getMessage()
+    assert "dropped-1, dropped-2" in message
+    assert "status=401" in message
+    assert "reason=authentication_error" in message
+    assert dropped.event_ids == ["dropped-1", "dropped-2"]  # type: ignore[attr-defined]
+
+
+async def test_a_dropped_batch_log_line_names_a_bounded_number_of_ids(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="meter_client")
+    meter = MeterClient(base_url(client), "not-a-key", flush_interval=HOUR)
+    for i in range(LOGGED_IDS + 5):
+        await meter.record("cus_1", "api_calls", id=f"e{i:03}")
+    with pytest.raises(AuthenticationFailed):
+        await meter.aclose()
+    [dropped] = caplog.records
+    assert f"e{LOGGED_IDS - 1:03} and 5 more" in dropped.getMessage()
+    assert f"e{LOGGED_IDS:03}" not in dropped.getMessage()
 
 
 async def test_a_too_large_body_is_reported_and_not_retried(

@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from meter.client import BatchFailed, MeterClient, RetryPolicy
 from meter.config import Settings
 from meter.embedded import EmbeddedRedis
+from meter_client import BatchFailed, MeterClient, RetryPolicy
 from tests.conftest import start_client
 from tests.integration.client.conftest import MakeProxy, base_url
 from tests.integration.client.test_client import HOUR, eventually, stored

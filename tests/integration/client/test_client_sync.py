@@ -9,8 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
-from meter.client import MeterClientSync, RejectedEvent
 from meter.config import Settings
+from meter_client import AuthenticationFailed, MeterClientSync, RejectedEvent
 from tests.integration.client.conftest import base_url
 from tests.integration.client.test_client import HOUR, stored
 
@@ -73,3 +73,21 @@ def test_bad_options_leave_no_thread_behind() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         MeterClientSync("http://127.0.0.1:9", "key", max_batch=5000)
     assert threading.active_count() == before
+
+
+async def test_sync_client_raises_a_wrong_key_from_flush_and_close(client: Client) -> None:
+    def product_service() -> MeterClientSync:
+        meter = MeterClientSync(base_url(client), "not-a-key", flush_interval=HOUR)
+        meter.record("cus_1", "api_calls", id="x")
+        with pytest.raises(AuthenticationFailed, match="HTTP 401"):
+            meter.flush()
+        with pytest.raises(AuthenticationFailed):
+            meter.record("cus_1", "api_calls", id="y")
+        with pytest.raises(AuthenticationFailed):
+            meter.close()
+        return meter
+
+    meter = await asyncio.to_thread(product_service)
+    assert meter.stats.failed == 1
+    # close raised, and still stopped its thread
+    assert "meter-client" not in {t.name for t in threading.enumerate()}

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meter.client.batching import (
+from meter.ingest.validation import MAX_ID_CHARS
+from meter_client.batching import (
     batch_body,
     batch_take,
     encode_event,
@@ -17,7 +18,6 @@ from meter.client.batching import (
     next_send_in,
     wire_timestamp,
 )
-from meter.ingest.validation import MAX_ID_CHARS
 
 
 def test_batch_take_stops_at_the_event_count() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meter.client.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from meter_client.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 
 @pytest.mark.parametrize(("status", "retryable"), [

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 
-from meter.client.retry import is_retryable_status, parse_retry_after
+from meter_client.retry import is_retryable_status, parse_retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,8 @@ async def post_batch(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return Attempt(None, error=f"{type(exc).__name__}: {exc}")
     try:
-        doc = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        # A proxy's HTML error page, say: the status alone decides what happens next.
+        doc = json.loads(raw) if raw else None
+    except ValueError:
+        # Not JSON (a proxy's HTML error page, say): the status alone decides what happens next.
         doc = None
     return Attempt(status, doc, retry_after)

@@ -4,21 +4,24 @@
         await meter.record("cus_42", "api_calls")            # value 1, id and time generated
         await meter.record("cus_42", "tokens", 1234, id=request_id, properties={"model": "m1"})
 
-Policies (batching, retries, errors, memory) are described in `meter.client.aio` and the README.
+Policies (batching, retries, errors, memory) are described in `meter_client.aio` and in
+meter's docs/client.md.
 """
 
-from meter.client.aio import MeterClient
-from meter.client.results import (
+from meter_client.aio import MeterClient
+from meter_client.results import (
+    AuthenticationFailed,
     BatchFailed,
     ClientClosed,
     ClientStats,
     MeterClientError,
     RejectedEvent,
 )
-from meter.client.retry import RetryPolicy
-from meter.client.sync import MeterClientSync
+from meter_client.retry import RetryPolicy
+from meter_client.sync import MeterClientSync
 
 __all__ = [
+    "AuthenticationFailed",
     "BatchFailed",
     "ClientClosed",
     "ClientStats",

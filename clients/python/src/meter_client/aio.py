@@ -1,16 +1,19 @@
 """`MeterClient`: buffers usage events and delivers them in batches, with retries.
 
-Policies (docs/api.md, "Python client"):
+Policies (meter's docs/client.md):
 - Batches go when `max_batch` events are buffered, when the oldest has waited `flush_interval`,
   on `flush()` and on `aclose()`; one request is in flight at a time, so events are sent in the
   order they were recorded.
 - Retries (429, 5xx, network errors, timeouts) resend the same bytes with the same ids, after
   exponential backoff with jitter and at least the server's Retry-After; a resend of something
   already committed is answered `duplicate` and counted once.
-- Nothing is ever raised from the background: a batch refused as a whole (400/401/413: never
-  retried) or still failing after `retry.max_attempts` is dropped and handed to `on_error` as a
+- Nothing is raised from the background: a batch refused as a whole (400/413: never retried)
+  or still failing after `retry.max_attempts` is dropped and handed to `on_error` as a
   `BatchFailed` with its events; an event answered `rejected` goes to `on_rejected`. Both
-  default to a log line.
+  default to a log line with the event id, status and reason.
+- A refused key (401/403) is the exception: no later batch could succeed, so the client stops,
+  hands everything buffered to `on_error` and raises `AuthenticationFailed` from `record`,
+  `flush` and `aclose`.
 - Memory is bounded: at most `max_buffered` events are held, sent or not. When the buffer is
   full, `record` waits for space (backpressure) — space frees as batches are delivered or given
   up, so a long outage slows producers down instead of losing events or memory.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import random
 import time
@@ -31,9 +35,8 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
-import orjson
 
-from meter.client.batching import (
+from meter_client.batching import (
     Timestamp,
     batch_body,
     batch_take,
@@ -42,23 +45,50 @@ from meter.client.batching import (
     next_send_in,
     wire_timestamp,
 )
-from meter.client.results import BatchFailed, ClientClosed, ClientStats, RejectedEvent
-from meter.client.retry import RetryPolicy
-from meter.client.transport import Attempt, post_batch
+from meter_client.results import (
+    AuthenticationFailed,
+    BatchFailed,
+    ClientClosed,
+    ClientStats,
+    RejectedEvent,
+)
+from meter_client.retry import RetryPolicy
+from meter_client.transport import Attempt, post_batch
 
-log = logging.getLogger("meter.client")
+log = logging.getLogger("meter_client")
 
 MAX_BATCH = 1000  # the API's per-request maximum
+LOGGED_IDS = 20  # ids named in one log line; `BatchFailed.events` has them all
+_AUTH_STATUSES = frozenset({401, 403})
 
 
 def log_rejected(event: RejectedEvent) -> None:
-    log.warning("meter rejected an event", extra={"id": event.id, "reason": event.reason})
+    """The default `on_rejected`: one warning naming the event, its status and the reason."""
+    log.warning(
+        "meter rejected event %s: status=rejected reason=%s (%s)",
+        event.id,
+        event.reason,
+        event.message,
+        extra={"event_id": event.id, "status": "rejected", "reason": event.reason},
+    )
 
 
 def log_failed(error: BatchFailed) -> None:
+    """The default `on_error`: one error naming the dropped events, the HTTP status and why."""
+    ids = [str(e.get("id")) for e in error.events]
+    named = ", ".join(ids[:LOGGED_IDS])
+    if len(ids) > LOGGED_IDS:
+        named += f" and {len(ids) - LOGGED_IDS} more"
+    status = "no response" if error.status is None else error.status
+    reason = error.error_type or "unavailable"
     log.error(
-        "meter batch dropped",
-        extra={"events": len(error.events), "status": error.status, "error": error.message},
+        "meter dropped %d event(s) %s: status=%s reason=%s (%s)",
+        len(ids),
+        named,
+        status,
+        reason,
+        error.message,
+        extra={"event_ids": ids, "status": error.status, "reason": reason},
     )
 
 
@@ -67,6 +97,10 @@ class _Pending:
     seq: int
     body: bytes
     recorded_at: float  # loop time
+
+
+def _decoded(batch: list[_Pending]) -> list[dict[str, Any]]:
+    return [json.loads(p.body) for p in batch]
 
 
 class MeterClient:
@@ -118,6 +152,7 @@ class MeterClient:
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
+        self._refused: AuthenticationFailed | None = None  # set once, the client stops for good
 
     async def __aenter__(self) -> MeterClient:
         return self
@@ -150,6 +185,7 @@ class MeterClient:
         Pass your own `id` when the usage has a natural key (a request id, a job id): then even
         a crash-and-replay of your own code is counted once. Waits while the buffer is full.
         """
+        self._raise_if_refused()
         if self._closing:
             raise ClientClosed("the client is closed")
         event_id = new_event_id() if id is None else id
@@ -159,8 +195,13 @@ class MeterClient:
         if self.buffered >= self._max_buffered:
             async with self._changed:
                 await self._changed.wait_for(
-                    lambda: self._closing or self.buffered < self._max_buffered
+                    lambda: (
+                        self._closing
+                        or self._refused is not None
+                        or self.buffered < self._max_buffered
+                    )
                 )
+            self._raise_if_refused()
             if self._closing:
                 raise ClientClosed("the client closed while record() waited for buffer space")
         self._seq += 1
@@ -171,30 +212,44 @@ class MeterClient:
         return event_id
 
     async def flush(self) -> None:
-        """Return once every event recorded before the call is delivered or reported failed."""
+        """Return once every event recorded before the call is delivered or reported failed.
+
+        Raises AuthenticationFailed once the server has refused the key.
+        """
         target = self._seq
         if self._done_seq >= target:
+            self._raise_if_refused()
             return
         self._flush_seq = max(self._flush_seq, target)
         self._ensure_sender()
         self._wakeup.set()
         async with self._changed:
             await self._changed.wait_for(lambda: self._done_seq >= target)
+        self._raise_if_refused()
 
     async def aclose(self) -> None:
-        """Flush everything, then release the connection pool. Idempotent."""
+        """Flush everything, then release the connection pool. Idempotent.
+
+        Raises AuthenticationFailed (after releasing everything) if the server refused the key.
+        """
         if self._closed:
             return
         self._closing = True
         async with self._changed:
             self._changed.notify_all()  # record() calls waiting for space give up
-        await self.flush()
+        with contextlib.suppress(AuthenticationFailed):
+            await self.flush()
         if self._sender is not None:
             self._wakeup.set()
             await self._sender
         if self._own_session and self._session is not None:
             await self._session.close()
         self._closed = True
+        self._raise_if_refused()
+
+    def _raise_if_refused(self) -> None:
+        if self._refused is not None:
+            raise self._refused.with_traceback(None)
 
     def _ensure_sender(self) -> None:
         if self._sender is None:
@@ -214,6 +269,9 @@ class MeterClient:
             )
             if wait is None and self._closing:
                 return
+            if self._refused is not None and self._buffer:
+                # Nothing can be delivered with this key: give the rest up, reported, at once.
+                wait = 0.0
             if wait != 0.0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
@@ -224,7 +282,10 @@ class MeterClient:
             batch = [self._buffer.popleft() for _ in range(count)]
             self._in_flight = count
             try:
-                await self._send(batch)
+                if self._refused is not None:
+                    self._give_up_refused(batch)
+                else:
+                    await self._send(batch)
             except Exception as exc:  # a bug must not stop delivery of everything after it
                 log.exception("meter client: unexpected error sending a batch")
                 self._fail(batch, f"unexpected error: {exc!r}", None, None, False, 0)
@@ -246,6 +307,20 @@ class MeterClient:
             attempt += 1
             if result.status == 200:
                 self._delivered(batch, result)
+                return
+            if result.status in _AUTH_STATUSES:
+                self._refused = AuthenticationFailed(
+                    result.describe(),
+                    events=_decoded(batch),
+                    status=result.status,
+                    error_type=result.error_type,
+                    retryable=False,
+                    attempts=attempt,
+                )
+                self.stats.failed += len(batch)
+                self._report(self._on_error, self._refused)
+                async with self._changed:
+                    self._changed.notify_all()  # record() calls waiting for space raise
                 return
             if not result.retryable or attempt >= self._retry.max_attempts:
                 self._fail(
@@ -277,7 +352,7 @@ class MeterClient:
                     id=item.get("id"),
                     reason=str(item.get("reason")),
                     message=str(item.get("message", "")),
-                    event=orjson.loads(pending.body),
+                    event=json.loads(pending.body),
                 )
                 self._report(self._on_rejected, rejected)
 
@@ -293,11 +368,26 @@ class MeterClient:
         self.stats.failed += len(batch)
         error = BatchFailed(
             message,
-            events=[orjson.loads(p.body) for p in batch],
+            events=_decoded(batch),
             status=status,
             error_type=error_type,
             retryable=retryable,
             attempts=attempts,
+        )
+        self._report(self._on_error, error)
+
+    def _give_up_refused(self, batch: list[_Pending]) -> None:
+        """A batch left behind after the key was refused: reported, never sent."""
+        assert self._refused is not None
+        refused = self._refused
+        self.stats.failed += len(batch)
+        error = AuthenticationFailed(
+            refused.message,
+            events=_decoded(batch),
+            status=refused.status,
+            error_type=refused.error_type,
+            retryable=False,
+            attempts=0,
         )
         self._report(self._on_error, error)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
-
-import orjson
 
 Timestamp = datetime | int | float | str
 
@@ -64,7 +63,8 @@ def encode_event(
     }
     if properties:
         doc["properties"] = dict(properties)
-    return orjson.dumps(doc)
+    # Compact and strict: NaN or infinity in `properties` fails here, not at the server.
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def batch_body(events: Sequence[bytes]) -> bytes:

@@ -13,9 +13,9 @@ from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from meter.client.aio import MeterClient
-from meter.client.batching import Timestamp
-from meter.client.results import ClientStats
+from meter_client.aio import MeterClient
+from meter_client.batching import Timestamp
+from meter_client.results import ClientStats
 
 T = TypeVar("T")
 

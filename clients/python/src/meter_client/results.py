@@ -53,6 +53,16 @@ class BatchFailed(MeterClientError):
         self.attempts = attempts
 
 
+class AuthenticationFailed(BatchFailed):
+    """The server refused the API key (401) or what it may do (403).
+
+    Every later batch would be refused the same way, so the client stops sending: this batch
+    and every event still buffered go to `on_error`, and from then on `record`, `flush` and
+    `aclose` raise this error, so a wrong or revoked key reaches the caller instead of being
+    dropped one log line at a time.
+    """
+
+
 @dataclass
 class ClientStats:
     """Running totals, in events unless named otherwise."""

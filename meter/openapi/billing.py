@@ -32,10 +32,13 @@ SCHEMAS: Doc = {
 }
 
 
-def _post(summary: str, body: Doc | None, response: Doc, errors: tuple[int, ...]) -> Doc:
+def _post(
+    operation_id: str, summary: str, body: Doc | None, response: Doc, errors: tuple[int, ...]
+) -> Doc:
     return {
         "post": operation(
             summary,
+            operation_id=operation_id,
             tag="billing",
             parameters=[_ID],
             body=body,
@@ -46,10 +49,11 @@ def _post(summary: str, body: Doc | None, response: Doc, errors: tuple[int, ...]
     }
 
 
-def _get(summary: str, response: Doc) -> Doc:
+def _get(operation_id: str, summary: str, response: Doc) -> Doc:
     return {
         "get": operation(
             summary,
+            operation_id=operation_id,
             tag="billing",
             parameters=[_ID],
             responses={"200": ok("found", response)},
@@ -64,6 +68,7 @@ def paths() -> Doc:
         "/stripe/webhook": {
             "post": operation(
                 "Stripe webhook endpoint",
+                operation_id="receiveStripeWebhook",
                 tag="billing",
                 public=True,  # authenticated by the Stripe-Signature header instead
                 description="Signature verified on the raw body (300 s tolerance); each event "
@@ -84,9 +89,14 @@ def paths() -> Doc:
                 errors=(400, 413, 500, 503),
             )
         },
-        f"{_CUSTOMER}/subscription": _get("The customer's subscription", ref("Subscription")),
-        f"{_CUSTOMER}/entitlements": _get("What the customer may use now", ref("Entitlements")),
+        f"{_CUSTOMER}/subscription": _get(
+            "getCustomerSubscription", "The customer's subscription", ref("Subscription")
+        ),
+        f"{_CUSTOMER}/entitlements": _get(
+            "getCustomerEntitlements", "What the customer may use now", ref("Entitlements")
+        ),
         f"{_CUSTOMER}/checkout-session": _post(
+            "createCheckoutSession",
             "Start a Stripe Checkout session",
             {
                 **_obj(
@@ -110,12 +120,14 @@ def paths() -> Doc:
             (409, *_STRIPE),
         ),
         f"{_CUSTOMER}/portal-session": _post(
+            "createPortalSession",
             "Open the Stripe billing portal",
             _obj(return_url=_STR),
             {**_obj(url=_STR), "required": ["url"]},
             _STRIPE,
         ),
         f"{_CUSTOMER}/subscription/change-plan": _post(
+            "changeSubscriptionPlan",
             "Preview (`preview: true`) or apply a plan change",
             {
                 **_obj(
@@ -132,6 +144,7 @@ def paths() -> Doc:
             (409, *_STRIPE),
         ),
         f"{_CUSTOMER}/subscription/cancel": _post(
+            "cancelSubscription",
             "Cancel at period end (or `immediately`: the period's metered usage is invoiced on "
             "a final invoice unless `invoice_now` is false; `prorate` credits unused licensed "
             "time on it)",
@@ -144,9 +157,14 @@ def paths() -> Doc:
             _STRIPE,
         ),
         f"{_CUSTOMER}/subscription/resume": _post(
-            "Resume a paused or cancelling subscription", None, ref("Subscription"), (409, *_STRIPE)
+            "resumeSubscription",
+            "Resume a paused or cancelling subscription",
+            None,
+            ref("Subscription"),
+            (409, *_STRIPE),
         ),
         f"{_CUSTOMER}/payment-method/setup-intent": _post(
+            "createPaymentMethodSetupIntent",
             "A SetupIntent to update the card",
             None,
             {**_obj(id=_STR, client_secret=_STR), "required": ["id", "client_secret"]},

@@ -95,6 +95,7 @@ _BY_STATUS = {
 def operation(
     summary: str,
     *,
+    operation_id: str,
     tag: str,
     responses: Doc,
     errors: tuple[int, ...] = (),
@@ -104,11 +105,17 @@ def operation(
     parameters: list[Doc] | None = None,
     description: str | None = None,
 ) -> Doc:
-    """One operation. `errors` lists the error statuses it can answer. Every operation may
-    answer 400 (U+0000 in the path or query is refused everywhere), one with a body 413 and 415
-    (meter/bodies.py); 401 and 429 (the limit on looking up unknown API keys) are added unless
-    the operation is `public` (needs no key)."""
-    op: Doc = {"summary": summary, "tags": [tag], "responses": dict(responses)}
+    """One operation. `operation_id` is the method name generated clients give it: camelCase,
+    verb first, unique in the document. `errors` lists the error statuses it can answer. Every
+    operation may answer 400 (U+0000 in the path or query is refused everywhere), one with a
+    body 413 and 415 (meter/bodies.py); 401 and 429 (the limit on looking up unknown API keys)
+    are added unless the operation is `public` (needs no key)."""
+    op: Doc = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "responses": dict(responses),
+    }
     if description:
         op["description"] = description
     if public:

@@ -118,6 +118,7 @@ def paths(settings: Settings) -> Doc:
         "/v1/events": {
             "post": operation(
                 "Record usage events",
+                operation_id="recordEvents",
                 tag="ingest",
                 description=f"One event or an array of up to {settings.max_batch_events}; "
                 f"body at most {settings.max_body_bytes} bytes once decoded (Content-Encoding "
@@ -131,6 +132,7 @@ def paths(settings: Settings) -> Doc:
         "/healthz": {
             "get": operation(
                 "Liveness: the process answers",
+                operation_id="getHealth",
                 responses={
                     "200": ok(
                         "alive",
@@ -148,6 +150,7 @@ def paths(settings: Settings) -> Doc:
         "/readyz": {
             "get": operation(
                 "Readiness: Postgres and Redis answer",
+                operation_id="getReadiness",
                 responses={
                     status: ok(description, ref("Readiness"))
                     for status, description in (
@@ -162,6 +165,7 @@ def paths(settings: Settings) -> Doc:
         "/openapi.json": {
             "get": operation(
                 "This document",
+                operation_id="getOpenApiDocument",
                 responses={"200": ok("OpenAPI 3.1", {"type": "object"})},
                 tag="operations",
                 public=True,

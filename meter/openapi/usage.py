@@ -51,6 +51,7 @@ def paths() -> Doc:
         "/v1/customers/{id}/usage": {
             "get": operation(
                 "Usage, amounts and projected invoice of one billing period",
+                operation_id="getCustomerUsage",
                 tag="usage",
                 parameters=[
                     _ID,
@@ -100,6 +101,7 @@ def paths() -> Doc:
         "/v1/customers/{id}/usage/history": {
             "get": operation(
                 "Usage per meter and hour or day, one page at a time",
+                operation_id="getCustomerUsageHistory",
                 tag="usage",
                 parameters=[
                     _ID,

@@ -4,6 +4,7 @@ that the live server's answers conform to (schemathesis)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import orjson
@@ -47,6 +48,59 @@ def test_the_document_is_valid_openapi_3_1(settings: Settings) -> None:
     doc = build_document(settings)
     assert doc["openapi"].startswith("3.1.")
     validate(doc)  # raises on an invalid document
+
+
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def operation_ids(doc: dict[str, Any]) -> dict[tuple[str, str], str | None]:
+    return {
+        (method.upper(), path): op.get("operationId")
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def operation_id_problems(doc: dict[str, Any]) -> list[str]:
+    """Missing, repeated or not camelCase (what every generator turns into a method name
+    without mangling)."""
+    ids = operation_ids(doc)
+    names = [op_id for op_id in ids.values() if op_id]
+    return sorted(
+        [f"{method} {path}: no operationId" for (method, path), op_id in ids.items() if not op_id]
+        + [
+            f"{name}: used {names.count(name)} times"
+            for name in set(names)
+            if names.count(name) > 1
+        ]
+        + [
+            f"{n}: not camelCase"
+            for n in names
+            if not re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)*", n)
+        ]
+    )
+
+
+def test_every_operation_has_a_unique_operation_id(settings: Settings) -> None:
+    doc = build_document(settings)
+    assert operation_id_problems(doc) == []
+    validate(doc)  # still valid OpenAPI 3.1 with them
+    ids = operation_ids(doc)
+    assert ids[("POST", "/v1/events")] == "recordEvents"
+    assert ids[("GET", "/v1/customers/{id}/usage")] == "getCustomerUsage"
+
+
+def test_the_operation_id_check_sees_a_missing_repeated_or_odd_id(settings: Settings) -> None:
+    doc = build_document(settings)
+    del doc["paths"]["/healthz"]["get"]["operationId"]
+    doc["paths"]["/readyz"]["get"]["operationId"] = "recordEvents"
+    doc["paths"]["/openapi.json"]["get"]["operationId"] = "get_openapi"
+    assert operation_id_problems(doc) == [
+        "GET /healthz: no operationId",
+        "get_openapi: not camelCase",
+        "recordEvents: used 2 times",
+    ]
 
 
 def test_every_route_of_the_app_is_described_and_nothing_else(settings: Settings) -> None:

@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from meter import appkeys
+from meter import appkeys, jsonwire
 from meter.auth import authenticate
 from meter.billing import convert, queries, store, views
 from meter.billing.errors import Conflict, NotFound
@@ -132,7 +132,7 @@ async def _store_and_respond(
         await billing.after_commit(conn, effects)
     if sub is None:
         raise NotFound(f"customer {key!r} has no subscription")
-    return web.json_response(views.subscription_doc(customer, sub, items, dunning), dumps=_dumps)
+    return jsonwire.response(views.subscription_doc(customer, sub, items, dunning))
 
 
 async def _subscription_response(billing: Billing, tenant: str, key: str) -> web.Response:
@@ -141,11 +141,7 @@ async def _subscription_response(billing: Billing, tenant: str, key: str) -> web
         sub, items, dunning = await views.subscription_state(conn, customer)
     if sub is None:
         raise NotFound(f"customer {key!r} has no subscription")
-    return web.json_response(views.subscription_doc(customer, sub, items, dunning), dumps=_dumps)
-
-
-def _dumps(doc: Any) -> str:
-    return orjson.dumps(doc).decode()
+    return jsonwire.response(views.subscription_doc(customer, sub, items, dunning))
 
 
 async def get_subscription(request: web.Request) -> web.Response:
@@ -241,7 +237,7 @@ async def checkout_session(request: web.Request) -> web.Response:
         req,
         idempotency_key("checkout", customer["stripe_id"], body_digest, customer["event_created"]),
     )
-    return web.json_response({"id": session["id"], "url": session["url"]})
+    return jsonwire.response({"id": session["id"], "url": session["url"]})
 
 
 async def portal_session(request: web.Request) -> web.Response:
@@ -256,7 +252,7 @@ async def portal_session(request: web.Request) -> web.Response:
         return_url,
         idempotency_key("portal", customer["stripe_id"], digest(return_url), _minute()),
     )
-    return web.json_response({"url": session["url"]})
+    return jsonwire.response({"url": session["url"]})
 
 
 async def setup_intent(request: web.Request) -> web.Response:
@@ -267,7 +263,7 @@ async def setup_intent(request: web.Request) -> web.Response:
     intent = await billing.gateway.create_setup_intent(
         customer["stripe_id"], idempotency_key("setup-intent", customer["stripe_id"], _minute())
     )
-    return web.json_response({"id": intent["id"], "client_secret": intent["client_secret"]})
+    return jsonwire.response({"id": intent["id"], "client_secret": intent["client_secret"]})
 
 
 def _pick_item(items: list[asyncpg.Record], wanted: str | None) -> str:
@@ -308,7 +304,7 @@ async def change_plan(request: web.Request) -> web.Response:
         proration_date=_int(doc, "proration_date"),
     )
     if _bool(doc, "preview"):
-        return web.json_response(await _preview(billing, change))
+        return jsonwire.response(await _preview(billing, change))
     obj = await billing.gateway.change_plan(
         change,
         idempotency_key(
@@ -438,4 +434,4 @@ async def entitlements(request: web.Request) -> web.Response:
             grace_s=billing.settings.billing_grace_period_s,
             now=int(time.time()),
         )
-    return web.json_response(doc, dumps=_dumps)
+    return jsonwire.response(doc)

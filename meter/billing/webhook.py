@@ -18,7 +18,7 @@ import time
 import asyncpg
 from aiohttp import web
 
-from meter import appkeys
+from meter import appkeys, jsonwire
 from meter.billing import queries
 from meter.billing.errors import InvalidSignature, StoreUnavailable
 from meter.billing.gateway import Obj
@@ -109,6 +109,6 @@ async def stripe_webhook(request: web.Request) -> web.Response:
         billing.metrics.webhook_events.labels(type_, outcome).inc()
         if outcome != "applied":
             log.info("webhook event not applied", extra={"event": event["id"], "outcome": outcome})
-        return web.json_response({"received": True, "outcome": outcome})
+        return jsonwire.response({"received": True, "outcome": outcome})
     finally:
         billing.metrics.webhook_seconds.observe(time.perf_counter() - started)

@@ -57,10 +57,6 @@ async def _connection(app: web.Application) -> AsyncIterator[asyncpg.Connection]
         yield conn
 
 
-def _json(doc: Doc) -> web.Response:
-    return web.Response(body=jsonwire.dumps(doc), content_type="application/json")
-
-
 def month_of(at: int) -> Period:
     """The UTC calendar month holding `at`: the period of a customer without subscription."""
     day = dt.datetime.fromtimestamp(at, dt.UTC)
@@ -250,7 +246,7 @@ async def usage(request: web.Request) -> web.Response:
         for (other, sel), tallies in zip(others, rest, strict=False)
     ]
     doc["freshness"] = freshness
-    return _json(doc)
+    return jsonwire.response(doc)
 
 
 def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:
@@ -438,7 +434,7 @@ async def history(request: web.Request) -> web.Response:
         for r in page
     ]
     more = len(rows) > q.limit
-    return _json(
+    return jsonwire.response(
         {
             "object": "usage_history",
             "customer": plan.external_id,

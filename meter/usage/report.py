@@ -1,13 +1,14 @@
 """The usage response, priced by the pricing engine. Pure: the handler hands in what it read.
 
-Amounts are integers in the currency's minor unit with `currency` beside them; quantities are
-decimal strings (exact, like Stripe's `*_decimal` fields); times are unix seconds.
+Amounts are integers in the currency's minor unit with `currency` beside them, computed from
+exact quantities; quantities are decimal strings written by `num` alone, one rule for every
+quantity of the answer (items, projections, invoice lines, history); times are unix seconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, NamedTuple
 
 from meter.events import UsageEvent
@@ -65,10 +66,22 @@ def terms_of(plan: Plan, period: Period) -> Terms:
     )
 
 
+# Stripe's precision for decimal quantities (`quantity_decimal`: "up to 12 decimal places").
+QUANTITY_PLACES = 12
+_QUANTUM = Decimal(1).scaleb(-QUANTITY_PLACES)
+
+
 def num(value: Decimal) -> str:
-    """A decimal as plain text without exponent or trailing zeros ("1200", "0.25")."""
-    text = format(value.normalize(), "f")
-    return text if "." not in text else text.rstrip("0").rstrip(".")
+    """A quantity as the answers write it: rounded half-even to QUANTITY_PLACES decimal places,
+    plain text without exponent or trailing zeros ("1200", "0.25", "54661.224489795918").
+
+    Display only: amounts are priced from the exact quantity before this. Precision grows with
+    the integer part, so a run-rate projection past 10^16 is never cut in its integer digits.
+    """
+    context = Context(prec=max(value.adjusted(), 0) + QUANTITY_PLACES + 2)
+    text = format(value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN, context=context), "f")
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text == "-0" else text
 
 
 def period_doc(period: Period) -> Doc:
@@ -190,8 +203,8 @@ def item_doc(
         if rate is None
         else {
             "method": rate.method,
-            "elapsed_fraction": num(rate.elapsed_fraction.quantize(Decimal("0.000001"))),
-            "quantity": num(rate.projected_quantity.quantize(Decimal("0.000001"))),
+            "elapsed_fraction": num(rate.elapsed_fraction),
+            "quantity": num(rate.projected_quantity),
             "amount": rate.projected_amount if usage_charged else 0,
         },
     }

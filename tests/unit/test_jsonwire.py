@@ -21,3 +21,9 @@ def test_every_integer_round_trips_exactly(n: int) -> None:
     [out] = orjson.loads(jsonwire.dumps([n]))
     assert int(out) == n
     assert isinstance(out, int) == (-(2**63) <= n < 2**63)
+
+
+def test_response_is_the_compact_document_as_application_json() -> None:
+    answer = jsonwire.response({"url": "https://x", "n": 2**64}, status=201)
+    assert (answer.status, answer.content_type, answer.charset) == (201, "application/json", None)
+    assert answer.body == b'{"url":"https://x","n":"18446744073709551616"}'

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from meter.core.streams import stream_id_key
 from meter.errors import InvalidRequest
@@ -136,3 +139,31 @@ def test_next_period_keeps_the_month_anchor() -> None:
 
 def test_num_is_plain_decimal_text() -> None:
     assert [report.num(Decimal(x)) for x in ("1E+3", "0.250", "12")] == ["1000", "0.25", "12"]
+
+
+def test_num_rounds_every_quantity_to_twelve_places() -> None:
+    # Stripe's precision for decimal quantities: "up to 12 decimal places" (quantity_decimal).
+    assert report.QUANTITY_PLACES == 12
+    third = Decimal(163983) / Decimal(3)  # 54661, and a non-terminating fraction
+    assert report.num(third) == "54661"
+    run_rate = Decimal("54661.22448979591836734693878")
+    assert report.num(run_rate) == "54661.224489795918"
+    assert report.num(Decimal("0.0000000000015")) == "0.000000000002"  # half-even, 12 places
+    assert report.num(Decimal("0.0000000000025")) == "0.000000000002"
+    assert report.num(Decimal("1E-20")) == "0"
+    assert report.num(Decimal("-1E-20")) == "0"  # never "-0"
+    assert report.num(Decimal("-3.50")) == "-3.5"
+
+
+def test_num_keeps_every_integer_digit_of_a_huge_projection() -> None:
+    # Past the default 28 significant digits: the integer part is never cut.
+    huge = Decimal("1" + "0" * 30 + ".1234567890123456")
+    assert report.num(huge) == "1" + "0" * 30 + ".123456789012"
+    assert "E" not in report.num(Decimal("4.3E+19"))
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**20), max_value=10**20))
+def test_num_is_within_half_a_unit_of_the_twelfth_place(value: Decimal) -> None:
+    text = report.num(value)
+    assert re.fullmatch(r"-?(0|[1-9][0-9]*)(\.[0-9]{0,11}[1-9])?", text), text
+    assert abs(Decimal(text) - value) <= Decimal("0.5E-12")

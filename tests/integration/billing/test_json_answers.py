@@ -65,14 +65,17 @@ async def test_billing_answers_are_written_like_every_other_answer(stack: Stack)
         headers={"Stripe-Signature": sign(event.decode(), SECRET, int(time.time()))},
     )
     answers["webhook"] = (webhook.status, webhook.headers["Content-Type"], await webhook.read())
+    answers["error"] = await _raw(stack, "GET", "/v1/customers/nobody/subscription")
+    answers["ingest"] = await _raw(
+        stack, "POST", "/v1/events", {"id": "e1", "customer": "j-1", "meter": "calls"}
+    )
     # The reference: the usage API, written by meter/jsonwire.py.
     usage_status, usage_type, usage_raw = await _raw(stack, "GET", "/v1/customers/j-1/usage")
     assert usage_status == 200, usage_raw
     assert usage_raw == _as_jsonwire_writes_it(usage_raw)
 
-    assert {name: status for name, (status, _, _) in answers.items()} == dict.fromkeys(
-        answers, 200
-    ), answers
+    statuses = {name: status for name, (status, _, _) in answers.items()}
+    assert statuses == dict.fromkeys(answers, 200) | {"error": 404}, answers
     assert {name: ctype for name, (_, ctype, _) in answers.items()} == dict.fromkeys(
         answers, usage_type
     )

@@ -48,11 +48,25 @@ def sign(payload: str, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def _enabled_events(raw: object) -> list[str]:
+    """A v1 endpoint takes snapshot event types only: thin ones (`v1.…`, `v2.…`) go to an event
+    destination with thin payloads (https://docs.stripe.com/api/v2/event-destinations/create;
+    the SDK's `WebhookEndpointCreateParams.enabled_events` lists no such type)."""
+    if not isinstance(raw, list) or not raw:
+        raise invalid("Missing required param: enabled_events.", "enabled_events")
+    for i, event in enumerate(raw):
+        if str(event).startswith(("v1.", "v2.")):
+            raise invalid(
+                f"Invalid enabled_events[{i}]: {event} is a thin event; it is sent to event "
+                "destinations only.",
+                f"enabled_events[{i}]",
+            )
+    return [str(e) for e in raw]
+
+
 def create(req: Req) -> Obj:
     url = str_param(req.params, "url")
-    events = req.get("enabled_events")
-    if not isinstance(events, list) or not events:
-        raise invalid("Missing required param: enabled_events.", "enabled_events")
+    events = _enabled_events(req.get("enabled_events"))
     endpoint: Obj = {
         "id": new_id("we"),
         "object": "webhook_endpoint",
@@ -60,7 +74,7 @@ def create(req: Req) -> Obj:
         "application": None,
         "created": req.state.now(),
         "description": req.get("description"),
-        "enabled_events": [str(e) for e in events],
+        "enabled_events": events,
         "livemode": False,
         "metadata": metadata_of(req),
         "secret": "whsec_" + secrets.token_hex(16),
@@ -87,6 +101,8 @@ def list_(req: Req) -> Obj:
 
 def update(req: Req) -> Obj:
     endpoint = req.state.get("webhook_endpoint", req.match["id"])
+    if "enabled_events" in req.params:
+        _enabled_events(req.params["enabled_events"])
     apply_updates(req, endpoint, ("url", "description", "enabled_events"))
     if req.get("disabled") not in (None, ""):
         endpoint["status"] = "disabled" if req.get("disabled") == "true" else "enabled"

@@ -395,16 +395,19 @@ def parse(doc: Any, source: str = "catalogue") -> Catalogue:
     meters = [_meter(name, m, out) for name, m in meters_doc.items()]
     names = {str(name) for name in meters_doc}
     products = [_product(key, p, names, out) for key, p in products_doc.items()]
+    # Checked on the file's names, so that a duplicate is named even beside other problems.
     lookup_keys: dict[str, str] = {}
-    for product in products:
-        for price in product.prices if product else ():
-            if price.lookup_key in lookup_keys:
+    for key, product_doc in products_doc.items():
+        prices_doc = product_doc.get("prices") if isinstance(product_doc, Mapping) else None
+        for lookup_key in prices_doc if isinstance(prices_doc, Mapping) else ():
+            if lookup_key in lookup_keys:
                 out.add(
-                    f"products.{product.key}.prices.{price.lookup_key}",  # type: ignore[union-attr]
-                    f"lookup key also used under products.{lookup_keys[price.lookup_key]} "
-                    "(lookup keys are unique in a Stripe account)",
+                    f"products.{key}.prices.{lookup_key}",
+                    f"lookup key also used under products.{lookup_keys[lookup_key]} "
+                    "(a lookup key names one price in a Stripe account)",
                 )
-            lookup_keys[price.lookup_key] = product.key  # type: ignore[union-attr]
+            else:
+                lookup_keys[lookup_key] = str(key)
     webhook_url = None
     if (webhook := doc.get("webhook")) is not None:
         if not isinstance(webhook, Mapping):

@@ -78,7 +78,9 @@ async def _seed_demo(settings: Settings, catalogue_path: Path) -> None:
 
     # No webhook endpoint: the emulator delivers to this API itself.
     catalogue = dataclasses.replace(load(catalogue_path), webhook_url=None)
-    await setup_stripe(settings, catalogue)
+    for change in (await setup_stripe(settings, catalogue)).changes:
+        if change.action != "unchanged":
+            log.info("stripe emulator: %s", change)
     http = stripe.AIOHTTPClient()
     client = stripe_client(
         settings.stripe_api_key or "",

@@ -96,6 +96,11 @@ def add_stripe_parser(subparsers: Any) -> None:
         action="store_true",
         help="allow a live-mode STRIPE_API_KEY (refused without it)",
     )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would change, change nothing",
+    )
     s.set_defaults(func=stripe_setup_cmd)
 
 

@@ -171,6 +171,48 @@ class CatalogueApi:
         return await self._call(self.v1.webhook_endpoints.update_async, id_, params)
 
 
+class DryRunApi(CatalogueApi):
+    """Reads Stripe, writes nothing: each write answers what Stripe would, with `(new)` ids."""
+
+    NEW = "(new)"
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        super().__init__(client)
+        self._meters: dict[str, Obj] = {}
+
+    async def meters(self) -> list[Obj]:
+        found = await super().meters()
+        self._meters = {m["id"]: m for m in found}
+        return found
+
+    async def create_meter(self, params: Obj) -> Obj:
+        return {**params, "id": self.NEW, "status": "active"}
+
+    async def update_meter(self, id_: str, params: Obj) -> Obj:
+        return {"id": id_, **params}
+
+    async def reactivate_meter(self, id_: str) -> Obj:
+        return {**self._meters[id_], "status": "active"}
+
+    async def create_product(self, params: Obj) -> Obj:
+        return {**params, "id": self.NEW}
+
+    async def update_product(self, id_: str, params: Obj) -> Obj:
+        return {"id": id_, **params}
+
+    async def create_price(self, params: Obj) -> Obj:
+        return {**params, "id": self.NEW}
+
+    async def update_price(self, id_: str, params: Obj) -> Obj:
+        return {"id": id_, **params}
+
+    async def create_webhook_endpoint(self, params: Obj) -> Obj:
+        return {**params, "id": self.NEW, "secret": None}
+
+    async def update_webhook_endpoint(self, id_: str, params: Obj) -> Obj:
+        return {"id": id_, **params}
+
+
 def _formula(meter: Obj) -> str | None:
     formula: str | None = (meter.get("default_aggregation") or {}).get("formula")
     return formula
@@ -364,9 +406,10 @@ async def setup_stripe(
     *,
     webhook_url: str | None = None,
     live: bool = False,
+    dry_run: bool = False,
 ) -> SetupResult:
     """`apply` with the Stripe account of `settings` (STRIPE_API_KEY, and the emulator's base
-    addresses when they are set), after the mode check."""
+    addresses when they are set), after the mode check; `dry_run` reads and writes nothing."""
     api_key = settings.stripe_api_key
     if not api_key:
         raise ConfigError("meter stripe setup needs STRIPE_API_KEY (a test-mode key: sk_test_…)")
@@ -381,7 +424,8 @@ async def setup_stripe(
         max_network_retries=NETWORK_RETRIES,
     )
     try:
-        return await apply(CatalogueApi(client), catalogue, webhook_url=webhook_url)
+        api = DryRunApi(client) if dry_run else CatalogueApi(client)
+        return await apply(api, catalogue, webhook_url=webhook_url)
     finally:
         if http._cached_session is not None:
             await http.close_async()

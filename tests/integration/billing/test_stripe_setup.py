@@ -282,6 +282,32 @@ async def test_a_meter_formula_stripe_cannot_change_is_a_conflict(
     ]
 
 
+async def test_a_dry_run_writes_nothing_and_says_what_a_run_does(
+    emulator: RunningEmulator,
+) -> None:
+    settings = _settings(emulator)
+    await setup_stripe(settings, parse_text(CATALOGUE))
+    edited = (
+        CATALOGUE.replace('unit_amount: "0.35"', 'unit_amount: "0.4"')
+        .replace("nickname: Per call", "nickname: Per call\n        features: [bulk]")
+        .replace(
+            "  seats:\n",
+            "  extra:\n    prices:\n      extra_monthly: {currency: eur, unit_amount: 5}\n"
+            "  seats:\n",
+        )
+    )
+    emulator.emu.state.request_log.clear()
+
+    planned = await setup_stripe(settings, parse_text(edited), dry_run=True)
+
+    assert _writes(emulator) == []
+    done = await setup_stripe(settings, parse_text(edited))
+    assert [(c.kind, c.name, c.action) for c in planned.changes] == [
+        (c.kind, c.name, c.action) for c in done.changes
+    ]
+    assert {c.action for c in done.changes} == {"unchanged", "created", "replaced"}
+
+
 async def test_a_live_key_is_refused_without_live(emulator: RunningEmulator) -> None:
     with pytest.raises(ConfigError, match="--live"):
         await setup_stripe(_settings(emulator, "sk_live_abc"), parse_text(CATALOGUE))

@@ -17,6 +17,7 @@ import hmac
 import random
 import secrets
 import time
+import typing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -48,10 +49,21 @@ def sign(payload: str, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def _event_types() -> frozenset[str]:
+    """The types a v1 endpoint may subscribe to: Stripe's API description of `enabled_events`,
+    as the pinned SDK's typed params carry it (`*` included)."""
+    from stripe.params import WebhookEndpointCreateParams
+
+    (literal,) = typing.get_args(WebhookEndpointCreateParams.__annotations__["enabled_events"])
+    return frozenset(typing.get_args(literal))
+
+
+EVENT_TYPES = _event_types()
+
+
 def _enabled_events(raw: object) -> list[str]:
-    """A v1 endpoint takes snapshot event types only: thin ones (`v1.…`, `v2.…`) go to an event
-    destination with thin payloads (https://docs.stripe.com/api/v2/event-destinations/create;
-    the SDK's `WebhookEndpointCreateParams.enabled_events` lists no such type)."""
+    """Known snapshot event types only. A thin one (`v1.…`, `v2.…`) goes to an event destination
+    with thin payloads (https://docs.stripe.com/api/v2/event-destinations/create), never here."""
     if not isinstance(raw, list) or not raw:
         raise invalid("Missing required param: enabled_events.", "enabled_events")
     for i, event in enumerate(raw):
@@ -59,6 +71,11 @@ def _enabled_events(raw: object) -> list[str]:
             raise invalid(
                 f"Invalid enabled_events[{i}]: {event} is a thin event; it is sent to event "
                 "destinations only.",
+                f"enabled_events[{i}]",
+            )
+        if str(event) not in EVENT_TYPES:
+            raise invalid(
+                f"Invalid enabled_events[{i}]: {event} is not an event type.",
                 f"enabled_events[{i}]",
             )
     return [str(e) for e in raw]

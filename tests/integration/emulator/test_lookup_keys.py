@@ -1,6 +1,6 @@
 """Prices' lookup keys and webhook endpoints' event types, as Stripe's API reference has them:
 a lookup key names one price, moved only by `transfer_lookup_key`; a v1 webhook endpoint takes
-snapshot event types, never thin ones."""
+Stripe's snapshot event types, never thin ones."""
 
 from __future__ import annotations
 
@@ -67,3 +67,17 @@ def test_a_webhook_endpoint_takes_no_thin_event(client: stripe.StripeClient) -> 
     with pytest.raises(stripe.InvalidRequestError):
         client.v1.webhook_endpoints.update(endpoint.id, {"enabled_events": [thin]})
     assert client.v1.webhook_endpoints.list().data[0].enabled_events == ["invoice.paid"]
+
+
+def test_a_webhook_endpoint_takes_only_stripes_event_types(client: stripe.StripeClient) -> None:
+    # Stripe has no `invoiceitem.updated` (the API's `enabled_events` list).
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.webhook_endpoints.create(
+            {"url": "https://example.com/hook", "enabled_events": ["invoiceitem.updated"]}
+        )
+    assert refused.value.param == "enabled_events[0]"
+    events = ["*", "invoiceitem.created", "billing.meter.deactivated"]
+    for event in events:
+        client.v1.webhook_endpoints.create(
+            {"url": "https://example.com/hook", "enabled_events": [event]}
+        )

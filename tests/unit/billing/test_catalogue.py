@@ -126,3 +126,19 @@ def test_metadata_update_unsets_only_the_entitlements_the_catalogue_no_longer_gi
     want = {"features": "a,b", "limit.calls": "5"}
     assert metadata_update(have, want) == {"features": "a,b", "limit.old": ""}
     assert metadata_update(want, want) == {}
+
+
+def test_the_endpoint_events_are_ones_stripe_lets_a_webhook_endpoint_subscribe_to() -> None:
+    """The oracle is Stripe's own API description, as the SDK's typed params carry it: every
+    type the endpoint asks for is in `enabled_events`' list, and the thin one is not."""
+    import typing
+
+    from stripe.params import WebhookEndpointCreateParams
+
+    from meter.billing.stripe_setup import thin_events, webhook_events
+
+    (literal,) = typing.get_args(WebhookEndpointCreateParams.__annotations__["enabled_events"])
+    accepted = set(typing.get_args(literal))
+    assert set(webhook_events()) <= accepted
+    assert thin_events() == ["v1.billing.meter.error_report_triggered"]
+    assert not set(thin_events()) & accepted

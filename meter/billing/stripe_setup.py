@@ -19,6 +19,7 @@ from typing import Any
 import stripe
 
 from meter.billing.catalogue import (
+    PRODUCT_KEY,
     Catalogue,
     Change,
     MeterSpec,
@@ -261,7 +262,7 @@ async def _products(
     """Each product's Stripe id by catalogue key."""
     by_key: dict[str, Obj] = {}
     for product in await api.products():
-        key = (product.get("metadata") or {}).get("meter_product")
+        key = (product.get("metadata") or {}).get(PRODUCT_KEY)
         # The oldest wins if someone made two: it is the one prices were made on.
         if key and (key not in by_key or product["created"] < by_key[key]["created"]):
             by_key[key] = product

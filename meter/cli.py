@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from meter import logs
@@ -130,7 +131,7 @@ def meters_cmd(settings: Settings, args: argparse.Namespace) -> int:
 def dev_cmd(settings: Settings, args: argparse.Namespace) -> int:
     from meter.dev import run_dev
 
-    return run_dev(settings, port=args.port)
+    return run_dev(settings, port=args.port, catalogue=args.catalogue)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_aggregate(sub)
 
     from meter.billing.cli import add_parser as add_sync
+    from meter.billing.cli import add_stripe_parser
     from meter.stripe_emulator.cli import add_parser as add_stripe_emulator
 
     add_sync(sub)
@@ -196,12 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report(sub)
 
+    add_stripe_parser(sub)
     add_stripe_emulator(sub)
 
     p = sub.add_parser(
         "dev", help="everything locally: embedded Postgres + Redis, migrations, the API"
     )
     p.add_argument("--port", type=int, help="API port (default METER_PORT)")
+    p.add_argument(
+        "--catalogue",
+        type=Path,
+        help="the catalogue the Stripe emulator is seeded with (default "
+        "deploy/catalogue.example.yaml; format: docs/stripe-setup.md)",
+    )
     p.set_defaults(func=dev_cmd)
     return parser
 

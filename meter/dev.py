@@ -3,9 +3,10 @@
 One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER_REDIS_URL are
 set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
-this API), migrations, the API, the aggregator and the reporter. On first start it seeds a demo
-catalogue (a meter, a graduated price, a customer with a subscription) and always creates a
-fresh API key, then prints URLs and ready-to-paste curls. Logs are text lines (unless
+this API), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
+catalogue file (deploy/catalogue.example.yaml unless --catalogue names another), on first start
+with a demo customer subscribed to its first price, and always creates a fresh API key, then
+prints URLs and ready-to-paste curls. Logs are text lines (unless
 METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
 summary follows every few seconds. Ctrl-C stops everything.
 """
@@ -40,12 +41,8 @@ _DEV_DB = "meter"
 DEMO_TENANT = "demo"
 DEMO_CUSTOMER = "demo-customer"
 DEMO_METER = "api_calls"
-# Graduated: the first 1,000 calls at 1 ¢, the next 9,000 at 0.5 ¢, then 0.2 ¢ — plus $5 flat.
-DEMO_TIERS = [
-    {"up_to": 1000, "unit_amount_decimal": "1", "flat_amount": 500},
-    {"up_to": 10000, "unit_amount_decimal": "0.5"},
-    {"up_to": "inf", "unit_amount_decimal": "0.2"},
-]
+# The catalogue the emulator is seeded with unless `meter dev --catalogue` names another.
+DEFAULT_CATALOGUE = Path(__file__).resolve().parents[1] / "deploy" / "catalogue.example.yaml"
 
 
 async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
@@ -67,12 +64,23 @@ async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
     return database_url, key
 
 
-async def _seed_demo(settings: Settings) -> None:
-    """The demo catalogue in (emulated) Stripe, once; billing learns it through webhooks."""
+async def _seed_demo(settings: Settings, catalogue_path: Path) -> None:
+    """The catalogue file in (emulated) Stripe, as `meter stripe setup` makes it (every start:
+    an edited file is applied, an unchanged one changes nothing), and once a demo customer
+    subscribed to its first price; billing learns it all through webhooks."""
+    import dataclasses
+
     import stripe
 
+    from meter.billing.catalogue import load
+    from meter.billing.stripe_setup import setup_stripe
     from meter.stripe_client import stripe_client
 
+    # No webhook endpoint: the emulator delivers to this API itself.
+    catalogue = dataclasses.replace(load(catalogue_path), webhook_url=None)
+    for change in (await setup_stripe(settings, catalogue)).changes:
+        if change.action != "unchanged":
+            log.info("stripe emulator: %s", change)
     http = stripe.AIOHTTPClient()
     client = stripe_client(
         settings.stripe_api_key or "",
@@ -84,26 +92,10 @@ async def _seed_demo(settings: Settings) -> None:
         found = await client.v1.customers.search_async(
             {"query": f"metadata['meter_customer']:'{DEMO_CUSTOMER}'"}
         )
-        if found.data:
+        prices = catalogue.prices()
+        if found.data or not prices:
             return
-        meter = await client.v1.billing.meters.create_async(
-            {
-                "display_name": "API calls",
-                "event_name": DEMO_METER,
-                "default_aggregation": {"formula": "sum"},
-            }
-        )
-        product = await client.v1.products.create_async({"name": "API"})
-        price = await client.v1.prices.create_async(
-            {
-                "product": product.id,
-                "currency": "usd",
-                "billing_scheme": "tiered",
-                "tiers_mode": "graduated",
-                "tiers": DEMO_TIERS,  # type: ignore[typeddict-item]
-                "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
-            }
-        )
+        first = await client.v1.prices.list_async({"lookup_keys": [prices[0][1].lookup_key]})
         customer = await client.v1.customers.create_async(
             {
                 "email": "demo@example.com",
@@ -111,7 +103,7 @@ async def _seed_demo(settings: Settings) -> None:
             }
         )
         await client.v1.subscriptions.create_async(
-            {"customer": customer.id, "items": [{"price": price.id}]}
+            {"customer": customer.id, "items": [{"price": first.data[0].id}]}
         )
     finally:
         await http.close_async()  # type: ignore[no-untyped-call]
@@ -190,7 +182,9 @@ async def _summarize(
             last = line
 
 
-async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
+async def _pipeline(
+    settings: Settings, key: str, host: str, port: int, catalogue: Path = DEFAULT_CATALOGUE
+) -> None:
     from aggregator.worker import Worker
     from meter.app import create_app
     from meter.connections import redis_client
@@ -260,7 +254,7 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
             ),
         ]
         if emulator_base is not None:
-            await _seed_demo(settings)
+            await _seed_demo(settings, catalogue)
         print(_banner(f"http://{host}:{port}", key, emulator_base, metrics_url), flush=True)
         await stop.wait()
         for task in tasks:
@@ -268,7 +262,7 @@ async def _pipeline(settings: Settings, key: str, host: str, port: int) -> None:
                 await task
 
 
-def run_dev(settings: Settings, *, port: int | None = None) -> int:
+def run_dev(settings: Settings, *, port: int | None = None, catalogue: Path | None = None) -> int:
     """Start dependencies as needed, then run every process until Ctrl-C."""
     env = os.environ
     # A console a person reads: text lines, whatever stderr is, unless JSON is asked for.
@@ -297,5 +291,9 @@ def run_dev(settings: Settings, *, port: int | None = None) -> int:
             # The laptop sees its usage in Stripe within seconds, not at the hourly close.
             billing_job_interval_s=10.0,
         )
-        asyncio.run(_pipeline(settings, key, settings.host, port or settings.port))
+        asyncio.run(
+            _pipeline(
+                settings, key, settings.host, port or settings.port, catalogue or DEFAULT_CATALOGUE
+            )
+        )
     return 0

@@ -75,3 +75,65 @@ def _registry() -> Any:
 
 def sync_cmd(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run_sync(settings, args))
+
+
+def add_stripe_parser(subparsers: Any) -> None:
+    """Add `meter stripe setup` to an argparse subparsers object."""
+    p = subparsers.add_parser("stripe", help="set up the Stripe account meter bills through")
+    stripe_sub = p.add_subparsers(dest="stripe_command", required=True, metavar="ACTION")
+    s = stripe_sub.add_parser(
+        "setup",
+        help="create or update the catalogue's meters, products, prices and webhook endpoint "
+        "in Stripe (idempotent; test mode unless --live)",
+    )
+    s.add_argument("catalogue", help="the catalogue file (YAML; see docs/stripe-setup.md)")
+    s.add_argument(
+        "--webhook-url",
+        help="the address of meter's POST /stripe/webhook (default: the catalogue's webhook.url)",
+    )
+    s.add_argument(
+        "--live",
+        action="store_true",
+        help="allow a live-mode STRIPE_API_KEY (refused without it)",
+    )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would change, change nothing",
+    )
+    s.set_defaults(func=stripe_setup_cmd)
+
+
+async def run_stripe_setup(settings: Settings, args: argparse.Namespace) -> int:
+    from meter.billing.catalogue import load
+    from meter.billing.stripe_setup import setup_stripe, thin_events
+
+    # The whole file is checked before anything is sent: a bad one changes nothing.
+    catalogue = load(args.catalogue)
+    result = await setup_stripe(settings, catalogue, webhook_url=args.webhook_url, live=args.live)
+    for change in result.changes:
+        print(change)
+    if result.signing_secret:
+        print(
+            f"\nwebhook signing secret (shown once; set STRIPE_WEBHOOK_SECRET to it):\n"
+            f"  {result.signing_secret}"
+        )
+    if not (args.webhook_url or catalogue.webhook_url):
+        print("note: no webhook endpoint (give --webhook-url or webhook.url)", file=sys.stderr)
+    elif thin := thin_events():
+        print(
+            f"note: {', '.join(thin)} is a thin event: Stripe sends it only to an event "
+            "destination with thin payloads, not to this endpoint (docs/stripe-setup.md)",
+            file=sys.stderr,
+        )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for conflict in result.conflicts:
+        print(f"error: {conflict}", file=sys.stderr)
+    if not result.changed:
+        print("Stripe already holds the catalogue: nothing changed")
+    return 1 if result.conflicts else 0
+
+
+def stripe_setup_cmd(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(run_stripe_setup(settings, args))

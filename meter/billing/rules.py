@@ -107,6 +107,11 @@ def access_for(
     return AccessDecision(Access.RESTRICTED, status)
 
 
+# The entitlement metadata convention on products and prices (docs/integration.md).
+FEATURES_KEY = "features"
+LIMIT_PREFIX = "limit."
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What a plan grants, read from product then price metadata (the price wins):
@@ -120,13 +125,13 @@ def plan_from_metadata(*metadatas: Mapping[str, str]) -> Plan:
     features: list[str] = []
     limits: dict[str, Decimal] = {}
     for md in metadatas:
-        raw = md.get("features")
+        raw = md.get(FEATURES_KEY)
         if raw:
             features.extend(f.strip() for f in raw.split(",") if f.strip())
         for key, value in md.items():
-            if key.startswith("limit."):
+            if key.startswith(LIMIT_PREFIX):
                 try:
-                    limits[key.removeprefix("limit.")] = Decimal(value)
+                    limits[key.removeprefix(LIMIT_PREFIX)] = Decimal(value)
                 except InvalidOperation:
                     continue  # a typo in metadata must not break the endpoint
     return Plan(tuple(dict.fromkeys(features)), limits)

@@ -225,7 +225,8 @@ HANDLERS: dict[str, Handler] = {
             "marked_uncollectible",
         )
     },
-    **{f"invoiceitem.{t}": invoice_item for t in ("created", "updated", "deleted")},
+    # No `invoiceitem.updated`: Stripe has no such event type (the API's `enabled_events`).
+    **{f"invoiceitem.{t}": invoice_item for t in ("created", "deleted")},
     **{f"product.{t}": catalog for t in ("created", "updated", "deleted")},
     **{f"price.{t}": catalog for t in ("created", "updated", "deleted")},
     **{f"billing.meter.{t}": catalog for t in ("created", "updated", "deactivated", "reactivated")},

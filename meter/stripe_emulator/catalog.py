@@ -144,6 +144,26 @@ def _tiers(raw: Any) -> list[Obj]:
     return tiers
 
 
+def _take_lookup_key(req: Req, price_id: str | None) -> None:
+    """A lookup key names one price in the account, archived ones included: another price's
+    key is a 400 unless `transfer_lookup_key` moves it over, atomically (API reference, create
+    and update a price, `transfer_lookup_key`: "will atomically remove the lookup key from the
+    existing price, and assign it to this price")."""
+    key = req.params.get("lookup_key")
+    if key in (None, ""):
+        return
+    holder = next(
+        (p for p in req.state.all("price") if p.get("lookup_key") == key and p["id"] != price_id),
+        None,
+    )
+    if holder is None:
+        return
+    if not bool_param(req.params, "transfer_lookup_key", False):
+        raise invalid(f"A price (`{holder['id']}`) already uses that lookup key.", "lookup_key")
+    holder["lookup_key"] = None
+    req.emu.emit("price.updated", holder, {"lookup_key": key})
+
+
 def create_price(req: Req) -> Obj:
     params = req.params
     currency = str_param(params, "currency").lower()
@@ -222,6 +242,7 @@ def create_price(req: Req) -> Obj:
                 "transform_quantity[round] must be up or down", "transform_quantity[round]"
             )
         price["transform_quantity"] = {"divide_by": divide_by, "round": rounding}
+    _take_lookup_key(req, None)
     req.state.put(price)
     req.emu.emit("price.created", price)
     return price
@@ -233,6 +254,7 @@ def retrieve_price(req: Req) -> Obj:
 
 def update_price(req: Req) -> Obj:
     price = req.state.get("price", req.match["id"])
+    _take_lookup_key(req, price["id"])
     previous = apply_updates(req, price, ("nickname", "lookup_key"), ("active",))
     if previous:
         req.emu.emit("price.updated", price, previous)

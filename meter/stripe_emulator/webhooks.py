@@ -17,6 +17,7 @@ import hmac
 import random
 import secrets
 import time
+import typing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -48,11 +49,41 @@ def sign(payload: str, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def _event_types() -> frozenset[str]:
+    """The types a v1 endpoint may subscribe to: Stripe's API description of `enabled_events`,
+    as the pinned SDK's typed params carry it (`*` included)."""
+    from stripe.params import WebhookEndpointCreateParams
+
+    (literal,) = typing.get_args(WebhookEndpointCreateParams.__annotations__["enabled_events"])
+    return frozenset(typing.get_args(literal))
+
+
+EVENT_TYPES = _event_types()
+
+
+def _enabled_events(raw: object) -> list[str]:
+    """Known snapshot event types only. A thin one (`v1.…`, `v2.…`) goes to an event destination
+    with thin payloads (https://docs.stripe.com/api/v2/event-destinations/create), never here."""
+    if not isinstance(raw, list) or not raw:
+        raise invalid("Missing required param: enabled_events.", "enabled_events")
+    for i, event in enumerate(raw):
+        if str(event).startswith(("v1.", "v2.")):
+            raise invalid(
+                f"Invalid enabled_events[{i}]: {event} is a thin event; it is sent to event "
+                "destinations only.",
+                f"enabled_events[{i}]",
+            )
+        if str(event) not in EVENT_TYPES:
+            raise invalid(
+                f"Invalid enabled_events[{i}]: {event} is not an event type.",
+                f"enabled_events[{i}]",
+            )
+    return [str(e) for e in raw]
+
+
 def create(req: Req) -> Obj:
     url = str_param(req.params, "url")
-    events = req.get("enabled_events")
-    if not isinstance(events, list) or not events:
-        raise invalid("Missing required param: enabled_events.", "enabled_events")
+    events = _enabled_events(req.get("enabled_events"))
     endpoint: Obj = {
         "id": new_id("we"),
         "object": "webhook_endpoint",
@@ -60,7 +91,7 @@ def create(req: Req) -> Obj:
         "application": None,
         "created": req.state.now(),
         "description": req.get("description"),
-        "enabled_events": [str(e) for e in events],
+        "enabled_events": events,
         "livemode": False,
         "metadata": metadata_of(req),
         "secret": "whsec_" + secrets.token_hex(16),
@@ -87,6 +118,8 @@ def list_(req: Req) -> Obj:
 
 def update(req: Req) -> Obj:
     endpoint = req.state.get("webhook_endpoint", req.match["id"])
+    if "enabled_events" in req.params:
+        _enabled_events(req.params["enabled_events"])
     apply_updates(req, endpoint, ("url", "description", "enabled_events"))
     if req.get("disabled") not in (None, ""):
         endpoint["status"] = "disabled" if req.get("disabled") == "true" else "enabled"

@@ -26,5 +26,5 @@ def test_every_subcommand_is_registered() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert set(commands) >= {
         "serve", "migrate", "keys", "aggregate", "sync", "report", "reconcile", "usage",
-        "stripe-emulator", "dev", "reattribute",
+        "stripe", "stripe-emulator", "dev", "reattribute",
     }  # fmt: skip

@@ -188,11 +188,36 @@ def test_the_emulator_profile_points_every_process_at_the_emulator() -> None:
     # Without the env file, nothing points at the emulator.
     for name, service in services().items():
         assert "stripe-emulator" not in str(service.get("environment", {})), name
-    text = (DEPLOY / "prometheus.yml").read_text()
-    assert '"serve:9102"' in text
-    assert '"serve:8080"' not in text  # the API port serves no metrics
-    assert '"aggregate:9100"' in text
-    assert '"report:9101"' in text
+
+
+def test_prometheus_scrapes_every_process_on_its_metrics_port() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    # Every long-running meter process with a metrics server, at the port compose gives it.
+    metrics_ports = {
+        "serve": "METER_METRICS_PORT",
+        "aggregate": "METER_AGGREGATOR_METRICS_PORT",
+        "report": "METER_REPORTER_METRICS_PORT",
+    }
+    found = services(EMULATOR_ENV)
+    expected = {
+        f"{name}:{found[name]['environment'][variable]}" for name, variable in metrics_ports.items()
+    }
+    assert targets == expected
+    assert "serve:8080" not in targets  # the API port serves no metrics
+    long_running = {
+        name
+        for name, service in found.items()
+        if service.get("image") == "meter:latest"
+        and service.get("restart") == "unless-stopped"
+        and service["command"][0] != "stripe-emulator"
+    }
+    assert long_running == set(metrics_ports)
 
 
 def test_dockerfile_header_and_expose_cover_every_process() -> None:

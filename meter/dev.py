@@ -351,7 +351,13 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, ports.host, ports.api).start()
+        try:
+            await web.TCPSite(runner, ports.host, ports.api).start()
+        except OSError as exc:  # taken since check_ports: still one line
+            raise ConfigError(
+                f"the API cannot listen on {ports.host}:{ports.api} ({exc.strerror}); choose "
+                "another port (make dev PORT=… or METER_PORT)"
+            ) from None
 
         redis = redis_client(settings.redis_url)
         stack.push_async_callback(redis.aclose)

@@ -121,3 +121,20 @@ def test_the_environment_wins_group_by_group(dev_dir: Path) -> None:
     assert settings.reporter_transport == "v1"
     # Only settings come from the file; the key for clients stays in the file.
     assert "METER_API_KEY" not in mine
+
+
+@pytest.mark.parametrize(("make_args", "expected"), [([], ""), (["PORT=8123"], " --port 8123")])
+def test_make_dev_passes_port_on(make_args: list[str], expected: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    # -n: print the recipes (the `sync` prerequisite's too) without running any.
+    env = {k: v for k, v in os.environ.items() if k != "PORT"}
+    out = subprocess.run(
+        ["make", "-n", "-s", "dev", *make_args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [line] = [line for line in out.splitlines() if "meter dev" in line]
+    assert line.rstrip().endswith("meter dev" + expected), line

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every meter process: `docker run IMAGE serve|aggregate|migrate|stripe-emulator …`.
+# One image for every meter process: `docker run IMAGE COMMAND`, COMMAND one of serve, aggregate,
+# report, sync, migrate, keys, meters, reconcile, reattribute, usage, stripe-emulator (`--help`).
 # Dependencies come from uv.lock only (`uv sync --frozen`); the runtime stage has no uv, no
 # compiler and no source tree, just the virtualenv, and runs as an unprivileged user.
 
@@ -24,19 +25,26 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 
 FROM python:3.11-slim
+# /var/lib/meter: the one writable directory (the emulator's state file in compose.yaml); a
+# named volume mounted there starts with its owner.
 RUN groupadd --system --gid 10001 meter \
     && useradd --system --uid 10001 --gid meter --home-dir /app --no-create-home \
-        --shell /usr/sbin/nologin meter
+        --shell /usr/sbin/nologin meter \
+    && install -d -o meter -g meter /var/lib/meter
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     METER_HOST=0.0.0.0
 WORKDIR /app
 USER meter:meter
-# 8080: `meter serve`'s API. Metrics are served on ports of their own, bound to
-# METER_METRICS_HOST (loopback unless set, so not reachable from outside the container):
-# 9102 `meter serve` (METER_METRICS_PORT), 9100 `meter aggregate` and 9101 `meter report` when
-# METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT say so. Publish only 8080.
-EXPOSE 8080 9100 9101 9102
+# Ports by process (only the API is for the outside):
+#   serve            8080 API; 9102 metrics (METER_METRICS_PORT)
+#   aggregate        9100 metrics when METER_AGGREGATOR_METRICS_PORT=9100 (off unless set)
+#   report           9101 metrics when METER_REPORTER_METRICS_PORT=9101 (off unless set)
+#   stripe-emulator  12111 api.stripe.com and 12112 meter-events.stripe.com stand-ins (tests, dev)
+#   migrate, sync, keys, … one-shot commands: none
+# Metrics bind METER_METRICS_HOST (loopback unless set: unreachable from outside the container);
+# they include revenue, so publish only 8080.
+EXPOSE 8080 9100 9101 9102 12111 12112
 ENTRYPOINT ["meter"]
 CMD ["serve"]

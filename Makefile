@@ -15,9 +15,10 @@ uv:
 sync: uv
 	@$(UV) sync --frozen --all-extras --quiet --compile-bytecode
 
-## make dev: the service on this machine (embedded Postgres/Redis unless METER_*_URL are set)
+## make dev: the service on this machine (embedded Postgres/Redis unless METER_*_URL are set);
+## PORT=8081 moves the API (metrics ports: METER_*METRICS_PORT, docs/configuration.md)
 dev: sync
-	$(RUN) meter dev
+	$(RUN) meter dev $(if $(PORT),--port $(PORT))
 
 ## make ops-deps: promtool + prometheus and docker-compose (Debian packages) for tests/integration/ops
 ops-deps:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from meter import logs
+from meter import devenv, logs
 from meter.config import Settings
 from meter.errors import MeteringError
 
@@ -211,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the catalogue the Stripe emulator is seeded with (default "
         "deploy/catalogue.example.yaml; format: docs/stripe-setup.md)",
     )
-    p.set_defaults(func=dev_cmd)
+    # `meter dev` writes .meter/dev/env; it never reads one (nor a previous run's).
+    p.set_defaults(func=dev_cmd, dev_env=False)
     return parser
 
 
@@ -220,9 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run a parsed command with settings and logs set up; errors become exit codes."""
+    """Run a parsed command with settings and logs set up; errors become exit codes. Settings the
+    environment leaves unset come from a running `meter dev`'s .meter/dev/env (meter/devenv.py)."""
     try:
-        settings = Settings.from_env()
+        env = devenv.with_dev_env(os.environ) if getattr(args, "dev_env", True) else os.environ
+        settings = Settings.from_env(env)
         logs.setup(settings.log_level, settings.log_format)
         func: Callable[[Settings, argparse.Namespace], int] = args.func
         return func(settings, args)

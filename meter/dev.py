@@ -9,32 +9,46 @@ with a demo customer subscribed to its first price, and always creates a fresh A
 prints URLs and ready-to-paste curls. Logs are text lines (unless
 METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
 summary follows every few seconds. Ctrl-C stops everything.
+
+Every process serves its metrics on a port of its own, as in production (METER_METRICS_PORT for
+the API, METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT, 9100 and 9101 here unless
+set), and every port is checked before anything starts. While it runs, `.meter/dev/env` tells
+`meter` commands in other terminals where everything is (meter/devenv.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
+import socket
 import sys
+from collections.abc import Mapping
 from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from meter import appkeys, auth, logs, queries, wiring
+from meter import appkeys, auth, devenv, logs, queries, wiring
 from meter.config import Settings
 from meter.embedded import EmbeddedPostgres, EmbeddedRedis
+from meter.errors import ConfigError
 from meter.migrate import migrate
 from meter.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
-DEV_DIR = Path(".meter/dev")
+DEV_DIR = devenv.DEV_DIR
+# The aggregator's and reporter's metrics ports in dev when their variables are unset (in
+# production they are off unless set): those of compose.yaml and deploy/prometheus.yml.
+DEV_AGGREGATOR_METRICS_PORT = 9100
+DEV_REPORTER_METRICS_PORT = 9101
 # The pipeline summary: at most one line this often, and only when it changed.
 SUMMARY_INTERVAL_S = 5.0
 _DEV_DB = "meter"
@@ -43,6 +57,116 @@ DEMO_CUSTOMER = "demo-customer"
 DEMO_METER = "api_calls"
 # The catalogue the emulator is seeded with unless `meter dev --catalogue` names another.
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[1] / "deploy" / "catalogue.example.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class DevPorts:
+    """Every port `meter dev` listens on (0: that metrics server is off); the emulator's and
+    the embedded servers' are chosen free by the system."""
+
+    host: str
+    api: int
+    metrics_host: str
+    api_metrics: int
+    aggregator_metrics: int
+    reporter_metrics: int
+
+    @classmethod
+    def plan(cls, settings: Settings, env: Mapping[str, str], port: int | None) -> DevPorts:
+        def metrics_port(name: str, configured: int, dev_default: int) -> int:
+            return configured if env.get(name) else dev_default
+
+        return cls(
+            host=settings.host,
+            api=port or settings.port,
+            metrics_host=settings.metrics_host,
+            api_metrics=settings.metrics_port,
+            aggregator_metrics=metrics_port(
+                "METER_AGGREGATOR_METRICS_PORT",
+                settings.aggregator_metrics_port,
+                DEV_AGGREGATOR_METRICS_PORT,
+            ),
+            reporter_metrics=metrics_port(
+                "METER_REPORTER_METRICS_PORT",
+                settings.reporter_metrics_port,
+                DEV_REPORTER_METRICS_PORT,
+            ),
+        )
+
+    def binds(self) -> list[tuple[str, str, str, int]]:
+        """(what, how to change it, host, port) of every listening socket, metrics off left out."""
+        wanted = [
+            ("the API", "make dev PORT=… or METER_PORT", self.host, self.api),
+            ("the API's metrics", "METER_METRICS_PORT", self.metrics_host, self.api_metrics),
+            (
+                "the aggregator's metrics",
+                "METER_AGGREGATOR_METRICS_PORT",
+                self.metrics_host,
+                self.aggregator_metrics,
+            ),
+            (
+                "the reporter's metrics",
+                "METER_REPORTER_METRICS_PORT",
+                self.metrics_host,
+                self.reporter_metrics,
+            ),
+        ]
+        return [bind for bind in wanted if bind[3]]
+
+    def metrics_urls(self) -> dict[str, str]:
+        """process → its /metrics URL, for the processes whose metrics server is on."""
+        ports = {
+            "api": self.api_metrics,
+            "aggregator": self.aggregator_metrics,
+            "reporter": self.reporter_metrics,
+        }
+        host = self.metrics_host
+        return {name: f"http://{host}:{port}/metrics" for name, port in ports.items() if port}
+
+
+def check_ports(ports: DevPorts) -> None:
+    """Refuse in one line, before anything starts, when a port is taken or given twice; bound
+    with SO_REUSEADDR as the servers bind, so a socket in TIME_WAIT does not count as taken."""
+    seen: dict[int, str] = {}
+    for what, setting, host, port in ports.binds():
+        if port in seen:
+            raise ConfigError(f"port {port} is given to both {seen[port]} and {what} ({setting})")
+        seen[port] = what
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                why = "is in use" if exc.errno == errno.EADDRINUSE else f"fails ({exc.strerror})"
+                raise ConfigError(
+                    f"port {port} on {host} for {what} {why}; stop what holds it or choose "
+                    f"another ({setting})"
+                ) from None
+
+
+def dev_env(
+    settings: Settings, ports: DevPorts, key: str, emulator_base: str | None
+) -> dict[str, str]:
+    """What `.meter/dev/env` says: the settings other commands share with this `meter dev`,
+    then the URLs and key a person or script needs."""
+    values = {
+        "METER_DATABASE_URL": settings.database_url,
+        "METER_REDIS_URL": settings.redis_url,
+        "METER_REDIS_PREFIX": settings.redis_prefix,
+    }
+    if emulator_base is not None:
+        values |= {
+            "STRIPE_API_KEY": settings.stripe_api_key or "",
+            "STRIPE_API_BASE": settings.stripe_api_base or "",
+            "STRIPE_METER_EVENTS_BASE": settings.stripe_meter_events_base or "",
+            "METER_DEV_EMULATOR_URL": emulator_base,
+        }
+    values |= {"METER_URL": f"http://{ports.host}:{ports.api}", "METER_API_KEY": key}
+    values |= {
+        f"METER_DEV_{name.upper()}_METRICS_URL": url for name, url in ports.metrics_urls().items()
+    }
+    return values
 
 
 async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
@@ -109,16 +233,18 @@ async def _seed_demo(settings: Settings, catalogue_path: Path) -> None:
         await http.close_async()  # type: ignore[no-untyped-call]
 
 
-def _banner(base: str, key: str, emulator: str | None, metrics: str) -> str:
+def _banner(base: str, key: str, emulator: str | None, metrics: Mapping[str, str]) -> str:
     auth_header = f"-H 'Authorization: Bearer {key}'"
     stripe_line = (
         f"\n  stripe   {emulator} (emulator; control API under /_emulator/)" if emulator else ""
     )
+    metrics_lines = "\n           ".join(f"{url} ({name})" for name, url in metrics.items())
     return f"""
 meter is running at {base}
   health   {base}/readyz
-  metrics  {metrics} (every process's)
+  metrics  {metrics_lines or "off (every METER_*METRICS_PORT is 0)"}
   openapi  {base}/openapi.json{stripe_line}
+  env      {devenv.ENV_FILE} (`meter` commands in another terminal here use it)
 
 API key for tenant {DEMO_TENANT!r} (created just now, shown once):
   {key}
@@ -183,12 +309,12 @@ async def _summarize(
 
 
 async def _pipeline(
-    settings: Settings, key: str, host: str, port: int, catalogue: Path = DEFAULT_CATALOGUE
+    settings: Settings, key: str, ports: DevPorts, catalogue: Path = DEFAULT_CATALOGUE
 ) -> None:
     from aggregator.worker import Worker
     from meter.app import create_app
     from meter.connections import redis_client
-    from meter.metrics import merged_registry, metrics_server
+    from meter.metrics import metrics_server
     from meter.stripe_emulator.core import EmulatorConfig
     from meter.stripe_emulator.server import running_emulator
     from reporter.worker import Reporter
@@ -203,7 +329,7 @@ async def _pipeline(
                     EmulatorConfig(
                         port=0,
                         meter_events_port=0,
-                        webhook_url=f"http://{host}:{port}/stripe/webhook",
+                        webhook_url=f"http://{ports.host}:{ports.api}/stripe/webhook",
                         webhook_secret=secret,
                         state_file=DEV_DIR / "stripe.json",
                     )
@@ -220,7 +346,13 @@ async def _pipeline(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, ports.host, ports.api).start()
+        except OSError as exc:  # taken since check_ports: still one line
+            raise ConfigError(
+                f"the API cannot listen on {ports.host}:{ports.api} ({exc.strerror}); choose "
+                "another port (make dev PORT=… or METER_PORT)"
+            ) from None
 
         redis = redis_client(settings.redis_url)
         stack.push_async_callback(redis.aclose)
@@ -230,16 +362,14 @@ async def _pipeline(
         reporter = await stack.enter_async_context(
             Reporter(settings, directory=wiring.customer_directory())
         )
-        # Every process's metrics on one port, never the API's.
-        merged = merged_registry(
-            app[appkeys.METRICS].registry, aggregator.metrics.registry, reporter.metrics.registry
-        )
-        stack.enter_context(metrics_server(settings.metrics_host, settings.metrics_port, merged))
-        metrics_url = (
-            f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
-            if settings.metrics_port
-            else "off (METER_METRICS_PORT=0)"
-        )
+        # Each process's metrics on a port of its own, never the API's: as Prometheus scrapes
+        # them in production (deploy/prometheus.yml), so dashboards and alerts read the same.
+        for registry, metrics_port in (
+            (app[appkeys.METRICS].registry, ports.api_metrics),
+            (aggregator.metrics.registry, ports.aggregator_metrics),
+            (reporter.metrics.registry, ports.reporter_metrics),
+        ):
+            stack.enter_context(metrics_server(settings.metrics_host, metrics_port, registry))
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),
@@ -255,7 +385,11 @@ async def _pipeline(
         ]
         if emulator_base is not None:
             await _seed_demo(settings, catalogue)
-        print(_banner(f"http://{host}:{port}", key, emulator_base, metrics_url), flush=True)
+        # Written once everything answers; removed first thing on the way out.
+        devenv.write(dev_env(settings, ports, key, emulator_base))
+        stack.callback(devenv.remove)
+        base = f"http://{ports.host}:{ports.api}"
+        print(_banner(base, key, emulator_base, ports.metrics_urls()), flush=True)
         await stop.wait()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -267,8 +401,12 @@ def run_dev(settings: Settings, *, port: int | None = None, catalogue: Path | No
     env = os.environ
     # A console a person reads: text lines, whatever stderr is, unless JSON is asked for.
     logs.setup(settings.log_level, settings.log_format or "text")
-    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    ports = DevPorts.plan(settings, env, port)
     with ExitStack() as stack:
+        # One `meter dev` per directory; then every port, before anything starts.
+        stack.enter_context(devenv.dev_lock(DEV_DIR))
+        devenv.remove()  # a previous run's, killed before it could
+        check_ports(ports)
         database_url = settings.database_url
         if not env.get("METER_DATABASE_URL"):
             pg = EmbeddedPostgres(DEV_DIR.resolve() / "pg")
@@ -291,9 +429,5 @@ def run_dev(settings: Settings, *, port: int | None = None, catalogue: Path | No
             # The laptop sees its usage in Stripe within seconds, not at the hourly close.
             billing_job_interval_s=10.0,
         )
-        asyncio.run(
-            _pipeline(
-                settings, key, settings.host, port or settings.port, catalogue or DEFAULT_CATALOGUE
-            )
-        )
+        asyncio.run(_pipeline(settings, key, ports, catalogue or DEFAULT_CATALOGUE))
     return 0

@@ -51,14 +51,6 @@ def metrics_server(host: str, port: int, registry: Collector) -> Iterator[None]:
         thread.join(5)
 
 
-def merged_registry(*registries: CollectorRegistry) -> CollectorRegistry:
-    """One registry collecting several (`meter dev` serves every process's metrics at once)."""
-    merged = CollectorRegistry(auto_describe=False)
-    for registry in registries:
-        merged.register(registry)
-    return merged
-
-
 def multiprocess_registry(path: str) -> CollectorRegistry:
     """Every worker's metrics, merged from prometheus-client's multiprocess directory."""
     merged = CollectorRegistry()

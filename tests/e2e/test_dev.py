@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import aiohttp
 import orjson
 import pytest
 
+from meter import devenv
 from meter.embedded import free_port
+from tests.e2e.devproc import running_dev
 from tests.e2e.test_cli import METER
 
 
@@ -28,30 +31,31 @@ async def poll(check: Any, what: str, attempts: int = 300) -> Any:
     pytest.fail(f"{what} did not happen")
 
 
+def dev_env(database_url: str | None, redis_url: str | None, redis_prefix: str) -> dict[str, str]:
+    """The environment of a `meter dev` on the test's database and Redis (None: embedded ones)
+    and the emulator, every metrics server on a free port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("METER_", "STRIPE_"))}
+    env |= {
+        "METER_REDIS_PREFIX": redis_prefix,
+        "METER_SHARDS": "2",
+        "METER_METRICS_PORT": str(free_port()),
+        "METER_AGGREGATOR_METRICS_PORT": str(free_port()),
+        "METER_REPORTER_METRICS_PORT": str(free_port()),
+    }
+    if database_url is not None:
+        env["METER_DATABASE_URL"] = database_url
+    if redis_url is not None:
+        env["METER_REDIS_URL"] = redis_url
+    return env
+
+
 async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
     empty_database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {
-        **os.environ,
-        "METER_DATABASE_URL": empty_database_url,
-        "METER_REDIS_URL": redis_url,
-        "METER_REDIS_PREFIX": redis_prefix,
-        "METER_SHARDS": "2",
-        "METER_METRICS_PORT": str(free_port()),
-    }
-    env.pop("STRIPE_API_KEY", None)  # → the emulator
-    dev = await asyncio.create_subprocess_exec(
-        METER, "dev", "--port", str(port), env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert dev.stdout is not None
-    banner = ""
-    try:
-        while "/usage" not in banner:
-            line = await asyncio.wait_for(dev.stdout.readline(), 60)
-            assert line, "meter dev exited before printing its banner"
-            banner += line.decode()
+    env = dev_env(empty_database_url, redis_url, redis_prefix)
+    async with running_dev(env, tmp_path, port) as dev:
+        banner = dev.banner
         key = re.search(r"mk_live_[\w-]+", banner)
         emulator = re.search(r"stripe\s+(http://\S+)", banner)
         assert key is not None
@@ -91,24 +95,102 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
 
             await poll(reported, "usage reported to the Stripe emulator")
 
-            # Every process's metrics on the metrics port, none on the API port.
-            metrics = re.search(r"metrics\s+(http://\S+)", banner)
-            assert metrics is not None
-            assert metrics.group(1) == f"http://127.0.0.1:{env['METER_METRICS_PORT']}/metrics"
-            async with http.get(metrics.group(1)) as response:
-                text = await response.text()
-            for name in (
-                'meter_events_total{reason="",status="accepted"} 3.0',
-                "meter_aggregator_events_total",
-                "meter_reporter_outbox_depth",
-                "meter_billing_webhook_seconds",
-            ):
-                assert name in text, name
+            # Each process's metrics on the port its variable names, printed in the banner;
+            # none on the API port.
+            urls = dict(re.findall(r"(http://\S+/metrics) \((\w+)\)", banner))
+            metrics_port = {
+                "api": "METER_METRICS_PORT",
+                "aggregator": "METER_AGGREGATOR_METRICS_PORT",
+                "reporter": "METER_REPORTER_METRICS_PORT",
+            }
+            assert {name: url for url, name in urls.items()} == {
+                name: f"http://127.0.0.1:{env[var]}/metrics" for name, var in metrics_port.items()
+            }
+            expected = {
+                "api": ['meter_events_total{reason="",status="accepted"} 3.0', "meter_billing_"],
+                "aggregator": ["meter_aggregator_events_total"],
+                "reporter": ["meter_reporter_outbox_depth"],
+            }
+            for name, var in metrics_port.items():
+                async with http.get(f"http://127.0.0.1:{env[var]}/metrics") as response:
+                    text = await response.text()
+                for metric in expected[name]:
+                    assert metric in text, (name, metric)
+                others = {n for n in expected if n != name}
+                for other in others:
+                    assert expected[other][0].split("{")[0] not in text, (name, other)
             async with http.get(f"{base}/metrics") as response:
                 assert response.status == 404
-    finally:
-        dev.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(dev.wait(), 30) == 0
+    assert not (tmp_path / devenv.ENV_FILE).exists(), "stopped, meter dev leaves its env file"
+
+
+async def test_meter_commands_in_another_terminal_use_the_running_dev(
+    empty_database_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """`.meter/dev/env` says where everything is; `meter keys list` there, with no
+    METER_DATABASE_URL of its own, lists the key `meter dev` just made in its database."""
+    port = free_port()
+    env = dev_env(empty_database_url, redis_url, redis_prefix)
+    async with running_dev(env, tmp_path, port) as dev:
+        key = re.search(r"mk_live_[\w-]+", dev.banner)
+        assert key is not None
+        assert dev.env_file["METER_DATABASE_URL"] == empty_database_url
+        assert dev.env_file["METER_REDIS_PREFIX"] == redis_prefix
+        assert dev.env_file["METER_URL"] == f"http://127.0.0.1:{port}"
+        assert dev.env_file["METER_API_KEY"] == key.group(0)
+        assert dev.env_file["METER_DEV_PID"] == str(dev.proc.pid)
+        assert dev.env_file["STRIPE_API_BASE"].startswith("http://127.0.0.1:")
+        assert dev.env_file["METER_DEV_REPORTER_METRICS_URL"] == (
+            f"http://127.0.0.1:{env['METER_REPORTER_METRICS_PORT']}/metrics"
+        )
+        other_terminal = {k: v for k, v in os.environ.items() if not k.startswith("METER_")}
+        listed = await _run_meter(["keys", "list"], other_terminal, tmp_path)
+        assert key.group(0)[:12] in listed, listed
+        # An explicit variable wins over the file.
+        mine = {**other_terminal, "METER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+        proc = await asyncio.create_subprocess_exec(
+            METER, "keys", "list", env=mine, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        assert proc.returncode != 0
+        assert key.group(0)[:12].encode() not in out
+
+
+async def _run_meter(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        METER, *args, env=env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+@pytest.mark.parametrize("busy", ["api", "METER_AGGREGATOR_METRICS_PORT"])
+async def test_a_busy_port_is_one_line_before_anything_starts(
+    busy: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    # No database or Redis given: the embedded ones would be started first, were anything.
+    env = dev_env(None, None, redis_prefix)
+    port = free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port if busy == "api" else int(env[busy])))
+        holder.listen()
+        proc = await asyncio.create_subprocess_exec(
+            METER, "dev", "--port", str(port), env=env, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode not in (0, None)
+    lines = err.decode().splitlines()
+    assert len(lines) == 1, err.decode()
+    held = str(port) if busy == "api" else env[busy]
+    assert f"port {held} on 127.0.0.1" in lines[0]
+    assert "in use" in lines[0]
+    assert out == b""
+    dev_dir = tmp_path / devenv.DEV_DIR
+    assert sorted(p.name for p in dev_dir.iterdir()) == ["lock"], "something was started"
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -175,7 +175,7 @@ async def _post_events(request: web.Request) -> web.Response:
             shard = shard_of(tenant, checked.id, shards)
             # Redis answers retries for METER_DEDUPE_WINDOW; later ones count once in Postgres,
             # and the flag tells the usage API which entries may be such retries.
-            may_repeat = int(may_repeat_forgotten(checked.timestamp_ms, now_ms, horizon_ms))
+            may_repeat = 1 if may_repeat_forgotten(checked.timestamp_ms, now_ms, horizon_ms) else 0
             to_commit.append(
                 Item(shard, keys.dedupe(shard, tenant, checked.id), may_repeat, checked.encode())
             )

@@ -66,7 +66,7 @@ class Settings:
     late_window_s: float = 48 * 3600.0
     # How long after its acceptance a retry of an event is answered `duplicate` from Redis. Later
     # retries may be answered `accepted` but still count once: Postgres (usage_event_keys) keeps
-    # every key at least as long as its event can be accepted (docs/api.md, Idempotency).
+    # every key at least as long as its event can be accepted (docs/api.md, Ingest).
     dedupe_window_s: float = 3600.0
     future_tolerance_s: float = 300.0
     host: str = "127.0.0.1"

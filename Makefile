@@ -5,7 +5,7 @@ UV := python3 -m uv
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: dev test chaos simulate ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report uv sync
+.PHONY: dev test chaos simulate ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report bench-dedupe uv sync
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -68,3 +68,8 @@ bench-usage: sync
 ## make bench-report: reporter events/s vs its configured rate limit, against the Stripe emulator
 bench-report: sync
 	$(RUN) python benchmarks/report.py
+
+## make bench-dedupe: Redis bytes per live dedupe key and steady-state memory, late window vs METER_DEDUPE_WINDOW
+## (memory only; runs its own redis-server, BENCH_ARGS="--redis-server /usr/bin/redis-server" picks one)
+bench-dedupe: sync
+	$(RUN) python benchmarks/dedupe_memory.py $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -118,6 +119,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         max_events=settings.commit_max_events,
         high_water=settings.stream_high_water,
         metrics=app[appkeys.METRICS],
+        dedupe_ttl_s=max(1, math.ceil(settings.dedupe_window_s)),
         wait_replicas=settings.redis_wait_replicas,
         wait_timeout_s=settings.redis_wait_timeout_s,
     )

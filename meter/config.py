@@ -64,6 +64,10 @@ class Settings:
     stripe_meter_events_base: str | None = None
     shards: int = 16
     late_window_s: float = 48 * 3600.0
+    # How long after its acceptance a retry of an event is answered `duplicate` from Redis. Later
+    # retries may be answered `accepted` but still count once: Postgres (usage_event_keys) keeps
+    # every key at least as long as its event can be accepted (docs/api.md, Ingest).
+    dedupe_window_s: float = 3600.0
     future_tolerance_s: float = 300.0
     host: str = "127.0.0.1"
     port: int = 8080
@@ -182,6 +186,9 @@ class Settings:
             raise ConfigError("METER_SHARDS must be between 1 and 1024")
         if not 0 < self.late_window_s <= MAX_LATE_WINDOW_S:
             raise ConfigError("METER_LATE_WINDOW must be > 0 and at most 35d")
+        # Longer would only keep Redis keys after their event is refused as too_late anyway.
+        if not 0 < self.dedupe_window_s <= self.late_window_s + 3600.0:
+            raise ConfigError("METER_DEDUPE_WINDOW must be > 0 and at most METER_LATE_WINDOW + 1h")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             raise ConfigError("METER_LOG_LEVEL must be debug, info, warning or error")
         if self.log_format is not None and self.log_format not in LOG_FORMATS:
@@ -275,6 +282,7 @@ class Settings:
             stripe_meter_events_base=get("STRIPE_METER_EVENTS_BASE"),
             shards=integer("METER_SHARDS", base.shards),
             late_window_s=duration("METER_LATE_WINDOW", base.late_window_s),
+            dedupe_window_s=duration("METER_DEDUPE_WINDOW", base.dedupe_window_s),
             host=get("METER_HOST") or base.host,
             port=integer("METER_PORT", base.port),
             log_level=(get("METER_LOG_LEVEL") or base.log_level).lower(),

@@ -35,8 +35,8 @@ class Keys:
         return f"{self.prefix}:{self.tag(shard)}:events"
 
     def dedupe(self, shard: int, tenant: str, event_id: str) -> str:
-        """Marks an accepted event id; lives until the event can no longer be accepted. The
-        tenant is escaped (meter/names.py): it ends at the first `:`, whatever the id holds."""
+        """Marks an accepted event id for METER_DEDUPE_WINDOW after its acceptance. The tenant is
+        escaped (meter/names.py): it ends at the first `:`, whatever the id holds."""
         return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:{event_id}"
 
     def pattern(self) -> str:
@@ -44,10 +44,38 @@ class Keys:
         return f"{self.prefix}:*"
 
 
+# The stream entry field that flags an event which may repeat one whose dedupe key has expired
+# (`may_repeat_forgotten`); absent on every other entry. The usage API checks a flagged entry
+# against usage_event_keys before counting it as pending (meter/usage/pending.py).
+MAY_REPEAT_FIELD = b"r"
+
+# Slack for the clocks of serve hosts and Redis and for a commit's own delay (socket timeout
+# 5 s, WAIT 2 s at most): `may_repeat_forgotten` stays true of every forgotten retry under it.
+_CLOCK_SLACK_MS = 60_000
+
+
+def recent_horizon_ms(dedupe_window_s: float, future_tolerance_s: float) -> int:
+    """How far back from now an explicit timestamp must lie for its event to maybe repeat one
+    whose dedupe key expired (see `may_repeat_forgotten`)."""
+    return int((dedupe_window_s - future_tolerance_s) * 1000) - _CLOCK_SLACK_MS
+
+
+def may_repeat_forgotten(timestamp_ms: int, now_ms: int, horizon_ms: int) -> bool:
+    """Whether an event accepted now may repeat an accepted event whose dedupe key expired.
+
+    A retry carries its event's timestamp t. Its first copy was accepted at some A ≥ t − future
+    tolerance, and its key lived until A + window; so a retry Redis forgot was accepted after
+    t − tolerance + window, i.e. t ≤ now − horizon. A timestamp left to default is "now" at
+    each try, so it proves nothing: such an event (t = now) is flagged too.
+    """
+    return timestamp_ms <= now_ms - horizon_ms or timestamp_ms == now_ms
+
+
 # The group committer's one call per flush.
 # KEYS = [stream_1 .. stream_s, dedupe_1 .. dedupe_n]
-# ARGV = [s, stream index_1, ttl_1, payload_1, .., stream index_n, ttl_n, payload_n]
-# Per event: SET dedupe NX EX ttl, and only if it was set, XADD the payload to its stream.
+# ARGV = [s, ttl, stream index_1, flag_1, payload_1, .., stream index_n, flag_n, payload_n]
+# Per event: SET dedupe NX EX ttl (METER_DEDUPE_WINDOW), and only if it was set, XADD the payload
+# to its stream, with MAY_REPEAT_FIELD when its flag is 1.
 # Dedupe and append happen inside one script, and a script runs atomically (and is replicated
 # and AOF-logged as a unit): a crash of Redis or of the caller leaves the whole call applied or
 # none of it — never a claimed id without its event. Against a single Redis one call carries
@@ -56,11 +84,16 @@ class Keys:
 # Returns [length of stream_1 .. stream_s, status_1 .. status_n]; 1 = appended, 0 = duplicate.
 INGEST_SCRIPT = """
 local s = tonumber(ARGV[1])
+local ttl = ARGV[2]
 local out = {}
 for i = 1, #KEYS - s do
-  local a = 3 * i - 1
-  if redis.call('SET', KEYS[s + i], '1', 'NX', 'EX', ARGV[a + 1]) then
-    redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2])
+  local a = 3 * i
+  if redis.call('SET', KEYS[s + i], '1', 'NX', 'EX', ttl) then
+    if ARGV[a + 1] == '1' then
+      redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2], 'r', '1')
+    else
+      redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2])
+    end
     out[s + i] = 1
   else
     out[s + i] = 0

@@ -40,11 +40,12 @@ class NotReplicated(RedisError):
 
 
 class Item(NamedTuple):
-    """One event to commit: its shard, dedupe key, dedupe TTL (s) and stream payload."""
+    """One event to commit: its shard, dedupe key, flag (1: it may repeat an event whose dedupe
+    key expired, redis_keys.may_repeat_forgotten) and stream payload."""
 
     shard: int
     dedupe_key: str
-    ttl_s: int
+    may_repeat: int
     payload: bytes
 
 
@@ -66,11 +67,13 @@ class Committer:
         max_events: int,
         high_water: int,
         metrics: Metrics,
+        dedupe_ttl_s: int,
         max_inflight: int = 2,
         wait_replicas: int = 0,
         wait_timeout_s: float = 0.1,
     ) -> None:
         self._redis = redis
+        self._ttl_s = dedupe_ttl_s
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = max(1, round(wait_timeout_s * 1000))
         # A cluster takes one call per shard (a script's keys must share a slot).
@@ -173,7 +176,7 @@ class Committer:
         index: dict[int, int] = {}  # shard → its stream's 1-based position in KEYS
         streams: list[str] = []
         dedupe_keys: list[str] = []
-        args: list[str | bytes | int] = [0]  # ARGV[1], the number of streams, set below
+        args: list[str | bytes | int] = [0, self._ttl_s]  # ARGV[1], the stream count, set below
         for request in batch:
             for item in request.items:
                 position = index.get(item.shard)
@@ -181,7 +184,7 @@ class Committer:
                     streams.append(self._keys.stream(item.shard))
                     position = index[item.shard] = len(streams)
                 dedupe_keys.append(item.dedupe_key)
-                args += (position, item.ttl_s, item.payload)
+                args += (position, item.may_repeat, item.payload)
         args[0] = len(streams)
         started = time.perf_counter()
         try:
@@ -211,9 +214,9 @@ class Committer:
             for item in request.items:
                 call = calls.get(item.shard)
                 if call is None:
-                    call = calls[item.shard] = ([self._keys.stream(item.shard)], [1])
+                    call = calls[item.shard] = ([self._keys.stream(item.shard)], [1, self._ttl_s])
                 call[0].append(item.dedupe_key)
-                call[1].extend((1, item.ttl_s, item.payload))
+                call[1].extend((1, item.may_repeat, item.payload))
                 # The reply is [stream length, status_1, ..]: status k sits at index k.
                 where.append((item.shard, len(call[0]) - 1))
             spots.append(where)

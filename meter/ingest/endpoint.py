@@ -9,7 +9,8 @@ Order of a request, and why a crash at any point is safe:
   3. check backpressure — a 503 here has written nothing.
   4. group commit to Redis (dedupe + append, atomic per event) — see committer.py.
   5. respond — only after Redis acknowledged. A crash between 4 and 5 leaves events written but
-     unacknowledged: the client's retry gets `duplicate` for them, and they are counted once.
+     unacknowledged: the client's retry gets `duplicate` for them (after METER_DEDUPE_WINDOW
+     possibly `accepted`, and the aggregator's Postgres dedupe drops it), counted once.
 """
 
 from __future__ import annotations
@@ -36,11 +37,7 @@ from meter.ingest.committer import Item
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Rejection, validate
 from meter.ratelimit import RateLimiter
-from meter.redis_keys import shard_of
-
-# Dedupe keys outlive the late window by this much, so a retry of an event either meets its
-# dedupe key or is rejected as too_late by the validator: never counted twice.
-_DEDUPE_MARGIN_S = 3600
+from meter.redis_keys import may_repeat_forgotten, recent_horizon_ms, shard_of
 
 
 def check_rate(limiter: RateLimiter | None, key_digest: bytes) -> None:
@@ -166,7 +163,7 @@ async def _post_events(request: web.Request) -> web.Response:
     limits = app[appkeys.LIMITS]
     keys = app[appkeys.KEYS]
     shards = settings.shards
-    late_ms = limits.late_window_ms
+    horizon_ms = recent_horizon_ms(settings.dedupe_window_s, settings.future_tolerance_s)
     results: list[dict[str, Any]] = []
     to_commit: list[Item] = []
     events: list[UsageEvent] = []  # the event of each item in to_commit
@@ -176,10 +173,11 @@ async def _post_events(request: web.Request) -> web.Response:
         checked = validate(raw, tenant=tenant, now_ms=now_ms, limits=limits)
         if isinstance(checked, UsageEvent):
             shard = shard_of(tenant, checked.id, shards)
-            # The key must live until the event's timestamp leaves the late window.
-            ttl_s = (checked.timestamp_ms + late_ms - now_ms) // 1000 + _DEDUPE_MARGIN_S
+            # Redis answers retries for METER_DEDUPE_WINDOW; later ones count once in Postgres,
+            # and the flag tells the usage API which entries may be such retries.
+            may_repeat = 1 if may_repeat_forgotten(checked.timestamp_ms, now_ms, horizon_ms) else 0
             to_commit.append(
-                Item(shard, keys.dedupe(shard, tenant, checked.id), ttl_s, checked.encode())
+                Item(shard, keys.dedupe(shard, tenant, checked.id), may_repeat, checked.encode())
             )
             events.append(checked)
             slots.append(len(results))

@@ -33,8 +33,9 @@ def schemas(settings: Settings) -> Doc:
                     "type": "string",
                     "minLength": 1,
                     "maxLength": MAX_ID_CHARS,
-                    "description": "idempotency key: an id accepted before is answered "
-                    "`duplicate` and counted once",
+                    "description": "idempotency key, counted once: a retry within "
+                    f"{settings.dedupe_window_s:.0f} s of its acceptance is answered "
+                    "`duplicate`, a later one may be answered `accepted` (and is dropped)",
                 },
                 "customer": {
                     "type": "string",

@@ -194,12 +194,20 @@ async def usage(request: web.Request) -> web.Response:
             for i, p in selection + [pair for _, sel in others for pair in sel] + gone
             if i.meter is not None
         }
-        snap = await app[appkeys.USAGE_SNAPSHOTS](store.ItemUsage(tenant, plan.keys, periods))
-        events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
+        asked = store.ItemUsage(tenant, plan.keys, periods, pending.keys_to_check(read))
+        snap = await app[appkeys.USAGE_SNAPSHOTS](asked)
+        events = (
+            [] if read is None else pending.after_checkpoints(read, snap.checkpoints, snap.folded)
+        )
     else:
+        check = pending.keys_to_check(read)
         async with _connection(app) as conn:
-            snap = await store.read_meter_usage(conn, tenant, plan.keys, reads.names, window)
-            events = [] if read is None else pending.after_checkpoints(read, snap.checkpoints)
+            snap = await store.read_meter_usage(conn, tenant, plan.keys, reads.names, window, check)
+            events = (
+                []
+                if read is None
+                else pending.after_checkpoints(read, snap.checkpoints, snap.folded)
+            )
             if any(e.meter not in snap.by_meter for e in events):
                 defined = await store.aggregations(conn, tenant)
     freshness |= {

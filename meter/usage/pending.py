@@ -8,9 +8,13 @@ The read is capped (`MAX_PENDING_SCAN` entries over all shards) because it costs
 backlog; a capped read says so (`pending_truncated`) and undercounts, never double-counts.
 
 No double count: the streams are read *before* the Postgres snapshot, and an entry counts only
-if its id is after its stream's checkpoint in that snapshot (see `api.usage`). Concurrent
-requests share one read (`PendingReads`), joining only a read sent after they arrived, so each
-still sees every event accepted before it (docs/api.md, "Usage and projected invoice").
+if its id is after its stream's checkpoint in that snapshot (see `api.usage`). Nor does a retry
+that ingest accepted after its dedupe key expired (METER_DEDUPE_WINDOW), which the aggregator
+will drop: such an entry carries the MAY_REPEAT_FIELD flag (meter/redis_keys.py says when), and a
+flagged entry whose key is in usage_event_keys in the snapshot is not counted, nor an entry whose
+id an earlier pending entry already has (`after_checkpoints`) — the aggregator's own rules.
+Concurrent requests share one read (`PendingReads`), joining only a read sent after they arrived,
+so each still sees every event accepted before it (docs/api.md, "Usage and projected invoice").
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from redis.asyncio.cluster import RedisCluster
 from meter.coalescing import Batcher
 from meter.connections import RedisClient
 from meter.core.streams import stream_id_key, text
-from meter.events import UsageEvent
-from meter.redis_keys import Keys
+from meter.events import UsageEvent, event_key
+from meter.redis_keys import MAY_REPEAT_FIELD, Keys
 
 MAX_PENDING_SCAN = 2000
 
@@ -36,6 +40,8 @@ class PendingEntry:
     stream: str
     id: str
     event: UsageEvent
+    # Ingest's flag: it may repeat an event folded or pending already (redis_keys.py).
+    may_repeat: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +135,34 @@ def _scan(
                 continue
             event = UsageEvent.decode(payload)
             if event.tenant == tenant and event.customer in wanted:
-                entries.append(PendingEntry(name, text(entry_id), event))
+                flagged = MAY_REPEAT_FIELD in fields or MAY_REPEAT_FIELD.decode() in fields
+                entries.append(PendingEntry(name, text(entry_id), event, flagged))
     return PendingRead(entries, scanned, truncated)
 
 
-def after_checkpoints(read: PendingRead, checkpoints: dict[str, str]) -> list[UsageEvent]:
-    """The entries not folded yet: after their stream's checkpoint (no checkpoint: none folded)."""
+def keys_to_check(read: PendingRead | None) -> tuple[bytes, ...]:
+    """The usage_event_keys keys the snapshot must look up: those of the flagged entries."""
+    if read is None:
+        return ()
+    return tuple(event_key(e.event.tenant, e.event.id) for e in read.entries if e.may_repeat)
+
+
+def after_checkpoints(
+    read: PendingRead, checkpoints: dict[str, str], folded: Collection[bytes] = ()
+) -> list[UsageEvent]:
+    """The entries the aggregator will fold, as it decides: after their stream's checkpoint (no
+    checkpoint: none folded), the first of their id in the stream, and — when flagged — with a
+    key not in `folded` (the keys of `keys_to_check` found in the same snapshot)."""
     out = []
+    ids: set[tuple[str, str]] = set()
     for entry in read.entries:
         done = checkpoints.get(entry.stream)
-        if done is None or stream_id_key(entry.id) > stream_id_key(done):
-            out.append(entry.event)
+        if done is not None and stream_id_key(entry.id) <= stream_id_key(done):
+            continue
+        event = entry.event
+        seen = (event.tenant, event.id)
+        if seen in ids or (entry.may_repeat and event_key(event.tenant, event.id) in folded):
+            continue
+        ids.add(seen)
+        out.append(event)
     return out

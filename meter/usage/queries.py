@@ -91,6 +91,8 @@ WHERE item = ANY($1::text[]) AND period_start <= $2 AND period_end > $2
 
 # Read in the same snapshot as the rollups: the rollups hold exactly the entries up to these.
 CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY($1::text[])"
+# Of the keys $1 (flagged pending entries, meter/usage/pending.py), those already folded.
+FOLDED_KEYS = "SELECT key FROM usage_event_keys WHERE key = ANY($1::bytea[])"
 
 # For a batch of usage requests (store.read_item_usage, batched in routes._shared_reads): the stream
 # checkpoints, and each request's (item, period) per meter from its running total
@@ -99,9 +101,11 @@ CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY
 # at or before its stream's checkpoint here) without a transaction's extra round trips. $2 is a JSON
 # array with one object per (request, customer key, item): n numbers the requests of the batch and
 # tags their rows, t c i p e are tenant, customer key, item, period start and end (unix seconds);
-# checkpoint rows have a null request. A customer whose events named it by both keys (our id and the
-# cus_ id) has a row per key; the caller folds them. It runs on a connection of its own with
-# SNAPSHOT_SETTINGS; OFFSET 0 keeps the lookup a subquery run once per element.
+# checkpoint rows have a null request. $3 are the keys of flagged pending entries (pending.py): a
+# row with `folded` set for each one usage_event_keys holds. A customer whose events named it by
+# both keys (our id and the cus_ id) has a row per key; the caller folds them. It runs on a
+# connection of its own with SNAPSHOT_SETTINGS; OFFSET 0 keeps the lookup a subquery run once per
+# element.
 # Usage of a period whose invoice was final before the reporter sent it is billed elsewhere
 # (reporter/periods.py): the reporter's outbox (read here, in the same snapshot; written only by the
 # reporter) has it as rows carried into the item's open period, or waiting for one. Rows with a
@@ -114,11 +118,14 @@ ITEM_SNAPSHOT = """
 SELECT NULL::int AS request, NULL::text AS item, NULL::text AS meter, c.stream, c.last_id,
     NULL::bigint AS event_count, NULL::numeric AS value_sum, NULL::numeric AS value_max,
     NULL::bigint AS unique_count, NULL::numeric AS last_value, NULL::timestamptz AS last_at,
-    NULL::text AS last_event_id, NULL::numeric AS carried
+    NULL::text AS last_event_id, NULL::numeric AS carried, NULL::bytea AS folded
 FROM stream_checkpoints c WHERE c.stream = ANY($1::text[])
 UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k.key
+FROM usage_event_keys k WHERE k.key = ANY($3::bytea[])
+UNION ALL
 SELECT q.n, q.i, r.meter, NULL, NULL, r.event_count, r.value_sum, r.value_max,
-    r.unique_count, r.last_value, r.last_at, r.last_event_id, NULL
+    r.unique_count, r.last_value, r.last_at, r.last_event_id, NULL, NULL
 FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
 CROSS JOIN LATERAL (
     SELECT * FROM usage_totals u
@@ -127,7 +134,7 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) r
 UNION ALL
-SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -o.value
+SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -o.value, NULL
 FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
 CROSS JOIN LATERAL (
     SELECT meter, value FROM report_outbox
@@ -136,7 +143,7 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) o
 UNION ALL
-SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.value
+SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.value, NULL
 FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
 CROSS JOIN LATERAL (
     SELECT meter, value FROM report_outbox

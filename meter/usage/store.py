@@ -266,6 +266,8 @@ class Snapshot:
     checkpoints: dict[str, str]
     by_item: dict[tuple[str, str], Tally]  # (item, meter) → buckets folded
     by_meter: dict[str, tuple[str, Tally]]  # meter → (aggregation, buckets folded)
+    # Of the keys asked about (pending.keys_to_check), those in usage_event_keys: folded.
+    folded: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +277,7 @@ class ItemUsage:
     tenant: str
     keys: list[str]  # how events may name the customer (Plan.keys)
     periods: dict[str, Period]  # item → period
+    check: tuple[bytes, ...] = ()  # usage_event_keys keys to look up (pending.keys_to_check)
 
 
 async def read_item_usage(
@@ -282,18 +285,23 @@ async def read_item_usage(
 ) -> list[Snapshot]:
     """Each request's usage per (item, period), all with the stream checkpoints, from ONE
     statement (queries.ITEM_SNAPSHOT), so one snapshot: a stream entry is in this usage if and
-    only if its id is at or before its stream's checkpoint here."""
+    only if its id is at or before its stream's checkpoint here (and its key, if it was asked
+    about, is among `folded` if any entry of its event is)."""
     elements = [
         {"n": n, "t": usage.tenant, "c": key, "i": item, "p": period.start, "e": period.end}
         for n, usage in enumerate(wanted)
         for key in usage.keys
         for item, period in usage.periods.items()
     ]
-    rows = await conn.fetch(queries.ITEM_SNAPSHOT, streams, orjson.dumps(elements).decode())
+    check = [key for usage in wanted for key in usage.check]
+    rows = await conn.fetch(queries.ITEM_SNAPSHOT, streams, orjson.dumps(elements).decode(), check)
     checkpoints: dict[str, str] = {}
+    folded: set[bytes] = set()
     by_item: list[dict[tuple[str, str], Tally]] = [{} for _ in wanted]
     for row in rows:
-        if row["request"] is None:
+        if row["folded"] is not None:
+            folded.add(row["folded"])
+        elif row["request"] is None:
             checkpoints[row["stream"]] = row["last_id"]
         else:
             tally = by_item[row["request"]].setdefault((row["item"], row["meter"]), Tally())
@@ -302,23 +310,34 @@ async def read_item_usage(
             else:
                 tally.add_carried(row["carried"])
     # The checkpoints are shared: nothing changes a Snapshot's dicts but its own request's fold.
-    return [Snapshot(checkpoints, tallies, {}) for tallies in by_item]
+    seen = frozenset(folded)  # keys name their tenant: one set serves every request
+    return [Snapshot(checkpoints, tallies, {}, seen) for tallies in by_item]
 
 
 async def read_meter_usage(
-    conn: asyncpg.Connection, tenant: str, keys: list[str], streams: list[str], window: Period
+    conn: asyncpg.Connection,
+    tenant: str,
+    keys: list[str],
+    streams: list[str],
+    window: Period,
+    check: Sequence[bytes] = (),
 ) -> Snapshot:
     """A customer without subscription: its usage per meter over `window`, with the stream
-    checkpoints it is consistent with (one repeatable-read snapshot)."""
+    checkpoints and the keys of `check` already folded it is consistent with (one
+    repeatable-read snapshot)."""
     by_meter: dict[str, tuple[str, Tally]] = {}
+    folded: frozenset[bytes] = frozenset()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         rows = await conn.fetch(queries.CHECKPOINTS, streams)
+        if check:
+            found = await conn.fetch(queries.FOLDED_KEYS, list(check))
+            folded = frozenset(bytes(r["key"]) for r in found)
         args = (tenant, keys, ts(window.start), ts(window.end))
         for row in await conn.fetch(queries.USAGE_BY_METER, *args):
             tally = Tally()
             tally.add_rollups(row)
             by_meter[row["meter"]] = (row["aggregation"], tally)
-    return Snapshot({r["stream"]: r["last_id"] for r in rows}, {}, by_meter)
+    return Snapshot({r["stream"]: r["last_id"] for r in rows}, {}, by_meter, folded)
 
 
 async def aggregations(conn: asyncpg.Connection, tenant: str) -> dict[str, str]:

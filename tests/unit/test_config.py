@@ -47,6 +47,7 @@ def test_from_env_reads_every_documented_variable() -> None:
             "STRIPE_METER_EVENTS_BASE": "http://127.0.0.1:12112",
             "METER_SHARDS": "8",
             "METER_LATE_WINDOW": "2d",
+            "METER_DEDUPE_WINDOW": "90m",
             "METER_HOST": "0.0.0.0",
             "METER_PORT": "9000",
             "METER_LOG_LEVEL": "DEBUG",
@@ -63,6 +64,7 @@ def test_from_env_reads_every_documented_variable() -> None:
     assert s.stripe_api_base == "http://127.0.0.1:12111"
     assert s.stripe_meter_events_base == "http://127.0.0.1:12112"
     assert (s.shards, s.late_window_s, s.host, s.port) == (8, 172800.0, "0.0.0.0", 9000)
+    assert s.dedupe_window_s == 5400.0
     assert s.log_level == "debug"
     assert s.log_format == "text"
     assert s.strict is True
@@ -81,6 +83,8 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_REDIS_WAIT_REPLICAS": "-1"},
         {"METER_REDIS_WAIT_TIMEOUT": "5s"},
         {"METER_REPORTER_INVOICE_GRACE": "36d"},
+        {"METER_DEDUPE_WINDOW": "0"},
+        {"METER_LATE_WINDOW": "6h", "METER_DEDUPE_WINDOW": "7h1s"},
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
@@ -119,3 +123,9 @@ def test_the_invoice_grace_stays_inside_stripes_timestamp_window() -> None:
     )
     with pytest.raises(ConfigError, match="35d"):
         Settings.from_env({"METER_REPORTER_INVOICE_GRACE": "36d"})
+
+
+def test_the_dedupe_window_defaults_to_an_hour_and_reaches_the_late_window_plus_an_hour() -> None:
+    assert Settings.from_env({}).dedupe_window_s == 3600.0
+    edge = Settings.from_env({"METER_LATE_WINDOW": "6h", "METER_DEDUPE_WINDOW": "7h"})
+    assert edge.dedupe_window_s == 7 * 3600.0

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meter.redis_keys import Keys, shard_of
+from meter.redis_keys import Keys, may_repeat_forgotten, recent_horizon_ms, shard_of
 
 
 @given(st.text(min_size=1), st.text(min_size=1, max_size=100), st.integers(1, 1024))
@@ -28,3 +28,34 @@ def test_keys_of_a_shard_share_one_hash_tag() -> None:
     assert keys.stream(7) == "meter:{s07}:events"
     assert keys.dedupe(7, "acme", "evt-1") == "meter:{s07}:dedupe:acme:evt-1"
     assert keys.stream(7).split("{")[1].split("}")[0] == "s07"
+
+
+HOUR_MS = 3_600_000
+TOLERANCE_S = 300.0
+
+
+@given(
+    window_s=st.integers(1, 49 * 3600),
+    accepted_ms=st.integers(0, 10**13),
+    lead_ms=st.integers(0, int(TOLERANCE_S * 1000)),
+    after_ms=st.integers(0, 49 * HOUR_MS),
+    skew_ms=st.integers(-20_000, 20_000),
+)
+def test_a_retry_redis_forgot_is_always_flagged(
+    window_s: int, accepted_ms: int, lead_ms: int, after_ms: int, skew_ms: int
+) -> None:
+    """First copy accepted at A with a timestamp up to the future tolerance ahead; its key lives
+    until A + window; the retry comes after that, read on a clock up to 20 s off."""
+    timestamp = accepted_ms + lead_ms
+    retried = accepted_ms + window_s * 1000 + after_ms + skew_ms
+    horizon = recent_horizon_ms(window_s, TOLERANCE_S)
+    assert may_repeat_forgotten(timestamp, retried, horizon)
+
+
+def test_recent_explicit_timestamps_are_not_flagged_but_defaulted_ones_are() -> None:
+    horizon = recent_horizon_ms(3600.0, TOLERANCE_S)  # 54 minutes
+    now = 10**12
+    assert not may_repeat_forgotten(now - 50 * 60_000, now, horizon)
+    assert not may_repeat_forgotten(now + 60_000, now, horizon)
+    assert may_repeat_forgotten(now - 55 * 60_000, now, horizon)
+    assert may_repeat_forgotten(now, now, horizon)  # a timestamp left to default is "now"

@@ -108,6 +108,7 @@ async def generic_plan(conn: Any) -> Any:
             orjson.dumps(
                 [{"n": 0, "t": "acme", "c": "a", "i": "si_a", "p": P1.start, "e": P1.end}]
             ).decode(),
+            [b"\x00" * 16],
         )
     return orjson.loads(doc)[0]["Plan"]
 
@@ -129,6 +130,7 @@ async def test_the_snapshot_plan_made_on_a_small_table_looks_up_by_primary_key(
             plan = await generic_plan(conn)
             scans = scans_of(plan, "usage_totals")
             outbox = scans_of(plan, "report_outbox")
+            folded = scans_of(plan, "usage_event_keys")
             jit = await conn.fetchval("SHOW jit")
     finally:
         await client.close()
@@ -137,6 +139,9 @@ async def test_the_snapshot_plan_made_on_a_small_table_looks_up_by_primary_key(
     # The reporter's carried rows, on their partial indexes.
     assert len(outbox) == 2
     assert all(s in ("Index Scan", "Bitmap Heap Scan") for s in outbox), outbox
+    # Flagged pending entries' keys: primary-key lookups, never a scan of every key.
+    assert folded
+    assert all(s in ("Index Scan", "Index Only Scan") for s in folded), folded
     assert jit == "off"
 
 

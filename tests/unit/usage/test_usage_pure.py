@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from meter.core.streams import stream_id_key
 from meter.errors import InvalidRequest
-from meter.events import UsageEvent
+from meter.events import UsageEvent, event_key
 from meter.pricing import Period, price_from_stripe
 from meter.usage import params, report
-from meter.usage.pending import PendingEntry, PendingRead, after_checkpoints
+from meter.usage.pending import PendingEntry, PendingRead, after_checkpoints, keys_to_check
 from meter.usage.store import PlanItem
 from meter.usage.tally import Tally
 
@@ -64,6 +64,27 @@ def test_only_entries_after_the_checkpoint_are_pending() -> None:
     entries.append(PendingEntry("s1", "1-0", ev("c", "1", 1)))
     read = PendingRead(entries, 3, False)
     assert [e.id for e in after_checkpoints(read, {"s0": "5-0"})] == ["b", "c"]
+
+
+def test_a_flagged_entry_counts_only_as_the_aggregator_will_fold_it() -> None:
+    """Flagged: may repeat an event whose dedupe key expired. Dropped when its key was folded
+    (in the snapshot) or an earlier pending entry has its id; unflagged entries are not looked
+    up at all."""
+    entries = [
+        PendingEntry("s0", "1-0", ev("folded", "1", 1), may_repeat=True),
+        PendingEntry("s0", "2-0", ev("twice", "1", 1)),
+        PendingEntry("s0", "3-0", ev("twice", "1", 1), may_repeat=True),
+        PendingEntry("s0", "4-0", ev("new", "1", 1), may_repeat=True),
+        PendingEntry("s0", "5-0", ev("plain", "1", 1)),
+    ]
+    read = PendingRead(entries, 5, False)
+    asked = keys_to_check(read)
+    assert sorted(asked) == sorted(event_key("acme", i) for i in ("folded", "twice", "new"))
+    folded = {event_key("acme", "folded"), event_key("acme", "plain")}
+    assert [e.id for e in after_checkpoints(read, {}, folded)] == ["twice", "new", "plain"]
+    # The first "twice" folded meanwhile: the snapshot now holds its key too.
+    folded.add(event_key("acme", "twice"))
+    assert [e.id for e in after_checkpoints(read, {"s0": "2-0"}, folded)] == ["new", "plain"]
 
 
 def test_period_param() -> None:

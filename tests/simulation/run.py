@@ -75,13 +75,16 @@ from tests.simulation.generator import (
     TENANTS,
     UNIQUE_PROPERTY,
     Action,
+    AddItem,
     Cancel,
     Event,
     Frame,
     Item,
+    MeterChange,
     Pause,
     Post,
     PriceChange,
+    RemoveItem,
     Reset,
     Scenario,
     Stage,
@@ -184,6 +187,8 @@ class Live:
     ended_at: int | None = None  # the subscription ends (a cancel): later usage bills nowhere
     last_period: int | None = None  # the subscription's last period (a cancel)
     no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # meter → when an item
+    # bills it [from, until) (a meter change, an item added or removed; absent: always)
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -209,7 +214,8 @@ class Batch:
         self.database_url = database_url
         self.workdir = workdir
         self.live = [Live(s, Account({i.meter: (i.aggregation, i.price) for i in s.items},
-                                     s.coupon, s.tax, trial_periods=s.trial_periods),
+                                     s.coupon, s.tax, trial_periods=s.trial_periods,
+                                     twins={i.meter: i.price for i in s.twins}),
                           bounds=[frame.period(k) for k in range(frame.periods + 1)])
                      for s in scenarios]  # fmt: skip
         self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
@@ -236,6 +242,9 @@ class Batch:
             Cancel: self.cancel,
             PriceChange: self.change_price,
             Pause: self.pause,
+            MeterChange: self.change_meter,
+            AddItem: self.add_item,
+            RemoveItem: self.remove_item,
         }
 
     # ------------------------------------------------------------------ setup
@@ -298,7 +307,8 @@ class Batch:
                  "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
             )  # fmt: skip
             live.clock, live.cus = clock.id, cus.id
-            items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
+            items = [{"price": await self.price(live, i.meter, i.price)}
+                     for i in s.items + s.twins]  # fmt: skip
             create: Any = {"customer": cus.id, "items": items}
             if s.billing_mode is not None:
                 create["billing_mode"] = {"type": s.billing_mode}
@@ -531,6 +541,9 @@ class Batch:
     def _where(self, live: Live, e: Event) -> int | None:
         if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
             return None
+        start, until = live.windows.get(e.meter, (-math.inf, math.inf))
+        if not start <= float(e.timestamp) < until:
+            return None  # no item bills its meter at its time: billed nowhere
         own = live.period_of(e.timestamp)
         where = billed_in(METERS[e.meter][0], own, own in live.finalized_at, self.open_of(live),
                           own_trial=live.account.trial(own))  # fmt: skip
@@ -678,6 +691,70 @@ class Batch:
         live.account.change_price(action.period, action.meter, action.price, flexible=flexible)
         await self.settle()
         self.result.counts[f"price changes ({live.scenario.billing_mode})"] += 1
+
+    async def _item_on(self, live: Live, meter: str) -> Any:
+        assert self.sdk is not None
+        sub = await self.sdk.v1.subscriptions.retrieve_async(live.subscription)
+        (item,) = [i for i in sub["items"].data
+                   if live.meter_of_price.get(i.price.id) == meter]  # fmt: skip
+        return item
+
+    def _window(self, live: Live, meter: str, *, start: float | None = None,
+                until: float | None = None) -> None:  # fmt: skip
+        lo, hi = live.windows.get(meter, (-math.inf, math.inf))
+        live.windows[meter] = (lo if start is None else start, hi if until is None else until)
+
+    async def change_meter(self, live: Live, action: Action) -> None:
+        """Replace the item's price by one on another meter (Stripe's default proration
+        behaviour): the old meter is billed by nothing from now on, the new one from now."""
+        assert isinstance(action, MeterChange)
+        assert self.sdk is not None
+        assert self.running is not None
+        now = self.running.emu.state.now_for_customer(live.cus)
+        item = await self._item_on(live, action.meter)
+        new = await self.price(live, action.new, action.price)
+        live.meter_of_price[item.id] = action.meter  # names the invoice item's line in ours
+        params: Any = {"items": [{"id": item.id, "price": new}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        self._window(live, action.meter, until=now)
+        self._window(live, action.new, start=now)
+        flexible = live.scenario.billing_mode == "flexible"
+        aggregation = METERS[action.new][0]
+        live.account.change_meter(action.period, action.meter, action.new, aggregation,
+                                  action.price, flexible=flexible)  # fmt: skip
+        await self.settle()
+        self.result.counts[f"meter changes ({live.scenario.billing_mode})"] += 1
+
+    async def add_item(self, live: Live, action: Action) -> None:
+        """Add an item on a meter the subscription does not bill yet: it bills from now."""
+        assert isinstance(action, AddItem)
+        assert self.sdk is not None
+        assert self.running is not None
+        now = self.running.emu.state.now_for_customer(live.cus)
+        new = await self.price(live, action.meter, action.price)
+        params: Any = {"items": [{"price": new}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        self._window(live, action.meter, start=now)
+        live.account.add_item(action.period, action.meter, METERS[action.meter][0], action.price)
+        await self.settle()
+        self.result.counts["items added"] += 1
+
+    async def remove_item(self, live: Live, action: Action) -> None:
+        """Delete the item on the meter (Stripe's default proration behaviour): its meter is
+        billed by nothing from now on."""
+        assert isinstance(action, RemoveItem)
+        assert self.sdk is not None
+        assert self.running is not None
+        now = self.running.emu.state.now_for_customer(live.cus)
+        item = await self._item_on(live, action.meter)
+        live.meter_of_price[item.id] = action.meter  # names the invoice item's line in ours
+        params: Any = {"items": [{"id": item.id, "deleted": True}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        self._window(live, action.meter, until=now)
+        flexible = live.scenario.billing_mode == "flexible"
+        live.account.remove_item(action.period, action.meter, flexible=flexible)
+        await self.settle()
+        self.result.counts[f"items removed ({live.scenario.billing_mode})"] += 1
 
     # ------------------------------------------------------------------ checks
 

@@ -66,22 +66,31 @@ WHERE m.version IS NULL OR p.version > m.version
 # (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup), so usage of it not
 # sent yet is carried into the item's open period rather than sent where nothing bills it. With the
 # subscription's trial (directory.py tells the trial periods).
+# A period is invoiced once a final invoice of its subscription covers it (a period a price
+# change or an item's deletion ended early lies inside its cycle's invoice), or, in flexible
+# mode, once a price change or the item's deletion ended it: Stripe billed its usage reported so
+# far at once (reporter/periods.py).
 ITEM_BILLING_PERIODS = """
-SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
+SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end, m.event_name,
+       i.removed_at IS NOT NULL AS removed,
        EXISTS (
            SELECT 1 FROM invoices v
            WHERE v.subscription = i.subscription AND v.status <> 'draft'
-             AND v.period_start <= p.period_start AND v.period_end = p.period_end
+             AND v.period_start <= p.period_start AND v.period_end >= p.period_end
        ) OR (
            s.billing_mode = 'flexible' AND p.price IS NOT NULL AND EXISTS (
                SELECT 1 FROM subscription_item_periods n
                WHERE n.item = p.item AND n.period_start = p.period_end
                  AND n.price IS DISTINCT FROM p.price
            )
+       ) OR (
+           s.billing_mode = 'flexible' AND p.price IS NOT NULL AND i.removed_at IS NOT NULL
+           AND p.period_end <= i.removed_at
        ) AS invoiced
 FROM subscription_item_periods p
 LEFT JOIN subscription_items i ON i.id = p.item
 LEFT JOIN subscriptions s ON s.id = i.subscription
+LEFT JOIN billing_meters m ON m.id = p.meter
 WHERE p.item = ANY($1::text[])
 ORDER BY p.item, p.period_start
 """
@@ -110,7 +119,9 @@ ON CONFLICT (identifier) DO NOTHING
 WAITING_FOR_ATTRIBUTION = "SELECT count(*) FROM usage_rollups WHERE subscription_item IS NULL"
 
 # Rows of a closed period waiting for an open period of their item (migrations/0011).
-WAITING_ROWS = "SELECT id, subscription_item FROM report_outbox WHERE status = 'waiting'"
+WAITING_ROWS = """
+SELECT id, subscription_item, event_name FROM report_outbox WHERE status = 'waiting'
+"""
 WAITING_COUNT = "SELECT count(*) FROM report_outbox WHERE status = 'waiting'"
 RELEASE_WAITING = """
 UPDATE report_outbox SET status = 'pending', next_attempt_at = now()

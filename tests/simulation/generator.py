@@ -573,6 +573,24 @@ def _usage_with(
     scenario.items = base
 
 
+def _late_of_window(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, item: Item, k: int
+) -> None:
+    """Usage of `item` timestamped in period `k` before a change at its OPEN stage that takes
+    its price off, posted after it: in the grace hour (the period's invoice still a draft) and
+    at the next OPEN stage (finalized). Stripe bills it on no invoice either way: in flexible
+    mode the invoice item billed the usage reported before the change ("previously reported"),
+    in classic mode the window bills nothing (docs.stripe.com/billing/subscriptions/usage-based/
+    manage-billing-setup, "Update prices mid-cycle"); nor does another item bill its meter."""
+    make = EventMaker(rng, seed, scenario)
+    make.prefix += "-w"  # ids apart from the base usage's
+    lo, hi = frame.period(k)
+    for stage, period in ((Stage.GRACE, k), (Stage.OPEN, k + 1)):
+        count = rng.randint(1, 2)
+        events = tuple(make.event(item, lo, hi - 2 * RESET_LEAD_S) for _ in range(count))
+        scenario.actions.append(Post(period, stage, events))
+
+
 def meter_change_kind(
     rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
 ) -> None:
@@ -582,8 +600,9 @@ def meter_change_kind(
     flexible mode, nothing in classic); the new price bills the new meter's usage from the
     change on (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup, "Update
     prices mid-cycle"). The old meter's usage goes on being posted after the change: no item
-    bills it any more, so it is billed nowhere. The new meter's usage is posted from the next
-    period on. Limits as for `price_change`."""
+    bills it any more, so it is billed nowhere; so is its usage of the old window posted after
+    the change (`_late_of_window`). The new meter's usage is posted from the next period on.
+    Otherwise limits as for `price_change`."""
     new = _new_item(rng, scenario)
     _usage_with(rng, scenario, frame, seed, features, new)
     k = rng.randrange(frame.periods - 1)
@@ -596,6 +615,7 @@ def meter_change_kind(
     _drop_meter(scenario, new.meter, frame.start, frame.period(k + 1)[0])
     old = rng.choice(scenario.items)
     scenario.actions.append(MeterChange(k, Stage.OPEN, old.meter, new.meter, new.price))
+    _late_of_window(rng, scenario, frame, seed, old, k)
 
 
 def items_added_removed_kind(
@@ -607,7 +627,8 @@ def items_added_removed_kind(
     posted from the next period on); the deleted one's price is taken off as in `price_change`
     (flexible: an invoice item of its usage so far; classic: nothing; Stripe docs, usage-based/
     manage-billing-setup, "Update prices mid-cycle") and its meter's usage, posted on, is billed
-    nowhere. A one-item scenario gets a second item first, so one is left. Limits as for
+    nowhere, as is its usage of its last window posted after the deletion (`_late_of_window`).
+    A one-item scenario gets a second item first, so one is left. Otherwise limits as for
     `price_change`."""
     if len(scenario.items) == 1:
         second = _new_item(rng, scenario)
@@ -622,6 +643,7 @@ def items_added_removed_kind(
     scenario.billing_mode = rng.choice(["classic", "flexible"])
     removed = rng.choice(scenario.items)
     scenario.actions.append(RemoveItem(k_remove, Stage.OPEN, removed.meter))
+    _late_of_window(rng, scenario, frame, seed, removed, k_remove)
     if added is not None:
         _drop_meter(scenario, added.meter, frame.start, frame.period(k_add + 1)[0])
         scenario.actions.append(AddItem(k_add, Stage.OPEN, added.meter, added.price))

@@ -189,6 +189,7 @@ class Live:
     no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
     windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # meter → when an item
     # bills it [from, until) (a meter change, an item added or removed; absent: always)
+    taken_off: dict[str, float] = field(default_factory=dict)  # meter → when its price left
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -525,6 +526,9 @@ class Batch:
         for e in live.unbilled:
             live.raw_logged[e.id] = raw_log
             aggregation = METERS[e.meter][0]
+            if float(e.timestamp) < live.taken_off.get(e.meter, -math.inf):
+                self._taken_off(live, e)
+                continue
             where = self._where(live, e)
             if where is not None:
                 value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
@@ -537,6 +541,19 @@ class Batch:
                 value = Decimal(-1) if aggregation == "count" else -Decimal(str(e.value))
                 account.bill(where, e.meter, Usage("void:" + e.id, value, float(e.timestamp)))
         live.unbilled, live.unbilled_voids = [], []
+
+    def _taken_off(self, live: Live, e: Event) -> None:
+        """Usage of a window whose price was taken off (a meter change, an item deleted),
+        drained after that: Stripe bills it on no invoice. meter's contract
+        (docs/billing.md, "Late usage"): in classic mode the window stays open until its
+        cycle's invoice is final, so its delta usage is sent and held by Stripe (billed by
+        nothing); otherwise it is recorded `late`, not sent."""
+        own = live.period_of(e.timestamp)
+        classic = live.scenario.billing_mode == "classic"
+        if classic and own not in live.finalized_at and METERS[e.meter][0] in DELTA:
+            value = Decimal(1) if METERS[e.meter][0] == "count" else Decimal(str(e.value))
+            live.account.off_lines.append((e.meter, [Usage(e.id, value, float(e.timestamp))]))
+        self.result.counts["usage of a price taken off, billed nowhere"] += 1
 
     def _where(self, live: Live, e: Event) -> int | None:
         if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
@@ -718,6 +735,7 @@ class Batch:
         await self.sdk.v1.subscriptions.update_async(live.subscription, params)
         self._window(live, action.meter, until=now)
         self._window(live, action.new, start=now)
+        live.taken_off[action.meter] = now
         flexible = live.scenario.billing_mode == "flexible"
         aggregation = METERS[action.new][0]
         live.account.change_meter(action.period, action.meter, action.new, aggregation,
@@ -751,6 +769,7 @@ class Batch:
         params: Any = {"items": [{"id": item.id, "deleted": True}]}
         await self.sdk.v1.subscriptions.update_async(live.subscription, params)
         self._window(live, action.meter, until=now)
+        live.taken_off[action.meter] = now
         flexible = live.scenario.billing_mode == "flexible"
         live.account.remove_item(action.period, action.meter, flexible=flexible)
         await self.settle()

@@ -206,6 +206,7 @@ class Scenario:
     trial_periods: int = 0  # the first periods are a trial (its end: a period boundary)
     billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
     twins: list[Item] = field(default_factory=list)  # second items on meters of `items`
+    second: list[Item] = field(default_factory=list)  # a second subscription's items
 
     def invoiced_periods(self, periods: int) -> int:
         """How many periods end with an invoice (a cancel ends the subscription)."""
@@ -215,6 +216,7 @@ class Scenario:
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
         items += "".join(f", twin {i.meter}:{i.price.kind}" for i in self.twins)
+        items += "".join(f", 2nd sub {i.meter}:{i.price.kind}" for i in self.second)
         coupon = "" if self.coupon is None else f" coupon={self.coupon.duration}"
         tax = (
             ""
@@ -649,6 +651,21 @@ def items_added_removed_kind(
         scenario.actions.append(AddItem(k_add, Stage.OPEN, added.meter, added.price))
 
 
+def _shared(rng: random.Random, scenario: Scenario) -> Item:
+    """The item whose meter a second item shares: one on a delta meter (sum, count), given
+    one if the scenario has none. An absolute meter (max, last, unique_count) is not drawn:
+    meter reports an absolute value per item, and Stripe's `last` keeps one per customer and
+    meter (docs/simulation.md, "Not covered yet")."""
+    deltas = [i for i in scenario.items if i.aggregation in ("sum", "count")]
+    if deltas:
+        return rng.choice(deltas)
+    free = sorted({"sim_sum", "sim_count"} - {i.meter for i in scenario.items})
+    meter = rng.choice(free)
+    item = Item(meter, METERS[meter][0], METERS[meter][1], random_price(rng))
+    scenario.items.append(item)
+    return item
+
+
 def shared_meter_kind(
     rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
 ) -> None:
@@ -657,14 +674,31 @@ def shared_meter_kind(
     with a price on the meter bills the customer's usage of it (API reference, billing meter
     events and meters), so each of the two lines bills all of it. No coupon with a tax rate
     (two lines of one meter could tie for a discount share)."""
+    first = _shared(rng, scenario)
     usage_kind(rng, scenario, frame, seed, features)
-    first = rng.choice(scenario.items)
     price = random_price(rng)
     while price == first.price:
         price = random_price(rng)
     scenario.twins.append(Item(first.meter, first.aggregation, first.formula, price))
     if scenario.coupon is not None:
         scenario.tax = None
+
+
+def two_subscriptions_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, with the customer on a second subscription (same clock, so the same periods)
+    whose one item is on the meter of one of the first's items, at another price, without
+    coupon or tax: a meter event counts on every item with a price on its meter, of either
+    subscription (API reference, billing meter events and meters), so each subscription's
+    invoice bills the meter's usage (meter's checkout allows this with
+    `additional_subscription`, docs/api.md)."""
+    first = _shared(rng, scenario)
+    usage_kind(rng, scenario, frame, seed, features)
+    price = random_price(rng)
+    while price == first.price:
+        price = random_price(rng)
+    scenario.second.append(Item(first.meter, first.aggregation, first.formula, price))
 
 
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
@@ -679,6 +713,7 @@ KINDS: dict[str, Kind] = {
     "meter_change": meter_change_kind,
     "items_added_removed": items_added_removed_kind,
     "shared_meter": shared_meter_kind,
+    "two_subscriptions": two_subscriptions_kind,
 }
 
 

@@ -190,6 +190,8 @@ class Live:
     windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # meter → when an item
     # bills it [from, until) (a meter change, an item added or removed; absent: always)
     taken_off: dict[str, float] = field(default_factory=dict)  # meter → when its price left
+    second: Account | None = None  # a second subscription's (its usage: `account.billed`)
+    second_sub: str = ""
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -219,6 +221,10 @@ class Batch:
                                      twins={i.meter: i.price for i in s.twins}),
                           bounds=[frame.period(k) for k in range(frame.periods + 1)])
                      for s in scenarios]  # fmt: skip
+        for live in self.live:  # a second subscription bills the same usage of its meters
+            if live.scenario.second:
+                items = {i.meter: (i.aggregation, i.price) for i in live.scenario.second}
+                live.second = Account(items, billed=live.account.billed)
         self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
         self.keys: dict[str, str] = {}
         self.statuses: dict[tuple[str, str], set[str]] = {}  # (tenant, id) → answers
@@ -334,6 +340,10 @@ class Batch:
                 create["discounts"] = [{"coupon": coupon.id}]
             sub = await sdk.v1.subscriptions.create_async(create)
             live.subscription = sub.id
+            if s.second:
+                prices = [await self.price(live, i.meter, i.price) for i in s.second]
+                second: Any = {"customer": cus.id, "items": [{"price": p} for p in prices]}
+                live.second_sub = (await sdk.v1.subscriptions.create_async(second)).id
         await self.settle()
 
     async def price(self, live: Live, meter: str, price: Price) -> str:
@@ -785,24 +795,29 @@ class Batch:
             if live.no_open_from is not None and k >= live.no_open_from:
                 self.result.counts["open-period checks skipped (canceled)"] += 1
                 continue
-            expected = invariants.from_model(live.account.invoice(max(k, live.open_floor),
-                                                                  finalize=False))  # fmt: skip
             url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/usage"
             headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
             async with self.http.get(url, headers=headers) as response:
                 doc = await response.json()
-            what = f"#{s.index} period {k} open"
-            if response.status != 200 or not doc.get("invoice"):
-                self.result.violations.append(f"{what}: usage answered {response.status} {doc}")
-            else:
-                ours = invariants.from_usage_doc(doc, live.meter_of_price)
-                self.result.violations += invariants.bill_diff(expected, ours, f"{what} ours")
-            preview = await self.sdk.v1.invoices.create_preview_async({"customer": live.cus})
-            theirs = invariants.from_stripe_invoice(
-                preview.to_dict(recursive=True), live.meter_of_price
-            )
-            self.result.violations += invariants.bill_diff(expected, theirs, f"{what} preview")
-            self.result.counts["open-period checks"] += 1
+            subs = [(live.account, live.subscription, f"#{s.index} period {k} open")]
+            if live.second is not None:
+                subs.append((live.second, live.second_sub, f"#{s.index} 2nd sub period {k} open"))
+            for account, sub_id, what in subs:
+                expected = invariants.from_model(account.invoice(max(k, live.open_floor),
+                                                                 finalize=False))  # fmt: skip
+                part = _subscription_doc(doc, sub_id) if response.status == 200 else None
+                if part is None or not part.get("invoice"):
+                    self.result.violations.append(f"{what}: usage answered {response.status} {doc}")
+                else:
+                    ours = invariants.from_usage_doc(part, live.meter_of_price)
+                    self.result.violations += invariants.bill_diff(expected, ours, f"{what} ours")
+                params: Any = {"customer": live.cus, "subscription": sub_id}
+                preview = await self.sdk.v1.invoices.create_preview_async(params)
+                theirs = invariants.from_stripe_invoice(
+                    preview.to_dict(recursive=True), live.meter_of_price
+                )
+                self.result.violations += invariants.bill_diff(expected, theirs, f"{what} preview")
+                self.result.counts["open-period checks"] += 1
 
     async def check_closed(self, k: int) -> None:
         assert self.sdk is not None
@@ -811,20 +826,27 @@ class Batch:
             if live.ended(k):
                 continue
             start, end = live.bounds[k]
-            expected = invariants.from_model(live.account.invoice(k, finalize=True))
-            what = f"#{s.index} period {k} invoice"
             listed = await self.sdk.v1.invoices.list_async({"customer": live.cus, "limit": 100})
-            found = [i for i in listed.data if i.period_start == start and i.period_end == end]
-            if len(found) != 1 or found[0].status == "draft":
-                self.result.violations.append(
-                    f"{what}: {len(found)} invoices, statuses {[i.status for i in found]}"
-                )
-                continue
-            invoice = found[0].to_dict(recursive=True)
-            live.finalized_at[k] = invoice["status_transitions"]["finalized_at"]
-            actual = invariants.from_stripe_invoice(invoice, live.meter_of_price)
-            self.result.violations += invariants.bill_diff(expected, actual, what)
-            self.result.counts["finalized invoices checked"] += 1
+            subs = [(live.account, live.subscription, f"#{s.index} period {k} invoice")]
+            if live.second is not None:
+                subs.append((live.second, live.second_sub, f"#{s.index} 2nd sub period {k}"))
+            for account, sub_id, what in subs:
+                expected = invariants.from_model(account.invoice(k, finalize=True))
+                found = [i for i in listed.data if i.period_start == start and i.period_end == end
+                         and _subscription_of(i.to_dict(recursive=True)) == sub_id]  # fmt: skip
+                if len(found) != 1 or found[0].status == "draft":
+                    self.result.violations.append(
+                        f"{what}: {len(found)} invoices, statuses {[i.status for i in found]}"
+                    )
+                    continue
+                invoice = found[0].to_dict(recursive=True)
+                if sub_id == live.subscription:
+                    live.finalized_at[k] = invoice["status_transitions"]["finalized_at"]
+                    self.result.counts["finalized invoices checked"] += 1
+                else:
+                    self.result.counts["finalized invoices checked (2nd subscriptions)"] += 1
+                actual = invariants.from_stripe_invoice(invoice, live.meter_of_price)
+                self.result.violations += invariants.bill_diff(expected, actual, what)
 
     async def check_end(self) -> None:
         assert self.control is not None
@@ -930,6 +952,20 @@ class Batch:
             await self.stage(k, Stage.GRACE)
             await self.advance(k, HOUR + 60)
             await self.check_closed(k)
+
+
+def _subscription_of(invoice: dict[str, Any]) -> str | None:
+    parent = invoice.get("parent") or {}
+    return (parent.get("subscription_details") or {}).get("subscription")
+
+
+def _subscription_doc(doc: dict[str, Any], sub_id: str) -> dict[str, Any] | None:
+    """The part of our usage document about one subscription: the top level (the current one)
+    or one of its `other_subscriptions`."""
+    if doc.get("subscription") == sub_id:
+        return doc
+    return next((o for o in doc.get("other_subscriptions") or [] if o["subscription"] == sub_id),
+                None)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- entry points

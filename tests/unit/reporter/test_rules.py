@@ -200,6 +200,8 @@ def test_a_period_closes_by_its_invoice_or_its_end_plus_grace_never_by_usage() -
     assert open_target([p1], NOW, grace) == p1  # still in its grace
     assert starting_at([p1, p2], p2.start) == p2
     assert starting_at([p1, p2], NOW) is None
+    assert holding([p1, p2], p2.start) == p2
+    assert holding([p1, p2], p1.start - dt.timedelta(seconds=1)) is None
 
 
 def test_late_usage_is_carried_only_onto_its_own_meter() -> None:
@@ -217,8 +219,6 @@ def test_late_usage_is_carried_only_onto_its_own_meter() -> None:
     gone = BillingPeriod(calls.start, calls.end, True, meter="calls", removed=True)
     assert bills_no_more([gone], "calls")  # the item was deleted
     assert not bills_no_more([], "calls")
-    assert holding([p1, p2], p2.start) == p2
-    assert holding([p1, p2], p1.start - dt.timedelta(seconds=1)) is None
 
 
 def test_our_total_and_horizon_verdicts() -> None:

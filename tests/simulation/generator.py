@@ -32,7 +32,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar
 
-from tests.simulation.model import Coupon, Price, Tax, Tier
+from tests.simulation.model import DELTA, Coupon, Price, Tax, Tier
 
 # Our meters: event name → (our aggregation, Stripe formula, local definition?). `last` has no
 # local definition on purpose: its formula must reach every tenant from the Stripe meter.
@@ -630,24 +630,37 @@ def items_added_removed_kind(
     (flexible: an invoice item of its usage so far; classic: nothing; Stripe docs, usage-based/
     manage-billing-setup, "Update prices mid-cycle") and its meter's usage, posted on, is billed
     nowhere, as is its usage of its last window posted after the deletion (`_late_of_window`).
+    The added item is sometimes a second one on a delta meter of another item, at another price.
     A one-item scenario gets a second item first, so one is left. Otherwise limits as for
     `price_change`."""
     if len(scenario.items) == 1:
         second = _new_item(rng, scenario)
         assert second is not None
         scenario.items.append(second)
-    added = _new_item(rng, scenario)
-    _usage_with(rng, scenario, frame, seed, features, added)
+    removed = rng.choice(scenario.items)
+    # Sometimes the added item is a second one on a delta meter an item already bills (absolute
+    # meters: see `_shared`): it bills that meter's usage from its creation too.
+    sharable = [i for i in scenario.items if i.aggregation in DELTA and i != removed]
+    added: Item | None
+    if sharable and rng.random() < 0.4:
+        first = rng.choice(sharable)
+        price = random_price(rng)
+        while price == first.price:
+            price = random_price(rng)
+        added, extra = Item(first.meter, first.aggregation, first.formula, price), None
+    else:
+        added = extra = _new_item(rng, scenario)
+    _usage_with(rng, scenario, frame, seed, features, extra)
     k_add, k_remove = rng.randrange(frame.periods - 1), rng.randrange(frame.periods - 1)
     _drop_tails(scenario, frame, min(k_add, k_remove))
     if scenario.coupon is not None:
         scenario.tax = None  # the invoice item's line order decides tied discount shares
     scenario.billing_mode = rng.choice(["classic", "flexible"])
-    removed = rng.choice(scenario.items)
     scenario.actions.append(RemoveItem(k_remove, Stage.OPEN, removed.meter))
     _late_of_window(rng, scenario, frame, seed, removed, k_remove)
+    if extra is not None:
+        _drop_meter(scenario, extra.meter, frame.start, frame.period(k_add + 1)[0])
     if added is not None:
-        _drop_meter(scenario, added.meter, frame.start, frame.period(k_add + 1)[0])
         scenario.actions.append(AddItem(k_add, Stage.OPEN, added.meter, added.price))
 
 

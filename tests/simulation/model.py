@@ -246,6 +246,7 @@ class Account:
     spans: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # meter → first and
     # last period its item bills in (None: on; absent: every period)
     twins: dict[str, Price] = field(default_factory=dict)  # a second item on the meter: its price
+    twins_from: dict[str, int] = field(default_factory=dict)  # meter → period its twin was added
 
     def price(self, period: int, meter: str) -> Price:
         if meter in self.repriced and period >= self.repriced[meter][0]:
@@ -296,6 +297,12 @@ class Account:
         self.items[meter] = (aggregation, price)
         self.spans[meter] = (period, None)
 
+    def add_twin(self, period: int, meter: str, price: Price) -> None:
+        """A second item on a meter an item bills, added mid-period: it bills the meter's usage
+        from then on (none of that period's usage is drawn after the add: generator.py)."""
+        self.twins[meter] = price
+        self.twins_from[meter] = period
+
     def remove_item(self, period: int, meter: str, *, flexible: bool) -> None:
         """An item deleted mid-period: its price is taken off (`_take_off`)."""
         self._take_off(period, meter, flexible=flexible)
@@ -320,7 +327,11 @@ class Account:
             amount = 0 if self.trial(period) else self.price(period, meter).amount(q)
             out.append(Line(meter, q, amount))
         for meter, price in self.twins.items():  # second items, after the first ones
-            q = quantity(self.items[meter][0], self.billed.get((period, meter), []))
+            added = self.twins_from.get(meter)
+            if added is not None and period < added:
+                continue
+            usage = [] if added == period else self.billed.get((period, meter), [])
+            q = quantity(self.items[meter][0], usage)
             out.append(Line(meter, q, 0 if self.trial(period) else price.amount(q)))
         return out + self.fixed.get(period, [])
 

@@ -762,10 +762,15 @@ class Batch:
         new = await self.price(live, action.meter, action.price)
         params: Any = {"items": [{"price": new}]}
         await self.sdk.v1.subscriptions.update_async(live.subscription, params)
-        self._window(live, action.meter, start=now)
-        live.account.add_item(action.period, action.meter, METERS[action.meter][0], action.price)
+        if action.meter in live.account.items:  # a second item on a meter already billed
+            live.account.add_twin(action.period, action.meter, action.price)
+            self.result.counts["items added on a meter already billed"] += 1
+        else:
+            self._window(live, action.meter, start=now)
+            live.account.add_item(action.period, action.meter, METERS[action.meter][0],
+                                  action.price)  # fmt: skip
+            self.result.counts["items added"] += 1
         await self.settle()
-        self.result.counts["items added"] += 1
 
     async def remove_item(self, live: Live, action: Action) -> None:
         """Delete the item on the meter (Stripe's default proration behaviour): its meter is

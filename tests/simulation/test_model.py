@@ -128,3 +128,12 @@ def test_two_items_on_one_meter_each_bill_all_of_its_usage() -> None:
                       twins={"calls": Price("per_unit", unit=D(5))})  # fmt: skip
     account.bill(0, "calls", Usage("e1", D(10), 1.0))
     assert [(ln.quantity, ln.amount) for ln in account.lines(0)] == [(D(10), 20), (D(10), 50)]
+
+
+def test_a_second_item_added_on_a_billed_meter_bills_from_the_next_period() -> None:
+    account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))})
+    account.bill(0, "calls", Usage("e1", D(10), 1.0))
+    account.add_twin(0, "calls", Price("per_unit", unit=D(5)))  # none of period 0 after it
+    account.bill(1, "calls", Usage("e2", D(3), 90000.0))
+    assert [(ln.quantity, ln.amount) for ln in account.lines(0)] == [(D(10), 20), (D(0), 0)]
+    assert [(ln.quantity, ln.amount) for ln in account.lines(1)] == [(D(3), 6), (D(3), 15)]

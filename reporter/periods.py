@@ -39,7 +39,7 @@ class BillingPeriod:
     end: dt.datetime
     invoiced: bool  # an invoice covering it is no longer a draft
     trial: bool = False  # inside the subscription's trial: its usage is not charged
-    meter: str | None = None  # the event name its price bills (None: not known)
+    meter: str | None = None  # the event name its price bills ("": none, None: not known)
     removed: bool = False  # its item was deleted from the subscription
 
 

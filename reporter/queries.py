@@ -58,18 +58,21 @@ WHERE m.version IS NULL OR p.version > m.version
 """
 
 # Every billing period of these subscription items (billing's tables), the event name its price
-# bills, whether the item was deleted, and whether an invoice of the item's subscription covering
-# it is no longer a draft. A cycle invoice's period is the one it bills; a window that a price
-# change or the item's deletion ended early lies inside it (a final invoice closes it too); an
-# invoice of a mid-period change starts later and does not close the earlier window. A window
-# that a price change or the item's deletion ended in a flexible-mode subscription is invoiced
-# at that moment: Stripe billed the usage reported up to then as an invoice item of fixed amount
-# and bills no more of that window (docs.stripe.com/billing/subscriptions/usage-based/
-# manage-billing-setup), so usage of it not sent yet is carried into the item's open period on
-# its meter, or recorded as billed by nothing, rather than sent where nothing bills it
-# (reporter/periods.py). With the subscription's trial (directory.py tells the trial periods).
+# bills ('' for a price on no meter, a licensed one; NULL: not known yet), whether the item was
+# deleted, and whether an invoice of the item's subscription covering it is no longer a draft. A
+# cycle invoice's period is the one it bills; a window that a price change or the item's deletion
+# ended early lies inside it (a final invoice closes it too); an invoice of a mid-period change
+# starts later and does not close the earlier window. A window that a price change or the item's
+# deletion ended in a flexible-mode subscription is invoiced at that moment: Stripe billed the
+# usage reported up to then as an invoice item of fixed amount and bills no more of that window
+# (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup), so usage of it not
+# sent yet is carried into the item's open period on its meter, or recorded as billed by
+# nothing, rather than sent where nothing bills it (reporter/periods.py). With the
+# subscription's trial (directory.py tells the trial periods).
 ITEM_BILLING_PERIODS = """
-SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end, m.event_name,
+SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
+       CASE WHEN p.meter IS NULL AND p.price IS NOT NULL THEN '' ELSE m.event_name END
+           AS event_name,
        i.removed_at IS NOT NULL AS removed,
        EXISTS (
            SELECT 1 FROM invoices v

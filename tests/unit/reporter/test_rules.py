@@ -218,6 +218,11 @@ def test_late_usage_is_carried_only_onto_its_own_meter() -> None:
     assert not bills_no_more([calls], "calls")  # the next period is not known yet: it waits
     gone = BillingPeriod(calls.start, calls.end, True, meter="calls", removed=True)
     assert bills_no_more([gone], "calls")  # the item was deleted
+    licensed = BillingPeriod(ended, ended + dt.timedelta(days=30), False, meter="")
+    assert open_target([calls, licensed], NOW, grace, "calls") is None
+    assert bills_no_more([calls, licensed], "calls")  # repriced onto a licensed price
+    unknown = BillingPeriod(ended, ended + dt.timedelta(days=30), False)
+    assert open_target([calls, unknown], NOW, grace, "calls") == unknown  # meter not synced yet
     assert not bills_no_more([], "calls")
 
 

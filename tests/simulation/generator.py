@@ -140,7 +140,8 @@ class MeterChange(Action):
 
 @dataclass(frozen=True)
 class AddItem(Action):
-    """Add a metered item on `meter` (a meter no item of the subscription has) mid-period."""
+    """Add a metered item on `meter` mid-period: a meter no item of the subscription has, or
+    a second item (another price) on a meter an item bills."""
 
     meter: str
     price: Price
@@ -669,7 +670,7 @@ def _shared(rng: random.Random, scenario: Scenario) -> Item:
     one if the scenario has none. An absolute meter (max, last, unique_count) is not drawn:
     meter reports an absolute value per item, and Stripe's `last` keeps one per customer and
     meter (docs/simulation.md, "Not covered yet")."""
-    deltas = [i for i in scenario.items if i.aggregation in ("sum", "count")]
+    deltas = [i for i in scenario.items if i.aggregation in DELTA]
     if deltas:
         return rng.choice(deltas)
     free = sorted({"sim_sum", "sim_count"} - {i.meter for i in scenario.items})

@@ -70,8 +70,10 @@ class ReporterMetrics:
             "meter_reporter_late_usage",
             "Usage of a period whose invoice may be final, by what was done: carried (planned "
             "into the item's open period), moved (an unsent row moved there when claimed), "
-            "waiting (no open period known yet), recorded (absolute, not sendable) or trial "
-            "(of a trial period: charged by no invoice, not sent).",
+            "waiting (no open period known yet), recorded (absolute, not sendable), trial "
+            "(of a trial period: charged by no invoice, not sent) or gone (its item bills the "
+            "meter no more, deleted or repriced onto another meter: billed by no invoice, not "
+            "sent).",
             ["action"],
             registry=r,
         )

@@ -15,8 +15,8 @@ import asyncpg
 from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
-from reporter.periods import is_closed, open_target, starting_at
-from reporter.plan import NO_SECOND_LEFT, TRIAL_USAGE, Mark, Planned, Unit, plan
+from reporter.periods import bills_no_more, is_closed, open_target, starting_at
+from reporter.plan import ITEM_GONE, NO_SECOND_LEFT, TRIAL_USAGE, Mark, Planned, Unit, plan
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class BuildResult:
     deferred: int = 0  # absolute versions with no later second yet: planned again next build
     full: int = 0  # absolute versions recorded `late`: no second left in their period
     trial: int = 0  # rows of a closed trial period recorded `late`: Stripe charges none of it
+    gone: int = 0  # rows of a closed period recorded `late`: their item bills the meter no more
 
 
 def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
@@ -104,6 +105,7 @@ async def build(
     metrics.late.labels("recorded").inc(total.late)
     metrics.late.labels("waiting").inc(total.waiting)
     metrics.late.labels("trial").inc(total.trial)
+    metrics.late.labels("gone").inc(total.gone)
     metrics.held.labels("deferred").inc(total.deferred)
     metrics.held.labels("recorded").inc(total.full)
     if total.full:
@@ -132,6 +134,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.deferred += part.deferred
     total.full += part.full
     total.trial += part.trial
+    total.gone += part.gone
 
 
 async def build_page(
@@ -192,10 +195,12 @@ async def build_page(
             known = periods.get(unit.item, [])
             own = starting_at(known, unit.period_start)
             closed = own is not None and is_closed(own, now, calendar.grace)
-            target = open_target(known, now, calendar.grace) if closed else None
+            target = open_target(known, now, calendar.grace, unit.meter) if closed else None
             end = own.end if own is not None else None
             trial = own is not None and own.trial
-            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end, trial=trial)
+            gone = closed and bills_no_more(known, unit.meter)
+            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end,
+                     trial=trial, gone=gone)  # fmt: skip
             if p is not None and p.status == "deferred":
                 # Keeps its mark: the next build plans the version again, at a later second.
                 result.deferred += 1
@@ -212,6 +217,7 @@ async def build_page(
         result.late = sum(1 for _, _, p in rows if p.status == "late" and p.note is None)
         result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note == NO_SECOND_LEFT)
         result.trial = sum(1 for _, _, p in rows if p.status == "late" and p.note == TRIAL_USAGE)
+        result.gone = sum(1 for _, _, p in rows if p.status == "late" and p.note == ITEM_GONE)
         result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
         # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);
@@ -229,13 +235,17 @@ async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
             return 0
         now = await conn.fetchval("SELECT now()")
         periods = await calendar.periods(conn, {r["subscription_item"] for r in rows})
-        ids = [
-            r["id"]
-            for r in rows
-            if open_target(periods.get(r["subscription_item"], []), now, calendar.grace)
-        ]
+        ids, gone = [], []
+        for r in rows:
+            known = periods.get(r["subscription_item"], [])
+            if open_target(known, now, calendar.grace, r["event_name"]):
+                ids.append(r["id"])
+            elif bills_no_more(known, r["event_name"]):
+                gone.append(r["id"])  # no period will take it: billed by no invoice
         if ids:
             await conn.execute(queries.RELEASE_WAITING, ids)
+        if gone:
+            await conn.execute(queries.MARK_STATUS, gone, "late", ITEM_GONE)
         return len(ids)
 
 

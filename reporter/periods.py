@@ -13,6 +13,15 @@ the total charged" (https://docs.stripe.com/billing/subscriptions/trials). Usage
 sent while its period is open (Stripe counts it in the meter, and charges nothing for it), but
 never carried out of it once closed: carried, it would be charged where Stripe would not. Nor is
 usage of a paid period carried into a trial period, where it would not be charged.
+
+A meter event names a customer and a meter, never an item
+(https://docs.stripe.com/api/billing/meter-event/create): carried usage is billed by the items
+with a price on its meter. So it is carried only into a period of the item on the same meter; an
+item that bills the meter no more (deleted, or its price replaced by one on another meter) has no
+such period to come, and Stripe bills its usage of a closed period on no invoice (the price taken
+off billed its usage at once as an invoice item, or nothing in classic mode:
+https://docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup, "Update prices
+mid-cycle").
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ class BillingPeriod:
     end: dt.datetime
     invoiced: bool  # an invoice covering it is no longer a draft
     trial: bool = False  # inside the subscription's trial: its usage is not charged
+    meter: str | None = None  # the event name its price bills ("": none, None: not known)
+    removed: bool = False  # its item was deleted from the subscription
 
 
 def is_closed(period: BillingPeriod, now: dt.datetime, grace: dt.timedelta) -> bool:
@@ -47,10 +58,26 @@ def holding(periods: Iterable[BillingPeriod], at: dt.datetime) -> BillingPeriod 
 
 
 def open_target(
-    periods: Sequence[BillingPeriod], now: dt.datetime, grace: dt.timedelta
+    periods: Sequence[BillingPeriod],
+    now: dt.datetime,
+    grace: dt.timedelta,
+    meter: str | None = None,
 ) -> BillingPeriod | None:
-    """Where the item's late usage is carried: its latest period that is still open and not a
-    trial, i.e. the invoice that will bill it (None: no such period is known yet, the usage
-    waits)."""
-    candidates = [p for p in periods if not p.trial and not is_closed(p, now, grace)]
+    """Where the item's late usage of `meter` is carried: its latest period on that meter that
+    is still open and not a trial, i.e. the invoice that will bill it (None: no such period is
+    known yet, the usage waits, or none will come: `bills_no_more`)."""
+    candidates = [
+        p for p in periods if not p.trial and not is_closed(p, now, grace) and _on(p, meter)
+    ]
     return max(candidates, key=lambda p: p.start, default=None)
+
+
+def bills_no_more(periods: Sequence[BillingPeriod], meter: str) -> bool:
+    """The item will bill `meter` in no later period: it was deleted, or its latest period's
+    price is on another meter. Its usage of a closed period is then billed by no invoice."""
+    latest = max(periods, key=lambda p: p.start, default=None)
+    return latest is not None and (latest.removed or not _on(latest, meter))
+
+
+def _on(period: BillingPeriod, meter: str | None) -> bool:
+    return meter is None or period.meter is None or period.meter == meter

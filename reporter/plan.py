@@ -31,6 +31,9 @@ _SIGNIFICANT = Context(prec=15)
 NO_SECOND_LEFT = "no second left in its period after the previous version: not sent"
 # The outbox `last_error` of usage of a closed trial period: Stripe charges none of it (periods.py).
 TRIAL_USAGE = "usage of a trial period, closed before it was sent: charged by no invoice"
+# The outbox `last_error` of usage of a closed period whose item bills its meter no more (deleted,
+# or repriced onto another meter): Stripe bills it on no invoice (periods.bills_no_more).
+ITEM_GONE = "its period is closed and its item bills this meter no more: billed by no invoice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ def plan(
     now: dt.datetime,
     period_end: dt.datetime | None = None,
     trial: bool = False,
+    gone: bool = False,
 ) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
@@ -111,6 +115,9 @@ def plan(
     the current period's), so it is recorded with status `late` and not sent. None of these is
     ever dropped silently. Usage of a closed trial period (`trial`) is recorded `late` with the
     note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it.
+    Delta usage of a closed period whose item bills its meter no more (`gone`: deleted, or its
+    price is on another meter now) is recorded `late` with the note `ITEM_GONE`: no period
+    will ever take it, and Stripe bills it on no invoice.
 
     An absolute row of an open period is stamped after the unit's previous row (`version_time`,
     within `period_end`, the unit's period end if known). When no later second is available
@@ -136,6 +143,8 @@ def plan(
             return Planned(new_mark, ident, value, unit.timestamp, None, "late", TRIAL_USAGE)
         if unit.absolute:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late")
+        if target is None and gone:
+            return Planned(new_mark, ident, value, unit.timestamp, None, "late", ITEM_GONE)
         if target is None:
             return Planned(new_mark, ident, value, unit.timestamp, None, "waiting")
         return Planned(new_mark, ident, value, carried_time(target, now), unit.timestamp)

@@ -57,31 +57,41 @@ LEFT JOIN report_marks m
 WHERE m.version IS NULL OR p.version > m.version
 """
 
-# Every billing period of these subscription items (billing's tables), and whether an invoice
-# of the item's subscription for it is no longer a draft. A cycle invoice's period is the one it
-# bills ([start, end] of the item's period; a cut period ends where it was cut); an invoice of a
-# mid-period change starts later and does not close the period. A period that a price change
-# ended in a flexible-mode subscription is invoiced at the change: Stripe billed the usage
-# reported up to then as an invoice item of fixed amount and bills no more of that window
+# Every billing period of these subscription items (billing's tables), the event name its price
+# bills ('' for a price on no meter, a licensed one; NULL: not known yet), whether the item was
+# deleted, and whether an invoice of the item's subscription covering it is no longer a draft. A
+# cycle invoice's period is the one it bills; a window that a price change or the item's deletion
+# ended early lies inside it (a final invoice closes it too); an invoice of a mid-period change
+# starts later and does not close the earlier window. A window that a price change or the item's
+# deletion ended in a flexible-mode subscription is invoiced at that moment: Stripe billed the
+# usage reported up to then as an invoice item of fixed amount and bills no more of that window
 # (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup), so usage of it not
-# sent yet is carried into the item's open period rather than sent where nothing bills it. With the
+# sent yet is carried into the item's open period on its meter, or recorded as billed by
+# nothing, rather than sent where nothing bills it (reporter/periods.py). With the
 # subscription's trial (directory.py tells the trial periods).
 ITEM_BILLING_PERIODS = """
 SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
+       CASE WHEN p.meter IS NULL AND p.price IS NOT NULL THEN '' ELSE m.event_name END
+           AS event_name,
+       i.removed_at IS NOT NULL AS removed,
        EXISTS (
            SELECT 1 FROM invoices v
            WHERE v.subscription = i.subscription AND v.status <> 'draft'
-             AND v.period_start <= p.period_start AND v.period_end = p.period_end
+             AND v.period_start <= p.period_start AND v.period_end >= p.period_end
        ) OR (
            s.billing_mode = 'flexible' AND p.price IS NOT NULL AND EXISTS (
                SELECT 1 FROM subscription_item_periods n
                WHERE n.item = p.item AND n.period_start = p.period_end
                  AND n.price IS DISTINCT FROM p.price
            )
+       ) OR (
+           s.billing_mode = 'flexible' AND p.price IS NOT NULL AND i.removed_at IS NOT NULL
+           AND p.period_end <= i.removed_at
        ) AS invoiced
 FROM subscription_item_periods p
 LEFT JOIN subscription_items i ON i.id = p.item
 LEFT JOIN subscriptions s ON s.id = i.subscription
+LEFT JOIN billing_meters m ON m.id = p.meter
 WHERE p.item = ANY($1::text[])
 ORDER BY p.item, p.period_start
 """
@@ -110,7 +120,9 @@ ON CONFLICT (identifier) DO NOTHING
 WAITING_FOR_ATTRIBUTION = "SELECT count(*) FROM usage_rollups WHERE subscription_item IS NULL"
 
 # Rows of a closed period waiting for an open period of their item (migrations/0011).
-WAITING_ROWS = "SELECT id, subscription_item FROM report_outbox WHERE status = 'waiting'"
+WAITING_ROWS = """
+SELECT id, subscription_item, event_name FROM report_outbox WHERE status = 'waiting'
+"""
 WAITING_COUNT = "SELECT count(*) FROM report_outbox WHERE status = 'waiting'"
 RELEASE_WAITING = """
 UPDATE report_outbox SET status = 'pending', next_attempt_at = now()

@@ -32,7 +32,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar
 
-from tests.simulation.model import Coupon, Price, Tax, Tier
+from tests.simulation.model import DELTA, Coupon, Price, Tax, Tier
 
 # Our meters: event name → (our aggregation, Stripe formula, local definition?). `last` has no
 # local definition on purpose: its formula must reach every tenant from the Stripe meter.
@@ -128,6 +128,36 @@ class PriceChange(Action):
 
 
 @dataclass(frozen=True)
+class MeterChange(Action):
+    """Replace the price of the item on `meter` by `price` on another meter, `new`, mid-period,
+    after the period's usage so far was drained."""
+
+    meter: str
+    new: str
+    price: Price
+    after_drain: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class AddItem(Action):
+    """Add a metered item on `meter` mid-period: a meter no item of the subscription has, or
+    a second item (another price) on a meter an item bills."""
+
+    meter: str
+    price: Price
+    after_drain: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RemoveItem(Action):
+    """Delete the item on `meter` mid-period (Stripe's default proration behaviour), after the
+    period's usage so far was drained."""
+
+    meter: str
+    after_drain: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
 class Pause(Action):
     """`pause_collection` with `behavior` on the subscription (Stripe API, update a
     subscription): invoices go on being made, with the amounts they would have had."""
@@ -176,6 +206,8 @@ class Scenario:
     features: set[str] = field(default_factory=set)
     trial_periods: int = 0  # the first periods are a trial (its end: a period boundary)
     billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
+    twins: list[Item] = field(default_factory=list)  # second items on meters of `items`
+    second: list[Item] = field(default_factory=list)  # a second subscription's items
 
     def invoiced_periods(self, periods: int) -> int:
         """How many periods end with an invoice (a cancel ends the subscription)."""
@@ -184,6 +216,8 @@ class Scenario:
 
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
+        items += "".join(f", twin {i.meter}:{i.price.kind}" for i in self.twins)
+        items += "".join(f", 2nd sub {i.meter}:{i.price.kind}" for i in self.second)
         coupon = "" if self.coupon is None else f" coupon={self.coupon.duration}"
         tax = (
             ""
@@ -201,6 +235,12 @@ class Scenario:
         for a in self.actions:
             if isinstance(a, PriceChange):
                 feats += f" price-change@{a.period}:{a.meter}->{a.price.kind}"
+            if isinstance(a, MeterChange):
+                feats += f" meter-change@{a.period}:{a.meter}->{a.new}:{a.price.kind}"
+            if isinstance(a, AddItem):
+                feats += f" add@{a.period}:{a.meter}:{a.price.kind}"
+            if isinstance(a, RemoveItem):
+                feats += f" remove@{a.period}:{a.meter}"
             if isinstance(a, Pause):
                 feats += f" pause-{a.behavior}@{a.period}"
             if isinstance(a, Cancel):
@@ -501,6 +541,180 @@ def pause_collection_kind(
     scenario.actions.append(Pause(k, Stage.OPEN, "mark_uncollectible"))
 
 
+def _drop_meter(scenario: Scenario, meter: str, lo: float, hi: float) -> None:
+    """Drop the valid events of `meter` timestamped in [lo, hi)."""
+
+    def kept(e: Event) -> bool:
+        return not (e.valid and e.meter == meter and lo <= float(e.timestamp) < hi)
+
+    for i, action in enumerate(scenario.actions):
+        if isinstance(action, Post):
+            scenario.actions[i] = dataclasses.replace(
+                action, events=tuple(e for e in action.events if kept(e))
+            )
+
+
+def _new_item(rng: random.Random, scenario: Scenario) -> Item | None:
+    """An item on a meter none of the scenario's items has (None: every meter is taken)."""
+    free = sorted(set(METERS) - {i.meter for i in scenario.items})
+    if not free:
+        return None
+    meter = rng.choice(free)
+    return Item(meter, METERS[meter][0], METERS[meter][1], random_price(rng))
+
+
+def _usage_with(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str],
+    extra: Item | None,
+) -> None:  # fmt: skip
+    """Usage of the scenario's items and of `extra` (an item it gains later), with `features`
+    limited to `duplicates` and `invalid`: only usage drained before a change of its period is
+    drawn (no late, grace or voided usage, no `early`), as for `price_change`."""
+    base = list(scenario.items)
+    scenario.items = base + ([extra] if extra is not None else [])
+    usage_kind(rng, scenario, frame, seed, features & {"duplicates", "invalid"})
+    scenario.items = base
+
+
+def _late_of_window(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, item: Item, k: int
+) -> None:
+    """Usage of `item` timestamped in period `k` before a change at its OPEN stage that takes
+    its price off, posted after it: in the grace hour (the period's invoice still a draft) and
+    at the next OPEN stage (finalized). Stripe bills it on no invoice either way: in flexible
+    mode the invoice item billed the usage reported before the change ("previously reported"),
+    in classic mode the window bills nothing (docs.stripe.com/billing/subscriptions/usage-based/
+    manage-billing-setup, "Update prices mid-cycle"); nor does another item bill its meter."""
+    make = EventMaker(rng, seed, scenario)
+    make.prefix += "-w"  # ids apart from the base usage's
+    lo, hi = frame.period(k)
+    for stage, period in ((Stage.GRACE, k), (Stage.OPEN, k + 1)):
+        count = rng.randint(1, 2)
+        events = tuple(make.event(item, lo, hi - 2 * RESET_LEAD_S) for _ in range(count))
+        scenario.actions.append(Post(period, stage, events))
+
+
+def meter_change_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and one item's price replaced by a price on another meter at the OPEN stage of a
+    period but the last, after that period's usage was drained, in classic or flexible billing
+    mode. The old price is billed as in `price_change` (an invoice item of its usage so far in
+    flexible mode, nothing in classic); the new price bills the new meter's usage from the
+    change on (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup, "Update
+    prices mid-cycle"). The old meter's usage goes on being posted after the change: no item
+    bills it any more, so it is billed nowhere; so is its usage of the old window posted after
+    the change (`_late_of_window`). The new meter's usage is posted from the next period on.
+    Otherwise limits as for `price_change`."""
+    new = _new_item(rng, scenario)
+    _usage_with(rng, scenario, frame, seed, features, new)
+    k = rng.randrange(frame.periods - 1)
+    _drop_tails(scenario, frame, k)
+    if scenario.coupon is not None:
+        scenario.tax = None  # the invoice item's line order decides tied discount shares
+    scenario.billing_mode = rng.choice(["classic", "flexible"])
+    if new is None:  # every meter taken (not drawn with at most 3 items of 5 meters)
+        return
+    _drop_meter(scenario, new.meter, frame.start, frame.period(k + 1)[0])
+    old = rng.choice(scenario.items)
+    scenario.actions.append(MeterChange(k, Stage.OPEN, old.meter, new.meter, new.price))
+    _late_of_window(rng, scenario, frame, seed, old, k)
+
+
+def items_added_removed_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, an item added and an item deleted, each at the OPEN stage of a period but the
+    last (maybe the same), after that period's usage was drained; classic or flexible billing
+    mode. The added item bills its meter's usage from its creation (its meter's usage is
+    posted from the next period on); the deleted one's price is taken off as in `price_change`
+    (flexible: an invoice item of its usage so far; classic: nothing; Stripe docs, usage-based/
+    manage-billing-setup, "Update prices mid-cycle") and its meter's usage, posted on, is billed
+    nowhere, as is its usage of its last window posted after the deletion (`_late_of_window`).
+    The added item is sometimes a second one on a delta meter of another item, at another price.
+    A one-item scenario gets a second item first, so one is left. Otherwise limits as for
+    `price_change`."""
+    if len(scenario.items) == 1:
+        second = _new_item(rng, scenario)
+        assert second is not None
+        scenario.items.append(second)
+    removed = rng.choice(scenario.items)
+    # Sometimes the added item is a second one on a delta meter an item already bills (absolute
+    # meters: see `_shared`): it bills that meter's usage from its creation too.
+    sharable = [i for i in scenario.items if i.aggregation in DELTA and i != removed]
+    added: Item | None
+    if sharable and rng.random() < 0.4:
+        first = rng.choice(sharable)
+        price = random_price(rng)
+        while price == first.price:
+            price = random_price(rng)
+        added, extra = Item(first.meter, first.aggregation, first.formula, price), None
+    else:
+        added = extra = _new_item(rng, scenario)
+    _usage_with(rng, scenario, frame, seed, features, extra)
+    k_add, k_remove = rng.randrange(frame.periods - 1), rng.randrange(frame.periods - 1)
+    _drop_tails(scenario, frame, min(k_add, k_remove))
+    if scenario.coupon is not None:
+        scenario.tax = None  # the invoice item's line order decides tied discount shares
+    scenario.billing_mode = rng.choice(["classic", "flexible"])
+    scenario.actions.append(RemoveItem(k_remove, Stage.OPEN, removed.meter))
+    _late_of_window(rng, scenario, frame, seed, removed, k_remove)
+    if extra is not None:
+        _drop_meter(scenario, extra.meter, frame.start, frame.period(k_add + 1)[0])
+    if added is not None:
+        scenario.actions.append(AddItem(k_add, Stage.OPEN, added.meter, added.price))
+
+
+def _shared(rng: random.Random, scenario: Scenario) -> Item:
+    """The item whose meter a second item shares: one on a delta meter (sum, count), given
+    one if the scenario has none. An absolute meter (max, last, unique_count) is not drawn:
+    meter reports an absolute value per item, and Stripe's `last` keeps one per customer and
+    meter (docs/simulation.md, "Not covered yet")."""
+    deltas = [i for i in scenario.items if i.aggregation in DELTA]
+    if deltas:
+        return rng.choice(deltas)
+    free = sorted({"sim_sum", "sim_count"} - {i.meter for i in scenario.items})
+    meter = rng.choice(free)
+    item = Item(meter, METERS[meter][0], METERS[meter][1], random_price(rng))
+    scenario.items.append(item)
+    return item
+
+
+def shared_meter_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, with a second item of the subscription on the meter of one of its items, at
+    another price: a meter event names a customer and a meter, never an item, and every item
+    with a price on the meter bills the customer's usage of it (API reference, billing meter
+    events and meters), so each of the two lines bills all of it. No coupon with a tax rate
+    (two lines of one meter could tie for a discount share)."""
+    first = _shared(rng, scenario)
+    usage_kind(rng, scenario, frame, seed, features)
+    price = random_price(rng)
+    while price == first.price:
+        price = random_price(rng)
+    scenario.twins.append(Item(first.meter, first.aggregation, first.formula, price))
+    if scenario.coupon is not None:
+        scenario.tax = None
+
+
+def two_subscriptions_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, with the customer on a second subscription (same clock, so the same periods)
+    whose one item is on the meter of one of the first's items, at another price, without
+    coupon or tax: a meter event counts on every item with a price on its meter, of either
+    subscription (API reference, billing meter events and meters), so each subscription's
+    invoice bills the meter's usage (meter's checkout allows this with
+    `additional_subscription`, docs/api.md)."""
+    first = _shared(rng, scenario)
+    usage_kind(rng, scenario, frame, seed, features)
+    price = random_price(rng)
+    while price == first.price:
+        price = random_price(rng)
+    scenario.second.append(Item(first.meter, first.aggregation, first.formula, price))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -510,6 +724,10 @@ KINDS: dict[str, Kind] = {
     "cancel_at_end": cancel_at_end_kind,
     "price_change": price_change_kind,
     "pause_collection": pause_collection_kind,
+    "meter_change": meter_change_kind,
+    "items_added_removed": items_added_removed_kind,
+    "shared_meter": shared_meter_kind,
+    "two_subscriptions": two_subscriptions_kind,
 }
 
 

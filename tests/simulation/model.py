@@ -25,6 +25,14 @@ imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
   item that bills for previously reported metered usage when you remove a metered price" (at
   the old price, on the next invoice: the period's); in classic mode "Usage from January 1 to
   January 16 isn't billed". The new price bills the usage of its own window.
+- A price replaced by one on another meter, an item added or removed mid-period (the same page,
+  and the API reference: a meter event names a customer and a meter, never an item): a metered
+  price bills its meter's usage from the moment it is set on its item; the price taken off bills
+  as above (an invoice item in flexible mode, nothing in classic); usage of a meter no item bills
+  at its timestamp is billed nowhere.
+- Several items on one meter: "Meters attach to prices and form the basis of the bill" (API
+  reference, billing meter): each item with a price on the meter bills the customer's usage of
+  it, so a meter's usage is on every such line.
 - Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
   the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
   tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
@@ -235,6 +243,10 @@ class Account:
     fixed: dict[int, list[Line]] = field(default_factory=dict)  # invoice items per period
     off_lines: list[tuple[str, list[Usage]]] = field(default_factory=list)  # held by Stripe,
     # billed by no usage line (an invoice item's or classic mode's pre-change usage)
+    spans: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # meter → first and
+    # last period its item bills in (None: on; absent: every period)
+    twins: dict[str, Price] = field(default_factory=dict)  # a second item on the meter: its price
+    twins_from: dict[str, int] = field(default_factory=dict)  # meter → period its twin was added
 
     def price(self, period: int, meter: str) -> Price:
         if meter in self.repriced and period >= self.repriced[meter][0]:
@@ -255,6 +267,51 @@ class Account:
             )
         self.repriced[meter] = (period, price)
 
+    def _take_off(self, period: int, meter: str, *, flexible: bool) -> None:
+        """The metered price on `meter` leaves its item mid-period: its usage billed so far
+        becomes an invoice item at its price (flexible) or is billed nowhere (classic)."""
+        aggregation = self.items[meter][0]
+        usage = self.billed.pop((period, meter), [])
+        self.off_lines.append((meter, usage))
+        if flexible and usage:
+            q = quantity(aggregation, usage)
+            self.fixed.setdefault(period, []).append(
+                Line(meter, q, self.price(period, meter).amount(q), fixed=True)
+            )
+        self.spans[meter] = (self.spans.get(meter, (0, None))[0], period)
+
+    def change_meter(
+        self, period: int, meter: str, new: str, aggregation: str, price: Price, *, flexible: bool
+    ) -> None:
+        """The item's price replaced by `price` on another meter mid-period: the old price is
+        taken off (`_take_off`); the new one bills `new`'s usage from the change on, in the
+        item's place among the lines."""
+        self._take_off(period, meter, flexible=flexible)
+        items = list(self.items.items())
+        at = [m for m, _ in items].index(meter) + 1
+        self.items = dict([*items[:at], (new, (aggregation, price)), *items[at:]])
+        self.spans[new] = (period, None)
+
+    def add_item(self, period: int, meter: str, aggregation: str, price: Price) -> None:
+        """An item added mid-period: it bills its meter's usage from then on (the last line)."""
+        self.items[meter] = (aggregation, price)
+        self.spans[meter] = (period, None)
+
+    def add_twin(self, period: int, meter: str, price: Price) -> None:
+        """A second item on a meter an item bills, added mid-period: it bills the meter's usage
+        from then on (none of that period's usage is drawn after the add: generator.py)."""
+        self.twins[meter] = price
+        self.twins_from[meter] = period
+
+    def remove_item(self, period: int, meter: str, *, flexible: bool) -> None:
+        """An item deleted mid-period: its price is taken off (`_take_off`)."""
+        self._take_off(period, meter, flexible=flexible)
+
+    def bills(self, period: int, meter: str) -> bool:
+        """Whether an item on `meter` is on the subscription in `period`."""
+        first, last = self.spans.get(meter, (0, None))
+        return first <= period and (last is None or period <= last)
+
     def trial(self, period: int) -> bool:
         return period < self.trial_periods
 
@@ -264,9 +321,18 @@ class Account:
     def lines(self, period: int) -> list[Line]:
         out = []
         for meter, (aggregation, _) in self.items.items():  # the subscription's order
+            if not self.bills(period, meter):
+                continue
             q = quantity(aggregation, self.billed.get((period, meter), []))
             amount = 0 if self.trial(period) else self.price(period, meter).amount(q)
             out.append(Line(meter, q, amount))
+        for meter, price in self.twins.items():  # second items, after the first ones
+            added = self.twins_from.get(meter)
+            if added is not None and period < added:
+                continue
+            usage = [] if added == period else self.billed.get((period, meter), [])
+            q = quantity(self.items[meter][0], usage)
+            out.append(Line(meter, q, 0 if self.trial(period) else price.amount(q)))
         return out + self.fixed.get(period, [])
 
     def invoice(self, period: int, *, finalize: bool) -> Invoice:

@@ -75,13 +75,16 @@ from tests.simulation.generator import (
     TENANTS,
     UNIQUE_PROPERTY,
     Action,
+    AddItem,
     Cancel,
     Event,
     Frame,
     Item,
+    MeterChange,
     Pause,
     Post,
     PriceChange,
+    RemoveItem,
     Reset,
     Scenario,
     Stage,
@@ -184,6 +187,11 @@ class Live:
     ended_at: int | None = None  # the subscription ends (a cancel): later usage bills nowhere
     last_period: int | None = None  # the subscription's last period (a cancel)
     no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)  # meter → when an item
+    # bills it [from, until) (a meter change, an item added or removed; absent: always)
+    taken_off: dict[str, float] = field(default_factory=dict)  # meter → when its price left
+    second: Account | None = None  # a second subscription's (its usage: `account.billed`)
+    second_sub: str = ""
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -209,9 +217,14 @@ class Batch:
         self.database_url = database_url
         self.workdir = workdir
         self.live = [Live(s, Account({i.meter: (i.aggregation, i.price) for i in s.items},
-                                     s.coupon, s.tax, trial_periods=s.trial_periods),
+                                     s.coupon, s.tax, trial_periods=s.trial_periods,
+                                     twins={i.meter: i.price for i in s.twins}),
                           bounds=[frame.period(k) for k in range(frame.periods + 1)])
                      for s in scenarios]  # fmt: skip
+        for live in self.live:  # a second subscription bills the same usage of its meters
+            if live.scenario.second:
+                items = {i.meter: (i.aggregation, i.price) for i in live.scenario.second}
+                live.second = Account(items, billed=live.account.billed)
         self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
         self.keys: dict[str, str] = {}
         self.statuses: dict[tuple[str, str], set[str]] = {}  # (tenant, id) → answers
@@ -236,6 +249,9 @@ class Batch:
             Cancel: self.cancel,
             PriceChange: self.change_price,
             Pause: self.pause,
+            MeterChange: self.change_meter,
+            AddItem: self.add_item,
+            RemoveItem: self.remove_item,
         }
 
     # ------------------------------------------------------------------ setup
@@ -298,7 +314,8 @@ class Batch:
                  "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
             )  # fmt: skip
             live.clock, live.cus = clock.id, cus.id
-            items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
+            items = [{"price": await self.price(live, i.meter, i.price)}
+                     for i in s.items + s.twins]  # fmt: skip
             create: Any = {"customer": cus.id, "items": items}
             if s.billing_mode is not None:
                 create["billing_mode"] = {"type": s.billing_mode}
@@ -323,6 +340,10 @@ class Batch:
                 create["discounts"] = [{"coupon": coupon.id}]
             sub = await sdk.v1.subscriptions.create_async(create)
             live.subscription = sub.id
+            if s.second:
+                prices = [await self.price(live, i.meter, i.price) for i in s.second]
+                second: Any = {"customer": cus.id, "items": [{"price": p} for p in prices]}
+                live.second_sub = (await sdk.v1.subscriptions.create_async(second)).id
         await self.settle()
 
     async def price(self, live: Live, meter: str, price: Price) -> str:
@@ -515,6 +536,9 @@ class Batch:
         for e in live.unbilled:
             live.raw_logged[e.id] = raw_log
             aggregation = METERS[e.meter][0]
+            if float(e.timestamp) < live.taken_off.get(e.meter, -math.inf):
+                self._taken_off(live, e)
+                continue
             where = self._where(live, e)
             if where is not None:
                 value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
@@ -528,9 +552,25 @@ class Batch:
                 account.bill(where, e.meter, Usage("void:" + e.id, value, float(e.timestamp)))
         live.unbilled, live.unbilled_voids = [], []
 
+    def _taken_off(self, live: Live, e: Event) -> None:
+        """Usage of a window whose price was taken off (a meter change, an item deleted),
+        drained after that: Stripe bills it on no invoice. meter's contract
+        (docs/billing.md, "Late usage"): in classic mode the window stays open until its
+        cycle's invoice is final, so its delta usage is sent and held by Stripe (billed by
+        nothing); otherwise it is recorded `late`, not sent."""
+        own = live.period_of(e.timestamp)
+        classic = live.scenario.billing_mode == "classic"
+        if classic and own not in live.finalized_at and METERS[e.meter][0] in DELTA:
+            value = Decimal(1) if METERS[e.meter][0] == "count" else Decimal(str(e.value))
+            live.account.off_lines.append((e.meter, [Usage(e.id, value, float(e.timestamp))]))
+        self.result.counts["usage of a price taken off, billed nowhere"] += 1
+
     def _where(self, live: Live, e: Event) -> int | None:
         if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
             return None
+        start, until = live.windows.get(e.meter, (-math.inf, math.inf))
+        if not start <= float(e.timestamp) < until:
+            return None  # no item bills its meter at its time: billed nowhere
         own = live.period_of(e.timestamp)
         where = billed_in(METERS[e.meter][0], own, own in live.finalized_at, self.open_of(live),
                           own_trial=live.account.trial(own))  # fmt: skip
@@ -679,6 +719,77 @@ class Batch:
         await self.settle()
         self.result.counts[f"price changes ({live.scenario.billing_mode})"] += 1
 
+    async def _item_on(self, live: Live, meter: str) -> Any:
+        assert self.sdk is not None
+        sub = await self.sdk.v1.subscriptions.retrieve_async(live.subscription)
+        (item,) = [i for i in sub["items"].data
+                   if live.meter_of_price.get(i.price.id) == meter]  # fmt: skip
+        return item
+
+    def _window(self, live: Live, meter: str, *, start: float | None = None,
+                until: float | None = None) -> None:  # fmt: skip
+        lo, hi = live.windows.get(meter, (-math.inf, math.inf))
+        live.windows[meter] = (lo if start is None else start, hi if until is None else until)
+
+    async def change_meter(self, live: Live, action: Action) -> None:
+        """Replace the item's price by one on another meter (Stripe's default proration
+        behaviour): the old meter is billed by nothing from now on, the new one from now."""
+        assert isinstance(action, MeterChange)
+        assert self.sdk is not None
+        assert self.running is not None
+        now = self.running.emu.state.now_for_customer(live.cus)
+        item = await self._item_on(live, action.meter)
+        new = await self.price(live, action.new, action.price)
+        live.meter_of_price[item.id] = action.meter  # names the invoice item's line in ours
+        params: Any = {"items": [{"id": item.id, "price": new}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        self._window(live, action.meter, until=now)
+        self._window(live, action.new, start=now)
+        live.taken_off[action.meter] = now
+        flexible = live.scenario.billing_mode == "flexible"
+        aggregation = METERS[action.new][0]
+        live.account.change_meter(action.period, action.meter, action.new, aggregation,
+                                  action.price, flexible=flexible)  # fmt: skip
+        await self.settle()
+        self.result.counts[f"meter changes ({live.scenario.billing_mode})"] += 1
+
+    async def add_item(self, live: Live, action: Action) -> None:
+        """Add an item on a meter the subscription does not bill yet: it bills from now."""
+        assert isinstance(action, AddItem)
+        assert self.sdk is not None
+        assert self.running is not None
+        now = self.running.emu.state.now_for_customer(live.cus)
+        new = await self.price(live, action.meter, action.price)
+        params: Any = {"items": [{"price": new}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        if action.meter in live.account.items:  # a second item on a meter already billed
+            live.account.add_twin(action.period, action.meter, action.price)
+            self.result.counts["items added on a meter already billed"] += 1
+        else:
+            self._window(live, action.meter, start=now)
+            live.account.add_item(action.period, action.meter, METERS[action.meter][0],
+                                  action.price)  # fmt: skip
+            self.result.counts["items added"] += 1
+        await self.settle()
+
+    async def remove_item(self, live: Live, action: Action) -> None:
+        """Delete the item on the meter (Stripe's default proration behaviour): its meter is
+        billed by nothing from now on."""
+        assert isinstance(action, RemoveItem)
+        assert self.sdk is not None
+        assert self.running is not None
+        now = self.running.emu.state.now_for_customer(live.cus)
+        item = await self._item_on(live, action.meter)
+        live.meter_of_price[item.id] = action.meter  # names the invoice item's line in ours
+        params: Any = {"items": [{"id": item.id, "deleted": True}]}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        self._window(live, action.meter, until=now)
+        live.taken_off[action.meter] = now
+        flexible = live.scenario.billing_mode == "flexible"
+        live.account.remove_item(action.period, action.meter, flexible=flexible)
+        await self.settle()
+        self.result.counts[f"items removed ({live.scenario.billing_mode})"] += 1
+
     # ------------------------------------------------------------------ checks
 
     async def check_open(self, k: int) -> None:
@@ -689,24 +800,29 @@ class Batch:
             if live.no_open_from is not None and k >= live.no_open_from:
                 self.result.counts["open-period checks skipped (canceled)"] += 1
                 continue
-            expected = invariants.from_model(live.account.invoice(max(k, live.open_floor),
-                                                                  finalize=False))  # fmt: skip
             url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/usage"
             headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
             async with self.http.get(url, headers=headers) as response:
                 doc = await response.json()
-            what = f"#{s.index} period {k} open"
-            if response.status != 200 or not doc.get("invoice"):
-                self.result.violations.append(f"{what}: usage answered {response.status} {doc}")
-            else:
-                ours = invariants.from_usage_doc(doc, live.meter_of_price)
-                self.result.violations += invariants.bill_diff(expected, ours, f"{what} ours")
-            preview = await self.sdk.v1.invoices.create_preview_async({"customer": live.cus})
-            theirs = invariants.from_stripe_invoice(
-                preview.to_dict(recursive=True), live.meter_of_price
-            )
-            self.result.violations += invariants.bill_diff(expected, theirs, f"{what} preview")
-            self.result.counts["open-period checks"] += 1
+            subs = [(live.account, live.subscription, f"#{s.index} period {k} open")]
+            if live.second is not None:
+                subs.append((live.second, live.second_sub, f"#{s.index} 2nd sub period {k} open"))
+            for account, sub_id, what in subs:
+                expected = invariants.from_model(account.invoice(max(k, live.open_floor),
+                                                                 finalize=False))  # fmt: skip
+                part = _subscription_doc(doc, sub_id) if response.status == 200 else None
+                if part is None or not part.get("invoice"):
+                    self.result.violations.append(f"{what}: usage answered {response.status} {doc}")
+                else:
+                    ours = invariants.from_usage_doc(part, live.meter_of_price)
+                    self.result.violations += invariants.bill_diff(expected, ours, f"{what} ours")
+                params: Any = {"customer": live.cus, "subscription": sub_id}
+                preview = await self.sdk.v1.invoices.create_preview_async(params)
+                theirs = invariants.from_stripe_invoice(
+                    preview.to_dict(recursive=True), live.meter_of_price
+                )
+                self.result.violations += invariants.bill_diff(expected, theirs, f"{what} preview")
+                self.result.counts["open-period checks"] += 1
 
     async def check_closed(self, k: int) -> None:
         assert self.sdk is not None
@@ -715,20 +831,27 @@ class Batch:
             if live.ended(k):
                 continue
             start, end = live.bounds[k]
-            expected = invariants.from_model(live.account.invoice(k, finalize=True))
-            what = f"#{s.index} period {k} invoice"
             listed = await self.sdk.v1.invoices.list_async({"customer": live.cus, "limit": 100})
-            found = [i for i in listed.data if i.period_start == start and i.period_end == end]
-            if len(found) != 1 or found[0].status == "draft":
-                self.result.violations.append(
-                    f"{what}: {len(found)} invoices, statuses {[i.status for i in found]}"
-                )
-                continue
-            invoice = found[0].to_dict(recursive=True)
-            live.finalized_at[k] = invoice["status_transitions"]["finalized_at"]
-            actual = invariants.from_stripe_invoice(invoice, live.meter_of_price)
-            self.result.violations += invariants.bill_diff(expected, actual, what)
-            self.result.counts["finalized invoices checked"] += 1
+            subs = [(live.account, live.subscription, f"#{s.index} period {k} invoice")]
+            if live.second is not None:
+                subs.append((live.second, live.second_sub, f"#{s.index} 2nd sub period {k}"))
+            for account, sub_id, what in subs:
+                expected = invariants.from_model(account.invoice(k, finalize=True))
+                found = [i for i in listed.data if i.period_start == start and i.period_end == end
+                         and _subscription_of(i.to_dict(recursive=True)) == sub_id]  # fmt: skip
+                if len(found) != 1 or found[0].status == "draft":
+                    self.result.violations.append(
+                        f"{what}: {len(found)} invoices, statuses {[i.status for i in found]}"
+                    )
+                    continue
+                invoice = found[0].to_dict(recursive=True)
+                if sub_id == live.subscription:
+                    live.finalized_at[k] = invoice["status_transitions"]["finalized_at"]
+                    self.result.counts["finalized invoices checked"] += 1
+                else:
+                    self.result.counts["finalized invoices checked (2nd subscriptions)"] += 1
+                actual = invariants.from_stripe_invoice(invoice, live.meter_of_price)
+                self.result.violations += invariants.bill_diff(expected, actual, what)
 
     async def check_end(self) -> None:
         assert self.control is not None
@@ -834,6 +957,20 @@ class Batch:
             await self.stage(k, Stage.GRACE)
             await self.advance(k, HOUR + 60)
             await self.check_closed(k)
+
+
+def _subscription_of(invoice: dict[str, Any]) -> str | None:
+    parent = invoice.get("parent") or {}
+    return (parent.get("subscription_details") or {}).get("subscription")
+
+
+def _subscription_doc(doc: dict[str, Any], sub_id: str) -> dict[str, Any] | None:
+    """The part of our usage document about one subscription: the top level (the current one)
+    or one of its `other_subscriptions`."""
+    if doc.get("subscription") == sub_id:
+        return doc
+    return next((o for o in doc.get("other_subscriptions") or [] if o["subscription"] == sub_id),
+                None)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- entry points

@@ -94,3 +94,46 @@ def test_a_price_change_bills_the_old_window_by_billing_mode() -> None:
         account.bill(0, "calls", Usage("e2", D(3), 2.0))
         assert account.invoice(0, finalize=True).total == expected
         assert account.off_lines == [("calls", [Usage("e1", D(10), 1.0)])]
+
+
+def test_a_meter_change_bills_the_old_meter_by_billing_mode_and_the_new_one_after() -> None:
+    # Stripe docs, usage-based/manage-billing-setup, "Update prices mid-cycle": the price taken
+    # off bills its usage so far as an invoice item (flexible) or nothing (classic).
+    for flexible, expected in ((True, 10 * 2 + 3 * 5), (False, 3 * 5)):
+        account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))})
+        account.bill(0, "calls", Usage("e1", D(10), 1.0))
+        account.change_meter(0, "calls", "jobs", "sum", Price("per_unit", unit=D(5)),
+                             flexible=flexible)  # fmt: skip
+        account.bill(0, "jobs", Usage("e2", D(3), 2.0))
+        assert account.invoice(0, finalize=True).total == expected
+        account.bill(1, "jobs", Usage("e3", D(1), 90000.0))
+        assert [ln.meter for ln in account.lines(1)] == ["jobs"]  # the old meter is gone
+        assert account.invoice(1, finalize=True).total == 5
+
+
+def test_items_added_and_removed_bill_their_own_periods() -> None:
+    account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))})
+    account.add_item(1, "jobs", "sum", Price("per_unit", unit=D(7)))
+    assert [ln.meter for ln in account.lines(0)] == ["calls"]
+    assert [ln.meter for ln in account.lines(1)] == ["calls", "jobs"]
+    account.bill(1, "calls", Usage("e1", D(4), 1.0))
+    account.remove_item(1, "calls", flexible=True)  # its 4 calls: an invoice item at 2
+    account.bill(1, "jobs", Usage("e2", D(1), 2.0))
+    assert account.invoice(1, finalize=True).total == 4 * 2 + 7
+    assert [ln.meter for ln in account.lines(2)] == ["jobs"]
+
+
+def test_two_items_on_one_meter_each_bill_all_of_its_usage() -> None:
+    account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))},
+                      twins={"calls": Price("per_unit", unit=D(5))})  # fmt: skip
+    account.bill(0, "calls", Usage("e1", D(10), 1.0))
+    assert [(ln.quantity, ln.amount) for ln in account.lines(0)] == [(D(10), 20), (D(10), 50)]
+
+
+def test_a_second_item_added_on_a_billed_meter_bills_from_the_next_period() -> None:
+    account = Account({"calls": ("sum", Price("per_unit", unit=D(2)))})
+    account.bill(0, "calls", Usage("e1", D(10), 1.0))
+    account.add_twin(0, "calls", Price("per_unit", unit=D(5)))  # none of period 0 after it
+    account.bill(1, "calls", Usage("e2", D(3), 90000.0))
+    assert [(ln.quantity, ln.amount) for ln in account.lines(0)] == [(D(10), 20), (D(0), 0)]
+    assert [(ln.quantity, ln.amount) for ln in account.lines(1)] == [(D(3), 6), (D(3), 15)]

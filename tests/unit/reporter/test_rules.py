@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from reporter.backoff import backoff_delay, retry_after_seconds, should_retry_header
 from reporter.identifiers import MAX_IDENTIFIER, identifier, unit_key
 from reporter.limiter import TokenBucket
-from reporter.periods import BillingPeriod, holding, is_closed, open_target, starting_at
+from reporter.periods import (
+    BillingPeriod,
+    bills_no_more,
+    holding,
+    is_closed,
+    open_target,
+    starting_at,
+)
 from reporter.plan import Mark, Unit, carried_time, event_time, plan, stripe_value, wire_value
 from reporter.reconcile_math import SentRow, ceil_minute, floor_minute, horizon_verdict, our_total
 
@@ -195,6 +202,28 @@ def test_a_period_closes_by_its_invoice_or_its_end_plus_grace_never_by_usage() -
     assert starting_at([p1, p2], NOW) is None
     assert holding([p1, p2], p2.start) == p2
     assert holding([p1, p2], p1.start - dt.timedelta(seconds=1)) is None
+
+
+def test_late_usage_is_carried_only_onto_its_own_meter() -> None:
+    # A meter event names a customer and a meter, never an item: a period whose price is on
+    # another meter would bill none of it.
+    grace = dt.timedelta(minutes=45)
+    ended = NOW - dt.timedelta(hours=2)
+    calls = BillingPeriod(ended - dt.timedelta(days=30), ended, True, meter="calls")
+    jobs = BillingPeriod(ended, ended + dt.timedelta(days=30), False, meter="jobs")
+    assert open_target([calls, jobs], NOW, grace, "jobs") == jobs
+    assert open_target([calls, jobs], NOW, grace, "calls") is None
+    assert bills_no_more([calls, jobs], "calls")  # repriced onto another meter
+    assert not bills_no_more([calls, jobs], "jobs")
+    assert not bills_no_more([calls], "calls")  # the next period is not known yet: it waits
+    gone = BillingPeriod(calls.start, calls.end, True, meter="calls", removed=True)
+    assert bills_no_more([gone], "calls")  # the item was deleted
+    licensed = BillingPeriod(ended, ended + dt.timedelta(days=30), False, meter="")
+    assert open_target([calls, licensed], NOW, grace, "calls") is None
+    assert bills_no_more([calls, licensed], "calls")  # repriced onto a licensed price
+    unknown = BillingPeriod(ended, ended + dt.timedelta(days=30), False)
+    assert open_target([calls, unknown], NOW, grace, "calls") == unknown  # meter not synced yet
+    assert not bills_no_more([], "calls")
 
 
 def test_our_total_and_horizon_verdicts() -> None:

@@ -228,6 +228,13 @@ async def test_a_newcomer_clones_into_a_private_folder_and_runs_meter_dev(tmp_pa
     await _shell(f"git clone --quiet {REPO} {checkout}", tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METER_", "STRIPE_"))}
     env["HOME"] = str(home)
+    # Free metrics ports: the defaults may be held by another run on this machine.
+    for name in (
+        "METER_METRICS_PORT",
+        "METER_AGGREGATOR_METRICS_PORT",
+        "METER_REPORTER_METRICS_PORT",
+    ):
+        env[name] = str(free_port())
     port = free_port()
     dev = await asyncio.create_subprocess_exec(
         METER, "dev", "--port", str(port), env=env, cwd=checkout,

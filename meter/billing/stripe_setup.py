@@ -7,7 +7,10 @@ endpoint by its URL — and only what differs is sent. Lists, not Stripe's searc
 eventually consistent and could miss what a run a moment ago created. Prices are immutable in
 Stripe: a price whose amount, tiers, package, interval or meter changed is replaced by a new one
 that takes the lookup key over (`transfer_lookup_key`), and the old one is archived (existing
-subscriptions keep it). A meter's formula cannot change either: that is reported, not "fixed".
+subscriptions keep it). A run stopped between the two leaves the old price active without
+its key; the next run archives every active price of a catalogue product whose `meter_price`
+metadata names a lookup key it no longer holds. A meter's formula cannot change either: that is
+reported, not "fixed".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 import stripe
 
 from meter.billing.catalogue import (
+    PRICE_KEY,
     PRODUCT_KEY,
     Catalogue,
     Change,
@@ -155,6 +159,9 @@ class CatalogueApi:
             for price in await self._all(self.v1.prices, params):
                 found[price["lookup_key"]] = price
         return found
+
+    async def active_prices(self, product_id: str) -> list[Obj]:
+        return await self._all(self.v1.prices, {"product": product_id, "active": True})
 
     async def create_price(self, params: Obj) -> Obj:
         return await self._call(self.v1.prices.create_async, {**params, "expand": ["tiers"]})
@@ -308,7 +315,8 @@ async def _price(
     if diffs:
         # 1. The new price takes the lookup key over, atomically (Stripe's `transfer_lookup_key`),
         #    so the key never names no price or two. 2. Then the old one is archived: existing
-        #    subscriptions keep billing on it; a crash between leaves it active, without the key.
+        #    subscriptions keep billing on it; a crash between leaves it active, without the key,
+        #    and the next run's `_archive_replaced` finishes step 2.
         created = await api.create_price({**want, "transfer_lookup_key": True})
         if have.get("active"):
             await api.update_price(have["id"], {"active": False})
@@ -335,6 +343,31 @@ async def _price(
         out.changes.append(Change("price", spec.lookup_key, "updated", have["id"], detail))
     else:
         out.changes.append(Change("price", spec.lookup_key, "unchanged", have["id"]))
+
+
+async def _archive_replaced(
+    api: CatalogueApi, product_ids: Sequence[str], out: SetupResult
+) -> None:
+    """Archive the active prices setup made (`meter_price` metadata) that no longer hold the
+    lookup key they were made for: they lost it to a replacement (`transfer_lookup_key` is the
+    only way a key leaves a price) and a run stopped before archiving them. Archived, not
+    deleted: subscriptions on them keep billing, as after an uninterrupted replacement."""
+    for product_id in product_ids:
+        if product_id == DryRunApi.NEW:
+            continue  # a dry run's product that does not exist yet has no prices
+        for price in await api.active_prices(product_id):
+            made_for = (price.get("metadata") or {}).get(PRICE_KEY)
+            if made_for and price.get("lookup_key") != made_for:
+                await api.update_price(price["id"], {"active": False})
+                out.changes.append(
+                    Change(
+                        "price",
+                        made_for,
+                        "archived",
+                        price["id"],
+                        "replaced before, left active by a run that stopped",
+                    )
+                )
 
 
 async def _webhook(api: CatalogueApi, url: str, out: SetupResult) -> None:
@@ -395,6 +428,7 @@ async def apply(
         await _price(
             api, price, existing.get(price.lookup_key), product_ids[product.key], meter_id, out
         )
+    await _archive_replaced(api, list(product_ids.values()), out)
     url = webhook_url or catalogue.webhook_url
     if url:
         await _webhook(api, url, out)

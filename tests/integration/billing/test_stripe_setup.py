@@ -259,7 +259,7 @@ async def test_a_run_stopped_between_replacing_and_archiving_is_finished_by_the_
     assert stranded.lookup_key is None
     assert (await _price(sdk, "api_per_unit")).id == new.id
     product_prices = await sdk.v1.prices.list_async({"product": old.product, "active": True})
-    assert sorted(p.lookup_key for p in product_prices.data) == [
+    assert sorted(str(p.lookup_key) for p in product_prices.data) == [
         "api_graduated",
         "api_package",
         "api_per_unit",

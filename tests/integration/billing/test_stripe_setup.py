@@ -120,6 +120,7 @@ async def test_setup_creates_the_whole_catalogue(emulator: RunningEmulator) -> N
             )
         },
         ("webhook endpoint", URL, "created"),
+        ("event destination", URL, "created"),
     }
     sdk = emulator.client()
     meters = {m.event_name: m for m in (await sdk.v1.billing.meters.list_async()).data}
@@ -176,9 +177,11 @@ async def test_the_endpoint_subscribes_to_exactly_the_events_billing_handles(
 ) -> None:
     await setup_stripe(_settings(emulator), parse_text(CATALOGUE))
     (endpoint,) = (await emulator.client().v1.webhook_endpoints.list_async()).data
-    # Every handled type but the thin error report, which Stripe sends to event destinations.
+    # Every handled type but the thin meter error reports, which Stripe sends to event
+    # destinations.
     assert set(endpoint.enabled_events) == set(HANDLERS) - {
-        "v1.billing.meter.error_report_triggered"
+        "v1.billing.meter.error_report_triggered",
+        "v1.billing.meter.no_meter_found",
     }
     assert "checkout.session.completed" in endpoint.enabled_events
 
@@ -384,8 +387,9 @@ async def test_the_command_refuses_a_live_key_and_sets_up_the_shipped_example(
     assert code == 0, err
     (endpoint,) = emulator.emu.state.all("webhook_endpoint")
     assert endpoint["url"] == url
-    assert endpoint["secret"] in out
-    assert "v1.billing.meter.error_report_triggered is a thin event" in err
+    (destination,) = emulator.emu.state.all("v2.core.event_destination")
+    # Both secrets, ready for STRIPE_WEBHOOK_SECRET.
+    assert f"{endpoint['secret']},{destination['_secret']}" in out
 
     code, out, _ = await _meter(emulator, "stripe", "setup", example, api_key=emulator.api_key)
     assert code == 0

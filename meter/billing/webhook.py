@@ -86,6 +86,16 @@ async def process(billing: Billing, event: Obj) -> str:
     return outcome
 
 
+async def _seen(billing: Billing, event: Obj) -> bool:
+    """Whether the event was applied already: a redelivered thin notification is answered
+    without reading its event from Stripe again (`process` answers it `duplicate`)."""
+    try:
+        async with billing.connection() as conn:
+            return await conn.fetchval(queries.EVENT_SEEN, str(event.get("id") or "")) is not None
+    except DB_ERRORS:
+        raise StoreUnavailable("database unavailable; nothing was applied") from None
+
+
 async def stripe_webhook(request: web.Request) -> web.Response:
     billing = request.app[appkeys.BILLING]
     started = time.perf_counter()
@@ -103,7 +113,7 @@ async def stripe_webhook(request: web.Request) -> web.Response:
             billing.metrics.webhook_events.labels("unknown", "bad_signature").inc()
             raise
         type_ = str(event.get("type") or "unknown")
-        if event.get("object") == "v2.core.event":
+        if event.get("object") == "v2.core.event" and not await _seen(billing, event):
             try:
                 event = await billing.gateway.fetch_event(str(event.get("id") or ""))
             except MeteringError:

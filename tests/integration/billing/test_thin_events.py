@@ -204,3 +204,56 @@ async def test_a_thin_notification_with_a_bad_signature_is_refused(setup: Setup)
     )
     assert response.status == 200
     assert (await response.json())["outcome"] == "applied"
+
+
+async def test_a_failed_fetch_records_nothing_and_the_redelivery_is_applied(setup: Setup) -> None:
+    import aiohttp
+
+    # Stripe answers the event read with a 500 once: meter must not answer 2xx then.
+    fault = {"path": "/v2/core/events/*", "mode": "error", "status": 500, "count": 1}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(f"{setup.running.api_base}/_emulator/faults", json=fault) as r,
+    ):
+        assert r.status < 300, await r.text()
+    await setup.sdk.v1.billing.meter_events.create_async(
+        {"event_name": "calls", "payload": {"stripe_customer_id": "cus_nobody", "value": "3"}}
+    )
+
+    (row,) = await setup.reports(1)
+
+    attempts = [
+        d["status"]
+        for d in setup.running.emu.deliveries
+        if d["event"] == row["event_id"] and d["status"] is not None
+    ]
+    assert attempts[0] >= 500
+    assert attempts[-1] == 200
+    assert (
+        setup.billing.metrics.meter_errors.labels("meter_event_customer_not_found")._value.get()
+        == 1
+    )
+
+
+async def test_a_redelivered_notification_is_not_fetched_again(setup: Setup) -> None:
+    await setup.sdk.v1.billing.meter_events.create_async(
+        {"event_name": "calls", "payload": {"stripe_customer_id": "cus_nobody", "value": "3"}}
+    )
+    (row,) = await setup.reports(1)
+    event = await setup.sdk.v2.core.events.retrieve_async(str(row["event_id"]))
+    body = orjson.dumps(
+        {k: v for k, v in event.to_dict(recursive=True).items() if k not in ("data", "changes")}
+    ).decode()
+    setup.running.emu.state.request_log.clear()
+
+    response = await setup.client.post(
+        "/stripe/webhook",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Stripe-Signature": sign(body, setup.destination_secret, int(time.time())),
+        },
+    )
+
+    assert (await response.json())["outcome"] == "duplicate"
+    assert [e["path"] for e in setup.running.emu.state.request_log] == []

@@ -3,7 +3,8 @@
 One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER_REDIS_URL are
 set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
-this API), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
+this API, and its thin events — meter error reports — through an event destination made at each
+start), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
 catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless --catalogue names
 another), on first start with a demo customer subscribed to its first metered price, and always
 creates a fresh API key, then prints URLs and ready-to-paste curls (the usage one on that price's
@@ -32,7 +33,7 @@ from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
@@ -261,6 +262,37 @@ async def _seed_demo(settings: Settings, catalogue: Catalogue) -> None:
         await http.close_async()  # type: ignore[no-untyped-call]
 
 
+async def _thin_destination(settings: Settings, url: str) -> str:
+    """meter's thin-event destination in the emulator, made anew at each start (the previous
+    run's replaced): Stripe shows a destination's signing secret only when it creates it, and
+    this run's API must know it to take the meter error reports. Returns the secret."""
+    import stripe
+
+    from meter.billing.stripe_setup import DESTINATION_URL, destination_params
+    from meter.stripe_client import stripe_client
+
+    http = stripe.AIOHTTPClient()
+    client = stripe_client(
+        settings.stripe_api_key or "",
+        api_base=settings.stripe_api_base,
+        meter_events_base=settings.stripe_meter_events_base,
+        http_client=http,
+    )
+    destinations = client.v2.core.event_destinations
+    try:
+        for old in (await destinations.list_async({"include": [DESTINATION_URL]})).data:
+            if old.webhook_endpoint is not None and old.webhook_endpoint.url == url:
+                await destinations.delete_async(old.id)
+        params: Any = destination_params(url)
+        created = await destinations.create_async(params)
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]
+    assert created.webhook_endpoint is not None
+    secret = created.webhook_endpoint.signing_secret
+    assert secret is not None
+    return secret
+
+
 def _banner(
     base: str, key: str, emulator: str | None, metrics: Mapping[str, str], meter: str | None
 ) -> str:
@@ -356,12 +388,13 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
         emulator_base = None
         if not settings.stripe_api_key:
             secret = "whsec_dev_" + secrets.token_hex(16)
+            webhook_url = f"http://{ports.host}:{ports.api}/stripe/webhook"
             emu = await stack.enter_async_context(
                 running_emulator(
                     EmulatorConfig(
                         port=0,
                         meter_events_port=0,
-                        webhook_url=f"http://{ports.host}:{ports.api}/stripe/webhook",
+                        webhook_url=webhook_url,
                         webhook_secret=secret,
                         state_file=DEV_DIR / "stripe.json",
                     )
@@ -370,10 +403,13 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
             emulator_base = emu.api_base
             settings = settings.replace(
                 stripe_api_key=emu.api_key,
-                stripe_webhook_secret=secret,
                 stripe_api_base=emu.api_base,
                 stripe_meter_events_base=emu.meter_events_base,
             )
+            # Snapshot events come signed with the emulator's secret, the meter error reports
+            # (thin events) with their event destination's: the API takes both.
+            thin_secret = await _thin_destination(settings, webhook_url)
+            settings = settings.replace(stripe_webhook_secret=f"{secret},{thin_secret}")
         app = create_app(settings)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -457,6 +457,20 @@ async def _webhook(api: CatalogueApi, url: str, out: SetupResult) -> None:
         out.changes.append(Change("webhook endpoint", url, "unchanged", mine["id"]))
 
 
+def destination_params(url: str) -> Obj:
+    """The create parameters of meter's thin-event destination at `url`, its secret included."""
+    return {
+        "name": "meter billing",
+        "description": "meter billing: meter error reports",
+        "type": "webhook_endpoint",
+        "event_payload": "thin",
+        "enabled_events": thin_events(),
+        "webhook_endpoint": {"url": url},
+        "include": [DESTINATION_SECRET],
+        "metadata": ENDPOINT_METADATA,
+    }
+
+
 def _destination_url(destination: Obj) -> str | None:
     url: str | None = (destination.get("webhook_endpoint") or {}).get("url")
     return url
@@ -479,18 +493,7 @@ async def _event_destination(api: CatalogueApi, url: str, out: SetupResult) -> N
         None,
     )
     if mine is None:
-        created = await api.create_event_destination(
-            {
-                "name": "meter billing",
-                "description": "meter billing: meter error reports",
-                "type": "webhook_endpoint",
-                "event_payload": "thin",
-                "enabled_events": events,
-                "webhook_endpoint": {"url": url},
-                "include": [DESTINATION_SECRET],
-                "metadata": ENDPOINT_METADATA,
-            }
-        )
+        created = await api.create_event_destination(destination_params(url))
         out.destination_secret = (created.get("webhook_endpoint") or {}).get("signing_secret")
         out.changes.append(Change("event destination", url, "created", created["id"]))
         return

@@ -397,3 +397,13 @@ async def test_the_command_refuses_a_live_key_and_sets_up_the_shipped_example(
     code, out, _ = await _meter(emulator, "stripe", "setup", example, api_key=emulator.api_key)
     assert "nothing changed" in out
     assert "whsec_" not in out
+
+
+async def test_the_command_with_dry_run_writes_nothing(emulator: RunningEmulator) -> None:
+    example = str(REPO / "deploy" / "catalogue.example.yaml")
+    code, out, err = await _meter(
+        emulator, "stripe", "setup", example, "--dry-run", api_key=emulator.api_key
+    )
+    assert code == 0, err
+    assert "created" in out
+    assert _writes(emulator) == []

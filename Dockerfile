@@ -15,12 +15,13 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
-# Then the project itself, installed as a wheel (migrations are packaged into it).
+# Then the project itself, installed as a wheel (migrations and the example catalogue are packaged into it).
 COPY README.md ./
 COPY meter ./meter
 COPY aggregator ./aggregator
 COPY reporter ./reporter
 COPY migrations ./migrations
+COPY deploy/catalogue.example.yaml ./deploy/catalogue.example.yaml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 

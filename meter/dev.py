@@ -3,10 +3,12 @@
 One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER_REDIS_URL are
 set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
-this API), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
-catalogue file (deploy/catalogue.example.yaml unless --catalogue names another), on first start
-with a demo customer subscribed to its first price, and always creates a fresh API key, then
-prints URLs and ready-to-paste curls. Logs are text lines (unless
+this API, and its thin events — meter error reports — through an event destination made at each
+start), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
+catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless --catalogue names
+another), on first start with a demo customer subscribed to its first metered price, and always
+creates a fresh API key, then prints URLs and ready-to-paste curls (the usage one on that price's
+meter). Logs are text lines (unless
 METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
 summary follows every few seconds. Ctrl-C stops everything.
 
@@ -29,7 +31,9 @@ import sys
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
@@ -41,6 +45,9 @@ from meter.embedded import EmbeddedPostgres, EmbeddedRedis
 from meter.errors import ConfigError
 from meter.migrate import migrate
 from meter.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from meter.billing.catalogue import Catalogue, PriceSpec
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +61,19 @@ SUMMARY_INTERVAL_S = 5.0
 _DEV_DB = "meter"
 DEMO_TENANT = "demo"
 DEMO_CUSTOMER = "demo-customer"
-DEMO_METER = "api_calls"
-# The catalogue the emulator is seeded with unless `meter dev --catalogue` names another.
-DEFAULT_CATALOGUE = Path(__file__).resolve().parents[1] / "deploy" / "catalogue.example.yaml"
+CATALOGUE_NAME = "catalogue.example.yaml"
+
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def default_catalogue(checkout: Path = CHECKOUT) -> Path:
+    """The catalogue the emulator is seeded with unless `meter dev --catalogue` names another:
+    deploy/'s in a checkout, else the copy packaged into the wheel (pyproject's force-include)."""
+    found = checkout / "deploy" / CATALOGUE_NAME
+    if found.is_file():
+        return found
+    return Path(str(resources.files("meter") / "_data" / CATALOGUE_NAME))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,20 +205,32 @@ async def _prepare(database_url: str, *, create_db: bool) -> tuple[str, str]:
     return database_url, key
 
 
-async def _seed_demo(settings: Settings, catalogue_path: Path) -> None:
-    """The catalogue file in (emulated) Stripe, as `meter stripe setup` makes it (every start:
-    an edited file is applied, an unchanged one changes nothing), and once a demo customer
-    subscribed to its first price; billing learns it all through webhooks."""
+def demo_price(catalogue: Catalogue) -> PriceSpec | None:
+    """The price the demo customer subscribes to: the catalogue's first metered one, so the
+    banner's usage is billed, else its first price."""
+    prices = [price for _, price in catalogue.prices()]
+    return next((p for p in prices if p.meter is not None), prices[0] if prices else None)
+
+
+def demo_meter(catalogue: Catalogue) -> str | None:
+    """The meter the banner's example event names: the demo price's, if it is metered."""
+    price = demo_price(catalogue)
+    return price.meter if price is not None else None
+
+
+async def _seed_demo(settings: Settings, catalogue: Catalogue) -> None:
+    """The catalogue in (emulated) Stripe, as `meter stripe setup` makes it (every start: an
+    edited file is applied, an unchanged one changes nothing), and once a demo customer
+    subscribed to its `demo_price`; billing learns it all through webhooks."""
     import dataclasses
 
     import stripe
 
-    from meter.billing.catalogue import load
     from meter.billing.stripe_setup import setup_stripe
     from meter.stripe_client import stripe_client
 
     # No webhook endpoint: the emulator delivers to this API itself.
-    catalogue = dataclasses.replace(load(catalogue_path), webhook_url=None)
+    catalogue = dataclasses.replace(catalogue, webhook_url=None)
     for change in (await setup_stripe(settings, catalogue)).changes:
         if change.action != "unchanged":
             log.info("stripe emulator: %s", change)
@@ -216,10 +245,10 @@ async def _seed_demo(settings: Settings, catalogue_path: Path) -> None:
         found = await client.v1.customers.search_async(
             {"query": f"metadata['meter_customer']:'{DEMO_CUSTOMER}'"}
         )
-        prices = catalogue.prices()
-        if found.data or not prices:
+        price = demo_price(catalogue)
+        if found.data or price is None:
             return
-        first = await client.v1.prices.list_async({"lookup_keys": [prices[0][1].lookup_key]})
+        first = await client.v1.prices.list_async({"lookup_keys": [price.lookup_key]})
         customer = await client.v1.customers.create_async(
             {
                 "email": "demo@example.com",
@@ -233,8 +262,48 @@ async def _seed_demo(settings: Settings, catalogue_path: Path) -> None:
         await http.close_async()  # type: ignore[no-untyped-call]
 
 
-def _banner(base: str, key: str, emulator: str | None, metrics: Mapping[str, str]) -> str:
+async def _thin_destination(settings: Settings, url: str) -> str:
+    """meter's thin-event destination in the emulator, made anew at each start (the previous
+    run's replaced): Stripe shows a destination's signing secret only when it creates it, and
+    this run's API must know it to take the meter error reports. Returns the secret."""
+    import stripe
+
+    from meter.billing.stripe_setup import DESTINATION_URL, destination_params
+    from meter.stripe_client import stripe_client
+
+    http = stripe.AIOHTTPClient()
+    client = stripe_client(
+        settings.stripe_api_key or "",
+        api_base=settings.stripe_api_base,
+        meter_events_base=settings.stripe_meter_events_base,
+        http_client=http,
+    )
+    destinations = client.v2.core.event_destinations
+    try:
+        for old in (await destinations.list_async({"include": [DESTINATION_URL]})).data:
+            if old.webhook_endpoint is not None and old.webhook_endpoint.url == url:
+                await destinations.delete_async(old.id)
+        params: Any = destination_params(url)
+        created = await destinations.create_async(params)
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]
+    assert created.webhook_endpoint is not None
+    secret = created.webhook_endpoint.signing_secret
+    assert secret is not None
+    return secret
+
+
+def _banner(
+    base: str, key: str, emulator: str | None, metrics: Mapping[str, str], meter: str | None
+) -> str:
     auth_header = f"-H 'Authorization: Bearer {key}'"
+    if meter is None:
+        post = "The catalogue has no metered price: add one to post usage the demo is billed for."
+    else:
+        post = f"""Post usage for the demo customer:
+
+curl -s {base}/v1/events {auth_header} \\
+  -d '{{"id": "'$(date +%s%N)'", "customer": "{DEMO_CUSTOMER}", "meter": "{meter}"}}'"""
     stripe_line = (
         f"\n  stripe   {emulator} (emulator; control API under /_emulator/)" if emulator else ""
     )
@@ -249,10 +318,7 @@ meter is running at {base}
 API key for tenant {DEMO_TENANT!r} (created just now, shown once):
   {key}
 
-Post usage for the demo customer:
-
-curl -s {base}/v1/events {auth_header} \\
-  -d '{{"id": "'$(date +%s%N)'", "customer": "{DEMO_CUSTOMER}", "meter": "{DEMO_METER}"}}'
+{post}
 
 Read its usage and projected invoice:
 
@@ -308,9 +374,7 @@ async def _summarize(
             last = line
 
 
-async def _pipeline(
-    settings: Settings, key: str, ports: DevPorts, catalogue: Path = DEFAULT_CATALOGUE
-) -> None:
+async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Catalogue) -> None:
     from aggregator.worker import Worker
     from meter.app import create_app
     from meter.connections import redis_client
@@ -324,12 +388,13 @@ async def _pipeline(
         emulator_base = None
         if not settings.stripe_api_key:
             secret = "whsec_dev_" + secrets.token_hex(16)
+            webhook_url = f"http://{ports.host}:{ports.api}/stripe/webhook"
             emu = await stack.enter_async_context(
                 running_emulator(
                     EmulatorConfig(
                         port=0,
                         meter_events_port=0,
-                        webhook_url=f"http://{ports.host}:{ports.api}/stripe/webhook",
+                        webhook_url=webhook_url,
                         webhook_secret=secret,
                         state_file=DEV_DIR / "stripe.json",
                     )
@@ -338,10 +403,13 @@ async def _pipeline(
             emulator_base = emu.api_base
             settings = settings.replace(
                 stripe_api_key=emu.api_key,
-                stripe_webhook_secret=secret,
                 stripe_api_base=emu.api_base,
                 stripe_meter_events_base=emu.meter_events_base,
             )
+            # Snapshot events come signed with the emulator's secret, the meter error reports
+            # (thin events) with their event destination's: the API takes both.
+            thin_secret = await _thin_destination(settings, webhook_url)
+            settings = settings.replace(stripe_webhook_secret=f"{secret},{thin_secret}")
         app = create_app(settings)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -389,7 +457,8 @@ async def _pipeline(
         devenv.write(dev_env(settings, ports, key, emulator_base))
         stack.callback(devenv.remove)
         base = f"http://{ports.host}:{ports.api}"
-        print(_banner(base, key, emulator_base, ports.metrics_urls()), flush=True)
+        banner = _banner(base, key, emulator_base, ports.metrics_urls(), demo_meter(catalogue))
+        print(banner, flush=True)
         await stop.wait()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
@@ -402,6 +471,10 @@ def run_dev(settings: Settings, *, port: int | None = None, catalogue: Path | No
     # A console a person reads: text lines, whatever stderr is, unless JSON is asked for.
     logs.setup(settings.log_level, settings.log_format or "text")
     ports = DevPorts.plan(settings, env, port)
+    from meter.billing.catalogue import load
+
+    # Read first: a mistake in the file stops here, before anything starts.
+    catalogue_spec = load(catalogue or default_catalogue())
     with ExitStack() as stack:
         # One `meter dev` per directory; then every port, before anything starts.
         stack.enter_context(devenv.dev_lock(DEV_DIR))
@@ -429,5 +502,5 @@ def run_dev(settings: Settings, *, port: int | None = None, catalogue: Path | No
             # The laptop sees its usage in Stripe within seconds, not at the hourly close.
             billing_job_interval_s=10.0,
         )
-        asyncio.run(_pipeline(settings, key, ports, catalogue or DEFAULT_CATALOGUE))
+        asyncio.run(_pipeline(settings, key, ports, catalogue_spec))
     return 0

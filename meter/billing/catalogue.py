@@ -22,6 +22,9 @@ from meter.errors import ConfigError
 
 # Product metadata that names the catalogue entry: products have no lookup key.
 PRODUCT_KEY = "meter_product"
+# Price metadata that names the lookup key setup made the price for: a price that carries it but
+# no longer holds that key lost it to a replacement, and is archived (stripe_setup.py).
+PRICE_KEY = "meter_price"
 INTERVALS = ("day", "week", "month", "year")
 TIERS_MODES = ("graduated", "volume")
 ROUNDINGS = ("up", "down")
@@ -457,7 +460,7 @@ def price_params(spec: PriceSpec, product_id: str, meter_id: str | None) -> Obj:
         "currency": spec.currency,
         "recurring": recurring,
         "lookup_key": spec.lookup_key,
-        "metadata": dict(spec.metadata),
+        "metadata": {**spec.metadata, PRICE_KEY: spec.lookup_key},
     }
     if spec.nickname is not None:
         params["nickname"] = spec.nickname
@@ -536,7 +539,7 @@ def price_differences(
 
 
 def _is_managed(key: str) -> bool:
-    return key in (FEATURES_KEY, PRODUCT_KEY) or key.startswith(LIMIT_PREFIX)
+    return key in (FEATURES_KEY, PRODUCT_KEY, PRICE_KEY) or key.startswith(LIMIT_PREFIX)
 
 
 def metadata_update(have: Mapping[str, str], want: Mapping[str, str]) -> dict[str, str]:
@@ -558,7 +561,7 @@ class Change:
 
     kind: str  # meter | product | price | webhook endpoint
     name: str
-    action: str  # created | updated | replaced | reactivated | unchanged
+    action: str  # created | updated | replaced | archived | reactivated | unchanged
     id: str
     detail: str = ""
     notes: list[str] = field(default_factory=list)

@@ -106,26 +106,33 @@ def add_stripe_parser(subparsers: Any) -> None:
 
 async def run_stripe_setup(settings: Settings, args: argparse.Namespace) -> int:
     from meter.billing.catalogue import load
-    from meter.billing.stripe_setup import setup_stripe, thin_events
+    from meter.billing.stripe_setup import setup_stripe
 
     # The whole file is checked before anything is sent: a bad one changes nothing.
     catalogue = load(args.catalogue)
-    result = await setup_stripe(settings, catalogue, webhook_url=args.webhook_url, live=args.live)
+    result = await setup_stripe(
+        settings,
+        catalogue,
+        webhook_url=args.webhook_url,
+        live=args.live,
+        dry_run=args.dry_run,
+    )
     for change in result.changes:
         print(change)
-    if result.signing_secret:
+    new = [s for s in (result.signing_secret, result.destination_secret) if s]
+    if len(new) == 2:
         print(
-            f"\nwebhook signing secret (shown once; set STRIPE_WEBHOOK_SECRET to it):\n"
-            f"  {result.signing_secret}"
+            "\nsigning secrets of the webhook endpoint and the event destination (shown once; "
+            f"set STRIPE_WEBHOOK_SECRET to both, comma-separated):\n  {','.join(new)}"
+        )
+    elif new:
+        what = "webhook endpoint" if result.signing_secret else "event destination"
+        print(
+            f"\nthe new {what}'s signing secret (shown once; STRIPE_WEBHOOK_SECRET lists every "
+            f"secret, comma-separated: replace the {what}'s old one with it):\n  {new[0]}"
         )
     if not (args.webhook_url or catalogue.webhook_url):
         print("note: no webhook endpoint (give --webhook-url or webhook.url)", file=sys.stderr)
-    elif thin := thin_events():
-        print(
-            f"note: {', '.join(thin)} is a thin event: Stripe sends it only to an event "
-            "destination with thin payloads, not to this endpoint (docs/stripe-setup.md)",
-            file=sys.stderr,
-        )
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for conflict in result.conflicts:

@@ -65,7 +65,12 @@ class PaymentGateway(Protocol):
 
     def verify_event(self, payload: bytes, signature: str | None) -> Obj:
         """The webhook event in `payload` if its signature is valid and fresh; InvalidSignature
-        otherwise."""
+        otherwise. A thin event notification (`object: v2.core.event`) is returned as it came:
+        `fetch_event` gets the event it announces."""
+        ...
+
+    async def fetch_event(self, id_: str) -> Obj:
+        """The full thin event of a verified notification (`GET /v2/core/events/{id}`)."""
         ...
 
     async def retrieve(self, kind: str, id_: str) -> Obj | None:

@@ -231,7 +231,12 @@ HANDLERS: dict[str, Handler] = {
     **{f"price.{t}": catalog for t in ("created", "updated", "deleted")},
     **{f"billing.meter.{t}": catalog for t in ("created", "updated", "deactivated", "reactivated")},
     "v1.billing.meter.error_report_triggered": meter_error_report,
+    # Usage for an event name no meter has: the same report, with no meter to name.
+    "v1.billing.meter.no_meter_found": meter_error_report,
 }
+METER_ERROR_EVENTS = frozenset(
+    ("v1.billing.meter.error_report_triggered", "v1.billing.meter.no_meter_found")
+)
 
 
 def meter_error_count(event: Obj) -> tuple[str, int]:

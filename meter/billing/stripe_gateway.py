@@ -38,6 +38,14 @@ SUBSCRIPTION_EXPAND = [DISCOUNTS, ITEM_TIERS]
 _RETRIEVE_EXPAND = {"subscription": SUBSCRIPTION_EXPAND, "price": ["tiers"]}
 # Stripe's own default; a longer window would accept replayed deliveries.
 WEBHOOK_TOLERANCE_S = 300
+
+
+def webhook_secrets(setting: str | None) -> tuple[str, ...]:
+    """STRIPE_WEBHOOK_SECRET: one signing secret, or several separated by commas (the webhook
+    endpoint's and the event destination's)."""
+    return tuple(s.strip() for s in (setting or "").split(",") if s.strip())
+
+
 T = TypeVar("T")
 
 
@@ -90,7 +98,7 @@ class StripeGateway:
             http_client=self._http,
             max_network_retries=settings.billing_stripe_retries,
         )
-        self._secret = webhook_secret
+        self._secrets = webhook_secrets(webhook_secret)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StripeGateway | None:
@@ -104,31 +112,42 @@ class StripeGateway:
 
     # -- webhooks ------------------------------------------------------------------------------
     def verify_event(self, payload: bytes, signature: str | None) -> Obj:
-        if not self._secret:
+        if not self._secrets:
             raise InvalidSignature(
                 "no webhook signing secret is configured (STRIPE_WEBHOOK_SECRET)"
             )
         if not signature:
             raise InvalidSignature("missing Stripe-Signature header")
-        try:
+        # The webhook endpoint and each event destination sign with a secret of their own: a
+        # delivery is genuine if one of them verifies it. Snapshot events and thin
+        # notifications are signed alike (`WebhookSignature.verify_header` is what both
+        # `Webhook.construct_event` and `parse_event_notification` call).
+        failure: stripe.SignatureVerificationError | None = None
+        for secret in self._secrets:
             try:
-                stripe.Webhook.construct_event(
-                    payload, signature, self._secret, WEBHOOK_TOLERANCE_S
+                stripe.WebhookSignature.verify_header(
+                    payload.decode("utf-8", "replace"), signature, secret, WEBHOOK_TOLERANCE_S
                 )
-            except ValueError as exc:
-                if "thin event" not in str(exc):
-                    raise
-                # v2 "thin" notifications (v1.billing.meter.error_report_triggered) have their
-                # own parser; it verifies the same signature.
-                self.client.parse_event_notification(
-                    payload, signature, self._secret, WEBHOOK_TOLERANCE_S
-                )
-        except stripe.SignatureVerificationError as exc:
-            raise InvalidSignature(f"bad webhook signature: {exc.user_message or exc}") from None
-        except ValueError:
+                break
+            except stripe.SignatureVerificationError as exc:
+                failure = exc
+        else:
+            assert failure is not None
+            raise InvalidSignature(f"bad webhook signature: {failure.user_message or failure}")
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             raise InvalidRequest("the webhook body is not a Stripe event") from None
-        doc: Obj = orjson.loads(payload)
-        return doc
+        if not isinstance(doc, dict):
+            raise InvalidRequest("the webhook body is not a Stripe event")
+        event: Obj = doc
+        return event
+
+    async def fetch_event(self, id_: str) -> Obj:
+        # The notification carries no `data`: the event is read from Stripe by its id, as the
+        # SDK's `EventNotification.fetch_event` does.
+        event = await _call(lambda: self.client.v2.core.events.retrieve_async(id_))
+        return _dict(event)
 
     # -- reads ---------------------------------------------------------------------------------
     def _service(self, kind: str) -> Any:

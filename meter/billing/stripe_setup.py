@@ -1,13 +1,17 @@
 """`meter stripe setup CATALOGUE`: make a Stripe account hold a catalogue file's meters,
-products, prices and webhook endpoint (docs/stripe-setup.md).
+products, prices, webhook endpoint and event destination (docs/stripe-setup.md).
 
 Idempotent: each object is found first — a meter by its event name (one active meter per event
 name), a product by its `meter_product` metadata, a price by its lookup key, the webhook
-endpoint by its URL — and only what differs is sent. Lists, not Stripe's search, which is
-eventually consistent and could miss what a run a moment ago created. Prices are immutable in
+endpoint and the thin-event destination by their URL — and only what differs is sent. Lists,
+not Stripe's search, which is eventually consistent and could miss what a run a moment ago
+created. Prices are immutable in
 Stripe: a price whose amount, tiers, package, interval or meter changed is replaced by a new one
 that takes the lookup key over (`transfer_lookup_key`), and the old one is archived (existing
-subscriptions keep it). A meter's formula cannot change either: that is reported, not "fixed".
+subscriptions keep it). A run stopped between the two leaves the old price active without
+its key; the next run archives every active price of a catalogue product whose `meter_price`
+metadata names a lookup key it no longer holds. A meter's formula cannot change either: that is
+reported, not "fixed".
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import stripe
 
 from meter.billing.catalogue import (
+    PRICE_KEY,
     PRODUCT_KEY,
     Catalogue,
     Change,
@@ -45,6 +50,9 @@ from meter.stripe_client import stripe_client
 # https://docs.stripe.com/api/v2/event-destinations/create).
 THIN_PREFIXES = ("v1.", "v2.")
 ENDPOINT_METADATA = {"meter": "billing"}
+DESTINATION_URL = "webhook_endpoint.url"
+# Stripe returns a destination's signing secret only in the create answer, and only if asked.
+DESTINATION_SECRET = "webhook_endpoint.signing_secret"
 LIST_LIMIT = 100
 LOOKUP_KEYS_PER_LIST = 10  # Stripe: "You can specify up to 10 lookup_keys" (list prices)
 # Writes retried by the SDK carry the idempotency key it makes for each request, so a retry
@@ -86,6 +94,8 @@ class SetupResult:
     changes: list[Change] = field(default_factory=list)
     # The new endpoint's signing secret: Stripe shows it only in the create response.
     signing_secret: str | None = None
+    # The new event destination's (thin events), shown only when created with `include`.
+    destination_secret: str | None = None
     warnings: list[str] = field(default_factory=list)
     # Differences Stripe cannot apply in place and that setup does not resolve for you.
     conflicts: list[str] = field(default_factory=list)
@@ -105,6 +115,8 @@ class CatalogueApi:
 
     def __init__(self, client: stripe.StripeClient) -> None:
         self.v1 = client.v1
+        self.v2 = client.v2
+        self._raw = client
 
     async def _call(self, fn: Any, *args: Any) -> Obj:
         try:
@@ -156,6 +168,9 @@ class CatalogueApi:
                 found[price["lookup_key"]] = price
         return found
 
+    async def active_prices(self, product_id: str) -> list[Obj]:
+        return await self._all(self.v1.prices, {"product": product_id, "active": True})
+
     async def create_price(self, params: Obj) -> Obj:
         return await self._call(self.v1.prices.create_async, {**params, "expand": ["tiers"]})
 
@@ -170,6 +185,33 @@ class CatalogueApi:
 
     async def update_webhook_endpoint(self, id_: str, params: Obj) -> Obj:
         return await self._call(self.v1.webhook_endpoints.update_async, id_, params)
+
+    async def event_destinations(self) -> list[Obj]:
+        """Every event destination, with its URL (redacted unless included)."""
+        found: list[Obj] = []
+        page = await self._call(
+            self.v2.core.event_destinations.list_async,
+            {"include": [DESTINATION_URL], "limit": LIST_LIMIT},
+        )
+        found.extend(page["data"])
+        # v2 lists page by `next_page_url`; meter makes one destination, so one page is the
+        # norm: the rest are fetched the same way.
+        while page.get("next_page_url"):
+            page = await self._call(self._next_page, page["next_page_url"])
+            found.extend(page["data"])
+        return found
+
+    async def _next_page(self, url: str) -> Any:
+        return await self._raw.raw_request_async("get", url)
+
+    async def create_event_destination(self, params: Obj) -> Obj:
+        return await self._call(self.v2.core.event_destinations.create_async, params)
+
+    async def update_event_destination(self, id_: str, params: Obj) -> Obj:
+        return await self._call(self.v2.core.event_destinations.update_async, id_, params)
+
+    async def enable_event_destination(self, id_: str) -> Obj:
+        return await self._call(self.v2.core.event_destinations.enable_async, id_)
 
 
 class DryRunApi(CatalogueApi):
@@ -212,6 +254,15 @@ class DryRunApi(CatalogueApi):
 
     async def update_webhook_endpoint(self, id_: str, params: Obj) -> Obj:
         return {"id": id_, **params}
+
+    async def create_event_destination(self, params: Obj) -> Obj:
+        return {**params, "id": self.NEW, "webhook_endpoint": {"signing_secret": None}}
+
+    async def update_event_destination(self, id_: str, params: Obj) -> Obj:
+        return {"id": id_, **params}
+
+    async def enable_event_destination(self, id_: str) -> Obj:
+        return {"id": id_, "status": "enabled"}
 
 
 def _formula(meter: Obj) -> str | None:
@@ -308,7 +359,8 @@ async def _price(
     if diffs:
         # 1. The new price takes the lookup key over, atomically (Stripe's `transfer_lookup_key`),
         #    so the key never names no price or two. 2. Then the old one is archived: existing
-        #    subscriptions keep billing on it; a crash between leaves it active, without the key.
+        #    subscriptions keep billing on it; a crash between leaves it active, without the key,
+        #    and the next run's `_archive_replaced` finishes step 2.
         created = await api.create_price({**want, "transfer_lookup_key": True})
         if have.get("active"):
             await api.update_price(have["id"], {"active": False})
@@ -335,6 +387,31 @@ async def _price(
         out.changes.append(Change("price", spec.lookup_key, "updated", have["id"], detail))
     else:
         out.changes.append(Change("price", spec.lookup_key, "unchanged", have["id"]))
+
+
+async def _archive_replaced(
+    api: CatalogueApi, product_ids: Sequence[str], out: SetupResult
+) -> None:
+    """Archive the active prices setup made (`meter_price` metadata) that no longer hold the
+    lookup key they were made for: they lost it to a replacement (`transfer_lookup_key` is the
+    only way a key leaves a price) and a run stopped before archiving them. Archived, not
+    deleted: subscriptions on them keep billing, as after an uninterrupted replacement."""
+    for product_id in product_ids:
+        if product_id == DryRunApi.NEW:
+            continue  # a dry run's product that does not exist yet has no prices
+        for price in await api.active_prices(product_id):
+            made_for = (price.get("metadata") or {}).get(PRICE_KEY)
+            if made_for and price.get("lookup_key") != made_for:
+                await api.update_price(price["id"], {"active": False})
+                out.changes.append(
+                    Change(
+                        "price",
+                        made_for,
+                        "archived",
+                        price["id"],
+                        "replaced before, left active by a run that stopped",
+                    )
+                )
 
 
 async def _webhook(api: CatalogueApi, url: str, out: SetupResult) -> None:
@@ -380,11 +457,63 @@ async def _webhook(api: CatalogueApi, url: str, out: SetupResult) -> None:
         out.changes.append(Change("webhook endpoint", url, "unchanged", mine["id"]))
 
 
+def destination_params(url: str) -> Obj:
+    """The create parameters of meter's thin-event destination at `url`, its secret included."""
+    return {
+        "name": "meter billing",
+        "description": "meter billing: meter error reports",
+        "type": "webhook_endpoint",
+        "event_payload": "thin",
+        "enabled_events": thin_events(),
+        "webhook_endpoint": {"url": url},
+        "include": [DESTINATION_SECRET],
+        "metadata": ENDPOINT_METADATA,
+    }
+
+
+def _destination_url(destination: Obj) -> str | None:
+    url: str | None = (destination.get("webhook_endpoint") or {}).get("url")
+    return url
+
+
+async def _event_destination(api: CatalogueApi, url: str, out: SetupResult) -> None:
+    """The event destination that sends billing's thin events to `url` (the webhook URL: one
+    route takes both kinds), found by URL, thin payload and type."""
+    events = thin_events()
+    if not events:
+        return
+    mine = next(
+        (
+            d
+            for d in await api.event_destinations()
+            if d.get("type") == "webhook_endpoint"
+            and d.get("event_payload") == "thin"
+            and _destination_url(d) == url
+        ),
+        None,
+    )
+    if mine is None:
+        created = await api.create_event_destination(destination_params(url))
+        out.destination_secret = (created.get("webhook_endpoint") or {}).get("signing_secret")
+        out.changes.append(Change("event destination", url, "created", created["id"]))
+        return
+    actions: list[str] = []
+    if sorted(mine.get("enabled_events") or []) != events:
+        await api.update_event_destination(mine["id"], {"enabled_events": events})
+        actions.append("enabled_events")
+    if mine.get("status") != "enabled":
+        await api.enable_event_destination(mine["id"])
+        actions.append("enabled")
+    action = "updated" if actions else "unchanged"
+    out.changes.append(Change("event destination", url, action, mine["id"], ", ".join(actions)))
+
+
 async def apply(
     api: CatalogueApi, catalogue: Catalogue, *, webhook_url: str | None = None
 ) -> SetupResult:
     """Make Stripe hold `catalogue`: meters, then products, then prices (which name both), then
-    the webhook endpoint at `webhook_url` (or the catalogue's) when there is one."""
+    the webhook endpoint at `webhook_url` (or the catalogue's) when there is one, and the event
+    destination that sends billing's thin events to the same URL."""
     out = SetupResult()
     meter_ids = await _meters(api, catalogue.meters, out)
     product_ids = await _products(api, catalogue.products, out)
@@ -395,9 +524,11 @@ async def apply(
         await _price(
             api, price, existing.get(price.lookup_key), product_ids[product.key], meter_id, out
         )
+    await _archive_replaced(api, list(product_ids.values()), out)
     url = webhook_url or catalogue.webhook_url
     if url:
         await _webhook(api, url, out)
+        await _event_destination(api, url, out)
     return out
 
 

@@ -2,7 +2,10 @@
 
 The order of the steps is what makes a delivery safe to repeat or to fail at any point:
 1. read the raw body, before anything parses it: the signature covers the exact bytes;
-2. verify the signature with the SDK (300 s tolerance); a bad one → 400 and nothing else;
+2. verify the signature with the SDK (300 s tolerance) against each configured secret; a bad
+   one → 400 and nothing else; a thin notification (`v2.core.event`, from an event
+   destination) is then fetched in full from Stripe by its id (`/v2/core/events/{id}`): a
+   failed fetch answers non-2xx with nothing recorded, so Stripe's redelivery fetches again;
 3. in one transaction: insert the event id into stripe_events (a duplicate finds it and
    answers 200 with no effect), then apply the handler's writes; a crash or a database error
    rolls back both, we answer 500, and Stripe's redelivery starts from scratch;
@@ -24,7 +27,7 @@ from meter.billing.errors import InvalidSignature, StoreUnavailable
 from meter.billing.gateway import Obj
 from meter.billing.service import Billing
 from meter.billing.store import Effects
-from meter.billing.stripe_events import HANDLERS, Context, meter_error_count
+from meter.billing.stripe_events import HANDLERS, METER_ERROR_EVENTS, Context, meter_error_count
 from meter.bodies import read_body
 from meter.errors import InvalidRequest, MeteringError, PayloadTooLarge
 
@@ -77,10 +80,20 @@ async def process(billing: Billing, event: Obj) -> str:
             extra={"event": id_, "type": type_, "error": type(exc).__name__},
         )
         raise StoreUnavailable("database unavailable; nothing was applied") from None
-    if type_ == "v1.billing.meter.error_report_triggered" and outcome == "applied":
+    if type_ in METER_ERROR_EVENTS and outcome == "applied":
         code, count = meter_error_count(event)
         billing.metrics.meter_errors.labels(code).inc(count)
     return outcome
+
+
+async def _seen(billing: Billing, event: Obj) -> bool:
+    """Whether the event was applied already: a redelivered thin notification is answered
+    without reading its event from Stripe again (`process` answers it `duplicate`)."""
+    try:
+        async with billing.connection() as conn:
+            return await conn.fetchval(queries.EVENT_SEEN, str(event.get("id") or "")) is not None
+    except DB_ERRORS:
+        raise StoreUnavailable("database unavailable; nothing was applied") from None
 
 
 async def stripe_webhook(request: web.Request) -> web.Response:
@@ -100,6 +113,12 @@ async def stripe_webhook(request: web.Request) -> web.Response:
             billing.metrics.webhook_events.labels("unknown", "bad_signature").inc()
             raise
         type_ = str(event.get("type") or "unknown")
+        if event.get("object") == "v2.core.event" and not await _seen(billing, event):
+            try:
+                event = await billing.gateway.fetch_event(str(event.get("id") or ""))
+            except MeteringError:
+                billing.metrics.webhook_events.labels(type_, "error").inc()
+                raise
         # 3. and 4.
         try:
             outcome = await process(billing, event)

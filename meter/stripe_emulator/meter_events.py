@@ -2,9 +2,9 @@
 
 What Stripe checks synchronously (shape, text limits, timestamp window, duplicate identifier on
 the synchronous endpoints) answers 400. What Stripe checks asynchronously (unknown or inactive
-meter, unknown customer, missing value) is accepted and then kept in `rejected_meter_events`,
-the emulator's stand-in for a meter error report. The v2 stream drops duplicates silently,
-like Stripe.
+meter, unknown customer, missing value) is accepted and then kept in `rejected_meter_events`
+and reported as a thin event (event_destinations.py), as Stripe's meter error reports. The v2
+stream drops duplicates silently, like Stripe.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from meter.stripe_emulator import meter_math, meters
+from meter.stripe_emulator import event_destinations, meter_math, meters
 from meter.stripe_emulator.core import Emulator, Req, Route
 from meter.stripe_emulator.state import MeterEventRecord
 from meter.stripe_emulator.wire import (
@@ -59,19 +59,28 @@ def _accept(
     state.identifiers[identifier] = int(time.time())
     meter = meters.active_meter_for(state, event_name)
 
-    def reject(code: str, message: str) -> None:
-        state.rejected_meter_events.append(
-            {"identifier": identifier, "event_name": event_name, "code": code, "message": message}
-        )
+    def reject(code: str, message: str, to: Obj | None = None) -> None:
+        rejected = {
+            "identifier": identifier,
+            "event_name": event_name,
+            "code": code,
+            "message": message,
+        }
+        state.rejected_meter_events.append(rejected)
+        event_destinations.report_rejection(emu, rejected, to if to is not None else meter)
 
     if meter is None:
         # The error report's codes (stripe-python, V1BillingMeterErrorReportTriggeredEvent
         # `error_types[].code`): `archived_meter` for a deactivated meter, which "no more meter
         # events will be accepted for" (https://docs.stripe.com/api/billing/meter/deactivate),
         # `no_meter` for an event name no meter has.
-        known = any(m["event_name"] == event_name for m in state.all("billing.meter"))
+        known = [m for m in state.all("billing.meter") if m["event_name"] == event_name]
         if known:
-            reject("archived_meter", f"The meter for event_name {event_name} is deactivated.")
+            reject(
+                "archived_meter",
+                f"The meter for event_name {event_name} is deactivated.",
+                known[-1],
+            )
         else:
             reject("no_meter", f"No meter found for event_name {event_name}.")
         return
@@ -280,14 +289,15 @@ def stream(req: Req) -> Obj:
             if exc.code in ("parameter_missing", "string_length_exceeded"):
                 raise
             # Timestamp and value rules are checked after the stream accepted the batch.
-            req.state.rejected_meter_events.append(
-                {
-                    "identifier": event.get("identifier"),
-                    "event_name": event.get("event_name"),
-                    "code": exc.code,
-                    "message": exc.message,
-                }
-            )
+            rejected = {
+                "identifier": event.get("identifier"),
+                "event_name": event.get("event_name"),
+                "code": exc.code,
+                "message": exc.message,
+            }
+            req.state.rejected_meter_events.append(rejected)
+            meter = meters.active_meter_for(req.state, str(event.get("event_name")))
+            event_destinations.report_rejection(req.emu, rejected, meter)
     for name, payload, ident, ts in accepted:
         if ident not in req.state.identifiers:
             _accept(req.emu, name, payload, ident, ts)

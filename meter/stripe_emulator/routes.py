@@ -14,6 +14,7 @@ from meter.stripe_emulator import (
     catalog,
     clocks,
     customers,
+    event_destinations,
     invoice_items,
     invoices,
     meter_events,
@@ -40,6 +41,7 @@ def api_routes() -> list[Route]:
         *clocks.routes(),
         *sessions.routes(),
         *webhooks.routes(),
+        *event_destinations.routes(),
     ]
 
 

@@ -32,6 +32,8 @@ KIND_NAMES = {
     "setup_intent": "setupintent",
     "webhook_endpoint": "webhook endpoint",
     "event": "event",
+    "v2.core.event": "event",
+    "v2.core.event_destination": "event destination",
 }
 
 

@@ -1,8 +1,9 @@
 """Webhook endpoints and signed event delivery with retries.
 
-Each event goes to the `--webhook-url` (signed with `--webhook-secret`) and to every enabled
-webhook endpoint created through the API (signed with its own `whsec_`). The signature is Stripe's:
-`Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, which
+Each event goes to the `--webhook-url` (signed with `--webhook-secret`), to every enabled
+webhook endpoint created through the API (signed with its own `whsec_`) and to the event
+destinations subscribed to it (event_destinations.py; thin notifications go only there). The
+signature is Stripe's: `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, which
 `stripe.Webhook.construct_event` verifies. A non-2xx answer or a network error is retried with
 exponential backoff; with `webhook_shuffle` a burst is delivered out of order, and with
 `webhook_duplicate_probability` some events are delivered twice, to test order and dedupe safety.
@@ -139,14 +140,27 @@ class Target:
     endpoint: str | None
 
 
-def targets(emu: Emulator, event_type: str) -> list[Target]:
+def targets(emu: Emulator, event: Obj) -> list[Target]:
+    """Where one event goes. A thin notification (`v2.core.event`) goes to the enabled event
+    destinations with thin payloads subscribed to its type, and nowhere else; a v1 event to the
+    configured URL, the webhook endpoints and the snapshot destinations subscribed to it."""
+    event_type = event["type"]
+    thin = event.get("object") == "v2.core.event"
     found = []
-    if emu.config.webhook_url and emu.config.webhook_secret:
+    if not thin and emu.config.webhook_url and emu.config.webhook_secret:
         found.append(Target(emu.config.webhook_url, emu.config.webhook_secret, None))
-    for endpoint in emu.state.all("webhook_endpoint"):
-        enabled = endpoint["enabled_events"]
-        if endpoint["status"] == "enabled" and ("*" in enabled or event_type in enabled):
-            found.append(Target(endpoint["url"], endpoint["secret"], endpoint["id"]))
+    if not thin:
+        for endpoint in emu.state.all("webhook_endpoint"):
+            enabled = endpoint["enabled_events"]
+            if endpoint["status"] == "enabled" and ("*" in enabled or event_type in enabled):
+                found.append(Target(endpoint["url"], endpoint["secret"], endpoint["id"]))
+    for destination in emu.state.all("v2.core.event_destination"):
+        if (
+            destination["status"] == "enabled"
+            and destination["event_payload"] == ("thin" if thin else "snapshot")
+            and event_type in destination["enabled_events"]
+        ):
+            found.append(Target(destination["_url"], destination["_secret"], destination["id"]))
     return found
 
 
@@ -189,7 +203,7 @@ class Deliverer:
                 copies = (
                     2 if self.rng.random() < self.emu.config.webhook_duplicate_probability else 1
                 )
-                for target in targets(self.emu, event["type"]):
+                for target in targets(self.emu, event):
                     for _ in range(copies):
                         await self.attempt(event, target, 1)
 

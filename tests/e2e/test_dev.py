@@ -95,6 +95,23 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
 
             await poll(reported, "usage reported to the Stripe emulator")
 
+            # Usage Stripe accepts and then rejects (no meter has the name) comes back as a
+            # meter error report, through the thin-event destination meter dev made.
+            async with http.post(
+                f"{emulator.group(1)}/v1/billing/meter_events",
+                data={"event_name": "no_such_meter", "payload[stripe_customer_id]": "cus_x"},
+                headers={"Authorization": "Bearer sk_test_dev"},
+            ) as response:
+                assert response.status == 200, await response.text()
+
+            async def error_reported() -> bool:
+                metrics = f"http://127.0.0.1:{env['METER_METRICS_PORT']}/metrics"
+                async with http.get(metrics) as response:
+                    text = await response.text()
+                return 'meter_billing_meter_error_reports_total{code="no_meter"} 1.0' in text
+
+            await poll(error_reported, "the meter error report counted by the API")
+
             # Each process's metrics on the port its variable names, printed in the banner;
             # none on the API port.
             urls = dict(re.findall(r"(http://\S+/metrics) \((\w+)\)", banner))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import stripe
 
-from meter.billing.catalogue import parse_text
+from meter.billing.catalogue import parse_text, price_params
 from meter.billing.stripe_events import HANDLERS
 from meter.billing.stripe_setup import setup_stripe
 from meter.config import Settings
@@ -120,6 +120,7 @@ async def test_setup_creates_the_whole_catalogue(emulator: RunningEmulator) -> N
             )
         },
         ("webhook endpoint", URL, "created"),
+        ("event destination", URL, "created"),
     }
     sdk = emulator.client()
     meters = {m.event_name: m for m in (await sdk.v1.billing.meters.list_async()).data}
@@ -161,7 +162,7 @@ async def test_setup_creates_the_whole_catalogue(emulator: RunningEmulator) -> N
     assert seats.recurring is not None
     assert seats.recurring.usage_type == "licensed"
     assert seats.unit_amount == 900
-    assert seats.metadata.to_dict() == {"limit.seats_peak": "10"}
+    assert seats.metadata.to_dict() == {"limit.seats_peak": "10", "meter_price": "seats_monthly"}
 
     (endpoint,) = (await sdk.v1.webhook_endpoints.list_async()).data
     assert endpoint.url == URL
@@ -176,9 +177,11 @@ async def test_the_endpoint_subscribes_to_exactly_the_events_billing_handles(
 ) -> None:
     await setup_stripe(_settings(emulator), parse_text(CATALOGUE))
     (endpoint,) = (await emulator.client().v1.webhook_endpoints.list_async()).data
-    # Every handled type but the thin error report, which Stripe sends to event destinations.
+    # Every handled type but the thin meter error reports, which Stripe sends to event
+    # destinations.
     assert set(endpoint.enabled_events) == set(HANDLERS) - {
-        "v1.billing.meter.error_report_triggered"
+        "v1.billing.meter.error_report_triggered",
+        "v1.billing.meter.no_meter_found",
     }
     assert "checkout.session.completed" in endpoint.enabled_events
 
@@ -234,6 +237,43 @@ async def test_a_changed_amount_makes_a_new_price_that_takes_the_lookup_key(
     # And once more: the new price matches, nothing is written.
     emulator.emu.state.request_log.clear()
     await setup_stripe(settings, parse_text(changed))
+    assert _writes(emulator) == []
+
+
+async def test_a_run_stopped_between_replacing_and_archiving_is_finished_by_the_next(
+    emulator: RunningEmulator,
+) -> None:
+    settings = _settings(emulator)
+    await setup_stripe(settings, parse_text(CATALOGUE))
+    sdk = emulator.client()
+    old = await _price(sdk, "api_per_unit")
+    changed = parse_text(CATALOGUE.replace('unit_amount: "0.35"', 'unit_amount: "0.4"'))
+    # The first half of a replacement, as setup sends it, then the "crash": no archive.
+    [spec] = [p for _, p in changed.prices() if p.lookup_key == "api_per_unit"]
+    meter_id = old.recurring.meter if old.recurring is not None else None
+    params: Any = {**price_params(spec, old.product, meter_id), "transfer_lookup_key": True}
+    new = await sdk.v1.prices.create_async(params)
+    assert (await sdk.v1.prices.retrieve_async(old.id)).active  # the state the crash left
+
+    result = await setup_stripe(settings, changed)
+
+    stranded = await sdk.v1.prices.retrieve_async(old.id)
+    assert not stranded.active
+    assert stranded.lookup_key is None
+    assert (await _price(sdk, "api_per_unit")).id == new.id
+    product_prices = await sdk.v1.prices.list_async({"product": old.product, "active": True})
+    assert sorted(str(p.lookup_key) for p in product_prices.data) == [
+        "api_graduated",
+        "api_package",
+        "api_per_unit",
+        "api_volume",
+    ]
+    assert [(c.name, c.action, c.id) for c in result.changes if c.action != "unchanged"] == [
+        ("api_per_unit", "archived", old.id)
+    ]
+    # Converged: one more run writes nothing.
+    emulator.emu.state.request_log.clear()
+    await setup_stripe(settings, changed)
     assert _writes(emulator) == []
 
 
@@ -347,8 +387,9 @@ async def test_the_command_refuses_a_live_key_and_sets_up_the_shipped_example(
     assert code == 0, err
     (endpoint,) = emulator.emu.state.all("webhook_endpoint")
     assert endpoint["url"] == url
-    assert endpoint["secret"] in out
-    assert "v1.billing.meter.error_report_triggered is a thin event" in err
+    (destination,) = emulator.emu.state.all("v2.core.event_destination")
+    # Both secrets, ready for STRIPE_WEBHOOK_SECRET.
+    assert f"{endpoint['secret']},{destination['_secret']}" in out
 
     code, out, _ = await _meter(emulator, "stripe", "setup", example, api_key=emulator.api_key)
     assert code == 0
@@ -356,3 +397,13 @@ async def test_the_command_refuses_a_live_key_and_sets_up_the_shipped_example(
     code, out, _ = await _meter(emulator, "stripe", "setup", example, api_key=emulator.api_key)
     assert "nothing changed" in out
     assert "whsec_" not in out
+
+
+async def test_the_command_with_dry_run_writes_nothing(emulator: RunningEmulator) -> None:
+    example = str(REPO / "deploy" / "catalogue.example.yaml")
+    code, out, err = await _meter(
+        emulator, "stripe", "setup", example, "--dry-run", api_key=emulator.api_key
+    )
+    assert code == 0, err
+    assert "created" in out
+    assert _writes(emulator) == []

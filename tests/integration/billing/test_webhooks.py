@@ -9,6 +9,7 @@ import asyncpg
 import orjson
 import pytest
 
+from meter.stripe_emulator.event_destinations import emit_thin, notification
 from meter.stripe_emulator.webhooks import sign
 
 from .conftest import SECRET, Stack
@@ -139,22 +140,22 @@ async def test_database_down_answers_500_then_redelivery_applies(
 
 
 async def test_meter_error_report_is_recorded_and_counted(stack: Stack) -> None:
-    thin = orjson.dumps(
+    # Stripe's report, as the emulator keeps it for `/v2/core/events/{id}`; the notification
+    # (posted here) is that event without its data, which meter fetches.
+    event = emit_thin(
+        stack.emu,
+        "v1.billing.meter.error_report_triggered",
+        {"id": "mtr_1", "type": "billing.meter", "url": "/v1/billing/meters/mtr_1"},
         {
-            "id": "evt_test_65R",
-            "object": "v2.core.event",
-            "type": "v1.billing.meter.error_report_triggered",
-            "created": "2026-11-02T10:00:00.000Z",
-            "related_object": {"id": "mtr_1", "type": "billing.meter", "url": "/v1/billing/meters"},
-            "data": {
-                "developer_message_summary": "2 events had no customer",
-                "reason": {
-                    "error_count": 2,
-                    "error_types": [{"code": "meter_event_no_customer_defined", "error_count": 2}],
-                },
+            "developer_message_summary": "2 events had no customer",
+            "reason": {
+                "error_count": 2,
+                "error_types": [{"code": "meter_event_no_customer_defined", "error_count": 2}],
             },
-        }
+        },
     )
+    event["created"] = "2026-11-02T10:00:00.000Z"
+    thin = orjson.dumps(notification(event))
     status, doc = await _post(stack, thin, sign(thin.decode(), SECRET, int(time.time())))
     assert (status, doc["outcome"]) == (200, "applied")
     async with stack.billing.connection() as conn:

@@ -140,5 +140,8 @@ def test_the_endpoint_events_are_ones_stripe_lets_a_webhook_endpoint_subscribe_t
     (literal,) = typing.get_args(WebhookEndpointCreateParams.__annotations__["enabled_events"])
     accepted = set(typing.get_args(literal))
     assert set(webhook_events()) <= accepted
-    assert thin_events() == ["v1.billing.meter.error_report_triggered"]
+    assert thin_events() == [
+        "v1.billing.meter.error_report_triggered",
+        "v1.billing.meter.no_meter_found",
+    ]
     assert not set(thin_events()) & accepted

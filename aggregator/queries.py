@@ -167,7 +167,7 @@ FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
     $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[]
 ) AS u(tenant, customer, meter, item, period_ms, start_ms, end_ms, {_STATE_INPUT})
-ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start) DO UPDATE SET
+ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start, dims) DO UPDATE SET
     {_MERGE_STATE},
     version = s.version + 1,
     updated_at = now()

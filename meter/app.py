@@ -11,7 +11,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from meter import appkeys
+from meter import appkeys, meters_api
 from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
@@ -170,4 +170,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/openapi.json", openapi_json)
     billing_routes.setup(app, usage_upkeep())  # after _resources: billing shares its pool
     usage_routes.setup(app)
+    meters_api.setup(app)
     return app

@@ -104,6 +104,8 @@ async def _meters(settings: Settings, args: argparse.Namespace) -> int:
         if (args.aggregation == "unique_count") != (unique is not None):
             print("meter: --unique-property goes with --aggregation unique_count", file=sys.stderr)
             return 2
+    if args.meters_command == "update":
+        return await _update_meter(settings, args)
     conn = await asyncpg.connect(settings.database_url)
     try:
         if args.meters_command == "define":
@@ -112,14 +114,60 @@ async def _meters(settings: Settings, args: argparse.Namespace) -> int:
             )
             print(f"{args.tenant}\t{args.name}\t{args.aggregation}\tlocal")
         else:
+            dims = await _dimensions_by_meter(conn, args.tenant)
             for r in await conn.fetch(queries.LIST_METERS, args.tenant):
                 stripe = "-" if r["stripe_meter"] is None else f"{r['stripe_meter']}:{r['formula']}"
                 if r["reportable"] is False:
                     stripe += " (not reportable: recreate it with formula sum)"
                 tenant = r["tenant"] or "*"
-                print(f"{tenant}\t{r['meter']}\t{r['aggregation'] or '-'}\t{r['source']}\t{stripe}")
+                shown = dims.pop((r["tenant"], r["meter"]), "-") if r["tenant"] else "-"
+                print(
+                    f"{tenant}\t{r['meter']}\t{r['aggregation'] or '-'}\t{r['source']}\t{stripe}"
+                    f"\t{shown}"
+                )
+            # Meters with dimensions but neither a local definition nor a Stripe meter.
+            for (tenant, name), shown in sorted(dims.items()):
+                print(f"{tenant}\t{name}\t-\t-\t-\t{shown}")
     finally:
         await conn.close()
+    return 0
+
+
+async def _dimensions_by_meter(conn: Any, tenant: str | None) -> dict[tuple[str, str], str]:
+    """(tenant, meter) → its dimensions as `meter meters list` shows them."""
+    import datetime as dt
+
+    from meter import dimensions, queries
+
+    versions: dict[tuple[str, str], list[tuple[dt.datetime, list[str]]]] = {}
+    for r in await conn.fetch(queries.DIMENSION_VERSIONS, tenant, None):
+        versions.setdefault((r["tenant"], r["meter"]), []).append((r["effective_from"], r["keys"]))
+    now = dt.datetime.now(dt.UTC)
+    return {name: dimensions.describe(v, now) for name, v in versions.items()}
+
+
+async def _update_meter(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    import asyncpg
+
+    from meter import dimensions, queries
+
+    now = dt.datetime.now(dt.UTC)
+    try:
+        keys = dimensions.parse_keys(args.dimensions)
+        stated = args.effective_from
+        when = now if stated is None else dt.datetime.fromisoformat(stated)
+        dimensions.check_effective_from(when, now)
+    except (MeteringError, ValueError) as exc:
+        print(f"meter: {exc}", file=sys.stderr)
+        return 2
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(queries.SET_DIMENSIONS, args.tenant, args.name, when, list(keys))
+    finally:
+        await conn.close()
+    print(f"{args.tenant}\t{args.name}\t{','.join(keys) or '-'}\tfrom {when.isoformat()}")
     return 0
 
 
@@ -178,7 +226,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--unique-property", help="the property unique_count counts distinct values of")
     m.add_argument("--tenant", default="default", help="tenant the definition belongs to")
     m = meters_sub.add_parser(
-        "list", help="meters with their aggregation: local definitions and Stripe meters"
+        "update",
+        help="set the property keys a meter's usage is broken down by, from a moment on "
+        "(docs/dimensions.md); usage folded before it keeps its combination",
+    )
+    m.add_argument("name", help="the meter (the events' `meter`)")
+    m.add_argument(
+        "--dimensions",
+        required=True,
+        help="up to 3 property keys, comma-separated (e.g. model,region); empty: none",
+    )
+    m.add_argument(
+        "--from",
+        dest="effective_from",
+        help="ISO 8601 time with zone the change applies from (default now; never the past)",
+    )
+    m.add_argument("--tenant", default="default", help="tenant the meter belongs to")
+    m = meters_sub.add_parser(
+        "list",
+        help="meters with their aggregation (local definitions and Stripe meters) and dimensions",
     )
     m.add_argument("--tenant", help="only this tenant's local definitions")
     p.set_defaults(func=meters_cmd)

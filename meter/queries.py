@@ -53,6 +53,22 @@ FROM stripe_meter_formulas f
 ORDER BY 2, 1 NULLS FIRST
 """
 
+# --- meter dimensions (`meter meters update`, PUT /v1/meters/{name}/dimensions;
+# schema: migrations/0018_dimensions.sql) -----------------------------------------------------
+# A new version from $3 on; stating the same moment twice replaces that version (it is not in
+# effect yet: the moment may not lie in the past, meter/meters_api.py and meter/cli.py check).
+SET_DIMENSIONS = """
+INSERT INTO meter_dimensions (tenant, meter, effective_from, keys) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant, meter, effective_from) DO UPDATE SET keys = excluded.keys,
+    created_at = now()
+"""
+# Every dimension version of tenant $1 (all tenants when null), meter $2 (all when null).
+DIMENSION_VERSIONS = """
+SELECT tenant, meter, effective_from, keys FROM meter_dimensions
+WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR meter = $2)
+ORDER BY tenant, meter, effective_from
+"""
+
 # --- health -----------------------------------------------------------------------------------
 PING = "SELECT 1"
 

@@ -91,7 +91,7 @@ INSERT INTO report_marks
     (tenant, customer, meter, subscription_item, unit, unit_start, version, value, event_time)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $6::timestamptz[], $7::bigint[], $8::numeric[], $9::timestamptz[])
-ON CONFLICT (tenant, customer, meter, subscription_item, unit, unit_start) DO UPDATE
+ON CONFLICT (tenant, customer, meter, subscription_item, unit, unit_start, dims) DO UPDATE
 SET version = excluded.version, value = excluded.value, event_time = excluded.event_time,
     updated_at = now()
 WHERE report_marks.version < excluded.version

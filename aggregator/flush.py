@@ -16,12 +16,14 @@ import orjson
 
 from aggregator import queries
 from aggregator.attribution import Attributor, ItemPeriod, attribute, index_periods
+from aggregator.dimensions import dimension_versions, with_dimensions
 from aggregator.fold import BucketKey, bucket_of
 from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
 from meter.connections import RedisClient
 from meter.core.streams import text
 from meter.crashpoints import Faults
+from meter.dimensions import DEFAULT_MAX_COMBINATIONS
 from meter.events import UsageEvent, event_key
 from meter.redis_keys import Keys
 
@@ -44,6 +46,7 @@ class FlushResult:
     buckets: int = 0  # buckets touched
     oldest_ms: int | None = None  # Redis timestamp of the oldest unflushed entry before the flush
     last_id: str | None = None  # the checkpoint after the flush
+    other: int = 0  # events the cardinality guard folded into `_other` (docs/dimensions.md)
 
 
 def next_stream_id(stream_id: str) -> str:
@@ -84,6 +87,7 @@ def _record(stream_id: str, event: UsageEvent, key: BucketKey) -> tuple[object, 
         key.item,
         key.period_start_ms,
         stream_id,
+        key.dims,
     )
 
 
@@ -139,6 +143,7 @@ async def flush_shard(
     known_days: set[dt.date],
     faults: Faults | None = None,
     raw_log: bool = True,
+    dimension_limit: int = DEFAULT_MAX_COMBINATIONS,
 ) -> FlushResult:
     """Fold the next batch (≤ batch_size entries) of one shard's stream into Postgres.
 
@@ -181,6 +186,13 @@ async def flush_shard(
             raise CheckpointMoved(f"{stream}: checkpoint moved past {checkpoint}")
         # 5. Attribute to subscription items with the billing data as of this transaction.
         pairs = await _attributed(conn, attributor, events)
+        # 5b. Each event's combination of dimension values, through the cardinality guard: its
+        #     admissions are written here, in this transaction, so they commit or roll back with
+        #     the buckets; a replay decides again from the same committed sets and the same
+        #     entries in the same order, hence the same way (docs/dimensions.md).
+        pairs, other = await with_dimensions(
+            conn, pairs, await dimension_versions(conn), dimension_limit
+        )
         # 6. Stage the batch with COPY, then write to the raw log only the events whose key
         #    Postgres has never seen; the statement returns the others, the duplicates. With the
         #    raw log off, the same probe and insert into usage_event_keys decide it and nothing
@@ -225,4 +237,5 @@ async def flush_shard(
         buckets=len(rollups),
         oldest_ms=int(first_id.partition("-")[0]),
         last_id=last_id,
+        other=other,
     )

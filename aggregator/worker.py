@@ -132,6 +132,7 @@ class Worker:
                 known_days=self.known_days,
                 faults=self.faults,
                 raw_log=self.settings.raw_log,
+                dimension_limit=self.settings.dimension_combinations,
             )
         except CheckpointMoved:
             self.metrics.checkpoint_conflicts.inc()
@@ -147,6 +148,8 @@ class Worker:
             m.batch_events.observe(result.read)
             m.events.labels(label).inc(result.inserted)
             m.duplicates.labels(label).inc(result.duplicates)
+            if result.other:
+                m.dimension_overflow.inc(result.other)
         oldest = result.oldest_ms
         m.lag_seconds.labels(label).set(
             0 if oldest is None else max(time.time() - oldest / 1000, 0)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from meter.errors import InvalidRequest
+
+S = TypeVar("S", bound=Hashable)
 
 MAX_KEYS = 3
 NO_DIMENSIONS = ""
@@ -107,30 +109,32 @@ def index_versions(
 
 
 def admit(
-    wanted: Sequence[tuple[object, str]],
-    admitted: Mapping[object, set[str]],
+    wanted: Sequence[tuple[S, str]],
+    known: Collection[tuple[S, str]],
+    sizes: Mapping[S, int],
     limit: int,
-) -> tuple[dict[tuple[object, str], str], list[tuple[object, str]]]:
+) -> tuple[dict[tuple[S, str], str], list[tuple[S, str]]]:
     """The cardinality guard, in the order `wanted` lists (set, combination) pairs (the stream
-    order of their first events): a combination already in its set stays; a new one is admitted
-    while its set holds fewer than `limit`, else it becomes `_other`. Returns each pair's
-    folded combination and the pairs newly admitted (in order). Pure and sequential, so the
-    same committed sets and the same events always give the same answer."""
-    sizes = {s: len(c) for s, c in admitted.items()}
-    out: dict[tuple[object, str], str] = {}
-    new: list[tuple[object, str]] = []
-    for set_key, dims in wanted:
-        if (set_key, dims) in out:
+    order of their first events): a pair in `known` (admitted already) stays; a new one is
+    admitted while its set (of `sizes[set]` combinations so far) holds fewer than `limit`, else
+    it becomes `_other`. Returns each pair's folded combination and the pairs newly admitted,
+    in order. Pure and sequential, so the same committed sets and the same events always give
+    the same answer, however the events are cut into batches."""
+    grown = dict(sizes)
+    out: dict[tuple[S, str], str] = {}
+    new: list[tuple[S, str]] = []
+    for pair in wanted:
+        if pair in out:
             continue
-        held = admitted.get(set_key)
-        if held is not None and dims in held:
-            out[(set_key, dims)] = dims
-        elif sizes.get(set_key, 0) < limit:
-            sizes[set_key] = sizes.get(set_key, 0) + 1
-            out[(set_key, dims)] = dims
-            new.append((set_key, dims))
+        set_key, dims = pair
+        if pair in known:
+            out[pair] = dims
+        elif grown.get(set_key, 0) < limit:
+            grown[set_key] = grown.get(set_key, 0) + 1
+            out[pair] = dims
+            new.append(pair)
         else:
-            out[(set_key, dims)] = OTHER
+            out[pair] = OTHER
     return out, new
 
 

@@ -32,18 +32,19 @@ ALTER TABLE usage_events ADD COLUMN dims text;
 ALTER TABLE usage_unique_values ADD COLUMN dims text NOT NULL DEFAULT '';
 
 -- The cardinality guard: the combinations admitted per (customer, meter, item, billing period);
--- unattributed usage (null item and period) forms one set per customer and meter, as
--- usage_unique_values does. A combination is admitted while its set has room; usage of any other
--- goes to '_other'. Written in the fold's transaction, so a crash keeps or loses admissions and
--- buckets together.
+-- unattributed usage forms one set per customer and meter, as usage_unique_values does (item ''
+-- and period 0 here: plain equality keeps every lookup on the primary key). The period start is
+-- unix ms, as the aggregator computes it. A combination is admitted while its set has room; usage
+-- of any other goes to '_other'. Written in the fold's transaction, so a crash keeps or loses
+-- admissions and buckets together.
 CREATE TABLE usage_dimension_combos (
-    tenant             text        NOT NULL,
-    customer           text        NOT NULL,
-    meter              text        NOT NULL,
-    subscription_item  text,
-    period_start       timestamptz,
-    dims               text        NOT NULL,
-    UNIQUE NULLS NOT DISTINCT (tenant, customer, meter, subscription_item, period_start, dims)
+    tenant             text   NOT NULL,
+    customer           text   NOT NULL,
+    meter              text   NOT NULL,
+    subscription_item  text   NOT NULL,
+    period_ms          bigint NOT NULL,
+    dims               text   NOT NULL,
+    PRIMARY KEY (tenant, customer, meter, subscription_item, period_ms, dims)
 );
 
 -- The reporter's marks are per bucket, and a bucket is now also its combination.

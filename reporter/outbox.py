@@ -51,6 +51,7 @@ def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
         value=r["value"],
         absolute=absolute,
         timestamp=r["last_at"] if absolute else r["bucket_start"],
+        dims="" if absolute else r["dims"],
     )
     mark = (
         None
@@ -275,4 +276,5 @@ async def _upsert_marks(conn: Conn, planned: Sequence[tuple[Unit, str, Planned]]
         [p.mark.version for _, _, p in planned],
         [p.mark.value for _, _, p in planned],
         [p.mark.event_time for _, _, p in planned],
+        [u.dims for u, _, _ in planned],
     )

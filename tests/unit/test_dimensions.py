@@ -64,14 +64,14 @@ def test_effective_from_is_never_in_the_past() -> None:
 
 def test_guard_admits_in_order_up_to_the_limit_then_other() -> None:
     wanted = [("s", "a"), ("s", "b"), ("s", "a"), ("s", "c"), ("u", "c"), ("s", "b")]
-    out, new = d.admit(wanted, {"s": {"z"}}, limit=2)
+    out, new = d.admit(wanted, {("s", "z")}, {"s": 1}, limit=2)
     assert out[("s", "a")] == "a"  # room for one more besides z
     assert out[("s", "b")] == d.OTHER
     assert out[("s", "c")] == d.OTHER
     assert out[("u", "c")] == "c"
     assert new == [("s", "a"), ("u", "c")]
     # Already admitted combinations stay, even in a full set.
-    out, new = d.admit([("s", "z")], {"s": {"z", "y"}}, limit=2)
+    out, new = d.admit([("s", "z")], {("s", "z")}, {"s": 2}, limit=2)
     assert out[("s", "z")] == "z"
     assert new == []
 
@@ -80,14 +80,16 @@ def test_guard_is_independent_of_how_the_stream_is_cut() -> None:
     """One pass over all pairs equals passes over consecutive parts with the sets committed in
     between: what makes a replay with another batch size choose the same `_other`."""
     wanted = [("s", str(i % 7)) for i in range(40)] + [("s", "x"), ("t", "y")]
-    whole, _ = d.admit(wanted, {}, limit=4)
-    sets: dict[object, set[str]] = {}
+    whole, _ = d.admit(wanted, set(), {}, limit=4)
+    known: set[tuple[object, str]] = set()
+    sizes: dict[object, int] = {}
     parts: dict[tuple[object, str], str] = {}
     for i in range(0, len(wanted), 5):
-        out, new = d.admit(wanted[i : i + 5], sets, limit=4)
+        out, new = d.admit(wanted[i : i + 5], known, sizes, limit=4)
         parts |= out
         for s, c in new:
-            sets.setdefault(s, set()).add(c)
+            known.add((s, c))
+            sizes[s] = sizes.get(s, 0) + 1
     assert parts == whole
 
 

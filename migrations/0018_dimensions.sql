@@ -47,6 +47,19 @@ CREATE TABLE usage_dimension_combos (
     PRIMARY KEY (tenant, customer, meter, subscription_item, period_ms, dims)
 );
 
+-- The value of dimension `key` in a stored combination, as the usage API shows it: `_other` for
+-- every key of the overflow combination, `none` for a key the combination lacks (or a bucket
+-- without dimensions). The same rule as meter/dimensions.py values_of.
+CREATE FUNCTION meter_dimension_value(dims text, key text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN key IS NULL THEN NULL
+        WHEN dims = '_other' THEN '_other'
+        WHEN dims = '' THEN 'none'
+        ELSE coalesce(dims::jsonb ->> key, 'none')
+    END
+$$;
+
 -- The reporter's marks are per bucket, and a bucket is now also its combination.
 ALTER TABLE report_marks ADD COLUMN dims text NOT NULL DEFAULT '';
 ALTER TABLE report_marks DROP CONSTRAINT report_marks_pkey;

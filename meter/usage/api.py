@@ -33,13 +33,14 @@ from meter import appkeys, jsonwire
 from meter.auth import authenticate
 from meter.billing.errors import NotFound
 from meter.connections import REDIS_ERRORS, acquire
+from meter.dimensions import index_versions
 from meter.pricing import (
     Period,
     PricingError,
     add_months,
     project_invoice,
 )
-from meter.usage import params, pending, queries, report, store
+from meter.usage import groups, params, pending, queries, report, store
 from meter.usage.store import Plan, PlanItem
 from meter.usage.tally import Tally
 
@@ -175,6 +176,7 @@ async def usage(request: web.Request) -> web.Response:
     app = request.app
     reads = app[appkeys.USAGE_PENDING]
     wanted = params.period(request.query)
+    breakdown = params.breakdown(request.query)
     now = int(time.time())
     # No connection is held from here on while waiting for a shared read: a request holding
     # one would keep it from the others (and from the batch they wait for).
@@ -235,6 +237,8 @@ async def usage(request: web.Request) -> web.Response:
             [selection] + [sel for _, sel in others], snap.by_item, gone
         )
         doc |= _priced(selection, main, events, now, plan)
+        if breakdown:
+            await _add_groups(app, tenant, plan, selection, main, doc["items"], events, breakdown)
         doc["billing_mode"] = plan.billing_mode
         if plan.status in store.ENDED:
             doc["final_invoice"] = True
@@ -251,6 +255,49 @@ async def usage(request: web.Request) -> web.Response:
     ]
     doc["freshness"] = freshness
     return _json(doc)
+
+
+async def _add_groups(
+    app: web.Application,
+    tenant: str,
+    plan: Plan,
+    selection: Selection,
+    tallies: dict[tuple[str, str], Tally],
+    items: list[Doc],
+    events: list[Any],
+    b: params.Breakdown,
+) -> None:
+    """Each metered item's usage per combination of dimension values (`group_by`, `filter`):
+    its buckets of the item's period and its pending events; the item's own numbers stay."""
+    async with _connection(app) as conn:
+        versions = index_versions(
+            [
+                (r["tenant"], r["meter"], r["effective_from"], r["keys"])
+                for r in await conn.fetch(queries.DIMENSION_VERSIONS, tenant)
+            ]
+        )
+        for (item, period), entry in zip(selection, items, strict=True):
+            if item.meter is None or not item.metered:
+                continue
+            rows = await conn.fetch(
+                queries.GROUPS_IN_WINDOW,
+                tenant,
+                plan.keys,
+                item.meter,
+                store.ts(period.start),
+                store.ts(period.end),
+                *[*b.group_by, None, None, None][:3],
+                [k for k, _ in b.filters],
+                [v for _, v in b.filters],
+            )
+            mine = [e for e in events if e.meter == item.meter and report.in_period(e, period)]
+            found = groups.tallies(rows, mine, versions, b)
+            tally = tallies.get((item.id, item.meter))
+            whole = tally.quantity(item.aggregation) if tally is not None else Decimal(0)
+            amount = entry.get("amount")
+            entry["groups"] = groups.group_docs(
+                found, b, item.aggregation, whole, amount if isinstance(amount, int) else None
+            )
 
 
 def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:
@@ -411,10 +458,10 @@ async def history(request: web.Request) -> web.Response:
     q = params.history(request.query, int(time.time()))
     after_meter, after_start = (None, None) if q.after is None else q.after
     resume = None if after_start is None else store.ts(after_start + q.step)
+    dims = q.breakdown
     async with _connection(app) as conn:
         plan = await app[appkeys.USAGE_PLANS].plan(conn, tenant, request.match_info["id"])
-        rows = await conn.fetch(
-            queries.HISTORY,
+        args = (
             tenant,
             plan.keys,
             store.ts(q.start),
@@ -425,9 +472,25 @@ async def history(request: web.Request) -> web.Response:
             resume,
             q.limit + 1,
         )
-    page = rows[: q.limit]
-    data = [
-        {
+        if dims:
+            group = [*dims.group_by, None, None, None][:3]
+            rows = await conn.fetch(
+                queries.HISTORY_GROUPED,
+                *args,
+                *group,
+                [k for k, _ in dims.filters],
+                [v for _, v in dims.filters],
+            )
+        else:
+            rows = await conn.fetch(queries.HISTORY, *args)
+    # A page ends after `limit` (meter, time) slots; grouped, a slot has a row per group.
+    slots = list(dict.fromkeys((r["meter"], r["at"]) for r in rows))
+    more = len(slots) > q.limit
+    shown = set(slots[: q.limit])
+    page = [r for r in rows if (r["meter"], r["at"]) in shown]
+    data = []
+    for r in page:
+        row: Doc = {
             "meter": r["meter"],
             "aggregation": r["aggregation"],
             "start": store.unix(r["at"]),
@@ -435,9 +498,9 @@ async def history(request: web.Request) -> web.Response:
             "value": report.num(r[_PICK.get(r["aggregation"], "value_sum")]),
             "events": r["events"],
         }
-        for r in page
-    ]
-    more = len(rows) > q.limit
+        if dims.group_by:
+            row["dimensions"] = {k: r[f"g{i + 1}"] for i, k in enumerate(dims.group_by)}
+        data.append(row)
     return _json(
         {
             "object": "usage_history",
@@ -446,6 +509,8 @@ async def history(request: web.Request) -> web.Response:
             "from": q.start,
             "to": q.end,
             "meter": q.meter,
+            "group_by": list(dims.group_by),
+            "filter": dict(dims.filters),
             "data": data,
             "has_more": more,
             "next_cursor": params.encode_cursor(data[-1]["meter"], data[-1]["start"])

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import orjson
+
 from meter import logs
 from meter.config import Settings
 from meter.errors import MeteringError
@@ -106,6 +108,8 @@ async def _meters(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     if args.meters_command == "update":
         return await _update_meter(settings, args)
+    if args.meters_command == "map":
+        return await _map_price(settings, args)
     conn = await asyncpg.connect(settings.database_url)
     try:
         if args.meters_command == "define":
@@ -128,6 +132,11 @@ async def _meters(settings: Settings, args: argparse.Namespace) -> int:
             # Meters with dimensions but neither a local definition nor a Stripe meter.
             for (tenant, name), shown in sorted(dims.items()):
                 print(f"{tenant}\t{name}\t-\t-\t-\t{shown}")
+            for r in await conn.fetch(queries.ALL_PRICE_MAPPINGS, args.tenant):
+                text = ",".join(f"{k}={v}" for k, v in sorted(orjson.loads(r["filter"]).items()))
+                print(
+                    f"{r['tenant']}\t{r['meter']}\t{text}\t→ {r['event_name']}\t{r['price'] or '-'}"
+                )
     finally:
         await conn.close()
     return 0
@@ -144,6 +153,51 @@ async def _dimensions_by_meter(conn: Any, tenant: str | None) -> dict[tuple[str,
         versions.setdefault((r["tenant"], r["meter"]), []).append((r["effective_from"], r["keys"]))
     now = dt.datetime.now(dt.UTC)
     return {name: dimensions.describe(v, now) for name, v in versions.items()}
+
+
+async def _map_price(settings: Settings, args: argparse.Namespace) -> int:
+    """Add (or with --remove, drop) a price mapping: one combination filter → a Stripe meter."""
+    import asyncpg
+
+    from meter import dimensions, queries
+
+    try:
+        pairs = dimensions.parse_filter(args.filter)
+    except MeteringError as exc:
+        print(f"meter: {exc}", file=sys.stderr)
+        return 2
+    doc = orjson.dumps(dict(pairs)).decode()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.remove:
+            status = await conn.execute(queries.UNMAP_PRICE, args.tenant, args.name, doc)
+            return 0 if status.endswith(" 1") else 1
+        if not args.event_name or args.event_name == args.name:
+            print(
+                "meter: --event-name names the Stripe meter of the mapped price; it cannot be "
+                "the meter's own (that one gets the unmapped usage)",
+                file=sys.stderr,
+            )
+            return 2
+        async with conn.transaction():
+            held = await conn.fetch(queries.PRICE_MAPPINGS_OF, args.tenant, args.name)
+            keys = {k for k, _ in pairs}
+            for r in held:
+                used = sorted(orjson.loads(r["filter"]))
+                if set(used) != keys:
+                    print(
+                        "meter: every price mapping of a meter filters on the same keys (so a "
+                        f"combination matches one); this meter's use {used}",
+                        file=sys.stderr,
+                    )
+                    return 2
+            await conn.execute(
+                queries.MAP_PRICE, args.tenant, args.name, doc, args.event_name, args.price
+            )
+    finally:
+        await conn.close()
+    print(f"{args.tenant}\t{args.name}\t{args.filter}\t→ {args.event_name}\t{args.price or '-'}")
+    return 0
 
 
 async def _update_meter(settings: Settings, args: argparse.Namespace) -> int:
@@ -241,6 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
         dest="effective_from",
         help="ISO 8601 time with zone the change applies from (default now; never the past)",
     )
+    m.add_argument("--tenant", default="default", help="tenant the meter belongs to")
+    m = meters_sub.add_parser(
+        "map",
+        help="price a combination of dimension values on its own: its usage goes to the Stripe "
+        "meter of --event-name (docs/dimensions.md, Pricing per dimension)",
+    )
+    m.add_argument("name", help="the meter (the events' `meter`)")
+    m.add_argument("--filter", required=True, help="dimension values, e.g. model=large")
+    m.add_argument("--event-name", help="event name of the Stripe meter that feeds the price")
+    m.add_argument("--price", help="the Stripe price (shown in `meters list`)")
+    m.add_argument("--remove", action="store_true", help="drop the mapping of this filter")
     m.add_argument("--tenant", default="default", help="tenant the meter belongs to")
     m = meters_sub.add_parser(
         "list",

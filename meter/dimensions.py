@@ -164,3 +164,41 @@ def describe(versions: Sequence[tuple[dt.datetime, Sequence[str]]], now: dt.date
         else:
             later.append(f" (from {start.isoformat()}: {text})")
     return current + "".join(later)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceMapping:
+    """Usage of `meter`'s combinations whose values equal `filter` goes to `event_name`."""
+
+    filter: tuple[tuple[str, str], ...]  # sorted (key, value) pairs
+    event_name: str
+
+
+def parse_filter(text: str) -> tuple[tuple[str, str], ...]:
+    """`model=large,region=eu` → sorted pairs; InvalidRequest says what is wrong."""
+    pairs: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.strip().partition("=")
+        if not eq or not value:
+            raise InvalidRequest("a filter is key=value[,key=value]", param="filter")
+        (checked,) = parse_keys([key])
+        if checked in pairs:
+            raise InvalidRequest(f"filter key {checked!r} repeats", param="filter")
+        pairs[checked] = value
+    if len(pairs) > MAX_KEYS:
+        raise InvalidRequest(f"at most {MAX_KEYS} filter keys", param="filter")
+    return tuple(sorted(pairs.items()))
+
+
+def route(dims: str, meter: str, mappings: Sequence[PriceMapping]) -> str:
+    """The Stripe event name a bucket of combination `dims` of `meter` is reported to: the
+    mapping whose filter its values equal, else the meter's own. `_other` and buckets without
+    dimensions always go to the meter's own."""
+    if not mappings or dims in (NO_DIMENSIONS, OTHER):
+        return meter
+    keys = [k for k, _ in mappings[0].filter]
+    values = values_of(dims, keys)
+    for m in mappings:
+        if all(values[k] == v for k, v in m.filter):
+            return m.event_name
+    return meter

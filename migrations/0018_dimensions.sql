@@ -47,6 +47,22 @@ CREATE TABLE usage_dimension_combos (
     PRIMARY KEY (tenant, customer, meter, subscription_item, period_ms, dims)
 );
 
+-- Pricing per dimension: the usage of a meter's combinations matching `filter` (dimension key →
+-- value) is sent to the Stripe meter of `event_name`, which feeds the Stripe price `price` (kept
+-- to show and check; Stripe links price and meter). The mappings of one meter all filter on the
+-- same keys, so a combination matches at most one (meter/dimensions.py route). Unmapped usage
+-- goes to the meter's own Stripe meter (event name = meter). Written by `meter meters map`,
+-- read by the reporter and the usage API.
+CREATE TABLE meter_price_mappings (
+    tenant      text        NOT NULL,
+    meter       text        NOT NULL,
+    filter      jsonb       NOT NULL CHECK (jsonb_typeof(filter) = 'object'),
+    event_name  text        NOT NULL CHECK (length(event_name) BETWEEN 1 AND 100),
+    price       text,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, meter, filter)
+);
+
 -- The value of dimension `key` in a stored combination, as the usage API shows it: `_other` for
 -- every key of the overflow combination, `none` for a key the combination lacks (or a bucket
 -- without dimensions). The same rule as meter/dimensions.py values_of.

@@ -51,6 +51,13 @@ class Unit:
     timestamp: dt.datetime
     # A bucket's combination of dimension values ('' for none; docs/dimensions.md).
     dims: str = ""
+    # The Stripe event name it is reported to: the meter's own, or a price mapping's for a
+    # combination priced on its own (meter/dimensions.py route).
+    event_name: str = ""
+
+    @property
+    def stripe_event(self) -> str:
+        return self.event_name or self.meter
 
     @property
     def key(self) -> str:

@@ -119,6 +119,12 @@ UPDATE report_outbox SET status = 'pending', next_attempt_at = now()
 WHERE id = ANY($1::bigint[]) AND status = 'waiting'
 """
 
+# Pricing per dimension (migrations/0018_dimensions.sql): a combination's usage goes to the event
+# name of the mapping its values match.
+PRICE_MAPPINGS = (
+    "SELECT tenant, meter, filter::text AS filter, event_name FROM meter_price_mappings"
+)
+
 # Usage is not sent to an event name whose Stripe meter has a `count` formula
 # (migrations/0012_meter_formulas.sql) or is inactive: `stripe_meter_formulas.sendable`
 # (migrations/0015_lifecycle.sql). It waits, unsent and counted, until the meter is sendable.

@@ -100,3 +100,26 @@ def test_describe() -> None:
         f"model (from {later.isoformat()}: -)"
     )
     assert d.describe([], now) == "-"
+
+
+def test_route_sends_a_mapped_combination_to_its_event_name() -> None:
+    maps = [
+        d.PriceMapping((("model", "large"),), "tokens_large"),
+        d.PriceMapping((("model", "none"),), "tokens_bare"),
+    ]
+    keys = ("model", "region")
+    assert d.route(d.combination({"model": "large", "region": "eu"}, keys), "tokens", maps) == (
+        "tokens_large"
+    )
+    assert d.route(d.combination({"region": "eu"}, keys), "tokens", maps) == "tokens_bare"
+    assert d.route(d.combination({"model": "small"}, keys), "tokens", maps) == "tokens"
+    assert d.route(d.OTHER, "tokens", maps) == "tokens"
+    assert d.route(d.NO_DIMENSIONS, "tokens", maps) == "tokens"
+    assert d.route(d.combination({"model": "large"}, keys), "tokens", []) == "tokens"
+
+
+def test_parse_filter() -> None:
+    assert d.parse_filter("region=eu, model=large") == (("model", "large"), ("region", "eu"))
+    for bad in ("model", "model=", "model=a,model=b", "a=1,b=1,c=1,e=1", "bad key=1"):
+        with pytest.raises(InvalidRequest):
+            d.parse_filter(bad)

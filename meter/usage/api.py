@@ -27,13 +27,14 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 from meter import appkeys, jsonwire
 from meter.auth import authenticate
 from meter.billing.errors import NotFound
 from meter.connections import REDIS_ERRORS, acquire
-from meter.dimensions import index_versions
+from meter.dimensions import PriceMapping, Versions, combination, index_versions, route
 from meter.pricing import (
     Period,
     PricingError,
@@ -233,6 +234,10 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
+        priced = await _priced_dimensions(app, tenant)
+        if priced.mappings:
+            await _split_mapped(app, tenant, plan, selection, snap.by_item, priced)
+            events = [priced.routed(e) for e in events]
         main, *rest = _every_event_on_each(
             [selection] + [sel for _, sel in others], snap.by_item, gone
         )
@@ -298,6 +303,92 @@ async def _add_groups(
             entry["groups"] = groups.group_docs(
                 found, b, item.aggregation, whole, amount if isinstance(amount, int) else None
             )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PricedDimensions:
+    """A tenant's price mappings and dimension versions (docs/dimensions.md)."""
+
+    mappings: dict[str, list[PriceMapping]]
+    versions: dict[tuple[str, str], Versions]
+
+    def routed(self, event: Any) -> Any:
+        """A pending event as the item of its combination's price bills it: under the event
+        name it is reported to (the guard is not applied to pending events)."""
+        maps = self.mappings.get(event.meter)
+        if not maps:
+            return event
+        v = self.versions.get((event.tenant, event.meter))
+        keys = v.at(event.timestamp_ms) if v is not None else ()
+        name = route(combination(event.properties, keys), event.meter, maps)
+        return event if name == event.meter else event._replace(meter=name)
+
+
+# Mappings change rarely: each process reads a tenant's at most every few seconds, so a usage
+# request pays no extra query in the common case; a projection may lag a new mapping that long.
+_PRICED_TTL_S = 5.0
+
+
+async def _priced_dimensions(app: web.Application, tenant: str) -> PricedDimensions:
+    cache: dict[str, tuple[float, PricedDimensions]] = app[appkeys.USAGE_PRICED]
+    cached = cache.get(tenant)
+    if cached is not None and time.monotonic() - cached[0] < _PRICED_TTL_S:
+        return cached[1]
+    async with _connection(app) as conn:
+        mappings: dict[str, list[PriceMapping]] = {}
+        for r in await conn.fetch(queries.PRICE_MAPPINGS, tenant):
+            pairs = tuple(sorted(orjson.loads(r["filter"]).items()))
+            mappings.setdefault(r["meter"], []).append(PriceMapping(pairs, r["event_name"]))
+        versions = {}
+        if mappings:
+            rows = await conn.fetch(queries.DIMENSION_VERSIONS, tenant)
+            versions = index_versions(
+                [(r["tenant"], r["meter"], r["effective_from"], r["keys"]) for r in rows]
+            )
+    found = PricedDimensions(mappings, versions)
+    cache[tenant] = (time.monotonic(), found)
+    return found
+
+
+async def _split_mapped(
+    app: web.Application,
+    tenant: str,
+    plan: Plan,
+    selection: Selection,
+    by_item: dict[tuple[str, str], Tally],
+    priced: PricedDimensions,
+) -> None:
+    """Share a mapped meter's usage between its own item and the items of the mapped prices
+    (their Stripe meters' event names), by combination, as the reporter sends it: each item's
+    tally becomes the usage of its event name (the own item keeps usage carried by the
+    reporter). Sum and count meters only, like the mappings themselves."""
+    by_meter = {item.meter: (item, period) for item, period in selection if item.meter}
+    async with _connection(app) as conn:
+        for meter, maps in priced.mappings.items():
+            own = by_meter.get(meter)
+            if own is None or own[0].aggregation not in ("sum", "count"):
+                continue
+            item, period = own
+            rows = await conn.fetch(
+                queries.BY_COMBINATION_IN_WINDOW,
+                tenant,
+                plan.keys,
+                meter,
+                store.ts(period.start),
+                store.ts(period.end),
+            )
+            parts: dict[str, Tally] = {}
+            for r in rows:
+                parts.setdefault(route(r["dims"], meter, maps), Tally()).add_rollups(r)
+            before = by_item.get((item.id, meter))
+            mine = parts.pop(meter, Tally())
+            if before is not None:
+                mine.add_carried(before.carried)
+            by_item[(item.id, meter)] = mine
+            for name, tally in parts.items():
+                target = by_meter.get(name)
+                if target is not None:
+                    by_item[(target[0].id, name)] = tally
 
 
 def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:

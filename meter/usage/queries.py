@@ -251,3 +251,17 @@ ORDER BY 1, 2, 3
 DIMENSION_VERSIONS = """
 SELECT tenant, meter, effective_from, keys FROM meter_dimensions WHERE tenant = $1
 """
+
+# Pricing per dimension: a meter's usage in [$4, $5) per combination, so that each combination's
+# part goes to the item of the price it is mapped to (meter/usage/api.py, docs/dimensions.md).
+BY_COMBINATION_IN_WINDOW = f"""
+SELECT r.dims, {_FOLD}
+FROM usage_rollups r
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
+    AND r.bucket_start >= $4 AND r.bucket_start < $5
+GROUP BY r.dims
+"""
+# The tenant's price mappings (migrations/0018_dimensions.sql).
+PRICE_MAPPINGS = """
+SELECT meter, filter::text AS filter, event_name FROM meter_price_mappings WHERE tenant = $1
+"""

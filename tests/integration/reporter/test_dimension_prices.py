@@ -9,10 +9,12 @@ import argparse
 from decimal import Decimal
 
 import asyncpg
+import pytest
 import stripe
 from redis.asyncio import Redis
 
 from meter import wiring
+from meter.billing.cli import run_sync
 from meter.cli import _meters
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
@@ -113,3 +115,24 @@ async def test_map_refuses_mixed_keys_and_the_meter_itself(
     assert await _meters(settings, ns(filter="model=small,region=eu")) == 2
     assert await _meters(settings, ns(filter="model=large", remove=True)) == 0
     assert await db.fetchval("SELECT count(*) FROM meter_price_mappings") == 0
+
+
+async def test_sync_says_what_stripe_lacks_for_a_mapping(
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    sdk: stripe.StripeClient,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await make_world(sdk, db, n_customers=1, meters={"tokens": "sum", "tokens_large": "sum"})
+    for filter_, event_name in (("model=large", "tokens_large"), ("model=xl", "tokens_xl")):
+        args = argparse.Namespace(
+            meters_command="map", name="tokens", filter=filter_, event_name=event_name,
+            price=None, remove=False, tenant="acme",
+        )  # fmt: skip
+        assert await _meters(rsettings, args) == 0
+    capsys.readouterr()
+    assert await run_sync(rsettings, argparse.Namespace(only=["billing.meter"])) == 0
+    err = capsys.readouterr().err
+    assert "no active Stripe meter with event name 'tokens_xl'" in err
+    # tokens_large has its meter but no price on it yet.
+    assert "→ tokens_large: no active price on that Stripe meter" in err

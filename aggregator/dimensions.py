@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 import asyncpg
 
@@ -51,24 +52,30 @@ async def _known(
 
 
 async def guard(
-    conn: asyncpg.Connection, wanted: Sequence[tuple[GuardSet, str]], limit: int
+    conn: asyncpg.Connection,
+    wanted: Sequence[tuple[GuardSet, str]],
+    limit: int,
+    admitted: AbstractSet[tuple[GuardSet, str]] = frozenset(),
 ) -> dict[tuple[GuardSet, str], str]:
     """The combination each (set, combination) pair is folded under, `wanted` in stream order
-    of first events. Admissions are written here, in the caller's transaction."""
+    of first events. Admissions are written here, in the caller's transaction. `admitted`:
+    pairs known committed already (a cache: sets only ever grow, so they stay admitted)."""
     distinct = list(dict.fromkeys(wanted))
-    known = await _known(conn, distinct)
-    fresh = [p for p in distinct if p not in known]
-    if not fresh:  # the usual case once a customer's combinations are known: no lock, no write
+    unsure = [p for p in distinct if p not in admitted]
+    if not unsure:  # the usual case once a worker has seen a customer's combinations
         return {p: p[1] for p in distinct}
-    # A set that may grow is locked (sorted: one order for every flush), then read again: what
-    # another shard's flush admitted before our lock is seen now.
-    sets = sorted({s for s, _ in fresh})
+    # The sets of pairs the cache does not hold are locked (sorted: one order for every flush),
+    # then read: what another shard's flush admitted before our lock is seen now.
     await conn.fetchval(
         queries.LOCK_GUARD_SETS,
         queries.DIMENSION_LOCK_CLASS,
-        ["\x1f".join((*s[:4], str(s[4]))) for s in sets],
+        ["\x1f".join((*s[:4], str(s[4]))) for s in sorted({s for s, _ in unsure})],
     )
-    known |= await _known(conn, fresh)
+    known = {p for p in distinct if p in admitted} | await _known(conn, unsure)
+    fresh = [p for p in unsure if p not in known]
+    if not fresh:
+        return {p: p[1] for p in distinct}
+    sets = sorted({s for s, _ in fresh})
     rows = await conn.fetch(
         queries.SET_SIZES,
         [s[0] for s in sets],
@@ -80,9 +87,9 @@ async def guard(
     sizes = {
         (r["tenant"], r["customer"], r["meter"], r["item"], r["period_ms"]): r["size"] for r in rows
     }
-    decided, admitted = admit(distinct, known, sizes, limit)
-    if admitted:
-        await conn.execute(queries.ADMIT_COMBOS, *_columns(admitted))
+    decided, new = admit(distinct, known, sizes, limit)
+    if new:
+        await conn.execute(queries.ADMIT_COMBOS, *_columns(new))
     return {p: decided[p] for p in distinct}
 
 
@@ -91,11 +98,14 @@ async def with_dimensions(
     pairs: list[tuple[BucketKey, UsageEvent]],
     versions: dict[tuple[str, str], Versions],
     limit: int,
-) -> tuple[list[tuple[BucketKey, UsageEvent]], int]:
-    """`pairs` with each bucket key carrying its event's folded combination, and how many
-    events went to `_other`. Events of meters without dimensions keep their key as it is."""
+    admitted: set[tuple[GuardSet, str]] | None = None,
+) -> tuple[list[tuple[BucketKey, UsageEvent]], int, list[tuple[GuardSet, str]]]:
+    """`pairs` with each bucket key carrying its event's folded combination, how many events
+    went to `_other`, and the (set, combination) pairs admitted once the caller commits (for
+    its cache `admitted`, which it must only grow after that commit). Events of meters without
+    dimensions keep their key as it is."""
     if not versions:
-        return pairs, 0
+        return pairs, 0, []
     combos: list[str] = []
     wanted: list[tuple[GuardSet, str]] = []
     for key, e in pairs:
@@ -106,8 +116,8 @@ async def with_dimensions(
         if c:
             wanted.append((guard_set(key), c))
     if not wanted:
-        return pairs, 0
-    decided = await guard(conn, wanted, limit)
+        return pairs, 0, []
+    decided = await guard(conn, wanted, limit, admitted if admitted is not None else frozenset())
     cache: dict[tuple[BucketKey, str], BucketKey] = {}
     out: list[tuple[BucketKey, UsageEvent]] = []
     other = 0
@@ -127,7 +137,7 @@ async def with_dimensions(
             "dimension combinations over the guard: usage folded into _other",
             extra={"events": other, "limit": limit},
         )
-    return out, other
+    return out, other, [p for p, folded in decided.items() if folded != OTHER]
 
 
 async def add_combos(conn: asyncpg.Connection, keys: Sequence[BucketKey]) -> None:

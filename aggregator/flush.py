@@ -16,7 +16,7 @@ import orjson
 
 from aggregator import queries
 from aggregator.attribution import Attributor, ItemPeriod, attribute, index_periods
-from aggregator.dimensions import dimension_versions, with_dimensions
+from aggregator.dimensions import GuardSet, dimension_versions, with_dimensions
 from aggregator.fold import BucketKey, bucket_of
 from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
@@ -26,6 +26,9 @@ from meter.crashpoints import Faults
 from meter.dimensions import DEFAULT_MAX_COMBINATIONS
 from meter.events import UsageEvent, event_key
 from meter.redis_keys import Keys
+
+# Bound on a worker's cache of admitted dimension combinations (cleared when over it).
+MAX_CACHED_COMBOS = 1_000_000
 
 # Key of the advisory lock flushes hold shared and re-attribution holds exclusively.
 FOLD_LOCK_KEY = 0x6D657465725F666F  # "meter_fo"
@@ -144,6 +147,7 @@ async def flush_shard(
     faults: Faults | None = None,
     raw_log: bool = True,
     dimension_limit: int = DEFAULT_MAX_COMBINATIONS,
+    admitted_combos: set[tuple[GuardSet, str]] | None = None,
 ) -> FlushResult:
     """Fold the next batch (≤ batch_size entries) of one shard's stream into Postgres.
 
@@ -190,8 +194,8 @@ async def flush_shard(
         #     admissions are written here, in this transaction, so they commit or roll back with
         #     the buckets; a replay decides again from the same committed sets and the same
         #     entries in the same order, hence the same way (docs/dimensions.md).
-        pairs, other = await with_dimensions(
-            conn, pairs, await dimension_versions(conn), dimension_limit
+        pairs, other, admitted = await with_dimensions(
+            conn, pairs, await dimension_versions(conn), dimension_limit, admitted_combos
         )
         # 6. Stage the batch with COPY, then write to the raw log only the events whose key
         #    Postgres has never seen; the statement returns the others, the duplicates. With the
@@ -226,6 +230,11 @@ async def flush_shard(
     #    re-reads nothing (the checkpoint is past the batch); a re-read after a lost commit
     #    acknowledgement is caught by the CAS in step 4 or by the dedupe in step 6.
     faults.hit("after_commit")
+    if admitted_combos is not None and admitted:
+        # Committed: these stay admitted (sets only grow), so later batches need not ask.
+        if len(admitted_combos) > MAX_CACHED_COMBOS:
+            admitted_combos.clear()
+        admitted_combos.update(admitted)
     # 9. Trim the stream up to the checkpoint. Only bounds Redis memory: a crash before it leaves
     #    entries that step 1 skips next time (they lie at or before the checkpoint).
     await redis.xtrim(stream, minid=next_stream_id(last_id), approximate=False)

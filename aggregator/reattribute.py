@@ -156,7 +156,7 @@ async def reattribute(
             return 0
         # 2b. The rebuilt events' combinations, through the guard of the sets they land in
         #     (admissions in this transaction), in event order as a flush decides.
-        rebuilt, _ = await with_dimensions(
+        rebuilt, _, _ = await with_dimensions(
             conn, rebuilt, await dimension_versions(conn), dimension_limit
         )
         stay = [(k, e) for k, e in rebuilt if k.item is None]

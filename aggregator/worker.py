@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from aggregator import queries
 from aggregator.attribution import Attributor
+from aggregator.dimensions import GuardSet
 from aggregator.flush import CheckpointMoved, FlushResult, flush_shard
 from aggregator.leases import Leases
 from aggregator.maintenance import run_maintenance
@@ -66,6 +67,8 @@ class Worker:
         self.faults = faults or Faults()
         self.batch_size = batch_size or settings.aggregator_batch_size
         self.known_days: set[dt.date] = set()
+        # Dimension combinations known admitted (committed), shared by this worker's lanes.
+        self.admitted_combos: set[tuple[GuardSet, str]] = set()
         # One flush connection per lane (see flush_all); lane 0 is the one `flush` uses.
         self._conns: list[asyncpg.Connection | None] = [None] * settings.aggregator_lanes
         self._leases: Leases | None = None
@@ -133,6 +136,7 @@ class Worker:
                 faults=self.faults,
                 raw_log=self.settings.raw_log,
                 dimension_limit=self.settings.dimension_combinations,
+                admitted_combos=self.admitted_combos,
             )
         except CheckpointMoved:
             self.metrics.checkpoint_conflicts.inc()

@@ -415,4 +415,3 @@ SELECT m.tenant, m.meter, m.filter::text AS filter, m.event_name, m.price,
 FROM meter_price_mappings m
 ORDER BY m.tenant, m.meter, m.filter::text
 """
-

@@ -271,9 +271,18 @@ async def sweep(
     attributor: Attributor,
     since: dt.datetime,
     done: Reattributed | None = None,
+    dimension_limit: int = DEFAULT_MAX_COMBINATIONS,
 ) -> int:
     """Try re-attribution for every customer with unattributed buckets; return events moved."""
     moved = 0
     for row in await conn.fetch(queries.UNATTRIBUTED_CUSTOMERS, since):
-        moved += await reattribute(conn, attributor, row["tenant"], row["customer"], since, done)
+        moved += await reattribute(
+            conn,
+            attributor,
+            row["tenant"],
+            row["customer"],
+            since,
+            done,
+            dimension_limit=dimension_limit,
+        )
     return moved

@@ -306,7 +306,13 @@ class Worker:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             done = Reattributed()
-            await sweep(conn, self.attributor, to_datetime(_day_ms(since)), done)
+            await sweep(
+                conn,
+                self.attributor,
+                to_datetime(_day_ms(since)),
+                done,
+                dimension_limit=self.settings.dimension_combinations,
+            )
             self.metrics.stuck_buckets.set(done.stuck)
         except TRANSIENT:
             log.exception("re-attribution sweep failed")

@@ -168,7 +168,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_json)
-    billing_routes.setup(app, usage_upkeep())  # after _resources: billing shares its pool
+    billing_routes.setup(
+        app, usage_upkeep(settings.dimension_combinations)
+    )  # after _resources: billing shares its pool
     usage_routes.setup(app)
     meters_api.setup(app)
     return app

@@ -45,7 +45,12 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     assert pool is not None
     try:
         billing = Billing(
-            settings, pool, gateway, BillingMetrics(_registry()), LogNotifier(), usage_upkeep()
+            settings,
+            pool,
+            gateway,
+            BillingMetrics(_registry()),
+            LogNotifier(),
+            usage_upkeep(settings.dimension_combinations),
         )
         async with billing.connection() as conn:
             counts, effects = await sync(

@@ -70,6 +70,7 @@ ALL_TABLES = {
     "pending_invoice_items",
     "meter_dimensions",
     "usage_dimension_combos",
+    "meter_price_mappings",
 }
 
 

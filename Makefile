@@ -59,7 +59,7 @@ bench-ingest: sync
 
 ## make bench-aggregate: `meter aggregate --once` over 1M pre-loaded events next to an INSERT loop
 bench-aggregate: sync
-	$(RUN) python benchmarks/aggregate.py
+	$(RUN) python benchmarks/aggregate.py $(BENCH_ARGS)
 
 ## make bench-usage: GET /v1/customers/{id}/usage over 10k customers x 3 meters x a month of buckets
 bench-usage: sync

@@ -93,11 +93,20 @@ async def reattribute_once(settings: Settings, args: argparse.Namespace) -> int:
     try:
         attributor = wired_attributor()
         if args.customer is None:
-            await sweep(conn, attributor, since, done)
+            await sweep(conn, attributor, since, done, settings.dimension_combinations)
         else:
             tenant = args.tenant or settings.billing_default_tenant
             force = (args.force_whole, args.at) if args.force_whole else None
-            await reattribute(conn, attributor, tenant, args.customer, since, done, force)
+            await reattribute(
+                conn,
+                attributor,
+                tenant,
+                args.customer,
+                since,
+                done,
+                force,
+                dimension_limit=settings.dimension_combinations,
+            )
     finally:
         await conn.close()
     print(

@@ -43,6 +43,7 @@ async def move_after_cut(
     #    their distinct values move together; a crash rolls all of it back with the cut.
     await conn.execute(queries.DROP_MOVED_DUPLICATE_VALUES, *args)
     await conn.execute(queries.MOVE_UNIQUE_VALUES, *args)
+    await conn.execute(queries.ADMIT_MOVED_COMBOS, *args)
     await conn.execute(queries.MOVE_BUCKETS_TO_PERIOD, *args)
     await conn.execute(queries.MOVE_RAW_EVENTS_TO_PERIOD, *args)
     # 3. The totals of both periods, folded again from their buckets.

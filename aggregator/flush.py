@@ -16,14 +16,19 @@ import orjson
 
 from aggregator import queries
 from aggregator.attribution import Attributor, ItemPeriod, attribute, index_periods
+from aggregator.dimensions import GuardSet, dimension_versions, with_dimensions
 from aggregator.fold import BucketKey, bucket_of
 from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
 from meter.connections import RedisClient
 from meter.core.streams import text
 from meter.crashpoints import Faults
+from meter.dimensions import DEFAULT_MAX_COMBINATIONS
 from meter.events import UsageEvent, event_key
 from meter.redis_keys import Keys
+
+# Bound on a worker's cache of admitted dimension combinations (cleared when over it).
+MAX_CACHED_COMBOS = 1_000_000
 
 # Key of the advisory lock flushes hold shared and re-attribution holds exclusively.
 FOLD_LOCK_KEY = 0x6D657465725F666F  # "meter_fo"
@@ -44,6 +49,7 @@ class FlushResult:
     buckets: int = 0  # buckets touched
     oldest_ms: int | None = None  # Redis timestamp of the oldest unflushed entry before the flush
     last_id: str | None = None  # the checkpoint after the flush
+    other: int = 0  # events the cardinality guard folded into `_other` (docs/dimensions.md)
 
 
 def next_stream_id(stream_id: str) -> str:
@@ -84,6 +90,7 @@ def _record(stream_id: str, event: UsageEvent, key: BucketKey) -> tuple[object, 
         key.item,
         key.period_start_ms,
         stream_id,
+        key.dims,
     )
 
 
@@ -139,6 +146,8 @@ async def flush_shard(
     known_days: set[dt.date],
     faults: Faults | None = None,
     raw_log: bool = True,
+    dimension_limit: int = DEFAULT_MAX_COMBINATIONS,
+    admitted_combos: set[tuple[GuardSet, str]] | None = None,
 ) -> FlushResult:
     """Fold the next batch (≤ batch_size entries) of one shard's stream into Postgres.
 
@@ -181,6 +190,13 @@ async def flush_shard(
             raise CheckpointMoved(f"{stream}: checkpoint moved past {checkpoint}")
         # 5. Attribute to subscription items with the billing data as of this transaction.
         pairs = await _attributed(conn, attributor, events)
+        # 5b. Each event's combination of dimension values, through the cardinality guard: its
+        #     admissions are written here, in this transaction, so they commit or roll back with
+        #     the buckets; a replay decides again from the same committed sets and the same
+        #     entries in the same order, hence the same way (docs/dimensions.md).
+        pairs, other, admitted = await with_dimensions(
+            conn, pairs, await dimension_versions(conn), dimension_limit, admitted_combos
+        )
         # 6. Stage the batch with COPY, then write to the raw log only the events whose key
         #    Postgres has never seen; the statement returns the others, the duplicates. With the
         #    raw log off, the same probe and insert into usage_event_keys decide it and nothing
@@ -214,6 +230,11 @@ async def flush_shard(
     #    re-reads nothing (the checkpoint is past the batch); a re-read after a lost commit
     #    acknowledgement is caught by the CAS in step 4 or by the dedupe in step 6.
     faults.hit("after_commit")
+    if admitted_combos is not None and admitted:
+        # Committed: these stay admitted (sets only grow), so later batches need not ask.
+        if len(admitted_combos) > MAX_CACHED_COMBOS:
+            admitted_combos.clear()
+        admitted_combos.update(admitted)
     # 9. Trim the stream up to the checkpoint. Only bounds Redis memory: a crash before it leaves
     #    entries that step 1 skips next time (they lie at or before the checkpoint).
     await redis.xtrim(stream, minid=next_stream_id(last_id), approximate=False)
@@ -225,4 +246,5 @@ async def flush_shard(
         buckets=len(rollups),
         oldest_ms=int(first_id.partition("-")[0]),
         last_id=last_id,
+        other=other,
     )

@@ -23,7 +23,8 @@ from meter.events import UsageEvent
 
 @dataclass(frozen=True, slots=True)
 class BucketKey:
-    """(tenant, customer, meter, subscription item, hour ∩ billing period)."""
+    """(tenant, customer, meter, subscription item, hour ∩ billing period, combination of
+    dimension values: '' for none, docs/dimensions.md)."""
 
     tenant: str
     customer: str
@@ -32,8 +33,9 @@ class BucketKey:
     period_start_ms: int | None
     start_ms: int
     end_ms: int
+    dims: str = ""
 
-    def sort_key(self) -> tuple[str, str, str, bool, str, int]:
+    def sort_key(self) -> tuple[str, str, str, bool, str, int, str]:
         """The one total order every writer upserts buckets in, so that two never deadlock."""
         return (
             self.tenant,
@@ -42,6 +44,19 @@ class BucketKey:
             self.item is not None,
             self.item or "",
             self.start_ms,
+            self.dims,
+        )
+
+    def with_dims(self, dims: str) -> BucketKey:
+        return BucketKey(
+            self.tenant,
+            self.customer,
+            self.meter,
+            self.item,
+            self.period_start_ms,
+            self.start_ms,
+            self.end_ms,
+            dims,
         )
 
 

@@ -60,6 +60,12 @@ class AggregatorMetrics:
             "(docs/billing.md, Re-attribution).",
             registry=r,
         )
+        self.dimension_overflow = Counter(
+            "meter_aggregator_dimension_overflow",
+            "Events folded into the `_other` combination: their customer, meter and period had "
+            "METER_DIMENSION_COMBINATIONS combinations already (docs/dimensions.md).",
+            registry=r,
+        )
         self.checkpoint_conflicts = Counter(
             "meter_aggregator_checkpoint_conflicts",
             "Flushes rolled back because another worker had advanced the checkpoint.",

@@ -20,7 +20,8 @@ CREATE TEMP TABLE IF NOT EXISTS aggregator_batch (
     properties         text,
     subscription_item  text,
     period_start_ms    bigint,
-    stream_id          text
+    stream_id          text,
+    dims               text
 ) ON COMMIT DELETE ROWS
 """
 BATCH_TABLE = "aggregator_batch"
@@ -46,6 +47,7 @@ BATCH_COLUMNS = (
     "subscription_item",
     "period_start_ms",
     "stream_id",
+    "dims",
 )
 
 # Run around either probe (flush step 6). A connection plans a statement when it first runs and
@@ -91,14 +93,14 @@ WITH probe AS MATERIALIZED (
 ), raw AS (
     INSERT INTO usage_events (
         tenant, event_id, customer, meter, value, event_time, received_at, properties,
-        subscription_item, period_start, stream_id
+        subscription_item, period_start, stream_id, dims
     )
     SELECT b.tenant, b.event_id, b.customer, b.meter, b.value::numeric,
            timestamptz 'epoch' + b.event_ms * interval '1 millisecond',
            timestamptz 'epoch' + b.received_ms * interval '1 millisecond',
            b.properties::jsonb, b.subscription_item,
            timestamptz 'epoch' + b.period_start_ms * interval '1 millisecond',
-           b.stream_id
+           b.stream_id, nullif(b.dims, '')
     FROM probe b WHERE NOT seen
 )
 SELECT tenant, event_id FROM probe WHERE seen
@@ -159,15 +161,16 @@ _STATE_INPUT = """event_count, value_sum, value_max, last_value, last_ms, last_e
 UPSERT_BUCKETS = f"""
 INSERT INTO usage_rollups AS s (
     tenant, customer, meter, subscription_item, period_start, bucket_start, bucket_end,
-    event_count, value_sum, value_max, last_value, last_at, last_event_id, unique_count
+    event_count, value_sum, value_max, last_value, last_at, last_event_id, unique_count, dims
 )
 SELECT u.tenant, u.customer, u.meter, u.item, {_ts("u.period_ms")}, {_ts("u.start_ms")},
-    {_ts("u.end_ms")}, {_STATE_VALUES}
+    {_ts("u.end_ms")}, {_STATE_VALUES}, u.dims
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
-    $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[]
-) AS u(tenant, customer, meter, item, period_ms, start_ms, end_ms, {_STATE_INPUT})
-ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start) DO UPDATE SET
+    $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[],
+    $15::text[]
+) AS u(tenant, customer, meter, item, period_ms, start_ms, end_ms, {_STATE_INPUT}, dims)
+ON CONFLICT (tenant, customer, meter, subscription_item, bucket_start, dims) DO UPDATE SET
     {_MERGE_STATE},
     version = s.version + 1,
     updated_at = now()
@@ -210,11 +213,11 @@ TOTALS_FROM_BUCKETS = f"""{_TOTALS_SELECT} WHERE subscription_item IS NOT NULL
 # Values new to their set come back; each is credited to its bucket.
 INSERT_UNIQUE_VALUES = """
 INSERT INTO usage_unique_values (
-    tenant, customer, meter, subscription_item, period_start, value, bucket_start
+    tenant, customer, meter, subscription_item, period_start, value, bucket_start, dims
 )
 SELECT * FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-    $7::timestamptz[]
+    $7::timestamptz[], $8::text[]
 )
 ON CONFLICT DO NOTHING
 RETURNING tenant, customer, meter, subscription_item, period_start, value
@@ -222,6 +225,44 @@ RETURNING tenant, customer, meter, subscription_item, period_start, value
 
 UNIQUE_COUNT_METERS = """
 SELECT tenant, meter, unique_property FROM meter_definitions WHERE aggregation = 'unique_count'
+"""
+
+# --- dimensions (aggregator/dimensions.py, docs/dimensions.md) ---------------------------------
+# Every dimension version (a handful of rows; read by each flush, like UNIQUE_COUNT_METERS).
+DIMENSION_VERSIONS = "SELECT tenant, meter, effective_from, keys FROM meter_dimensions"
+# Guard sets travel as (tenant, customer, meter, item, period start ms) arrays, item '' and
+# period 0 for unattributed usage (migrations/0018_dimensions.sql); $6 the combinations.
+_GUARD_INPUT = """unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
+    AS u(tenant, customer, meter, item, period_ms, dims)"""
+_GUARD_SET_MATCH = """c.tenant = u.tenant AND c.customer = u.customer AND c.meter = u.meter
+    AND c.subscription_item = u.item AND c.period_ms = u.period_ms"""
+# Which of these (set, combination) pairs are admitted already.
+ADMITTED_COMBOS = f"""
+SELECT u.tenant, u.customer, u.meter, u.item, u.period_ms, u.dims
+FROM {_GUARD_INPUT}
+WHERE EXISTS (SELECT 1 FROM usage_dimension_combos c WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims)
+"""
+# Admission into a set is serialized per set (two-int4 advisory lock under its own class id, in
+# the order given: sorted by the caller), so that concurrent flushes of two shards cannot both
+# take its last slot. The lock is held to commit.
+DIMENSION_LOCK_CLASS = 0x6D64  # "md"
+LOCK_GUARD_SETS = """
+SELECT count(pg_advisory_xact_lock($1::int, hashtext(k)))
+FROM (SELECT k, i FROM unnest($2::text[]) WITH ORDINALITY AS a(k, i) ORDER BY i) s
+"""
+# The size of each set, read after its lock.
+SET_SIZES = """
+SELECT u.tenant, u.customer, u.meter, u.item, u.period_ms,
+    (SELECT count(*) FROM usage_dimension_combos c
+     WHERE c.tenant = u.tenant AND c.customer = u.customer AND c.meter = u.meter
+       AND c.subscription_item = u.item AND c.period_ms = u.period_ms) AS size
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+    AS u(tenant, customer, meter, item, period_ms)
+"""
+ADMIT_COMBOS = f"""
+INSERT INTO usage_dimension_combos (tenant, customer, meter, subscription_item, period_ms, dims)
+SELECT * FROM {_GUARD_INPUT}
+ON CONFLICT DO NOTHING
 """
 
 # --- checkpoints ------------------------------------------------------------------------------
@@ -260,15 +301,16 @@ ORDER BY tenant, customer
 """
 UNATTRIBUTED_EVENTS = """
 SELECT event_id, customer, meter, value::text AS value, event_time, received_at,
-       properties::text AS properties
+       properties::text AS properties, dims
 FROM usage_events
 WHERE tenant = $1 AND customer = $2 AND subscription_item IS NULL AND event_time >= $3
 ORDER BY event_time, event_id
 """
 SET_ATTRIBUTION = """
-UPDATE usage_events e SET subscription_item = u.item, period_start = u.period_start
-FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[])
-    AS u(event_id, event_time, item, period_start)
+UPDATE usage_events e SET subscription_item = u.item, period_start = u.period_start,
+    dims = nullif(u.dims, '')
+FROM unnest($3::text[], $4::timestamptz[], $5::text[], $6::timestamptz[], $7::text[])
+    AS u(event_id, event_time, item, period_start, dims)
 WHERE e.tenant = $1 AND e.customer = $2 AND e.event_id = u.event_id
   AND e.event_time = u.event_time AND e.subscription_item IS NULL
 """
@@ -276,10 +318,10 @@ WHERE e.tenant = $1 AND e.customer = $2 AND e.event_id = u.event_id
 # exclusive fold lock, so no flush changes them until it commits).
 UNATTRIBUTED_BUCKETS = """
 SELECT meter, bucket_start, bucket_end, event_count, value_sum::text AS value_sum,
-    value_max::text AS value_max, last_value::text AS last_value, last_at, last_event_id
+    value_max::text AS value_max, last_value::text AS last_value, last_at, last_event_id, dims
 FROM usage_rollups
 WHERE tenant = $1 AND customer = $2 AND subscription_item IS NULL AND bucket_start >= $3
-ORDER BY meter, bucket_start
+ORDER BY meter, bucket_start, dims
 """
 # $3/$4: the (meter, bucket start) of each bucket to delete.
 DELETE_UNATTRIBUTED_BUCKETS = """
@@ -296,7 +338,7 @@ DELETE FROM usage_unique_values v
 USING unnest($3::text[], $4::timestamptz[]) AS u(meter, bucket_start)
 WHERE v.tenant = $1 AND v.customer = $2 AND v.subscription_item IS NULL
   AND v.meter = u.meter AND v.bucket_start = u.bucket_start
-RETURNING v.meter, v.value, v.bucket_start
+RETURNING v.meter, v.value, v.bucket_start, v.dims
 """
 
 # --- period cuts (aggregator/cuts.py) ----------------------------------------------------------
@@ -336,13 +378,24 @@ WITH dup AS (
         AND n.tenant = o.tenant AND n.customer = o.customer AND n.meter = o.meter
         AND n.subscription_item = o.subscription_item AND n.period_start = $4
         AND n.value = o.value
-    RETURNING o.tenant, o.customer, o.meter, o.bucket_start
+    RETURNING o.tenant, o.customer, o.meter, o.bucket_start, o.dims
 )
 UPDATE usage_rollups r SET unique_count = r.unique_count - d.n
-FROM (SELECT tenant, customer, meter, bucket_start, count(*) AS n FROM dup
-      GROUP BY tenant, customer, meter, bucket_start) d
+FROM (SELECT tenant, customer, meter, bucket_start, dims, count(*) AS n FROM dup
+      GROUP BY tenant, customer, meter, bucket_start, dims) d
 WHERE r.tenant = d.tenant AND r.customer = d.customer AND r.meter = d.meter
-    AND r.subscription_item = $3 AND r.bucket_start = d.bucket_start
+    AND r.subscription_item = $3 AND r.bucket_start = d.bucket_start AND r.dims = d.dims
+"""
+# The combinations of the buckets about to move join the new period's guard set, beyond its
+# limit if need be: usage already folded never moves to `_other` (docs/dimensions.md).
+ADMIT_MOVED_COMBOS = """
+INSERT INTO usage_dimension_combos (tenant, customer, meter, subscription_item, period_ms, dims)
+SELECT DISTINCT tenant, customer, meter, subscription_item,
+    (extract(epoch FROM $4::timestamptz) * 1000)::bigint, dims
+FROM usage_rollups
+WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+    AND period_start < $4 AND bucket_start >= $4 AND dims NOT IN ('', '_other')
+ON CONFLICT DO NOTHING
 """
 MOVE_UNIQUE_VALUES = """
 UPDATE usage_unique_values SET period_start = $4
@@ -369,13 +422,14 @@ WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
 # The bucket is the one the event was folded into: its item and billing period ($7) as the raw
 # log recorded them, and the event's time. Buckets of one (item, period) never overlap, but
 # buckets of two periods of one item can (an anchor reset cuts a period after usage was folded
-# into it), so the period is part of the match and exactly one bucket shrinks.
+# into it), so the period is part of the match, and so is the event's combination of dimension
+# values ($8, from the raw log): exactly one bucket shrinks.
 SUBTRACT_EVENT = """
 UPDATE usage_rollups
 SET value_sum = value_sum - $6, event_count = event_count - 1, version = version + 1,
     updated_at = now()
 WHERE tenant = $1 AND customer = $2 AND meter = $3 AND subscription_item = $4
-  AND period_start = $7 AND bucket_start <= $5 AND $5 < bucket_end
+  AND period_start = $7 AND bucket_start <= $5 AND $5 < bucket_end AND dims = $8
 RETURNING bucket_start, period_start
 """
 # The same subtraction from the bucket's period total (migrations/0007_usage_totals.sql).

@@ -35,11 +35,13 @@ import orjson
 
 from aggregator import queries
 from aggregator.attribution import UNATTRIBUTED, Attribution, Attributor, attribute, index_periods
+from aggregator.dimensions import add_combos, dimension_versions, with_dimensions
 from aggregator.flush import FOLD_LOCK_KEY
 from aggregator.fold import BucketKey, Rollup, UniqueCandidate, bucket_of
 from aggregator.moves import BucketAt, Moves, Unattributed, force_whole, plan_moves
 from aggregator.store import apply_fold, merge_states, unique_meters
 from aggregator.windows import Window, hour_of, overlap, to_datetime, to_ms
+from meter.dimensions import DEFAULT_MAX_COMBINATIONS
 from meter.errors import InvalidRequest
 from meter.events import UsageEvent
 
@@ -94,6 +96,7 @@ async def reattribute(
     since: dt.datetime,
     done: Reattributed | None = None,
     force: tuple[str, int] | None = None,
+    dimension_limit: int = DEFAULT_MAX_COMBINATIONS,
 ) -> int:
     """Attach the customer's unattributed usage since `since` (raw retention start) to the items
     now known; return how many events moved (`done`, if given, adds up the details). `force`
@@ -108,15 +111,24 @@ async def reattribute(
             return 0
         rows = await conn.fetch(queries.UNATTRIBUTED_EVENTS, tenant, customer, since)
         events = [_event(tenant, r) for r in rows]
+        raw_dims = {r["event_id"]: r["dims"] or "" for r in rows}
         # 2.
         index = index_periods(await attributor.item_periods(conn, tenant, {customer}))
         unique_props = await unique_meters(conn)
-        buckets = {(r["meter"], to_ms(r["bucket_start"])): r for r in bucket_rows}
+        # An hour's buckets, one per combination of dimension values: decided on together (the
+        # raw events of an hour are counted together), each moved whole with its combination.
+        buckets: dict[BucketAt, list[asyncpg.Record]] = {}
+        for r in bucket_rows:
+            buckets.setdefault((r["meter"], to_ms(r["bucket_start"])), []).append(r)
         moves = plan_moves(
             customer,
             [
-                Unattributed(m, Window(start, to_ms(r["bucket_end"])), r["event_count"])
-                for (m, start), r in buckets.items()
+                Unattributed(
+                    m,
+                    Window(start, to_ms(rs[0]["bucket_end"])),
+                    sum(r["event_count"] for r in rs),
+                )
+                for (m, start), rs in buckets.items()
             ],
             Counter((e.meter, hour_of(e.timestamp_ms).start_ms) for e in events),
             {m for t, m in unique_props if t == tenant},
@@ -128,34 +140,44 @@ async def reattribute(
             uniques = {m for t, m in unique_props if t == tenant}
             moves = force_whole(moves, customer, *force, index, uniques)
         _report_stuck(tenant, customer, moves, done)
-        moved: list[tuple[BucketKey, UsageEvent]] = []
-        stay: list[tuple[BucketKey, UsageEvent]] = []
-        marked: list[tuple[UsageEvent, Attribution]] = []
+        rebuilt: list[tuple[BucketKey, UsageEvent]] = []
+        marked: list[tuple[UsageEvent, Attribution, str]] = []
         for e in events:
             at = (e.meter, hour_of(e.timestamp_ms).start_ms)
             if at in moves.stuck:
                 continue
             whole = moves.whole.get(at)
             if whole is not None:
-                marked.append((e, whole))
+                marked.append((e, whole, raw_dims[e.id]))  # keeps its bucket's combination
                 continue
             found = attribute(e.customer, e.meter, e.timestamp_ms, index)
-            if found is UNATTRIBUTED:
-                stay.append((bucket_of(e, found), e))
-            else:
-                moved.append((bucket_of(e, found), e))
-                marked.append((e, found))
-        if not moved and not moves.whole:
+            rebuilt.append((bucket_of(e, found), e))
+        if not moves.whole and all(k.item is None for k, _ in rebuilt):
             return 0
+        # 2b. The rebuilt events' combinations, through the guard of the sets they land in
+        #     (admissions in this transaction), in event order as a flush decides.
+        rebuilt, _, _ = await with_dimensions(
+            conn, rebuilt, await dimension_versions(conn), dimension_limit
+        )
+        stay = [(k, e) for k, e in rebuilt if k.item is None]
+        moved = [(k, e) for k, e in rebuilt if k.item is not None]
+        found_of = {e.id: attribute(e.customer, e.meter, e.timestamp_ms, index) for _, e in moved}
+        marked += [(e, found_of[e.id], k.dims) for k, e in moved]
+        # Events staying unattributed whose combination changed (a raised guard limit) are
+        # marked too, still without an item: a void or the next rebuild finds their bucket.
+        changed = [(k, e) for k, e in stay if k.dims != raw_dims[e.id]]
         # 3.
         await conn.execute(
             queries.SET_ATTRIBUTION,
             tenant,
             customer,
-            [e.id for e, _ in marked],
-            [to_datetime(e.timestamp_ms) for e, _ in marked],
-            [a.item for _, a in marked],
-            [to_datetime(a.period.start_ms if a.period else 0) for _, a in marked],
+            [e.id for e, _, _ in marked] + [e.id for _, e in changed],
+            [to_datetime(e.timestamp_ms) for e, _, _ in marked]
+            + [to_datetime(e.timestamp_ms) for _, e in changed],
+            [a.item for _, a, _ in marked] + [None for _ in changed],
+            [to_datetime(a.period.start_ms if a.period else 0) for _, a, _ in marked]
+            + [None for _ in changed],
+            [d for _, _, d in marked] + [k.dims for k, _ in changed],
         )
         # 4.
         gone = sorted(moves.rebuild | moves.whole.keys())
@@ -184,30 +206,33 @@ async def reattribute(
         await apply_fold(conn, moved, unique_props)
         # 7.
         whole_rollups: dict[BucketKey, Rollup] = {}
-        target_of: dict[BucketAt, BucketKey] = {}
+        target_of: dict[tuple[str, int, str], BucketKey] = {}
         for at, found in moves.whole.items():
             assert found.item is not None
             assert found.period is not None
             # The hour, or under a forced move the part of it inside the chosen period.
             window = overlap(hour_of(at[1]), found.period)
-            key = BucketKey(
-                tenant,
-                customer,
-                at[0],
-                found.item,
-                found.period.start_ms,
-                window.start_ms,
-                window.end_ms,
-            )
-            target_of[at] = key
-            state = _state(buckets[at])
-            whole_rollups[key] = (
-                state if key not in whole_rollups else whole_rollups[key].merge(state)
-            )
+            for row in buckets[at]:
+                key = BucketKey(
+                    tenant,
+                    customer,
+                    at[0],
+                    found.item,
+                    found.period.start_ms,
+                    window.start_ms,
+                    window.end_ms,
+                    row["dims"],
+                )
+                target_of[(*at, row["dims"])] = key
+                state = _state(row)
+                whole_rollups[key] = (
+                    state if key not in whole_rollups else whole_rollups[key].merge(state)
+                )
+        await add_combos(conn, list(whole_rollups))
         candidates = [
             UniqueCandidate((tenant, customer, t.meter, t.item, t.period_start_ms), v["value"], t)
             for v in values
-            if (t := target_of.get((v["meter"], to_ms(v["bucket_start"])))) is not None
+            if (t := target_of.get((v["meter"], to_ms(v["bucket_start"]), v["dims"]))) is not None
         ]
         await merge_states(conn, whole_rollups, sorted(candidates, key=UniqueCandidate.sort_key))
     events_moved = len(moved) + sum(s.count for s in whole_rollups.values())
@@ -246,9 +271,18 @@ async def sweep(
     attributor: Attributor,
     since: dt.datetime,
     done: Reattributed | None = None,
+    dimension_limit: int = DEFAULT_MAX_COMBINATIONS,
 ) -> int:
     """Try re-attribution for every customer with unattributed buckets; return events moved."""
     moved = 0
     for row in await conn.fetch(queries.UNATTRIBUTED_CUSTOMERS, since):
-        moved += await reattribute(conn, attributor, row["tenant"], row["customer"], since, done)
+        moved += await reattribute(
+            conn,
+            attributor,
+            row["tenant"],
+            row["customer"],
+            since,
+            done,
+            dimension_limit=dimension_limit,
+        )
     return moved

@@ -46,6 +46,7 @@ async def _insert_unique(
         [_ts(c.set_key[4]) for c in candidates],
         [c.value for c in candidates],
         [to_datetime(c.bucket.start_ms) for c in candidates],
+        [c.bucket.dims for c in candidates],
     )
     by_key = {(c.set_key, c.value): c for c in candidates}
     new: list[UniqueCandidate] = []
@@ -92,6 +93,7 @@ async def upsert_buckets(conn: asyncpg.Connection, rollups: dict[BucketKey, Roll
         [k.start_ms for k, _ in rows],
         [k.end_ms for k, _ in rows],
         *_state_columns([s for _, s in rows]),
+        [k.dims for k, _ in rows],
     )
     # The same deltas summed per (item, period, meter), in the same transaction: the usage API
     # reads a period's total from one row instead of ~720 buckets. Committed with the buckets,

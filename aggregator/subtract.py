@@ -23,12 +23,14 @@ async def subtract_event(
     period_start: dt.datetime,
     event_time: dt.datetime,
     value: Decimal,
+    dims: str = "",
 ) -> dt.datetime | None:
-    """Subtract the event from the bucket holding `event_time` and raise the bucket's version
+    """Subtract the event from the bucket holding `event_time` and `dims` (the combination the
+    raw log says the event was folded into) and raise the bucket's version
     (the reporter's next build sends the negative delta), and from its period's running total.
     Returns the bucket's start; None: no such bucket (nothing changed)."""
     bucket = await conn.fetchrow(
-        queries.SUBTRACT_EVENT, tenant, customer, meter, item, event_time, value, period_start
+        queries.SUBTRACT_EVENT, tenant, customer, meter, item, event_time, value, period_start, dims
     )
     if bucket is None:
         return None

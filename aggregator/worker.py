@@ -16,6 +16,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from aggregator import queries
 from aggregator.attribution import Attributor
+from aggregator.dimensions import GuardSet
 from aggregator.flush import CheckpointMoved, FlushResult, flush_shard
 from aggregator.leases import Leases
 from aggregator.maintenance import run_maintenance
@@ -66,6 +67,8 @@ class Worker:
         self.faults = faults or Faults()
         self.batch_size = batch_size or settings.aggregator_batch_size
         self.known_days: set[dt.date] = set()
+        # Dimension combinations known admitted (committed), shared by this worker's lanes.
+        self.admitted_combos: set[tuple[GuardSet, str]] = set()
         # One flush connection per lane (see flush_all); lane 0 is the one `flush` uses.
         self._conns: list[asyncpg.Connection | None] = [None] * settings.aggregator_lanes
         self._leases: Leases | None = None
@@ -132,6 +135,8 @@ class Worker:
                 known_days=self.known_days,
                 faults=self.faults,
                 raw_log=self.settings.raw_log,
+                dimension_limit=self.settings.dimension_combinations,
+                admitted_combos=self.admitted_combos,
             )
         except CheckpointMoved:
             self.metrics.checkpoint_conflicts.inc()
@@ -147,6 +152,8 @@ class Worker:
             m.batch_events.observe(result.read)
             m.events.labels(label).inc(result.inserted)
             m.duplicates.labels(label).inc(result.duplicates)
+            if result.other:
+                m.dimension_overflow.inc(result.other)
         oldest = result.oldest_ms
         m.lag_seconds.labels(label).set(
             0 if oldest is None else max(time.time() - oldest / 1000, 0)
@@ -299,7 +306,13 @@ class Worker:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
             done = Reattributed()
-            await sweep(conn, self.attributor, to_datetime(_day_ms(since)), done)
+            await sweep(
+                conn,
+                self.attributor,
+                to_datetime(_day_ms(since)),
+                done,
+                dimension_limit=self.settings.dimension_combinations,
+            )
             self.metrics.stuck_buckets.set(done.stuck)
         except TRANSIENT:
             log.exception("re-attribution sweep failed")

@@ -14,6 +14,11 @@ times, each as its own process the way an operator runs it, on a fresh database 
 - `meter aggregate --once` (raw log on) over the same number of events spread over few and many
   buckets, to show that the rollup cost follows the buckets touched, not the events.
 
+With `--dimensions` it measures dimensions instead (docs/dimensions.md): every event carries
+`model` and `region` properties of 10 values each, and the same events are aggregated with no
+dimensions declared and with every meter broken down by both keys (up to 100 combinations per
+customer, meter and period, under the default guard of 1,000), interleaved in one run.
+
 Events/s is events / wall time of the process (interpreter start included). The default spread is
 "many customers × a few meters × hours inside the late window": 2,000 customers, 3 meters, 90 %
 of events in the latest hour and 10 % late, over the 23 hours before it.
@@ -85,7 +90,12 @@ def database_urls() -> tuple[str, str]:
     return admin, bench
 
 
-def generate(spread: Spread, n: int, shards: int, seed: int = 1) -> list[list[str]]:
+DIMENSION_VALUES = 10
+
+
+def generate(
+    spread: Spread, n: int, shards: int, seed: int = 1, dimensions: bool = False
+) -> list[list[str]]:
     """The stream payloads of n events, per shard, as ingest would have appended them.
 
     Kept as str (XADD sends the same UTF-8 bytes): a million orjson output buffers held at once
@@ -112,7 +122,16 @@ def generate(spread: Spread, n: int, shards: int, seed: int = 1) -> list[list[st
             value=rng.choice(VALUES),
             timestamp_ms=ts,
             received_at_ms=now,
-            properties={"model": rng.choice(("small", "large"))} if meter == "tokens" else None,
+            properties=(
+                {
+                    "model": f"m{rng.randrange(DIMENSION_VALUES)}",
+                    "region": f"r{rng.randrange(DIMENSION_VALUES)}",
+                }
+                if dimensions
+                else {"model": rng.choice(("small", "large"))}
+                if meter == "tokens"
+                else None
+            ),
         )
         per_shard[shard_of(TENANT, event_id, shards)].append(event.encode().decode())
     return per_shard
@@ -140,7 +159,7 @@ def drop_keys(redis: Redis, prefix: str) -> None:
         redis.delete(key)
 
 
-async def fresh_database(admin: str, bench: str) -> None:
+async def fresh_database(admin: str, bench: str, dimensions: bool = False) -> None:
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
@@ -157,6 +176,12 @@ async def fresh_database(admin: str, bench: str) -> None:
             " meter text, value numeric, event_time timestamptz, received_at timestamptz,"
             " properties jsonb)"
         )
+        if dimensions:
+            await conn.executemany(
+                "INSERT INTO meter_dimensions (tenant, meter, effective_from, keys)"
+                " VALUES ($1, $2, 'epoch', '{model,region}')",
+                [(TENANT, m) for m in METERS],
+            )
     finally:
         await conn.close()
 
@@ -205,7 +230,7 @@ def run_once(
     extra_env: dict[str, str],
 ) -> Result:
     n = sum(len(p) for p in per_shard)
-    asyncio.run(fresh_database(admin, bench))
+    asyncio.run(fresh_database(admin, bench, dimensions="BENCH_DIMENSIONS" in extra_env))
     prefix = f"benchagg{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     env = {
@@ -321,10 +346,15 @@ def main() -> int:
     parser.add_argument(
         "--skip-buckets", action="store_true", help="leave out the few/many buckets runs"
     )
+    parser.add_argument(
+        "--dimensions", action="store_true", help="measure 2 dimension keys × 10 values instead"
+    )
     parser.add_argument("--insert-loop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.insert_loop:
         return insert_loop_main()
+    if args.dimensions:
+        return dimensions_main(args)
 
     admin, bench = database_urls()
     redis_url = os.environ.get("METER_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -405,6 +435,55 @@ def main() -> int:
             f" {few.seconds / args.events * 1e6:.1f} µs per event"
         )
     print("events/s: events / wall time of the process, interpreter start-up included")
+    return 0
+
+
+def dimensions_main(args: argparse.Namespace) -> int:
+    """The same events aggregated without and with 2 dimension keys × 10 values, interleaved."""
+    admin, bench = database_urls()
+    redis_url = os.environ.get("METER_REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis = Redis.from_url(redis_url)
+    aggregate = [sys.executable, "-m", "meter", "aggregate", "--once"]
+    runs = [
+        ("no dimensions", aggregate, {}),
+        ("2 keys × 10 values", aggregate, {"BENCH_DIMENSIONS": "1"}),
+    ]
+    spread = SPREADS["realistic"]
+    print(f"dimensions: {spread.describe()}: generating {args.events:,} events", flush=True)
+    per_shard = generate(spread, args.events, args.shards, dimensions=True)
+    results: list[Result] = []
+    try:
+        for _ in range(args.repeat):
+            for label, command, extra_env in runs:
+                results.append(
+                    run_once(
+                        label,
+                        spread,
+                        per_shard,
+                        shards=args.shards,
+                        command=command,
+                        extra_env=extra_env,
+                        admin=admin,
+                        bench=bench,
+                        redis=redis,
+                        redis_url=redis_url,
+                    )
+                )
+    finally:
+        redis.close()
+    base = best(results, runs[0][0], "realistic")
+    dims = best(results, runs[1][0], "realistic")
+    print()
+    print(
+        f"aggregate with dimensions: {args.events:,} events per run, {args.shards} shards,"
+        f" {os.cpu_count()} cores (shared machine), best of {args.repeat}"
+    )
+    for r in (base, dims):
+        print(
+            f"  {r.label:<22} {r.eps:>10,.0f} events/s {r.seconds:>8.2f} s"
+            f" {r.buckets or 0:>9,} buckets {r.upserts or 0:>10,} upserts"
+        )
+    print(f"cost with dimensions: {dims.seconds / base.seconds:.2f}x the time without")
     return 0
 
 

@@ -390,6 +390,17 @@ PIPELINE = Dashboard(
                     ),
                     unit="ops",
                 ),
+                ts(
+                    "Usage over the dimension guard",
+                    "Events folded into the `_other` combination: their customer, meter and "
+                    "period had METER_DIMENSION_COMBINATIONS combinations already "
+                    "(docs/dimensions.md). Never dropped; priced at the meter's own price.",
+                    Target(
+                        f"sum(rate(meter_aggregator_dimension_overflow_total[{RATE}]))",
+                        "events/s",
+                    ),
+                    unit="ops",
+                ),
             ),
         ),
         Row(

@@ -12,7 +12,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from meter import appkeys
+from meter import appkeys, meters_api
 from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
@@ -170,6 +170,9 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi_json)
-    billing_routes.setup(app, usage_upkeep())  # after _resources: billing shares its pool
+    billing_routes.setup(
+        app, usage_upkeep(settings.dimension_combinations)
+    )  # after _resources: billing shares its pool
     usage_routes.setup(app)
+    meters_api.setup(app)
     return app

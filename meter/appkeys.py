@@ -36,6 +36,8 @@ COMMITTER = web.AppKey("committer", Committer)
 KNOWN_NAMES = web.AppKey("known_names", KnownNames)
 BILLING = web.AppKey("billing", Billing)
 USAGE_PLANS = web.AppKey("usage_plans", PlanCache)
+# Per tenant: (monotonic time read, its price mappings and dimension versions), meter/usage/api.py.
+USAGE_PRICED = web.AppKey("usage_priced", dict)
 USAGE_PENDING = web.AppKey("usage_pending", PendingReads)
 USAGE_SNAPSHOTS = web.AppKey("usage_snapshots", Batcher[ItemUsage, Snapshot])
 # The one connection usage snapshots are read on (meter/usage/queries.py SNAPSHOT_SETTINGS).

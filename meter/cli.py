@@ -10,6 +10,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from meter import devenv, logs
 from meter.config import Settings
 from meter.errors import MeteringError
@@ -106,6 +108,10 @@ async def _meters(settings: Settings, args: argparse.Namespace) -> int:
         if (args.aggregation == "unique_count") != (unique is not None):
             print("meter: --unique-property goes with --aggregation unique_count", file=sys.stderr)
             return 2
+    if args.meters_command == "update":
+        return await _update_meter(settings, args)
+    if args.meters_command == "map":
+        return await _map_price(settings, args)
     conn = await asyncpg.connect(settings.database_url)
     try:
         if args.meters_command == "define":
@@ -114,14 +120,110 @@ async def _meters(settings: Settings, args: argparse.Namespace) -> int:
             )
             print(f"{args.tenant}\t{args.name}\t{args.aggregation}\tlocal")
         else:
+            dims = await _dimensions_by_meter(conn, args.tenant)
             for r in await conn.fetch(queries.LIST_METERS, args.tenant):
                 stripe = "-" if r["stripe_meter"] is None else f"{r['stripe_meter']}:{r['formula']}"
                 if r["reportable"] is False:
                     stripe += " (not reportable: recreate it with formula sum)"
                 tenant = r["tenant"] or "*"
-                print(f"{tenant}\t{r['meter']}\t{r['aggregation'] or '-'}\t{r['source']}\t{stripe}")
+                shown = dims.pop((r["tenant"], r["meter"]), "-") if r["tenant"] else "-"
+                print(
+                    f"{tenant}\t{r['meter']}\t{r['aggregation'] or '-'}\t{r['source']}\t{stripe}"
+                    f"\t{shown}"
+                )
+            # Meters with dimensions but neither a local definition nor a Stripe meter.
+            for (tenant, name), shown in sorted(dims.items()):
+                print(f"{tenant}\t{name}\t-\t-\t-\t{shown}")
+            for r in await conn.fetch(queries.ALL_PRICE_MAPPINGS, args.tenant):
+                text = ",".join(f"{k}={v}" for k, v in sorted(orjson.loads(r["filter"]).items()))
+                print(
+                    f"{r['tenant']}\t{r['meter']}\t{text}\t→ {r['event_name']}\t{r['price'] or '-'}"
+                )
     finally:
         await conn.close()
+    return 0
+
+
+async def _dimensions_by_meter(conn: Any, tenant: str | None) -> dict[tuple[str, str], str]:
+    """(tenant, meter) → its dimensions as `meter meters list` shows them."""
+    import datetime as dt
+
+    from meter import dimensions, queries
+
+    versions: dict[tuple[str, str], list[tuple[dt.datetime, list[str]]]] = {}
+    for r in await conn.fetch(queries.DIMENSION_VERSIONS, tenant, None):
+        versions.setdefault((r["tenant"], r["meter"]), []).append((r["effective_from"], r["keys"]))
+    now = dt.datetime.now(dt.UTC)
+    return {name: dimensions.describe(v, now) for name, v in versions.items()}
+
+
+async def _map_price(settings: Settings, args: argparse.Namespace) -> int:
+    """Add (or with --remove, drop) a price mapping: one combination filter → a Stripe meter."""
+    import asyncpg
+
+    from meter import dimensions, queries
+
+    try:
+        pairs = dimensions.parse_filter(args.filter)
+    except MeteringError as exc:
+        print(f"meter: {exc}", file=sys.stderr)
+        return 2
+    doc = orjson.dumps(dict(pairs)).decode()
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.remove:
+            status = await conn.execute(queries.UNMAP_PRICE, args.tenant, args.name, doc)
+            return 0 if status.endswith(" 1") else 1
+        if not args.event_name or args.event_name == args.name:
+            print(
+                "meter: --event-name names the Stripe meter of the mapped price; it cannot be "
+                "the meter's own (that one gets the unmapped usage)",
+                file=sys.stderr,
+            )
+            return 2
+        async with conn.transaction():
+            held = await conn.fetch(queries.PRICE_MAPPINGS_OF, args.tenant, args.name)
+            keys = {k for k, _ in pairs}
+            for r in held:
+                used = sorted(orjson.loads(r["filter"]))
+                if set(used) != keys:
+                    print(
+                        "meter: every price mapping of a meter filters on the same keys (so a "
+                        f"combination matches one); this meter's use {used}",
+                        file=sys.stderr,
+                    )
+                    return 2
+            await conn.execute(
+                queries.MAP_PRICE, args.tenant, args.name, doc, args.event_name, args.price
+            )
+    finally:
+        await conn.close()
+    print(f"{args.tenant}\t{args.name}\t{args.filter}\t→ {args.event_name}\t{args.price or '-'}")
+    return 0
+
+
+async def _update_meter(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    import asyncpg
+
+    from meter import dimensions, queries
+
+    now = dt.datetime.now(dt.UTC)
+    try:
+        keys = dimensions.parse_keys(args.dimensions)
+        stated = args.effective_from
+        when = now if stated is None else dt.datetime.fromisoformat(stated)
+        dimensions.check_effective_from(when, now)
+    except (MeteringError, ValueError) as exc:
+        print(f"meter: {exc}", file=sys.stderr)
+        return 2
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(queries.SET_DIMENSIONS, args.tenant, args.name, when, list(keys))
+    finally:
+        await conn.close()
+    print(f"{args.tenant}\t{args.name}\t{','.join(keys) or '-'}\tfrom {when.isoformat()}")
     return 0
 
 
@@ -180,7 +282,36 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--unique-property", help="the property unique_count counts distinct values of")
     m.add_argument("--tenant", default="default", help="tenant the definition belongs to")
     m = meters_sub.add_parser(
-        "list", help="meters with their aggregation: local definitions and Stripe meters"
+        "update",
+        help="set the property keys a meter's usage is broken down by, from a moment on "
+        "(docs/dimensions.md); usage folded before it keeps its combination",
+    )
+    m.add_argument("name", help="the meter (the events' `meter`)")
+    m.add_argument(
+        "--dimensions",
+        required=True,
+        help="up to 3 property keys, comma-separated (e.g. model,region); empty: none",
+    )
+    m.add_argument(
+        "--from",
+        dest="effective_from",
+        help="ISO 8601 time with zone the change applies from (default now; never the past)",
+    )
+    m.add_argument("--tenant", default="default", help="tenant the meter belongs to")
+    m = meters_sub.add_parser(
+        "map",
+        help="price a combination of dimension values on its own: its usage goes to the Stripe "
+        "meter of --event-name (docs/dimensions.md, Pricing per dimension)",
+    )
+    m.add_argument("name", help="the meter (the events' `meter`)")
+    m.add_argument("--filter", required=True, help="dimension values, e.g. model=large")
+    m.add_argument("--event-name", help="event name of the Stripe meter that feeds the price")
+    m.add_argument("--price", help="the Stripe price (shown in `meters list`)")
+    m.add_argument("--remove", action="store_true", help="drop the mapping of this filter")
+    m.add_argument("--tenant", default="default", help="tenant the meter belongs to")
+    m = meters_sub.add_parser(
+        "list",
+        help="meters with their aggregation (local definitions and Stripe meters) and dimensions",
     )
     m.add_argument("--tenant", help="only this tenant's local definitions")
     p.set_defaults(func=meters_cmd)

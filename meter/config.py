@@ -130,6 +130,10 @@ class Settings:
     # Aggregator: shards a worker flushes at once, each on its own Postgres connection, so that
     # one flush's Python work overlaps another's time in Postgres.
     aggregator_lanes: int = 2
+    # Aggregator: the cardinality guard, combinations of dimension values per customer, meter
+    # and billing period; usage of any further combination is folded into `_other`
+    # (docs/dimensions.md).
+    dimension_combinations: int = 1000
     # Billing (meter/billing/): tenant of Stripe customers whose metadata names none.
     billing_default_tenant: str = "default"
     # Billing: a past_due subscription keeps access this long after its first failed payment.
@@ -214,6 +218,8 @@ class Settings:
             )
         if self.api_key_cache_ttl_s < 0:
             raise ConfigError("METER_API_KEY_CACHE_TTL must be >= 0")
+        if self.dimension_combinations < 1:
+            raise ConfigError("METER_DIMENSION_COMBINATIONS must be at least 1")
         if not 1 <= self.aggregator_lanes <= 64:
             raise ConfigError("METER_AGGREGATOR_LANES must be between 1 and 64")
         if self.reporter_transport not in ("v1", "v2"):
@@ -318,6 +324,9 @@ class Settings:
             raw_retention_s=duration("METER_RAW_RETENTION", base.raw_retention_s),
             raw_log=_bool(get("METER_RAW_LOG") or "1"),
             aggregator_lanes=integer("METER_AGGREGATOR_LANES", base.aggregator_lanes),
+            dimension_combinations=integer(
+                "METER_DIMENSION_COMBINATIONS", base.dimension_combinations
+            ),
             billing_default_tenant=get("METER_BILLING_TENANT") or base.billing_default_tenant,
             billing_grace_period_s=duration(
                 "METER_BILLING_GRACE_PERIOD", base.billing_grace_period_s

@@ -53,6 +53,43 @@ FROM stripe_meter_formulas f
 ORDER BY 2, 1 NULLS FIRST
 """
 
+# --- meter dimensions (`meter meters update`, PUT /v1/meters/{name}/dimensions;
+# schema: migrations/0018_dimensions.sql) -----------------------------------------------------
+# A new version from $3 on; stating the same moment twice replaces that version (it is not in
+# effect yet: the moment may not lie in the past, meter/meters_api.py and meter/cli.py check).
+SET_DIMENSIONS = """
+INSERT INTO meter_dimensions (tenant, meter, effective_from, keys) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant, meter, effective_from) DO UPDATE SET keys = excluded.keys,
+    created_at = now()
+"""
+# Every dimension version of tenant $1 (all tenants when null), meter $2 (all when null).
+DIMENSION_VERSIONS = """
+SELECT tenant, meter, effective_from, keys FROM meter_dimensions
+WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR meter = $2)
+ORDER BY tenant, meter, effective_from
+"""
+
+# Price mappings (`meter meters map`; migrations/0018_dimensions.sql). $3: the filter as JSON.
+MAP_PRICE = """
+INSERT INTO meter_price_mappings (tenant, meter, filter, event_name, price)
+VALUES ($1, $2, $3::jsonb, $4, $5)
+ON CONFLICT (tenant, meter, filter) DO UPDATE SET event_name = excluded.event_name,
+    price = excluded.price, created_at = now()
+"""
+UNMAP_PRICE = (
+    "DELETE FROM meter_price_mappings WHERE tenant = $1 AND meter = $2 AND filter = $3::jsonb"
+)
+# The meter's mappings, locked while one is added (their keys must stay the same).
+PRICE_MAPPINGS_OF = """
+SELECT filter::text AS filter, event_name, price FROM meter_price_mappings
+WHERE tenant = $1 AND meter = $2 ORDER BY filter::text FOR UPDATE
+"""
+ALL_PRICE_MAPPINGS = """
+SELECT tenant, meter, filter::text AS filter, event_name, price FROM meter_price_mappings
+WHERE $1::text IS NULL OR tenant = $1
+ORDER BY tenant, meter, filter::text
+"""
+
 # --- health -----------------------------------------------------------------------------------
 PING = "SELECT 1"
 

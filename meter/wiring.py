@@ -25,11 +25,14 @@ def customer_directory() -> CustomerDirectory:
     return BillingDirectory()
 
 
-def usage_upkeep() -> UsageUpkeep:
-    """Billing's changes to folded usage: the aggregator's cut moves and re-attribution."""
+def usage_upkeep(dimension_limit: int | None = None) -> UsageUpkeep:
+    """Billing's changes to folded usage: the aggregator's cut moves and re-attribution (whose
+    cardinality guard is METER_DIMENSION_COMBINATIONS, `dimension_limit`; None: its default)."""
     from aggregator.upkeep import AggregatorUpkeep
+    from meter.dimensions import DEFAULT_MAX_COMBINATIONS
 
-    return AggregatorUpkeep(attributor())
+    limit = DEFAULT_MAX_COMBINATIONS if dimension_limit is None else dimension_limit
+    return AggregatorUpkeep(attributor(), limit)
 
 
 def subtract_event() -> SubtractEvent:

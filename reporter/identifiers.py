@@ -14,10 +14,19 @@ PREFIX = "mtr1"
 
 
 def unit_key(
-    tenant: str, customer: str, meter: str, item: str, unit: str, unit_start_ms: int
+    tenant: str,
+    customer: str,
+    meter: str,
+    item: str,
+    unit: str,
+    unit_start_ms: int,
+    dims: str = "",
 ) -> str:
-    """A fixed-length digest of a reported unit's key (ids may be up to 100 chars each)."""
-    raw = "\x1f".join((tenant, customer, meter, item, unit, str(unit_start_ms)))
+    """A fixed-length digest of a reported unit's key (ids may be up to 100 chars each). A
+    bucket's combination of dimension values is part of it when it has one, so each
+    combination is deduplicated on its own; keys without one are as they always were."""
+    parts = (tenant, customer, meter, item, unit, str(unit_start_ms))
+    raw = "\x1f".join((*parts, dims) if dims else parts)
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import orjson
 
+from meter.dimensions import PriceMapping, route
 from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
@@ -39,7 +41,11 @@ class BuildResult:
     gone: int = 0  # rows of a closed period recorded `late`: their item bills the meter no more
 
 
-def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
+def _unit(
+    r: asyncpg.Record, absolute: bool, mappings: dict[tuple[str, str], list[PriceMapping]]
+) -> tuple[Unit, Mark | None]:
+    dims = "" if absolute else r["dims"]
+    found = mappings.get((r["tenant"], r["meter"]), [])
     unit = Unit(
         tenant=r["tenant"],
         customer=r["customer"],
@@ -52,6 +58,8 @@ def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
         value=r["value"],
         absolute=absolute,
         timestamp=r["last_at"] if absolute else r["bucket_start"],
+        dims=dims,
+        event_name=route(dims, r["meter"], found),
     )
     mark = (
         None
@@ -121,6 +129,15 @@ async def build(
     return total
 
 
+async def price_mappings(conn: Conn) -> dict[tuple[str, str], list[PriceMapping]]:
+    """(tenant, meter) → its price mappings (a handful of rows, read once per page)."""
+    out: dict[tuple[str, str], list[PriceMapping]] = {}
+    for r in await conn.fetch(queries.PRICE_MAPPINGS):
+        pairs = tuple(sorted(orjson.loads(r["filter"]).items()))
+        out.setdefault((r["tenant"], r["meter"]), []).append(PriceMapping(pairs, r["event_name"]))
+    return out
+
+
 def _add(total: BuildResult, part: BuildResult) -> None:
     total.rows += part.rows
     total.marks += part.marks
@@ -159,7 +176,8 @@ async def build_page(
             records = await conn.fetch(queries.GROWN_PERIODS)
         else:
             records = await conn.fetch(queries.GROWN_BUCKETS, after, page_size)
-        units = [_unit(r, absolute=after is None) for r in records]
+        mappings = await price_mappings(conn) if records else {}
+        units = [_unit(r, after is None, mappings) for r in records]
         last_id = records[-1]["id"] if after is not None and len(records) == page_size else None
         if not units:
             return BuildResult(), last_id
@@ -177,7 +195,9 @@ async def build_page(
         # 4b. Units of a meter whose Stripe meter counts events wait, keeping their marks: sent
         #     as one event carrying a bucket's value, Stripe would bill 1 for any count. So do
         #     units of an inactive meter: Stripe would accept and drop their events.
-        held = await conn.fetch(queries.UNREPORTABLE_METERS, sorted({u.meter for u, _ in units}))
+        held = await conn.fetch(
+            queries.UNREPORTABLE_METERS, sorted({u.stripe_event for u, _ in units})
+        )
         result = BuildResult(
             unreportable={r["meter"] for r in held if r["formula"]},
             inactive={r["meter"] for r in held if not r["formula"]},
@@ -185,7 +205,7 @@ async def build_page(
         waiting = result.unreportable | result.inactive
         planned: list[tuple[Unit, str, Planned]] = []
         for unit, mark in units:
-            if unit.meter in waiting:
+            if unit.stripe_event in waiting:
                 result.waiting_meter += 1
                 continue
             stripe_id = stripe_ids.get((unit.tenant, unit.customer))
@@ -261,7 +281,7 @@ async def _insert_rows(conn: Conn, rows: Sequence[tuple[Unit, str, Planned]]) ->
         [u.item for u, _, _ in rows],
         [u.period_start for u, _, _ in rows],
         [s for _, s, _ in rows],
-        [u.meter for u, _, _ in rows],  # the Stripe event name is the meter's name
+        [u.stripe_event for u, _, _ in rows],  # the meter's name, or its price mapping's
         [p.value for _, _, p in rows],
         [u.absolute for u, _, _ in rows],
         [p.event_time for _, _, p in rows],
@@ -285,4 +305,5 @@ async def _upsert_marks(conn: Conn, planned: Sequence[tuple[Unit, str, Planned]]
         [p.mark.version for _, _, p in planned],
         [p.mark.value for _, _, p in planned],
         [p.mark.event_time for _, _, p in planned],
+        [u.dims for u, _, _ in planned],
     )

@@ -52,11 +52,22 @@ class Unit:
     absolute: bool
     # A timestamp inside the bucket (delta) or the period's latest event time (absolute).
     timestamp: dt.datetime
+    # A bucket's combination of dimension values ('' for none; docs/dimensions.md).
+    dims: str = ""
+    # The Stripe event name it is reported to: the meter's own, or a price mapping's for a
+    # combination priced on its own (meter/dimensions.py route).
+    event_name: str = ""
+
+    @property
+    def stripe_event(self) -> str:
+        return self.event_name or self.meter
 
     @property
     def key(self) -> str:
         start_ms = int(self.unit_start.timestamp() * 1000)
-        return unit_key(self.tenant, self.customer, self.meter, self.item, self.unit, start_ms)
+        return unit_key(
+            self.tenant, self.customer, self.meter, self.item, self.unit, start_ms, self.dims
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,12 @@ LOCK_BUILD = "SELECT pg_advisory_xact_lock($1)"
 GROWN_BUCKETS = """
 SELECT v.id, v.tenant, v.customer, v.meter, v.subscription_item, v.period_start,
        v.bucket_start, v.version, v.value, m.version AS mark_version, m.value AS mark_value,
-       m.event_time AS mark_event_time
+       m.event_time AS mark_event_time, v.dims
 FROM usage_rollup_values v
 LEFT JOIN report_marks m
   ON m.tenant = v.tenant AND m.customer = v.customer AND m.meter = v.meter
  AND m.subscription_item = v.subscription_item AND m.unit = 'bucket'
- AND m.unit_start = v.bucket_start
+ AND m.unit_start = v.bucket_start AND m.dims = v.dims
 WHERE v.subscription_item IS NOT NULL
   AND v.aggregation IN ('sum', 'count')
   AND (m.version IS NULL OR v.version > m.version)
@@ -98,10 +98,12 @@ ORDER BY p.item, p.period_start
 
 UPSERT_MARKS = """
 INSERT INTO report_marks
-    (tenant, customer, meter, subscription_item, unit, unit_start, version, value, event_time)
+    (tenant, customer, meter, subscription_item, unit, unit_start, version, value, event_time,
+     dims)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::bigint[], $8::numeric[], $9::timestamptz[])
-ON CONFLICT (tenant, customer, meter, subscription_item, unit, unit_start) DO UPDATE
+                     $6::timestamptz[], $7::bigint[], $8::numeric[], $9::timestamptz[],
+                     $10::text[])
+ON CONFLICT (tenant, customer, meter, subscription_item, unit, unit_start, dims) DO UPDATE
 SET version = excluded.version, value = excluded.value, event_time = excluded.event_time,
     updated_at = now()
 WHERE report_marks.version < excluded.version
@@ -128,6 +130,12 @@ RELEASE_WAITING = """
 UPDATE report_outbox SET status = 'pending', next_attempt_at = now()
 WHERE id = ANY($1::bigint[]) AND status = 'waiting'
 """
+
+# Pricing per dimension (migrations/0018_dimensions.sql): a combination's usage goes to the event
+# name of the mapping its values match.
+PRICE_MAPPINGS = (
+    "SELECT tenant, meter, filter::text AS filter, event_name FROM meter_price_mappings"
+)
 
 # Usage is not sent to an event name whose Stripe meter has a `count` formula
 # (migrations/0012_meter_formulas.sql) or is inactive: `stripe_meter_formulas.sendable`
@@ -238,7 +246,7 @@ VOIDED = "SELECT 1 FROM usage_voids WHERE tenant = $1 AND event_id = $2"
 # FOR UPDATE holds the row against a concurrent re-attribution until the void commits. The
 # aggregation follows usage_rollup_values (migrations/0012_meter_formulas.sql).
 FIND_EVENT = """
-SELECT e.customer, e.meter, e.value, e.event_time, e.subscription_item, e.period_start,
+SELECT e.customer, e.meter, e.value, e.event_time, e.subscription_item, e.period_start, e.dims,
        coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation
 FROM usage_events e
 LEFT JOIN meter_definitions d ON d.tenant = e.tenant AND d.meter = e.meter

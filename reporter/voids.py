@@ -85,6 +85,7 @@ async def void_event(conn: Conn, tenant: str, event_id: str, subtract: SubtractE
             event["period_start"],
             event["event_time"],
             event["value"],
+            event["dims"] or "",
         )
         if bucket_start is None:
             raise VoidRefused(f"event {event_id!r} has no bucket to subtract it from", param="id")

@@ -30,6 +30,7 @@ def add_parser(subparsers: Any) -> None:
 async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     import asyncpg
 
+    from meter.billing import queries
     from meter.billing.backfill import sync
     from meter.billing.metrics import BillingMetrics
     from meter.billing.notify import LogNotifier
@@ -44,7 +45,12 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     assert pool is not None
     try:
         billing = Billing(
-            settings, pool, gateway, BillingMetrics(_registry()), LogNotifier(), usage_upkeep()
+            settings,
+            pool,
+            gateway,
+            BillingMetrics(_registry()),
+            LogNotifier(),
+            usage_upkeep(settings.dimension_combinations),
         )
         async with billing.connection() as conn:
             counts, effects = await sync(
@@ -56,6 +62,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
             )
             effects.sweep = True  # usage waiting for any of these customers gets its items
             await billing.after_commit(conn, effects)
+            mappings = await conn.fetch(queries.MAPPINGS_STRIPE_SIDE)
     finally:
         await pool.close()
         await gateway.close()
@@ -64,6 +71,23 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     # Everything else is synced; a meter meter cannot report to is an error to fix in Stripe.
     for refusal in effects.refused_meters:
         print(f"error: {refusal}", file=sys.stderr)
+    # Pricing per dimension (docs/dimensions.md): each mapped combination needs a Stripe meter
+    # and price of its own, on the customers' subscriptions next to the meter's own price.
+    for m in mappings:
+        where = f"price mapping {m['tenant']}/{m['meter']} {m['filter']} → {m['event_name']}"
+        if not m["has_meter"]:
+            print(
+                f"warning: {where}: no active Stripe meter with event name {m['event_name']!r}"
+                " and formula sum: create one, a metered price on it, and add that price to"
+                " the subscriptions next to the meter's own price",
+                file=sys.stderr,
+            )
+        elif not m["has_price"]:
+            print(
+                f"warning: {where}: no active price on that Stripe meter: create one and add it"
+                " to the subscriptions next to the meter's own price",
+                file=sys.stderr,
+            )
     return 1 if effects.refused_meters else 0
 
 

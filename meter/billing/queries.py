@@ -403,3 +403,15 @@ STRIPE_IDS_OF_CUSTOMERS = """
 SELECT external_id, stripe_id FROM customers
 WHERE tenant = $1 AND NOT deleted AND (external_id = ANY($2::text[]) OR stripe_id = ANY($2::text[]))
 """
+
+# `meter sync`: each price mapping (migrations/0018_dimensions.sql) with whether Stripe has what
+# it needs: an active sum meter of its event name, and a price on that meter.
+MAPPINGS_STRIPE_SIDE = """
+SELECT m.tenant, m.meter, m.filter::text AS filter, m.event_name, m.price,
+    EXISTS (SELECT 1 FROM billing_meters b WHERE b.event_name = m.event_name
+            AND b.status = 'active' AND b.formula = 'sum') AS has_meter,
+    EXISTS (SELECT 1 FROM prices p JOIN billing_meters b ON b.id = p.meter
+            WHERE b.event_name = m.event_name AND p.active) AS has_price
+FROM meter_price_mappings m
+ORDER BY m.tenant, m.meter, m.filter::text
+"""

@@ -91,4 +91,5 @@ class SubtractEvent(Protocol):
         period_start: dt.datetime,
         event_time: dt.datetime,
         value: Decimal,
+        dims: str = "",
     ) -> dt.datetime | None: ...

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from meter import appkeys
 from meter.config import Settings
-from meter.openapi import billing, ingest, usage
+from meter.openapi import billing, ingest, meters, usage
 from meter.openapi.common import ERROR_SCHEMAS, RESPONSES, Doc
 
 
@@ -51,7 +51,12 @@ def build_document(settings: Settings) -> Doc:
                 "METER_METRICS_HOST:METER_METRICS_PORT, not here)",
             },
         ],
-        "paths": {**ingest.paths(settings), **usage.paths(), **billing.paths()},
+        "paths": {
+            **ingest.paths(settings),
+            **usage.paths(),
+            **meters.paths(),
+            **billing.paths(),
+        },
         "components": {
             "securitySchemes": {
                 "apiKey": {

@@ -46,6 +46,36 @@ def _query(name: str, description: str, schema: Doc | None = None) -> Doc:
     }
 
 
+# Usage per combination of dimension values (docs/dimensions.md).
+_BREAKDOWN = [
+    _query(
+        "group_by",
+        "up to 3 dimension keys, comma-separated (e.g. `model,region`): each metered item gets "
+        "`groups` (usage: quantity, amount as its share of the item's amount by quantity for "
+        "sum and count meters), each history row a `dimensions` object; a key an event lacks "
+        "shows as `none`, usage over the cardinality guard as `_other`",
+        {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(,[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,2}$",
+        },
+    ),
+    {
+        "name": "filter",
+        "in": "query",
+        "required": False,
+        "style": "deepObject",
+        "explode": True,
+        "description": "`filter[<key>]=<value>` (up to 3): only usage with these dimension "
+        "values; the items' own quantities and amounts are unchanged",
+        "schema": {
+            "type": "object",
+            "maxProperties": 3,
+            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 500},
+        },
+    },
+]
+
+
 def paths() -> Doc:
     return {
         "/v1/customers/{id}/usage": {
@@ -56,6 +86,7 @@ def paths() -> Doc:
                 parameters=[
                     _ID,
                     _query("period", f"`current` (default), `previous`, or an instant: {_INSTANT}"),
+                    *_BREAKDOWN,
                 ],
                 responses={
                     "200": ok(
@@ -111,6 +142,7 @@ def paths() -> Doc:
                     _query("meter", "only this meter"),
                     _query("limit", "rows per page, 1..1000 (default 100)"),
                     _query("cursor", "`next_cursor` of the previous page"),
+                    *_BREAKDOWN,
                 ],
                 responses={"200": ok("one page of buckets", {"type": "object"})},
                 errors=(400, 404),

@@ -27,19 +27,21 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 from meter import appkeys, jsonwire
 from meter.auth import authenticate
 from meter.billing.errors import NotFound
 from meter.connections import REDIS_ERRORS, acquire
+from meter.dimensions import PriceMapping, Versions, combination, index_versions, route
 from meter.pricing import (
     Period,
     PricingError,
     add_months,
     project_invoice,
 )
-from meter.usage import params, pending, queries, report, store
+from meter.usage import groups, params, pending, queries, report, store
 from meter.usage.store import Plan, PlanItem
 from meter.usage.tally import Tally
 
@@ -171,6 +173,7 @@ async def usage(request: web.Request) -> web.Response:
     app = request.app
     reads = app[appkeys.USAGE_PENDING]
     wanted = params.period(request.query)
+    breakdown = params.breakdown(request.query)
     now = int(time.time())
     # No connection is held from here on while waiting for a shared read: a request holding
     # one would keep it from the others (and from the batch they wait for).
@@ -235,10 +238,16 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
+        priced = await _priced_dimensions(app, tenant)
+        if priced.mappings:
+            await _split_mapped(app, tenant, plan, selection, snap.by_item, priced)
+            events = [priced.routed(e) for e in events]
         main, *rest = _every_event_on_each(
             [selection] + [sel for _, sel in others], snap.by_item, gone
         )
         doc |= _priced(selection, main, events, now, plan)
+        if breakdown:
+            await _add_groups(app, tenant, plan, selection, main, doc["items"], events, breakdown)
         doc["billing_mode"] = plan.billing_mode
         if plan.status in store.ENDED:
             doc["final_invoice"] = True
@@ -255,6 +264,135 @@ async def usage(request: web.Request) -> web.Response:
     ]
     doc["freshness"] = freshness
     return jsonwire.response(doc)
+
+
+async def _add_groups(
+    app: web.Application,
+    tenant: str,
+    plan: Plan,
+    selection: Selection,
+    tallies: dict[tuple[str, str], Tally],
+    items: list[Doc],
+    events: list[Any],
+    b: params.Breakdown,
+) -> None:
+    """Each metered item's usage per combination of dimension values (`group_by`, `filter`):
+    its buckets of the item's period and its pending events; the item's own numbers stay."""
+    async with _connection(app) as conn:
+        versions = index_versions(
+            [
+                (r["tenant"], r["meter"], r["effective_from"], r["keys"])
+                for r in await conn.fetch(queries.DIMENSION_VERSIONS, tenant)
+            ]
+        )
+        for (item, period), entry in zip(selection, items, strict=True):
+            if item.meter is None or not item.metered:
+                continue
+            rows = await conn.fetch(
+                queries.GROUPS_IN_WINDOW,
+                tenant,
+                plan.keys,
+                item.meter,
+                store.ts(period.start),
+                store.ts(period.end),
+                *[*b.group_by, None, None, None][:3],
+                [k for k, _ in b.filters],
+                [v for _, v in b.filters],
+            )
+            mine = [e for e in events if e.meter == item.meter and report.in_period(e, period)]
+            found = groups.tallies(rows, mine, versions, b)
+            tally = tallies.get((item.id, item.meter))
+            whole = tally.quantity(item.aggregation) if tally is not None else Decimal(0)
+            amount = entry.get("amount")
+            entry["groups"] = groups.group_docs(
+                found, b, item.aggregation, whole, amount if isinstance(amount, int) else None
+            )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PricedDimensions:
+    """A tenant's price mappings and dimension versions (docs/dimensions.md)."""
+
+    mappings: dict[str, list[PriceMapping]]
+    versions: dict[tuple[str, str], Versions]
+
+    def routed(self, event: Any) -> Any:
+        """A pending event as the item of its combination's price bills it: under the event
+        name it is reported to (the guard is not applied to pending events)."""
+        maps = self.mappings.get(event.meter)
+        if not maps:
+            return event
+        v = self.versions.get((event.tenant, event.meter))
+        keys = v.at(event.timestamp_ms) if v is not None else ()
+        name = route(combination(event.properties, keys), event.meter, maps)
+        return event if name == event.meter else event._replace(meter=name)
+
+
+# Mappings change rarely: each process reads a tenant's at most every few seconds, so a usage
+# request pays no extra query in the common case; a projection may lag a new mapping that long.
+_PRICED_TTL_S = 5.0
+
+
+async def _priced_dimensions(app: web.Application, tenant: str) -> PricedDimensions:
+    cache: dict[str, tuple[float, PricedDimensions]] = app[appkeys.USAGE_PRICED]
+    cached = cache.get(tenant)
+    if cached is not None and time.monotonic() - cached[0] < _PRICED_TTL_S:
+        return cached[1]
+    async with _connection(app) as conn:
+        mappings: dict[str, list[PriceMapping]] = {}
+        for r in await conn.fetch(queries.PRICE_MAPPINGS, tenant):
+            pairs = tuple(sorted(orjson.loads(r["filter"]).items()))
+            mappings.setdefault(r["meter"], []).append(PriceMapping(pairs, r["event_name"]))
+        versions = {}
+        if mappings:
+            rows = await conn.fetch(queries.DIMENSION_VERSIONS, tenant)
+            versions = index_versions(
+                [(r["tenant"], r["meter"], r["effective_from"], r["keys"]) for r in rows]
+            )
+    found = PricedDimensions(mappings, versions)
+    cache[tenant] = (time.monotonic(), found)
+    return found
+
+
+async def _split_mapped(
+    app: web.Application,
+    tenant: str,
+    plan: Plan,
+    selection: Selection,
+    by_item: dict[tuple[str, str], Tally],
+    priced: PricedDimensions,
+) -> None:
+    """Share a mapped meter's usage between its own item and the items of the mapped prices
+    (their Stripe meters' event names), by combination, as the reporter sends it: each item's
+    tally becomes the usage of its event name (the own item keeps usage carried by the
+    reporter). Sum and count meters only, like the mappings themselves."""
+    by_meter = {item.meter: (item, period) for item, period in selection if item.meter}
+    async with _connection(app) as conn:
+        for meter, maps in priced.mappings.items():
+            own = by_meter.get(meter)
+            if own is None or own[0].aggregation not in ("sum", "count"):
+                continue
+            item, period = own
+            rows = await conn.fetch(
+                queries.BY_COMBINATION_IN_WINDOW,
+                tenant,
+                plan.keys,
+                meter,
+                store.ts(period.start),
+                store.ts(period.end),
+            )
+            parts: dict[str, Tally] = {}
+            for r in rows:
+                parts.setdefault(route(r["dims"], meter, maps), Tally()).add_rollups(r)
+            before = by_item.get((item.id, meter))
+            mine = parts.pop(meter, Tally())
+            if before is not None:
+                mine.add_carried(before.carried)
+            by_item[(item.id, meter)] = mine
+            for name, tally in parts.items():
+                target = by_meter.get(name)
+                if target is not None:
+                    by_item[(target[0].id, name)] = tally
 
 
 def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:
@@ -415,10 +553,10 @@ async def history(request: web.Request) -> web.Response:
     q = params.history(request.query, int(time.time()))
     after_meter, after_start = (None, None) if q.after is None else q.after
     resume = None if after_start is None else store.ts(after_start + q.step)
+    dims = q.breakdown
     async with _connection(app) as conn:
         plan = await app[appkeys.USAGE_PLANS].plan(conn, tenant, request.match_info["id"])
-        rows = await conn.fetch(
-            queries.HISTORY,
+        args = (
             tenant,
             plan.keys,
             store.ts(q.start),
@@ -429,9 +567,25 @@ async def history(request: web.Request) -> web.Response:
             resume,
             q.limit + 1,
         )
-    page = rows[: q.limit]
-    data = [
-        {
+        if dims:
+            group = [*dims.group_by, None, None, None][:3]
+            rows = await conn.fetch(
+                queries.HISTORY_GROUPED,
+                *args,
+                *group,
+                [k for k, _ in dims.filters],
+                [v for _, v in dims.filters],
+            )
+        else:
+            rows = await conn.fetch(queries.HISTORY, *args)
+    # A page ends after `limit` (meter, time) slots; grouped, a slot has a row per group.
+    slots = list(dict.fromkeys((r["meter"], r["at"]) for r in rows))
+    more = len(slots) > q.limit
+    shown = set(slots[: q.limit])
+    page = [r for r in rows if (r["meter"], r["at"]) in shown]
+    data = []
+    for r in page:
+        row: Doc = {
             "meter": r["meter"],
             "aggregation": r["aggregation"],
             "start": store.unix(r["at"]),
@@ -439,9 +593,9 @@ async def history(request: web.Request) -> web.Response:
             "value": report.num(r[_PICK.get(r["aggregation"], "value_sum")]),
             "events": r["events"],
         }
-        for r in page
-    ]
-    more = len(rows) > q.limit
+        if dims.group_by:
+            row["dimensions"] = {k: r[f"g{i + 1}"] for i, k in enumerate(dims.group_by)}
+        data.append(row)
     return jsonwire.response(
         {
             "object": "usage_history",
@@ -450,6 +604,8 @@ async def history(request: web.Request) -> web.Response:
             "from": q.start,
             "to": q.end,
             "meter": q.meter,
+            "group_by": list(dims.group_by),
+            "filter": dict(dims.filters),
             "data": data,
             "has_more": more,
             "next_cursor": params.encode_cursor(data[-1]["meter"], data[-1]["start"])

@@ -9,8 +9,9 @@ import base64
 import datetime as dt
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from meter import dimensions
 from meter.errors import InvalidRequest
 
 CURRENT = "current"
@@ -79,6 +80,44 @@ class HistoryQuery:
     meter: str | None
     limit: int
     after: tuple[str, int] | None  # (meter, bucket start) of the last row already returned
+    breakdown: Breakdown = field(default_factory=lambda: Breakdown())
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """`group_by=model,region` and `filter[model]=large` (docs/dimensions.md)."""
+
+    group_by: tuple[str, ...] = ()
+    filters: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.group_by or self.filters)
+
+
+MAX_FILTER_VALUE = 500
+
+
+def breakdown(query: Mapping[str, str]) -> Breakdown:
+    """The dimension parameters of a usage or history request; InvalidRequest names the bad
+    one. Keys follow the rule of dimension keys; at most 3 of each."""
+    group_by = dimensions.parse_keys(query.get("group_by", ""))
+    filters: dict[str, str] = {}
+    for name, value in query.items():
+        if not name.startswith("filter"):
+            continue
+        if not (name.startswith("filter[") and name.endswith("]")):
+            raise InvalidRequest("a filter is `filter[<key>]=<value>`", param=name[:80])
+        (key,) = dimensions.parse_keys([name[7:-1]]) or ("",)
+        if not key:
+            raise InvalidRequest("a filter names its key: `filter[<key>]`", param=name[:80])
+        if key in filters:
+            raise InvalidRequest(f"`filter[{key}]` is given twice", param=name)
+        if not 0 < len(value) <= MAX_FILTER_VALUE:
+            raise InvalidRequest(f"`filter[{key}]` is 1..{MAX_FILTER_VALUE} characters", param=name)
+        filters[key] = value
+    if len(filters) > dimensions.MAX_KEYS:
+        raise InvalidRequest(f"at most {dimensions.MAX_KEYS} filters", param="filter")
+    return Breakdown(group_by, tuple(sorted(filters.items())))
 
 
 def history(query: Mapping[str, str], now: int) -> HistoryQuery:
@@ -102,7 +141,7 @@ def history(query: Mapping[str, str], now: int) -> HistoryQuery:
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"`limit` must be an integer in 1..{MAX_LIMIT}", param="limit")
     after = decode_cursor(query["cursor"]) if "cursor" in query else None
-    return HistoryQuery(start, end, step, granularity, meter, limit, after)
+    return HistoryQuery(start, end, step, granularity, meter, limit, after, breakdown(query))
 
 
 def encode_cursor(meter: str, bucket_start: int) -> str:

@@ -208,3 +208,67 @@ GROUP BY meter, aggregation, at
 ORDER BY meter, at
 LIMIT $9
 """
+# The same history per combination of dimension values ($10..$12: the `group_by` keys, null
+# when fewer; meter_dimension_value, migrations/0018_dimensions.sql) and only buckets whose
+# values match the filters ($13 keys, $14 values). A page is $9 whole (meter, time) slots with
+# every group of each, so that a cursor never splits a slot's groups.
+HISTORY_GROUPED = """
+WITH f AS (
+    SELECT meter, aggregation, date_trunc($5, bucket_start, 'UTC') AS at, value, last_at,
+        last_event_id, event_count,
+        meter_dimension_value(dims, $10) AS g1, meter_dimension_value(dims, $11) AS g2,
+        meter_dimension_value(dims, $12) AS g3
+    FROM usage_rollup_values
+    WHERE tenant = $1 AND customer = ANY($2::text[]) AND bucket_start >= $3 AND bucket_start < $4
+        AND ($6::text IS NULL OR meter = $6)
+        AND ($7::text IS NULL OR meter > $7 OR (meter = $7 AND bucket_start >= $8))
+        AND NOT EXISTS (
+            SELECT 1 FROM unnest($13::text[], $14::text[]) AS q(k, v)
+            WHERE meter_dimension_value(dims, q.k) <> q.v
+        )
+), slots AS (
+    SELECT DISTINCT meter, at FROM f ORDER BY meter, at LIMIT $9
+)
+SELECT f.meter, f.aggregation, f.at, f.g1, f.g2, f.g3,
+    sum(f.value) AS value_sum, max(f.value) AS value_max,
+    (array_agg(f.value ORDER BY f.last_at DESC, f.last_event_id DESC))[1] AS value_last,
+    sum(f.event_count)::bigint AS events
+FROM f JOIN slots s ON s.meter = f.meter AND s.at = f.at
+GROUP BY f.meter, f.aggregation, f.at, f.g1, f.g2, f.g3
+ORDER BY f.meter, f.at, f.g1, f.g2, f.g3
+"""
+
+# One item's usage per combination of dimension values (docs/dimensions.md): every bucket of the
+# customer's meter $3 in [$4, $5), grouped by the `group_by` keys ($6..$8, null when fewer) and
+# only buckets matching the filters ($9 keys, $10 values). Each aggregation's state per group.
+GROUPS_IN_WINDOW = f"""
+SELECT meter_dimension_value(r.dims, $6) AS g1, meter_dimension_value(r.dims, $7) AS g2,
+    meter_dimension_value(r.dims, $8) AS g3, {_FOLD}
+FROM usage_rollups r
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
+    AND r.bucket_start >= $4 AND r.bucket_start < $5
+    AND NOT EXISTS (
+        SELECT 1 FROM unnest($9::text[], $10::text[]) AS q(k, v)
+        WHERE meter_dimension_value(r.dims, q.k) <> q.v
+    )
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+# The tenant's dimension versions (meter/dimensions.py index_versions), for pending events.
+DIMENSION_VERSIONS = """
+SELECT tenant, meter, effective_from, keys FROM meter_dimensions WHERE tenant = $1
+"""
+
+# Pricing per dimension: a meter's usage in [$4, $5) per combination, so that each combination's
+# part goes to the item of the price it is mapped to (meter/usage/api.py, docs/dimensions.md).
+BY_COMBINATION_IN_WINDOW = f"""
+SELECT r.dims, {_FOLD}
+FROM usage_rollups r
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
+    AND r.bucket_start >= $4 AND r.bucket_start < $5
+GROUP BY r.dims
+"""
+# The tenant's price mappings (migrations/0018_dimensions.sql).
+PRICE_MAPPINGS = """
+SELECT meter, filter::text AS filter, event_name FROM meter_price_mappings WHERE tenant = $1
+"""

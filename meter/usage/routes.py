@@ -23,6 +23,7 @@ SNAPSHOT_TIMEOUT_S = 10.0  # far above the statement's time (docs/performance.md
 
 def setup(app: web.Application) -> None:
     app[appkeys.USAGE_PLANS] = PlanCache()
+    app[appkeys.USAGE_PRICED] = {}
     app.cleanup_ctx.append(_plan_listener)
     app.cleanup_ctx.append(_shared_reads)
     app.router.add_get(USAGE, api.usage)

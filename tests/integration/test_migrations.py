@@ -68,6 +68,9 @@ ALL_TABLES = {
     "stripe_meter_formulas",
     # 0016_billing_mode_pending_items
     "pending_invoice_items",
+    "meter_dimensions",
+    "usage_dimension_combos",
+    "meter_price_mappings",
 }
 
 

@@ -44,6 +44,13 @@ METERS: dict[str, tuple[str, str, bool]] = {
     "sim_uniq": ("unique_count", "last", True),
 }
 UNIQUE_PROPERTY = "user"
+# Dimensions (docs/dimensions.md): sum and count meters are broken down by `model`; four values
+# and `none` against a guard of 3 combinations per customer, meter and period, so that `_other`
+# is used. Totals do not change with dimensions, so the model needs nothing of them.
+DIMENSION_KEY = "model"
+DIMENSION_VALUES = ("small", "large", "xl", "code")
+DIMENSION_AGGREGATIONS = ("sum", "count")
+DIMENSION_LIMIT = 3
 TENANTS = ("sim", "sim-b", "sim-c")  # the first is METER_BILLING_TENANT
 DAY = 86400
 
@@ -353,6 +360,10 @@ class EventMaker:
         props = None
         if item.aggregation == "unique_count":
             props = {UNIQUE_PROPERTY: f"u{self.rng.randint(1, 6)}"}
+        elif item.aggregation in DIMENSION_AGGREGATIONS:
+            # One value in five left out: it counts under `none`.
+            model = self.rng.choice([*DIMENSION_VALUES, None])
+            props = None if model is None else {DIMENSION_KEY: model}
         return Event(
             self._id(),
             s.tenant,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 # Local meter definitions (what `meter` aggregates by, per tenant); a Stripe meter's formula is
 # synced by billing and is not written here.
+# Dimensions of a meter from $3 on (migrations/0018_dimensions.sql).
+SET_DIMENSIONS = """
+INSERT INTO meter_dimensions (tenant, meter, effective_from, keys) VALUES ($1, $2, $3, $4)
+"""
 DEFINE_METER = """
 INSERT INTO meter_definitions (tenant, meter, aggregation, unique_property)
 VALUES ($1, $2, $3, $4)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import math
 import random
@@ -69,6 +70,9 @@ from tests.simulation import invariants, queries
 from tests.simulation.generator import (
     BATCH_FEATURES,
     DAY,
+    DIMENSION_AGGREGATIONS,
+    DIMENSION_KEY,
+    DIMENSION_LIMIT,
     FEATURES,
     KINDS,
     METERS,
@@ -275,6 +279,8 @@ class Batch:
             METER_REPORTER_POLL_INTERVAL="0.1s",
             METER_REPORTER_BACKOFF_CAP="0.5s",
             METER_REPORTER_INVOICE_GRACE=f"{span * DAY}s",
+            # Fewer than the generator's models: the guard folds some usage into `_other`.
+            METER_DIMENSION_COMBINATIONS=str(DIMENSION_LIMIT),
             **extra,
         )
 
@@ -290,6 +296,16 @@ class Batch:
                     if local:
                         prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
                         await conn.execute(queries.DEFINE_METER, tenant, name, aggregation, prop)
+                    if aggregation in DIMENSION_AGGREGATIONS:
+                        # Broken down by model since long before the frame: every event is
+                        # folded per combination, voids and re-attribution included.
+                        await conn.execute(
+                            queries.SET_DIMENSIONS,
+                            tenant,
+                            name,
+                            dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+                            [DIMENSION_KEY],
+                        )
         finally:
             await conn.close()
         for name, (_, formula, _) in METERS.items():

@@ -164,8 +164,8 @@ async def test_a_count_meter_is_refused_and_its_usage_waits_for_a_sum_meter(
         capsys.readouterr()
         assert await _meters(settings, listed) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert f"acme\trequests\tcount\tlocal\t{summing.id}:sum" in lines
-        assert f"*\trequests\tsum\tstripe\t{summing.id}:sum" in lines
+        assert f"acme\trequests\tcount\tlocal\t{summing.id}:sum\t-" in lines
+        assert f"*\trequests\tsum\tstripe\t{summing.id}:sum\t-" in lines
         await reporter.once()
         assert await _total(emu, summing.id, cus) == 5
         assert reporter.metrics.waiting_meter._value.get() == 0  # type: ignore[attr-defined]

@@ -33,7 +33,8 @@ from meter.embedded import free_port, wait_for_port
 from meter.migrate import migrate
 
 HERE = Path(__file__).resolve().parent
-SIZES = (1, 100, 1000)
+SIZES = [1, 100, 1000]
+THREADS = 2
 
 
 def database_urls() -> tuple[str, str]:
@@ -71,7 +72,7 @@ def start(cmds: list[list[str]], port: int, env: dict[str, str]) -> list[subproc
 def wrk(port: int, batch: int, key: str, seconds: int, tag: str) -> dict[str, float]:
     out = subprocess.run(
         [
-            "wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(HERE / "events.lua"),
+            "wrk", f"-t{THREADS}", "-c32", f"-d{seconds}s", "--latency", "-s", str(HERE / "events.lua"),
             f"http://127.0.0.1:{port}/v1/events", "--", str(batch), key, tag,
         ],
         capture_output=True, text=True, check=True,
@@ -116,10 +117,17 @@ def measure(
 
 
 def main() -> int:
+    global THREADS  # noqa: PLW0603 - wrk() reads the run's settings
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="batch sizes, comma-separated"
+    )
+    parser.add_argument("--threads", type=int, default=THREADS, help="wrk threads")
     args = parser.parse_args()
+    SIZES[:] = [int(size) for size in args.sizes.split(",")]
+    THREADS = args.threads
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 1
@@ -145,7 +153,9 @@ def main() -> int:
             redis.delete(k)
         redis.close()
 
-    print(f"ingest benchmark: wrk -t2 -c32, {args.seconds}s per run, {os.cpu_count()} cores")
+    print(
+        f"ingest benchmark: wrk -t{THREADS} -c32, {args.seconds}s per run, {os.cpu_count()} cores"
+    )
     print(
         f"{'procs':>5} {'batch':>5} {'server':>8} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'errors':>6} {'vs baseline':>11}"

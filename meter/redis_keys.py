@@ -6,6 +6,7 @@ in one Redis Cluster slot and one Lua call can touch them all atomically.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -18,7 +19,14 @@ def shard_of(tenant: str, event_id: str, shards: int) -> int:
     Changing METER_SHARDS remaps ids: do it only with no retries in flight
     (docs/configuration.md).
     """
-    return zlib.crc32(f"{tenant}\x00{event_id}".encode()) % shards
+    return zlib.crc32(event_id.encode(), tenant_crc(tenant)) % shards
+
+
+@functools.lru_cache(maxsize=1024)
+def tenant_crc(tenant: str) -> int:
+    """crc32 of `tenant` NUL, the running value `shard_of` continues over an id (crc32 of a
+    concatenation is crc32 of the second part seeded with the first's)."""
+    return zlib.crc32(f"{tenant}\x00".encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +45,12 @@ class Keys:
     def dedupe(self, shard: int, tenant: str, event_id: str) -> str:
         """Marks an accepted event id for METER_DEDUPE_WINDOW after its acceptance. The tenant is
         escaped (meter/names.py): it ends at the first `:`, whatever the id holds."""
-        return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:{event_id}"
+        return self.dedupe_prefix(shard, tenant) + event_id
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - Keys are few and live as long as the app
+    def dedupe_prefix(self, shard: int, tenant: str) -> str:
+        """`dedupe(shard, tenant, id)` without the id (built once, not once per event)."""
+        return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:"
 
     def pattern(self) -> str:
         """Glob over every key under this prefix (tests and `meter dev` reset use it)."""

@@ -45,16 +45,22 @@ class Keys:
     def dedupe(self, shard: int, tenant: str, event_id: str) -> str:
         """Marks an accepted event id for METER_DEDUPE_WINDOW after its acceptance. The tenant is
         escaped (meter/names.py): it ends at the first `:`, whatever the id holds."""
-        return self.dedupe_prefix(shard, tenant) + event_id
+        return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:{event_id}"
 
-    @functools.lru_cache(maxsize=4096)  # noqa: B019 - Keys are few and live as long as the app
-    def dedupe_prefix(self, shard: int, tenant: str) -> str:
-        """`dedupe(shard, tenant, id)` without the id (built once, not once per event)."""
-        return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:"
+    def dedupe_prefixes(self, tenant: str, shards: int) -> tuple[str, ...]:
+        """Per shard, `dedupe(shard, tenant, id)` without the id: ingest builds them once per
+        tenant, not once per event."""
+        return _dedupe_prefixes(self.prefix, tenant, shards)
 
     def pattern(self) -> str:
         """Glob over every key under this prefix (tests and `meter dev` reset use it)."""
         return f"{self.prefix}:*"
+
+
+@functools.lru_cache(maxsize=1024)
+def _dedupe_prefixes(prefix: str, tenant: str, shards: int) -> tuple[str, ...]:
+    keys = Keys(prefix)
+    return tuple(keys.dedupe(shard, tenant, "") for shard in range(shards))
 
 
 # The stream entry field that flags an event which may repeat one whose dedupe key has expired

@@ -33,7 +33,7 @@ from meter.errors import (
     Unavailable,
 )
 from meter.events import UsageEvent
-from meter.ingest.committer import Item
+from meter.ingest.committer import Item, new_item
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Rejection, validate
 from meter.ratelimit import RateLimiter
@@ -167,7 +167,7 @@ async def _post_events(request: web.Request) -> web.Response:
     # Per request, not per event: the id is crc32'd from the tenant's running value, and
     # every dedupe key of a shard starts with the same prefix.
     seed = tenant_crc(tenant)
-    prefixes = [keys.dedupe_prefix(shard, tenant) for shard in range(shards)]
+    prefixes = keys.dedupe_prefixes(tenant, shards)
     results: list[dict[str, Any]] = []
     to_commit: list[Item] = []
     events: list[UsageEvent] = []  # the event of each item in to_commit
@@ -181,7 +181,9 @@ async def _post_events(request: web.Request) -> web.Response:
             # Redis answers retries for METER_DEDUPE_WINDOW; later ones count once in Postgres,
             # and the flag tells the usage API which entries may be such retries.
             may_repeat = 1 if may_repeat_forgotten(checked.timestamp_ms, now_ms, horizon_ms) else 0
-            to_commit.append(Item(shard, prefixes[shard] + event_id, may_repeat, checked.encode()))
+            to_commit.append(
+                new_item((shard, prefixes[shard] + event_id, may_repeat, checked.encode()))
+            )
             events.append(checked)
             slots.append(len(results))
             results.append({"id": event_id, "status": "accepted"})

@@ -91,10 +91,13 @@ def may_repeat_forgotten(timestamp_ms: int, now_ms: int, horizon_ms: int) -> boo
 
 
 # The group committer's one call per flush.
-# KEYS = [stream_1 .. stream_s, dedupe_1 .. dedupe_n]
-# ARGV = [s, ttl, stream index_1, flag_1, payload_1, .., stream index_n, flag_n, payload_n]
+# KEYS = [stream_1 .. stream_s, dedupe_1 .. dedupe_n], the events grouped by stream in order
+# ARGV = [s, ttl, flags, count_1 .. count_s, payload_1 .. payload_n]
+# count_j events go to stream_j; flags holds one byte per event, '1' when it may repeat an event
+# whose dedupe key expired. Two arguments per event (its key and payload), not four: packing
+# and parsing arguments is a large share of a flush on both ends (docs/performance.md).
 # Per event: SET dedupe NX EX ttl (METER_DEDUPE_WINDOW), and only if it was set, XADD the payload
-# to its stream, with MAY_REPEAT_FIELD when its flag is 1.
+# to its stream, with MAY_REPEAT_FIELD when its flag is '1'.
 # Dedupe and append happen inside one script, and a script runs atomically (and is replicated
 # and AOF-logged as a unit): a crash of Redis or of the caller leaves the whole call applied or
 # none of it — never a claimed id without its event. Against a single Redis one call carries
@@ -104,22 +107,26 @@ def may_repeat_forgotten(timestamp_ms: int, now_ms: int, horizon_ms: int) -> boo
 INGEST_SCRIPT = """
 local s = tonumber(ARGV[1])
 local ttl = ARGV[2]
+local flags = ARGV[3]
+local payloads = 3 + s
 local out = {}
-for i = 1, #KEYS - s do
-  local a = 3 * i
-  if redis.call('SET', KEYS[s + i], '1', 'NX', 'EX', ttl) then
-    if ARGV[a + 1] == '1' then
-      redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2], 'r', '1')
-    else
-      redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2])
-    end
-    out[s + i] = 1
-  else
-    out[s + i] = 0
-  end
-end
+local i = 0
 for j = 1, s do
-  out[j] = redis.call('XLEN', KEYS[j])
+  local stream = KEYS[j]
+  for _ = 1, tonumber(ARGV[3 + j]) do
+    i = i + 1
+    if redis.call('SET', KEYS[s + i], '1', 'NX', 'EX', ttl) then
+      if string.byte(flags, i) == 49 then
+        redis.call('XADD', stream, '*', 'e', ARGV[payloads + i], 'r', '1')
+      else
+        redis.call('XADD', stream, '*', 'e', ARGV[payloads + i])
+      end
+      out[s + i] = 1
+    else
+      out[s + i] = 0
+    end
+  end
+  out[j] = redis.call('XLEN', stream)
 end
 return out
 """

@@ -68,10 +68,13 @@ def start(cmds: list[list[str]], port: int, env: dict[str, str]) -> list[subproc
     return procs
 
 
-def wrk(port: int, batch: int, key: str, seconds: int, tag: str) -> dict[str, float]:
+def wrk(
+    port: int, batch: int, key: str, seconds: int, tag: str, threads: int = 2
+) -> dict[str, float]:
     out = subprocess.run(
         [
-            "wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", str(HERE / "events.lua"),
+            "wrk", f"-t{threads}", "-c32", f"-d{seconds}s", "--latency",
+            "-s", str(HERE / "events.lua"),
             f"http://127.0.0.1:{port}/v1/events", "--", str(batch), key, tag,
         ],
         capture_output=True, text=True, check=True,
@@ -89,7 +92,7 @@ def wrk(port: int, batch: int, key: str, seconds: int, tag: str) -> dict[str, fl
 
 
 def measure(
-    workers: int, key: str, seconds: int, env: dict[str, str]
+    workers: int, key: str, seconds: int, env: dict[str, str], sizes: list[int], threads: int
 ) -> dict[tuple[str, int], dict[str, float]]:
     """Run every batch size against a baseline and a meter with `workers` processes each."""
     meter_port, base_port = free_port(), free_port()
@@ -102,10 +105,11 @@ def measure(
     ports = {"baseline": base_port, "meter": meter_port}
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
-        for batch in SIZES:
+        for batch in sizes:
             for name in ("baseline", "meter"):
-                wrk(ports[name], batch, key, 2, f"warm{uuid.uuid4().hex[:6]}")  # warm-up
-                results[name, batch] = wrk(ports[name], batch, key, seconds, uuid.uuid4().hex[:8])
+                wrk(ports[name], batch, key, 2, f"warm{uuid.uuid4().hex[:6]}", threads)  # warm-up
+                tag = uuid.uuid4().hex[:8]
+                results[name, batch] = wrk(ports[name], batch, key, seconds, tag, threads)
                 time.sleep(1)
     finally:
         for procs in servers.values():
@@ -119,7 +123,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--sizes", default=",".join(map(str, SIZES)), help="batch sizes, comma-separated"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 1
@@ -138,20 +147,32 @@ def main() -> int:
     }
     configs = sorted({1, args.workers})
     try:
-        runs = {workers: measure(workers, key, args.seconds, env) for workers in configs}
+        runs = {
+            workers: measure(workers, key, args.seconds, env, sizes, args.threads)
+            for workers in configs
+        }
     finally:
         redis = Redis.from_url(redis_url)
+        batch: list[bytes] = []
         for k in redis.scan_iter(match=f"{prefix}:*", count=5000):
-            redis.delete(k)
+            batch.append(k)
+            if len(batch) >= 5000:
+                redis.unlink(*batch)
+                batch.clear()
+        if batch:
+            redis.unlink(*batch)
         redis.close()
 
-    print(f"ingest benchmark: wrk -t2 -c32, {args.seconds}s per run, {os.cpu_count()} cores")
+    print(
+        f"ingest benchmark: wrk -t{args.threads} -c32, {args.seconds}s per run, "
+        f"{os.cpu_count()} cores"
+    )
     print(
         f"{'procs':>5} {'batch':>5} {'server':>8} {'req/s':>9} {'events/s':>10} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'errors':>6} {'vs baseline':>11}"
     )
     for workers, results in runs.items():
-        for batch in SIZES:
+        for batch in sizes:
             base = results["baseline", batch]
             for name in ("baseline", "meter"):
                 r = results[name, batch]

@@ -6,6 +6,7 @@ in one Redis Cluster slot and one Lua call can touch them all atomically.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -18,7 +19,14 @@ def shard_of(tenant: str, event_id: str, shards: int) -> int:
     Changing METER_SHARDS remaps ids: do it only with no retries in flight
     (docs/configuration.md).
     """
-    return zlib.crc32(f"{tenant}\x00{event_id}".encode()) % shards
+    return zlib.crc32(event_id.encode(), tenant_crc(tenant)) % shards
+
+
+@functools.lru_cache(maxsize=1024)
+def tenant_crc(tenant: str) -> int:
+    """crc32 of `tenant` NUL, the running value `shard_of` continues over an id (crc32 of a
+    concatenation is crc32 of the second part seeded with the first's)."""
+    return zlib.crc32(f"{tenant}\x00".encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +47,20 @@ class Keys:
         escaped (meter/names.py): it ends at the first `:`, whatever the id holds."""
         return f"{self.prefix}:{{s{shard:02d}}}:dedupe:{key_part(tenant)}:{event_id}"
 
+    def dedupe_prefixes(self, tenant: str, shards: int) -> tuple[str, ...]:
+        """Per shard, `dedupe(shard, tenant, id)` without the id: ingest builds them once per
+        tenant, not once per event."""
+        return _dedupe_prefixes(self.prefix, tenant, shards)
+
     def pattern(self) -> str:
         """Glob over every key under this prefix (tests and `meter dev` reset use it)."""
         return f"{self.prefix}:*"
+
+
+@functools.lru_cache(maxsize=1024)
+def _dedupe_prefixes(prefix: str, tenant: str, shards: int) -> tuple[str, ...]:
+    keys = Keys(prefix)
+    return tuple(keys.dedupe(shard, tenant, "") for shard in range(shards))
 
 
 # The stream entry field that flags an event which may repeat one whose dedupe key has expired
@@ -72,10 +91,13 @@ def may_repeat_forgotten(timestamp_ms: int, now_ms: int, horizon_ms: int) -> boo
 
 
 # The group committer's one call per flush.
-# KEYS = [stream_1 .. stream_s, dedupe_1 .. dedupe_n]
-# ARGV = [s, ttl, stream index_1, flag_1, payload_1, .., stream index_n, flag_n, payload_n]
+# KEYS = [stream_1 .. stream_s, dedupe_1 .. dedupe_n], the events grouped by stream in order
+# ARGV = [s, ttl, flags, count_1 .. count_s, payload_1 .. payload_n]
+# count_j events go to stream_j; flags holds one byte per event, '1' when it may repeat an event
+# whose dedupe key expired. Two arguments per event (its key and payload), not four: packing
+# and parsing arguments is a large share of a flush on both ends (docs/performance.md).
 # Per event: SET dedupe NX EX ttl (METER_DEDUPE_WINDOW), and only if it was set, XADD the payload
-# to its stream, with MAY_REPEAT_FIELD when its flag is 1.
+# to its stream, with MAY_REPEAT_FIELD when its flag is '1'.
 # Dedupe and append happen inside one script, and a script runs atomically (and is replicated
 # and AOF-logged as a unit): a crash of Redis or of the caller leaves the whole call applied or
 # none of it — never a claimed id without its event. Against a single Redis one call carries
@@ -85,22 +107,26 @@ def may_repeat_forgotten(timestamp_ms: int, now_ms: int, horizon_ms: int) -> boo
 INGEST_SCRIPT = """
 local s = tonumber(ARGV[1])
 local ttl = ARGV[2]
+local flags = ARGV[3]
+local payloads = 3 + s
 local out = {}
-for i = 1, #KEYS - s do
-  local a = 3 * i
-  if redis.call('SET', KEYS[s + i], '1', 'NX', 'EX', ttl) then
-    if ARGV[a + 1] == '1' then
-      redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2], 'r', '1')
-    else
-      redis.call('XADD', KEYS[tonumber(ARGV[a])], '*', 'e', ARGV[a + 2])
-    end
-    out[s + i] = 1
-  else
-    out[s + i] = 0
-  end
-end
+local i = 0
 for j = 1, s do
-  out[j] = redis.call('XLEN', KEYS[j])
+  local stream = KEYS[j]
+  for _ = 1, tonumber(ARGV[3 + j]) do
+    i = i + 1
+    if redis.call('SET', KEYS[s + i], '1', 'NX', 'EX', ttl) then
+      if string.byte(flags, i) == 49 then
+        redis.call('XADD', stream, '*', 'e', ARGV[payloads + i], 'r', '1')
+      else
+        redis.call('XADD', stream, '*', 'e', ARGV[payloads + i])
+      end
+      out[s + i] = 1
+    else
+      out[s + i] = 0
+    end
+  end
+  out[j] = redis.call('XLEN', stream)
 end
 return out
 """

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -47,6 +48,11 @@ class Item(NamedTuple):
     dedupe_key: str
     may_repeat: int
     payload: bytes
+
+
+# An Item from a tuple in field order, without the NamedTuple's Python-level __new__ (a third
+# of its cost, built once per event).
+new_item = functools.partial(tuple.__new__, Item)
 
 
 @dataclass(slots=True)
@@ -169,61 +175,75 @@ class Committer:
         finally:
             self._slots.release()
 
+    def _script_call(
+        self, items: list[Item]
+    ) -> tuple[list[int], list[str], list[str | bytes | int], list[int]]:
+        """INGEST_SCRIPT's KEYS and ARGV for `items`: (shards, keys, args, order), where the
+        script sees the events grouped by shard and its k-th status is that of items[order[k]]."""
+        groups: dict[int, list[int]] = {}
+        for i, item in enumerate(items):
+            group = groups.get(item.shard)
+            if group is None:
+                groups[item.shard] = [i]
+            else:
+                group.append(i)
+        shards = list(groups)
+        order = [i for group in groups.values() for i in group]
+        stream = self._keys.stream
+        keys = [stream(shard) for shard in shards]
+        keys += [items[i].dedupe_key for i in order]
+        args: list[str | bytes | int] = [len(shards), self._ttl_s]
+        args.append(bytes([48 + items[i].may_repeat for i in order]))  # b"0" / b"1" per event
+        args += [len(group) for group in groups.values()]
+        args += [items[i].payload for i in order]
+        return shards, keys, args, order
+
     async def _flush(self, batch: list[_Request]) -> None:
         if self._per_shard:
             await self._flush_per_shard(batch)
             return
-        index: dict[int, int] = {}  # shard → its stream's 1-based position in KEYS
-        streams: list[str] = []
-        dedupe_keys: list[str] = []
-        args: list[str | bytes | int] = [0, self._ttl_s]  # ARGV[1], the stream count, set below
-        for request in batch:
-            for item in request.items:
-                position = index.get(item.shard)
-                if position is None:
-                    streams.append(self._keys.stream(item.shard))
-                    position = index[item.shard] = len(streams)
-                dedupe_keys.append(item.dedupe_key)
-                args += (position, item.may_repeat, item.payload)
-        args[0] = len(streams)
+        items = [item for request in batch for item in request.items]
+        shards, keys, args, order = self._script_call(items)
         started = time.perf_counter()
         try:
-            reply = await self._call([*streams, *dedupe_keys], args)
+            reply = await self._call(keys, args)
         except REDIS_ERRORS as exc:
             log.warning("redis commit failed", extra={"error": repr(exc)})
             for request in batch:
                 _unavailable(request)
             return
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        self._metrics.commit_batch_events.observe(len(dedupe_keys))
-        for shard, position in index.items():
-            self._stream_len[shard] = reply[position - 1]
-        done = len(streams)
+        self._metrics.commit_batch_events.observe(len(items))
+        for position, shard in enumerate(shards):
+            self._stream_len[shard] = reply[position]
+        accepted = [False] * len(items)
+        for k, i in enumerate(order, len(shards)):
+            accepted[i] = reply[k] == 1
+        done = 0
         for request in batch:
-            statuses = reply[done : done + len(request.items)]
+            statuses = accepted[done : done + len(request.items)]
             done += len(request.items)
             if not request.future.done():
-                request.future.set_result([status == 1 for status in statuses])
+                request.future.set_result(statuses)
 
     async def _flush_per_shard(self, batch: list[_Request]) -> None:
         """Redis Cluster: one call per shard, all at once (see the module doc for a 503)."""
-        calls: dict[int, tuple[list[str], list[str | bytes | int]]] = {}
+        by_shard: dict[int, list[Item]] = {}
         spots: list[list[tuple[int, int]]] = []  # per request, per item: (shard, reply index)
         for request in batch:
             where = []
             for item in request.items:
-                call = calls.get(item.shard)
-                if call is None:
-                    call = calls[item.shard] = ([self._keys.stream(item.shard)], [1, self._ttl_s])
-                call[0].append(item.dedupe_key)
-                call[1].extend((1, item.may_repeat, item.payload))
-                # The reply is [stream length, status_1, ..]: status k sits at index k.
-                where.append((item.shard, len(call[0]) - 1))
+                items = by_shard.setdefault(item.shard, [])
+                items.append(item)
+                # One shard per call: the reply is [stream length, status_1, ..], in item order.
+                where.append((item.shard, len(items)))
             spots.append(where)
+        calls = {shard: self._script_call(items) for shard, items in by_shard.items()}
         started = time.perf_counter()
         shards = list(calls)
         outcomes = await asyncio.gather(
-            *(self._call(*calls[shard]) for shard in shards), return_exceptions=True
+            *(self._call(calls[shard][1], calls[shard][2]) for shard in shards),
+            return_exceptions=True,
         )
         replies: dict[int, list[int]] = {}
         for shard, outcome in zip(shards, outcomes, strict=True):

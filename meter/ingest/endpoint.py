@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
-from typing import Any
+from typing import Any, cast
+from zlib import crc32
 
 import orjson
 from aiohttp import web
@@ -33,11 +33,11 @@ from meter.errors import (
     Unavailable,
 )
 from meter.events import UsageEvent
-from meter.ingest.committer import Item
+from meter.ingest.committer import Item, new_item
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Rejection, validate
 from meter.ratelimit import RateLimiter
-from meter.redis_keys import may_repeat_forgotten, recent_horizon_ms, shard_of
+from meter.redis_keys import may_repeat_forgotten, recent_horizon_ms, tenant_crc
 
 
 def check_rate(limiter: RateLimiter | None, key_digest: bytes) -> None:
@@ -88,7 +88,7 @@ async def _reject_unknown(
     events: list[UsageEvent],
     slots: list[int],
     results: list[dict[str, Any]],
-    reasons: Counter[str],
+    reasons: dict[str, int],
 ) -> tuple[list[Item], list[int]]:
     """Strict mode: turn events for unknown customers/meters into rejections before commit."""
     bad_customers, bad_meters = await known.unknown(
@@ -107,7 +107,7 @@ async def _reject_unknown(
             kept.append(item)
             kept_slots.append(slot)
             continue
-        reasons[rejection.reason] += 1
+        reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
         results[slot] = _rejected(rejection)
     return kept, kept_slots
 
@@ -164,27 +164,33 @@ async def _post_events(request: web.Request) -> web.Response:
     keys = app[appkeys.KEYS]
     shards = settings.shards
     horizon_ms = recent_horizon_ms(settings.dedupe_window_s, settings.future_tolerance_s)
+    # Per request, not per event: the id is crc32'd from the tenant's running value, and
+    # every dedupe key of a shard starts with the same prefix.
+    seed = tenant_crc(tenant)
+    prefixes = keys.dedupe_prefixes(tenant, shards)
     results: list[dict[str, Any]] = []
     to_commit: list[Item] = []
     events: list[UsageEvent] = []  # the event of each item in to_commit
     slots: list[int] = []  # index in results of each item in to_commit
-    reasons: Counter[str] = Counter()
+    reasons: dict[str, int] = {}
     for raw in raw_items:
         checked = validate(raw, tenant=tenant, now_ms=now_ms, limits=limits)
-        if isinstance(checked, UsageEvent):
-            shard = shard_of(tenant, checked.id, shards)
+        if type(checked) is UsageEvent:
+            event_id = checked.id
+            shard = crc32(event_id.encode(), seed) % shards
             # Redis answers retries for METER_DEDUPE_WINDOW; later ones count once in Postgres,
             # and the flag tells the usage API which entries may be such retries.
             may_repeat = 1 if may_repeat_forgotten(checked.timestamp_ms, now_ms, horizon_ms) else 0
             to_commit.append(
-                Item(shard, keys.dedupe(shard, tenant, checked.id), may_repeat, checked.encode())
+                new_item((shard, prefixes[shard] + event_id, may_repeat, checked.encode()))
             )
             events.append(checked)
             slots.append(len(results))
-            results.append({"id": checked.id, "status": "accepted"})
+            results.append({"id": event_id, "status": "accepted"})
         else:
-            reasons[checked.reason] += 1
-            results.append(_rejected(checked))
+            rejection = cast(Rejection, checked)
+            reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+            results.append(_rejected(rejection))
 
     known = app[appkeys.KNOWN_NAMES]
     if to_commit and settings.strict:
@@ -202,17 +208,18 @@ async def _post_events(request: web.Request) -> web.Response:
     statuses = await committer.commit(to_commit)
 
     duplicates = 0
-    warned: Counter[str] = Counter()
+    warned: dict[str, int] = {}
     for slot, accepted in zip(slots, statuses, strict=True):
         if not accepted:
             results[slot]["status"] = "duplicate"
             duplicates += 1
         elif "warning" in results[slot]:
-            warned[results[slot]["warning"]] += 1
+            warning = results[slot]["warning"]
+            warned[warning] = warned.get(warning, 0) + 1
     accepted_n = len(to_commit) - duplicates
     rejected_n = len(results) - len(to_commit)
 
-    metrics.events.labels("accepted", "").inc(accepted_n)
+    metrics.events_accepted.inc(accepted_n)
     if duplicates:
         metrics.events.labels("duplicate", "").inc(duplicates)
     for reason, n in reasons.items():
@@ -234,7 +241,8 @@ async def _post_events(request: web.Request) -> web.Response:
 
 async def post_events(request: web.Request) -> web.Response:
     """`POST /v1/events`, counted by HTTP status in meter_ingest_requests_total."""
-    requests = request.app[appkeys.METRICS].requests
+    metrics = request.app[appkeys.METRICS]
+    requests = metrics.requests
     try:
         response = await _post_events(request)
     except (MeteringError, web.HTTPException) as exc:
@@ -243,5 +251,5 @@ async def post_events(request: web.Request) -> web.Response:
     except Exception:
         requests.labels("500").inc()
         raise
-    requests.labels("200").inc()
+    metrics.requests_ok.inc()
     return response

@@ -66,10 +66,12 @@ class KnownNames:
         slower than `timeout_s`, nothing is unknown and the names are not asked again for
         `ttl_s` — ingest, which needs only Redis, never waits on nor fails with Postgres."""
         now = time.monotonic()
-        if not self._stale(self._customers, tenant, customers, now) and not self._stale(
-            self._meters, tenant, meters, now
-        ):
-            return self._cached(tenant, customers, meters)  # warm: no task, no query
+        # Warm: one pass over the names, no task, no query.
+        unknown_customers = self._fresh_unknown(self._customers, tenant, customers, now)
+        if unknown_customers is not None:
+            unknown_meters = self._fresh_unknown(self._meters, tenant, meters, now)
+            if unknown_meters is not None:
+                return unknown_customers, unknown_meters
         try:
             return await asyncio.wait_for(self.unknown(tenant, customers, meters), timeout_s)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
@@ -78,6 +80,23 @@ class KnownNames:
                 stale = self._stale(cache, tenant, names, now)
                 self._store(cache, tenant, stale, stale, now)
             return set(), set()
+
+    @staticmethod
+    def _fresh_unknown(
+        cache: dict[tuple[str, str], tuple[bool, float]],
+        tenant: str,
+        names: Collection[str],
+        now: float,
+    ) -> set[str] | None:
+        """The names cached as unknown; None when any name is not cached or its entry is stale."""
+        unknown = set()
+        for name in names:
+            entry = cache.get((tenant, name))
+            if entry is None or entry[1] < now:
+                return None
+            if not entry[0]:
+                unknown.add(name)
+        return unknown
 
     @staticmethod
     def _stale(

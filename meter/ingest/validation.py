@@ -6,6 +6,7 @@ field, so one bad item in a batch is explained and never affects the others.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -167,6 +168,37 @@ def parse_timestamp_ms(value: Any) -> int | None:
 
 def validate(raw: Any, *, tenant: str, now_ms: int, limits: Limits) -> UsageEvent | Rejection:
     """Check one event object; return the event to store or why it was rejected."""
+    # The shape nearly every client sends (string names, a small integer or no value, no
+    # timestamp, no properties) is accepted here in one pass; anything else, and every
+    # rejection, takes the full checks below.
+    if type(raw) is dict and len(raw) <= 4 and _PLAIN_FIELDS.issuperset(raw):
+        event_id = raw.get("id")
+        customer = raw.get("customer")
+        meter = raw.get("meter")
+        value = raw.get("value", 1)
+        if (
+            type(event_id) is str
+            and type(customer) is str
+            and type(meter) is str
+            and type(value) is int
+            and 0 < len(event_id) <= MAX_ID_CHARS
+            and 0 < len(customer) <= MAX_NAME_CHARS
+            and 0 < len(meter) <= MAX_NAME_CHARS
+            and 0 <= value < _MAX_INT
+            and "\x00" not in event_id
+            and "\x00" not in customer
+            and "\x00" not in meter
+        ):
+            return _new_event((tenant, event_id, customer, meter, str(value), now_ms, now_ms, None))
+    return _validate(raw, tenant, now_ms, limits)
+
+
+_PLAIN_FIELDS = frozenset({"id", "customer", "meter", "value"})
+# UsageEvent from a tuple in field order, without the NamedTuple's Python-level __new__.
+_new_event = functools.partial(tuple.__new__, UsageEvent)
+
+
+def _validate(raw: Any, tenant: str, now_ms: int, limits: Limits) -> UsageEvent | Rejection:
     if not isinstance(raw, dict):
         return Rejection("invalid_event", "each event must be a JSON object")
     event_id = _text(raw, "id", MAX_ID_CHARS)

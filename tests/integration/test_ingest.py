@@ -277,3 +277,40 @@ async def test_health_endpoints_and_metrics(client: Client, api_key: str) -> Non
     assert "meter_ingest_request_seconds_bucket" in text
     assert "meter_committer_batch_events_count" in text
     assert 'meter_stream_length{shard="0"}' in text
+
+
+async def test_batch_over_every_shard_answers_in_item_order(
+    client: Client, api_key: str, redis: Redis, settings: Settings
+) -> None:
+    # A flush hands the script its events grouped by shard; the answers must still follow the
+    # items, and each shard's stream must hold its own events, once, flagged as sent.
+    ids = [f"s-{n}" for n in range(40)]
+    assert len({shard_of("acme", i, settings.shards) for i in ids}) == settings.shards
+    # A minute ago: well inside the dedupe window, so not flagged; a timestamp left to default
+    # is flagged (redis_keys.may_repeat_forgotten).
+    recent = int(time.time()) - 60
+    body: list[dict[str, Any]] = []
+    for n, event_id in enumerate(ids):
+        body.append(ev(event_id, value=n, **({"timestamp": recent} if n % 3 == 0 else {})))
+        if n % 5 == 0:
+            body.append(ev(ids[n // 2]))  # a repeat of an earlier (or this) id
+    status, doc = await post(client, api_key, body)
+    assert status == 200
+    seen: set[str] = set()
+    expected = []
+    for item in body:
+        expected.append("duplicate" if item["id"] in seen else "accepted")
+        seen.add(item["id"])
+    assert [r["id"] for r in doc["results"]] == [item["id"] for item in body]
+    assert [r["status"] for r in doc["results"]] == expected
+    keys = Keys(settings.redis_prefix)
+    for shard in range(settings.shards):
+        entries = await redis.xrange(keys.stream(shard))
+        mine = [(UsageEvent.decode(f[b"e"]), f.get(b"r")) for _, f in entries]
+        assert all(shard_of("acme", e.id, settings.shards) == shard for e, _ in mine)
+        for event, flag in mine:
+            n = ids.index(event.id)
+            assert event.value == str(n)
+            assert flag == (None if n % 3 == 0 else b"1")
+    stored = [e.id for e in await stream_events(redis, settings)]
+    assert sorted(stored) == sorted(ids)

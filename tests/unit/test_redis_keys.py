@@ -1,3 +1,5 @@
+import zlib
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,3 +61,20 @@ def test_recent_explicit_timestamps_are_not_flagged_but_defaulted_ones_are() -> 
     assert not may_repeat_forgotten(now + 60_000, now, horizon)
     assert may_repeat_forgotten(now - 55 * 60_000, now, horizon)
     assert may_repeat_forgotten(now, now, horizon)  # a timestamp left to default is "now"
+
+
+def test_dedupe_prefixes_are_the_dedupe_keys_without_the_id() -> None:
+    keys = Keys("meter")
+    for tenant in ("acme", "a:b%c", ""):
+        prefixes = keys.dedupe_prefixes(tenant, 16)
+        assert len(prefixes) == 16
+        for shard, prefix in enumerate(prefixes):
+            assert prefix + "evt:1" == keys.dedupe(shard, tenant, "evt:1")
+
+
+def test_shard_of_is_crc32_of_tenant_nul_id() -> None:
+    # The documented rule (docs/configuration.md: changing it remaps every id), computed here
+    # from the tenant's running crc; it must stay the crc of the whole text.
+    for tenant, event_id in (("acme", "evt_1"), ("a:b", "é€😀"), ("", "")):
+        expected = zlib.crc32(f"{tenant}\x00{event_id}".encode()) % 16
+        assert shard_of(tenant, event_id, 16) == expected

@@ -246,3 +246,34 @@ def test_value_fast_path_agrees_with_exact_decimal_rule(value: float) -> None:
     else:
         assert isinstance(result, Rejection)
         assert result.reason == "too_many_digits"
+
+
+_MISSING = object()
+_name = st.one_of(
+    st.text(min_size=1, max_size=100),
+    st.sampled_from(["", "a\x00b", "x" * 101, 5, None, True, _MISSING]),
+)
+
+
+@settings(max_examples=1000)
+@given(
+    event_id=_name,
+    customer=_name,
+    meter=_name,
+    value=st.one_of(
+        st.integers(-3, 3),
+        st.sampled_from([10**15 - 1, 10**15, True, False, 1.5, -1.0, None, "1", _MISSING]),
+    ),
+)
+def test_plain_shape_fast_path_answers_as_the_full_checks(
+    event_id: object, customer: object, meter: object, value: object
+) -> None:
+    # validate() accepts the common shape in one pass; it must answer exactly as the full
+    # checks would, for acceptance and every rejection alike.
+    from meter.ingest.validation import _validate
+
+    fields = {"id": event_id, "customer": customer, "meter": meter, "value": value}
+    raw = {k: v for k, v in fields.items() if v is not _MISSING}
+    assert validate(raw, tenant="acme", now_ms=NOW_MS, limits=LIMITS) == _validate(
+        raw, "acme", NOW_MS, LIMITS
+    )

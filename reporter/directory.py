@@ -47,7 +47,9 @@ class BillingCalendar:
             start, end = r["period_start"], r["period_end"]
             period = Period(int(start.timestamp()), int(end.timestamp()))
             trial = in_trial(period, _unix(r["trial_start"]), _unix(r["trial_end"]))
-            out.setdefault(r["item"], []).append(BillingPeriod(start, end, r["invoiced"], trial))
+            out.setdefault(r["item"], []).append(
+                BillingPeriod(start, end, r["invoiced"], trial, r["voided"])
+            )
         return out
 
 

@@ -70,8 +70,9 @@ class ReporterMetrics:
             "meter_reporter_late_usage",
             "Usage of a period whose invoice may be final, by what was done: carried (planned "
             "into the item's open period), moved (an unsent row moved there when claimed), "
-            "waiting (no open period known yet), recorded (absolute, not sendable) or trial "
-            "(of a trial period: charged by no invoice, not sent).",
+            "waiting (no open period known yet), recorded (absolute, not sendable), trial "
+            "(of a trial period: charged by no invoice, not sent) or voided (of a period whose "
+            "invoice was voided: free, not sent).",
             ["action"],
             registry=r,
         )

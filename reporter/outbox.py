@@ -16,7 +16,7 @@ from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
 from reporter.periods import is_closed, open_target, starting_at
-from reporter.plan import NO_SECOND_LEFT, TRIAL_USAGE, Mark, Planned, Unit, plan
+from reporter.plan import NO_SECOND_LEFT, TRIAL_USAGE, VOIDED_USAGE, Mark, Planned, Unit, plan
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class BuildResult:
     deferred: int = 0  # absolute versions with no later second yet: planned again next build
     full: int = 0  # absolute versions recorded `late`: no second left in their period
     trial: int = 0  # rows of a closed trial period recorded `late`: Stripe charges none of it
+    voided: int = 0  # rows of a period whose invoice was voided, recorded `late`: free
 
 
 def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
@@ -104,6 +105,7 @@ async def build(
     metrics.late.labels("recorded").inc(total.late)
     metrics.late.labels("waiting").inc(total.waiting)
     metrics.late.labels("trial").inc(total.trial)
+    metrics.late.labels("voided").inc(total.voided)
     metrics.held.labels("deferred").inc(total.deferred)
     metrics.held.labels("recorded").inc(total.full)
     if total.full:
@@ -132,6 +134,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.deferred += part.deferred
     total.full += part.full
     total.trial += part.trial
+    total.voided += part.voided
 
 
 async def build_page(
@@ -195,7 +198,9 @@ async def build_page(
             target = open_target(known, now, calendar.grace) if closed else None
             end = own.end if own is not None else None
             trial = own is not None and own.trial
-            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end, trial=trial)
+            voided = own is not None and own.voided
+            p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end,
+                     trial=trial, voided=voided)  # fmt: skip
             if p is not None and p.status == "deferred":
                 # Keeps its mark: the next build plans the version again, at a later second.
                 result.deferred += 1
@@ -212,6 +217,7 @@ async def build_page(
         result.late = sum(1 for _, _, p in rows if p.status == "late" and p.note is None)
         result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note == NO_SECOND_LEFT)
         result.trial = sum(1 for _, _, p in rows if p.status == "late" and p.note == TRIAL_USAGE)
+        result.voided = sum(1 for _, _, p in rows if p.status == "late" and p.note == VOIDED_USAGE)
         result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
         # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);

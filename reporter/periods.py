@@ -13,6 +13,11 @@ the total charged" (https://docs.stripe.com/billing/subscriptions/trials). Usage
 sent while its period is open (Stripe counts it in the meter, and charges nothing for it), but
 never carried out of it once closed: carried, it would be charged where Stripe would not. Nor is
 usage of a paid period carried into a trial period, where it would not be charged.
+
+A period whose invoice was voided (collection paused with `void`, "to temporarily offer a customer
+your services for free", https://docs.stripe.com/billing/subscriptions/pause-payment, or an
+invoice voided by hand) is final and free: its usage reported later is recorded, never carried
+into a period that would charge it (docs/billing.md, "Late usage").
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class BillingPeriod:
     end: dt.datetime
     invoiced: bool  # an invoice covering it is no longer a draft
     trial: bool = False  # inside the subscription's trial: its usage is not charged
+    voided: bool = False  # its invoice was voided: no more of its usage is charged
 
 
 def is_closed(period: BillingPeriod, now: dt.datetime, grace: dt.timedelta) -> bool:

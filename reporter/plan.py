@@ -31,6 +31,8 @@ _SIGNIFICANT = Context(prec=15)
 NO_SECOND_LEFT = "no second left in its period after the previous version: not sent"
 # The outbox `last_error` of usage of a closed trial period: Stripe charges none of it (periods.py).
 TRIAL_USAGE = "usage of a trial period, closed before it was sent: charged by no invoice"
+# The outbox `last_error` of usage of a period whose invoice was voided (periods.py).
+VOIDED_USAGE = "usage of a period whose invoice was voided: charged by no invoice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,7 @@ def plan(
     now: dt.datetime,
     period_end: dt.datetime | None = None,
     trial: bool = False,
+    voided: bool = False,
 ) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
@@ -110,7 +113,9 @@ def plan(
     `waiting` until the build finds one. An absolute value cannot be carried (it would overwrite
     the current period's), so it is recorded with status `late` and not sent. None of these is
     ever dropped silently. Usage of a closed trial period (`trial`) is recorded `late` with the
-    note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it.
+    note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it. Likewise
+    usage of a period whose invoice was voided (`voided`, note `VOIDED_USAGE`): the period was
+    given for free.
 
     An absolute row of an open period is stamped after the unit's previous row (`version_time`,
     within `period_end`, the unit's period end if known). When no later second is available
@@ -134,6 +139,8 @@ def plan(
     if closed:
         if trial:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late", TRIAL_USAGE)
+        if voided:
+            return Planned(new_mark, ident, value, unit.timestamp, None, "late", VOIDED_USAGE)
         if unit.absolute:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late")
         if target is None:

@@ -65,9 +65,15 @@ WHERE m.version IS NULL OR p.version > m.version
 # reported up to then as an invoice item of fixed amount and bills no more of that window
 # (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup), so usage of it not
 # sent yet is carried into the item's open period rather than sent where nothing bills it. With the
-# subscription's trial (directory.py tells the trial periods).
+# subscription's trial (directory.py tells the trial periods), and whether the period's invoice
+# was voided (a paused collection's `void`, or by hand): no later usage of it is charged.
 ITEM_BILLING_PERIODS = """
 SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
+       EXISTS (
+           SELECT 1 FROM invoices v
+           WHERE v.subscription = i.subscription AND v.status = 'void'
+             AND v.period_start <= p.period_start AND v.period_end = p.period_end
+       ) AS voided,
        EXISTS (
            SELECT 1 FROM invoices v
            WHERE v.subscription = i.subscription AND v.status <> 'draft'

@@ -23,7 +23,7 @@ from reporter.directory import Conn, PeriodCalendar
 from reporter.limiter import Limiter
 from reporter.metrics import ReporterMetrics
 from reporter.periods import holding, is_closed, open_target, starting_at
-from reporter.plan import TRIAL_USAGE, carried_time
+from reporter.plan import TRIAL_USAGE, VOIDED_USAGE, carried_time
 from reporter.reconcile_math import MINUTE, SentRow, floor_minute, horizon_verdict, our_total
 from reporter.summaries import StripeSummaries
 from reporter.transport import Event, Transport
@@ -252,6 +252,7 @@ class Sender:
         parked: list[int] = []
         late: list[int] = []
         trial: list[int] = []  # of a closed trial period: charged by nothing, so never moved
+        voided: list[int] = []  # of a period whose invoice was voided: free, never moved
         for r in live:
             known = periods.get(r["subscription_item"], [])
             # A row not carried yet is in its bucket's period; a carried one in its target's.
@@ -265,6 +266,8 @@ class Sender:
             target = None if r["absolute"] else open_target(known, now, grace)
             if period.trial:
                 trial.append(r["id"])
+            elif period.voided:
+                voided.append(r["id"])
             elif r["absolute"]:
                 late.append(r["id"])
             elif target is None:
@@ -283,11 +286,14 @@ class Sender:
             )
         if trial:
             await conn.execute(queries.MARK_STATUS, trial, "late", TRIAL_USAGE)
+        if voided:
+            await conn.execute(queries.MARK_STATUS, voided, "late", VOIDED_USAGE)
         self.metrics.late.labels("moved").inc(len(moved))
         self.metrics.late.labels("waiting").inc(len(parked))
         self.metrics.late.labels("recorded").inc(len(late))
         self.metrics.late.labels("trial").inc(len(trial))
-        if moved or parked or late or trial:
+        self.metrics.late.labels("voided").inc(len(voided))
+        if moved or parked or late or trial or voided:
             log.warning(
                 "outbox rows whose period was invoiced before they were sent",
                 extra={
@@ -295,9 +301,10 @@ class Sender:
                     "waiting": len(parked),
                     "late": len(late),
                     "trial": len(trial),
+                    "voided": len(voided),
                 },
             )
-        dropped = set(parked) | set(late) | set(trial)
+        dropped = set(parked) | set(late) | set(trial) | set(voided)
         return [
             dataclasses.replace(e, event_time=moved[e.id]) if e.id in moved else e
             for e in events

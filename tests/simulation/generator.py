@@ -135,6 +135,12 @@ class Pause(Action):
     behavior: str
 
 
+@dataclass(frozen=True)
+class Resume(Action):
+    """Payment collection resumed (`pause_collection` unset, Stripe API, update a
+    subscription): the invoices of this period on are collected again."""
+
+
 @dataclass
 class Item:
     meter: str
@@ -203,6 +209,8 @@ class Scenario:
                 feats += f" price-change@{a.period}:{a.meter}->{a.price.kind}"
             if isinstance(a, Pause):
                 feats += f" pause-{a.behavior}@{a.period}"
+            if isinstance(a, Resume):
+                feats += f" resume@{a.period}"
             if isinstance(a, Cancel):
                 feats += f" cancel{'-now' if a.now else '-at-end'}@{a.period}"
         who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
@@ -501,6 +509,36 @@ def pause_collection_kind(
     scenario.actions.append(Pause(k, Stage.OPEN, "mark_uncollectible"))
 
 
+def pause_void_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and payment collection paused with `void` at the OPEN stage of a period, maybe
+    resumed at the OPEN stage of a later one: the invoice of each period that ends while paused
+    is voided at its creation (Stripe docs, billing/subscriptions/pause-payment: services "for
+    free"). Usage of a voided period reported after the void is billed nowhere (docs/billing.md,
+    "Late usage"); a paid period's late usage carried into a voided one is on that invoice.
+    No `once` coupon (which invoice uses one up when the first is voided is not documented)."""
+    usage_kind(rng, scenario, frame, seed, features)
+    if scenario.coupon is not None and scenario.coupon.duration == "once":
+        scenario.coupon = None
+    k = rng.randrange(frame.periods)
+    scenario.actions.append(Pause(k, Stage.OPEN, "void"))
+    if k + 1 < frame.periods and rng.random() < 0.6:
+        scenario.actions.append(Resume(rng.randrange(k + 1, frame.periods), Stage.OPEN))
+
+
+def pause_draft_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and payment collection paused with `keep_as_draft` at the OPEN stage of a period:
+    each later invoice stays a draft (`auto_advance` false, Stripe docs, billing/subscriptions/
+    pause-payment) until the merchant finalizes it, which the run does at the CLOSED stage, an
+    hour after the period's end (so the period's grace-hour usage is on it, as on a cycle
+    invoice: "During finalization, Stripe updates the invoice to reflect the latest quantity")."""
+    usage_kind(rng, scenario, frame, seed, features)
+    scenario.actions.append(Pause(rng.randrange(frame.periods), Stage.OPEN, "keep_as_draft"))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -510,6 +548,8 @@ KINDS: dict[str, Kind] = {
     "cancel_at_end": cancel_at_end_kind,
     "price_change": price_change_kind,
     "pause_collection": pause_collection_kind,
+    "pause_void": pause_void_kind,
+    "pause_draft": pause_draft_kind,
 }
 
 

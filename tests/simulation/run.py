@@ -83,6 +83,7 @@ from tests.simulation.generator import (
     Post,
     PriceChange,
     Reset,
+    Resume,
     Scenario,
     Stage,
     Void,
@@ -184,6 +185,7 @@ class Live:
     ended_at: int | None = None  # the subscription ends (a cancel): later usage bills nowhere
     last_period: int | None = None  # the subscription's last period (a cancel)
     no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
+    paused: dict[int, str] = field(default_factory=dict)  # period → pause behavior at its end
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -236,6 +238,7 @@ class Batch:
             Cancel: self.cancel,
             PriceChange: self.change_price,
             Pause: self.pause,
+            Resume: self.resume,
         }
 
     # ------------------------------------------------------------------ setup
@@ -532,6 +535,8 @@ class Batch:
         if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
             return None
         own = live.period_of(e.timestamp)
+        if self.voided(live, own):
+            return None  # its invoice was voided at the period's end: billed nowhere
         where = billed_in(METERS[e.meter][0], own, own in live.finalized_at, self.open_of(live),
                           own_trial=live.account.trial(own))  # fmt: skip
         return None if where is None or live.ended(where) else where
@@ -660,8 +665,45 @@ class Batch:
         assert self.sdk is not None
         params: Any = {"pause_collection": {"behavior": action.behavior}}
         await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        for j in range(action.period, self.frame.periods + 1):
+            live.paused[j] = action.behavior
         await self.settle()
         self.result.counts[f"pauses ({action.behavior})"] += 1
+
+    async def resume(self, live: Live, action: Action) -> None:
+        """Resume payment collection: the invoices of this period on are collected."""
+        assert isinstance(action, Resume)
+        assert self.sdk is not None
+        params: Any = {"pause_collection": ""}
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        for j in range(action.period, self.frame.periods + 1):
+            live.paused.pop(j, None)
+        await self.settle()
+        self.result.counts["pauses resumed"] += 1
+
+    def voided(self, live: Live, k: int) -> bool:
+        """Period `k`'s invoice is voided at its creation (its end): collection was paused
+        with `void` then. Once it ended, no more of its usage is billed (billing.md)."""
+        return live.paused.get(k) == "void" and self.open_of(live) > k
+
+    async def finalize_kept_drafts(self, k: int) -> None:
+        """The merchant finalizes period `k`'s invoice kept as a draft (`keep_as_draft`)
+        at the CLOSED stage, as Stripe would have after its grace hour."""
+        assert self.sdk is not None
+        kept = [live for live in self.live if live.paused.get(k) == "keep_as_draft"]
+        for live in kept:
+            start, end = live.bounds[k]
+            listed = await self.sdk.v1.invoices.list_async({"customer": live.cus, "limit": 100})
+            for inv in listed.data:
+                if inv.period_start == start and inv.period_end == end and inv.status == "draft":
+                    if inv.auto_advance:
+                        self.result.violations.append(
+                            f"#{live.scenario.index} period {k}: a kept draft auto-advances"
+                        )
+                    await self.sdk.v1.invoices.finalize_invoice_async(inv.id)
+                    self.result.counts["kept drafts finalized"] += 1
+        if kept:
+            await self.settle()
 
     async def change_price(self, live: Live, action: Action) -> None:
         """Replace the item's price on the same meter (Stripe's default proration behaviour)."""
@@ -710,6 +752,7 @@ class Batch:
 
     async def check_closed(self, k: int) -> None:
         assert self.sdk is not None
+        await self.finalize_kept_drafts(k)
         for live in self.live:
             s = live.scenario
             if live.ended(k):
@@ -725,7 +768,14 @@ class Batch:
                 )
                 continue
             invoice = found[0].to_dict(recursive=True)
-            live.finalized_at[k] = invoice["status_transitions"]["finalized_at"]
+            transitions = invoice["status_transitions"]
+            if live.paused.get(k) == "void":
+                if invoice["status"] != "void":
+                    self.result.violations.append(f"{what}: {invoice['status']}, not void")
+                live.finalized_at[k] = transitions["voided_at"] or transitions["finalized_at"]
+                self.result.counts["voided invoices checked"] += 1
+            else:
+                live.finalized_at[k] = transitions["finalized_at"]
             actual = invariants.from_stripe_invoice(invoice, live.meter_of_price)
             self.result.violations += invariants.bill_diff(expected, actual, what)
             self.result.counts["finalized invoices checked"] += 1

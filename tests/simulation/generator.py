@@ -44,6 +44,16 @@ METERS: dict[str, tuple[str, str, bool]] = {
     "sim_uniq": ("unique_count", "last", True),
 }
 UNIQUE_PROPERTY = "user"
+# A scenario's own meter (a Stripe meter of its own, so that it can be deactivated alone) is named
+# `<our meter><OWN><scenario index>` and behaves as `<our meter>`.
+OWN = "_own"
+
+
+def meter_spec(name: str) -> tuple[str, str, bool]:
+    """(our aggregation, Stripe formula, local definition?) of a meter, own ones included."""
+    return METERS[name.split(OWN)[0]]
+
+
 TENANTS = ("sim", "sim-b", "sim-c")  # the first is METER_BILLING_TENANT
 DAY = 86400
 
@@ -141,6 +151,16 @@ class Resume(Action):
     subscription): the invoices of this period on are collected again."""
 
 
+@dataclass(frozen=True)
+class MeterStatus(Action):
+    """The scenario's own Stripe meter of `meter` deactivated (`active` false) or reactivated
+    (Stripe API, billing meters). While it is inactive meter holds its usage (docs/billing.md,
+    "Meters and aggregations") and sends it on reactivation."""
+
+    meter: str
+    active: bool
+
+
 @dataclass
 class Item:
     meter: str
@@ -211,6 +231,9 @@ class Scenario:
                 feats += f" pause-{a.behavior}@{a.period}"
             if isinstance(a, Resume):
                 feats += f" resume@{a.period}"
+            if isinstance(a, MeterStatus):
+                verb = "reactivate" if a.active else "deactivate"
+                feats += f" {verb}@{a.period}{a.stage.value[0]}:{a.meter}"
             if isinstance(a, Cancel):
                 feats += f" cancel{'-now' if a.now else '-at-end'}@{a.period}"
         who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
@@ -401,7 +424,7 @@ def usage_kind(
         rng.shuffle(events)
         scenario.actions.append(Post(k, Stage.OPEN, tuple(events)))
         if "voids" in scenario.features and posted:
-            voidable = [e for p, e in posted if METERS[e.meter][0] in ("sum", "count")]
+            voidable = [e for p, e in posted if meter_spec(e.meter)[0] in ("sum", "count")]
             if voidable:
                 scenario.actions.append(Void(k, Stage.OPEN, rng.choice(voidable).id))
         posted += [(k, e) for e in events if e.valid and e.id not in {x.id for _, x in posted}]
@@ -539,6 +562,26 @@ def pause_draft_kind(
     scenario.actions.append(Pause(rng.randrange(frame.periods), Stage.OPEN, "keep_as_draft"))
 
 
+def meter_deactivation_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage on Stripe meters of the scenario's own; one of them deactivated at the OPEN stage
+    of a period (after its first posting round was drained) and reactivated at its GRACE stage
+    (before the invoice is finalized: the held usage is billed in its own period) or at the OPEN
+    stage of the next one (after: held delta usage is carried into the open period, an absolute
+    value billed nowhere, as late usage)."""
+    for item in scenario.items:
+        item.meter = f"{item.meter}{OWN}{scenario.index}"
+    usage_kind(rng, scenario, frame, seed, features)
+    k = rng.randrange(frame.periods)
+    meter = rng.choice(scenario.items).meter
+    scenario.actions.append(MeterStatus(k, Stage.OPEN, meter, active=False))
+    if rng.random() < 0.5:
+        scenario.actions.append(MeterStatus(k, Stage.GRACE, meter, active=True))
+    else:
+        scenario.actions.append(MeterStatus(k + 1, Stage.OPEN, meter, active=True))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -550,6 +593,7 @@ KINDS: dict[str, Kind] = {
     "pause_collection": pause_collection_kind,
     "pause_void": pause_void_kind,
     "pause_draft": pause_draft_kind,
+    "meter_deactivation": meter_deactivation_kind,
 }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -72,6 +73,7 @@ from tests.simulation.generator import (
     FEATURES,
     KINDS,
     METERS,
+    OWN,
     TENANTS,
     UNIQUE_PROPERTY,
     Action,
@@ -79,6 +81,7 @@ from tests.simulation.generator import (
     Event,
     Frame,
     Item,
+    MeterStatus,
     Pause,
     Post,
     PriceChange,
@@ -88,6 +91,7 @@ from tests.simulation.generator import (
     Stage,
     Void,
     generate,
+    meter_spec,
 )
 from tests.simulation.model import DELTA, Account, Price, Usage, billed_in
 
@@ -186,6 +190,9 @@ class Live:
     last_period: int | None = None  # the subscription's last period (a cancel)
     no_open_from: int | None = None  # from this period on nothing is open to project (a cancel)
     paused: dict[int, str] = field(default_factory=dict)  # period → pause behavior at its end
+    inactive: set[str] = field(default_factory=set)  # own meters whose Stripe meter is inactive
+    held: list[Event] = field(default_factory=list)  # drained while inactive: not sent yet
+    held_voids: list[Event] = field(default_factory=list)
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -239,6 +246,7 @@ class Batch:
             PriceChange: self.change_price,
             Pause: self.pause,
             Resume: self.resume,
+            MeterStatus: self.meter_status,
         }
 
     # ------------------------------------------------------------------ setup
@@ -277,9 +285,19 @@ class Batch:
                     if local:
                         prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
                         await conn.execute(queries.DEFINE_METER, tenant, name, aggregation, prop)
+            # Meters of a scenario's own (`OWN`): its tenant's definitions.
+            for live in self.live:
+                for item in live.scenario.items:
+                    aggregation, _, local = meter_spec(item.meter)
+                    if item.meter not in METERS and local:
+                        prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
+                        await conn.execute(queries.DEFINE_METER, live.scenario.tenant,
+                                           item.meter, aggregation, prop)  # fmt: skip
         finally:
             await conn.close()
-        for name, (_, formula, _) in METERS.items():
+        names = sorted(set(METERS) | {i.meter for x in self.live for i in x.scenario.items})
+        for name in names:
+            formula = meter_spec(name)[1]
             meter_params: Any = {"display_name": name, "event_name": name,
                            "default_aggregation": {"formula": formula}}  # fmt: skip
             meter = await sdk.v1.billing.meters.create_async(meter_params)
@@ -334,7 +352,7 @@ class Batch:
         params: Any = {
             "product": self.product,
             "currency": "usd",
-            **Item(meter, METERS[meter][0], METERS[meter][1], price).stripe_price(),
+            **Item(meter, meter_spec(meter)[0], meter_spec(meter)[1], price).stripe_price(),
             "recurring": {"interval": "day", "usage_type": "metered",
                           "meter": self.meter_ids[meter]},
         }  # fmt: skip
@@ -516,15 +534,21 @@ class Batch:
         the subscription ended, nor carried past its last period."""
         account = live.account
         for e in live.unbilled:
-            live.raw_logged[e.id] = raw_log
-            aggregation = METERS[e.meter][0]
+            live.raw_logged.setdefault(e.id, raw_log)  # folded now (held usage: earlier)
+            if e.meter in live.inactive:
+                live.held.append(e)  # its Stripe meter is inactive: meter holds it
+                continue
+            aggregation = meter_spec(e.meter)[0]
             where = self._where(live, e)
             if where is not None:
                 value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
                 key = (e.properties or {}).get(UNIQUE_PROPERTY, "")
                 account.bill(where, e.meter, Usage(e.id, value, float(e.timestamp), key))
         for e in live.unbilled_voids:
-            aggregation = METERS[e.meter][0]
+            if e.meter in live.inactive:
+                live.held_voids.append(e)
+                continue
+            aggregation = meter_spec(e.meter)[0]
             where = self._where(live, e)
             if where is not None:
                 value = Decimal(-1) if aggregation == "count" else -Decimal(str(e.value))
@@ -537,7 +561,7 @@ class Batch:
         own = live.period_of(e.timestamp)
         if self.voided(live, own):
             return None  # its invoice was voided at the period's end: billed nowhere
-        where = billed_in(METERS[e.meter][0], own, own in live.finalized_at, self.open_of(live),
+        where = billed_in(meter_spec(e.meter)[0], own, own in live.finalized_at, self.open_of(live),
                           own_trial=live.account.trial(own))  # fmt: skip
         return None if where is None or live.ended(where) else where
 
@@ -681,6 +705,26 @@ class Batch:
         await self.settle()
         self.result.counts["pauses resumed"] += 1
 
+    async def meter_status(self, live: Live, action: Action) -> None:
+        """Deactivate or reactivate the scenario's own Stripe meter. Usage drained while it is
+        inactive is held by meter (billing.md, "Meters and aggregations"); on reactivation it is
+        sent, so the model bills it as drained then (the next drain)."""
+        assert isinstance(action, MeterStatus)
+        assert self.sdk is not None
+        meters = self.sdk.v1.billing.meters
+        meter_id = self.meter_ids[action.meter]
+        if action.active:
+            await meters.reactivate_async(meter_id)
+            live.inactive.discard(action.meter)
+            live.unbilled = live.held + live.unbilled
+            live.unbilled_voids = live.held_voids + live.unbilled_voids
+            live.held, live.held_voids = [], []
+        else:
+            await meters.deactivate_async(meter_id)
+            live.inactive.add(action.meter)
+        await self.settle()
+        self.result.counts["meters " + ("reactivated" if action.active else "deactivated")] += 1
+
     def voided(self, live: Live, k: int) -> bool:
         """Period `k`'s invoice is voided at its creation (its end): collection was paused
         with `void` then. Once it ended, no more of its usage is billed (billing.md)."""
@@ -731,8 +775,20 @@ class Batch:
             if live.no_open_from is not None and k >= live.no_open_from:
                 self.result.counts["open-period checks skipped (canceled)"] += 1
                 continue
-            expected = invariants.from_model(live.account.invoice(max(k, live.open_floor),
-                                                                  finalize=False))  # fmt: skip
+            open_k = max(k, live.open_floor)
+            expected = invariants.from_model(live.account.invoice(open_k, finalize=False))
+            expected_ours = expected
+            if live.held or live.held_voids:
+                # Ours counts usage held for an inactive Stripe meter in its own period (sent
+                # there once the meter is reactivated in time); Stripe has none of it yet.
+                account = copy.deepcopy(live.account)
+                for e, sign in [(e, 1) for e in live.held] + [(e, -1) for e in live.held_voids]:
+                    if live.period_of(e.timestamp) == open_k:
+                        one = Decimal(1) if meter_spec(e.meter)[0] == "count" else None
+                        value = sign * (one or Decimal(str(e.value)))
+                        key = (e.properties or {}).get(UNIQUE_PROPERTY, "") if sign > 0 else ""
+                        account.bill(open_k, e.meter, Usage(e.id, value, float(e.timestamp), key))
+                expected_ours = invariants.from_model(account.invoice(open_k, finalize=False))
             url = f"http://127.0.0.1:{self.port}/v1/customers/{s.customer}/usage"
             headers = {"Authorization": f"Bearer {self.keys[s.tenant]}"}
             async with self.http.get(url, headers=headers) as response:
@@ -742,7 +798,7 @@ class Batch:
                 self.result.violations.append(f"{what}: usage answered {response.status} {doc}")
             else:
                 ours = invariants.from_usage_doc(doc, live.meter_of_price)
-                self.result.violations += invariants.bill_diff(expected, ours, f"{what} ours")
+                self.result.violations += invariants.bill_diff(expected_ours, ours, f"{what} ours")
             preview = await self.sdk.v1.invoices.create_preview_async({"customer": live.cus})
             theirs = invariants.from_stripe_invoice(
                 preview.to_dict(recursive=True), live.meter_of_price
@@ -792,20 +848,20 @@ class Batch:
         self.result.violations += invariants.sent_into_finalized(mine, finalized)
         stripe_totals: dict[tuple[str, str], Decimal] = {}
         for e in mine:
-            if METERS.get(e["event_name"], ("",))[0] in DELTA:
+            if e["event_name"].split(OWN)[0] in METERS and meter_spec(e["event_name"])[0] in DELTA:
                 key = (f"#{ours[e['customer']].scenario.index}", e["event_name"])
                 stripe_totals[key] = stripe_totals.get(key, Decimal(0)) + Decimal(str(e["value"]))
         model_totals: dict[tuple[str, str], Decimal] = {}
         for live in self.live:
             for (_, meter), usage in live.account.billed.items():
-                if METERS[meter][0] in DELTA:
+                if meter_spec(meter)[0] in DELTA:
                     key = (f"#{live.scenario.index}", meter)
                     model_totals[key] = model_totals.get(key, Decimal(0)) + sum(
                         (u.value for u in usage), Decimal(0)
                     )
         for live in self.live:
             for meter, usage in live.account.off_lines:
-                if METERS[meter][0] in DELTA:
+                if meter_spec(meter)[0] in DELTA:
                     key = (f"#{live.scenario.index}", meter)
                     model_totals[key] = model_totals.get(key, Decimal(0)) + sum(
                         (u.value for u in usage), Decimal(0)

@@ -48,7 +48,15 @@ class BillingCalendar:
             period = Period(int(start.timestamp()), int(end.timestamp()))
             trial = in_trial(period, _unix(r["trial_start"]), _unix(r["trial_end"]))
             out.setdefault(r["item"], []).append(
-                BillingPeriod(start, end, r["invoiced"], trial, r["voided"])
+                BillingPeriod(
+                    start,
+                    end,
+                    r["invoiced"],
+                    trial,
+                    r["voided"],
+                    r["stripe_customer"],
+                    r["customer_deleted"],
+                )
             )
         return out
 

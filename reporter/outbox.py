@@ -16,7 +16,16 @@ from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
 from reporter.periods import is_closed, open_target, starting_at
-from reporter.plan import NO_SECOND_LEFT, TRIAL_USAGE, VOIDED_USAGE, Mark, Planned, Unit, plan
+from reporter.plan import (
+    CUSTOMER_DELETED_USAGE,
+    NO_SECOND_LEFT,
+    TRIAL_USAGE,
+    VOIDED_USAGE,
+    Mark,
+    Planned,
+    Unit,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,7 @@ class BuildResult:
     full: int = 0  # absolute versions recorded `late`: no second left in their period
     trial: int = 0  # rows of a closed trial period recorded `late`: Stripe charges none of it
     voided: int = 0  # rows of a period whose invoice was voided, recorded `late`: free
+    gone: int = 0  # rows of a deleted Stripe customer's item, recorded `late`: billed by nothing
 
 
 def _unit(r: asyncpg.Record, absolute: bool) -> tuple[Unit, Mark | None]:
@@ -106,6 +116,7 @@ async def build(
     metrics.late.labels("waiting").inc(total.waiting)
     metrics.late.labels("trial").inc(total.trial)
     metrics.late.labels("voided").inc(total.voided)
+    metrics.late.labels("customer_deleted").inc(total.gone)
     metrics.held.labels("deferred").inc(total.deferred)
     metrics.held.labels("recorded").inc(total.full)
     if total.full:
@@ -135,6 +146,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.full += part.full
     total.trial += part.trial
     total.voided += part.voided
+    total.gone += part.gone
 
 
 async def build_page(
@@ -188,19 +200,23 @@ async def build_page(
             if unit.meter in waiting:
                 result.waiting_meter += 1
                 continue
-            stripe_id = stripe_ids.get((unit.tenant, unit.customer))
+            known = periods.get(unit.item, [])
+            own = starting_at(known, unit.period_start)
+            # The usage of an item belongs to its subscription's Stripe customer; once that one
+            # is deleted it is recorded, never sent to whoever holds our external id now.
+            gone = own is not None and own.customer_deleted
+            stripe_id = own.customer if gone and own is not None else None
+            stripe_id = stripe_id or stripe_ids.get((unit.tenant, unit.customer))
             if stripe_id is None:
                 result.waiting_customer += 1
                 continue
-            known = periods.get(unit.item, [])
-            own = starting_at(known, unit.period_start)
             closed = own is not None and is_closed(own, now, calendar.grace)
             target = open_target(known, now, calendar.grace) if closed else None
             end = own.end if own is not None else None
             trial = own is not None and own.trial
             voided = own is not None and own.voided
             p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end,
-                     trial=trial, voided=voided)  # fmt: skip
+                     trial=trial, voided=voided, customer_deleted=gone)  # fmt: skip
             if p is not None and p.status == "deferred":
                 # Keeps its mark: the next build plans the version again, at a later second.
                 result.deferred += 1
@@ -218,6 +234,9 @@ async def build_page(
         result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note == NO_SECOND_LEFT)
         result.trial = sum(1 for _, _, p in rows if p.status == "late" and p.note == TRIAL_USAGE)
         result.voided = sum(1 for _, _, p in rows if p.status == "late" and p.note == VOIDED_USAGE)
+        result.gone = sum(
+            1 for _, _, p in rows if p.status == "late" and p.note == CUSTOMER_DELETED_USAGE
+        )
         result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
         # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);

@@ -18,6 +18,12 @@ A period whose invoice was voided (collection paused with `void`, "to temporaril
 your services for free", https://docs.stripe.com/billing/subscriptions/pause-payment, or an
 invoice voided by hand) is final and free: its usage reported later is recorded, never carried
 into a period that would charge it (docs/billing.md, "Late usage").
+
+Deleting a Stripe customer "immediately cancels any active subscriptions on the customer"
+(https://docs.stripe.com/api/customers/delete), without a final invoice (`invoice_now` defaults
+to false, API reference, cancel a subscription): usage of its items not sent by then is billed by
+no invoice, and belongs to that customer only, never to a new customer that later takes over our
+external id.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class BillingPeriod:
     invoiced: bool  # an invoice covering it is no longer a draft
     trial: bool = False  # inside the subscription's trial: its usage is not charged
     voided: bool = False  # its invoice was voided: no more of its usage is charged
+    customer: str | None = None  # the Stripe customer of the item's subscription
+    customer_deleted: bool = False  # that customer was deleted: nothing bills its usage now
 
 
 def is_closed(period: BillingPeriod, now: dt.datetime, grace: dt.timedelta) -> bool:

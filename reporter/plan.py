@@ -31,6 +31,8 @@ _SIGNIFICANT = Context(prec=15)
 NO_SECOND_LEFT = "no second left in its period after the previous version: not sent"
 # The outbox `last_error` of usage of a closed trial period: Stripe charges none of it (periods.py).
 TRIAL_USAGE = "usage of a trial period, closed before it was sent: charged by no invoice"
+# The outbox `last_error` of usage of an item whose Stripe customer was deleted (periods.py).
+CUSTOMER_DELETED_USAGE = "usage of a deleted Stripe customer's subscription: charged by no invoice"
 # The outbox `last_error` of usage of a period whose invoice was voided (periods.py).
 VOIDED_USAGE = "usage of a period whose invoice was voided: charged by no invoice"
 
@@ -104,6 +106,7 @@ def plan(
     period_end: dt.datetime | None = None,
     trial: bool = False,
     voided: bool = False,
+    customer_deleted: bool = False,
 ) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
@@ -115,7 +118,8 @@ def plan(
     ever dropped silently. Usage of a closed trial period (`trial`) is recorded `late` with the
     note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it. Likewise
     usage of a period whose invoice was voided (`voided`, note `VOIDED_USAGE`): the period was
-    given for free.
+    given for free. Usage of an item whose Stripe customer was deleted (`customer_deleted`) is
+    recorded `late` (note `CUSTOMER_DELETED_USAGE`), open period or not: no invoice will bill it.
 
     An absolute row of an open period is stamped after the unit's previous row (`version_time`,
     within `period_end`, the unit's period end if known). When no later second is available
@@ -136,6 +140,8 @@ def plan(
             return Planned(Mark(unit.version, sent_so_far))
         new_mark = Mark(unit.version, sent_so_far + value)
     ident = identifier(unit.key, unit.version)
+    if customer_deleted:
+        return Planned(new_mark, ident, value, unit.timestamp, None, "late", CUSTOMER_DELETED_USAGE)
     if closed:
         if trial:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late", TRIAL_USAGE)

@@ -23,7 +23,7 @@ from reporter.directory import Conn, PeriodCalendar
 from reporter.limiter import Limiter
 from reporter.metrics import ReporterMetrics
 from reporter.periods import holding, is_closed, open_target, starting_at
-from reporter.plan import TRIAL_USAGE, VOIDED_USAGE, carried_time
+from reporter.plan import CUSTOMER_DELETED_USAGE, TRIAL_USAGE, VOIDED_USAGE, carried_time
 from reporter.reconcile_math import MINUTE, SentRow, floor_minute, horizon_verdict, our_total
 from reporter.summaries import StripeSummaries
 from reporter.transport import Event, Transport
@@ -253,6 +253,7 @@ class Sender:
         late: list[int] = []
         trial: list[int] = []  # of a closed trial period: charged by nothing, so never moved
         voided: list[int] = []  # of a period whose invoice was voided: free, never moved
+        gone: list[int] = []  # of a deleted customer's item: billed by nothing, never sent
         for r in live:
             known = periods.get(r["subscription_item"], [])
             # A row not carried yet is in its bucket's period; a carried one in its target's.
@@ -261,6 +262,9 @@ class Sender:
                 if r["carried_from"] is None
                 else holding(known, r["event_time"])
             )
+            if period is not None and period.customer_deleted:
+                gone.append(r["id"])
+                continue
             if period is None or not is_closed(period, now, grace):
                 continue
             target = None if r["absolute"] else open_target(known, now, grace)
@@ -288,12 +292,15 @@ class Sender:
             await conn.execute(queries.MARK_STATUS, trial, "late", TRIAL_USAGE)
         if voided:
             await conn.execute(queries.MARK_STATUS, voided, "late", VOIDED_USAGE)
+        if gone:
+            await conn.execute(queries.MARK_STATUS, gone, "late", CUSTOMER_DELETED_USAGE)
         self.metrics.late.labels("moved").inc(len(moved))
         self.metrics.late.labels("waiting").inc(len(parked))
         self.metrics.late.labels("recorded").inc(len(late))
         self.metrics.late.labels("trial").inc(len(trial))
         self.metrics.late.labels("voided").inc(len(voided))
-        if moved or parked or late or trial or voided:
+        self.metrics.late.labels("customer_deleted").inc(len(gone))
+        if moved or parked or late or trial or voided or gone:
             log.warning(
                 "outbox rows whose period was invoiced before they were sent",
                 extra={
@@ -302,9 +309,10 @@ class Sender:
                     "late": len(late),
                     "trial": len(trial),
                     "voided": len(voided),
+                    "customer_deleted": len(gone),
                 },
             )
-        dropped = set(parked) | set(late) | set(trial) | set(voided)
+        dropped = set(parked) | set(late) | set(trial) | set(voided) | set(gone)
         return [
             dataclasses.replace(e, event_time=moved[e.id]) if e.id in moved else e
             for e in events

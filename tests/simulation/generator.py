@@ -161,6 +161,20 @@ class MeterStatus(Action):
     active: bool
 
 
+@dataclass(frozen=True)
+class DeleteCustomer(Action):
+    """The customer's Stripe customer deleted (Stripe API, delete a customer): its
+    subscription is canceled at once, with no final invoice."""
+
+
+@dataclass(frozen=True)
+class Return(Action):
+    """The deleted customer comes back under the same external id: a new Stripe customer and
+    subscription, after the stage's drain (usage of the old one drained in between)."""
+
+    after_drain: ClassVar[bool] = True
+
+
 @dataclass
 class Item:
     meter: str
@@ -206,7 +220,8 @@ class Scenario:
     def invoiced_periods(self, periods: int) -> int:
         """How many periods end with an invoice (a cancel ends the subscription)."""
         cancels = [a.period for a in self.actions if isinstance(a, Cancel)]
-        return min(cancels) + 1 if cancels else periods
+        deleted = sum(1 for a in self.actions if isinstance(a, DeleteCustomer))
+        return (min(cancels) + 1 if cancels else periods) - deleted
 
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
@@ -231,6 +246,10 @@ class Scenario:
                 feats += f" pause-{a.behavior}@{a.period}"
             if isinstance(a, Resume):
                 feats += f" resume@{a.period}"
+            if isinstance(a, DeleteCustomer):
+                feats += f" deleted@{a.period}"
+            if isinstance(a, Return):
+                feats += f" back@{a.period}"
             if isinstance(a, MeterStatus):
                 verb = "reactivate" if a.active else "deactivate"
                 feats += f" {verb}@{a.period}{a.stage.value[0]}:{a.meter}"
@@ -582,6 +601,23 @@ def meter_deactivation_kind(
         scenario.actions.append(MeterStatus(k + 1, Stage.OPEN, meter, active=True))
 
 
+def deleted_customer_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and the customer's Stripe customer deleted at the OPEN stage of a period (its
+    subscription canceled at once, uninvoiced: Stripe API reference, delete a customer), the
+    stage's usage drained, then the customer back under the same external id with a new Stripe
+    customer and subscription starting then (its periods move as after an anchor reset). The
+    deleted customer's usage reported after the deletion is billed nowhere (not sent to the new
+    customer); usage after the return is billed to the new one. The period's last
+    `RESET_LEAD_S` holds no event (as for a reset)."""
+    usage_kind(rng, scenario, frame, seed, features - {"edge_timestamps"})
+    k = rng.randrange(frame.periods)
+    _drop_tails(scenario, frame, k)
+    scenario.actions.append(DeleteCustomer(k, Stage.OPEN))
+    scenario.actions.append(Return(k, Stage.OPEN))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -594,6 +630,7 @@ KINDS: dict[str, Kind] = {
     "pause_void": pause_void_kind,
     "pause_draft": pause_draft_kind,
     "meter_deactivation": meter_deactivation_kind,
+    "deleted_customer": deleted_customer_kind,
 }
 
 

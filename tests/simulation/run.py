@@ -78,6 +78,7 @@ from tests.simulation.generator import (
     UNIQUE_PROPERTY,
     Action,
     Cancel,
+    DeleteCustomer,
     Event,
     Frame,
     Item,
@@ -87,6 +88,7 @@ from tests.simulation.generator import (
     PriceChange,
     Reset,
     Resume,
+    Return,
     Scenario,
     Stage,
     Void,
@@ -193,6 +195,9 @@ class Live:
     inactive: set[str] = field(default_factory=set)  # own meters whose Stripe meter is inactive
     held: list[Event] = field(default_factory=list)  # drained while inactive: not sent yet
     held_voids: list[Event] = field(default_factory=list)
+    deleted_at: int | None = None  # its Stripe customer was deleted: earlier usage bills nowhere
+    former: list[str] = field(default_factory=list)  # deleted Stripe customers of the scenario
+    uninvoiced: set[int] = field(default_factory=set)  # periods that end with no invoice
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -247,6 +252,8 @@ class Batch:
             Pause: self.pause,
             Resume: self.resume,
             MeterStatus: self.meter_status,
+            DeleteCustomer: self.delete_customer,
+            Return: self.come_back,
         }
 
     # ------------------------------------------------------------------ setup
@@ -310,41 +317,49 @@ class Batch:
         assert self.sdk is not None
         sdk = self.sdk
         for live in lives:
-            s = live.scenario
             clock = await sdk.v1.test_helpers.test_clocks.create_async(
                 {"frozen_time": self.frame.start}
             )
-            cus = await sdk.v1.customers.create_async(
-                {"email": f"{s.customer}@{s.tenant}.example", "test_clock": clock.id,
-                 "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
-            )  # fmt: skip
-            live.clock, live.cus = clock.id, cus.id
-            items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
-            create: Any = {"customer": cus.id, "items": items}
-            if s.billing_mode is not None:
-                create["billing_mode"] = {"type": s.billing_mode}
-            if s.trial_periods:
-                create["trial_end"] = live.bounds[s.trial_periods - 1][1]
-            if s.tax is not None:
-                rate = await sdk.v1.tax_rates.create_async(
-                    {"display_name": "VAT", "percentage": float(s.tax.percentage),
-                     "inclusive": s.tax.inclusive}
-                )  # fmt: skip
-                create["default_tax_rates"] = [rate.id]
-            if s.coupon is not None:
-                c = s.coupon
-                params: Any = {"duration": c.duration}
-                if c.duration == "repeating":
-                    params["duration_in_months"] = 3
-                if c.percent_off is not None:
-                    params["percent_off"] = float(c.percent_off)
-                else:
-                    params |= {"amount_off": c.amount_off, "currency": "usd"}
-                coupon = await sdk.v1.coupons.create_async(params)
-                create["discounts"] = [{"coupon": coupon.id}]
-            sub = await sdk.v1.subscriptions.create_async(create)
-            live.subscription = sub.id
+            live.clock = clock.id
+            await self.subscribe(live)
         await self.settle()
+
+    async def subscribe(self, live: Live) -> None:
+        """The scenario's Stripe customer (on its clock, named by our id in its metadata), its
+        prices, coupon and tax rate, and its subscription."""
+        assert self.sdk is not None
+        sdk = self.sdk
+        s = live.scenario
+        cus = await sdk.v1.customers.create_async(
+            {"email": f"{s.customer}@{s.tenant}.example", "test_clock": live.clock,
+             "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
+        )  # fmt: skip
+        live.cus = cus.id
+        items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
+        create: Any = {"customer": cus.id, "items": items}
+        if s.billing_mode is not None:
+            create["billing_mode"] = {"type": s.billing_mode}
+        if s.trial_periods:
+            create["trial_end"] = live.bounds[s.trial_periods - 1][1]
+        if s.tax is not None:
+            rate = await sdk.v1.tax_rates.create_async(
+                {"display_name": "VAT", "percentage": float(s.tax.percentage),
+                 "inclusive": s.tax.inclusive}
+            )  # fmt: skip
+            create["default_tax_rates"] = [rate.id]
+        if s.coupon is not None:
+            c = s.coupon
+            params: Any = {"duration": c.duration}
+            if c.duration == "repeating":
+                params["duration_in_months"] = 3
+            if c.percent_off is not None:
+                params["percent_off"] = float(c.percent_off)
+            else:
+                params |= {"amount_off": c.amount_off, "currency": "usd"}
+            coupon = await sdk.v1.coupons.create_async(params)
+            create["discounts"] = [{"coupon": coupon.id}]
+        sub = await sdk.v1.subscriptions.create_async(create)
+        live.subscription = sub.id
 
     async def price(self, live: Live, meter: str, price: Price) -> str:
         """A daily metered Stripe price on `meter`; its id."""
@@ -556,6 +571,8 @@ class Batch:
         live.unbilled, live.unbilled_voids = [], []
 
     def _where(self, live: Live, e: Event) -> int | None:
+        if live.deleted_at is not None and float(e.timestamp) < live.deleted_at:
+            return None  # the deleted customer's: its subscription was canceled uninvoiced
         if live.ended_at is not None and float(e.timestamp) >= live.ended_at:
             return None
         own = live.period_of(e.timestamp)
@@ -705,6 +722,42 @@ class Batch:
         await self.settle()
         self.result.counts["pauses resumed"] += 1
 
+    async def delete_customer(self, live: Live, action: Action) -> None:
+        """Delete the Stripe customer: its subscription is canceled at once with no final
+        invoice (Stripe API reference, delete a customer; `invoice_now` defaults to false), so
+        the period's usage sent so far stays in Stripe billed by nothing, and later usage of it
+        is billed nowhere (meter records it, docs/billing.md "Late usage")."""
+        assert isinstance(action, DeleteCustomer)
+        assert self.sdk is not None
+        assert self.running is not None
+        k = action.period
+        now = self.running.emu.state.now_for_customer(live.cus)
+        await self.sdk.v1.customers.delete_async(live.cus)
+        live.former.append(live.cus)
+        live.bounds[k] = (live.bounds[k][0], now)
+        live.deleted_at = now
+        live.uninvoiced.add(k)
+        account = live.account
+        for key in [key for key in account.billed if key[0] == k]:
+            account.off_lines.append((key[1], account.billed.pop(key)))
+        await self.settle()
+        self.result.counts["customers deleted"] += 1
+
+    async def come_back(self, live: Live, action: Action) -> None:
+        """The customer comes back under the same id: a new Stripe customer (same metadata,
+        same test clock) and a new subscription starting now; its periods start here."""
+        assert isinstance(action, Return)
+        assert self.running is not None
+        k = action.period
+        now = self.running.emu.state.now_for_customer(live.former[-1])
+        await self.subscribe(live)
+        live.bounds[k + 1 :] = [(now + j * DAY, now + (j + 1) * DAY)
+                                for j in range(len(live.bounds) - k - 1)]  # fmt: skip
+        live.open_floor = k + 1
+        live.account.once_used = False  # the new subscription's coupon is a new one
+        await self.settle()
+        self.result.counts["customers back"] += 1
+
     async def meter_status(self, live: Live, action: Action) -> None:
         """Deactivate or reactivate the scenario's own Stripe meter. Usage drained while it is
         inactive is held by meter (billing.md, "Meters and aggregations"); on reactivation it is
@@ -813,6 +866,9 @@ class Batch:
             s = live.scenario
             if live.ended(k):
                 continue
+            if k in live.uninvoiced:
+                self.result.counts["periods ended uninvoiced (customer deleted)"] += 1
+                continue
             start, end = live.bounds[k]
             expected = invariants.from_model(live.account.invoice(k, finalize=True))
             what = f"#{s.index} period {k} invoice"
@@ -839,11 +895,12 @@ class Batch:
     async def check_end(self) -> None:
         assert self.control is not None
         events = await self.control.meter_events()
-        ours = {live.cus: live for live in self.live}
+        ours = {cus: live for live in self.live for cus in [live.cus, *live.former]}
         mine = [e for e in events if e["customer"] in ours and not e.get("canceled")]
         finalized = {
-            live.cus: {live.bounds[k]: at for k, at in live.finalized_at.items()}
+            cus: {live.bounds[k]: at for k, at in live.finalized_at.items()}
             for live in self.live
+            for cus in [live.cus, *live.former]
         }
         self.result.violations += invariants.sent_into_finalized(mine, finalized)
         stripe_totals: dict[tuple[str, str], Decimal] = {}

@@ -175,6 +175,27 @@ class Return(Action):
     after_drain: ClassVar[bool] = True
 
 
+@dataclass(frozen=True)
+class Quantity(Action):
+    """The licensed item's quantity changed with `proration_behavior` (`create_prorations` or
+    `none`) and `proration_date` at `at` (a share of the time from the period's start to now)."""
+
+    quantity: int
+    behavior: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Seats:
+    """A licensed (per-seat) item billed in advance: cents per seat and period, quantity."""
+
+    unit: int
+    quantity: int
+
+
+SEATS = "seats"  # the licensed item's name in the model and the checks
+
+
 @dataclass
 class Item:
     meter: str
@@ -216,6 +237,7 @@ class Scenario:
     features: set[str] = field(default_factory=set)
     trial_periods: int = 0  # the first periods are a trial (its end: a period boundary)
     billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
+    seats: Seats | None = None  # a licensed item too
 
     def invoiced_periods(self, periods: int) -> int:
         """How many periods end with an invoice (a cancel ends the subscription)."""
@@ -246,6 +268,8 @@ class Scenario:
                 feats += f" pause-{a.behavior}@{a.period}"
             if isinstance(a, Resume):
                 feats += f" resume@{a.period}"
+            if isinstance(a, Quantity):
+                feats += f" qty@{a.period}->{a.quantity}/{a.behavior}"
             if isinstance(a, DeleteCustomer):
                 feats += f" deleted@{a.period}"
             if isinstance(a, Return):
@@ -618,6 +642,24 @@ def deleted_customer_kind(
     scenario.actions.append(Return(k, Stage.OPEN))
 
 
+def quantity_change_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and a licensed (per-seat) item whose quantity changes at the OPEN stage of one or
+    two periods, with `create_prorations` (mostly) or `none` and a `proration_date` inside the
+    period: Stripe prorates the change to the second (model.py). No coupon or tax: how Stripe
+    shares a discount with, and taxes, a negative proration line is not modelled."""
+    usage_kind(rng, scenario, frame, seed, features)
+    scenario.coupon, scenario.tax = None, None
+    quantity = rng.randint(1, 5)
+    scenario.seats = Seats(rng.choice([500, 999, 1234, 2500]), quantity)
+    for k in sorted(rng.sample(range(frame.periods), k=rng.randint(1, 2))):
+        quantity = rng.choice([q for q in range(1, 9) if q != quantity])
+        behavior = rng.choice(["create_prorations", "create_prorations", "none"])
+        at = round(rng.uniform(0.05, 0.95), 3)
+        scenario.actions.append(Quantity(k, Stage.OPEN, quantity, behavior, at))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -631,6 +673,7 @@ KINDS: dict[str, Kind] = {
     "pause_draft": pause_draft_kind,
     "meter_deactivation": meter_deactivation_kind,
     "deleted_customer": deleted_customer_kind,
+    "quantity_change": quantity_change_kind,
 }
 
 

@@ -25,6 +25,14 @@ imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
   item that bills for previously reported metered usage when you remove a metered price" (at
   the old price, on the next invoice: the period's); in classic mode "Usage from January 1 to
   January 16 isn't billed". The new price bills the usage of its own window.
+- A licensed (per-seat) item is billed in advance: each cycle invoice bills the next period at
+  the quantity the item has then. A quantity changed mid-period with `create_prorations` adds
+  two invoice items to the next invoice: "Unused time on" the old quantity (a credit) and
+  "Remaining time on" the new one (Stripe docs, billing/subscriptions/prorations), each the full
+  period's amount times the share of the period left, "down to the second based on the starting
+  timestamp of the billing period and the timestamp of the proration's triggering event" (Stripe
+  docs, billing/scripts/prorations; `proration_date` sets that timestamp), rounded half up on its
+  own; `none` adds nothing.
 - Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
   the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
   tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
@@ -235,6 +243,30 @@ class Account:
     fixed: dict[int, list[Line]] = field(default_factory=dict)  # invoice items per period
     off_lines: list[tuple[str, list[Usage]]] = field(default_factory=list)  # held by Stripe,
     # billed by no usage line (an invoice item's or classic mode's pre-change usage)
+    seats: str = ""  # a licensed item's name ("" : none), its unit amount and quantities
+    seat_unit: int = 0
+    seat_history: list[tuple[int, int]] = field(default_factory=list)  # (from period, quantity)
+
+    def seats_at_end(self, period: int) -> int:
+        """The licensed quantity when `period` ends (its invoice bills the next in advance)."""
+        return [q for k, q in self.seat_history if k <= period][-1]
+
+    def change_seats(
+        self, period: int, quantity: int, *, remaining: int, length: int, prorate: bool
+    ) -> None:
+        """The licensed quantity changed in `period` with `remaining` of its `length` seconds
+        left at the proration date: with `prorate`, a credit for the old quantity's unused time
+        and a charge for the new one's remaining time, on the period's invoice."""
+        old = self.seats_at_end(period)
+        if prorate:
+            share = Decimal(remaining) / Decimal(length)
+            for q, sign in ((old, -1), (quantity, 1)):
+                amount = sign * half_up(Decimal(self.seat_unit * q) * share)
+                self.fixed.setdefault(period, []).append(
+                    Line(self.seats, Decimal(q), amount, fixed=True)
+                )
+        self.seat_history = [(k, q) for k, q in self.seat_history if k < period]
+        self.seat_history.append((period, quantity))
 
     def price(self, period: int, meter: str) -> Price:
         if meter in self.repriced and period >= self.repriced[meter][0]:
@@ -267,6 +299,9 @@ class Account:
             q = quantity(aggregation, self.billed.get((period, meter), []))
             amount = 0 if self.trial(period) else self.price(period, meter).amount(q)
             out.append(Line(meter, q, amount))
+        if self.seats:  # the next period in advance
+            seats = self.seats_at_end(period)
+            out.append(Line(self.seats, Decimal(seats), self.seat_unit * seats))
         return out + self.fixed.get(period, [])
 
     def invoice(self, period: int, *, finalize: bool) -> Invoice:

@@ -74,6 +74,7 @@ from tests.simulation.generator import (
     KINDS,
     METERS,
     OWN,
+    SEATS,
     TENANTS,
     UNIQUE_PROPERTY,
     Action,
@@ -86,6 +87,7 @@ from tests.simulation.generator import (
     Pause,
     Post,
     PriceChange,
+    Quantity,
     Reset,
     Resume,
     Return,
@@ -226,6 +228,11 @@ class Batch:
                                      s.coupon, s.tax, trial_periods=s.trial_periods),
                           bounds=[frame.period(k) for k in range(frame.periods + 1)])
                      for s in scenarios]  # fmt: skip
+        for live in self.live:
+            if (seats := live.scenario.seats) is not None:
+                account = live.account
+                account.seats, account.seat_unit = SEATS, seats.unit
+                account.seat_history = [(0, seats.quantity)]
         self.result = Result(seed, scenarios, options.replay(seed, len(scenarios)))
         self.keys: dict[str, str] = {}
         self.statuses: dict[tuple[str, str], set[str]] = {}  # (tenant, id) → answers
@@ -253,6 +260,7 @@ class Batch:
             Resume: self.resume,
             MeterStatus: self.meter_status,
             DeleteCustomer: self.delete_customer,
+            Quantity: self.change_quantity,
             Return: self.come_back,
         }
 
@@ -335,7 +343,13 @@ class Batch:
              "metadata": {"meter_customer": s.customer, "meter_tenant": s.tenant}}
         )  # fmt: skip
         live.cus = cus.id
-        items = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
+        items: list[Any] = [{"price": await self.price(live, i.meter, i.price)} for i in s.items]
+        if s.seats is not None:  # a licensed item, billed in advance
+            seat: Any = {"product": self.product, "currency": "usd", "unit_amount": s.seats.unit,
+                         "recurring": {"interval": "day"}}  # fmt: skip
+            seat_price = (await sdk.v1.prices.create_async(seat)).id
+            live.meter_of_price[seat_price] = SEATS
+            items.append({"price": seat_price, "quantity": s.seats.quantity})
         create: Any = {"customer": cus.id, "items": items}
         if s.billing_mode is not None:
             create["billing_mode"] = {"type": s.billing_mode}
@@ -360,6 +374,9 @@ class Batch:
             create["discounts"] = [{"coupon": coupon.id}]
         sub = await sdk.v1.subscriptions.create_async(create)
         live.subscription = sub.id
+        for item in sub["items"].data:  # names our pending (proration) lines by item
+            if live.meter_of_price.get(item.price.id) == SEATS:
+                live.meter_of_price[item.id] = SEATS
 
     async def price(self, live: Live, meter: str, price: Price) -> str:
         """A daily metered Stripe price on `meter`; its id."""
@@ -721,6 +738,25 @@ class Batch:
             live.paused.pop(j, None)
         await self.settle()
         self.result.counts["pauses resumed"] += 1
+
+    async def change_quantity(self, live: Live, action: Action) -> None:
+        """Change the licensed item's quantity, prorated as of a time inside the period."""
+        assert isinstance(action, Quantity)
+        assert self.sdk is not None
+        assert self.running is not None
+        k = action.period
+        now = self.running.emu.state.now_for_customer(live.cus)
+        start, end = live.bounds[k]
+        when = start + int(action.at * (now - start))
+        sub = await self.sdk.v1.subscriptions.retrieve_async(live.subscription)
+        (item,) = [i for i in sub["items"].data if live.meter_of_price.get(i.id) == SEATS]
+        params: Any = {"items": [{"id": item.id, "quantity": action.quantity}],
+                       "proration_behavior": action.behavior, "proration_date": when}  # fmt: skip
+        await self.sdk.v1.subscriptions.update_async(live.subscription, params)
+        live.account.change_seats(k, action.quantity, remaining=end - when, length=end - start,
+                                  prorate=action.behavior == "create_prorations")  # fmt: skip
+        await self.settle()
+        self.result.counts[f"quantity changes ({action.behavior})"] += 1
 
     async def delete_customer(self, live: Live, action: Action) -> None:
         """Delete the Stripe customer: its subscription is canceled at once with no final

@@ -785,8 +785,8 @@ class Batch:
         assert isinstance(action, Return)
         assert self.running is not None
         k = action.period
-        now = self.running.emu.state.now_for_customer(live.former[-1])
         await self.subscribe(live)
+        now = self.running.emu.state.now_for_customer(live.cus)  # the same clock
         live.bounds[k + 1 :] = [(now + j * DAY, now + (j + 1) * DAY)
                                 for j in range(len(live.bounds) - k - 1)]  # fmt: skip
         live.open_floor = k + 1

@@ -9,7 +9,8 @@ import asyncpg
 import stripe
 from redis.asyncio import Redis
 
-from aggregator.windows import HOUR_MS
+from aggregator.attribution import ItemPeriod
+from aggregator.windows import HOUR_MS, Window
 from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
@@ -19,7 +20,9 @@ from tests.integration.aggregator.conftest import Client
 
 from .conftest import (
     ingest_and_aggregate,
+    make_world,
     now_ms,
+    seed_billing,
     seed_invoice,
     stream_identifiers,
     stripe_totals,
@@ -88,3 +91,39 @@ async def test_usage_of_a_finalized_period_is_still_carried(
         await reporter.once()
     assert (await stripe_totals(emu, world))[(customer, "calls")] == 7
     assert await db.fetchval("SELECT carried_from IS NOT NULL FROM report_outbox") is True
+
+
+async def test_usage_of_a_window_ended_early_inside_a_voided_invoice_is_recorded(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """A price change on the same meter ended the item's window early inside its cycle (classic
+    mode), and the cycle's invoice, which covers both windows, was voided: late usage of the
+    early window is as free as the rest of the cycle, never carried into the open period."""
+    boundary = (now_ms() - 10 * 60_000) // 60_000 * 60_000
+    world = await make_world(sdk, db, n_customers=1, meters={"calls": "sum"})
+    customer = world.customers[0]
+    cycle = Window(boundary - 24 * HOUR_MS, boundary)
+    changed = boundary - 6 * HOUR_MS
+    windows = [
+        Window(cycle.start_ms, changed),
+        Window(changed, boundary),
+        Window(boundary, boundary + 27 * 24 * HOUR_MS),
+    ]
+    world.attributor.periods = [ItemPeriod(customer, "calls", "si_calls", w) for w in windows]
+    sub = await seed_billing(db, customer, {"si_calls": windows})
+    await seed_invoice(db, customer, sub, cycle, status="void")
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, [_event(customer, "a", 5, changed - HOUR_MS)]
+    )
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
+        await reporter.once()
+    assert await stream_identifiers(emu) == []
+    rows = await db.fetch("SELECT value, status, last_error, carried_from FROM report_outbox")
+    assert [tuple(r) for r in rows] == [(5, "late", VOIDED_USAGE, None)]

@@ -261,10 +261,12 @@ async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
             return 0
         now = await conn.fetchval("SELECT now()")
         periods = await calendar.periods(conn, {r["subscription_item"] for r in rows})
-        ids, gone = [], []
+        ids, gone, deleted = [], [], []
         for r in rows:
             known = periods.get(r["subscription_item"], [])
-            if open_target(known, now, calendar.grace, r["event_name"]):
+            if any(p.customer_deleted for p in known):
+                deleted.append(r["id"])  # its customer's subscription ended uninvoiced
+            elif open_target(known, now, calendar.grace, r["event_name"]):
                 ids.append(r["id"])
             elif bills_no_more(known, r["event_name"]):
                 gone.append(r["id"])  # no period will take it: billed by no invoice
@@ -272,6 +274,8 @@ async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
             await conn.execute(queries.RELEASE_WAITING, ids)
         if gone:
             await conn.execute(queries.MARK_STATUS, gone, "late", ITEM_GONE)
+        if deleted:
+            await conn.execute(queries.MARK_STATUS, deleted, "late", CUSTOMER_DELETED_USAGE)
         return len(ids)
 
 

@@ -19,7 +19,7 @@ from reporter.plan import CUSTOMER_DELETED_USAGE
 from reporter.worker import Reporter
 from tests.integration.aggregator.conftest import Client
 
-from .conftest import ingest_and_aggregate, now_ms, stream_identifiers
+from .conftest import ingest_and_aggregate, now_ms, seed_invoice, stream_identifiers
 from .test_periods import _event, _one_item_world
 
 EXTERNAL = "acct-42"
@@ -92,3 +92,37 @@ async def test_a_live_customers_usage_is_sent_to_it(
         await reporter.once()
     rows = await db.fetch("SELECT stripe_customer, status FROM report_outbox")
     assert [tuple(r) for r in rows] == [(old, "sent")]
+
+
+async def test_a_waiting_row_of_a_customer_deleted_since_is_recorded_not_left_waiting(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+) -> None:
+    """Late usage of a finalized period waits for the item's next period; the customer is
+    deleted before one is known (its subscription ended): no period will ever take the row."""
+    boundary = (now_ms() - 10 * 60_000) // 60_000 * 60_000
+    world, customer, sub, ended, _ = await _one_item_world(sdk, db, boundary, next_known=False)
+    await db.execute(
+        "INSERT INTO customers (stripe_id, tenant, external_id, deleted, event_created)"
+        " VALUES ($1, 'acme', $2, false, 1) ON CONFLICT (stripe_id) DO NOTHING",
+        customer,
+        customer,
+    )
+    await seed_invoice(db, customer, sub, ended)
+    rsettings = rsettings.replace(reporter_invoice_grace_s=45 * 60.0)
+    event = _event(customer, "a", 5, boundary - 60_000)
+    await ingest_and_aggregate(client, api_key, redis, settings, world, [event])
+    async with Reporter(rsettings, directory=wiring.customer_directory()) as reporter:
+        await reporter.once()
+        assert await db.fetchval("SELECT status FROM report_outbox") == "waiting"
+        await db.execute("UPDATE customers SET deleted = true WHERE stripe_id = $1", customer)
+        await reporter.once()
+    assert await stream_identifiers(emu) == []
+    rows = await db.fetch("SELECT status, last_error FROM report_outbox")
+    assert [tuple(r) for r in rows] == [("late", CUSTOMER_DELETED_USAGE)]

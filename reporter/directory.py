@@ -49,7 +49,15 @@ class BillingCalendar:
             trial = in_trial(period, _unix(r["trial_start"]), _unix(r["trial_end"]))
             out.setdefault(r["item"], []).append(
                 BillingPeriod(
-                    start, end, r["invoiced"], trial, meter=r["event_name"], removed=r["removed"]
+                    start,
+                    end,
+                    r["invoiced"],
+                    trial,
+                    meter=r["event_name"],
+                    removed=r["removed"],
+                    voided=r["voided"],
+                    customer=r["stripe_customer"],
+                    customer_deleted=r["customer_deleted"],
                 )
             )
         return out

@@ -71,9 +71,11 @@ class ReporterMetrics:
             "Usage of a period whose invoice may be final, by what was done: carried (planned "
             "into the item's open period), moved (an unsent row moved there when claimed), "
             "waiting (no open period known yet), recorded (absolute, not sendable), trial "
-            "(of a trial period: charged by no invoice, not sent) or gone (its item bills the "
+            "(of a trial period: charged by no invoice, not sent), gone (its item bills the "
             "meter no more, deleted or repriced onto another meter: billed by no invoice, not "
-            "sent).",
+            "sent), voided (of a period whose invoice was voided: free, not sent) or "
+            "customer_deleted (of a deleted Stripe customer's subscription: billed by nothing, "
+            "not sent).",
             ["action"],
             registry=r,
         )

@@ -18,7 +18,17 @@ from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
 from reporter.periods import bills_no_more, is_closed, open_target, starting_at
-from reporter.plan import ITEM_GONE, NO_SECOND_LEFT, TRIAL_USAGE, Mark, Planned, Unit, plan
+from reporter.plan import (
+    CUSTOMER_DELETED_USAGE,
+    ITEM_GONE,
+    NO_SECOND_LEFT,
+    TRIAL_USAGE,
+    VOIDED_USAGE,
+    Mark,
+    Planned,
+    Unit,
+    plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,8 @@ class BuildResult:
     full: int = 0  # absolute versions recorded `late`: no second left in their period
     trial: int = 0  # rows of a closed trial period recorded `late`: Stripe charges none of it
     gone: int = 0  # rows of a closed period recorded `late`: their item bills the meter no more
+    voided: int = 0  # rows of a period whose invoice was voided, recorded `late`: free
+    deleted: int = 0  # rows of a deleted Stripe customer's item, recorded `late`: billed by nothing
 
 
 def _unit(
@@ -114,6 +126,8 @@ async def build(
     metrics.late.labels("waiting").inc(total.waiting)
     metrics.late.labels("trial").inc(total.trial)
     metrics.late.labels("gone").inc(total.gone)
+    metrics.late.labels("voided").inc(total.voided)
+    metrics.late.labels("customer_deleted").inc(total.deleted)
     metrics.held.labels("deferred").inc(total.deferred)
     metrics.held.labels("recorded").inc(total.full)
     if total.full:
@@ -152,6 +166,8 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.full += part.full
     total.trial += part.trial
     total.gone += part.gone
+    total.voided += part.voided
+    total.deleted += part.deleted
 
 
 async def build_page(
@@ -190,7 +206,8 @@ async def build_page(
             found = await directory.stripe_customer_ids(conn, tenant, customers)
             stripe_ids.update({(tenant, c): s for c, s in found.items()})
         # 4. The billing periods of the units' items: a unit of a closed period is carried
-        #    into its item's open period, or waits as a `waiting` row (periods.py).
+        #    into its item's open period on its meter, waits as a `waiting` row, or is
+        #    recorded `late` where no invoice will bill it (periods.py, plan.py).
         periods = await calendar.periods(conn, {u.item for u, _ in units})
         # 4b. Units of a meter whose Stripe meter counts events wait, keeping their marks: sent
         #     as one event carrying a bucket's value, Stripe would bill 1 for any count. So do
@@ -208,19 +225,24 @@ async def build_page(
             if unit.stripe_event in waiting:
                 result.waiting_meter += 1
                 continue
-            stripe_id = stripe_ids.get((unit.tenant, unit.customer))
+            known = periods.get(unit.item, [])
+            own = starting_at(known, unit.period_start)
+            # The usage of an item belongs to its subscription's Stripe customer; once that one
+            # is deleted it is recorded, never sent to whoever holds our external id now.
+            deleted = own is not None and own.customer_deleted
+            stripe_id = own.customer if deleted and own is not None else None
+            stripe_id = stripe_id or stripe_ids.get((unit.tenant, unit.customer))
             if stripe_id is None:
                 result.waiting_customer += 1
                 continue
-            known = periods.get(unit.item, [])
-            own = starting_at(known, unit.period_start)
             closed = own is not None and is_closed(own, now, calendar.grace)
             target = open_target(known, now, calendar.grace, unit.meter) if closed else None
             end = own.end if own is not None else None
             trial = own is not None and own.trial
+            voided = own is not None and own.voided
             gone = closed and bills_no_more(known, unit.meter)
             p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end,
-                     trial=trial, gone=gone)  # fmt: skip
+                     trial=trial, voided=voided, gone=gone, customer_deleted=deleted)  # fmt: skip
             if p is not None and p.status == "deferred":
                 # Keeps its mark: the next build plans the version again, at a later second.
                 result.deferred += 1
@@ -238,6 +260,10 @@ async def build_page(
         result.full = sum(1 for _, _, p in rows if p.status == "late" and p.note == NO_SECOND_LEFT)
         result.trial = sum(1 for _, _, p in rows if p.status == "late" and p.note == TRIAL_USAGE)
         result.gone = sum(1 for _, _, p in rows if p.status == "late" and p.note == ITEM_GONE)
+        result.voided = sum(1 for _, _, p in rows if p.status == "late" and p.note == VOIDED_USAGE)
+        result.deleted = sum(
+            1 for _, _, p in rows if p.status == "late" and p.note == CUSTOMER_DELETED_USAGE
+        )
         result.waiting = sum(1 for _, _, p in rows if p.status == "waiting")
         # 6. Commit (leaving the block): rows and marks become durable together. A crash before
         #    leaves neither, and the next build plans the very same rows (same identifiers);
@@ -255,10 +281,12 @@ async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
             return 0
         now = await conn.fetchval("SELECT now()")
         periods = await calendar.periods(conn, {r["subscription_item"] for r in rows})
-        ids, gone = [], []
+        ids, gone, deleted = [], [], []
         for r in rows:
             known = periods.get(r["subscription_item"], [])
-            if open_target(known, now, calendar.grace, r["event_name"]):
+            if any(p.customer_deleted for p in known):
+                deleted.append(r["id"])  # its customer's subscription ended uninvoiced
+            elif open_target(known, now, calendar.grace, r["event_name"]):
                 ids.append(r["id"])
             elif bills_no_more(known, r["event_name"]):
                 gone.append(r["id"])  # no period will take it: billed by no invoice
@@ -266,6 +294,8 @@ async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
             await conn.execute(queries.RELEASE_WAITING, ids)
         if gone:
             await conn.execute(queries.MARK_STATUS, gone, "late", ITEM_GONE)
+        if deleted:
+            await conn.execute(queries.MARK_STATUS, deleted, "late", CUSTOMER_DELETED_USAGE)
         return len(ids)
 
 

@@ -22,6 +22,17 @@ such period to come, and Stripe bills its usage of a closed period on no invoice
 off billed its usage at once as an invoice item, or nothing in classic mode:
 https://docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup, "Update prices
 mid-cycle").
+
+A period whose invoice was voided (collection paused with `void`, "to temporarily offer a customer
+your services for free", https://docs.stripe.com/billing/subscriptions/pause-payment, or an
+invoice voided by hand) is final and free: its usage reported later is recorded, never carried
+into a period that would charge it (docs/billing.md, "Late usage").
+
+Deleting a Stripe customer "immediately cancels any active subscriptions on the customer"
+(https://docs.stripe.com/api/customers/delete), without a final invoice (`invoice_now` defaults
+to false, API reference, cancel a subscription): usage of its items not sent by then is billed by
+no invoice, and belongs to that customer only, never to a new customer that later takes over our
+external id.
 """
 
 from __future__ import annotations
@@ -41,6 +52,9 @@ class BillingPeriod:
     trial: bool = False  # inside the subscription's trial: its usage is not charged
     meter: str | None = None  # the event name its price bills ("": none, None: not known)
     removed: bool = False  # its item was deleted from the subscription
+    voided: bool = False  # its invoice was voided: no more of its usage is charged
+    customer: str | None = None  # the Stripe customer of the item's subscription
+    customer_deleted: bool = False  # that customer was deleted: nothing bills its usage now
 
 
 def is_closed(period: BillingPeriod, now: dt.datetime, grace: dt.timedelta) -> bool:

@@ -34,6 +34,10 @@ TRIAL_USAGE = "usage of a trial period, closed before it was sent: charged by no
 # The outbox `last_error` of usage of a closed period whose item bills its meter no more (deleted,
 # or repriced onto another meter): Stripe bills it on no invoice (periods.bills_no_more).
 ITEM_GONE = "its period is closed and its item bills this meter no more: billed by no invoice"
+# The outbox `last_error` of usage of an item whose Stripe customer was deleted (periods.py).
+CUSTOMER_DELETED_USAGE = "usage of a deleted Stripe customer's subscription: charged by no invoice"
+# The outbox `last_error` of usage of a period whose invoice was voided (periods.py).
+VOIDED_USAGE = "usage of a period whose invoice was voided: charged by no invoice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,8 @@ def plan(
     period_end: dt.datetime | None = None,
     trial: bool = False,
     gone: bool = False,
+    voided: bool = False,
+    customer_deleted: bool = False,
 ) -> Planned | None:
     """The outbox row for a unit whose version grew past `mark` (None: nothing new).
 
@@ -125,10 +131,13 @@ def plan(
     `waiting` until the build finds one. An absolute value cannot be carried (it would overwrite
     the current period's), so it is recorded with status `late` and not sent. None of these is
     ever dropped silently. Usage of a closed trial period (`trial`) is recorded `late` with the
-    note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it.
-    Delta usage of a closed period whose item bills its meter no more (`gone`: deleted, or its
-    price is on another meter now) is recorded `late` with the note `ITEM_GONE`: no period
-    will ever take it, and Stripe bills it on no invoice.
+    note `TRIAL_USAGE`: Stripe charges no usage of a trial, so carrying it would bill it. Likewise
+    usage of a period whose invoice was voided (`voided`, note `VOIDED_USAGE`): the period was
+    given for free. Delta usage of a closed period whose item bills its meter no more (`gone`:
+    deleted, or its price is on another meter now) is recorded `late` with the note `ITEM_GONE`:
+    no period will ever take it, and Stripe bills it on no invoice. Usage of an item whose Stripe
+    customer was deleted (`customer_deleted`) is recorded `late` (note `CUSTOMER_DELETED_USAGE`),
+    open period or not: no invoice will bill it.
 
     An absolute row of an open period is stamped after the unit's previous row (`version_time`,
     within `period_end`, the unit's period end if known). When no later second is available
@@ -149,9 +158,13 @@ def plan(
             return Planned(Mark(unit.version, sent_so_far))
         new_mark = Mark(unit.version, sent_so_far + value)
     ident = identifier(unit.key, unit.version)
+    if customer_deleted:
+        return Planned(new_mark, ident, value, unit.timestamp, None, "late", CUSTOMER_DELETED_USAGE)
     if closed:
         if trial:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late", TRIAL_USAGE)
+        if voided:
+            return Planned(new_mark, ident, value, unit.timestamp, None, "late", VOIDED_USAGE)
         if unit.absolute:
             return Planned(new_mark, ident, value, unit.timestamp, None, "late")
         if target is None and gone:

@@ -68,12 +68,21 @@ WHERE m.version IS NULL OR p.version > m.version
 # (docs.stripe.com/billing/subscriptions/usage-based/manage-billing-setup), so usage of it not
 # sent yet is carried into the item's open period on its meter, or recorded as billed by
 # nothing, rather than sent where nothing bills it (reporter/periods.py). With the
-# subscription's trial (directory.py tells the trial periods).
+# subscription's trial (directory.py tells the trial periods), and whether an invoice covering
+# the window was voided (a paused collection's `void`, or by hand): no later usage of it is
+# charged. With the subscription's Stripe customer and whether it was deleted (its usage belongs
+# to it, never to a customer that later took over our external id).
 ITEM_BILLING_PERIODS = """
 SELECT p.item, p.period_start, p.period_end, s.trial_start, s.trial_end,
        CASE WHEN p.meter IS NULL AND p.price IS NOT NULL THEN '' ELSE m.event_name END
            AS event_name,
        i.removed_at IS NOT NULL AS removed,
+       s.customer AS stripe_customer, coalesce(c.deleted, false) AS customer_deleted,
+       EXISTS (
+           SELECT 1 FROM invoices v
+           WHERE v.subscription = i.subscription AND v.status = 'void'
+             AND v.period_start <= p.period_start AND v.period_end >= p.period_end
+       ) AS voided,
        EXISTS (
            SELECT 1 FROM invoices v
            WHERE v.subscription = i.subscription AND v.status <> 'draft'
@@ -92,6 +101,7 @@ FROM subscription_item_periods p
 LEFT JOIN subscription_items i ON i.id = p.item
 LEFT JOIN subscriptions s ON s.id = i.subscription
 LEFT JOIN billing_meters m ON m.id = p.meter
+LEFT JOIN customers c ON c.stripe_id = s.customer
 WHERE p.item = ANY($1::text[])
 ORDER BY p.item, p.period_start
 """

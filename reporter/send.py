@@ -23,7 +23,13 @@ from reporter.directory import Conn, PeriodCalendar
 from reporter.limiter import Limiter
 from reporter.metrics import ReporterMetrics
 from reporter.periods import bills_no_more, holding, is_closed, open_target, starting_at
-from reporter.plan import ITEM_GONE, TRIAL_USAGE, carried_time
+from reporter.plan import (
+    CUSTOMER_DELETED_USAGE,
+    ITEM_GONE,
+    TRIAL_USAGE,
+    VOIDED_USAGE,
+    carried_time,
+)
 from reporter.reconcile_math import MINUTE, SentRow, floor_minute, horizon_verdict, our_total
 from reporter.summaries import StripeSummaries
 from reporter.transport import Event, Transport
@@ -83,9 +89,11 @@ class Sender:
             # 2b. A row planned while its period was open may have waited (429s, an outage)
             #     until the period closed (its invoice may be final): `_place` handles it.
             #     i.   It is never sent with its old timestamp: it is moved into its item's open
-            #          period (same identifier and value), parked `waiting` while none is known,
-            #          or recorded `late` if absolute; in this transaction, so a move commits
-            #          only with the outcome of the send that used it.
+            #          period on its meter (same identifier and value), parked `waiting` while
+            #          none is known, or recorded `late` if absolute, of a trial or voided
+            #          period, or of an item that bills its meter no more; in this transaction,
+            #          so a move commits only with the outcome of the send that used it. A row
+            #          of a deleted Stripe customer's item is recorded `late`, closed or not.
             #     ii.  An earlier try that Stripe applied carried the old timestamp and was made
             #          while the period was open: a claim sends only rows it found open, and its
             #          tries end within max_attempts × (timeout + backoff cap), ~4 min with the
@@ -253,6 +261,8 @@ class Sender:
         late: list[int] = []
         trial: list[int] = []  # of a closed trial period: charged by nothing, so never moved
         gone: list[int] = []  # its item bills its meter no more: no period will take it
+        voided: list[int] = []  # of a period whose invoice was voided: free, never moved
+        deleted: list[int] = []  # of a deleted customer's item: billed by nothing, never sent
         for r in live:
             known = periods.get(r["subscription_item"], [])
             # A row not carried yet is in its bucket's period; a carried one in its target's.
@@ -261,11 +271,16 @@ class Sender:
                 if r["carried_from"] is None
                 else holding(known, r["event_time"])
             )
+            if period is not None and period.customer_deleted:
+                deleted.append(r["id"])
+                continue
             if period is None or not is_closed(period, now, grace):
                 continue
             target = None if r["absolute"] else open_target(known, now, grace, r["event_name"])
             if period.trial:
                 trial.append(r["id"])
+            elif period.voided:
+                voided.append(r["id"])
             elif r["absolute"]:
                 late.append(r["id"])
             elif target is None and bills_no_more(known, r["event_name"]):
@@ -288,12 +303,18 @@ class Sender:
             await conn.execute(queries.MARK_STATUS, trial, "late", TRIAL_USAGE)
         if gone:
             await conn.execute(queries.MARK_STATUS, gone, "late", ITEM_GONE)
+        if voided:
+            await conn.execute(queries.MARK_STATUS, voided, "late", VOIDED_USAGE)
+        if deleted:
+            await conn.execute(queries.MARK_STATUS, deleted, "late", CUSTOMER_DELETED_USAGE)
         self.metrics.late.labels("moved").inc(len(moved))
         self.metrics.late.labels("waiting").inc(len(parked))
         self.metrics.late.labels("recorded").inc(len(late))
         self.metrics.late.labels("trial").inc(len(trial))
         self.metrics.late.labels("gone").inc(len(gone))
-        if moved or parked or late or trial or gone:
+        self.metrics.late.labels("voided").inc(len(voided))
+        self.metrics.late.labels("customer_deleted").inc(len(deleted))
+        if moved or parked or late or trial or gone or voided or deleted:
             log.warning(
                 "outbox rows whose period was invoiced before they were sent",
                 extra={
@@ -302,9 +323,11 @@ class Sender:
                     "late": len(late),
                     "trial": len(trial),
                     "gone": len(gone),
+                    "voided": len(voided),
+                    "customer_deleted": len(deleted),
                 },
             )
-        dropped = set(parked) | set(late) | set(trial) | set(gone)
+        dropped = set(parked) | set(late) | set(trial) | set(gone) | set(voided) | set(deleted)
         return [
             dataclasses.replace(e, event_time=moved[e.id]) if e.id in moved else e
             for e in events

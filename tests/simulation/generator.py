@@ -51,6 +51,16 @@ DIMENSION_KEY = "model"
 DIMENSION_VALUES = ("small", "large", "xl", "code")
 DIMENSION_AGGREGATIONS = ("sum", "count")
 DIMENSION_LIMIT = 3
+# A scenario's own meter (a Stripe meter of its own, so that it can be deactivated alone) is named
+# `<our meter><OWN><scenario index>` and behaves as `<our meter>`.
+OWN = "_own"
+
+
+def meter_spec(name: str) -> tuple[str, str, bool]:
+    """(our aggregation, Stripe formula, local definition?) of a meter, own ones included."""
+    return METERS[name.split(OWN)[0]]
+
+
 TENANTS = ("sim", "sim-b", "sim-c")  # the first is METER_BILLING_TENANT
 DAY = 86400
 
@@ -172,6 +182,57 @@ class Pause(Action):
     behavior: str
 
 
+@dataclass(frozen=True)
+class Resume(Action):
+    """Payment collection resumed (`pause_collection` unset, Stripe API, update a
+    subscription): the invoices of this period on are collected again."""
+
+
+@dataclass(frozen=True)
+class MeterStatus(Action):
+    """The scenario's own Stripe meter of `meter` deactivated (`active` false) or reactivated
+    (Stripe API, billing meters). While it is inactive meter holds its usage (docs/billing.md,
+    "Meters and aggregations") and sends it on reactivation."""
+
+    meter: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class DeleteCustomer(Action):
+    """The customer's Stripe customer deleted (Stripe API, delete a customer): its
+    subscription is canceled at once, with no final invoice."""
+
+
+@dataclass(frozen=True)
+class Return(Action):
+    """The deleted customer comes back under the same external id: a new Stripe customer and
+    subscription, after the stage's drain (usage of the old one drained in between)."""
+
+    after_drain: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Quantity(Action):
+    """The licensed item's quantity changed with `proration_behavior` (`create_prorations` or
+    `none`) and `proration_date` at `at` (a share of the time from the period's start to now)."""
+
+    quantity: int
+    behavior: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Seats:
+    """A licensed (per-seat) item billed in advance: cents per seat and period, quantity."""
+
+    unit: int
+    quantity: int
+
+
+SEATS = "seats"  # the licensed item's name in the model and the checks
+
+
 @dataclass
 class Item:
     meter: str
@@ -215,11 +276,13 @@ class Scenario:
     billing_mode: str | None = None  # the subscription's `billing_mode[type]` (None: Stripe's)
     twins: list[Item] = field(default_factory=list)  # second items on meters of `items`
     second: list[Item] = field(default_factory=list)  # a second subscription's items
+    seats: Seats | None = None  # a licensed item too
 
     def invoiced_periods(self, periods: int) -> int:
         """How many periods end with an invoice (a cancel ends the subscription)."""
         cancels = [a.period for a in self.actions if isinstance(a, Cancel)]
-        return min(cancels) + 1 if cancels else periods
+        deleted = sum(1 for a in self.actions if isinstance(a, DeleteCustomer))
+        return (min(cancels) + 1 if cancels else periods) - deleted
 
     def describe(self) -> str:
         items = ", ".join(f"{i.meter}:{i.aggregation}/{i.price.kind}" for i in self.items)
@@ -250,6 +313,17 @@ class Scenario:
                 feats += f" remove@{a.period}:{a.meter}"
             if isinstance(a, Pause):
                 feats += f" pause-{a.behavior}@{a.period}"
+            if isinstance(a, Resume):
+                feats += f" resume@{a.period}"
+            if isinstance(a, Quantity):
+                feats += f" qty@{a.period}->{a.quantity}/{a.behavior}"
+            if isinstance(a, DeleteCustomer):
+                feats += f" deleted@{a.period}"
+            if isinstance(a, Return):
+                feats += f" back@{a.period}"
+            if isinstance(a, MeterStatus):
+                verb = "reactivate" if a.active else "deactivate"
+                feats += f" {verb}@{a.period}{a.stage.value[0]}:{a.meter}"
             if isinstance(a, Cancel):
                 feats += f" cancel{'-now' if a.now else '-at-end'}@{a.period}"
         who = f"#{self.index} {self.kind} {self.tenant}/{self.customer}"
@@ -444,7 +518,7 @@ def usage_kind(
         rng.shuffle(events)
         scenario.actions.append(Post(k, Stage.OPEN, tuple(events)))
         if "voids" in scenario.features and posted:
-            voidable = [e for p, e in posted if METERS[e.meter][0] in ("sum", "count")]
+            voidable = [e for p, e in posted if meter_spec(e.meter)[0] in ("sum", "count")]
             if voidable:
                 scenario.actions.append(Void(k, Stage.OPEN, rng.choice(voidable).id))
         posted += [(k, e) for e in events if e.valid and e.id not in {x.id for _, x in posted}]
@@ -726,6 +800,91 @@ def two_subscriptions_kind(
     scenario.second.append(Item(first.meter, first.aggregation, first.formula, price))
 
 
+def pause_void_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and payment collection paused with `void` at the OPEN stage of a period, maybe
+    resumed at the OPEN stage of a later one: the invoice of each period that ends while paused
+    is voided at its creation (Stripe docs, billing/subscriptions/pause-payment: services "for
+    free"). Usage of a voided period reported after the void is billed nowhere (docs/billing.md,
+    "Late usage"); a paid period's late usage carried into a voided one is on that invoice.
+    No `once` coupon (which invoice uses one up when the first is voided is not documented)."""
+    usage_kind(rng, scenario, frame, seed, features)
+    if scenario.coupon is not None and scenario.coupon.duration == "once":
+        scenario.coupon = None
+    k = rng.randrange(frame.periods)
+    scenario.actions.append(Pause(k, Stage.OPEN, "void"))
+    if k + 1 < frame.periods and rng.random() < 0.6:
+        scenario.actions.append(Resume(rng.randrange(k + 1, frame.periods), Stage.OPEN))
+
+
+def pause_draft_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and payment collection paused with `keep_as_draft` at the OPEN stage of a period:
+    each later invoice stays a draft (`auto_advance` false, Stripe docs, billing/subscriptions/
+    pause-payment) until the merchant finalizes it, which the run does at the CLOSED stage, an
+    hour after the period's end (so the period's grace-hour usage is on it, as on a cycle
+    invoice: "During finalization, Stripe updates the invoice to reflect the latest quantity")."""
+    usage_kind(rng, scenario, frame, seed, features)
+    scenario.actions.append(Pause(rng.randrange(frame.periods), Stage.OPEN, "keep_as_draft"))
+
+
+def meter_deactivation_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage on Stripe meters of the scenario's own; one of them deactivated at the OPEN stage
+    of a period (after its first posting round was drained) and reactivated at its GRACE stage
+    (before the invoice is finalized: the held usage is billed in its own period) or at the OPEN
+    stage of the next one (after: held delta usage is carried into the open period, an absolute
+    value billed nowhere, as late usage)."""
+    for item in scenario.items:
+        item.meter = f"{item.meter}{OWN}{scenario.index}"
+    usage_kind(rng, scenario, frame, seed, features)
+    k = rng.randrange(frame.periods)
+    meter = rng.choice(scenario.items).meter
+    scenario.actions.append(MeterStatus(k, Stage.OPEN, meter, active=False))
+    if rng.random() < 0.5:
+        scenario.actions.append(MeterStatus(k, Stage.GRACE, meter, active=True))
+    else:
+        scenario.actions.append(MeterStatus(k + 1, Stage.OPEN, meter, active=True))
+
+
+def deleted_customer_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and the customer's Stripe customer deleted at the OPEN stage of a period (its
+    subscription canceled at once, uninvoiced: Stripe API reference, delete a customer), the
+    stage's usage drained, then the customer back under the same external id with a new Stripe
+    customer and subscription starting then (its periods move as after an anchor reset). The
+    deleted customer's usage reported after the deletion is billed nowhere (not sent to the new
+    customer); usage after the return is billed to the new one. The period's last
+    `RESET_LEAD_S` holds no event (as for a reset)."""
+    usage_kind(rng, scenario, frame, seed, features - {"edge_timestamps"})
+    k = rng.randrange(frame.periods)
+    _drop_tails(scenario, frame, k)
+    scenario.actions.append(DeleteCustomer(k, Stage.OPEN))
+    scenario.actions.append(Return(k, Stage.OPEN))
+
+
+def quantity_change_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, and a licensed (per-seat) item whose quantity changes at the OPEN stage of one or
+    two periods, with `create_prorations` (mostly) or `none` and a `proration_date` inside the
+    period: Stripe prorates the change to the second (model.py). No coupon or tax: how Stripe
+    shares a discount with, and taxes, a negative proration line is not modelled."""
+    usage_kind(rng, scenario, frame, seed, features)
+    scenario.coupon, scenario.tax = None, None
+    quantity = rng.randint(1, 5)
+    scenario.seats = Seats(rng.choice([500, 999, 1234, 2500]), quantity)
+    for k in sorted(rng.sample(range(frame.periods), k=rng.randint(1, 2))):
+        quantity = rng.choice([q for q in range(1, 9) if q != quantity])
+        behavior = rng.choice(["create_prorations", "create_prorations", "none"])
+        at = round(rng.uniform(0.05, 0.95), 3)
+        scenario.actions.append(Quantity(k, Stage.OPEN, quantity, behavior, at))
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -739,6 +898,11 @@ KINDS: dict[str, Kind] = {
     "items_added_removed": items_added_removed_kind,
     "shared_meter": shared_meter_kind,
     "two_subscriptions": two_subscriptions_kind,
+    "pause_void": pause_void_kind,
+    "pause_draft": pause_draft_kind,
+    "meter_deactivation": meter_deactivation_kind,
+    "deleted_customer": deleted_customer_kind,
+    "quantity_change": quantity_change_kind,
 }
 
 

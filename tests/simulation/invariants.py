@@ -91,7 +91,8 @@ def from_stripe_invoice(inv: Mapping[str, Any], meter_of: Mapping[str, str]) -> 
     for ln in inv["lines"]["data"]:
         price = ((ln.get("pricing") or {}).get("price_details") or {}).get("price")
         details = (ln.get("parent") or {}).get("subscription_item_details") or {}
-        fixed = details.get("invoice_item") and not details.get("proration")
+        # An invoice item (a flexible price change's usage, a proration) counts by its amount.
+        fixed = details.get("invoice_item") or details.get("proration")
         rows.append((price, None if fixed else ln.get("quantity"), ln["amount"]))
     taxes = inv.get("total_taxes") or []
     exclusive = sum(t["amount"] for t in taxes if t["tax_behavior"] == "exclusive")

@@ -33,6 +33,14 @@ imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
 - Several items on one meter: "Meters attach to prices and form the basis of the bill" (API
   reference, billing meter): each item with a price on the meter bills the customer's usage of
   it, so a meter's usage is on every such line.
+- A licensed (per-seat) item is billed in advance: each cycle invoice bills the next period at
+  the quantity the item has then. A quantity changed mid-period with `create_prorations` adds
+  two invoice items to the next invoice: "Unused time on" the old quantity (a credit) and
+  "Remaining time on" the new one (Stripe docs, billing/subscriptions/prorations), each the full
+  period's amount times the share of the period left, "down to the second based on the starting
+  timestamp of the billing period and the timestamp of the proration's triggering event" (Stripe
+  docs, billing/scripts/prorations; `proration_date` sets that timestamp), rounded half up on its
+  own; `none` adds nothing.
 - Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
   the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
   tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
@@ -247,6 +255,30 @@ class Account:
     # last period its item bills in (None: on; absent: every period)
     twins: dict[str, Price] = field(default_factory=dict)  # a second item on the meter: its price
     twins_from: dict[str, int] = field(default_factory=dict)  # meter → period its twin was added
+    seats: str = ""  # a licensed item's name ("" : none), its unit amount and quantities
+    seat_unit: int = 0
+    seat_history: list[tuple[int, int]] = field(default_factory=list)  # (from period, quantity)
+
+    def seats_at_end(self, period: int) -> int:
+        """The licensed quantity when `period` ends (its invoice bills the next in advance)."""
+        return [q for k, q in self.seat_history if k <= period][-1]
+
+    def change_seats(
+        self, period: int, quantity: int, *, remaining: int, length: int, prorate: bool
+    ) -> None:
+        """The licensed quantity changed in `period` with `remaining` of its `length` seconds
+        left at the proration date: with `prorate`, a credit for the old quantity's unused time
+        and a charge for the new one's remaining time, on the period's invoice."""
+        old = self.seats_at_end(period)
+        if prorate:
+            share = Decimal(remaining) / Decimal(length)
+            for q, sign in ((old, -1), (quantity, 1)):
+                amount = sign * half_up(Decimal(self.seat_unit * q) * share)
+                self.fixed.setdefault(period, []).append(
+                    Line(self.seats, Decimal(q), amount, fixed=True)
+                )
+        self.seat_history = [(k, q) for k, q in self.seat_history if k < period]
+        self.seat_history.append((period, quantity))
 
     def price(self, period: int, meter: str) -> Price:
         if meter in self.repriced and period >= self.repriced[meter][0]:
@@ -333,6 +365,9 @@ class Account:
             usage = [] if added == period else self.billed.get((period, meter), [])
             q = quantity(self.items[meter][0], usage)
             out.append(Line(meter, q, 0 if self.trial(period) else price.amount(q)))
+        if self.seats:  # the next period in advance
+            seats = self.seats_at_end(period)
+            out.append(Line(self.seats, Decimal(seats), self.seat_unit * seats))
         return out + self.fixed.get(period, [])
 
     def invoice(self, period: int, *, finalize: bool) -> Invoice:

@@ -137,3 +137,22 @@ def test_a_second_item_added_on_a_billed_meter_bills_from_the_next_period() -> N
     account.bill(1, "calls", Usage("e2", D(3), 90000.0))
     assert [(ln.quantity, ln.amount) for ln in account.lines(0)] == [(D(10), 20), (D(0), 0)]
     assert [(ln.quantity, ln.amount) for ln in account.lines(1)] == [(D(3), 6), (D(3), 15)]
+
+
+def test_prorated_quantity_change() -> None:
+    # Stripe's example (billing/subscriptions/prorations): from 10 to 20 USD halfway through the
+    # period is -5 USD for the unused time and +10 USD for the remaining time; here 1 → 2 seats
+    # of 10 USD. The next period is billed in advance at the new quantity.
+    account = Account({}, seats="seats", seat_unit=1000, seat_history=[(0, 1)])
+    account.change_seats(0, 2, remaining=43200, length=86400, prorate=True)
+    lines = account.lines(0)
+    assert [(ln.quantity, ln.amount, ln.fixed) for ln in lines] == [
+        (D(2), 2000, False),
+        (D(1), -500, True),
+        (D(2), 1000, True),
+    ]
+    assert account.invoice(0, finalize=True).total == 2500
+    # `none`: no proration, only the new quantity from the next invoice on.
+    account.change_seats(1, 3, remaining=100, length=86400, prorate=False)
+    assert [(ln.quantity, ln.amount) for ln in account.lines(1)] == [(D(3), 3000)]
+    assert account.seats_at_end(0) == 2

@@ -322,8 +322,24 @@ class Batch:
                     if local:
                         prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
                         await conn.execute(queries.DEFINE_METER, tenant, name, aggregation, prop)
-import copy
-import datetime as dt
+                    if aggregation in DIMENSION_AGGREGATIONS:
+                        # Broken down by model since long before the frame: every event is
+                        # folded per combination, voids and re-attribution included.
+                        await conn.execute(
+                            queries.SET_DIMENSIONS,
+                            tenant,
+                            name,
+                            dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+                            [DIMENSION_KEY],
+                        )
+            # Meters of a scenario's own (`OWN`): its tenant's definitions.
+            for live in self.live:
+                for item in live.scenario.items:
+                    aggregation, _, local = meter_spec(item.meter)
+                    if item.meter not in METERS and local:
+                        prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
+                        await conn.execute(queries.DEFINE_METER, live.scenario.tenant,
+                                           item.meter, aggregation, prop)  # fmt: skip
         finally:
             await conn.close()
         names = sorted(set(METERS) | {i.meter for x in self.live for i in x.scenario.items})

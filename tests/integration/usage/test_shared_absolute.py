@@ -80,7 +80,9 @@ async def split_between_two_subscriptions(
     )
     start = hour_now() - 3 * 3600
     _, cus = await clock_customer(sdk, customer, start)
-    first = await sdk.v1.subscriptions.create_async({"customer": cus, "items": [{"price": price.id}]})
+    first = await sdk.v1.subscriptions.create_async(
+        {"customer": cus, "items": [{"price": price.id}]}
+    )
     await stack.settle()
 
     def events(rows: list[tuple[str, int]], offset: int) -> list[dict[str, Any]]:

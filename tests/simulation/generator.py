@@ -751,18 +751,11 @@ def items_added_removed_kind(
 
 
 def _shared(rng: random.Random, scenario: Scenario) -> Item:
-    """The item whose meter a second item shares: one on a delta meter (sum, count), given
-    one if the scenario has none. An absolute meter (max, last, unique_count) is not drawn:
-    meter reports an absolute value per item, and Stripe's `last` keeps one per customer and
-    meter (docs/simulation.md, "Not covered yet")."""
-    deltas = [i for i in scenario.items if i.aggregation in DELTA]
-    if deltas:
-        return rng.choice(deltas)
-    free = sorted({"sim_sum", "sim_count"} - {i.meter for i in scenario.items})
-    meter = rng.choice(free)
-    item = Item(meter, METERS[meter][0], METERS[meter][1], random_price(rng))
-    scenario.items.append(item)
-    return item
+    """The item whose meter a second item shares (the same window: same subscription or same
+    clock): any item, on a delta or an absolute meter. An absolute meter's lines bill the
+    customer's one `last` value, which meter sends as the union of every item's usage of the
+    window (docs/billing.md, "Absolute meters billed by several items")."""
+    return rng.choice(scenario.items)
 
 
 def shared_meter_kind(

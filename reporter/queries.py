@@ -1,5 +1,5 @@
 """Every SQL statement of the reporter, named. Schema: migrations/0004_reporter.sql (and
-0011, 0013)."""
+0011, 0013, 0018, 0019)."""
 
 from __future__ import annotations
 

@@ -724,8 +724,11 @@ def items_added_removed_kind(
         assert second is not None
         scenario.items.append(second)
     removed = rng.choice(scenario.items)
-    # Sometimes the added item is a second one on a delta meter an item already bills (absolute
-    # meters: see `_shared`): it bills that meter's usage from its creation too.
+    # Sometimes the added item is a second one on a delta meter an item already bills: it bills
+    # that meter's usage from its creation too. Not on an absolute meter: its first window
+    # starts at the add, overlapping the other item's with other bounds, which Stripe's one
+    # `last` value cannot bill exactly (docs/billing.md, "Absolute meters billed by several
+    # items"; meter counts and logs it).
     sharable = [i for i in scenario.items if i.aggregation in DELTA and i != removed]
     added: Item | None
     if sharable and rng.random() < 0.4:

@@ -82,7 +82,6 @@ def _unit(
         timestamp=r["last_at"] if absolute else r["bucket_start"],
         dims=dims,
         event_name=route(dims, r["meter"], found),
-        items=tuple(r["items"]) if absolute else (),
         meter_items=tuple(r["meter_items"]) if absolute else (),
     )
     mark = (

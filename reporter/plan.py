@@ -62,9 +62,8 @@ class Unit:
     # The Stripe event name it is reported to: the meter's own, or a price mapping's for a
     # combination priced on its own (meter/dimensions.py route).
     event_name: str = ""
-    # An absolute unit's items (those whose buckets it holds), and every item with usage on the
-    # customer's meter, whose windows the build checks for overlaps.
-    items: tuple[str, ...] = ()
+    # An absolute unit's: every item with usage on the customer's meter, whose windows the build
+    # checks for overlaps (outbox.py).
     meter_items: tuple[str, ...] = ()
 
     @property

@@ -87,6 +87,14 @@ class ReporterMetrics:
             ["action"],
             registry=r,
         )
+        self.overlapping = Counter(
+            "meter_reporter_absolute_windows_overlapping",
+            "Versions of a max/last/unique_count period sent while another window billing the "
+            "same customer's Stripe meter overlaps it with other bounds (other anchors, an item "
+            "added mid-period): Stripe bills both lines from one `last` value, so one of them "
+            "may not show its own window's usage (docs/billing.md, absolute meters).",
+            registry=r,
+        )
         self.failed = Counter(
             "meter_reporter_events_failed", "Meter events Stripe refused for good.", registry=r
         )

@@ -7,7 +7,7 @@ usage nor puts it into the outbox twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -17,7 +17,14 @@ from meter.dimensions import PriceMapping, route
 from reporter import queries
 from reporter.directory import Conn, CustomerDirectory, PeriodCalendar
 from reporter.metrics import ReporterMetrics
-from reporter.periods import bills_no_more, is_closed, open_target, starting_at
+from reporter.periods import (
+    BillingPeriod,
+    bills_no_more,
+    is_closed,
+    open_target,
+    overlapping,
+    starting_at,
+)
 from reporter.plan import (
     CUSTOMER_DELETED_USAGE,
     ITEM_GONE,
@@ -51,6 +58,9 @@ class BuildResult:
     gone: int = 0  # rows of a closed period recorded `late`: their item bills the meter no more
     voided: int = 0  # rows of a period whose invoice was voided, recorded `late`: free
     deleted: int = 0  # rows of a deleted Stripe customer's item, recorded `late`: billed by nothing
+    # Absolute versions planned while another window on the customer's meter overlaps theirs
+    # with other bounds: Stripe bills both from one value (periods.overlapping).
+    overlapping: int = 0
 
 
 def _unit(
@@ -72,6 +82,7 @@ def _unit(
         timestamp=r["last_at"] if absolute else r["bucket_start"],
         dims=dims,
         event_name=route(dims, r["meter"], found),
+        meter_items=tuple(r["meter_items"]) if absolute else (),
     )
     mark = (
         None
@@ -130,6 +141,7 @@ async def build(
     metrics.late.labels("customer_deleted").inc(total.deleted)
     metrics.held.labels("deferred").inc(total.deferred)
     metrics.held.labels("recorded").inc(total.full)
+    metrics.overlapping.inc(total.overlapping)
     if total.full:
         log.error(
             "absolute usage not sent: no second left in its billing period",
@@ -168,6 +180,7 @@ def _add(total: BuildResult, part: BuildResult) -> None:
     total.gone += part.gone
     total.voided += part.voided
     total.deleted += part.deleted
+    total.overlapping += part.overlapping
 
 
 async def build_page(
@@ -208,7 +221,9 @@ async def build_page(
         # 4. The billing periods of the units' items: a unit of a closed period is carried
         #    into its item's open period on its meter, waits as a `waiting` row, or is
         #    recorded `late` where no invoice will bill it (periods.py, plan.py).
-        periods = await calendar.periods(conn, {u.item for u, _ in units})
+        #     An absolute unit's check for overlapping windows reads every item on its meter.
+        wanted = {u.item for u, _ in units} | {i for u, _ in units for i in u.meter_items}
+        periods = await calendar.periods(conn, wanted)
         # 4b. Units of a meter whose Stripe meter counts events wait, keeping their marks: sent
         #     as one event carrying a bucket's value, Stripe would bill 1 for any count. So do
         #     units of an inactive meter: Stripe would accept and drop their events.
@@ -243,6 +258,8 @@ async def build_page(
             gone = closed and bills_no_more(known, unit.meter)
             p = plan(unit, mark, closed=closed, target=target, now=now, period_end=end,
                      trial=trial, voided=voided, gone=gone, customer_deleted=deleted)  # fmt: skip
+            if unit.absolute and own is not None and p is not None and p.identifier is not None:
+                _check_overlaps(unit, own, periods, result)
             if p is not None and p.status == "deferred":
                 # Keeps its mark: the next build plans the version again, at a later second.
                 result.deferred += 1
@@ -270,6 +287,33 @@ async def build_page(
         #    after, the marks say these versions are in the outbox, so they are never planned
         #    again, and the rows wait there, durable, for a sender.
         return result, last_id
+
+
+def _check_overlaps(
+    unit: Unit,
+    own: BillingPeriod,
+    periods: Mapping[str, list[BillingPeriod]],
+    result: BuildResult,
+) -> None:
+    """Count and log a version of an absolute unit whose window another window on the same
+    Stripe meter overlaps with other bounds: the one `last` value Stripe keeps for the customer
+    bills both lines, so one may show the other window's usage (docs/billing.md)."""
+    others = [p for i in unit.meter_items for p in periods.get(i, [])]
+    found = overlapping(own, others, unit.stripe_event)
+    if not found:
+        return
+    result.overlapping += 1
+    log.warning(
+        "absolute usage: windows on one Stripe meter overlap with other bounds; Stripe bills "
+        "every overlapping line with the latest value sent, which may not be its own window's",
+        extra={
+            "customer": unit.customer,
+            "meter": unit.stripe_event,
+            "period_start": own.start.isoformat(),
+            "period_end": own.end.isoformat(),
+            "overlapping": sorted({(p.start.isoformat(), p.end.isoformat()) for p in found}),
+        },
+    )
 
 
 async def release_waiting(conn: Conn, calendar: PeriodCalendar) -> int:
@@ -329,7 +373,7 @@ async def _upsert_marks(conn: Conn, planned: Sequence[tuple[Unit, str, Planned]]
         [u.tenant for u, _, _ in planned],
         [u.customer for u, _, _ in planned],
         [u.meter for u, _, _ in planned],
-        [u.item for u, _, _ in planned],
+        [u.mark_item for u, _, _ in planned],
         [u.unit for u, _, _ in planned],
         [u.unit_start for u, _, _ in planned],
         [p.mark.version for _, _, p in planned],

@@ -93,5 +93,25 @@ def bills_no_more(periods: Sequence[BillingPeriod], meter: str) -> bool:
     return latest is not None and (latest.removed or not _on(latest, meter))
 
 
+def overlapping(
+    own: BillingPeriod, others: Iterable[BillingPeriod], meter: str
+) -> list[BillingPeriod]:
+    """The other windows billing `meter` that overlap `own` without being the same window.
+
+    Stripe bills each item's line of a `last` meter with the customer's latest value stamped
+    inside that item's window, and meter events carry no item: two windows that share some
+    time but not both bounds (subscriptions with other anchors, an item added mid-period) take
+    their values from one stream, so each can show its own usage only if the two unions are
+    equal. Windows that are equal share one unit; disjoint ones never meet."""
+    return [
+        p
+        for p in others
+        if p.meter == meter
+        and p.start < own.end
+        and own.start < p.end
+        and (p.start, p.end) != (own.start, own.end)
+    ]
+
+
 def _on(period: BillingPeriod, meter: str | None) -> bool:
     return meter is None or period.meter is None or period.meter == meter

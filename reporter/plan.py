@@ -3,8 +3,9 @@
 A unit is what the reporter tracks a version of:
 - delta meters (our sum and count; their Stripe meters use the `sum` formula): each bucket. Stripe
   holds the sum of the deltas sent, so a new version sends `value now − value sent so far`.
-- absolute meters (our last, max, unique_count; Stripe `last` formula): each billing period, whose
-  value is the period's aggregate; Stripe's `last` keeps the value with the latest timestamp.
+- absolute meters (our last, max, unique_count; Stripe `last` formula): each billing period of a
+  customer's meter, over every item billing it (a meter event names no item), whose value is the
+  aggregate of all their buckets; Stripe's `last` keeps the value with the latest timestamp.
   Which of two events of one second it keeps is not documented, so each version of a period is
   stamped one whole second or more after the previous one (`version_time`).
 """
@@ -61,6 +62,15 @@ class Unit:
     # The Stripe event name it is reported to: the meter's own, or a price mapping's for a
     # combination priced on its own (meter/dimensions.py route).
     event_name: str = ""
+    # An absolute unit's: every item with usage on the customer's meter, whose windows the build
+    # checks for overlaps (outbox.py).
+    meter_items: tuple[str, ...] = ()
+
+    @property
+    def mark_item(self) -> str:
+        """The item of the unit's mark and key: '' for an absolute unit, the customer's over
+        every item on its meter (one Stripe `last` value per customer and meter)."""
+        return "" if self.absolute else self.item
 
     @property
     def stripe_event(self) -> str:
@@ -70,7 +80,7 @@ class Unit:
     def key(self) -> str:
         start_ms = int(self.unit_start.timestamp() * 1000)
         return unit_key(
-            self.tenant, self.customer, self.meter, self.item, self.unit, start_ms, self.dims
+            self.tenant, self.customer, self.meter, self.mark_item, self.unit, start_ms, self.dims
         )
 
 

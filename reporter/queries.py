@@ -1,5 +1,5 @@
 """Every SQL statement of the reporter, named. Schema: migrations/0004_reporter.sql (and
-0011, 0013)."""
+0011, 0013, 0018, 0019)."""
 
 from __future__ import annotations
 
@@ -30,30 +30,52 @@ ORDER BY v.id
 LIMIT $2
 """
 
-# Absolute meters (last, max, unique_count): one unit per billing period. The sum of the
-# period's bucket versions grows with every fold into any of them (buckets are never removed).
-# Same rule as above: attributed buckets only.
+# Absolute meters (last, max, unique_count): one unit per customer, meter and billing period
+# start over every item billing it. A Stripe meter event names a customer, never an item, and
+# Stripe's `last` keeps one value per customer and meter, so the value sent is the union of all
+# the items' buckets of the period: the latest, the greatest, or the distinct values of all of
+# them (not a sum of per-item counts). The sum of the bucket versions grows with every fold into
+# any of them (attributed buckets are never removed). The unit's mark has item '' (a customer's
+# unit, not an item's); `subscription_item` is one of its items (the least id), whose period the
+# outbox row follows; `items` are all of them, `meter_items` every item of the customer's meter,
+# whose windows the build checks for overlaps (outbox.py). Attributed buckets only, as above.
 GROWN_PERIODS = """
 WITH periods AS (
-    SELECT tenant, customer, meter, subscription_item, period_start,
+    SELECT tenant, customer, meter, period_start,
+           min(subscription_item) AS subscription_item,
+           array_agg(DISTINCT subscription_item) AS items,
            sum(version)::bigint AS version,
-           CASE min(aggregation)
-               WHEN 'max' THEN max(value_max)
-               WHEN 'unique_count' THEN sum(unique_count)::numeric
-               ELSE (array_agg(last_value ORDER BY last_at DESC, last_event_id DESC))[1]
-           END AS value,
+           min(aggregation) AS aggregation,
+           max(value_max) AS value_max,
+           (array_agg(last_value ORDER BY last_at DESC, last_event_id DESC))[1] AS last_value,
            max(last_at) AS last_at
     FROM usage_rollup_values
     WHERE subscription_item IS NOT NULL
       AND aggregation IN ('last', 'max', 'unique_count')
-    GROUP BY tenant, customer, meter, subscription_item, period_start
+    GROUP BY tenant, customer, meter, period_start
+), meters AS (
+    SELECT p.tenant, p.customer, p.meter, array_agg(DISTINCT i) AS meter_items
+    FROM periods p CROSS JOIN LATERAL unnest(p.items) AS i
+    GROUP BY p.tenant, p.customer, p.meter
 )
-SELECT p.*, m.version AS mark_version, m.value AS mark_value, m.event_time AS mark_event_time
+SELECT p.tenant, p.customer, p.meter, p.subscription_item, p.items, x.meter_items,
+       p.period_start, p.version, p.last_at,
+       CASE p.aggregation
+           WHEN 'max' THEN p.value_max
+           WHEN 'unique_count' THEN (
+               SELECT count(DISTINCT u.value) FROM usage_unique_values u
+               WHERE u.tenant = p.tenant AND u.customer = p.customer AND u.meter = p.meter
+                 AND u.subscription_item = ANY(p.items) AND u.period_start = p.period_start
+           )::numeric
+           ELSE p.last_value
+       END AS value,
+       m.version AS mark_version, m.value AS mark_value, m.event_time AS mark_event_time
 FROM periods p
+JOIN meters x ON x.tenant = p.tenant AND x.customer = p.customer AND x.meter = p.meter
 LEFT JOIN report_marks m
   ON m.tenant = p.tenant AND m.customer = p.customer AND m.meter = p.meter
- AND m.subscription_item = p.subscription_item AND m.unit = 'period'
- AND m.unit_start = p.period_start
+ AND m.subscription_item = '' AND m.unit = 'period' AND m.unit_start = p.period_start
+ AND m.dims = ''
 WHERE m.version IS NULL OR p.version > m.version
 """
 

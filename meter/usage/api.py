@@ -242,9 +242,10 @@ async def usage(request: web.Request) -> web.Response:
         if priced.mappings:
             await _split_mapped(app, tenant, plan, selection, snap.by_item, priced)
             events = [priced.routed(e) for e in events]
-        main, *rest = _every_event_on_each(
-            [selection] + [sel for _, sel in others], snap.by_item, gone
-        )
+        selections = [selection] + [sel for _, sel in others]
+        sources: list[dict[tuple[str, str], list[tuple[str, int]]]] = []
+        main, *rest = _every_event_on_each(selections, snap.by_item, gone, sources)
+        await _distinct_unions(app, tenant, plan.keys, selections, [main, *rest], sources)
         doc |= _priced(selection, main, events, now, plan)
         if breakdown:
             await _add_groups(app, tenant, plan, selection, main, doc["items"], events, breakdown)
@@ -412,6 +413,7 @@ def _every_event_on_each(
     selections: list[Selection],
     by_item: dict[tuple[str, str], Tally],
     gone: Sequence[tuple[PlanItem, Period]] = (),
+    sources: list[dict[tuple[str, str], list[tuple[str, int]]]] | None = None,
 ) -> list[dict[tuple[str, str], Tally]]:
     """Per selection, its items' tallies as Stripe bills them: a meter event is billed on every
     item with a price on its meter whose window holds it (items of one subscription or of
@@ -420,26 +422,68 @@ def _every_event_on_each(
     to it and to every item on its meter whose period starts at or after its own: each item's
     tally is the fold of theirs, whatever item the aggregator picked. Pending events are folded
     afterwards, per item and period (report.fold_pending). `gone` are items no longer billing
-    (removed): their events count on the others, they get no tally of their own."""
-    on_meter: dict[str, list[tuple[Period, Tally]]] = {}
+    (removed): their events count on the others, they get no tally of their own. `sources`, if
+    given, receives per selection the (item, period start) sets each tally folds, for
+    `_distinct_unions` (a merge sums distinct counts)."""
+    on_meter: dict[str, dict[tuple[str, int], tuple[Period, Tally]]] = {}
     for selection in [*selections, list(gone)]:
         for item, period in selection:
             tally = by_item.get((item.id, item.meter or ""))
             if item.meter is not None and tally is not None:
-                on_meter.setdefault(item.meter, []).append((period, tally))
+                # An item in two selections (none is) would be folded once.
+                on_meter.setdefault(item.meter, {})[(item.id, period.start)] = (period, tally)
     out: list[dict[tuple[str, str], Tally]] = []
     for selection in selections:
         tallies: dict[tuple[str, str], Tally] = {}
+        merged: dict[tuple[str, str], list[tuple[str, int]]] = {}
         for item, period in selection:
             if item.meter is None or item.meter not in on_meter:
                 continue
             fold = Tally()
-            for other, tally in on_meter[item.meter]:
+            for key, (other, tally) in on_meter[item.meter].items():
                 if period.start <= other.start < period.end:
                     fold.merge(tally)
+                    merged.setdefault((item.id, item.meter), []).append(key)
             tallies[(item.id, item.meter)] = fold
         out.append(tallies)
+        if sources is not None:
+            sources.append(merged)
     return out
+
+
+async def _distinct_unions(
+    app: web.Application,
+    tenant: str,
+    keys: list[str],
+    selections: list[Selection],
+    tallies: list[dict[tuple[str, str], Tally]],
+    sources: list[dict[tuple[str, str], list[tuple[str, int]]]],
+) -> None:
+    """A unique_count line folding several items' sets counts the distinct values of their
+    union: Stripe bills the customer's one value (the reporter sends the union), while merged
+    tallies add the sets' counts, counting a value seen by two items twice. Read after the
+    snapshot: distinct values only grow, and pending ones are left out anyway."""
+    wanted = [
+        (n, item, sources[n][(item.id, item.meter)])
+        for n, selection in enumerate(selections)
+        for item, _ in selection
+        if item.aggregation == "unique_count"
+        and item.meter is not None
+        and len(sources[n].get((item.id, item.meter), [])) > 1
+    ]
+    if not wanted:
+        return
+    async with _connection(app) as conn:
+        for n, item, sets in wanted:
+            count = await conn.fetchval(
+                queries.UNION_DISTINCT,
+                tenant,
+                keys,
+                item.meter,
+                [i for i, _ in sets],
+                [p for _, p in sets],
+            )
+            tallies[n][(item.id, item.meter or "")].unique = int(count)
 
 
 def _unpriced(window: Period, meters: dict[str, tuple[str, Tally]]) -> Doc:

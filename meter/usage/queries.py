@@ -172,6 +172,15 @@ _FOLD = """
     (array_agg(r.last_event_id ORDER BY r.last_at DESC, r.last_event_id COLLATE "C" DESC))[1]
         AS last_event_id
 """
+# The distinct values of a unique_count meter over several (item, period start) sets of one
+# customer ($4, $5: items and unix seconds): Stripe bills each item's line with the customer's
+# one value, the union (meter/usage/api.py _distinct_unions).
+UNION_DISTINCT = """
+SELECT count(DISTINCT u.value) FROM usage_unique_values u
+JOIN unnest($4::text[], $5::bigint[]) AS q(i, p)
+  ON u.subscription_item = q.i AND u.period_start = to_timestamp(q.p)
+WHERE u.tenant = $1 AND u.customer = ANY($2::text[]) AND u.meter = $3
+"""
 # A customer without a subscription: every bucket in [$3, $4), per meter.
 USAGE_BY_METER = f"""
 SELECT r.meter, coalesce(d.aggregation, f.aggregation, 'sum') AS aggregation, {_FOLD}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 import asyncpg
@@ -183,5 +184,36 @@ async def test_usage_totals_backfill_existing_buckets(
         await migrate(conn)
         assert await conn.fetchval("SELECT count(*) FROM usage_totals") == 3
         assert await conn.fetch(TOTALS_DRIFT) == []
+    finally:
+        await conn.close()
+
+
+async def test_absolute_customer_units_start_from_the_latest_row_sent(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """An upgrade: a period reported per item gets one customer unit (item '') holding the value
+    and second of its latest row of any item, at version 0, so its next version is planned and
+    stamped after what Stripe holds; delta buckets' marks are left alone."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, migrations_before(19, tmp_path))
+        await conn.execute(
+            """
+            INSERT INTO report_marks (tenant, customer, meter, subscription_item, unit,
+                unit_start, version, value, event_time)
+            VALUES ('t', 'c', 'm', 'si_a', 'period', '2026-11-01', 4, 2, '2026-11-01 10:00'),
+                   ('t', 'c', 'm', 'si_b', 'period', '2026-11-01', 3, 5, '2026-11-01 11:00'),
+                   ('t', 'c', 'm', 'si_c', 'period', '2026-11-01', 1, 9, NULL),
+                   ('t', 'c', 's', 'si_a', 'bucket', '2026-11-01', 7, 7, NULL)
+            """
+        )
+        await migrate(conn)
+        rows = await conn.fetch(
+            "SELECT meter, unit, version, value, event_time FROM report_marks"
+            " WHERE subscription_item = '' ORDER BY meter"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("m", "period", 0, 5, dt.datetime(2026, 11, 1, 11, tzinfo=dt.UTC))
+        ]
     finally:
         await conn.close()

@@ -724,8 +724,11 @@ def items_added_removed_kind(
         assert second is not None
         scenario.items.append(second)
     removed = rng.choice(scenario.items)
-    # Sometimes the added item is a second one on a delta meter an item already bills (absolute
-    # meters: see `_shared`): it bills that meter's usage from its creation too.
+    # Sometimes the added item is a second one on a delta meter an item already bills: it bills
+    # that meter's usage from its creation too. Not on an absolute meter: its first window
+    # starts at the add, overlapping the other item's with other bounds, which Stripe's one
+    # `last` value cannot bill exactly (docs/billing.md, "Absolute meters billed by several
+    # items"; meter counts and logs it).
     sharable = [i for i in scenario.items if i.aggregation in DELTA and i != removed]
     added: Item | None
     if sharable and rng.random() < 0.4:
@@ -751,18 +754,11 @@ def items_added_removed_kind(
 
 
 def _shared(rng: random.Random, scenario: Scenario) -> Item:
-    """The item whose meter a second item shares: one on a delta meter (sum, count), given
-    one if the scenario has none. An absolute meter (max, last, unique_count) is not drawn:
-    meter reports an absolute value per item, and Stripe's `last` keeps one per customer and
-    meter (docs/simulation.md, "Not covered yet")."""
-    deltas = [i for i in scenario.items if i.aggregation in DELTA]
-    if deltas:
-        return rng.choice(deltas)
-    free = sorted({"sim_sum", "sim_count"} - {i.meter for i in scenario.items})
-    meter = rng.choice(free)
-    item = Item(meter, METERS[meter][0], METERS[meter][1], random_price(rng))
-    scenario.items.append(item)
-    return item
+    """The item whose meter a second item shares (the same window: same subscription or same
+    clock): any item, on a delta or an absolute meter. An absolute meter's lines bill the
+    customer's one `last` value, which meter sends as the union of every item's usage of the
+    window (docs/billing.md, "Absolute meters billed by several items")."""
+    return rng.choice(scenario.items)
 
 
 def shared_meter_kind(

@@ -91,31 +91,48 @@ async def with_dimensions(
     dimensions keep their key as it is."""
     if not versions:
         return pairs, 0, []
+    # Optimisation: per event only dictionary lookups. The combination text is built once per
+    # distinct (keys, values) and the guard set and folded key once per (bucket, combination):
+    # building them per event was most of the Python cost of dimensions.
+    texts: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
+    sets: dict[BucketKey, GuardSet] = {}
     combos: list[str] = []
     wanted: list[tuple[GuardSet, str]] = []
     for key, e in pairs:
         v = versions.get((e.tenant, e.meter))
         keys = v.at(e.timestamp_ms) if v is not None else ()
-        c = combination(e.properties, keys) if keys else ""
+        if keys:
+            props = e.properties or {}
+            values = tuple(props.get(k) for k in keys)
+            # Memo only for text values: 1, 1.0 and True are equal keys but distinct values.
+            if all(type(x) is str for x in values):
+                c = texts.get((keys, values))
+                if c is None:
+                    c = texts[(keys, values)] = combination(props, keys)
+            else:
+                c = combination(props, keys)
+            s = sets.get(key)
+            if s is None:
+                s = sets[key] = guard_set(key)
+            wanted.append((s, c))
+        else:
+            c = ""
         combos.append(c)
-        if c:
-            wanted.append((guard_set(key), c))
     if not wanted:
         return pairs, 0, []
     decided = await guard(conn, wanted, limit, admitted if admitted is not None else frozenset())
-    cache: dict[tuple[BucketKey, str], BucketKey] = {}
+    folded_keys: dict[tuple[BucketKey, str], BucketKey] = {}
     out: list[tuple[BucketKey, UsageEvent]] = []
     other = 0
     for (key, e), c in zip(pairs, combos, strict=True):
         if not c:
             out.append((key, e))
             continue
-        folded = decided[(guard_set(key), c)]
-        if folded == OTHER:
-            other += 1
-        k = cache.get((key, folded))
+        k = folded_keys.get((key, c))
         if k is None:
-            k = cache[(key, folded)] = key.with_dims(folded)
+            k = folded_keys[(key, c)] = key.with_dims(decided[(sets[key], c)])
+        if k.dims == OTHER:
+            other += 1
         out.append((k, e))
     if other:
         log.warning(

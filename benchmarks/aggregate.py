@@ -104,15 +104,16 @@ def generate(
     seed: int = 1,
     dimensions: bool = False,
     id_prefix: str = "evt_",
+    now: int | None = None,
 ) -> list[list[str]]:
     """The stream payloads of n events, per shard, as ingest would have appended them. The same
     seed with another `id_prefix` gives the same usage (customers, meters, times, properties)
-    under other event ids.
+    under other event ids, given the same `now` (unix ms; default: the current time).
 
     Kept as str (XADD sends the same UTF-8 bytes): a million orjson output buffers held at once
     cost ~3 KB each in memory, an exactly-sized str ~160 bytes."""
     rng = random.Random(seed)
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if now is None else now
     latest = now // HOUR_MS * HOUR_MS  # the current hour: events up to now
     per_shard: list[list[str]] = [[] for _ in range(shards)]
     customers = [f"cus_{i:06d}" for i in range(spread.customers)]
@@ -465,9 +466,12 @@ def dimensions_main(args: argparse.Namespace) -> int:
     ]
     spread = SPREADS["realistic"]
     print(f"dimensions: {spread.describe()}: generating 2 × {args.events:,} events", flush=True)
-    per_shard = generate(spread, args.events, args.shards, dimensions=True)
+    now = int(time.time() * 1000)
+    per_shard = generate(spread, args.events, args.shards, dimensions=True, now=now)
     # The same usage under other ids: after the cold drain every combination is known.
-    again = generate(spread, args.events, args.shards, dimensions=True, id_prefix="evt_again_")
+    again = generate(
+        spread, args.events, args.shards, dimensions=True, id_prefix="evt_again_", now=now
+    )
     results: list[Result] = []
     rounds: list[tuple[float, float]] = []  # (cold, steady) ratio of each round
     try:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
 import asyncpg
+import orjson
 
 from aggregator import queries
 from aggregator.fold import BucketKey
@@ -30,25 +31,9 @@ def guard_set(key: BucketKey) -> GuardSet:
     return (key.tenant, key.customer, key.meter, key.item or "", key.period_start_ms or 0)
 
 
-def _columns(pairs: Sequence[tuple[GuardSet, str]]) -> list[list[object]]:
-    return [
-        [s[0] for s, _ in pairs],
-        [s[1] for s, _ in pairs],
-        [s[2] for s, _ in pairs],
-        [s[3] for s, _ in pairs],
-        [s[4] for s, _ in pairs],
-        [d for _, d in pairs],
-    ]
-
-
-async def _known(
-    conn: asyncpg.Connection, pairs: Sequence[tuple[GuardSet, str]]
-) -> set[tuple[GuardSet, str]]:
-    rows = await conn.fetch(queries.ADMITTED_COMBOS, *_columns(pairs))
-    return {
-        ((r["tenant"], r["customer"], r["meter"], r["item"], r["period_ms"]), r["dims"])
-        for r in rows
-    }
+def _json(pairs: Sequence[tuple[GuardSet, str]]) -> str:
+    """The pairs as the guard's statements take them (queries._GUARD_INPUT), numbered from 1."""
+    return orjson.dumps([[*s, d] for s, d in pairs]).decode()
 
 
 async def guard(
@@ -64,32 +49,32 @@ async def guard(
     unsure = [p for p in distinct if p not in admitted]
     if not unsure:  # the usual case once a worker has seen a customer's combinations
         return {p: p[1] for p in distinct}
-    # The sets of pairs the cache does not hold are locked (sorted: one order for every flush),
-    # then read: what another shard's flush admitted before our lock is seen now.
+    # Optimisation: first read, without any lock, which of these pairs are committed already. A
+    # committed pair stays admitted (sets only grow), so the answer holds whatever other flushes
+    # do; only the sets of pairs still unknown need the lock. Known combinations (a steady
+    # stream) so take no lock at all, and lanes do not wait on each other for them.
+    missing = {r["n"] for r in await conn.fetch(queries.UNKNOWN_COMBOS, _json(unsure))}
+    if not missing:
+        return {p: p[1] for p in distinct}
+    known = {p for p in distinct if p in admitted}
+    known.update(p for n, p in enumerate(unsure, 1) if n not in missing)
+    unsure = [p for n, p in enumerate(unsure, 1) if n in missing]
+    # The sets of the still unknown pairs are locked (sorted: one order for every flush), then
+    # read: what another shard's flush admitted before our lock is seen now.
     await conn.fetchval(
         queries.LOCK_GUARD_SETS,
         queries.DIMENSION_LOCK_CLASS,
         ["\x1f".join((*s[:4], str(s[4]))) for s in sorted({s for s, _ in unsure})],
     )
-    known = {p for p in distinct if p in admitted} | await _known(conn, unsure)
-    fresh = [p for p in unsure if p not in known]
-    if not fresh:
-        return {p: p[1] for p in distinct}
-    sets = sorted({s for s, _ in fresh})
-    rows = await conn.fetch(
-        queries.SET_SIZES,
-        [s[0] for s in sets],
-        [s[1] for s in sets],
-        [s[2] for s in sets],
-        [s[3] for s in sets],
-        [s[4] for s in sets],
-    )
-    sizes = {
-        (r["tenant"], r["customer"], r["meter"], r["item"], r["period_ms"]): r["size"] for r in rows
-    }
+    sizes: dict[GuardSet, int] = {}
+    for r in await conn.fetch(queries.GUARD_STATE, _json(unsure)):
+        pair = unsure[r["n"] - 1]
+        sizes[pair[0]] = r["size"]
+        if r["known"]:
+            known.add(pair)
     decided, new = admit(distinct, known, sizes, limit)
     if new:
-        await conn.execute(queries.ADMIT_COMBOS, *_columns(new))
+        await conn.execute(queries.ADMIT_COMBOS, _json(new))
     return {p: decided[p] for p in distinct}
 
 
@@ -106,31 +91,48 @@ async def with_dimensions(
     dimensions keep their key as it is."""
     if not versions:
         return pairs, 0, []
+    # Optimisation: per event only dictionary lookups. The combination text is built once per
+    # distinct (keys, values) and the guard set and folded key once per (bucket, combination):
+    # building them per event was most of the Python cost of dimensions.
+    texts: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
+    sets: dict[BucketKey, GuardSet] = {}
     combos: list[str] = []
     wanted: list[tuple[GuardSet, str]] = []
     for key, e in pairs:
         v = versions.get((e.tenant, e.meter))
         keys = v.at(e.timestamp_ms) if v is not None else ()
-        c = combination(e.properties, keys) if keys else ""
+        if keys:
+            props = e.properties or {}
+            values = tuple(props.get(k) for k in keys)
+            # Memo only for text values: 1, 1.0 and True are equal keys but distinct values.
+            if all(type(x) is str for x in values):
+                c = texts.get((keys, values))
+                if c is None:
+                    c = texts[(keys, values)] = combination(props, keys)
+            else:
+                c = combination(props, keys)
+            s = sets.get(key)
+            if s is None:
+                s = sets[key] = guard_set(key)
+            wanted.append((s, c))
+        else:
+            c = ""
         combos.append(c)
-        if c:
-            wanted.append((guard_set(key), c))
     if not wanted:
         return pairs, 0, []
     decided = await guard(conn, wanted, limit, admitted if admitted is not None else frozenset())
-    cache: dict[tuple[BucketKey, str], BucketKey] = {}
+    folded_keys: dict[tuple[BucketKey, str], BucketKey] = {}
     out: list[tuple[BucketKey, UsageEvent]] = []
     other = 0
     for (key, e), c in zip(pairs, combos, strict=True):
         if not c:
             out.append((key, e))
             continue
-        folded = decided[(guard_set(key), c)]
-        if folded == OTHER:
-            other += 1
-        k = cache.get((key, folded))
+        k = folded_keys.get((key, c))
         if k is None:
-            k = cache[(key, folded)] = key.with_dims(folded)
+            k = folded_keys[(key, c)] = key.with_dims(decided[(sets[key], c)])
+        if k.dims == OTHER:
+            other += 1
         out.append((k, e))
     if other:
         log.warning(
@@ -145,4 +147,4 @@ async def add_combos(conn: asyncpg.Connection, keys: Sequence[BucketKey]) -> Non
     already folded never moves to `_other` after the fact."""
     pairs = sorted({(guard_set(k), k.dims) for k in keys if k.dims and k.dims != OTHER})
     if pairs:
-        await conn.execute(queries.ADMIT_COMBOS, *_columns(pairs))
+        await conn.execute(queries.ADMIT_COMBOS, _json(pairs))

@@ -230,17 +230,22 @@ SELECT tenant, meter, unique_property FROM meter_definitions WHERE aggregation =
 # --- dimensions (aggregator/dimensions.py, docs/dimensions.md) ---------------------------------
 # Every dimension version (a handful of rows; read by each flush, like UNIQUE_COUNT_METERS).
 DIMENSION_VERSIONS = "SELECT tenant, meter, effective_from, keys FROM meter_dimensions"
-# Guard sets travel as (tenant, customer, meter, item, period start ms) arrays, item '' and
-# period 0 for unattributed usage (migrations/0018_dimensions.sql); $6 the combinations.
-_GUARD_INPUT = """unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])
-    AS u(tenant, customer, meter, item, period_ms, dims)"""
+# Guard pairs travel as one JSON array of [tenant, customer, meter, item, period start ms,
+# combination] (item '' and period 0 for unattributed usage, migrations/0018_dimensions.sql),
+# numbered from 1 in that order: asyncpg checks every element of an array parameter against
+# three ABCs, which cost more than the statements themselves at ~12,000 pairs a batch.
+_GUARD_INPUT = """(
+    SELECT j.n, j.v->>0 AS tenant, j.v->>1 AS customer, j.v->>2 AS meter, j.v->>3 AS item,
+        (j.v->>4)::bigint AS period_ms, j.v->>5 AS dims
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, n)
+) AS u"""
 _GUARD_SET_MATCH = """c.tenant = u.tenant AND c.customer = u.customer AND c.meter = u.meter
     AND c.subscription_item = u.item AND c.period_ms = u.period_ms"""
-# Which of these (set, combination) pairs are admitted already.
-ADMITTED_COMBOS = f"""
-SELECT u.tenant, u.customer, u.meter, u.item, u.period_ms, u.dims
-FROM {_GUARD_INPUT}
-WHERE EXISTS (SELECT 1 FROM usage_dimension_combos c WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims)
+# The numbers of the pairs not admitted yet (none, once a stream's combinations are known).
+UNKNOWN_COMBOS = f"""
+SELECT u.n FROM {_GUARD_INPUT}
+WHERE NOT EXISTS (
+    SELECT 1 FROM usage_dimension_combos c WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims)
 """
 # Admission into a set is serialized per set (two-int4 advisory lock under its own class id, in
 # the order given: sorted by the caller), so that concurrent flushes of two shards cannot both
@@ -250,18 +255,25 @@ LOCK_GUARD_SETS = """
 SELECT count(pg_advisory_xact_lock($1::int, hashtext(k)))
 FROM (SELECT k, i FROM unnest($2::text[]) WITH ORDINALITY AS a(k, i) ORDER BY i) s
 """
-# The size of each set, read after its lock.
-SET_SIZES = """
-SELECT u.tenant, u.customer, u.meter, u.item, u.period_ms,
-    (SELECT count(*) FROM usage_dimension_combos c
-     WHERE c.tenant = u.tenant AND c.customer = u.customer AND c.meter = u.meter
-       AND c.subscription_item = u.item AND c.period_ms = u.period_ms) AS size
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
-    AS u(tenant, customer, meter, item, period_ms)
+# After the lock: for each pair, whether it is admitted already and the size of its set (one
+# count per distinct set, not per pair).
+GUARD_STATE = f"""
+WITH u AS (SELECT * FROM {_GUARD_INPUT}),
+sets AS (
+    SELECT s.tenant, s.customer, s.meter, s.item, s.period_ms,
+        (SELECT count(*) FROM usage_dimension_combos c
+         WHERE c.tenant = s.tenant AND c.customer = s.customer AND c.meter = s.meter
+           AND c.subscription_item = s.item AND c.period_ms = s.period_ms) AS size
+    FROM (SELECT DISTINCT tenant, customer, meter, item, period_ms FROM u) s
+)
+SELECT u.n, sets.size,
+    EXISTS (SELECT 1 FROM usage_dimension_combos c
+            WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims) AS known
+FROM u JOIN sets USING (tenant, customer, meter, item, period_ms)
 """
 ADMIT_COMBOS = f"""
 INSERT INTO usage_dimension_combos (tenant, customer, meter, subscription_item, period_ms, dims)
-SELECT * FROM {_GUARD_INPUT}
+SELECT u.tenant, u.customer, u.meter, u.item, u.period_ms, u.dims FROM {_GUARD_INPUT}
 ON CONFLICT DO NOTHING
 """
 

@@ -17,7 +17,9 @@ times, each as its own process the way an operator runs it, on a fresh database 
 With `--dimensions` it measures dimensions instead (docs/dimensions.md): every event carries
 `model` and `region` properties of 10 values each, and the same events are aggregated with no
 dimensions declared and with every meter broken down by both keys (up to 100 combinations per
-customer, meter and period, under the default guard of 1,000), interleaved in one run.
+customer, meter and period, under the default guard of 1,000), interleaved in one run: each a
+cold drain into a fresh database, then the steady state, the same usage under other event ids
+into the database the drain left (every bucket and combination known), each in a new process.
 
 Events/s is events / wall time of the process (interpreter start included). The default spread is
 "many customers × a few meters × hours inside the late window": 2,000 customers, 3 meters, 90 %
@@ -79,6 +81,8 @@ SPREADS = {
     "few": Spread("few", customers=10, meters=1, hours=1, late_share=0.0),
     "many": Spread("many", customers=20_000, meters=5, hours=24, late_share=0.5),
 }
+# The realistic spread again, into the database a cold drain of the same usage left (--dimensions).
+STEADY = Spread("steady", customers=2000, meters=3, hours=24, late_share=0.10)
 METERS = ("api_calls", "tokens", "storage_gb", "seats", "jobs")
 VALUES = ("1", "1", "1", "2", "5", "0.25", "12.5", "100")
 
@@ -94,20 +98,28 @@ DIMENSION_VALUES = 10
 
 
 def generate(
-    spread: Spread, n: int, shards: int, seed: int = 1, dimensions: bool = False
+    spread: Spread,
+    n: int,
+    shards: int,
+    seed: int = 1,
+    dimensions: bool = False,
+    id_prefix: str = "evt_",
+    now: int | None = None,
 ) -> list[list[str]]:
-    """The stream payloads of n events, per shard, as ingest would have appended them.
+    """The stream payloads of n events, per shard, as ingest would have appended them. The same
+    seed with another `id_prefix` gives the same usage (customers, meters, times, properties)
+    under other event ids, given the same `now` (unix ms; default: the current time).
 
     Kept as str (XADD sends the same UTF-8 bytes): a million orjson output buffers held at once
     cost ~3 KB each in memory, an exactly-sized str ~160 bytes."""
     rng = random.Random(seed)
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if now is None else now
     latest = now // HOUR_MS * HOUR_MS  # the current hour: events up to now
     per_shard: list[list[str]] = [[] for _ in range(shards)]
     customers = [f"cus_{i:06d}" for i in range(spread.customers)]
     meters = METERS[: spread.meters]
     for _ in range(n):
-        event_id = f"evt_{rng.getrandbits(96):024x}"
+        event_id = f"{id_prefix}{rng.getrandbits(96):024x}"
         if spread.hours > 1 and rng.random() < spread.late_share:
             hour = latest - rng.randrange(1, spread.hours) * HOUR_MS
             ts = hour + rng.randrange(HOUR_MS)
@@ -228,9 +240,12 @@ def run_once(
     shards: int,
     command: list[str],
     extra_env: dict[str, str],
+    fresh: bool = True,
 ) -> Result:
+    """One timed run; `fresh=False` aggregates into the database the previous run left."""
     n = sum(len(p) for p in per_shard)
-    asyncio.run(fresh_database(admin, bench, dimensions="BENCH_DIMENSIONS" in extra_env))
+    if fresh:
+        asyncio.run(fresh_database(admin, bench, dimensions="BENCH_DIMENSIONS" in extra_env))
     prefix = f"benchagg{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     env = {
@@ -257,9 +272,10 @@ def run_once(
     result = Result(label, spread.name, n, seconds, load_seconds)
     if "--insert-loop" not in command:
         folded, buckets, upserts, raw = asyncio.run(rollup_stats(bench))
-        expected_raw = 0 if extra_env.get("METER_RAW_LOG") == "0" else n
-        if folded != n or raw != expected_raw:
-            raise SystemExit(f"{label}: folded {folded}, raw log {raw}; expected {n} events")
+        total = n if fresh else n * 2  # a second run adds the same number of events
+        expected_raw = 0 if extra_env.get("METER_RAW_LOG") == "0" else total
+        if folded != total or raw != expected_raw:
+            raise SystemExit(f"{label}: folded {folded}, raw log {raw}; expected {total} events")
         result.buckets, result.upserts = buckets, upserts
     print(
         f"  {label:<34} {spread.name:<9} {result.eps:>10,.0f} events/s  ({seconds:.2f} s;"
@@ -449,17 +465,24 @@ def dimensions_main(args: argparse.Namespace) -> int:
         ("2 keys × 10 values", aggregate, {"BENCH_DIMENSIONS": "1"}),
     ]
     spread = SPREADS["realistic"]
-    print(f"dimensions: {spread.describe()}: generating {args.events:,} events", flush=True)
-    per_shard = generate(spread, args.events, args.shards, dimensions=True)
+    print(f"dimensions: {spread.describe()}: generating 2 × {args.events:,} events", flush=True)
+    now = int(time.time() * 1000)
+    per_shard = generate(spread, args.events, args.shards, dimensions=True, now=now)
+    # The same usage under other ids: after the cold drain every combination is known.
+    again = generate(
+        spread, args.events, args.shards, dimensions=True, id_prefix="evt_again_", now=now
+    )
     results: list[Result] = []
+    rounds: list[tuple[float, float]] = []  # (cold, steady) ratio of each round
     try:
         for _ in range(args.repeat):
+            seconds: dict[tuple[str, bool], float] = {}
             for label, command, extra_env in runs:
-                results.append(
-                    run_once(
+                for fresh, events in ((True, per_shard), (False, again)):
+                    result = run_once(
                         label,
-                        spread,
-                        per_shard,
+                        spread if fresh else STEADY,
+                        events,
                         shards=args.shards,
                         command=command,
                         extra_env=extra_env,
@@ -467,23 +490,35 @@ def dimensions_main(args: argparse.Namespace) -> int:
                         bench=bench,
                         redis=redis,
                         redis_url=redis_url,
+                        fresh=fresh,
                     )
+                    results.append(result)
+                    seconds[(label, fresh)] = result.seconds
+            rounds.append(
+                (
+                    seconds[(runs[1][0], True)] / seconds[(runs[0][0], True)],
+                    seconds[(runs[1][0], False)] / seconds[(runs[0][0], False)],
                 )
+            )
     finally:
         redis.close()
-    base = best(results, runs[0][0], "realistic")
-    dims = best(results, runs[1][0], "realistic")
     print()
     print(
         f"aggregate with dimensions: {args.events:,} events per run, {args.shards} shards,"
         f" {os.cpu_count()} cores (shared machine), best of {args.repeat}"
     )
-    for r in (base, dims):
+    for name in ("realistic", STEADY.name):
+        for label, _, _ in runs:
+            r = best(results, label, name)
+            print(
+                f"  {name:<9} {r.label:<22} {r.eps:>10,.0f} events/s {r.seconds:>8.2f} s"
+                f" {r.buckets or 0:>9,} buckets {r.upserts or 0:>10,} upserts"
+            )
+    for i, (cold, steady) in enumerate(rounds, 1):
         print(
-            f"  {r.label:<22} {r.eps:>10,.0f} events/s {r.seconds:>8.2f} s"
-            f" {r.buckets or 0:>9,} buckets {r.upserts or 0:>10,} upserts"
+            f"round {i}: with dimensions {cold:.2f}x the time without (cold),"
+            f" {steady:.2f}x (steady)"
         )
-    print(f"cost with dimensions: {dims.seconds / base.seconds:.2f}x the time without")
     return 0
 
 

@@ -59,12 +59,12 @@ async def guard(
     known = {p for p in distinct if p in admitted}
     known.update(p for n, p in enumerate(unsure, 1) if n not in missing)
     unsure = [p for n, p in enumerate(unsure, 1) if n in missing]
-    # The sets of the still unknown pairs are locked (sorted: one order for every flush), then
-    # read: what another shard's flush admitted before our lock is seen now.
+    # The sets of the still unknown pairs are locked (queries.LOCK_GUARD_SETS), then read: what
+    # another shard's flush admitted before our lock is seen now.
     await conn.fetchval(
         queries.LOCK_GUARD_SETS,
         queries.DIMENSION_LOCK_CLASS,
-        ["\x1f".join((*s[:4], str(s[4]))) for s in sorted({s for s, _ in unsure})],
+        ["\x1f".join((*s[:4], str(s[4]))) for s in {s for s, _ in unsure}],
     )
     sizes: dict[GuardSet, int] = {}
     for r in await conn.fetch(queries.GUARD_STATE, _json(unsure)):

@@ -247,13 +247,20 @@ SELECT u.n FROM {_GUARD_INPUT}
 WHERE NOT EXISTS (
     SELECT 1 FROM usage_dimension_combos c WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims)
 """
-# Admission into a set is serialized per set (two-int4 advisory lock under its own class id, in
-# the order given: sorted by the caller), so that concurrent flushes of two shards cannot both
-# take its last slot. The lock is held to commit.
+# Admission into a set is serialized per set, so that concurrent flushes of two shards cannot
+# both take its last slot: each set hashes to one of GUARD_LOCK_SLOTS two-int4 advisory locks
+# under their own class id, taken in ascending order (one order for every flush: no deadlock,
+# whatever sets collide) and held to commit. A bounded number of slots bounds the locks one
+# transaction holds, whatever the batch: Postgres' lock table is shared and fixed in size
+# (max_locks_per_transaction × connections), and a lock per set could exhaust it.
 DIMENSION_LOCK_CLASS = 0x6D64  # "md"
-LOCK_GUARD_SETS = """
-SELECT count(pg_advisory_xact_lock($1::int, hashtext(k)))
-FROM (SELECT k, i FROM unnest($2::text[]) WITH ORDINALITY AS a(k, i) ORDER BY i) s
+GUARD_LOCK_SLOTS = 256
+LOCK_GUARD_SETS = f"""
+SELECT count(pg_advisory_xact_lock($1::int, slot))
+FROM (
+    SELECT DISTINCT hashtext(k) & {GUARD_LOCK_SLOTS - 1} AS slot FROM unnest($2::text[]) AS a(k)
+    ORDER BY slot
+) s
 """
 # After the lock: for each pair, whether it is admitted already and the size of its set (one
 # count per distinct set, not per pair).

@@ -7,6 +7,7 @@ import datetime as dt
 
 import asyncpg
 
+from aggregator import queries
 from aggregator.dimensions import guard_set, with_dimensions
 from aggregator.fold import BucketKey
 from meter.dimensions import OTHER, combination, index_versions
@@ -66,3 +67,32 @@ async def test_known_combinations_stay_and_new_ones_meet_the_limit(
     assert other == 1
     assert combos == 3
     assert {p for p, _ in admitted} == {guard_set(_key())}
+
+
+async def test_a_batch_of_many_sets_holds_a_bounded_number_of_locks(
+    db: asyncpg.Connection,
+) -> None:
+    # 2,000 customers with a new combination each: a lock per set would hold 2,000 locks in one
+    # transaction, and Postgres' shared lock table (max_locks_per_transaction × connections,
+    # 6,400 by default) is what every other transaction needs too.
+    events = [
+        UsageEvent("acme", f"e{n}", f"cus_{n}", "tokens", "1", T0 + n, T0, {"model": "m"})
+        for n in range(2000)
+    ]
+    pairs = [
+        (BucketKey("acme", e.customer, "tokens", None, None, T0, T0 + HOUR), e) for e in events
+    ]
+    tr = db.transaction()
+    await tr.start()
+    try:
+        _, other, admitted = await with_dimensions(db, pairs, VERSIONS, limit=10)
+        held = await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            " AND classid = $1::bigint::oid",
+            queries.DIMENSION_LOCK_CLASS,
+        )
+    finally:
+        await tr.rollback()
+    assert other == 0
+    assert len(admitted) == 2000
+    assert 0 < held <= queries.GUARD_LOCK_SLOTS

@@ -10,7 +10,9 @@ decoded (a small gzip bomb stays small), and nothing is read into memory beyond 
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from meter.errors import InvalidRequest, MeteringError, PayloadTooLarge
@@ -59,3 +61,14 @@ async def read_body(request: web.Request) -> bytes:
     """The request's body, decoded; the limit is the app's `client_max_size` both ways."""
     raw = await request.read()  # aiohttp refuses more than client_max_size bytes (413)
     return decode(raw, request.headers.get("Content-Encoding", ""), request.client_max_size)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object, or the 400 saying why it is not."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc.msg}") from None
+    if not isinstance(doc, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return doc

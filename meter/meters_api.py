@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from meter import appkeys, dimensions, jsonwire, queries
 from meter.auth import authenticate
-from meter.bodies import read_body
+from meter.bodies import json_object, read_body
 from meter.connections import acquire
 from meter.errors import InvalidRequest
 
@@ -61,13 +60,7 @@ async def put_dimensions(request: web.Request) -> web.Response:
     """Set the keys from `effective_from` (default now) on; 200 with the meter's versions."""
     tenant = await authenticate(request)
     name = _meter_name(request)
-    raw = await read_body(request)
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc.msg}") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    doc = json_object(await read_body(request))
     unknown = sorted(set(doc) - _FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown field `{unknown[0]}`", param=unknown[0])

@@ -25,7 +25,7 @@ from meter.billing.errors import Conflict, NotFound
 from meter.billing.gateway import CheckoutRequest, Obj, PlanChange
 from meter.billing.rules import LIVE_STATUSES
 from meter.billing.service import Billing
-from meter.bodies import read_body
+from meter.bodies import json_object, read_body
 from meter.errors import InvalidRequest
 from meter.ingest.validation import too_deep
 from meter.names import key_part
@@ -59,12 +59,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     raw = await read_body(request)
     if not raw.strip():
         return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc.msg}") from None
-    if not isinstance(doc, dict):
-        raise InvalidRequest("the body must be a JSON object")
+    doc = json_object(raw)
     if too_deep(doc, MAX_BODY_DEPTH):
         raise InvalidRequest(f"the body nests too deep (more than {MAX_BODY_DEPTH} levels)")
     return doc

@@ -28,7 +28,7 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +47,8 @@ from meter.migrate import migrate
 from meter.signals import stop_on_signals
 
 if TYPE_CHECKING:
+    import stripe
+
     from meter.billing.catalogue import Catalogue, PriceSpec
 
 log = logging.getLogger(__name__)
@@ -218,30 +220,39 @@ def demo_meter(catalogue: Catalogue) -> str | None:
     return price.meter if price is not None else None
 
 
+@contextlib.asynccontextmanager
+async def _emulator_client(settings: Settings) -> AsyncIterator[stripe.StripeClient]:
+    """A `stripe.StripeClient` on the emulator of `settings`, its HTTP session closed after."""
+    import stripe
+
+    from meter.stripe_client import stripe_client
+
+    http = stripe.AIOHTTPClient()
+    try:
+        yield stripe_client(
+            settings.stripe_api_key or "",
+            api_base=settings.stripe_api_base,
+            meter_events_base=settings.stripe_meter_events_base,
+            http_client=http,
+        )
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]
+
+
 async def _seed_demo(settings: Settings, catalogue: Catalogue) -> None:
     """The catalogue in (emulated) Stripe, as `meter stripe setup` makes it (every start: an
     edited file is applied, an unchanged one changes nothing), and once a demo customer
     subscribed to its `demo_price`; billing learns it all through webhooks."""
     import dataclasses
 
-    import stripe
-
     from meter.billing.stripe_setup import setup_stripe
-    from meter.stripe_client import stripe_client
 
     # No webhook endpoint: the emulator delivers to this API itself.
     catalogue = dataclasses.replace(catalogue, webhook_url=None)
     for change in (await setup_stripe(settings, catalogue)).changes:
         if change.action != "unchanged":
             log.info("stripe emulator: %s", change)
-    http = stripe.AIOHTTPClient()
-    client = stripe_client(
-        settings.stripe_api_key or "",
-        api_base=settings.stripe_api_base,
-        meter_events_base=settings.stripe_meter_events_base,
-        http_client=http,
-    )
-    try:
+    async with _emulator_client(settings) as client:
         found = await client.v1.customers.search_async(
             {"query": f"metadata['meter_customer']:'{DEMO_CUSTOMER}'"}
         )
@@ -258,35 +269,21 @@ async def _seed_demo(settings: Settings, catalogue: Catalogue) -> None:
         await client.v1.subscriptions.create_async(
             {"customer": customer.id, "items": [{"price": first.data[0].id}]}
         )
-    finally:
-        await http.close_async()  # type: ignore[no-untyped-call]
 
 
 async def _thin_destination(settings: Settings, url: str) -> str:
     """meter's thin-event destination in the emulator, made anew at each start (the previous
     run's replaced): Stripe shows a destination's signing secret only when it creates it, and
     this run's API must know it to take the meter error reports. Returns the secret."""
-    import stripe
-
     from meter.billing.stripe_setup import DESTINATION_URL, destination_params
-    from meter.stripe_client import stripe_client
 
-    http = stripe.AIOHTTPClient()
-    client = stripe_client(
-        settings.stripe_api_key or "",
-        api_base=settings.stripe_api_base,
-        meter_events_base=settings.stripe_meter_events_base,
-        http_client=http,
-    )
-    destinations = client.v2.core.event_destinations
-    try:
+    async with _emulator_client(settings) as client:
+        destinations = client.v2.core.event_destinations
         for old in (await destinations.list_async({"include": [DESTINATION_URL]})).data:
             if old.webhook_endpoint is not None and old.webhook_endpoint.url == url:
                 await destinations.delete_async(old.id)
         params: Any = destination_params(url)
         created = await destinations.create_async(params)
-    finally:
-        await http.close_async()  # type: ignore[no-untyped-call]
     assert created.webhook_endpoint is not None
     secret = created.webhook_endpoint.signing_secret
     assert secret is not None

@@ -122,10 +122,9 @@ async def measure(
     return Measured(name, n, (after - before) / n, per)
 
 
-async def ingest_layout(
-    redis: Redis, base: Settings, window_s: float, n: int, tag: str
-) -> Measured:
-    settings = base.replace(dedupe_window_s=window_s, redis_prefix=f"{base.redis_prefix}-{tag}")
+async def started_committer(redis: Redis, settings: Settings) -> tuple[Keys, Committer]:
+    """The ingest committer as `meter serve` builds it for `settings` (its dedupe window),
+    started, with no backpressure."""
     keys = Keys(settings.redis_prefix)
     committer = Committer(
         redis,
@@ -134,9 +133,17 @@ async def ingest_layout(
         max_events=settings.commit_max_events,
         high_water=10**12,
         metrics=Metrics(),
-        dedupe_ttl_s=max(1, math.ceil(window_s)),
+        dedupe_ttl_s=max(1, math.ceil(settings.dedupe_window_s)),
     )
     await committer.start()
+    return keys, committer
+
+
+async def ingest_layout(
+    redis: Redis, base: Settings, window_s: float, n: int, tag: str
+) -> Measured:
+    settings = base.replace(dedupe_window_s=window_s, redis_prefix=f"{base.redis_prefix}-{tag}")
+    keys, committer = await started_committer(redis, settings)
     now_ms = int(time.time() * 1000)
     batch = items(settings, keys, make_events(n, now_ms), now_ms)
 
@@ -208,17 +215,7 @@ async def stream_entry_bytes(redis: Redis, base: Settings, n: int, flagged: str)
     "all" or "half" (every other event is an hour old, so flagged under the default window)."""
     window = 1.0 if flagged == "all" else base.dedupe_window_s  # 1 s: every event is flagged
     settings = base.replace(dedupe_window_s=window, redis_prefix=f"{base.redis_prefix}-stream")
-    keys = Keys(settings.redis_prefix)
-    committer = Committer(
-        redis,
-        keys,
-        shards=settings.shards,
-        max_events=settings.commit_max_events,
-        high_water=10**12,
-        metrics=Metrics(),
-        dedupe_ttl_s=max(1, math.ceil(window)),
-    )
-    await committer.start()
+    keys, committer = await started_committer(redis, settings)
     now_ms = int(time.time() * 1000)
     events = make_events(n, now_ms)
     if flagged == "half":

@@ -28,7 +28,7 @@ from .conftest import control
 
 
 async def test_one_unit_per_customer_meter_and_window(stack: Stack, redis: Redis) -> None:
-    meter_id, cus, _ = await split_between_two_subscriptions(
+    meter_id, _, cus, _ = await split_between_two_subscriptions(
         stack, redis, "unique_count", "shared-unit"
     )
     async with stack.billing.connection() as conn:

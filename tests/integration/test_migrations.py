@@ -72,6 +72,8 @@ ALL_TABLES = {
     "meter_dimensions",
     "usage_dimension_combos",
     "meter_price_mappings",
+    # 0020_webhook_events
+    "webhook_events",
 }
 
 

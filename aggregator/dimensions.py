@@ -3,7 +3,9 @@ rules are meter/dimensions.py). Runs inside the caller's fold transaction (docs/
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
@@ -12,7 +14,15 @@ import orjson
 
 from aggregator import queries
 from aggregator.fold import BucketKey
-from meter.dimensions import OTHER, Versions, admit, combination, index_versions
+from meter.dimensions import (
+    OTHER,
+    Versions,
+    admit,
+    combination,
+    index_versions,
+    shared_admission_holds,
+    shared_admissions,
+)
 from meter.events import UsageEvent
 
 log = logging.getLogger(__name__)
@@ -25,6 +35,33 @@ async def dimension_versions(conn: asyncpg.Connection) -> dict[tuple[str, str], 
     """(tenant, meter) → its dimension versions, for meters that have any keys."""
     rows = await conn.fetch(queries.DIMENSION_VERSIONS)
     return index_versions([(r["tenant"], r["meter"], r["effective_from"], r["keys"]) for r in rows])
+
+
+class _Crowded(Exception):
+    """Sets locked shared whose size leaves too little room: they need their lock exclusive."""
+
+    def __init__(self, sets: set[GuardSet]) -> None:
+        super().__init__(f"{len(sets)} set(s) need their lock exclusive")
+        self.sets = sets
+
+
+def _set_key(s: GuardSet) -> str:
+    return "\x1f".join((*s[:4], str(s[4])))
+
+
+async def _lock(
+    conn: asyncpg.Connection, sets: Sequence[GuardSet], exclusive: AbstractSet[GuardSet]
+) -> set[GuardSet]:
+    """Take the lock slots of `sets` (exclusive where a set of the slot is in `exclusive`, else
+    shared) in ascending order; return the sets whose slot was taken shared."""
+    row = await conn.fetchrow(
+        queries.LOCK_GUARD_SETS,
+        queries.DIMENSION_LOCK_CLASS,
+        [_set_key(s) for s in sets],
+        [s in exclusive for s in sets],
+    )
+    assert row is not None
+    return {sets[n - 1] for n in row["shared"]}
 
 
 def guard_set(key: BucketKey) -> GuardSet:
@@ -41,10 +78,15 @@ async def guard(
     wanted: Sequence[tuple[GuardSet, str]],
     limit: int,
     admitted: AbstractSet[tuple[GuardSet, str]] = frozenset(),
+    *,
+    shared: bool = False,
 ) -> dict[tuple[GuardSet, str], str]:
     """The combination each (set, combination) pair is folded under, `wanted` in stream order
     of first events. Admissions are written here, in the caller's transaction. `admitted`:
-    pairs known committed already (a cache: sets only ever grow, so they stay admitted)."""
+    pairs known committed already (a cache: sets only ever grow, so they stay admitted).
+    `shared`: the caller is a flush past its checkpoint compare-and-set (flush.py step 4), so
+    it may take set locks shared (queries.GUARD_STATE counts it among the flushes in flight);
+    anyone else takes them exclusively."""
     distinct = list(dict.fromkeys(wanted))
     unsure = [p for p in distinct if p not in admitted]
     if not unsure:  # the usual case once a worker has seen a customer's combinations
@@ -60,18 +102,42 @@ async def guard(
     known.update(p for n, p in enumerate(unsure, 1) if n not in missing)
     unsure = [p for n, p in enumerate(unsure, 1) if n in missing]
     # The sets of the still unknown pairs are locked (queries.LOCK_GUARD_SETS), then read: what
-    # another shard's flush admitted before our lock is seen now.
-    await conn.fetchval(
-        queries.LOCK_GUARD_SETS,
-        queries.DIMENSION_LOCK_CLASS,
-        ["\x1f".join((*s[:4], str(s[4]))) for s in {s for s, _ in unsure}],
-    )
-    sizes: dict[GuardSet, int] = {}
-    for r in await conn.fetch(queries.GUARD_STATE, _json(unsure)):
-        pair = unsure[r["n"] - 1]
-        sizes[pair[0]] = r["size"]
-        if r["known"]:
-            known.add(pair)
+    # another shard's flush admitted before our lock is seen now. A flush (`shared`) takes a set's
+    # lock shared when it brings at most B new combinations to it, and keeps it so only if the
+    # size read after the lock leaves room for every flush in flight to admit B
+    # (meter.dimensions.shared_admission_holds); otherwise the set's lock is exclusive. Shared
+    # holders do not wait on each other: two lanes folding new combinations of the same
+    # customers no longer serialize on their slots.
+    per_set = Counter(s for s, _ in unsure)
+    sets = list(per_set)
+    bound = shared_admissions(limit)
+    exclusive = {s for s in sets if not shared or per_set[s] > bound}
+    while True:
+        sizes: dict[GuardSet, int] = {}
+        found: set[tuple[GuardSet, str]] = set()
+        try:
+            # A savepoint only when a slot may be taken shared: if a shared set turns out too
+            # full, rolling back to it releases the locks it took, and all are taken again in
+            # ascending order (upgrading a held shared lock could deadlock with another flush).
+            savepoint = len(exclusive) < len(sets)
+            async with conn.transaction() if savepoint else contextlib.nullcontext():
+                shared_sets = await _lock(conn, sets, exclusive)
+                writers = 0
+                for r in await conn.fetch(queries.GUARD_STATE, _json(unsure)):
+                    pair = unsure[r["n"] - 1]
+                    sizes[pair[0]] = r["size"]
+                    writers = r["writers"]
+                    if r["known"]:
+                        found.add(pair)
+                crowded = {
+                    s for s in shared_sets if not shared_admission_holds(sizes[s], writers, limit)
+                }
+                if crowded:
+                    raise _Crowded(crowded)
+            break
+        except _Crowded as e:
+            exclusive |= e.sets
+    known |= found
     decided, new = admit(distinct, known, sizes, limit)
     if new:
         await conn.execute(queries.ADMIT_COMBOS, _json(new))
@@ -84,11 +150,13 @@ async def with_dimensions(
     versions: dict[tuple[str, str], Versions],
     limit: int,
     admitted: set[tuple[GuardSet, str]] | None = None,
+    *,
+    shared: bool = False,
 ) -> tuple[list[tuple[BucketKey, UsageEvent]], int, list[tuple[GuardSet, str]]]:
     """`pairs` with each bucket key carrying its event's folded combination, how many events
     went to `_other`, and the (set, combination) pairs admitted once the caller commits (for
     its cache `admitted`, which it must only grow after that commit). Events of meters without
-    dimensions keep their key as it is."""
+    dimensions keep their key as it is. `shared`: as `guard` takes it."""
     if not versions:
         return pairs, 0, []
     # Optimisation: per event only dictionary lookups. The combination text is built once per
@@ -120,7 +188,9 @@ async def with_dimensions(
         combos.append(c)
     if not wanted:
         return pairs, 0, []
-    decided = await guard(conn, wanted, limit, admitted if admitted is not None else frozenset())
+    decided = await guard(
+        conn, wanted, limit, admitted if admitted is not None else frozenset(), shared=shared
+    )
     folded_keys: dict[tuple[BucketKey, str], BucketKey] = {}
     out: list[tuple[BucketKey, UsageEvent]] = []
     other = 0

@@ -193,9 +193,16 @@ async def flush_shard(
         # 5b. Each event's combination of dimension values, through the cardinality guard: its
         #     admissions are written here, in this transaction, so they commit or roll back with
         #     the buckets; a replay decides again from the same committed sets and the same
-        #     entries in the same order, hence the same way (docs/dimensions.md).
+        #     entries in the same order, hence the same way (docs/dimensions.md). Past step 4,
+        #     this flush is the one in flight on its stream, which is what lets it take the
+        #     guard's set locks shared (aggregator/dimensions.py guard).
         pairs, other, admitted = await with_dimensions(
-            conn, pairs, await dimension_versions(conn), dimension_limit, admitted_combos
+            conn,
+            pairs,
+            await dimension_versions(conn),
+            dimension_limit,
+            admitted_combos,
+            shared=True,
         )
         # 6. Stage the batch with COPY, then write to the raw log only the events whose key
         #    Postgres has never seen; the statement returns the others, the duplicates. With the

@@ -247,23 +247,38 @@ SELECT u.n FROM {_GUARD_INPUT}
 WHERE NOT EXISTS (
     SELECT 1 FROM usage_dimension_combos c WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims)
 """
-# Admission into a set is serialized per set, so that concurrent flushes of two shards cannot
+# Admission into a set is guarded per set, so that concurrent flushes of two shards cannot
 # both take its last slot: each set hashes to one of GUARD_LOCK_SLOTS two-int4 advisory locks
 # under their own class id, taken in ascending order (one order for every flush: no deadlock,
-# whatever sets collide) and held to commit. A bounded number of slots bounds the locks one
-# transaction holds, whatever the batch: Postgres' lock table is shared and fixed in size
-# (max_locks_per_transaction × connections), and a lock per set could exhaust it.
+# whatever sets collide and in whatever mode) and held to commit. A bounded number of slots bounds
+# the locks one transaction holds, whatever the batch: Postgres' lock table is shared and fixed in
+# size (max_locks_per_transaction × connections), and a lock per set could exhaust it.
+# $2: the sets' keys, $3: whether the set needs its slot exclusively; a slot is taken exclusively
+# if any of its sets needs it, else shared (meter.dimensions.shared_admission_holds says when a
+# shared one is enough). Returns the numbers (from 1, in $2's order) of the sets whose slot was
+# taken shared. Both subqueries run once; the second takes no lock, so their order is free.
 DIMENSION_LOCK_CLASS = 0x6D64  # "md"
 GUARD_LOCK_SLOTS = 256
+_GUARD_KEYS = f"""(
+    SELECT a.n, hashtext(a.k) & {GUARD_LOCK_SLOTS - 1} AS slot, a.x
+    FROM unnest($2::text[], $3::bool[]) WITH ORDINALITY AS a(k, x, n)
+)"""
 LOCK_GUARD_SETS = f"""
-SELECT count(pg_advisory_xact_lock($1::int, slot))
-FROM (
-    SELECT DISTINCT hashtext(k) & {GUARD_LOCK_SLOTS - 1} AS slot FROM unnest($2::text[]) AS a(k)
-    ORDER BY slot
-) s
+WITH k AS MATERIALIZED {_GUARD_KEYS},
+s AS MATERIALIZED (SELECT slot, bool_or(x) AS exclusive FROM k GROUP BY slot)
+SELECT
+    (SELECT count(CASE WHEN exclusive THEN pg_advisory_xact_lock($1::int, slot)
+                       ELSE pg_advisory_xact_lock_shared($1::int, slot) END)
+     FROM (SELECT * FROM s ORDER BY slot) o) AS held,
+    (SELECT coalesce(array_agg(k.n), '{{}}') FROM k JOIN s USING (slot) WHERE NOT s.exclusive)
+        AS shared
 """
 # After the lock: for each pair, whether it is admitted already and the size of its set (one
-# count per distinct set, not per pair).
+# count per distinct set, not per pair), and N, the bound on the flushes in flight that
+# shared_admission_holds takes: the checkpoint rows. A flush past its checkpoint compare-and-set
+# (flush.py step 4) holds its own row's lock to commit, so two in flight never share a row, and
+# that row was committed before its guard read (read_checkpoint): every flush holding a set lock
+# at this read has its row counted here. Re-attribution never overlaps a flush (the fold lock).
 GUARD_STATE = f"""
 WITH u AS (SELECT * FROM {_GUARD_INPUT}),
 sets AS (
@@ -275,7 +290,8 @@ sets AS (
 )
 SELECT u.n, sets.size,
     EXISTS (SELECT 1 FROM usage_dimension_combos c
-            WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims) AS known
+            WHERE {_GUARD_SET_MATCH} AND c.dims = u.dims) AS known,
+    (SELECT count(*) FROM stream_checkpoints) AS writers
 FROM u JOIN sets USING (tenant, customer, meter, item, period_ms)
 """
 ADMIT_COMBOS = f"""

@@ -138,6 +138,25 @@ def admit(
     return out, new
 
 
+def shared_admissions(limit: int) -> int:
+    """B: the most new combinations a flush may admit into one set under a *shared* set lock.
+    A function of the limit alone, so every flush bounds every other one alike."""
+    return max(1, limit // 64)
+
+
+def shared_admission_holds(size: int, writers: int, limit: int) -> bool:
+    """Whether a flush holding its set's lock shared may admit (up to `shared_admissions`) into
+    a set of `size` combinations read after taking that lock, with `writers` (N) bounding the
+    flushes in flight; else the set's lock must be taken exclusively.
+
+    Sound: at any commit take, among the committed flushes that admitted into the set, R the one
+    that read its size last. Every admission committed after R's read is of a flush that held
+    the set's lock at that read (it took the lock before its own, earlier, read and holds it to
+    commit): none if R held it exclusively; else only shared holders, at most N of them with R,
+    each admitting at most B. So the set holds at most size_R + N·B ≤ limit."""
+    return size + writers * shared_admissions(limit) <= limit
+
+
 def check_effective_from(when: dt.datetime, now: dt.datetime) -> dt.datetime:
     """A change's start: never in the past, so that no usage already folded (and perhaps
     billed) is meant to have another combination. InvalidRequest otherwise."""

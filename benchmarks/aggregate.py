@@ -17,7 +17,8 @@ times, each as its own process the way an operator runs it, on a fresh database 
 With `--dimensions` it measures dimensions instead (docs/dimensions.md): every event carries
 `model` and `region` properties of 10 values each, and the same events are aggregated with no
 dimensions declared and with every meter broken down by both keys (up to 100 combinations per
-customer, meter and period, under the default guard of 1,000), interleaved in one run: each a
+customer, meter and period, under the default guard of 1,000), the values drawn uniformly (the
+worst case) and Zipf-like (s = 1.2: a few values dominate), interleaved in one run: each a
 cold drain into a fresh database, then the steady state, the same usage under other event ids
 into the database the drain left (every bucket and combination known), each in a new process.
 
@@ -26,9 +27,9 @@ Events/s is events / wall time of the process (interpreter start included). The 
 of events in the latest hour and 10 % late, over the 23 hours before it.
 
 Needs Postgres + Redis: METER_DATABASE_URL / METER_REDIS_URL when set, else 127.0.0.1:5432
-(database `test`) and 127.0.0.1:6379. It makes its own database `meter_bench_aggregate` (anew
-for every run; not `meter_bench`, so that it can run next to `make bench-ingest`) and Redis key
-prefixes, and removes its Redis keys afterwards.
+(database `test`) and 127.0.0.1:6379. It makes its own database `meter_bench_aggregate` (or
+`$BENCH_DATABASE`; anew for every run; not `meter_bench`, so that it can run next to `make
+bench-ingest`) and Redis key prefixes, and removes its Redis keys afterwards.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ from meter.migrate import migrate
 from meter.redis_keys import Keys, shard_of
 
 HERE = Path(__file__).resolve().parent
-DATABASE = "meter_bench_aggregate"
+# BENCH_DATABASE names another database, for runs side by side.
+DATABASE = os.environ.get("BENCH_DATABASE", "meter_bench_aggregate")
 TENANT = "bench"
 HOUR_MS = 3_600_000
 READ_BATCH = 5000
@@ -95,6 +97,25 @@ def database_urls() -> tuple[str, str]:
 
 
 DIMENSION_VALUES = 10
+RANKS = range(DIMENSION_VALUES)
+
+
+def _cumulative(weights: list[float]) -> list[float]:
+    out, total = [], 0.0
+    for w in weights:
+        total += w
+        out.append(total)
+    return out
+
+
+# How each key's 10 values are drawn (cumulative weights by rank): uniform, the worst case for
+# the number of buckets, and Zipf-like with s = 1.2, as "tokens by model" traffic is (a few
+# values dominate: the first takes 41 %, the first three 69 %).
+ZIPF_S = 1.2
+DISTRIBUTIONS = {
+    "uniform": _cumulative([1.0] * DIMENSION_VALUES),
+    "zipf": _cumulative([1 / (k + 1) ** ZIPF_S for k in RANKS]),
+}
 
 
 def generate(
@@ -102,17 +123,23 @@ def generate(
     n: int,
     shards: int,
     seed: int = 1,
-    dimensions: bool = False,
+    dimensions: str | None = None,
     id_prefix: str = "evt_",
     now: int | None = None,
 ) -> list[list[str]]:
     """The stream payloads of n events, per shard, as ingest would have appended them. The same
     seed with another `id_prefix` gives the same usage (customers, meters, times, properties)
     under other event ids, given the same `now` (unix ms; default: the current time).
+    `dimensions`: every event carries `model` and `region` values drawn from DISTRIBUTIONS[it],
+    from a generator of their own, so the rest of the usage is the same for either one.
 
     Kept as str (XADD sends the same UTF-8 bytes): a million orjson output buffers held at once
     cost ~3 KB each in memory, an exactly-sized str ~160 bytes."""
     rng = random.Random(seed)
+    values = random.Random(seed + 1)
+    weights = DISTRIBUTIONS[dimensions] if dimensions else None
+    models = [f"m{i}" for i in RANKS]
+    regions = [f"r{i}" for i in RANKS]
     now = int(time.time() * 1000) if now is None else now
     latest = now // HOUR_MS * HOUR_MS  # the current hour: events up to now
     per_shard: list[list[str]] = [[] for _ in range(shards)]
@@ -136,10 +163,10 @@ def generate(
             received_at_ms=now,
             properties=(
                 {
-                    "model": f"m{rng.randrange(DIMENSION_VALUES)}",
-                    "region": f"r{rng.randrange(DIMENSION_VALUES)}",
+                    "model": values.choices(models, cum_weights=weights)[0],
+                    "region": values.choices(regions, cum_weights=weights)[0],
                 }
-                if dimensions
+                if weights
                 else {"model": rng.choice(("small", "large"))}
                 if meter == "tokens"
                 else None
@@ -455,36 +482,49 @@ def main() -> int:
 
 
 def dimensions_main(args: argparse.Namespace) -> int:
-    """The same events aggregated without and with 2 dimension keys × 10 values, interleaved."""
+    """The same events aggregated without and with 2 dimension keys × 10 values (uniform and
+    Zipf-like), interleaved."""
     admin, bench = database_urls()
     redis_url = os.environ.get("METER_REDIS_URL", "redis://127.0.0.1:6379/0")
     redis = Redis.from_url(redis_url)
     aggregate = [sys.executable, "-m", "meter", "aggregate", "--once"]
+    # (label, distribution of the values, environment). The baseline aggregates the uniform
+    # events with no dimension declared: the values are only stored, the same bytes either way.
     runs = [
-        ("no dimensions", aggregate, {}),
-        ("2 keys × 10 values", aggregate, {"BENCH_DIMENSIONS": "1"}),
+        ("no dimensions", "uniform", {}),
+        ("2 keys × 10 values, uniform", "uniform", {"BENCH_DIMENSIONS": "1"}),
+        (f"2 keys × 10 values, Zipf {ZIPF_S}", "zipf", {"BENCH_DIMENSIONS": "1"}),
     ]
     spread = SPREADS["realistic"]
-    print(f"dimensions: {spread.describe()}: generating 2 × {args.events:,} events", flush=True)
+    print(f"dimensions: {spread.describe()}: generating 4 × {args.events:,} events", flush=True)
     now = int(time.time() * 1000)
-    per_shard = generate(spread, args.events, args.shards, dimensions=True, now=now)
-    # The same usage under other ids: after the cold drain every combination is known.
-    again = generate(
-        spread, args.events, args.shards, dimensions=True, id_prefix="evt_again_", now=now
-    )
+    # Per distribution, the cold drain's events and the same usage under other ids: after the
+    # cold drain every combination is known.
+    events = {
+        (name, fresh): generate(
+            spread,
+            args.events,
+            args.shards,
+            dimensions=name,
+            id_prefix="evt_" if fresh else "evt_again_",
+            now=now,
+        )
+        for name in DISTRIBUTIONS
+        for fresh in (True, False)
+    }
     results: list[Result] = []
-    rounds: list[tuple[float, float]] = []  # (cold, steady) ratio of each round
+    rounds: list[dict[tuple[str, bool], float]] = []  # seconds of each (label, cold) of a round
     try:
         for _ in range(args.repeat):
             seconds: dict[tuple[str, bool], float] = {}
-            for label, command, extra_env in runs:
-                for fresh, events in ((True, per_shard), (False, again)):
+            for label, distribution, extra_env in runs:
+                for fresh in (True, False):
                     result = run_once(
                         label,
                         spread if fresh else STEADY,
-                        events,
+                        events[(distribution, fresh)],
                         shards=args.shards,
-                        command=command,
+                        command=aggregate,
                         extra_env=extra_env,
                         admin=admin,
                         bench=bench,
@@ -494,12 +534,7 @@ def dimensions_main(args: argparse.Namespace) -> int:
                     )
                     results.append(result)
                     seconds[(label, fresh)] = result.seconds
-            rounds.append(
-                (
-                    seconds[(runs[1][0], True)] / seconds[(runs[0][0], True)],
-                    seconds[(runs[1][0], False)] / seconds[(runs[0][0], False)],
-                )
-            )
+            rounds.append(seconds)
     finally:
         redis.close()
     print()
@@ -511,14 +546,17 @@ def dimensions_main(args: argparse.Namespace) -> int:
         for label, _, _ in runs:
             r = best(results, label, name)
             print(
-                f"  {name:<9} {r.label:<22} {r.eps:>10,.0f} events/s {r.seconds:>8.2f} s"
+                f"  {name:<9} {r.label:<28} {r.eps:>10,.0f} events/s {r.seconds:>8.2f} s"
                 f" {r.buckets or 0:>9,} buckets {r.upserts or 0:>10,} upserts"
             )
-    for i, (cold, steady) in enumerate(rounds, 1):
-        print(
-            f"round {i}: with dimensions {cold:.2f}x the time without (cold),"
-            f" {steady:.2f}x (steady)"
-        )
+    base = runs[0][0]
+    for i, seconds in enumerate(rounds, 1):
+        for label, _, _ in runs[1:]:
+            print(
+                f"round {i}: {label}: {seconds[(label, True)] / seconds[(base, True)]:.2f}x"
+                f" the time without (cold), {seconds[(label, False)] / seconds[(base, False)]:.2f}x"
+                " (steady)"
+            )
     return 0
 
 

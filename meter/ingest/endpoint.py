@@ -128,23 +128,20 @@ def _refuse_blocked(
 ) -> tuple[list[Item], list[UsageEvent], list[int]]:
     """Turn the events of blocked (customer, meter) pairs into `over_limit` rejections: those
     before the block's end (an event of the next period is its usage, not this one's)."""
-    kept: list[Item] = []
-    kept_events: list[UsageEvent] = []
-    kept_slots: list[int] = []
-    refused = 0
-    for item, event, slot in zip(items, events, slots, strict=True):
+    refused: dict[int, Block] = {}
+    for n, event in enumerate(events):
         entry = blocked.get(event.customer + SEPARATOR + event.meter)
         if entry is not None and now_ms < entry.until_ms and event.timestamp_ms < entry.until_ms:
-            message = limits_refusal(entry, event.customer, event.meter)
-            results[slot] = _rejected(Rejection(OVER_LIMIT, message, event.id))
-            refused += 1
-            continue
-        kept.append(item)
-        kept_events.append(event)
-        kept_slots.append(slot)
-    if refused:
-        reasons[OVER_LIMIT] = reasons.get(OVER_LIMIT, 0) + refused
-    return kept, kept_events, kept_slots
+            refused[n] = entry
+    if not refused:  # the common case: the lists stay as they are
+        return items, events, slots
+    for n, entry in refused.items():
+        event = events[n]
+        message = limits_refusal(entry, event.customer, event.meter)
+        results[slots[n]] = _rejected(Rejection(OVER_LIMIT, message, event.id))
+    reasons[OVER_LIMIT] = reasons.get(OVER_LIMIT, 0) + len(refused)
+    kept = [n for n in range(len(events)) if n not in refused]
+    return [items[n] for n in kept], [events[n] for n in kept], [slots[n] for n in kept]
 
 
 # Outside strict mode the known-names lookup only adds warnings: it never holds ingest longer.

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -30,7 +31,9 @@ from redis import Redis
 
 from meter import auth
 from meter.embedded import free_port, wait_for_port
+from meter.limits import REFRESH_S, field
 from meter.migrate import migrate
+from meter.redis_keys import Keys
 
 HERE = Path(__file__).resolve().parent
 SIZES = (1, 100, 1000)
@@ -119,6 +122,97 @@ def measure(
     return results
 
 
+def _set_blocks(redis: Redis, prefix: str, count: int) -> None:
+    """`count` hard-limit blocks of tenant `bench` (meter/limits.py) on customers wrk never
+    sends: every event pays the lookup, none is refused, so the work is otherwise the same."""
+    key = Keys(prefix).limits("bench")
+    redis.delete(key)
+    if count:
+        until = int(time.time() * 1000) + 86_400_000
+        value = orjson.dumps({"rule": "bench", "until_ms": until})
+        redis.hset(key, mapping={field(f"blocked_{n}", "api_calls"): value for n in range(count)})
+    time.sleep(2 * REFRESH_S + 0.5)  # every process's copy refreshed
+
+
+def _post_one(port: int, key: str, customer: str) -> str:
+    body = orjson.dumps({"id": uuid.uuid4().hex, "customer": customer, "meter": "api_calls"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/events",
+        data=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return str(orjson.loads(answer.read())["results"][0].get("reason", "accepted"))
+
+
+def enforcement_latency(redis: Redis, prefix: str, port: int, key: str) -> tuple[float, float]:
+    """Seconds from `block` to the first `over_limit`, and to 20 in a row (every process's copy
+    refreshed; requests go to any process)."""
+    customer = f"lat_{uuid.uuid4().hex[:6]}"
+    _post_one(port, key, customer)  # the tenant is in every copy already (wrk ran)
+    started = time.perf_counter()
+    until = int(time.time() * 1000) + 86_400_000
+    value = orjson.dumps({"rule": "latency", "until_ms": until})
+    redis.hset(Keys(prefix).limits("bench"), field(customer, "api_calls"), value)
+    first, streak = 0.0, 0
+    while streak < 20:
+        if _post_one(port, key, customer) == "over_limit":
+            first = first or time.perf_counter() - started
+            streak += 1
+        else:
+            streak = 0
+        time.sleep(0.005)
+    return first, time.perf_counter() - started
+
+
+def measure_limits(
+    workers: int, key: str, seconds: int, env: dict[str, str], sizes: list[int], rounds: int
+) -> tuple[dict[int, list[tuple[float, float]]], list[tuple[float, float]]]:
+    """Per batch size and round, (req/s without blocks, with 1,000 blocks) of one `meter serve`,
+    the two interleaved in alternating order; and the enforcement latency of each round."""
+    port = free_port()
+    prefix = env["METER_REDIS_PREFIX"]
+    redis = Redis.from_url(env["METER_REDIS_URL"])
+    procs = start(
+        [[sys.executable, "-m", "meter", "serve", "--port", str(port), "--workers", str(workers)]],
+        port,
+        env,
+    )
+    ratios: dict[int, list[tuple[float, float]]] = {batch: [] for batch in sizes}
+    latencies: list[tuple[float, float]] = []
+    try:
+        for n in range(rounds):
+            for batch in sizes:
+                # Alternating which goes first (the streams grow, the machine's load drifts).
+                order = (0, 1000) if n % 2 == 0 else (1000, 0)
+                rps = {}
+                for blocks in order:
+                    _set_blocks(redis, prefix, blocks)
+                    wrk(port, batch, key, 2, f"warm{uuid.uuid4().hex[:6]}")
+                    rps[blocks] = wrk(port, batch, key, seconds, uuid.uuid4().hex[:8])["rps"]
+                ratios[batch].append((rps[0], rps[1000]))
+            _set_blocks(redis, prefix, 0)
+            latencies.append(enforcement_latency(redis, prefix, port, key))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+        redis.close()
+    return ratios, latencies
+
+
+def report_limits(
+    ratios: dict[int, list[tuple[float, float]]], latencies: list[tuple[float, float]]
+) -> None:
+    print("hard limits: meter serve without blocks vs with 1,000 blocks of the tenant")
+    print(f"{'batch':>5} {'round':>5} {'req/s none':>10} {'req/s 1000':>10} {'ratio':>6}")
+    for batch, rounds in ratios.items():
+        for n, (none, some) in enumerate(rounds):
+            print(f"{batch:>5} {n:>5} {none:>10.0f} {some:>10.0f} {some / none:>6.3f}")
+    for first, all_ in latencies:
+        print(f"enforcement latency: first over_limit {first:.3f} s, 20 in a row {all_:.3f} s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
@@ -127,6 +221,13 @@ def main() -> int:
         "--sizes", default=",".join(map(str, SIZES)), help="batch sizes, comma-separated"
     )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--limits",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="instead: ingest with and without hard-limit blocks, ROUNDS interleaved rounds",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     if shutil.which("wrk") is None:
@@ -147,6 +248,12 @@ def main() -> int:
     }
     configs = sorted({1, args.workers})
     try:
+        if args.limits:
+            ratios, latencies = measure_limits(
+                args.workers, key, args.seconds, env, sizes, args.limits
+            )
+            report_limits(ratios, latencies)
+            return 0
         runs = {
             workers: measure(workers, key, args.seconds, env, sizes, args.threads)
             for workers in configs

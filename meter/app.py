@@ -23,6 +23,7 @@ from meter.ingest.committer import Committer
 from meter.ingest.endpoint import post_events
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Limits
+from meter.limits import Blocks
 from meter.metrics import Metrics
 from meter.migrate import require_schema
 from meter.openapi import openapi_json
@@ -136,7 +137,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await committer.start()
     log.info("meter serving", extra={"shards": settings.shards})
     try:
-        yield
+        async with Blocks(redis, app[appkeys.KEYS]).running() as blocks:
+            app[appkeys.HARD_LIMITS] = blocks
+            yield
     finally:
         await committer.stop()
         await redis.aclose()

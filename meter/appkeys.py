@@ -13,6 +13,7 @@ from meter.connections import RedisClient
 from meter.ingest.committer import Committer
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Limits
+from meter.limits import Blocks
 from meter.metrics import Metrics
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
@@ -34,6 +35,8 @@ BILLING_RATE_LIMITER = web.AppKey[RateLimiter | None]("billing_rate_limiter")
 COMMITTER = web.AppKey("committer", Committer)
 # Customers and meters billing knows: rejections under METER_STRICT, warnings otherwise.
 KNOWN_NAMES = web.AppKey("known_names", KnownNames)
+# Hard-limit blocks of the tenants this process ingests for (meter/limits.py).
+HARD_LIMITS = web.AppKey("hard_limits", Blocks)
 BILLING = web.AppKey("billing", Billing)
 USAGE_PLANS = web.AppKey("usage_plans", PlanCache)
 # Per tenant: (monotonic time read, its price mappings and dimension versions), meter/usage/api.py.

@@ -52,6 +52,11 @@ class Keys:
         tenant, not once per event."""
         return _dedupe_prefixes(self.prefix, tenant, shards)
 
+    def limits(self, tenant: str) -> str:
+        """The tenant's hard-limit blocks (meter/limits.py): a hash, field `customer\x1fmeter`,
+        value JSON {"rule": id, "until_ms": ms}."""
+        return f"{self.prefix}:limits:{key_part(tenant)}"
+
     def pattern(self) -> str:
         """Glob over every key under this prefix (tests and `meter dev` reset use it)."""
         return f"{self.prefix}:*"
@@ -129,4 +134,17 @@ for j = 1, s do
   out[j] = redis.call('XLEN', stream)
 end
 return out
+"""
+
+
+# meter/limits.py `clear`: deletes the field KEYS[1][ARGV[1]] only if its block is rule ARGV[2]'s,
+# so that a rule lifting its block never lifts another rule's; returns 1 if it deleted.
+CLEAR_LIMIT_SCRIPT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local ok, doc = pcall(cjson.decode, raw)
+if ok and type(doc) == 'table' and tostring(doc['rule']) == ARGV[2] then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
 """

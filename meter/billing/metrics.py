@@ -34,7 +34,8 @@ class BillingMetrics:
             "meter_billing_mrr",
             "Monthly recurring revenue in the currency's minor unit: active and past_due "
             "subscriptions' licensed prices normalised to a month, plus metered items at their "
-            "current projected amount (usage so far extrapolated linearly to the period end).",
+            "current projected amount (usage so far at its average pace to the period end, once "
+            "the period is old enough: meter/pricing/runrate.py).",
             ["currency"],
             registry=r,
             multiprocess_mode="livemax",

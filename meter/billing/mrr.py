@@ -1,7 +1,8 @@
 """Monthly recurring revenue of one subscription item, priced by meter/pricing. Pure.
 
 Licensed items count at their price × quantity; metered items at their projected amount: usage so
-far extrapolated linearly to the period end, priced as the invoice line would be. Amounts are
+far projected to the period end by pricing.project_usage (over the whole elapsed time, once the
+period is old enough), priced as the invoice line would be. Amounts are
 exact Decimal minor units; the caller rounds the per-currency total once, as the engine rounds.
 """
 
@@ -34,8 +35,9 @@ def licensed(price: Price, quantity: Decimal) -> Decimal:
 
 
 def metered(price: Price, used: Decimal, period: Period, now: int) -> Decimal:
-    """A metered item's exact monthly amount: usage so far projected linearly to the period end
-    (whatever the meter's aggregation, as the gauge's help says), priced as the line would be."""
+    """A metered item's exact monthly amount: usage so far projected to the period end at its
+    average pace (whatever the meter's aggregation, as the gauge's help says; none before the
+    period's minimum history), priced as the line would be."""
     # A period voided below zero bills 0 (pricing.price_items), and so projects from 0.
     projected = project_usage(price, max(used, Decimal(0)), period, now).projected_quantity
     return monthly(price, exact_amount(price, projected))

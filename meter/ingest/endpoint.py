@@ -3,9 +3,11 @@
 Order of a request, and why a crash at any point is safe:
   1. authenticate, read and parse the body — nothing written yet; a crash loses nothing the
      client was told about (it gets no response and retries).
-  2. validate every item — pure; rejected items are never written. Then the customers and
-     meters billing does not know: rejected under METER_STRICT, else a warning on the item (a
-     cached, best-effort read that never fails nor holds the request).
+  2. validate every item — pure; rejected items are never written. Then the pairs of customer
+     and meter over a hard limit (meter/limits.py: an in-process copy, no read but a tenant's
+     first), rejected `over_limit`; the customers and meters billing does not know: rejected
+     under METER_STRICT, else a warning on the item (a cached, best-effort read that never
+     fails nor holds the request).
   3. check backpressure — a 503 here has written nothing.
   4. group commit to Redis (dedupe + append, atomic per event) — see committer.py.
   5. respond — only after Redis acknowledged. A crash between 4 and 5 leaves events written but
@@ -36,6 +38,9 @@ from meter.events import UsageEvent
 from meter.ingest.committer import Item, new_item
 from meter.ingest.strict import KnownNames
 from meter.ingest.validation import Rejection, validate
+from meter.limits import REASON as OVER_LIMIT
+from meter.limits import SEPARATOR, Block
+from meter.limits import refusal as limits_refusal
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import may_repeat_forgotten, recent_horizon_ms, tenant_crc
 
@@ -110,6 +115,33 @@ async def _reject_unknown(
         reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
         results[slot] = _rejected(rejection)
     return kept, kept_slots
+
+
+def _refuse_blocked(
+    blocked: dict[str, Block],
+    now_ms: int,
+    items: list[Item],
+    events: list[UsageEvent],
+    slots: list[int],
+    results: list[dict[str, Any]],
+    reasons: dict[str, int],
+) -> tuple[list[Item], list[UsageEvent], list[int]]:
+    """Turn the events of blocked (customer, meter) pairs into `over_limit` rejections: those
+    before the block's end (an event of the next period is its usage, not this one's)."""
+    refused: dict[int, Block] = {}
+    for n, event in enumerate(events):
+        entry = blocked.get(event.customer + SEPARATOR + event.meter)
+        if entry is not None and now_ms < entry.until_ms and event.timestamp_ms < entry.until_ms:
+            refused[n] = entry
+    if not refused:  # the common case: the lists stay as they are
+        return items, events, slots
+    for n, entry in refused.items():
+        event = events[n]
+        message = limits_refusal(entry, event.customer, event.meter)
+        results[slots[n]] = _rejected(Rejection(OVER_LIMIT, message, event.id))
+    reasons[OVER_LIMIT] = reasons.get(OVER_LIMIT, 0) + len(refused)
+    kept = [n for n in range(len(events)) if n not in refused]
+    return [items[n] for n in kept], [events[n] for n in kept], [slots[n] for n in kept]
 
 
 # Outside strict mode the known-names lookup only adds warnings: it never holds ingest longer.
@@ -191,6 +223,15 @@ async def _post_events(request: web.Request) -> web.Response:
             rejection = cast(Rejection, checked)
             reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
             results.append(_rejected(rejection))
+
+    hard_limits = app[appkeys.HARD_LIMITS]
+    blocked = hard_limits.get(tenant)
+    if blocked is None:
+        blocked = await hard_limits.load(tenant)
+    if blocked and to_commit:
+        to_commit, events, slots = _refuse_blocked(
+            blocked, now_ms, to_commit, events, slots, results, reasons
+        )
 
     known = app[appkeys.KNOWN_NAMES]
     if to_commit and settings.strict:

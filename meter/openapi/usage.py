@@ -13,7 +13,44 @@ SCHEMAS: Doc = {
             {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
             {"type": "string", "pattern": "^-?[0-9]{19,}$"},
         ],
-    }
+    },
+    "Projection": {
+        "description": "an item's usage projected to the end of its period "
+        "(meter/pricing/runrate.py): `insufficient_history` (less than max(1 h, 0.5 % of the "
+        "period) elapsed: the usage so far), `trailing_run_rate` (the usage so far plus the "
+        "rate of `window` — the last 23 to 24 whole hours up to now, or the whole elapsed time "
+        "if shorter; for a unique_count meter the whole elapsed time — times the time left), "
+        "`period_ended`, `hold_last_value` / `hold_max_value` (gauges), `fixed_fee` (licensed)",
+        "type": "object",
+        "required": ["method", "quantity", "amount"],
+        "properties": {
+            "method": {
+                "enum": [
+                    "insufficient_history",
+                    "trailing_run_rate",
+                    "period_ended",
+                    "hold_last_value",
+                    "hold_max_value",
+                    "fixed_fee",
+                ]
+            },
+            "window": {
+                "description": "the window the rate was measured over (unix seconds), "
+                "`trailing_run_rate` only",
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["start", "end"],
+                        "properties": {"start": {"type": "integer"}, "end": {"type": "integer"}},
+                    },
+                    {"type": "null"},
+                ],
+            },
+            "elapsed_fraction": {"type": "string"},
+            "quantity": {"type": "string"},
+            "amount": {"oneOf": [ref("Amount"), {"type": "null"}]},
+        },
+    },
 }
 _AMOUNT_OR_NULL = {"oneOf": [ref("Amount"), {"type": "null"}]}
 _INVOICE = {
@@ -113,7 +150,12 @@ def paths() -> Doc:
                                     "type": "array",
                                     "items": {
                                         "type": "object",
-                                        "properties": {"amount": _AMOUNT_OR_NULL},
+                                        "properties": {
+                                            "amount": _AMOUNT_OR_NULL,
+                                            "projection": {
+                                                "oneOf": [ref("Projection"), {"type": "null"}]
+                                            },
+                                        },
                                     },
                                 },
                                 "invoice": _INVOICE,

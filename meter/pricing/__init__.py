@@ -41,11 +41,24 @@ from meter.pricing.model import (
     price_from_stripe,
     tax_rate_from_stripe,
 )
-from meter.pricing.runrate import HOLD_LAST, LINEAR, RunRate, elapsed_fraction, project_usage
+from meter.pricing.runrate import (
+    HOLD_LAST,
+    INSUFFICIENT_HISTORY,
+    PERIOD_ENDED,
+    TRAILING,
+    RunRate,
+    elapsed_fraction,
+    min_history,
+    project_usage,
+    trailing_start,
+    trailing_window,
+)
 
 __all__ = [
     "HOLD_LAST",
-    "LINEAR",
+    "INSUFFICIENT_HISTORY",
+    "PERIOD_ENDED",
+    "TRAILING",
     "BillingScheme",
     "Coupon",
     "Discount",
@@ -78,6 +91,7 @@ __all__ = [
     "in_trial",
     "line_amount",
     "line_taxes",
+    "min_history",
     "paused_invoice_status",
     "price_from_stripe",
     "price_items",
@@ -87,5 +101,7 @@ __all__ = [
     "round_minor",
     "tax_rate_from_stripe",
     "tier_index",
+    "trailing_start",
+    "trailing_window",
     "volume_exact",
 ]

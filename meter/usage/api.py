@@ -40,6 +40,7 @@ from meter.pricing import (
     PricingError,
     add_months,
     project_invoice,
+    trailing_start,
 )
 from meter.usage import groups, params, pending, queries, report, store
 from meter.usage.store import Plan, PlanItem
@@ -181,6 +182,8 @@ async def usage(request: web.Request) -> web.Response:
         app, tenant, request.match_info["id"], wanted, now
     )
     window = None if selection else _window(wanted, now)
+    # The trailing window of the run-rate projections; a past period has nothing left to project.
+    recent_since = trailing_start(now) if wanted == params.CURRENT else None
     freshness: Doc = {"as_of": int(time.time()), "pending_scan_limit": pending.MAX_PENDING_SCAN}
     try:
         read: pending.PendingRead | None = await reads.read(tenant, plan.keys)
@@ -197,7 +200,14 @@ async def usage(request: web.Request) -> web.Response:
             for i, p in selection + [pair for _, sel in others for pair in sel] + gone
             if i.meter is not None
         }
-        asked = store.ItemUsage(tenant, plan.keys, periods, pending.keys_to_check(read))
+        item_meters = {
+            i.id: i.meter
+            for i, _ in selection + [pair for _, sel in others for pair in sel] + gone
+            if i.meter is not None
+        }
+        asked = store.ItemUsage(
+            tenant, plan.keys, periods, pending.keys_to_check(read), item_meters, recent_since
+        )
         snap = await app[appkeys.USAGE_SNAPSHOTS](asked)
         events = (
             [] if read is None else pending.after_checkpoints(read, snap.checkpoints, snap.folded)
@@ -240,13 +250,13 @@ async def usage(request: web.Request) -> web.Response:
     else:
         priced = await _priced_dimensions(app, tenant)
         if priced.mappings:
-            await _split_mapped(app, tenant, plan, selection, snap.by_item, priced)
+            await _split_mapped(app, tenant, plan, selection, snap.by_item, priced, recent_since)
             events = [priced.routed(e) for e in events]
         selections = [selection] + [sel for _, sel in others]
         sources: list[dict[tuple[str, str], list[tuple[str, int]]]] = []
         main, *rest = _every_event_on_each(selections, snap.by_item, gone, sources)
         await _distinct_unions(app, tenant, plan.keys, selections, [main, *rest], sources)
-        doc |= _priced(selection, main, events, now, plan)
+        doc |= _priced(selection, main, events, now, plan, recent_since)
         if breakdown:
             await _add_groups(app, tenant, plan, selection, main, doc["items"], events, breakdown)
         doc["billing_mode"] = plan.billing_mode
@@ -260,7 +270,7 @@ async def usage(request: web.Request) -> web.Response:
             "status": other.status,
             "billing_mode": other.billing_mode,
         }
-        | _priced(sel, tallies, events, now, other)
+        | _priced(sel, tallies, events, now, other, recent_since)
         for (other, sel), tallies in zip(others, rest, strict=False)
     ]
     doc["freshness"] = freshness
@@ -362,6 +372,7 @@ async def _split_mapped(
     selection: Selection,
     by_item: dict[tuple[str, str], Tally],
     priced: PricedDimensions,
+    recent_since: int | None,
 ) -> None:
     """Share a mapped meter's usage between its own item and the items of the mapped prices
     (their Stripe meters' event names), by combination, as the reporter sends it: each item's
@@ -381,10 +392,13 @@ async def _split_mapped(
                 meter,
                 store.ts(period.start),
                 store.ts(period.end),
+                store.ts(period.end if recent_since is None else recent_since),
             )
             parts: dict[str, Tally] = {}
             for r in rows:
-                parts.setdefault(route(r["dims"], meter, maps), Tally()).add_rollups(r)
+                part = parts.setdefault(route(r["dims"], meter, maps), Tally())
+                part.add_rollups(r)
+                part.add_recent(r)
             before = by_item.get((item.id, meter))
             mine = parts.pop(meter, Tally())
             if before is not None:
@@ -515,11 +529,12 @@ def _priced(
     events: list[Any],
     now: int,
     plan: Plan,
+    recent_since: int | None = None,
 ) -> Doc:
     """The items and invoices of one subscription's selection, priced with its discounts and
     tax rates, and as its trial, cancellation and paused collection make Stripe bill them."""
     discounts, tax_rates = plan.discounts, plan.tax_rates
-    report.fold_pending(selection, tallies, events)
+    report.fold_pending(selection, tallies, events, recent_since)
     metered = [(i, p) for i, p in selection if i.metered] or selection
     # A canceled subscription's final invoice ends at the cancel; any other bills the item's
     # whole current period, also when its price started inside it.

@@ -112,21 +112,27 @@ FOLDED_KEYS = "SELECT key FROM usage_event_keys WHERE key = ANY($1::bytea[])"
 # `carried` value (others null) take it out of the period it came from and add it to the period
 # whose invoice bills it (the one holding its timestamp), so a period's quantity is what its invoice
 # bills.
+# Rows with `recent_count` set are the usage of an item's meter in buckets starting at or after
+# `w` (its trailing window, pricing.trailing_start): at most 24 buckets per combination, read on
+# the bucket key (tenant, customer, meter, item, bucket_start), for the run-rate projection.
 # Optimisation: JSON, not five arrays: asyncpg's check of every element of an array parameter is
 # slow (docs/performance.md).
 ITEM_SNAPSHOT = """
 SELECT NULL::int AS request, NULL::text AS item, NULL::text AS meter, c.stream, c.last_id,
     NULL::bigint AS event_count, NULL::numeric AS value_sum, NULL::numeric AS value_max,
     NULL::bigint AS unique_count, NULL::numeric AS last_value, NULL::timestamptz AS last_at,
-    NULL::text AS last_event_id, NULL::numeric AS carried, NULL::bytea AS folded
+    NULL::text AS last_event_id, NULL::numeric AS carried, NULL::bytea AS folded,
+    NULL::bigint AS recent_count, NULL::numeric AS recent_sum
 FROM stream_checkpoints c WHERE c.stream = ANY($1::text[])
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k.key
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, k.key, NULL,
+    NULL
 FROM usage_event_keys k WHERE k.key = ANY($3::bytea[])
 UNION ALL
 SELECT q.n, q.i, r.meter, NULL, NULL, r.event_count, r.value_sum, r.value_max,
-    r.unique_count, r.last_value, r.last_at, r.last_event_id, NULL, NULL
-FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
+    r.unique_count, r.last_value, r.last_at, r.last_event_id, NULL, NULL, NULL, NULL
+FROM json_to_recordset($2::json)
+    AS q(n int, t text, c text, i text, p bigint, e bigint, m text, w bigint)
 CROSS JOIN LATERAL (
     SELECT * FROM usage_totals u
     WHERE u.tenant = q.t AND u.customer = q.c AND u.subscription_item = q.i
@@ -134,8 +140,10 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) r
 UNION ALL
-SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -o.value, NULL
-FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
+SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -o.value, NULL,
+    NULL, NULL
+FROM json_to_recordset($2::json)
+    AS q(n int, t text, c text, i text, p bigint, e bigint, m text, w bigint)
 CROSS JOIN LATERAL (
     SELECT meter, value FROM report_outbox
     WHERE tenant = q.t AND customer = q.c AND subscription_item = q.i
@@ -143,8 +151,10 @@ CROSS JOIN LATERAL (
     OFFSET 0
 ) o
 UNION ALL
-SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.value, NULL
-FROM json_to_recordset($2::json) AS q(n int, t text, c text, i text, p bigint, e bigint)
+SELECT q.n, q.i, o.meter, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, o.value, NULL,
+    NULL, NULL
+FROM json_to_recordset($2::json)
+    AS q(n int, t text, c text, i text, p bigint, e bigint, m text, w bigint)
 CROSS JOIN LATERAL (
     SELECT meter, value FROM report_outbox
     WHERE tenant = q.t AND customer = q.c AND subscription_item = q.i
@@ -152,6 +162,19 @@ CROSS JOIN LATERAL (
         AND carried_from IS NOT NULL
     OFFSET 0
 ) o
+UNION ALL
+SELECT q.n, q.i, q.m, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+    b.recent_count, b.recent_sum
+FROM json_to_recordset($2::json)
+    AS q(n int, t text, c text, i text, p bigint, e bigint, m text, w bigint)
+CROSS JOIN LATERAL (
+    SELECT sum(r.event_count)::bigint AS recent_count, sum(r.value_sum) AS recent_sum
+    FROM usage_rollups r
+    WHERE q.m IS NOT NULL AND q.w IS NOT NULL
+        AND r.tenant = q.t AND r.customer = q.c AND r.meter = q.m AND r.subscription_item = q.i
+        AND r.bucket_start >= to_timestamp(q.w) AND r.period_start = to_timestamp(q.p)
+) b
+WHERE b.recent_count IS NOT NULL
 """
 # The connection that runs ITEM_SNAPSHOT runs nothing else, with these settings. Why: it keeps the
 # plan it made first, and made while usage_totals was small (a new deployment), that plan reads the
@@ -268,10 +291,13 @@ DIMENSION_VERSIONS = """
 SELECT tenant, meter, effective_from, keys FROM meter_dimensions WHERE tenant = $1
 """
 
-# Pricing per dimension: a meter's usage in [$4, $5) per combination, so that each combination's
-# part goes to the item of the price it is mapped to (meter/usage/api.py, docs/dimensions.md).
+# Pricing per dimension: a meter's usage in [$4, $5) per combination (and since $6: recent), so
+# that each combination's part goes to the item of the price it is mapped to (meter/usage/api.py,
+# docs/dimensions.md).
 BY_COMBINATION_IN_WINDOW = f"""
-SELECT r.dims, {_FOLD}
+SELECT r.dims, {_FOLD},
+    coalesce(sum(r.event_count) FILTER (WHERE r.bucket_start >= $6), 0)::bigint AS recent_count,
+    coalesce(sum(r.value_sum) FILTER (WHERE r.bucket_start >= $6), 0) AS recent_sum
 FROM usage_rollups r
 WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
     AND r.bucket_start >= $4 AND r.bucket_start < $5

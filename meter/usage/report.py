@@ -96,15 +96,18 @@ def fold_pending(
     selection: Sequence[tuple[PlanItem, Period]],
     tallies: dict[tuple[str, str], Tally],
     events: Iterable[UsageEvent],
+    recent_since: int | None = None,
 ) -> int:
     """Fold each pending event into every item that bills its meter in its period (Stripe bills
-    a meter event on each item with a price on its meter); returns how many were folded."""
+    a meter event on each item with a price on its meter); returns how many were folded. Those
+    at or after `recent_since` (unix s) count in the trailing window too."""
+    since_ms = None if recent_since is None else recent_since * 1000
     folded = 0
     for event in events:
         billed = False
         for item, period in selection:
             if item.meter == event.meter and in_period(event, period):
-                tallies.setdefault((item.id, event.meter), Tally()).add_event(event)
+                tallies.setdefault((item.id, event.meter), Tally()).add_event(event, since_ms)
                 billed = True
         folded += billed
     return folded
@@ -146,16 +149,20 @@ def next_period(period: Period, item: PlanItem) -> Period:
     return Period(period.end, add_months(period.start, 2 * months))
 
 
-def _run_rate(item: PlanItem, quantity: Decimal, period: Period, now: int) -> RunRate | None:
+def _run_rate(
+    item: PlanItem, quantity: Decimal, period: Period, now: int, recent: Decimal | None
+) -> RunRate | None:
     if item.price is None:
         return None
-    # A period voided below zero bills 0 (pricing.price_items), and so projects from 0.
+    # A period voided below zero bills 0 (pricing.price_items), and so projects from 0; a
+    # window with voids (negative) has no rate to measure: 0.
     rate = project_usage(
         item.price,
         max(quantity, Decimal(0)),
         period,
         now,
         formula=_FORMULA.get(item.aggregation, "sum"),
+        recent=None if recent is None else max(recent, Decimal(0)),
     )
     return rate._replace(method=HOLD_MAX) if item.aggregation == "max" else rate
 
@@ -190,7 +197,7 @@ def item_doc(
         return doc, quantity
     tally = tally or Tally()
     quantity = tally.quantity(item.aggregation)
-    rate = _run_rate(item, quantity, period, now)
+    rate = _run_rate(item, quantity, period, now, tally.recent(item.aggregation))
     doc |= {
         "meter": item.meter,
         "aggregation": item.aggregation,
@@ -204,6 +211,7 @@ def item_doc(
         else {
             "method": rate.method,
             "elapsed_fraction": num(rate.elapsed_fraction),
+            "window": None if rate.window is None else period_doc(rate.window),
             "quantity": num(rate.projected_quantity),
             "amount": rate.projected_amount if usage_charged else 0,
         },

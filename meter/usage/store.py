@@ -278,6 +278,10 @@ class ItemUsage:
     keys: list[str]  # how events may name the customer (Plan.keys)
     periods: dict[str, Period]  # item → period
     check: tuple[bytes, ...] = ()  # usage_event_keys keys to look up (pending.keys_to_check)
+    # For run-rate projections (pricing.trailing_start): each item's meter, and when its usage
+    # counts as recent (unix s); none: no recent usage is read (a period that ended).
+    meters: dict[str, str] | None = None
+    recent_since: int | None = None
 
 
 async def read_item_usage(
@@ -288,7 +292,16 @@ async def read_item_usage(
     only if its id is at or before its stream's checkpoint here (and its key, if it was asked
     about, is among `folded` if any entry of its event is)."""
     elements = [
-        {"n": n, "t": usage.tenant, "c": key, "i": item, "p": period.start, "e": period.end}
+        {
+            "n": n,
+            "t": usage.tenant,
+            "c": key,
+            "i": item,
+            "p": period.start,
+            "e": period.end,
+            "m": None if usage.meters is None else usage.meters.get(item),
+            "w": usage.recent_since,
+        }
         for n, usage in enumerate(wanted)
         for key in usage.keys
         for item, period in usage.periods.items()
@@ -305,7 +318,9 @@ async def read_item_usage(
             checkpoints[row["stream"]] = row["last_id"]
         else:
             tally = by_item[row["request"]].setdefault((row["item"], row["meter"]), Tally())
-            if row["carried"] is None:
+            if row["recent_count"] is not None:
+                tally.add_recent(row)
+            elif row["carried"] is None:
                 tally.add_rollups(row)
             else:
                 tally.add_carried(row["carried"])

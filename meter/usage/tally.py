@@ -28,6 +28,10 @@ class Tally:
     # Delta usage (sum and count meters) the reporter carried into this period from an invoiced
     # one (positive), or out of this one (negative): billed where it was carried.
     carried: Decimal = ZERO
+    # Events and their values since the trailing window's start (pricing.trailing_start), for
+    # the run-rate projection of sum and count meters.
+    recent_events: int = 0
+    recent_total: Decimal = ZERO
 
     def add_rollups(self, row: Any) -> None:
         """Add one row of `queries.ITEM_SNAPSHOT` (a running total) or `USAGE_BY_METER`."""
@@ -36,6 +40,12 @@ class Tally:
         self.unique += int(row["unique_count"])
         self._max(row["value_max"])
         self.add_last(row)
+
+    def add_recent(self, row: Any) -> None:
+        """Add the buckets of the trailing window (`recent_count`, `recent_sum`); their usage is
+        already in the running total."""
+        self.recent_events += int(row["recent_count"])
+        self.recent_total += row["recent_sum"]
 
     def add_carried(self, value: Decimal) -> None:
         """Add usage carried into (positive) or out of (negative) the period."""
@@ -46,10 +56,14 @@ class Tally:
         at_ms = int(row["last_at"].timestamp() * 1000)
         self._last(row["last_value"], (at_ms, row["last_event_id"]))
 
-    def add_event(self, event: UsageEvent) -> None:
+    def add_event(self, event: UsageEvent, recent_since_ms: int | None = None) -> None:
         """Fold one pending event exactly as the aggregator would (unique values excepted: whether
-        a value is new to the period is known only to Postgres, see `report`)."""
+        a value is new to the period is known only to Postgres, see `report`); it is recent if
+        at or after `recent_since_ms`."""
         value = Decimal(event.value)
+        if recent_since_ms is not None and event.timestamp_ms >= recent_since_ms:
+            self.recent_events += 1
+            self.recent_total += value
         self.events += 1
         self.pending += 1
         self.total += value
@@ -64,6 +78,8 @@ class Tally:
         self.total += other.total
         self.unique += other.unique
         self.carried += other.carried
+        self.recent_events += other.recent_events
+        self.recent_total += other.recent_total
         if other.maximum is not None:
             self._max(other.maximum)
         if other.last is not None and other.last_key is not None:
@@ -88,3 +104,12 @@ class Tally:
         if aggregation == "unique_count":
             return Decimal(self.unique)
         return self.total + self.carried
+
+    def recent(self, aggregation: str) -> Decimal | None:
+        """The usage of the trailing window, for a sum or count meter (None otherwise: a distinct
+        count has no per-window part here, and gauges hold their value)."""
+        if aggregation == "count":
+            return Decimal(self.recent_events)
+        if aggregation == "sum":
+            return self.recent_total
+        return None

@@ -13,8 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from meter import limits
 from meter.config import Settings
 from meter.events import UsageEvent
+from meter.redis_keys import Keys
 from meter_client import (
     AuthenticationFailed,
     BatchFailed,
@@ -121,6 +123,25 @@ async def test_rejected_items_are_reported_once_and_never_retried(
     assert (meter.stats.accepted, meter.stats.rejected) == (1, 2)
     assert meter.stats.statuses == {"200": 1}  # one request: rejections are not retried
     assert set(await stored(redis, settings)) == {"ok"}
+
+
+async def test_an_over_limit_item_is_reported_as_rejected_naming_the_rule(
+    client: Client, api_key: str, redis: Redis, settings: Settings
+) -> None:
+    until = int(time.time() * 1000) + 86_400_000
+    keys = Keys(settings.redis_prefix)
+    await limits.block(redis, keys, "acme", "cus_1", "api_calls", rule_id="cap", until_ms=until)
+    rejected: list[RejectedEvent] = []
+    async with MeterClient(
+        base_url(client), api_key, flush_interval=HOUR, on_rejected=rejected.append
+    ) as meter:
+        await meter.record("cus_1", "api_calls", id="over")
+        await meter.record("cus_2", "api_calls", id="fine")
+    assert [(r.id, r.reason) for r in rejected] == [("over", "over_limit")]
+    assert "'cap'" in rejected[0].message
+    assert (meter.stats.accepted, meter.stats.rejected) == (1, 1)
+    assert meter.stats.statuses == {"200": 1}  # not retried
+    assert set(await stored(redis, settings)) == {"fine"}
 
 
 async def test_a_wrong_api_key_is_raised_to_the_caller_and_not_retried(

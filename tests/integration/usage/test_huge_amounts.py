@@ -1,6 +1,7 @@
-"""Amounts never overflow an answer: one valid event of the largest value ingest takes, early in
-a period, projects a run-rate amount past 2^63 minor units; the answer carries it as a decimal
-string, exact, and every amount in the signed 64-bit range stays a JSON integer."""
+"""Amounts never overflow an answer: a batch of events of the largest value ingest takes, early in
+a period (once it is old enough to be extrapolated), projects a run-rate amount past 2^63 minor
+units; the answer carries it as a decimal string, exact, and every amount in the signed 64-bit
+range stays a JSON integer."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ async def test_a_projection_past_int64_is_a_decimal_string_not_a_500(
     client: Client, api_key: str, db: asyncpg.Connection, redis: Redis, settings: Settings
 ) -> None:
     seeded = await seed_plan(db)
-    # The current period began a minute ago: the run rate multiplies by ~43,000.
-    start = int(time.time()) - 60
+    # The current period began 5 hours ago (past its minimum history, 0.5 % of ~29 days): the
+    # run rate multiplies by ~140.
+    start = int(time.time()) - 5 * 3600
     end = seeded.current[1]
     await db.execute(
         "UPDATE subscriptions SET current_period_start = $1 WHERE id = 'sub_c-1'", at(start)
@@ -36,21 +38,23 @@ async def test_a_projection_past_int64_is_a_decimal_string_not_a_500(
         at(start),
         at(end),
     )
-    event = {"id": "big", "customer": "c-1", "meter": "calls", "value": 999999999999999}
-    await post_events(client, api_key, [event | {"timestamp": start + 1}])
+    event = {"customer": "c-1", "meter": "calls", "value": 999999999999999}
+    big = [event | {"id": f"big-{n}", "timestamp": start + 1 + n} for n in range(200)]
+    await post_events(client, api_key, big)
     for pending in (True, False):  # still in the stream, then folded into the rollups
         if not pending:
-            assert await drain(settings, redis) == 1
+            assert await drain(settings, redis) == 200
         status, doc = await get(client, api_key, "/v1/customers/c-1/usage")
         assert status == 200, doc
         [metered] = [i for i in doc["items"] if i["subscription_item"] == "si_m_c-1"]
-        assert metered["quantity"] == "999999999999999"
+        assert metered["quantity"] == str(200 * 999999999999999)
+        assert metered["projection"]["method"] == "trailing_run_rate"
         projected = metered["projection"]["amount"]
         assert isinstance(projected, str), projected
         assert int(projected) > INT64_MAX
         # The exact amount, as the engine computed it: (quantity x rate) in cents.
         rate = Decimal(metered["projection"]["quantity"])
-        assert rate > Decimal(999999999999999) * 1000
+        assert rate > Decimal(200 * 999999999999999) * 100
         assert isinstance(metered["amount"], int)  # within int64: still an integer
         total = doc["projected_invoice"]["total"]
         assert isinstance(total, str)

@@ -53,7 +53,7 @@ async def test_current_usage_is_priced_by_the_engine_and_includes_pending_events
     assert (metered["quantity"], metered["pricing_model"]) == ("157", "tiered_graduated")
     assert metered["amount"] == line_amount(grad, Decimal(157)) == 200 + 300 + 29  # 28.5 rounds up
     assert metered["period"] == {"start": seeded.current[0], "end": seeded.current[1]}
-    assert metered["projection"]["method"] == "linear_run_rate"  # type: ignore[index]
+    assert metered["projection"]["method"] == "trailing_run_rate"  # type: ignore[index]
     licensed = _item(doc, "si_f_c-1")
     assert (licensed["quantity"], licensed["amount"]) == ("3", 6000)
     items = [SubscriptionItem(grad, id="si_m_c-1"), SubscriptionItem(flat, 3, id="si_f_c-1")]

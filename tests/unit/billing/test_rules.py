@@ -170,8 +170,8 @@ def test_mrr_of_a_monthly_price_is_the_engines_line_amount(
     price = price_from_row(row)
     assert line_amount(price, Decimal(quantity)) == expected  # hand-computed from the tiers
     assert round_minor(mrr.licensed(price, Decimal(quantity))) == expected
-    # Half the period gone, half the usage: the full-period amount.
-    half = mrr.metered(price, Decimal(quantity) / 2, Period(0, 100), 50)
+    # Half of a 30-day period gone, half the usage: the full-period amount.
+    half = mrr.metered(price, Decimal(quantity) / 2, Period(0, 2_592_000), 1_296_000)
     assert round_minor(half) == expected
 
 

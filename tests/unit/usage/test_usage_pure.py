@@ -143,12 +143,20 @@ def test_pending_events_go_to_the_item_of_their_meter_and_period() -> None:
 def test_max_meters_hold_their_value_and_closed_periods_project_as_is() -> None:
     doc, projected = report.item_doc(_item("gb", "max"), Period(0, 100), None, now=50)
     assert (doc["projection"]["method"], projected) == (report.HOLD_MAX, 0)
+    hour = 3600
     tally = Tally()
-    tally.add_event(ev("a", "10", 1))
-    doc, projected = report.item_doc(_item("calls"), Period(0, 100), tally, now=25)
+    tally.add_event(ev("a", "10", 1), recent_since_ms=0)
+    # A quarter of an 80-hour period gone, all of it in the trailing window (shorter than a
+    # day): 10 units in 20 hours, 30 more in the 60 left → 40 units.
+    doc, projected = report.item_doc(_item("calls"), Period(0, 80 * hour), tally, now=20 * hour)
     assert (doc["amount"], doc["projection"]["amount"], projected) == (20, 80, 40)
+    assert doc["projection"]["window"] == {"start": 0, "end": 20 * hour}
+    # Before the first hour: no extrapolation.
+    doc, projected = report.item_doc(_item("calls"), Period(0, 80 * hour), tally, now=25)
+    assert (doc["projection"]["method"], projected) == ("insufficient_history", 10)
     doc, projected = report.item_doc(_item("calls"), Period(0, 100), tally, now=500)
     assert doc["projection"]["amount"] == doc["amount"] == 20
+    assert doc["projection"]["method"] == "period_ended"
 
 
 def test_next_period_keeps_the_month_anchor() -> None:

@@ -14,7 +14,7 @@ from meter.auth import authenticate
 from meter.bodies import json_object, read_body
 from meter.connections import acquire
 from meter.errors import InvalidRequest, MeteringError
-from meter.webhooks import endpoints, store
+from meter.webhooks import endpoints, queries, store
 
 ENDPOINTS: Final = "/v1/webhook_endpoints"
 ENDPOINT: Final = ENDPOINTS + "/{id}"
@@ -89,7 +89,7 @@ async def list_endpoints(request: web.Request) -> web.Response:
     limit = _limit(request, 10)
     after = request.query.get("starting_after")
     async with acquire(request.app[appkeys.PG]) as conn:
-        rows = await conn.fetch(store.queries.LIST_ENDPOINTS, tenant, after, limit + 1)
+        rows = await conn.fetch(queries.LIST_ENDPOINTS, tenant, after, limit + 1)
     data = [store.endpoint_doc(r) for r in rows[:limit]]
     return jsonwire.response({"object": "list", "data": data, "has_more": len(rows) > limit})
 
@@ -98,7 +98,7 @@ async def get_endpoint(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     endpoint_id = request.match_info["id"]
     async with acquire(request.app[appkeys.PG]) as conn:
-        row = await conn.fetchrow(store.queries.GET_ENDPOINT, tenant, endpoint_id)
+        row = await conn.fetchrow(queries.GET_ENDPOINT, tenant, endpoint_id)
     if row is None:
         raise _missing(endpoint_id)
     return jsonwire.response(store.endpoint_doc(row))
@@ -168,7 +168,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     if status is not None and status not in DELIVERY_STATUSES:
         raise InvalidRequest(f"`status` is one of {', '.join(DELIVERY_STATUSES)}", param="status")
     async with acquire(request.app[appkeys.PG]) as conn:
-        if await conn.fetchrow(store.queries.GET_ENDPOINT, tenant, endpoint_id) is None:
+        if await conn.fetchrow(queries.GET_ENDPOINT, tenant, endpoint_id) is None:
             raise _missing(endpoint_id)
         rows = await store.deliveries(conn, tenant, endpoint_id, limit=limit + 1, status=status)
     data = [store.delivery_doc(r) for r in rows[:limit]]

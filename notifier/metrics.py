@@ -8,6 +8,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 3 * 86400)
 
 
+OUTCOMES = ("succeeded", "failed")
+RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
+
+
 class NotifierMetrics:
     """Deliveries by outcome, attempts by result, latency from event to delivery, the queue
     (pending deliveries, the oldest one's age, events not fanned out) and disabled endpoints."""
@@ -63,3 +67,8 @@ class NotifierMetrics:
             "Endpoints the notifier disabled because every delivery failed for too long.",
             registry=r,
         )
+        # Every series from the start: rate() and the dashboards see zeros, not gaps.
+        for outcome in OUTCOMES:
+            self.deliveries.labels(outcome)
+        for result in RESULTS:
+            self.attempts.labels(result)

@@ -6,7 +6,8 @@ Crash-safe steps (order matters; `kill -9` anywhere is survived):
      enabled endpoint (ON CONFLICT DO NOTHING), and the cursor moved past them. A crash before
      the commit leaves both as they were; a second notifier skips the step meanwhile.
   2. claim — due deliveries, each by one notifier (FOR UPDATE SKIP LOCKED), committed with the
-     attempt number and a lease (timeout + margin); no transaction stays open while sending.
+     attempt number and a lease covering the batch's sends; no transaction stays open while
+     sending.
   3. send — one signed POST per claim, outside any transaction.
   4. record — in one transaction: the attempt's line, the delivery's state (succeeded, retry at,
      failed), the endpoint's failure streak (and its disabling), fenced by the attempt number.
@@ -42,8 +43,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 FANOUT_BATCH = 500
-# A claim outlives its attempt by this much: a lease never runs out while the POST may still
-# be in flight, so two notifiers never send the same delivery at once.
+# A claim outlives its batch's sends by this much (see `lease_seconds`).
 LEASE_MARGIN_S = 30.0
 USER_AGENT = "meter-webhooks/1"
 SETTLE_POLL_S = 0.05
@@ -69,6 +69,14 @@ class Outcome:
         if self.status_code is not None:
             return f"{self.status_code // 100}xx"
         return "timeout" if self.error == "timeout" else "error"
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim holds its delivery: every send of its batch, `concurrency` at a time,
+    each up to the timeout, and a margin. A claim never runs out while its POST may still be
+    waiting or in flight, so two notifiers never send the same delivery at once."""
+    waves = -(-settings.notifier_batch_size // settings.notifier_concurrency)
+    return waves * settings.notifier_timeout_s + LEASE_MARGIN_S
 
 
 def event_body(

@@ -14,7 +14,7 @@ import orjson
 
 from meter.config import Settings
 from meter.webhooks import events, signing, store
-from notifier.worker import LEASE_MARGIN_S, Notifier
+from notifier.worker import Notifier, lease_seconds
 
 from .conftest import Clock, Receiver, add_endpoint, closed_port_url
 
@@ -153,7 +153,7 @@ async def test_a_notifier_killed_after_sending_sends_again_with_the_same_id(
     async with Notifier(nsettings, clock=clock) as notifier:
         assert await notifier.once() == 0  # leased: nobody sends it meanwhile
         # The lease was taken on the real clock, a little after this test's clock started.
-        clock.advance(nsettings.notifier_timeout_s + LEASE_MARGIN_S + 60)
+        clock.advance(lease_seconds(nsettings) + 60)
         assert await notifier.once() == 1
     assert receiver.ids() == [event_id, event_id]
     assert await delivery_states(db) == [("succeeded", 2)]

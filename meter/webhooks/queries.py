@@ -27,6 +27,11 @@ GET_ENDPOINT = f"""
 SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant = $1 AND id = $2
 """
 
+# Rotation holds the endpoint, so two rotations at once leave one current secret.
+LOCK_ENDPOINT = f"""
+SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant = $1 AND id = $2 FOR UPDATE
+"""
+
 # Newest first, from after the `starting_after` endpoint when given (Stripe's pagination).
 LIST_ENDPOINTS = f"""
 SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints

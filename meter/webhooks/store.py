@@ -47,7 +47,7 @@ async def rotate(
     secret = signing.new_secret()
     expires = now + dt.timedelta(seconds=overlap_s)
     async with conn.transaction():
-        row = await conn.fetchrow(queries.GET_ENDPOINT + " FOR UPDATE", tenant, endpoint_id)
+        row = await conn.fetchrow(queries.LOCK_ENDPOINT, tenant, endpoint_id)
         if row is None:
             return None
         await conn.execute(queries.DROP_EXPIRED_SECRETS, endpoint_id, now)

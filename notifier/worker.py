@@ -117,7 +117,10 @@ class Notifier:
 
     async def __aenter__(self) -> Notifier:
         s = self.settings
-        self._pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=4)
+        # A connection per concurrent send records its outcome without waiting for another's.
+        self._pool = await asyncpg.create_pool(
+            s.database_url, min_size=1, max_size=min(s.notifier_concurrency, 32) + 1
+        )
         try:
             async with acquire(self._pool) as conn:
                 await require_schema(conn)

@@ -1,6 +1,6 @@
 """The `Meter-Signature` header of an outgoing webhook: signing and verifying it. Pure.
 
-The scheme is Stripe's (docs.stripe.com/webhooks/signatures, "Verify signatures manually"):
+The scheme is Stripe's (https://stripe.com/docs/webhooks/signatures#verify-manually):
 `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, one `v1` per secret that signs,
 so a receiver holding either the old or the new secret verifies during a rotation. The
 timestamp is inside the signed text: a replayed request is refused once it is older than the

@@ -462,6 +462,56 @@ PIPELINE = Dashboard(
             ),
         ),
         Row(
+            "Webhooks (notifier)",
+            (
+                ts(
+                    "Deliveries settled/s",
+                    "Webhook deliveries a 2xx settled, and those that failed for good (retried "
+                    "for METER_NOTIFIER_RETRY_FOR, 3 days by default, docs/webhooks.md).",
+                    Target(
+                        f"sum by (outcome) (rate(meter_notifier_deliveries_total[{RATE}]))",
+                        "{{outcome}}",
+                    ),
+                    unit="ops",
+                ),
+                ts(
+                    "Attempts by result",
+                    "HTTP attempts: 2xx, other statuses, timeouts and connection errors.",
+                    Target(
+                        f"sum by (result) (rate(meter_notifier_attempts_total[{RATE}]))",
+                        "{{result}}",
+                    ),
+                    unit="reqps",
+                ),
+                ts(
+                    "Event to delivery",
+                    "From an event's enqueue to its 2xx: seconds normally, hours while an "
+                    "endpoint is down and retries back off.",
+                    *quantiles("meter_notifier_delivery_latency_seconds"),
+                    unit="s",
+                ),
+                ts(
+                    "Queue",
+                    "Deliveries not settled (due or backing off), the oldest one's age, and "
+                    "events not fanned out yet (they wait for older writing transactions).",
+                    Target("max(meter_notifier_pending_deliveries)", "pending"),
+                    Target("max(meter_notifier_oldest_pending_seconds)", "oldest (s)"),
+                    Target("max(meter_notifier_events_not_fanned_out)", "not fanned out"),
+                ),
+                ts(
+                    "Endpoints disabled",
+                    "Endpoints disabled (by their tenant, or by the notifier after every "
+                    "delivery failed for METER_NOTIFIER_DISABLE_AFTER), and the notifier's "
+                    "disablings.",
+                    Target("max(meter_notifier_endpoints_disabled)", "disabled"),
+                    Target(
+                        f"sum(increase(meter_notifier_endpoint_disablings_total[{RATE}]))",
+                        "disabled for failing",
+                    ),
+                ),
+            ),
+        ),
+        Row(
             "Stripe usage",
             (
                 ts(

@@ -30,6 +30,7 @@ from meter.openapi import openapi_json
 from meter.ratelimit import RateLimiter
 from meter.redis_keys import Keys
 from meter.usage import routes as usage_routes
+from meter.webhooks import routes as webhook_routes
 from meter.wiring import usage_upkeep
 
 log = logging.getLogger(__name__)
@@ -178,4 +179,5 @@ def create_app(settings: Settings) -> web.Application:
     )  # after _resources: billing shares its pool
     usage_routes.setup(app)
     meters_api.setup(app)
+    webhook_routes.setup(app)
     return app

@@ -330,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report(sub)
 
+    from notifier.cli import add_parser as add_notify
+
+    add_notify(sub)
+
     add_stripe_parser(sub)
     add_stripe_emulator(sub)
 

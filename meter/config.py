@@ -175,12 +175,30 @@ class Settings:
     reporter_reconcile_interval_s: float = 3600.0
     # Reporter: /metrics port of `meter report` (0: no metrics server).
     reporter_metrics_port: int = 0
+    # Notifier (notifier/, docs/webhooks.md): deliveries claimed per round, sent at once, and
+    # the time one attempt may take (connect to last byte).
+    notifier_batch_size: int = 50
+    notifier_concurrency: int = 8
+    notifier_timeout_s: float = 10.0
+    # Notifier: retries of a failed delivery wait uniformly in [0, min(cap, base·2^n)] (full
+    # jitter) and stop this long after the delivery was created (or redelivered): then failed.
+    notifier_backoff_base_s: float = 30.0
+    notifier_backoff_cap_s: float = 3 * 3600.0
+    notifier_retry_for_s: float = 3 * 86400.0
+    # Notifier: an endpoint whose every attempt has failed for this long (at least
+    # notifier_disable_min_failures of them) is disabled.
+    notifier_disable_after_s: float = 3 * 86400.0
+    notifier_disable_min_failures: int = 5
+    # Notifier: pause between polls when nothing is due; /metrics port of `meter notify`.
+    notifier_poll_interval_s: float = 1.0
+    notifier_metrics_port: int = 0
 
     def __post_init__(self) -> None:
         for name, port in (
             ("METER_METRICS_PORT", self.metrics_port),
             ("METER_AGGREGATOR_METRICS_PORT", self.aggregator_metrics_port),
             ("METER_REPORTER_METRICS_PORT", self.reporter_metrics_port),
+            ("METER_NOTIFIER_METRICS_PORT", self.notifier_metrics_port),
         ):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535 (0: no metrics server)")
@@ -242,6 +260,20 @@ class Settings:
                 "METER_REPORTER_INVOICE_GRACE must be between 0 and 35d (Stripe's meter event"
                 " timestamp window)"
             )
+        if not 1 <= self.notifier_batch_size <= 1000:
+            raise ConfigError("METER_NOTIFIER_BATCH_SIZE must be between 1 and 1000")
+        if not 1 <= self.notifier_concurrency <= 256:
+            raise ConfigError("METER_NOTIFIER_CONCURRENCY must be between 1 and 256")
+        if not 0 < self.notifier_timeout_s <= 60:
+            raise ConfigError("METER_NOTIFIER_TIMEOUT must be > 0 and at most 60s")
+        if not 0 < self.notifier_backoff_base_s <= self.notifier_backoff_cap_s:
+            raise ConfigError(
+                "METER_NOTIFIER_BACKOFF_BASE must be > 0 and at most METER_NOTIFIER_BACKOFF_CAP"
+            )
+        if self.notifier_retry_for_s < 0 or self.notifier_disable_after_s < 0:
+            raise ConfigError("METER_NOTIFIER_RETRY_FOR and METER_NOTIFIER_DISABLE_AFTER: >= 0")
+        if self.notifier_disable_min_failures < 1:
+            raise ConfigError("METER_NOTIFIER_DISABLE_MIN_FAILURES must be at least 1")
         # Dropping raw events still inside the late window would drop their dedupe ids too.
         if self.raw_retention_s < self.late_window_s + 86400.0:
             raise ConfigError("METER_RAW_RETENTION must exceed METER_LATE_WINDOW by at least 1d")
@@ -376,6 +408,28 @@ class Settings:
             ),
             reporter_metrics_port=integer(
                 "METER_REPORTER_METRICS_PORT", base.reporter_metrics_port
+            ),
+            notifier_batch_size=integer("METER_NOTIFIER_BATCH_SIZE", base.notifier_batch_size),
+            notifier_concurrency=integer("METER_NOTIFIER_CONCURRENCY", base.notifier_concurrency),
+            notifier_timeout_s=duration("METER_NOTIFIER_TIMEOUT", base.notifier_timeout_s),
+            notifier_backoff_base_s=duration(
+                "METER_NOTIFIER_BACKOFF_BASE", base.notifier_backoff_base_s
+            ),
+            notifier_backoff_cap_s=duration(
+                "METER_NOTIFIER_BACKOFF_CAP", base.notifier_backoff_cap_s
+            ),
+            notifier_retry_for_s=duration("METER_NOTIFIER_RETRY_FOR", base.notifier_retry_for_s),
+            notifier_disable_after_s=duration(
+                "METER_NOTIFIER_DISABLE_AFTER", base.notifier_disable_after_s
+            ),
+            notifier_disable_min_failures=integer(
+                "METER_NOTIFIER_DISABLE_MIN_FAILURES", base.notifier_disable_min_failures
+            ),
+            notifier_poll_interval_s=duration(
+                "METER_NOTIFIER_POLL_INTERVAL", base.notifier_poll_interval_s
+            ),
+            notifier_metrics_port=integer(
+                "METER_NOTIFIER_METRICS_PORT", base.notifier_metrics_port
             ),
         )
 

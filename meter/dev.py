@@ -4,7 +4,8 @@ One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER
 set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
 this API, and its thin events — meter error reports — through an event destination made at each
-start), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
+start), migrations, the API, the aggregator, the reporter and the notifier (outgoing
+webhooks). It seeds the emulator from a
 catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless --catalogue names
 another), on first start with a demo customer subscribed to its first metered price, and always
 creates a fresh API key, then prints URLs and ready-to-paste curls (the usage one on that price's
@@ -13,9 +14,10 @@ METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a
 summary follows every few seconds. Ctrl-C stops everything.
 
 Every process serves its metrics on a port of its own, as in production (METER_METRICS_PORT for
-the API, METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT, 9100 and 9101 here unless
-set), and every port is checked before anything starts. While it runs, `.meter/dev/env` tells
-`meter` commands in other terminals where everything is (meter/devenv.py).
+the API, METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT /
+METER_NOTIFIER_METRICS_PORT, 9100, 9101 and 9103 here unless set), and every port is checked
+before anything starts. While it runs, `.meter/dev/env` tells `meter` commands in other
+terminals where everything is (meter/devenv.py).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ DEV_DIR = devenv.DEV_DIR
 # production they are off unless set): those of compose.yaml and deploy/prometheus.yml.
 DEV_AGGREGATOR_METRICS_PORT = 9100
 DEV_REPORTER_METRICS_PORT = 9101
+DEV_NOTIFIER_METRICS_PORT = 9103
 # The pipeline summary: at most one line this often, and only when it changed.
 SUMMARY_INTERVAL_S = 5.0
 _DEV_DB = "meter"
@@ -89,6 +92,7 @@ class DevPorts:
     api_metrics: int
     aggregator_metrics: int
     reporter_metrics: int
+    notifier_metrics: int
 
     @classmethod
     def plan(cls, settings: Settings, env: Mapping[str, str], port: int | None) -> DevPorts:
@@ -110,6 +114,11 @@ class DevPorts:
                 settings.reporter_metrics_port,
                 DEV_REPORTER_METRICS_PORT,
             ),
+            notifier_metrics=metrics_port(
+                "METER_NOTIFIER_METRICS_PORT",
+                settings.notifier_metrics_port,
+                DEV_NOTIFIER_METRICS_PORT,
+            ),
         )
 
     def binds(self) -> list[tuple[str, str, str, int]]:
@@ -129,6 +138,12 @@ class DevPorts:
                 self.metrics_host,
                 self.reporter_metrics,
             ),
+            (
+                "the notifier's metrics",
+                "METER_NOTIFIER_METRICS_PORT",
+                self.metrics_host,
+                self.notifier_metrics,
+            ),
         ]
         return [bind for bind in wanted if bind[3]]
 
@@ -138,6 +153,7 @@ class DevPorts:
             "api": self.api_metrics,
             "aggregator": self.aggregator_metrics,
             "reporter": self.reporter_metrics,
+            "notifier": self.notifier_metrics,
         }
         host = self.metrics_host
         return {name: f"http://{host}:{port}/metrics" for name, port in ports.items() if port}
@@ -378,6 +394,7 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
     from meter.metrics import metrics_server
     from meter.stripe_emulator.core import EmulatorConfig
     from meter.stripe_emulator.server import running_emulator
+    from notifier.worker import Notifier
     from reporter.worker import Reporter
 
     stop = stop_on_signals()
@@ -427,17 +444,20 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
         reporter = await stack.enter_async_context(
             Reporter(settings, directory=wiring.customer_directory())
         )
+        notifier = await stack.enter_async_context(Notifier(settings))
         # Each process's metrics on a port of its own, never the API's: as Prometheus scrapes
         # them in production (deploy/prometheus.yml), so dashboards and alerts read the same.
         for registry, metrics_port in (
             (app[appkeys.METRICS].registry, ports.api_metrics),
             (aggregator.metrics.registry, ports.aggregator_metrics),
             (reporter.metrics.registry, ports.reporter_metrics),
+            (notifier.metrics.registry, ports.notifier_metrics),
         ):
             stack.enter_context(metrics_server(settings.metrics_host, metrics_port, registry))
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),
+            asyncio.create_task(notifier.run(stop), name="notifier"),
             asyncio.create_task(
                 _summarize(
                     stop,

@@ -74,6 +74,12 @@ ALL_TABLES = {
     "meter_price_mappings",
     # 0020_webhook_events
     "webhook_events",
+    # 0021_webhook_deliveries
+    "webhook_endpoints",
+    "webhook_endpoint_secrets",
+    "webhook_fanout_cursor",
+    "webhook_deliveries",
+    "webhook_delivery_attempts",
 }
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("meter", "aggregator", "reporter", "benchmarks", "tests")
+SOURCES = ("meter", "aggregator", "reporter", "notifier", "benchmarks", "tests")
 # Distributions of their own: module names count from these directories, not from ROOT.
 OWN_ROOTS = (ROOT / "clients" / "python" / "src",)
-SERVER = ("meter", "aggregator", "reporter")
+SERVER = ("meter", "aggregator", "reporter", "notifier")
 
 # I/O libraries, and the meter modules that reach a database, Redis, HTTP or Stripe.
 IO_LIBRARIES = ("asyncpg", "redis", "aiohttp", "stripe", "httpx", "requests", "socket")
@@ -85,6 +85,22 @@ FORBIDDEN = [
     pytest.param(("aggregator", "reporter"), ("meter.billing",), id="workers-import-billing"),
     pytest.param(("meter.billing",), ("aggregator", "reporter"), id="billing-imports-workers"),
     pytest.param(("meter.ingest",), ("aggregator", "reporter"), id="ingest-imports-workers"),
+    pytest.param(
+        ("notifier",), ("aggregator", "reporter", "meter.billing"), id="notifier-imports-workers"
+    ),
+    # Only the process wiring (the CLI, `meter dev`) starts the notifier.
+    pytest.param(
+        (
+            "aggregator",
+            "reporter",
+            "meter.billing",
+            "meter.ingest",
+            "meter.usage",
+            "meter.webhooks",
+        ),
+        ("notifier",),
+        id="others-import-notifier",
+    ),
     # The client installs without the server and the server runs without the client.
     pytest.param(("meter_client",), SERVER, id="client-imports-server"),
     pytest.param(SERVER, ("meter_client",), id="server-imports-client"),
@@ -114,6 +130,12 @@ def test_pricing_imports_no_io() -> None:
         if _does_io(name)
     )
     assert found == []
+
+
+@pytest.mark.parametrize("pure", ["meter.webhooks.signing", "notifier.schedule"])
+def test_signing_and_retry_timing_import_no_io(pure: str) -> None:
+    assert pure in GRAPH
+    assert sorted(name for name in GRAPH[pure] if _does_io(name)) == []
 
 
 def _may_use_the_emulator(module: str) -> bool:

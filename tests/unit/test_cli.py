@@ -7,7 +7,10 @@ import sys
 
 # What the subcommands need only once they run: the Stripe SDK and aiohttp (billing, emulator),
 # redis and asyncpg (every worker), the aggregator's and reporter's workers.
-HEAVY = ("stripe", "aiohttp", "redis", "asyncpg", "aggregator.worker", "reporter.worker")
+HEAVY = (
+    "stripe", "aiohttp", "redis", "asyncpg", "aggregator.worker", "reporter.worker",
+    "notifier.worker",
+)  # fmt: skip
 
 
 def test_building_the_parser_imports_no_subcommand_dependencies() -> None:
@@ -26,5 +29,5 @@ def test_every_subcommand_is_registered() -> None:
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     assert set(commands) >= {
         "serve", "migrate", "keys", "aggregate", "sync", "report", "reconcile", "usage",
-        "stripe", "stripe-emulator", "dev", "reattribute",
+        "stripe", "stripe-emulator", "dev", "reattribute", "notify", "webhooks",
     }  # fmt: skip

@@ -85,11 +85,42 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_REPORTER_INVOICE_GRACE": "36d"},
         {"METER_DEDUPE_WINDOW": "0"},
         {"METER_LATE_WINDOW": "6h", "METER_DEDUPE_WINDOW": "7h1s"},
+        {"METER_NOTIFIER_TIMEOUT": "61s"},
+        {"METER_NOTIFIER_BACKOFF_BASE": "4h"},  # above the 3h cap
+        {"METER_NOTIFIER_CONCURRENCY": "0"},
+        {"METER_NOTIFIER_DISABLE_MIN_FAILURES": "0"},
+        {"METER_NOTIFIER_METRICS_PORT": "70000"},
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+def test_notifier_settings_from_env() -> None:
+    s = Settings.from_env(
+        {
+            "METER_NOTIFIER_TIMEOUT": "5s",
+            "METER_NOTIFIER_BACKOFF_BASE": "1m",
+            "METER_NOTIFIER_BACKOFF_CAP": "1h",
+            "METER_NOTIFIER_RETRY_FOR": "2d",
+            "METER_NOTIFIER_DISABLE_AFTER": "1d",
+            "METER_NOTIFIER_DISABLE_MIN_FAILURES": "10",
+            "METER_NOTIFIER_BATCH_SIZE": "20",
+            "METER_NOTIFIER_CONCURRENCY": "4",
+            "METER_NOTIFIER_POLL_INTERVAL": "2s",
+            "METER_NOTIFIER_METRICS_PORT": "9103",
+        }
+    )
+    assert (s.notifier_timeout_s, s.notifier_backoff_base_s, s.notifier_backoff_cap_s) == (
+        5.0,
+        60.0,
+        3600.0,
+    )
+    assert (s.notifier_retry_for_s, s.notifier_disable_after_s) == (172800.0, 86400.0)
+    assert (s.notifier_disable_min_failures, s.notifier_batch_size) == (10, 20)
+    assert (s.notifier_concurrency, s.notifier_poll_interval_s) == (4, 2.0)
+    assert s.notifier_metrics_port == 9103
 
 
 def test_settings_are_frozen() -> None:

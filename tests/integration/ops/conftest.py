@@ -168,6 +168,38 @@ async def reporter(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
             stop_process(proc)
 
 
+@pytest.fixture
+async def notifier(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
+    """`meter notify` as a process on this test's database; yields its /metrics URL once it has
+    finished a round (its queue gauges read from Postgres)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "METER_DATABASE_URL": settings.database_url,
+        "METER_NOTIFIER_METRICS_PORT": str(port),
+        "METER_NOTIFIER_POLL_INTERVAL": "0.05",
+    }
+    log = tmp_path / "notify.log"
+    proc = spawn([sys.executable, "-m", "meter", "notify"], log, env)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE_S
+        while True:
+            assert proc.poll() is None, f"meter notify exited:\n{log_tail(log)}"
+            try:
+                text = await fetch_text(url)
+            except aiohttp.ClientConnectionError:
+                text = ""
+            if "meter_notifier_pending_deliveries " in text:
+                break
+            assert loop.time() < deadline, f"notifier not ready:\n{text}\n{log_tail(log)}"
+            await asyncio.sleep(POLL_S)
+        yield url
+    finally:
+        stop_process(proc)
+
+
 def _all_shards_reported(exposition: str, shards: int) -> bool:
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -140,11 +140,19 @@ def test_exported_names_include_type_suffixes_of_empty_families() -> None:
 
 
 async def test_every_metric_in_dashboards_and_alerts_is_exported(
-    client: Client, api_key: str, aggregator: str, reporter: str, prometheus_dir: Path
+    client: Client,
+    api_key: str,
+    aggregator: str,
+    reporter: str,
+    notifier: str,
+    prometheus_dir: Path,
 ) -> None:
     await post_sample_events(client, api_key)
     names = exported(
-        await meter_exposition(client), await fetch_text(aggregator), await fetch_text(reporter)
+        await meter_exposition(client),
+        await fetch_text(aggregator),
+        await fetch_text(reporter),
+        await fetch_text(notifier),
     )
     async with Prometheus(prometheus_dir, scrape={}) as prometheus:
         rules = await prometheus.rules()

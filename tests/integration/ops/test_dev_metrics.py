@@ -42,9 +42,9 @@ async def test_every_dashboard_and_alert_metric_is_on_a_dev_process(
     async with running_dev(env, tmp_path, port) as dev:
         urls = {
             name: dev.env_file[f"METER_DEV_{name}_METRICS_URL"]
-            for name in ("API", "AGGREGATOR", "REPORTER")
+            for name in ("API", "AGGREGATOR", "REPORTER", "NOTIFIER")
         }
-        assert len(set(urls.values())) == 3, urls  # a port per process
+        assert len(set(urls.values())) == 4, urls  # a port per process
         # Accepted, duplicate and rejected events: every ingest series gets samples.
         batch = uuid.uuid4().hex
         events: list[dict[str, Any]] = [

@@ -50,3 +50,11 @@ def test_the_wheel_carries_the_migrations(wheel: Path) -> None:
     expected = {f"meter/_migrations/{p.name}" for p in (ROOT / "migrations").glob("*.sql")}
     assert expected
     assert expected <= names
+
+
+def test_the_wheel_carries_every_process_package(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for package in ("meter", "aggregator", "reporter", "notifier"):
+        assert f"{package}/__init__.py" in names, package
+    assert "notifier/worker.py" in names

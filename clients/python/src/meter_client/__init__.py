@@ -1,4 +1,5 @@
-"""Python client for meter's ingest API.
+"""Python client for meter's ingest API, and verification of the webhooks meter sends
+(`meter_client.webhooks.verify`).
 
     async with MeterClient("http://meter:8080", api_key) as meter:
         await meter.record("cus_42", "api_calls")            # value 1, id and time generated
@@ -8,6 +9,7 @@ Policies (batching, retries, errors, memory) are described in `meter_client.aio`
 meter's docs/client.md.
 """
 
+from meter_client import webhooks
 from meter_client.aio import MeterClient
 from meter_client.results import (
     AuthenticationFailed,
@@ -30,4 +32,5 @@ __all__ = [
     "MeterClientSync",
     "RejectedEvent",
     "RetryPolicy",
+    "webhooks",
 ]

@@ -1,0 +1,95 @@
+"""What a webhook endpoint may be: its URL, the event types it takes, a rotation's overlap. Pure.
+
+Each check raises InvalidRequest naming the field at fault, so a client's mistake is a 400 that
+says what to fix (and the CLI prints the same sentence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from yarl import URL
+
+from meter.errors import InvalidRequest
+from meter.webhooks.events import EVENT_TYPES
+
+MAX_URL_CHARS: Final = 2048
+# A rotated-out secret keeps signing this long by default (Stripe's roll offers up to 7 days).
+DEFAULT_OVERLAP_S: Final = 24 * 3600
+MAX_OVERLAP_S: Final = 7 * 24 * 3600
+WILDCARD: Final = "*"
+
+
+def check_url(value: Any) -> str:
+    """An absolute http(s) URL with a host, without credentials or a fragment."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("`url` is required: an http:// or https:// URL", param="url")
+    if len(value) > MAX_URL_CHARS:
+        raise InvalidRequest(f"`url` is longer than {MAX_URL_CHARS} characters", param="url")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidRequest("`url` must not contain spaces or control characters", param="url")
+    try:
+        url = URL(value)
+        host = url.raw_host
+    except (ValueError, TypeError, UnicodeError):
+        raise InvalidRequest("`url` is not a valid URL", param="url") from None
+    if url.scheme not in ("http", "https"):
+        raise InvalidRequest("`url` must start with http:// or https://", param="url")
+    if not host:
+        raise InvalidRequest("`url` has no host", param="url")
+    if url.user is not None or url.password is not None:
+        raise InvalidRequest("`url` must not hold credentials (user:password@)", param="url")
+    if url.fragment:
+        raise InvalidRequest("`url` must not have a #fragment", param="url")
+    return value
+
+
+def check_event_types(value: Any) -> list[str]:
+    """A non-empty list of known event types (or `*`: every type, now and later), deduplicated
+    in their order."""
+    known = ", ".join(EVENT_TYPES)
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest(
+            f"`enabled_events` is required: a non-empty list of event types ({known}, or *)",
+            param="enabled_events",
+        )
+    types: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or (item not in EVENT_TYPES and item != WILDCARD):
+            shown = repr(item)[:80]
+            raise InvalidRequest(
+                f"`enabled_events[{i}]` {shown} is not an event type: one of {known}, or *",
+                param="enabled_events",
+            )
+        if item not in types:
+            types.append(item)
+    return types
+
+
+def subscribes(enabled_events: Sequence[str], event_type: str) -> bool:
+    return WILDCARD in enabled_events or event_type in enabled_events
+
+
+def check_overlap(value: Any) -> int:
+    """Seconds a rotated-out secret keeps signing: 0 (it stops now) .. 7 days; default 24 h."""
+    if value is None:
+        return DEFAULT_OVERLAP_S
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OVERLAP_S:
+        raise InvalidRequest(
+            f"`expires_in` is whole seconds from 0 to {MAX_OVERLAP_S} (7 days)",
+            param="expires_in",
+        )
+    return value
+
+
+def check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"`{name}` is true or false", param=name)
+    return value
+
+
+def unknown_fields(doc: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown field `{unknown[0][:80]}`", param=unknown[0][:80])

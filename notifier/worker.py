@@ -1,0 +1,321 @@
+"""The notifier process: fan webhook events out to deliveries, send them signed, record each
+attempt (docs/webhooks.md).
+
+Crash-safe steps (order matters; `kill -9` anywhere is survived):
+  1. fan-out — in one transaction: events after the cursor → one delivery row per subscribed,
+     enabled endpoint (ON CONFLICT DO NOTHING), and the cursor moved past them. A crash before
+     the commit leaves both as they were; a second notifier skips the step meanwhile.
+  2. claim — due deliveries, each by one notifier (FOR UPDATE SKIP LOCKED), committed with the
+     attempt number and a lease covering the batch's sends; no transaction stays open while
+     sending.
+  3. send — one signed POST per claim, outside any transaction.
+  4. record — in one transaction: the attempt's line, the delivery's state (succeeded, retry at,
+     failed), the endpoint's failure streak (and its disabling), fenced by the attempt number.
+A crash between 3 and 4 leaves the claim to run out; the delivery is sent again with the same
+event id (at-least-once: receivers dedupe on `id`). Nothing is lost: a delivery leaves
+`pending` only in step 4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import aiohttp
+import asyncpg
+import orjson
+
+from meter.config import Settings
+from meter.connections import acquire
+from meter.crashpoints import Faults
+from meter.migrate import require_schema
+from meter.webhooks import signing
+from notifier import queries, schedule
+from notifier.metrics import NotifierMetrics
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+FANOUT_BATCH = 500
+# A claim outlives its batch's sends by this much (see `lease_seconds`).
+LEASE_MARGIN_S = 30.0
+USER_AGENT = "meter-webhooks/1"
+SETTLE_POLL_S = 0.05
+_MAX_ERROR_CHARS = 300
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status_code: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def result(self) -> str:
+        """The `attempts` metric's label."""
+        if self.status_code is not None:
+            return f"{self.status_code // 100}xx"
+        return "timeout" if self.error == "timeout" else "error"
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim holds its delivery: every send of its batch, `concurrency` at a time,
+    each up to the timeout, and a margin. A claim never runs out while its POST may still be
+    waiting or in flight, so two notifiers never send the same delivery at once."""
+    waves = -(-settings.notifier_batch_size // settings.notifier_concurrency)
+    return waves * settings.notifier_timeout_s + LEASE_MARGIN_S
+
+
+def event_body(
+    event_id: str, event_type: str, tenant: str, created: dt.datetime, data: str
+) -> bytes:
+    """The JSON POSTed: the event, shaped like Stripe's event object."""
+    return orjson.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": event_type,
+            "created": int(created.timestamp()),
+            "tenant": tenant,
+            "data": orjson.loads(data),
+        }
+    )
+
+
+class Notifier:
+    """`async with Notifier(settings) as n: await n.once()` (or `await n.run(stop)`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: NotifierMetrics | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or NotifierMetrics()
+        self.clock = clock or _utcnow
+        self._rng = rng or random.Random()
+        self._faults = faults or Faults()
+        self._pool: asyncpg.Pool | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Notifier:
+        s = self.settings
+        # A connection per concurrent send records its outcome without waiting for another's.
+        self._pool = await asyncpg.create_pool(
+            s.database_url, min_size=1, max_size=min(s.notifier_concurrency, 32) + 1
+        )
+        try:
+            async with acquire(self._pool) as conn:
+                await require_schema(conn)
+        except BaseException:
+            await self._pool.close()
+            raise
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=s.notifier_timeout_s),
+            headers={"User-Agent": USER_AGENT},
+            connector=aiohttp.TCPConnector(limit=s.notifier_concurrency),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "use `async with Notifier(...)`"
+        return self._pool
+
+    async def fan_out(self) -> int:
+        """Step 1: events after the cursor → deliveries; returns events fanned out."""
+        total = 0
+        while True:
+            async with acquire(self.pool) as conn, conn.transaction():
+                cursor = await conn.fetchrow(queries.LOCK_CURSOR)
+                if cursor is None:  # another notifier is fanning out
+                    return total
+                events = await conn.fetch(
+                    queries.EVENTS_AFTER, cursor["xid"], cursor["seq"], FANOUT_BATCH
+                )
+                if not events:
+                    return total
+                await conn.execute(queries.FAN_OUT, [e["id"] for e in events], self.clock())
+                await conn.execute(queries.ADVANCE_CURSOR, events[-1]["xid"], events[-1]["seq"])
+            self.metrics.fanned_out.inc(len(events))
+            total += len(events)
+            if len(events) < FANOUT_BATCH:
+                return total
+
+    async def deliver_due(self) -> int:
+        """Steps 2-4 for one batch of due deliveries; returns deliveries attempted."""
+        s = self.settings
+        lease = s.notifier_timeout_s + LEASE_MARGIN_S
+        claimed = await self.pool.fetch(queries.CLAIM, self.clock(), s.notifier_batch_size, lease)
+        self._faults.hit("after_claim")
+        if not claimed:
+            return 0
+        gate = asyncio.Semaphore(s.notifier_concurrency)
+
+        async def one(row: asyncpg.Record) -> None:
+            async with gate:
+                started = self.clock()
+                outcome = await self._send(row, started)
+                self._faults.hit("after_send")
+                await self._record(row, started, outcome)
+
+        await asyncio.gather(*(one(r) for r in claimed))
+        return len(claimed)
+
+    async def _send(self, row: asyncpg.Record, now: dt.datetime) -> Outcome:
+        """Step 3: one POST; 2xx is success, anything else (redirects too) a failure."""
+        assert self._http is not None
+        body = event_body(
+            row["event_id"], row["type"], row["tenant"], row["event_created"], row["data"]
+        )
+        headers = {
+            "Content-Type": "application/json",
+            signing.HEADER: signing.header(body, row["secrets"], int(now.timestamp())),
+        }
+        try:
+            async with self._http.post(
+                row["url"], data=body, headers=headers, allow_redirects=False
+            ) as response:
+                return Outcome(response.status, None)
+        except TimeoutError:
+            return Outcome(None, "timeout")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return Outcome(None, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+
+    async def _record(self, row: asyncpg.Record, started: dt.datetime, outcome: Outcome) -> None:
+        """Step 4, in one transaction."""
+        s = self.settings
+        now = self.clock()
+        self.metrics.attempts.labels(outcome.result).inc()
+        error = outcome.error
+        if error is None and not outcome.ok:
+            error = f"HTTP {outcome.status_code}"
+        delivery, attempt, endpoint = row["id"], row["attempts"], row["endpoint_id"]
+        disabled = None
+        async with acquire(self.pool) as conn, conn.transaction():
+            await conn.execute(
+                queries.RECORD_ATTEMPT,
+                delivery,
+                attempt,
+                started,
+                now,
+                outcome.status_code,
+                error,
+            )
+            if outcome.ok:
+                settled = await conn.execute(queries.DELIVERED, delivery, attempt, now)
+                if settled.endswith(" 1"):
+                    await conn.execute(queries.ENDPOINT_SUCCEEDED, endpoint)
+                    self.metrics.deliveries.labels("succeeded").inc()
+                    # Clamped: the event's time is Postgres's, `now` this host's.
+                    latency = (now - row["event_created"]).total_seconds()
+                    self.metrics.latency.observe(max(0.0, latency))
+                return
+            retry_at = schedule.next_attempt(
+                now,
+                row["retry_from"],
+                attempt,
+                base=s.notifier_backoff_base_s,
+                cap=s.notifier_backoff_cap_s,
+                retry_for=s.notifier_retry_for_s,
+                rng=self._rng,
+            )
+            settled = await conn.execute(queries.RETRY_OR_FAIL, delivery, attempt, retry_at)
+            if not settled.endswith(" 1"):
+                return  # a newer claim owns the delivery, or it is gone
+            if retry_at is None:
+                self.metrics.deliveries.labels("failed").inc()
+            await conn.execute(queries.ENDPOINT_FAILED, endpoint, now)
+            disabled = await conn.fetchrow(
+                queries.DISABLE_FAILING,
+                endpoint,
+                now,
+                s.notifier_disable_after_s,
+                s.notifier_disable_min_failures,
+            )
+        if disabled is not None:
+            self.metrics.disablings.inc()
+            log.warning(
+                "webhook endpoint disabled: every delivery to it failed for too long; it gets "
+                "no deliveries until its tenant enables it again",
+                extra={
+                    "endpoint": endpoint,
+                    "tenant": disabled["tenant"],
+                    "url": disabled["url"],
+                    "reason": disabled["disabled_reason"],
+                },
+            )
+
+    async def refresh_gauges(self) -> None:
+        row = await self.pool.fetchrow(queries.GAUGES, self.clock())
+        assert row is not None
+        self.metrics.pending.set(row["pending"])
+        self.metrics.oldest_pending.set(float(row["oldest_s"]))
+        self.metrics.unfanned.set(row["unfanned"])
+        self.metrics.endpoints_disabled.set(row["disabled"])
+
+    async def round(self) -> int:
+        """Fan out, then deliver every batch due now; returns deliveries attempted."""
+        await self.fan_out()
+        return await self._deliver_all()
+
+    async def _deliver_all(self) -> int:
+        attempted = 0
+        while n := await self.deliver_due():
+            attempted += n
+        await self.refresh_gauges()
+        return attempted
+
+    async def once(self, settle_s: float = 10.0) -> int:
+        """Fan out the events committed so far, then deliver what is due now (deliveries
+        backing off are left for later); returns deliveries attempted. An event waits for every
+        older writing transaction to end (queries.EVENTS_AFTER): up to `settle_s` is given to
+        them, so that `--once` does not leave behind what was enqueued just before it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle_s
+        while True:
+            await self.fan_out()
+            if not await self.pool.fetchval(queries.NOT_FANNED_OUT) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(SETTLE_POLL_S)
+        return await self._deliver_all()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until `stop`, pausing when nothing was due."""
+        while not stop.is_set():
+            try:
+                attempted = await self.round()
+            except (OSError, asyncpg.PostgresError):
+                log.exception("notifier round failed; retrying")
+                attempted = 0
+            if not attempted:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.notifier_poll_interval_s)

@@ -1,0 +1,289 @@
+"""The notifier end to end, against a local receiver: signed, at least once, retried, never two
+senders of one delivery at once, endpoints disabled after failing for long, secrets rotated."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections import Counter
+
+import asyncpg
+import orjson
+
+from meter.config import Settings
+from meter.webhooks import events, signing, store
+from notifier.worker import Notifier, lease_seconds
+
+from .conftest import Clock, Receiver, add_endpoint, closed_port_url
+
+
+async def enqueue(db: asyncpg.Connection, subject: str, tenant: str = "acme") -> str:
+    data = {"customer": "c-1", "subject": subject}
+    return await events.enqueue(db, tenant, events.LIMIT_REACHED, subject, data)
+
+
+async def delivery_states(db: asyncpg.Connection) -> list[tuple[str, int]]:
+    rows = await db.fetch("SELECT status, attempts FROM webhook_deliveries ORDER BY created_at")
+    return [(r["status"], r["attempts"]) for r in rows]
+
+
+async def test_an_event_is_delivered_once_signed(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    hook = await add_endpoint(db, receiver.url, clock())
+    event_id = await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as notifier:
+        assert await notifier.once() == 1
+        assert await notifier.once() == 0  # nothing twice
+    [got] = receiver.received
+    now = clock().timestamp()
+    signing.verify(got.body, got.signature, [hook.secret], now=now)
+    doc = got.event
+    assert doc["id"] == event_id
+    assert doc["type"] == "usage.limit_reached"
+    assert doc["tenant"] == "acme"
+    assert doc["data"] == {"customer": "c-1", "subject": "s-1"}
+    assert await delivery_states(db) == [("succeeded", 1)]
+    assert notifier.metrics.deliveries.labels("succeeded")._value.get() == 1
+    registry = notifier.metrics.registry
+    assert registry.get_sample_value("meter_notifier_delivery_latency_seconds_count") == 1
+
+
+async def test_other_tenants_and_unsubscribed_types_get_nothing(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    await add_endpoint(db, receiver.url, clock(), types=(events.LIMIT_CLEARED,))
+    await enqueue(db, "s-1")  # limit_reached: not subscribed
+    await enqueue(db, "s-2", tenant="beta")
+    cleared = await events.enqueue(db, "acme", events.LIMIT_CLEARED, "s-3", {})
+    async with Notifier(nsettings, clock=clock) as notifier:
+        await notifier.once()
+    assert receiver.ids() == [cleared]
+
+
+async def test_a_receiver_down_gets_it_once_back(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    hook = await add_endpoint(db, closed_port_url(), clock())
+    event_id = await enqueue(db, "s-1")
+    receiver.answers = [500]
+    async with Notifier(nsettings, clock=clock) as notifier:
+        await notifier.once()  # connection refused
+        assert await delivery_states(db) == [("pending", 1)]
+        await store.update(db, "acme", hook.id, url=receiver.url)
+        clock.advance(1.0)  # past the capped backoff
+        await notifier.once()  # 500
+        assert await delivery_states(db) == [("pending", 2)]
+        clock.advance(1.0)
+        await notifier.once()  # 200
+        clock.advance(1.0)
+        await notifier.once()
+    assert receiver.ids() == [event_id, event_id]
+    assert await delivery_states(db) == [("succeeded", 3)]
+    [row] = await store.deliveries(db, "acme", hook.id, limit=10)
+    log = store.delivery_doc(row)["attempt_log"]
+    assert [a["status_code"] for a in log] == [None, 500, 200]
+    assert "ClientConnectorError" in log[0]["error"]
+    assert log[1]["error"] == "HTTP 500"
+    assert notifier.metrics.attempts.labels("error")._value.get() == 1
+    assert notifier.metrics.attempts.labels("5xx")._value.get() == 1
+
+
+async def test_a_redirect_is_not_followed_and_fails(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    await add_endpoint(db, receiver.url.replace("/hook", "/moved"), clock())
+    await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as notifier:
+        await notifier.once()
+    assert receiver.received == []
+    assert await delivery_states(db) == [("pending", 1)]
+
+
+async def test_retries_stop_after_the_window(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.status = 503
+    await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    s = nsettings.replace(notifier_retry_for_s=5.0, notifier_disable_after_s=86400.0)
+    async with Notifier(s, clock=clock) as notifier:
+        for _ in range(12):
+            await notifier.once()
+            clock.advance(1.0)
+    [(status, attempts)] = await delivery_states(db)
+    assert status == "failed"
+    assert 5 <= attempts <= 12
+    assert len(receiver.received) == attempts
+    assert notifier.metrics.deliveries.labels("failed")._value.get() == 1
+
+
+def notify_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "METER_DATABASE_URL": settings.database_url,
+        "METER_NOTIFIER_TIMEOUT": "2s",
+        "METER_LOG_LEVEL": "warning",
+    }
+
+
+async def test_a_notifier_killed_after_sending_sends_again_with_the_same_id(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    hook = await add_endpoint(db, receiver.url, clock())
+    event_id = await enqueue(db, "s-1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "notifier",
+        "notify",
+        "--once",
+        "--fault",
+        "after_send:1",
+        env=notify_env(nsettings),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await proc.wait() == -signal.SIGKILL
+    # Sent, not recorded: still pending, its claim held until the lease runs out.
+    assert receiver.ids() == [event_id]
+    assert await delivery_states(db) == [("pending", 1)]
+    async with Notifier(nsettings, clock=clock) as notifier:
+        assert await notifier.once() == 0  # leased: nobody sends it meanwhile
+        # The lease was taken on the real clock, a little after this test's clock started.
+        clock.advance(lease_seconds(nsettings) + 60)
+        assert await notifier.once() == 1
+    assert receiver.ids() == [event_id, event_id]
+    assert await delivery_states(db) == [("succeeded", 2)]
+    first, second = receiver.received
+    assert first.body == second.body  # the same event; a receiver dedupes on its id
+    signing.verify(second.body, second.signature, [hook.secret], now=clock().timestamp())
+
+
+async def test_two_notifiers_never_send_one_delivery_twice(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.delay = 0.05
+    await add_endpoint(db, receiver.url, clock())
+    await add_endpoint(db, receiver.url, clock())
+    ids = [await enqueue(db, f"s-{i}") for i in range(15)]
+    s = nsettings.replace(notifier_batch_size=4, notifier_concurrency=4)
+    async with Notifier(s, clock=clock) as a, Notifier(s, clock=clock) as b:
+        done = await asyncio.gather(a.once(), b.once())
+    assert sum(done) == 30
+    assert done[0] > 0
+    assert done[1] > 0
+    assert Counter(receiver.ids()) == dict.fromkeys(ids, 2)  # once per endpoint
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 30
+    assert {st for st, _ in await delivery_states(db)} == {"succeeded"}
+    assert {n for _, n in await delivery_states(db)} == {1}
+
+
+async def test_an_event_of_a_transaction_that_commits_late_is_not_skipped(
+    db: asyncpg.Connection,
+    database_url: str,
+    nsettings: Settings,
+    receiver: Receiver,
+    clock: Clock,
+) -> None:
+    await add_endpoint(db, receiver.url, clock())
+    slow = await asyncpg.connect(database_url)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        early = await enqueue(slow, "early")  # smaller seq, committed last
+        late = await enqueue(db, "late")
+        async with Notifier(nsettings, clock=clock) as notifier:
+            await notifier.once(settle_s=0.2)
+            assert receiver.ids() == []  # waits for the older transaction
+            await tx.commit()
+            await notifier.once()
+    finally:
+        await slow.close()
+    assert sorted(receiver.ids()) == sorted([early, late])
+
+
+async def test_an_endpoint_failing_for_long_is_disabled_then_enabled(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.status = 500
+    hook = await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as notifier:
+        # Failing for less than disable_after (600 s): still enabled, however many attempts.
+        for _ in range(8):
+            await notifier.once()
+            clock.advance(1.0)
+        row = await db.fetchrow("SELECT status FROM webhook_endpoints WHERE id = $1", hook.id)
+        assert row is not None
+        assert row["status"] == "enabled"
+        clock.advance(600.0)
+        await notifier.once()
+        row = await db.fetchrow(
+            "SELECT status, disabled_reason FROM webhook_endpoints WHERE id = $1", hook.id
+        )
+        assert row is not None
+        assert row["status"] == "disabled"
+        assert "every delivery failed since" in row["disabled_reason"]
+        assert notifier.metrics.disablings._value.get() == 1
+        # Disabled: new events get no delivery, pending ones are not attempted.
+        sent = len(receiver.received)
+        await enqueue(db, "s-2")
+        clock.advance(5.0)
+        await notifier.once()
+        assert len(receiver.received) == sent
+        assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+        assert notifier.metrics.endpoints_disabled._value.get() == 1
+        # Enabled again: the pending delivery resumes, new events fan out again.
+        receiver.status = 200
+        await store.update(db, "acme", hook.id, disabled=False)
+        third = await enqueue(db, "s-3")
+        await notifier.once()
+    assert receiver.ids()[-2:].count(third) == 1
+    assert [s for s, _ in await delivery_states(db)] == ["succeeded", "succeeded"]
+
+
+async def test_rotation_signs_with_both_secrets_then_only_the_new(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    hook = await add_endpoint(db, receiver.url, clock())
+    rotated = await store.rotate(db, "acme", hook.id, 3600, clock())
+    assert rotated is not None
+    await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as notifier:
+        await notifier.once()
+        clock.advance(3601)
+        await enqueue(db, "s-2")
+        await notifier.once()
+    during, after = receiver.received
+    now = clock().timestamp()
+    _, signatures = signing.parse(during.signature)
+    assert len(signatures) == 2
+    for secret in (hook.secret, rotated.secret):
+        signing.verify(during.body, during.signature, [secret], now=now, tolerance=0)
+    assert len(signing.parse(after.signature)[1]) == 1
+    signing.verify(after.body, after.signature, [rotated.secret], now=now)
+    try:
+        signing.verify(after.body, after.signature, [hook.secret], now=now)
+    except signing.SignatureError:
+        pass
+    else:
+        raise AssertionError("the expired secret still signs")
+
+
+async def test_manual_redelivery_sends_a_settled_delivery_again(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    hook = await add_endpoint(db, receiver.url, clock())
+    event_id = await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as notifier:
+        await notifier.once()
+        [row] = await store.deliveries(db, "acme", hook.id, limit=1)
+        assert await store.redeliver(db, "acme", hook.id, row["id"], clock())
+        assert not await store.redeliver(db, "beta", hook.id, row["id"], clock())
+        await notifier.once()
+    assert receiver.ids() == [event_id, event_id]
+    [row] = await store.deliveries(db, "acme", hook.id, limit=1)
+    assert orjson.loads(row["attempt_log"])[-1]["attempt"] == 2

@@ -1,0 +1,82 @@
+"""Retry timing of webhook deliveries (notifier/schedule.py) and the endpoint checks
+(meter/webhooks/endpoints.py). Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from meter.errors import InvalidRequest
+from meter.webhooks import endpoints
+from notifier import schedule
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_delays_are_full_jitter_under_a_growing_capped_ceiling() -> None:
+    rng = random.Random(7)
+    for attempt, ceiling in ((1, 30.0), (2, 60.0), (3, 120.0), (10, 3600.0), (200, 3600.0)):
+        delays = [schedule.retry_delay(attempt, base=30.0, cap=3600.0, rng=rng) for _ in range(500)]
+        assert min(delays) >= 0.0
+        assert max(delays) <= ceiling
+        assert max(delays) > 0.9 * ceiling  # the whole range is used, not just its top
+        assert min(delays) < 0.1 * ceiling
+
+
+def test_retries_stop_at_the_end_of_the_window() -> None:
+    rng = random.Random(1)
+    kw = {"base": 30.0, "cap": 3 * 3600.0, "retry_for": 3 * 86400.0, "rng": rng}
+    end = T0 + dt.timedelta(days=3)
+    assert schedule.next_attempt(end, T0, 40, **kw) is None  # type: ignore[arg-type]
+    late = end - dt.timedelta(seconds=5)
+    nxt = schedule.next_attempt(late, T0, 40, **kw)  # type: ignore[arg-type]
+    assert nxt is not None
+    assert late <= nxt <= end
+    # The defaults retry for three days: dozens of attempts, not thousands.
+    now, attempts = T0, 0
+    while (at := schedule.next_attempt(now, T0, attempts + 1, **kw)) is not None:  # type: ignore[arg-type]
+        now, attempts = at, attempts + 1
+    assert 20 <= attempts <= 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/hook", "http://127.0.0.1:8080/x?y=1", "https://[::1]/h"],
+)
+def test_good_urls(url: str) -> None:
+    assert endpoints.check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", "required"),
+        (None, "required"),
+        ("example.com/hook", "http://"),
+        ("ftp://example.com", "http://"),
+        ("https://", "host"),
+        ("https://exa mple.com", "spaces"),
+        ("https://example.com/\x00", "control"),
+        ("https://u:p@example.com", "credentials"),
+        ("https://example.com/#frag", "fragment"),
+        ("https://example.com/" + "a" * 2048, "longer"),
+    ],
+)
+def test_bad_urls_say_why(url: object, words: str) -> None:
+    with pytest.raises(InvalidRequest, match=words) as raised:
+        endpoints.check_url(url)
+    assert raised.value.param == "url"
+
+
+def test_event_types() -> None:
+    assert endpoints.check_event_types(["usage.limit_reached", "usage.limit_reached", "*"]) == [
+        "usage.limit_reached",
+        "*",
+    ]
+    assert endpoints.subscribes(["*"], "usage.limit_cleared")
+    assert not endpoints.subscribes(["usage.limit_reached"], "usage.limit_cleared")
+    for bad in ([], "usage.limit_reached", ["usage.other"], [None]):
+        with pytest.raises(InvalidRequest):
+            endpoints.check_event_types(bad)

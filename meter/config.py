@@ -175,12 +175,17 @@ class Settings:
     reporter_reconcile_interval_s: float = 3600.0
     # Reporter: /metrics port of `meter report` (0: no metrics server).
     reporter_metrics_port: int = 0
+    # Evaluator (alerts): the full sweep's interval, the bound on how late a lost touch makes an
+    # alert (docs/alerts.md); /metrics port of `meter evaluate` (0: no metrics server).
+    evaluator_sweep_interval_s: float = 60.0
+    evaluator_metrics_port: int = 0
 
     def __post_init__(self) -> None:
         for name, port in (
             ("METER_METRICS_PORT", self.metrics_port),
             ("METER_AGGREGATOR_METRICS_PORT", self.aggregator_metrics_port),
             ("METER_REPORTER_METRICS_PORT", self.reporter_metrics_port),
+            ("METER_EVALUATOR_METRICS_PORT", self.evaluator_metrics_port),
         ):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535 (0: no metrics server)")
@@ -242,6 +247,8 @@ class Settings:
                 "METER_REPORTER_INVOICE_GRACE must be between 0 and 35d (Stripe's meter event"
                 " timestamp window)"
             )
+        if not 1.0 <= self.evaluator_sweep_interval_s <= 86400.0:
+            raise ConfigError("METER_EVALUATOR_SWEEP_INTERVAL must be between 1s and 1d")
         # Dropping raw events still inside the late window would drop their dedupe ids too.
         if self.raw_retention_s < self.late_window_s + 86400.0:
             raise ConfigError("METER_RAW_RETENTION must exceed METER_LATE_WINDOW by at least 1d")
@@ -376,6 +383,12 @@ class Settings:
             ),
             reporter_metrics_port=integer(
                 "METER_REPORTER_METRICS_PORT", base.reporter_metrics_port
+            ),
+            evaluator_sweep_interval_s=duration(
+                "METER_EVALUATOR_SWEEP_INTERVAL", base.evaluator_sweep_interval_s
+            ),
+            evaluator_metrics_port=integer(
+                "METER_EVALUATOR_METRICS_PORT", base.evaluator_metrics_port
             ),
         )
 

@@ -4,10 +4,11 @@ One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER
 set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
 this API, and its thin events — meter error reports — through an event destination made at each
-start), migrations, the API, the aggregator and the reporter. It seeds the emulator from a
-catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless --catalogue names
-another), on first start with a demo customer subscribed to its first metered price, and always
-creates a fresh API key, then prints URLs and ready-to-paste curls (the usage one on that price's
+start), migrations, the API, the aggregator, the reporter and the alert evaluator. It seeds the
+emulator from a catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless
+--catalogue names another), on first start with a demo customer subscribed to its first metered
+price, and always creates a fresh API key, then prints URLs and ready-to-paste curls (the usage
+one on that price's
 meter). Logs are text lines (unless
 METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
 summary follows every few seconds. Ctrl-C stops everything.
@@ -58,6 +59,7 @@ DEV_DIR = devenv.DEV_DIR
 # production they are off unless set): those of compose.yaml and deploy/prometheus.yml.
 DEV_AGGREGATOR_METRICS_PORT = 9100
 DEV_REPORTER_METRICS_PORT = 9101
+DEV_EVALUATOR_METRICS_PORT = 9103
 # The pipeline summary: at most one line this often, and only when it changed.
 SUMMARY_INTERVAL_S = 5.0
 _DEV_DB = "meter"
@@ -89,6 +91,7 @@ class DevPorts:
     api_metrics: int
     aggregator_metrics: int
     reporter_metrics: int
+    evaluator_metrics: int = 0
 
     @classmethod
     def plan(cls, settings: Settings, env: Mapping[str, str], port: int | None) -> DevPorts:
@@ -110,6 +113,11 @@ class DevPorts:
                 settings.reporter_metrics_port,
                 DEV_REPORTER_METRICS_PORT,
             ),
+            evaluator_metrics=metrics_port(
+                "METER_EVALUATOR_METRICS_PORT",
+                settings.evaluator_metrics_port,
+                DEV_EVALUATOR_METRICS_PORT,
+            ),
         )
 
     def binds(self) -> list[tuple[str, str, str, int]]:
@@ -129,6 +137,12 @@ class DevPorts:
                 self.metrics_host,
                 self.reporter_metrics,
             ),
+            (
+                "the evaluator's metrics",
+                "METER_EVALUATOR_METRICS_PORT",
+                self.metrics_host,
+                self.evaluator_metrics,
+            ),
         ]
         return [bind for bind in wanted if bind[3]]
 
@@ -138,6 +152,7 @@ class DevPorts:
             "api": self.api_metrics,
             "aggregator": self.aggregator_metrics,
             "reporter": self.reporter_metrics,
+            "evaluator": self.evaluator_metrics,
         }
         host = self.metrics_host
         return {name: f"http://{host}:{port}/metrics" for name, port in ports.items() if port}
@@ -373,6 +388,7 @@ async def _summarize(
 
 async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Catalogue) -> None:
     from aggregator.worker import Worker
+    from evaluator.worker import Evaluator
     from meter.app import create_app
     from meter.connections import redis_client
     from meter.metrics import metrics_server
@@ -427,17 +443,20 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
         reporter = await stack.enter_async_context(
             Reporter(settings, directory=wiring.customer_directory())
         )
+        evaluator = await stack.enter_async_context(Evaluator(settings, redis=redis))
         # Each process's metrics on a port of its own, never the API's: as Prometheus scrapes
         # them in production (deploy/prometheus.yml), so dashboards and alerts read the same.
         for registry, metrics_port in (
             (app[appkeys.METRICS].registry, ports.api_metrics),
             (aggregator.metrics.registry, ports.aggregator_metrics),
             (reporter.metrics.registry, ports.reporter_metrics),
+            (evaluator.metrics.registry, ports.evaluator_metrics),
         ):
             stack.enter_context(metrics_server(settings.metrics_host, metrics_port, registry))
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),
+            asyncio.create_task(evaluator.run(stop), name="evaluator"),
             asyncio.create_task(
                 _summarize(
                     stop,

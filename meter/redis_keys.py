@@ -52,6 +52,16 @@ class Keys:
         tenant, not once per event."""
         return _dedupe_prefixes(self.prefix, tenant, shards)
 
+    def alert_touches(self) -> str:
+        """The (tenant, customer, meter)s the aggregator just folded usage of, for the alert
+        evaluator (docs/alerts.md). A hint only: the evaluator's sweep covers a lost entry."""
+        return f"{self.prefix}:alerts:touches"
+
+    def limits(self, tenant: str) -> str:
+        """The tenant's blocked meters: field customer US meter → {"rule", "until_ms"} (JSON),
+        written by meter/limits.py."""
+        return f"{self.prefix}:limits:{key_part(tenant)}"
+
     def pattern(self) -> str:
         """Glob over every key under this prefix (tests and `meter dev` reset use it)."""
         return f"{self.prefix}:*"
@@ -129,4 +139,14 @@ for j = 1, s do
   out[j] = redis.call('XLEN', stream)
 end
 return out
+"""
+
+
+# A limit is cleared only by the rule that set it: a block another rule holds on the same
+# (customer, meter) stays. KEYS = [limits hash]; ARGV = [field, rule id]; returns 1 if cleared.
+CLEAR_LIMIT_SCRIPT = """
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if not held then return 0 end
+if cjson.decode(held)['rule'] ~= ARGV[2] then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
 """

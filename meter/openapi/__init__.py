@@ -18,7 +18,7 @@ from aiohttp import web
 
 from meter import appkeys
 from meter.config import Settings
-from meter.openapi import billing, ingest, meters, usage
+from meter.openapi import alerts, billing, ingest, meters, usage
 from meter.openapi.common import ERROR_SCHEMAS, RESPONSES, Doc
 
 
@@ -45,6 +45,7 @@ def build_document(settings: Settings) -> Doc:
             {"name": "ingest", "description": "usage events"},
             {"name": "usage", "description": "usage so far and projected invoices"},
             {"name": "billing", "description": "Stripe webhook and self-service billing"},
+            {"name": "alerts", "description": "usage alert rules and hard limits"},
             {
                 "name": "operations",
                 "description": "health and this document (metrics are on the metrics port, "
@@ -55,6 +56,7 @@ def build_document(settings: Settings) -> Doc:
             **ingest.paths(settings),
             **usage.paths(),
             **meters.paths(),
+            **alerts.paths(),
             **billing.paths(),
         },
         "components": {

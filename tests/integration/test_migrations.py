@@ -74,6 +74,11 @@ ALL_TABLES = {
     "meter_price_mappings",
     # 0020_webhook_events
     "webhook_events",
+    # 0022_alert_rules
+    "alert_rules",
+    "alert_firings",
+    "alert_states",
+    "alert_limits",
 }
 
 

@@ -14,14 +14,14 @@ ORDER BY id
 
 ALL_RULES = f"SELECT {RULE_COLUMNS} FROM alert_rules ORDER BY tenant, id"
 
-# The customers a rule for every customer may concern: those with usage of its meter since
-# `$3` (the earliest start of a current period), and those whose block it still holds (a new
-# period without usage must still clear them).
+# The customers a rule for every customer may concern: those with usage of its meter since the
+# earliest start of a current period (`$3` of an item's, `$5` of a calendar month), and those
+# whose block it still holds (a new period without usage must still clear them).
 CUSTOMERS_OF_METER = """
 SELECT customer FROM usage_totals WHERE tenant = $1 AND meter = $2 AND period_start >= $3
 UNION
 SELECT customer FROM usage_rollups
-WHERE tenant = $1 AND meter = $2 AND subscription_item IS NULL AND bucket_start >= $3
+WHERE tenant = $1 AND meter = $2 AND subscription_item IS NULL AND bucket_start >= $5
 UNION
 SELECT customer FROM alert_limits WHERE rule = $4 AND cleared_at IS NULL
 """

@@ -8,10 +8,9 @@ start), migrations, the API, the aggregator, the reporter and the alert evaluato
 emulator from a catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless
 --catalogue names another), on first start with a demo customer subscribed to its first metered
 price, and always creates a fresh API key, then prints URLs and ready-to-paste curls (the usage
-one on that price's
-meter). Logs are text lines (unless
-METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
-summary follows every few seconds. Ctrl-C stops everything.
+one on that price's meter). Logs are text lines (unless METER_LOG_FORMAT=json), libraries' only
+from WARNING up, and while events move a one-line pipeline summary follows every few seconds.
+Ctrl-C stops everything.
 
 Every process serves its metrics on a port of its own, as in production (METER_METRICS_PORT for
 the API, METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT, 9100 and 9101 here unless

@@ -2,7 +2,8 @@
 environment exactly as `docker-compose config` resolves them (with deploy/emulator.env), only
 the compose network's names and fixed ports mapped to this machine (the test's database and
 Redis prefix, free loopback ports). The processes must work together as compose wires them:
-migrate, the emulator, serve, aggregate, evaluate, report, the one-shot sync and the first API key."""
+migrate, the emulator, serve, aggregate, evaluate, report, the one-shot sync and the first API
+key."""
 
 from __future__ import annotations
 

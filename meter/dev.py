@@ -15,7 +15,8 @@ Ctrl-C stops everything.
 Every process serves its metrics on a port of its own, as in production (METER_METRICS_PORT for
 the API, METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT /
 METER_EVALUATOR_METRICS_PORT, 9100, 9101 and 9103 here unless set), and every port is checked
-before anything starts. While it runs, `.meter/dev/env` tells `meter` commands in other terminals where everything is (meter/devenv.py).
+before anything starts. While it runs, `.meter/dev/env` tells `meter` commands in other terminals
+where everything is (meter/devenv.py).
 """
 
 from __future__ import annotations

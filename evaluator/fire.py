@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import orjson
 
 from evaluator import queries
 from evaluator.reading import Reading
@@ -51,6 +52,7 @@ class Rule:
     kind: str
     thresholds: tuple[Decimal, ...]
     hard_limit: bool
+    filter: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> Rule:
@@ -62,6 +64,7 @@ class Rule:
             row["kind"],
             tuple(row["thresholds"]),
             row["hard_limit"],
+            tuple(sorted(orjson.loads(row["filter"]).items())),
         )
 
 
@@ -98,6 +101,8 @@ def _data(rule: Rule, reading: Reading, value: Decimal) -> dict[str, Any]:
         "usage": rules.number(reading.units),
         "period": {"start": reading.period.start, "end": reading.period.end},
     }
+    if rule.filter:
+        doc["filter"] = dict(rule.filter)
     if rule.kind == rules.AMOUNT:
         doc["currency"] = reading.currency
     if rule.kind == rules.PERCENT_OF_LIMIT and reading.limit is not None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-RULE_COLUMNS = "id, tenant, customer, meter, kind, thresholds, hard_limit"
+RULE_COLUMNS = "id, tenant, customer, meter, filter::text AS filter, kind, thresholds, hard_limit"
 
 # The rules a touch of (tenant, meter) by one of the customer's keys concerns.
 RULES_FOR_CUSTOMER = f"""

@@ -10,6 +10,7 @@ brings the evaluation right behind them.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ from meter.billing import queries as billing_queries
 from meter.billing.errors import NotFound
 from meter.billing.views import meter_limit
 from meter.pricing import Period
+from meter.usage import queries as usage_queries
 from meter.usage import report, store
 from meter.usage.api import month_of
 from meter.usage.tally import Tally
@@ -48,8 +50,17 @@ async def customer_keys(
 
 
 async def read(
-    conn: asyncpg.Connection, tenant: str, key: str, meter: str, now: int, *, with_limit: bool
+    conn: asyncpg.Connection,
+    tenant: str,
+    key: str,
+    meter: str,
+    now: int,
+    *,
+    with_limit: bool,
+    dimension_filter: Sequence[tuple[str, str]] = (),
 ) -> Reading:
+    """With a `dimension_filter`, `units` is the usage of the buckets with those dimension values
+    (the usage API's `filter[...]` breakdown), and the priced fields are left out."""
     try:
         plan: store.Plan | None = await store.load_plan(conn, tenant, key)
     except NotFound:
@@ -62,14 +73,22 @@ async def read(
     # Without an item on the meter, the period is the calendar month (UTC), as the usage API's.
     period = item.billing if item is not None else month_of(now)
     tally = Tally()
-    rows = await conn.fetch(
-        billing_queries.USAGE_IN_PERIOD,
-        tenant,
-        keys,
-        meter,
-        store.ts(period.start),
-        store.ts(period.end),
-    )
+    window = (store.ts(period.start), store.ts(period.end))
+    if dimension_filter:
+        rows = await conn.fetch(
+            usage_queries.GROUPS_IN_WINDOW,
+            tenant,
+            keys,
+            meter,
+            *window,
+            None,
+            None,
+            None,
+            [k for k, _ in dimension_filter],
+            [v for _, v in dimension_filter],
+        )
+    else:
+        rows = await conn.fetch(billing_queries.USAGE_IN_PERIOD, tenant, keys, meter, *window)
     for row in rows:
         tally.add_rollups(row)
     if item is not None:
@@ -78,7 +97,7 @@ async def read(
         aggregation = await conn.fetchval(billing_queries.METER_AGGREGATION, tenant, meter)
     units = tally.quantity(aggregation)
     amount = projected = currency = None
-    if plan is not None and item is not None and item.price is not None:
+    if plan is not None and item is not None and item.price is not None and not dimension_filter:
         doc, forecast = report.item_doc(
             item, period, tally, now, usage_charged=report.terms_of(plan, period).usage_charged
         )

@@ -115,17 +115,24 @@ class Evaluator:
     async def _evaluate(self, conn: asyncpg.Connection, rule_list: Iterable[Rule], key: str) -> int:
         """Evaluate rules for the customer named `key`; returns the events enqueued."""
         now = int(time.time())
-        readings: dict[tuple[str, bool], reading.Reading] = {}
+        readings: dict[tuple[str, bool, tuple[tuple[str, str], ...]], reading.Reading] = {}
         enqueued = 0
         for rule in rule_list:
             with_limit = rule.kind == rules.PERCENT_OF_LIMIT
-            found = readings.get((rule.meter, with_limit))
+            wanted = (rule.meter, with_limit, rule.filter)
+            found = readings.get(wanted)
             if found is None:
                 # 1. Read (evaluator/fire.py): nothing written yet.
                 found = await reading.read(
-                    conn, rule.tenant, key, rule.meter, now, with_limit=with_limit
+                    conn,
+                    rule.tenant,
+                    key,
+                    rule.meter,
+                    now,
+                    with_limit=with_limit,
+                    dimension_filter=rule.filter,
                 )
-                readings[(rule.meter, with_limit)] = found
+                readings[wanted] = found
             outcome = await fire.evaluate(conn, self.redis, self.keys, rule, found, self.faults)
             self.metrics.evaluations.inc()
             kind = (

@@ -6,6 +6,9 @@ CREATE TABLE alert_rules (
     -- One customer (our id or the cus_ id) or NULL: every customer of the tenant.
     customer text,
     meter text NOT NULL,
+    -- Dimension values the usage must have ({"model": "large"}; docs/dimensions.md), or {}: the
+    -- whole meter. `units` rules only.
+    filter jsonb NOT NULL DEFAULT '{}',
     -- units | amount | percent_of_limit | projected
     kind text NOT NULL,
     -- Ascending, distinct, positive; the highest is the hard limit when hard_limit is set.

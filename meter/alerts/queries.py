@@ -3,13 +3,16 @@ the tenant: a rule, its states and its firings are only ever found through their
 
 from __future__ import annotations
 
-RULE_COLUMNS = "id, tenant, customer, meter, kind, thresholds, hard_limit, created_at, updated_at"
+RULE_COLUMNS = (
+    "id, tenant, customer, meter, filter::text AS filter, kind, thresholds, hard_limit, "
+    "created_at, updated_at"
+)
 
 COUNT_RULES = "SELECT count(*) FROM alert_rules WHERE tenant = $1"
 
 INSERT_RULE = f"""
-INSERT INTO alert_rules (id, tenant, customer, meter, kind, thresholds, hard_limit)
-VALUES ($1, $2, $3, $4, $5, $6::numeric[], $7)
+INSERT INTO alert_rules (id, tenant, customer, meter, kind, thresholds, hard_limit, filter)
+VALUES ($1, $2, $3, $4, $5, $6::numeric[], $7, $8::jsonb)
 RETURNING {RULE_COLUMNS}
 """
 

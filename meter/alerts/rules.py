@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+from meter import dimensions
 from meter.errors import InvalidRequest
 
 UNITS: Final = "units"
@@ -23,7 +24,10 @@ MAX_THRESHOLDS: Final = 10
 MAX_THRESHOLD: Final = Decimal(10) ** 18
 MAX_RULES_PER_TENANT: Final = 1000
 MAX_ID_LENGTH: Final = 255
-CREATE_FIELDS: Final = frozenset({"customer", "meter", "kind", "thresholds", "hard_limit"})
+CREATE_FIELDS: Final = frozenset(
+    {"customer", "meter", "filter", "kind", "thresholds", "hard_limit"}
+)
+MAX_FILTER_VALUE: Final = 500
 UPDATE_FIELDS: Final = frozenset({"thresholds", "hard_limit"})
 
 
@@ -34,13 +38,13 @@ class RuleSpec:
     kind: str
     thresholds: tuple[Decimal, ...]
     hard_limit: bool
+    filter: tuple[tuple[str, str], ...] = ()
 
 
 def _unknown(doc: Mapping[str, Any], allowed: frozenset[str]) -> None:
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        hint = " (dimension filters are not supported yet)" if unknown[0] == "filter" else ""
-        raise InvalidRequest(f"unknown field `{unknown[0]}`{hint}", param=unknown[0])
+        raise InvalidRequest(f"unknown field `{unknown[0]}`", param=unknown[0])
 
 
 def _text(doc: Mapping[str, Any], name: str, *, required: bool) -> str | None:
@@ -107,6 +111,50 @@ def _hard_limit(value: Any, kind: str) -> bool:
     return value
 
 
+def _is_key(key: str) -> bool:
+    try:
+        return dimensions.parse_keys([key]) == (key,)
+    except InvalidRequest:
+        return False
+
+
+def dimension_filter(value: Any, kind: str) -> tuple[tuple[str, str], ...]:
+    """`{"model": "large"}`: up to 3 dimension keys (docs/dimensions.md) with their values, as
+    sorted pairs; only a `units` rule takes one (an amount or a projection prices the whole
+    meter, and a limit is on the whole meter)."""
+    if value is None or value == {}:
+        return ()
+    if not isinstance(value, dict):
+        raise InvalidRequest("`filter` must be an object of dimension values", param="filter")
+    if kind != UNITS:
+        raise InvalidRequest("a `filter` goes with `units` rules only", param="filter")
+    if len(value) > dimensions.MAX_KEYS:
+        raise InvalidRequest(f"at most {dimensions.MAX_KEYS} filter keys", param="filter")
+    for key, text in value.items():
+        if not _is_key(key):
+            raise InvalidRequest(
+                f"filter key {key[:80]!r} is not a dimension key: {dimensions.KEY_CHARSET}",
+                param="filter",
+            )
+        if not isinstance(text, str) or not 0 < len(text) <= MAX_FILTER_VALUE:
+            raise InvalidRequest(
+                f"`filter.{key}` must be a string of 1..{MAX_FILTER_VALUE} characters",
+                param="filter",
+            )
+    return tuple(sorted(value.items()))
+
+
+def _no_hard_limit_with(
+    pairs: tuple[tuple[str, str], ...], doc: Mapping[str, Any]
+) -> tuple[tuple[str, str], ...]:
+    if pairs and doc.get("hard_limit") is True:
+        raise InvalidRequest(
+            "a hard limit blocks the whole meter: it goes with rules without a `filter`",
+            param="hard_limit",
+        )
+    return pairs
+
+
 def parse_create(doc: Mapping[str, Any]) -> RuleSpec:
     _unknown(doc, CREATE_FIELDS)
     kind = doc.get("kind")
@@ -120,6 +168,7 @@ def parse_create(doc: Mapping[str, Any]) -> RuleSpec:
         kind=kind,
         thresholds=thresholds(doc.get("thresholds"), kind),
         hard_limit=_hard_limit(doc.get("hard_limit"), kind),
+        filter=_no_hard_limit_with(dimension_filter(doc.get("filter"), kind), doc),
     )
 
 

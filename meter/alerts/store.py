@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 import asyncpg
+import orjson
 
 from meter.alerts import queries, rules
 from meter.billing.errors import NotFound
@@ -26,6 +27,7 @@ def rule_doc(row: asyncpg.Record) -> Doc:
         "id": row["id"],
         "customer": row["customer"],
         "meter": row["meter"],
+        "filter": orjson.loads(row["filter"]),
         "kind": row["kind"],
         "thresholds": [rules.number(t) for t in row["thresholds"]],
         "hard_limit": row["hard_limit"],
@@ -53,6 +55,7 @@ async def create(conn: asyncpg.Connection, tenant: str, spec: rules.RuleSpec) ->
         spec.kind,
         list(spec.thresholds),
         spec.hard_limit,
+        orjson.dumps(dict(spec.filter)).decode(),
     )
     assert row is not None
     return rule_doc(row)
@@ -75,6 +78,11 @@ async def update(conn: asyncpg.Connection, tenant: str, rule_id: str, doc: Doc) 
         if row is None:
             raise _not_found(rule_id)
         new, hard = rules.parse_update(doc, row["kind"], row["thresholds"], row["hard_limit"])
+        if hard and row["filter"] != "{}":
+            raise InvalidRequest(
+                "a hard limit blocks the whole meter: it goes with rules without a `filter`",
+                param="hard_limit",
+            )
         updated = await conn.fetchrow(queries.UPDATE_RULE, tenant, rule_id, list(new), hard)
     assert updated is not None
     return rule_doc(updated)

@@ -28,6 +28,7 @@ RULE: Doc = {
         "id",
         "customer",
         "meter",
+        "filter",
         "kind",
         "thresholds",
         "hard_limit",
@@ -39,6 +40,7 @@ RULE: Doc = {
         "id": {"type": "string"},
         "customer": {"type": ["string", "null"], "description": "null: every customer"},
         "meter": {"type": "string"},
+        "filter": {"type": "object", "additionalProperties": {"type": "string"}},
         "kind": {"enum": list(rules.KINDS)},
         "thresholds": {"type": "array", "items": _NUMBER},
         "hard_limit": {"type": "boolean"},
@@ -97,6 +99,12 @@ def paths() -> Doc:
         "properties": {
             "customer": {"type": ["string", "null"], "maxLength": rules.MAX_ID_LENGTH},
             "meter": {"type": "string", "minLength": 1, "maxLength": rules.MAX_ID_LENGTH},
+            "filter": {
+                "type": "object",
+                "maxProperties": 3,
+                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 500},
+                "description": "dimension values ({\"model\": \"large\"}), `units` rules only",
+            },
             "kind": {"enum": list(rules.KINDS)},
             "thresholds": _THRESHOLDS_IN,
             "hard_limit": {"type": "boolean"},

@@ -270,3 +270,33 @@ async def test_tenants_never_see_each_others_usage_rules_or_states(
 async def _get(client: Client, key: str, path: str) -> tuple[int, dict[str, object]]:
     response = await client.get(path, headers={"Authorization": f"Bearer {key}"})
     return response.status, await response.json()
+
+
+async def test_a_dimension_filter_counts_only_its_combination(
+    client: Client, api_key: str, db: asyncpg.Connection, redis: Redis, settings: Settings
+) -> None:
+    await seed(db, current_period())
+    response = await client.put(
+        "/v1/meters/calls/dimensions",
+        data=orjson.dumps({"dimensions": ["model"]}),
+        headers={"Authorization": f"Bearer {api_key}"},
+    )
+    assert response.status == 200, await response.text()
+    rule = await create_rule(
+        client, api_key, meter="calls", kind="units", thresholds=[100], filter={"model": "large"}
+    )
+    assert rule["filter"] == {"model": "large"}
+    now = time.time() + 1  # after the dimensions take effect
+
+    def used(tag: str, model: str, value: int) -> list[dict[str, object]]:
+        return [e | {"properties": {"model": model}} for e in calls("c-1", tag, [value], now)]
+
+    await post_events(client, api_key, used("s", "small", 500) + used("l1", "large", 60))
+    await drain(settings, redis)
+    await evaluate_touches(settings, redis)
+    assert await webhook_events(db) == []  # 560 on the meter, 60 of them large
+    await post_events(client, api_key, used("l2", "large", 50))
+    await drain(settings, redis)
+    await evaluate_touches(settings, redis)
+    fired = await webhook_events(db)
+    assert [(e[3]["usage"], e[3]["filter"]) for e in fired] == [("110", {"model": "large"})]

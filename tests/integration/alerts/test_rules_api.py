@@ -78,7 +78,13 @@ VALID = {"meter": "calls", "kind": "units", "thresholds": [10]}
         ({"kind": "amount", "thresholds": [10.5]}, "thresholds[0]"),
         ({"hard_limit": "yes"}, "hard_limit"),
         ({"kind": "projected", "hard_limit": True}, "hard_limit"),
-        ({"filter": {"model": "large"}}, "filter"),
+        ({"filter": "model=large"}, "filter"),
+        ({"filter": {"model": 5}}, "filter"),
+        ({"filter": {"bad key": "x"}}, "filter"),
+        ({"filter": {"a": "1", "b": "2", "c": "3", "d": "4"}}, "filter"),
+        ({"kind": "amount", "filter": {"model": "large"}}, "filter"),
+        ({"filter": {"model": "large"}, "hard_limit": True}, "hard_limit"),
+        ({"unknown": 1}, "unknown"),
     ],
 )
 async def test_each_bad_field_is_named(

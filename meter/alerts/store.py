@@ -74,7 +74,7 @@ async def get(conn: asyncpg.Connection, tenant: str, rule_id: str) -> Doc:
 
 async def update(conn: asyncpg.Connection, tenant: str, rule_id: str, doc: Doc) -> Doc:
     async with conn.transaction():
-        row = await conn.fetchrow(queries.GET_RULE + " FOR UPDATE", tenant, rule_id)
+        row = await conn.fetchrow(queries.GET_RULE_FOR_UPDATE, tenant, rule_id)
         if row is None:
             raise _not_found(rule_id)
         new, hard = rules.parse_update(doc, row["kind"], row["thresholds"], row["hard_limit"])

@@ -80,6 +80,11 @@ def value_of(rule: Rule, reading: Reading) -> Decimal | None:
     return reading.projected
 
 
+def event_type(rule: Rule) -> str:
+    """The webhook event a threshold of `rule` fires."""
+    return events.PROJECTED_TO_EXCEED if rule.kind == rules.PROJECTED else events.THRESHOLD_CROSSED
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     fired: tuple[Decimal, ...] = ()  # thresholds newly fired by this evaluation
@@ -127,6 +132,8 @@ async def evaluate(
     fired: list[Decimal] = []
     reached = False
     async with conn.transaction():
+        # 2. One transaction: earlier periods' limits cleared, the state saved, each crossed
+        #    threshold claimed and, only when claimed here, its event enqueued.
         cleared = await conn.fetch(queries.CLEAR_EARLIER_LIMITS, rule.id, customer, start)
         for c in cleared:
             c_start = _unix(c["period_start"])
@@ -151,11 +158,7 @@ async def evaluate(
         for threshold in crossed:
             if threshold in done:
                 continue  # the common case: fired earlier this period, nothing to claim
-            kind = (
-                events.PROJECTED_TO_EXCEED
-                if rule.kind == rules.PROJECTED
-                else (events.THRESHOLD_CROSSED)
-            )
+            kind = event_type(rule)
             subject = rules.firing_subject(rule.id, customer, period.start, threshold)
             event_id = events.event_id(rule.tenant, kind, subject)
             claimed = await conn.fetchval(
@@ -170,9 +173,8 @@ async def evaluate(
                 event_id,
             )
             if claimed is not None:
-                data = _data(rule, reading, value or Decimal(0)) | {
-                    "threshold": rules.number(threshold)
-                }
+                assert value is not None  # a threshold was crossed
+                data = _data(rule, reading, value) | {"threshold": rules.number(threshold)}
                 await events.enqueue(conn, rule.tenant, kind, subject, data)
                 fired.append(threshold)
         if rule.hard_limit and crossed and crossed[-1] == rule.thresholds[-1]:
@@ -187,7 +189,8 @@ async def evaluate(
                 end,
             )
             if claimed is not None:
-                data = _data(rule, reading, value or Decimal(0)) | {
+                assert value is not None
+                data = _data(rule, reading, value) | {
                     "threshold": rules.number(rule.thresholds[-1]),
                     "blocked_until": period.end,
                 }

@@ -135,12 +135,7 @@ class Evaluator:
                 readings[wanted] = found
             outcome = await fire.evaluate(conn, self.redis, self.keys, rule, found, self.faults)
             self.metrics.evaluations.inc()
-            kind = (
-                events.PROJECTED_TO_EXCEED
-                if rule.kind == rules.PROJECTED
-                else (events.THRESHOLD_CROSSED)
-            )
-            self.metrics.fired.labels(kind).inc(len(outcome.fired))
+            self.metrics.fired.labels(fire.event_type(rule)).inc(len(outcome.fired))
             self.metrics.fired.labels(events.LIMIT_REACHED).inc(outcome.reached)
             self.metrics.fired.labels(events.LIMIT_CLEARED).inc(outcome.cleared)
             enqueued += len(outcome.fired) + outcome.reached + outcome.cleared

@@ -3,6 +3,9 @@ exactly once, and the block is in Redis once an evaluation completes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 import signal
 import time
 
@@ -56,3 +59,35 @@ async def test_kill_9_at_each_point_gives_one_event_per_threshold(
     assert await db.fetchval("SELECT count(*) FROM alert_firings") == 3
     held = await redis.hgetall(Keys(settings.redis_prefix).limits("acme"))
     assert sorted(held) == [b"c-2\x1fcalls", b"cus_c-2\x1fcalls"]
+
+
+async def test_kill_9_at_random_moments_neither_duplicates_nor_misses(
+    client: Client, api_key: str, db: asyncpg.Connection, redis: Redis, settings: Settings
+) -> None:
+    rng = random.Random(7)
+    start = int(time.time()) - DAY
+    customers = [f"r-{n}" for n in range(12)]
+    for customer in customers:
+        await seed(db, (start, start + 30 * DAY), external_id=customer)
+    await create_rule(client, api_key, meter="calls", kind="units", thresholds=[1, 2, 3, 4])
+    await post_events(
+        client, api_key, [e for c in customers for e in calls(c, c, [rng.randint(1, 5)])]
+    )
+    await drain(settings, redis)
+    for _ in range(4):
+        proc = await start_evaluate(settings, "--once")
+        await asyncio.sleep(rng.uniform(0.5, 3.0))
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+    proc = await start_evaluate(settings, "--once")
+    assert await proc.wait() == 0
+    fired = await webhook_events(db)
+    expected = sorted(
+        (r["customer"], str(t))
+        for r in await db.fetch("SELECT customer, value_sum FROM usage_totals")
+        for t in range(1, 5)
+        if r["value_sum"] >= t
+    )
+    assert sorted((e[3]["customer"], e[3]["threshold"]) for e in fired) == expected
+    assert len({e[0] for e in fired}) == len(fired)

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every meter process: `docker run IMAGE COMMAND`, COMMAND one of serve, aggregate,
-# report, notify, sync, migrate, keys, meters, reconcile, reattribute, usage, webhooks,
-# stripe-emulator (`--help`).
+# report, notify, evaluate, sync, migrate, keys, meters, alerts, webhooks, reconcile,
+# reattribute, usage, stripe-emulator (`--help`).
 # Dependencies come from uv.lock only (`uv sync --frozen`); the runtime stage has no uv, no
 # compiler and no source tree, just the virtualenv, and runs as an unprivileged user.
 
@@ -22,6 +22,7 @@ COPY meter ./meter
 COPY aggregator ./aggregator
 COPY reporter ./reporter
 COPY notifier ./notifier
+COPY evaluator ./evaluator
 COPY migrations ./migrations
 COPY deploy/catalogue.example.yaml ./deploy/catalogue.example.yaml
 RUN --mount=type=cache,target=/root/.cache/uv \
@@ -45,10 +46,11 @@ USER meter:meter
 #   aggregate        9100 metrics when METER_AGGREGATOR_METRICS_PORT=9100 (off unless set)
 #   report           9101 metrics when METER_REPORTER_METRICS_PORT=9101 (off unless set)
 #   notify           9103 metrics when METER_NOTIFIER_METRICS_PORT=9103 (off unless set)
+#   evaluate         9104 metrics when METER_EVALUATOR_METRICS_PORT=9104 (off unless set)
 #   stripe-emulator  12111 api.stripe.com and 12112 meter-events.stripe.com stand-ins (tests, dev)
 #   migrate, sync, keys, … one-shot commands: none
 # Metrics bind METER_METRICS_HOST (loopback unless set: unreachable from outside the container);
 # they include revenue, so publish only 8080.
-EXPOSE 8080 9100 9101 9102 9103 12111 12112
+EXPOSE 8080 9100 9101 9102 9103 9104 12111 12112
 ENTRYPOINT ["meter"]
 CMD ["serve"]

@@ -5,7 +5,7 @@ UV := python3 -m uv
 endif
 RUN := $(UV) run --frozen
 
-.PHONY: dev test chaos simulate ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report bench-dedupe uv sync
+.PHONY: dev test chaos simulate ops-deps lint audit format bench-ingest bench-aggregate bench-usage bench-report bench-dedupe bench-alerts uv sync
 
 uv:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -68,6 +68,10 @@ bench-usage: sync
 ## make bench-report: reporter events/s vs its configured rate limit, against the Stripe emulator
 bench-report: sync
 	$(RUN) python benchmarks/report.py
+
+## make bench-alerts: p50/p99 from an event accepted to its alert's webhook event, vs the fold's
+bench-alerts: sync
+	$(RUN) python benchmarks/alerts.py $(BENCH_ARGS)
 
 ## make bench-dedupe: Redis bytes per live dedupe key and steady-state memory, late window vs METER_DEDUPE_WINDOW
 ## (memory only; runs its own redis-server, BENCH_ARGS="--redis-server /usr/bin/redis-server" picks one)

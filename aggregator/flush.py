@@ -7,6 +7,7 @@ between any two of them neither loses nor double-counts an event.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -20,12 +21,15 @@ from aggregator.dimensions import GuardSet, dimension_versions, with_dimensions
 from aggregator.fold import BucketKey, bucket_of
 from aggregator.store import apply_fold, unique_meters
 from aggregator.windows import HOUR_MS, day_of
-from meter.connections import RedisClient
+from meter.connections import REDIS_ERRORS, RedisClient
+from meter.core import touches
 from meter.core.streams import text
 from meter.crashpoints import Faults
 from meter.dimensions import DEFAULT_MAX_COMBINATIONS
 from meter.events import UsageEvent, event_key
 from meter.redis_keys import Keys
+
+log = logging.getLogger(__name__)
 
 # Bound on a worker's cache of admitted dimension combinations (cleared when over it).
 MAX_CACHED_COMBOS = 1_000_000
@@ -242,6 +246,15 @@ async def flush_shard(
         if len(admitted_combos) > MAX_CACHED_COMBOS:
             admitted_combos.clear()
         admitted_combos.update(admitted)
+    # 8b. Tell the alert evaluator whose usage changed: after the commit, so that it reads what
+    #     was folded. Best effort: a touch lost here (crash, Redis error) is found by the
+    #     evaluator's sweep, only later (docs/alerts.md).
+    if new_pairs:
+        try:
+            touched = {(e.tenant, e.customer, e.meter) for _, e in new_pairs}
+            await touches.publish(redis, keys, touched)
+        except REDIS_ERRORS as exc:
+            log.warning("alert touches not published", extra={"error": str(exc)})
     # 9. Trim the stream up to the checkpoint. Only bounds Redis memory: a crash before it leaves
     #    entries that step 1 skips next time (they lie at or before the checkpoint).
     await redis.xtrim(stream, minid=next_stream_id(last_id), approximate=False)

@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from meter import appkeys, meters_api
+from meter.alerts import routes as alert_routes
 from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
@@ -180,4 +181,5 @@ def create_app(settings: Settings) -> web.Application:
     usage_routes.setup(app)
     meters_api.setup(app)
     webhook_routes.setup(app)
+    alert_routes.setup(app)
     return app

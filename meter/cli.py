@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--tenant", help="only this tenant's local definitions")
     p.set_defaults(func=meters_cmd)
 
+    from meter.alerts.cli import add_parser as add_alerts
+
+    add_alerts(sub)
+
     from aggregator.cli import add_parser as add_aggregate
 
     add_aggregate(sub)
@@ -333,6 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     from notifier.cli import add_parser as add_notify
 
     add_notify(sub)
+
+    from evaluator.cli import add_parser as add_evaluate
+
+    add_evaluate(sub)
 
     add_stripe_parser(sub)
     add_stripe_emulator(sub)

@@ -192,6 +192,10 @@ class Settings:
     # Notifier: pause between polls when nothing is due; /metrics port of `meter notify`.
     notifier_poll_interval_s: float = 1.0
     notifier_metrics_port: int = 0
+    # Evaluator (alerts): the full sweep's interval, the bound on how late a lost touch makes an
+    # alert (docs/alerts.md); /metrics port of `meter evaluate` (0: no metrics server).
+    evaluator_sweep_interval_s: float = 60.0
+    evaluator_metrics_port: int = 0
 
     def __post_init__(self) -> None:
         for name, port in (
@@ -199,6 +203,7 @@ class Settings:
             ("METER_AGGREGATOR_METRICS_PORT", self.aggregator_metrics_port),
             ("METER_REPORTER_METRICS_PORT", self.reporter_metrics_port),
             ("METER_NOTIFIER_METRICS_PORT", self.notifier_metrics_port),
+            ("METER_EVALUATOR_METRICS_PORT", self.evaluator_metrics_port),
         ):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535 (0: no metrics server)")
@@ -274,6 +279,8 @@ class Settings:
             raise ConfigError("METER_NOTIFIER_RETRY_FOR and METER_NOTIFIER_DISABLE_AFTER: >= 0")
         if self.notifier_disable_min_failures < 1:
             raise ConfigError("METER_NOTIFIER_DISABLE_MIN_FAILURES must be at least 1")
+        if not 1.0 <= self.evaluator_sweep_interval_s <= 86400.0:
+            raise ConfigError("METER_EVALUATOR_SWEEP_INTERVAL must be between 1s and 1d")
         # Dropping raw events still inside the late window would drop their dedupe ids too.
         if self.raw_retention_s < self.late_window_s + 86400.0:
             raise ConfigError("METER_RAW_RETENTION must exceed METER_LATE_WINDOW by at least 1d")
@@ -430,6 +437,12 @@ class Settings:
             ),
             notifier_metrics_port=integer(
                 "METER_NOTIFIER_METRICS_PORT", base.notifier_metrics_port
+            ),
+            evaluator_sweep_interval_s=duration(
+                "METER_EVALUATOR_SWEEP_INTERVAL", base.evaluator_sweep_interval_s
+            ),
+            evaluator_metrics_port=integer(
+                "METER_EVALUATOR_METRICS_PORT", base.evaluator_metrics_port
             ),
         )
 

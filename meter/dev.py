@@ -4,20 +4,19 @@ One process runs: embedded Postgres and Redis (unless METER_DATABASE_URL / METER
 set; data kept in .meter/dev so usage survives restarts), the Stripe emulator (unless
 STRIPE_API_KEY is set; its state kept in .meter/dev/stripe.json, its webhooks signed and sent to
 this API, and its thin events — meter error reports — through an event destination made at each
-start), migrations, the API, the aggregator, the reporter and the notifier (outgoing
-webhooks). It seeds the emulator from a
-catalogue file (deploy/catalogue.example.yaml, packaged into the wheel, unless --catalogue names
-another), on first start with a demo customer subscribed to its first metered price, and always
-creates a fresh API key, then prints URLs and ready-to-paste curls (the usage one on that price's
-meter). Logs are text lines (unless
+start), migrations, the API, the aggregator, the reporter, the alert evaluator and the notifier
+(outgoing webhooks). It seeds the emulator from a catalogue file (deploy/catalogue.example.yaml,
+packaged into the wheel, unless --catalogue names another), on first start with a demo customer
+subscribed to its first metered price, and always creates a fresh API key, then prints URLs and
+ready-to-paste curls (the usage one on that price's meter). Logs are text lines (unless
 METER_LOG_FORMAT=json), libraries' only from WARNING up, and while events move a one-line pipeline
 summary follows every few seconds. Ctrl-C stops everything.
 
 Every process serves its metrics on a port of its own, as in production (METER_METRICS_PORT for
 the API, METER_AGGREGATOR_METRICS_PORT / METER_REPORTER_METRICS_PORT /
-METER_NOTIFIER_METRICS_PORT, 9100, 9101 and 9103 here unless set), and every port is checked
-before anything starts. While it runs, `.meter/dev/env` tells `meter` commands in other
-terminals where everything is (meter/devenv.py).
+METER_NOTIFIER_METRICS_PORT / METER_EVALUATOR_METRICS_PORT, 9100, 9101, 9103 and 9104 here unless
+set), and every port is checked before anything starts. While it runs, `.meter/dev/env` tells
+`meter` commands in other terminals where everything is (meter/devenv.py).
 """
 
 from __future__ import annotations
@@ -61,6 +60,7 @@ DEV_DIR = devenv.DEV_DIR
 DEV_AGGREGATOR_METRICS_PORT = 9100
 DEV_REPORTER_METRICS_PORT = 9101
 DEV_NOTIFIER_METRICS_PORT = 9103
+DEV_EVALUATOR_METRICS_PORT = 9104
 # The pipeline summary: at most one line this often, and only when it changed.
 SUMMARY_INTERVAL_S = 5.0
 _DEV_DB = "meter"
@@ -93,6 +93,7 @@ class DevPorts:
     aggregator_metrics: int
     reporter_metrics: int
     notifier_metrics: int
+    evaluator_metrics: int
 
     @classmethod
     def plan(cls, settings: Settings, env: Mapping[str, str], port: int | None) -> DevPorts:
@@ -118,6 +119,10 @@ class DevPorts:
                 "METER_NOTIFIER_METRICS_PORT",
                 settings.notifier_metrics_port,
                 DEV_NOTIFIER_METRICS_PORT,
+            evaluator_metrics=metrics_port(
+                "METER_EVALUATOR_METRICS_PORT",
+                settings.evaluator_metrics_port,
+                DEV_EVALUATOR_METRICS_PORT,
             ),
         )
 
@@ -143,6 +148,10 @@ class DevPorts:
                 "METER_NOTIFIER_METRICS_PORT",
                 self.metrics_host,
                 self.notifier_metrics,
+                "the evaluator's metrics",
+                "METER_EVALUATOR_METRICS_PORT",
+                self.metrics_host,
+                self.evaluator_metrics,
             ),
         ]
         return [bind for bind in wanted if bind[3]]
@@ -154,6 +163,7 @@ class DevPorts:
             "aggregator": self.aggregator_metrics,
             "reporter": self.reporter_metrics,
             "notifier": self.notifier_metrics,
+            "evaluator": self.evaluator_metrics,
         }
         host = self.metrics_host
         return {name: f"http://{host}:{port}/metrics" for name, port in ports.items() if port}
@@ -389,6 +399,7 @@ async def _summarize(
 
 async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Catalogue) -> None:
     from aggregator.worker import Worker
+    from evaluator.worker import Evaluator
     from meter.app import create_app
     from meter.connections import redis_client
     from meter.metrics import metrics_server
@@ -445,6 +456,7 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
             Reporter(settings, directory=wiring.customer_directory())
         )
         notifier = await stack.enter_async_context(Notifier(settings))
+        evaluator = await stack.enter_async_context(Evaluator(settings, redis=redis))
         # Each process's metrics on a port of its own, never the API's: as Prometheus scrapes
         # them in production (deploy/prometheus.yml), so dashboards and alerts read the same.
         for registry, metrics_port in (
@@ -452,12 +464,14 @@ async def _pipeline(settings: Settings, key: str, ports: DevPorts, catalogue: Ca
             (aggregator.metrics.registry, ports.aggregator_metrics),
             (reporter.metrics.registry, ports.reporter_metrics),
             (notifier.metrics.registry, ports.notifier_metrics),
+            (evaluator.metrics.registry, ports.evaluator_metrics),
         ):
             stack.enter_context(metrics_server(settings.metrics_host, metrics_port, registry))
         tasks = [
             asyncio.create_task(aggregator.run(stop), name="aggregator"),
             asyncio.create_task(reporter.run(stop), name="reporter"),
             asyncio.create_task(notifier.run(stop), name="notifier"),
+            asyncio.create_task(evaluator.run(stop), name="evaluator"),
             asyncio.create_task(
                 _summarize(
                     stop,

@@ -15,7 +15,7 @@ import orjson
 
 FORMATS = ("json", "text")
 # Loggers of this project; every other logger belongs to a library.
-OWN_LOGGERS = frozenset({"meter", "aggregator", "reporter"})
+OWN_LOGGERS = frozenset({"meter", "aggregator", "reporter", "evaluator"})
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}

@@ -52,6 +52,11 @@ class Keys:
         tenant, not once per event."""
         return _dedupe_prefixes(self.prefix, tenant, shards)
 
+    def alert_touches(self) -> str:
+        """The (tenant, customer, meter)s the aggregator just folded usage of, for the alert
+        evaluator (docs/alerts.md). A hint only: the evaluator's sweep covers a lost entry."""
+        return f"{self.prefix}:alerts:touches"
+
     def limits(self, tenant: str) -> str:
         """The tenant's hard-limit blocks (meter/limits.py): a hash, field `customer\x1fmeter`,
         value JSON {"rule": id, "until_ms": ms}."""

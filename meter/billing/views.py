@@ -126,6 +126,21 @@ async def usage_in_period(
     return tally.quantity(aggregation)
 
 
+async def meter_limit(
+    conn: asyncpg.Connection, tenant: str, key: str, meter: str
+) -> Decimal | None:
+    """The entitlement limit `limit.<meter>` of the customer's current subscription (price
+    metadata over product metadata, as in `entitlements_doc`); None without one."""
+    customer = await conn.fetchrow(queries.CUSTOMER_BY_KEY, tenant, key)
+    if customer is None:
+        return None
+    _, items, _ = await subscription_state(conn, customer)
+    metadatas: list[dict[str, str]] = []
+    for item in items:
+        metadatas += [_md(item["product_metadata"]), _md(item["price_metadata"])]
+    return plan_from_metadata(*metadatas).limits.get(meter)
+
+
 async def entitlements_doc(
     conn: asyncpg.Connection,
     tenant: str,

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from meter import appkeys
 from meter.config import Settings
-from meter.openapi import billing, ingest, meters, usage, webhooks
+from meter.openapi import alerts, billing, ingest, meters, usage, webhooks
 from meter.openapi.common import ERROR_SCHEMAS, RESPONSES, Doc
 
 
@@ -45,6 +45,7 @@ def build_document(settings: Settings) -> Doc:
             {"name": "ingest", "description": "usage events"},
             {"name": "usage", "description": "usage so far and projected invoices"},
             {"name": "billing", "description": "Stripe webhook and self-service billing"},
+            {"name": "alerts", "description": "usage alert rules and hard limits"},
             {"name": "webhooks", "description": "signed webhooks meter sends (docs/webhooks.md)"},
             {
                 "name": "operations",
@@ -56,6 +57,7 @@ def build_document(settings: Settings) -> Doc:
             **ingest.paths(settings),
             **usage.paths(),
             **meters.paths(),
+            **alerts.paths(),
             **billing.paths(),
             **webhooks.paths(),
         },

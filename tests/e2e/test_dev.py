@@ -42,6 +42,7 @@ def dev_env(database_url: str | None, redis_url: str | None, redis_prefix: str) 
         "METER_AGGREGATOR_METRICS_PORT": str(free_port()),
         "METER_REPORTER_METRICS_PORT": str(free_port()),
         "METER_NOTIFIER_METRICS_PORT": str(free_port()),
+        "METER_EVALUATOR_METRICS_PORT": str(free_port()),
     }
     if database_url is not None:
         env["METER_DATABASE_URL"] = database_url
@@ -121,6 +122,7 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
                 "aggregator": "METER_AGGREGATOR_METRICS_PORT",
                 "reporter": "METER_REPORTER_METRICS_PORT",
                 "notifier": "METER_NOTIFIER_METRICS_PORT",
+                "evaluator": "METER_EVALUATOR_METRICS_PORT",
             }
             assert {name: url for url, name in urls.items()} == {
                 name: f"http://127.0.0.1:{env[var]}/metrics" for name, var in metrics_port.items()
@@ -130,6 +132,7 @@ async def test_meter_dev_runs_the_pipeline_from_ingest_to_stripe(
                 "aggregator": ["meter_aggregator_events_total"],
                 "reporter": ["meter_reporter_outbox_depth"],
                 "notifier": ["meter_notifier_pending_deliveries"],
+                "evaluator": ["meter_evaluator_last_sweep_timestamp_seconds"],
             }
             for name, var in metrics_port.items():
                 async with http.get(f"http://127.0.0.1:{env[var]}/metrics") as response:
@@ -253,6 +256,7 @@ async def test_a_newcomer_clones_into_a_private_folder_and_runs_meter_dev(tmp_pa
         "METER_METRICS_PORT",
         "METER_AGGREGATOR_METRICS_PORT",
         "METER_REPORTER_METRICS_PORT",
+        "METER_EVALUATOR_METRICS_PORT",
     ):
         env[name] = str(free_port())
     port = free_port()

@@ -80,6 +80,11 @@ ALL_TABLES = {
     "webhook_fanout_cursor",
     "webhook_deliveries",
     "webhook_delivery_attempts",
+    # 0022_alert_rules
+    "alert_rules",
+    "alert_firings",
+    "alert_states",
+    "alert_limits",
 }
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("meter", "aggregator", "reporter", "notifier", "benchmarks", "tests")
+SOURCES = ("meter", "aggregator", "reporter", "notifier", "evaluator", "benchmarks", "tests")
 # Distributions of their own: module names count from these directories, not from ROOT.
 OWN_ROOTS = (ROOT / "clients" / "python" / "src",)
-SERVER = ("meter", "aggregator", "reporter", "notifier")
+SERVER = ("meter", "aggregator", "reporter", "notifier", "evaluator")
 
 # I/O libraries, and the meter modules that reach a database, Redis, HTTP or Stripe.
 IO_LIBRARIES = ("asyncpg", "redis", "aiohttp", "stripe", "httpx", "requests", "socket")
@@ -101,6 +101,9 @@ FORBIDDEN = [
         ("notifier",),
         id="others-import-notifier",
     ),
+    # The evaluator reads what the aggregator committed; it runs neither worker's code.
+    pytest.param(("evaluator",), ("aggregator", "reporter"), id="evaluator-imports-workers"),
+    pytest.param(("aggregator", "reporter"), ("evaluator",), id="workers-import-evaluator"),
     # The client installs without the server and the server runs without the client.
     pytest.param(("meter_client",), SERVER, id="client-imports-server"),
     pytest.param(SERVER, ("meter_client",), id="server-imports-client"),
@@ -165,5 +168,6 @@ def test_the_graph_sees_the_packages() -> None:
     assert "meter.billing.store" in GRAPH
     assert "aggregator.worker" in GRAPH
     assert "reporter.worker" in GRAPH
+    assert "evaluator.worker" in GRAPH
     assert "meter.pricing" in GRAPH
     assert "meter_client.aio" in GRAPH

@@ -2,7 +2,8 @@
 environment exactly as `docker-compose config` resolves them (with deploy/emulator.env), only
 the compose network's names and fixed ports mapped to this machine (the test's database and
 Redis prefix, free loopback ports). The processes must work together as compose wires them:
-migrate, the emulator, serve, aggregate, report, notify, the one-shot sync and the first API key."""
+migrate, the emulator, serve, aggregate, evaluate, report, notify, the one-shot sync and the first
+API key."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tests.integration.ops.promql import exported_names
 from tests.integration.ops.test_deploy import EMULATOR_ENV, services
 
 # The compose network's fixed ports that meter processes listen on.
-COMPOSE_PORTS = (8080, 9100, 9101, 9102, 9103, 12111, 12112)
+COMPOSE_PORTS = (8080, 9100, 9101, 9102, 9103, 9104, 12111, 12112)
 COMPOSE_DATABASE = re.compile(r"postgresql://\S+@postgres:5432/meter")
 
 
@@ -119,7 +120,7 @@ async def test_the_emulator_profile_runs_as_compose_wires_it(
     assert migrated.returncode == 0, migrated.stderr
     running = Running(tmp_path)
     try:
-        for name in ("stripe-emulator", "serve", "aggregate", "report", "notify"):
+        for name in ("stripe-emulator", "serve", "aggregate", "report", "evaluate", "notify"):
             running.start(name, *local.process(found[name]))
         emulator = f"http://127.0.0.1:{local.ports[12111]}"
         api = f"http://127.0.0.1:{local.ports[8080]}"
@@ -158,12 +159,14 @@ async def test_the_emulator_profile_runs_as_compose_wires_it(
             "aggregate": "meter_aggregator_events_total",
             "report": "meter_reporter_outbox_oldest_seconds",
             "notify": "meter_notifier_pending_deliveries",
+            "evaluate": "meter_evaluator_last_sweep_timestamp_seconds",
         }
         variable = {
             "serve": "METER_METRICS_PORT",
             "aggregate": "METER_AGGREGATOR_METRICS_PORT",
             "report": "METER_REPORTER_METRICS_PORT",
             "notify": "METER_NOTIFIER_METRICS_PORT",
+            "evaluate": "METER_EVALUATOR_METRICS_PORT",
         }
         for name, metric in metrics.items():
             port = local.ports[int(found[name]["environment"][variable[name]])]

@@ -18,7 +18,7 @@ from tests.integration.ops.conftest import ALERTS, GRAFANA, REPO, tool
 COMPOSE = REPO / "compose.yaml"
 DEPLOY = REPO / "deploy"
 SERVICES = {
-    "postgres", "redis", "migrate", "serve", "aggregate", "report", "notify", "sync",
+    "postgres", "redis", "migrate", "serve", "aggregate", "evaluate", "report", "notify", "sync",
     "stripe-emulator", "meter", "prometheus", "grafana",
 }  # fmt: skip
 EMULATOR_ENV = DEPLOY / "emulator.env"
@@ -70,7 +70,7 @@ def test_compose_config_is_valid_and_complete() -> None:
         assert Path(source).exists(), source
     # The one-shot migration gates the long-running processes.
     assert "restart: 'no'" in service_block(config, "migrate") or 'restart: "no"' in config
-    for name in ("serve", "aggregate", "report", "notify"):
+    for name in ("serve", "aggregate", "report", "notify", "evaluate"):
         block = service_block(config, name)
         assert re.search(r"migrate:\n\s+condition: service_completed_successfully", block), name
         assert "METER_DATABASE_URL: postgresql://" in block
@@ -78,9 +78,10 @@ def test_compose_config_is_valid_and_complete() -> None:
     assert "METER_AGGREGATOR_METRICS_PORT: '9100'" in service_block(config, "aggregate")
     assert "METER_REPORTER_METRICS_PORT: '9101'" in service_block(config, "report")
     assert "METER_NOTIFIER_METRICS_PORT: '9103'" in service_block(config, "notify")
+    assert "METER_EVALUATOR_METRICS_PORT: '9104'" in service_block(config, "evaluate")
     # Metrics (revenue among them) are reachable on the compose network only, never published;
     # the API port is the only one meter publishes.
-    for name in ("serve", "aggregate", "report", "notify"):
+    for name in ("serve", "aggregate", "report", "notify", "evaluate"):
         block = service_block(config, name)
         assert "METER_METRICS_HOST: 0.0.0.0" in block, name
         published = re.findall(r"published: \"?(\d+)", block)
@@ -155,7 +156,7 @@ def test_processes_that_need_stripe_run_only_in_a_profile_that_has_it() -> None:
     assert found["meter"]["profiles"] == ["cli"]  # only `docker compose run`
     for name, service in found.items():
         if "profiles" not in service and service.get("image") == "meter:latest":
-            assert service["command"][0] in {"migrate", "serve", "aggregate", "notify"}, name
+            assert service["command"][0] in {"migrate", "serve", "aggregate", "notify", "evaluate"}, name
         if "profiles" not in service:
             for dependency in service.get("depends_on", {}):
                 assert "profiles" not in found[dependency], (name, dependency)
@@ -205,6 +206,7 @@ def test_prometheus_scrapes_every_process_on_its_metrics_port() -> None:
         "aggregate": "METER_AGGREGATOR_METRICS_PORT",
         "report": "METER_REPORTER_METRICS_PORT",
         "notify": "METER_NOTIFIER_METRICS_PORT",
+        "evaluate": "METER_EVALUATOR_METRICS_PORT",
     }
     found = services(EMULATOR_ENV)
     expected = {
@@ -243,7 +245,7 @@ def test_dockerfile_header_and_expose_cover_every_process() -> None:
             args = build_parser().parse_args(command)
             listening |= {args.port, args.meter_events_port}
     assert listening <= exposed, listening - exposed
-    assert {8080, 9100, 9101, 9102, 9103, 12111, 12112} <= exposed
+    assert {8080, 9100, 9101, 9102, 9103, 9104, 12111, 12112} <= exposed
 
 
 def test_dockerfile_installs_the_locked_project_as_non_root() -> None:

@@ -1,0 +1,68 @@
+"""SQL of the evaluator. It owns alert_firings, alert_states and alert_limits
+(migrations/0022_alert_rules.sql) and reads alert_rules, usage and billing."""
+
+from __future__ import annotations
+
+RULE_COLUMNS = "id, tenant, customer, meter, filter::text AS filter, kind, thresholds, hard_limit"
+
+# The rules a touch of (tenant, meter) by one of the customer's keys concerns.
+RULES_FOR_CUSTOMER = f"""
+SELECT {RULE_COLUMNS} FROM alert_rules
+WHERE tenant = $1 AND meter = $2 AND (customer IS NULL OR customer = ANY($3::text[]))
+ORDER BY id
+"""
+
+ALL_RULES = f"SELECT {RULE_COLUMNS} FROM alert_rules ORDER BY tenant, id"
+
+# The customers a rule for every customer may concern: those with usage of its meter since the
+# earliest start of a current period (`$3` of an item's, `$5` of a calendar month), and those
+# whose block it still holds (a new period without usage must still clear them).
+CUSTOMERS_OF_METER = """
+SELECT customer FROM usage_totals WHERE tenant = $1 AND meter = $2 AND period_start >= $3
+UNION
+SELECT customer FROM usage_rollups
+WHERE tenant = $1 AND meter = $2 AND subscription_item IS NULL AND bucket_start >= $5
+UNION
+SELECT customer FROM alert_limits WHERE rule = $4 AND cleared_at IS NULL
+"""
+
+# 1. The claim: the unique key (rule, customer, period start, threshold) admits one row, so one
+#    transaction of all the evaluators that see the crossing inserts it; the others wait for it
+#    to commit and insert nothing.
+CLAIM_FIRING = """
+INSERT INTO alert_firings (rule, tenant, customer, period_start, period_end, threshold, value,
+    event)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT DO NOTHING
+RETURNING rule
+"""
+
+FIRED = """
+SELECT threshold FROM alert_firings WHERE rule = $1 AND customer = $2 AND period_start = $3
+"""
+
+SAVE_STATE = """
+INSERT INTO alert_states (rule, tenant, customer, period_start, period_end, value, evaluated_at)
+VALUES ($1, $2, $3, $4, $5, $6, now())
+ON CONFLICT (rule, customer, period_start)
+DO UPDATE SET value = excluded.value, period_end = excluded.period_end, evaluated_at = now()
+"""
+
+CLAIM_LIMIT = """
+INSERT INTO alert_limits (rule, tenant, customer, keys, meter, period_start, period_end)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT DO NOTHING
+RETURNING rule
+"""
+
+# The limits of earlier periods still standing: a new period clears them.
+CLEAR_EARLIER_LIMITS = """
+UPDATE alert_limits SET cleared_at = now()
+WHERE rule = $1 AND customer = $2 AND period_start < $3 AND cleared_at IS NULL
+RETURNING keys, meter, period_start, period_end
+"""
+
+STANDING_LIMIT = """
+SELECT keys, meter, period_end FROM alert_limits
+WHERE rule = $1 AND customer = $2 AND period_start = $3 AND cleared_at IS NULL
+"""

@@ -1,0 +1,284 @@
+"""The evaluator process: touches from the aggregator, and a periodic full sweep.
+
+Promptness comes from the touches: after each commit the aggregator adds the (tenant, customer,
+meter)s it folded to a Redis stream (`Keys.alert_touches`), which evaluators read in one consumer
+group, so each touch goes to one of them. Completeness comes from the sweep: every
+METER_EVALUATOR_SWEEP_INTERVAL each evaluator evaluates every rule for every customer with usage
+of its meter, so a touch lost (aggregator crash before it, Redis restart, an evaluator dying with
+touches unacknowledged) only makes an alert later, never missed. Evaluating twice is harmless:
+each firing is claimed once in Postgres (evaluator/fire.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+from redis.exceptions import ResponseError
+
+from evaluator import fire, queries, reading
+from evaluator.fire import Rule
+from evaluator.metrics import EvaluatorMetrics
+from meter.alerts import rules
+from meter.config import Settings
+from meter.connections import REDIS_ERRORS, PooledConnection, RedisClient, acquire, redis_client
+from meter.core import touches
+from meter.core.streams import text
+from meter.crashpoints import Faults
+from meter.migrate import require_schema
+from meter.redis_keys import Keys
+from meter.webhooks import events
+
+log = logging.getLogger(__name__)
+
+GROUP = "evaluators"
+TOUCH_BATCH = 100
+TOUCH_BLOCK_MS = 1000
+# A touch read by an evaluator that died unacknowledged is taken over after this long.
+CLAIM_IDLE_MS = 60_000
+# How far back a current period may have started: a yearly price's period (usage_totals), and a
+# calendar month for usage without a subscription item (unattributed rollups).
+TOTALS_LOOKBACK = dt.timedelta(days=367)
+ROLLUPS_LOOKBACK = dt.timedelta(days=32)
+TRANSIENT: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    *REDIS_ERRORS,
+)
+
+
+class Evaluator:
+    """`async with Evaluator(settings) as e: await e.sweep()` (or `await e.run(stop)`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: RedisClient | None = None,
+        metrics: EvaluatorMetrics | None = None,
+        faults: Faults | None = None,
+        consumer: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.redis_prefix)
+        self.metrics = metrics or EvaluatorMetrics()
+        self.faults = faults or Faults()
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self._redis = redis
+        self._own_redis = redis is None
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def redis(self) -> RedisClient:
+        assert self._redis is not None
+        return self._redis
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None
+        return self._pool
+
+    async def __aenter__(self) -> Evaluator:
+        self._pool = await asyncpg.create_pool(
+            self.settings.database_url,
+            min_size=1,
+            max_size=3,
+            connection_class=PooledConnection,
+        )
+        try:
+            async with acquire(self.pool) as conn:
+                await require_schema(conn)
+            if self._redis is None:
+                # Above the touch read's block time.
+                self._redis = redis_client(self.settings.redis_url, socket_timeout=10.0)
+        except BaseException:
+            await self._pool.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._own_redis and self._redis is not None:
+            await self._redis.aclose()
+        await self.pool.close()
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    async def _evaluate(self, conn: asyncpg.Connection, rule_list: Iterable[Rule], key: str) -> int:
+        """Evaluate rules for the customer named `key`; returns the events enqueued."""
+        now = int(time.time())
+        readings: dict[tuple[str, bool, tuple[tuple[str, str], ...]], reading.Reading] = {}
+        enqueued = 0
+        for rule in rule_list:
+            with_limit = rule.kind == rules.PERCENT_OF_LIMIT
+            wanted = (rule.meter, with_limit, rule.filter)
+            found = readings.get(wanted)
+            if found is None:
+                # 1. Read (evaluator/fire.py): nothing written yet.
+                found = await reading.read(
+                    conn,
+                    rule.tenant,
+                    key,
+                    rule.meter,
+                    now,
+                    with_limit=with_limit,
+                    dimension_filter=rule.filter,
+                )
+                readings[wanted] = found
+            outcome = await fire.evaluate(conn, self.redis, self.keys, rule, found, self.faults)
+            self.metrics.evaluations.inc()
+            self.metrics.fired.labels(fire.event_type(rule)).inc(len(outcome.fired))
+            self.metrics.fired.labels(events.LIMIT_REACHED).inc(outcome.reached)
+            self.metrics.fired.labels(events.LIMIT_CLEARED).inc(outcome.cleared)
+            enqueued += len(outcome.fired) + outcome.reached + outcome.cleared
+        return enqueued
+
+    async def evaluate_touch(self, tenant: str, key: str, meter: str) -> int:
+        """The rules a fold of `meter`'s usage by the customer named `key` concerns."""
+        async with acquire(self.pool) as conn:
+            _, keys = await reading.customer_keys(conn, tenant, key)
+            rows = await conn.fetch(queries.RULES_FOR_CUSTOMER, tenant, meter, list(keys))
+            if not rows:
+                return 0
+            return await self._evaluate(conn, [Rule.of(r) for r in rows], key)
+
+    async def sweep(self) -> int:
+        """Every rule for every customer it may concern; returns the events enqueued."""
+        started = time.perf_counter()
+        enqueued = 0
+        now = dt.datetime.now(dt.UTC)
+        async with acquire(self.pool) as conn:
+            for row in await conn.fetch(queries.ALL_RULES):
+                rule = Rule.of(row)
+                if rule.customer is not None:
+                    candidates = [rule.customer]
+                else:
+                    found = await conn.fetch(
+                        queries.CUSTOMERS_OF_METER,
+                        rule.tenant,
+                        rule.meter,
+                        now - TOTALS_LOOKBACK,
+                        rule.id,
+                        now - ROLLUPS_LOOKBACK,
+                    )
+                    candidates = sorted(r["customer"] for r in found)
+                seen: set[str] = set()
+                for key in candidates:
+                    # A customer's events may name it by either key: evaluated once.
+                    customer, _ = await reading.customer_keys(conn, rule.tenant, key)
+                    if customer in seen:
+                        continue
+                    seen.add(customer)
+                    enqueued += await self._evaluate(conn, [rule], key)
+        self.metrics.sweep_seconds.set(time.perf_counter() - started)
+        self.metrics.last_sweep.set(time.time())
+        return enqueued
+
+    # -- touches ---------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
+            await self.redis.xgroup_create(self.keys.alert_touches(), GROUP, id="0", mkstream=True)
+
+    async def _handle(self, entries: list[tuple[Any, dict[bytes, bytes]]]) -> int:
+        stream = self.keys.alert_touches()
+        wanted: dict[touches.Touch, int] = {}
+        for entry_id, fields in entries:
+            ms = int(text(entry_id).partition("-")[0])
+            for touch in touches.decode(fields.get(touches.FIELD, b"")):
+                wanted[touch] = min(ms, wanted.get(touch, ms))
+        enqueued = 0
+        for (tenant, key, meter), ms in wanted.items():
+            enqueued += await self.evaluate_touch(tenant, key, meter)
+            self.metrics.touch_lag.observe(max(time.time() - ms / 1000, 0.0))
+        self.metrics.touches.inc(len(wanted))
+        if entries:
+            # Acknowledged only once evaluated: an evaluator dying before leaves them pending,
+            # and another takes them over (claim_stale).
+            await self.redis.xack(stream, GROUP, *[e for e, _ in entries])
+        return enqueued
+
+    async def read_touches(self, block_ms: int | None = TOUCH_BLOCK_MS) -> int:
+        """One batch of touches (waiting up to `block_ms` for one); returns events enqueued."""
+        stream = self.keys.alert_touches()
+        reply: Any = await self.redis.xreadgroup(
+            GROUP, self.consumer, {stream: ">"}, count=TOUCH_BATCH, block=block_ms
+        )
+        if not reply:
+            return 0
+        return await self._handle(reply[0][1])
+
+    async def claim_stale(self) -> int:
+        """Touches another evaluator read and never acknowledged (it died)."""
+        reply: Any = await self.redis.xautoclaim(
+            self.keys.alert_touches(), GROUP, self.consumer, CLAIM_IDLE_MS, count=TOUCH_BATCH
+        )
+        # Entries trimmed from the stream come back without fields: nothing to evaluate.
+        return await self._handle([e for e in reply[1] if e[1]])
+
+    # -- the process -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Touches and sweeps until `stop`."""
+        await self._retrying(stop, self.ensure_group, 1.0)
+        tasks = [
+            asyncio.create_task(self._loop(stop, self._touch_round, 0.0), name="touches"),
+            asyncio.create_task(
+                self._loop(stop, self._sweep_round, self.settings.evaluator_sweep_interval_s),
+                name="sweep",
+            ),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _touch_round(self) -> None:
+        try:
+            await self.read_touches()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream (a restart without persistence): the sweep covers what it
+            # held; start over.
+            await self.ensure_group()
+
+    async def _sweep_round(self) -> None:
+        await self.claim_stale()
+        await self.sweep()
+
+    async def _retrying(self, stop: asyncio.Event, step: Any, pause_s: float) -> None:
+        while not stop.is_set():
+            try:
+                await step()
+                return
+            except TRANSIENT:
+                log.exception("evaluator: dependency unavailable; retrying")
+                self.metrics.errors.inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause_s)
+
+    async def _loop(self, stop: asyncio.Event, step: Any, interval_s: float) -> None:
+        while not stop.is_set():
+            pause_s = interval_s
+            try:
+                await step()
+            except TRANSIENT:
+                log.exception("evaluator round failed; retrying")
+                self.metrics.errors.inc()
+                pause_s = max(interval_s, 1.0)
+            if pause_s:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause_s)

@@ -1,0 +1,60 @@
+"""SQL of the alert rules API (tables: migrations/0022_alert_rules.sql). Every statement names
+the tenant: a rule, its states and its firings are only ever found through their tenant."""
+
+from __future__ import annotations
+
+RULE_COLUMNS = (
+    "id, tenant, customer, meter, filter::text AS filter, kind, thresholds, hard_limit, "
+    "created_at, updated_at"
+)
+
+COUNT_RULES = "SELECT count(*) FROM alert_rules WHERE tenant = $1"
+
+INSERT_RULE = f"""
+INSERT INTO alert_rules (id, tenant, customer, meter, kind, thresholds, hard_limit, filter)
+VALUES ($1, $2, $3, $4, $5, $6::numeric[], $7, $8::jsonb)
+RETURNING {RULE_COLUMNS}
+"""
+
+LIST_RULES = f"""
+SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 ORDER BY created_at, id
+"""
+
+GET_RULE = f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 AND id = $2"
+# The same, locked for an update that checks the row first.
+GET_RULE_FOR_UPDATE = GET_RULE + " FOR UPDATE"
+
+UPDATE_RULE = f"""
+UPDATE alert_rules SET thresholds = $3::numeric[], hard_limit = $4, updated_at = now()
+WHERE tenant = $1 AND id = $2
+RETURNING {RULE_COLUMNS}
+"""
+
+DELETE_RULE = "DELETE FROM alert_rules WHERE tenant = $1 AND id = $2 RETURNING meter"
+
+# A deleted rule's standing limits are cleared with it (their usage.limit_cleared enqueued in
+# the same transaction).
+CLEAR_LIMITS_OF_RULE = """
+UPDATE alert_limits SET cleared_at = now()
+WHERE tenant = $1 AND rule = $2 AND cleared_at IS NULL
+RETURNING customer, keys, meter, period_start, period_end
+"""
+
+STATES = """
+SELECT s.customer, s.period_start, s.period_end, s.value, s.evaluated_at,
+    coalesce(
+        (SELECT array_agg(f.threshold ORDER BY f.threshold) FROM alert_firings f
+         WHERE f.rule = s.rule AND f.customer = s.customer AND f.period_start = s.period_start),
+        '{}') AS thresholds,
+    coalesce(
+        (SELECT array_agg(f.fired_at ORDER BY f.threshold) FROM alert_firings f
+         WHERE f.rule = s.rule AND f.customer = s.customer AND f.period_start = s.period_start),
+        '{}') AS fired_at,
+    EXISTS (SELECT 1 FROM alert_limits l
+            WHERE l.rule = s.rule AND l.customer = s.customer
+              AND l.period_start = s.period_start AND l.cleared_at IS NULL) AS blocked
+FROM alert_states s
+WHERE s.tenant = $1 AND s.rule = $2 AND ($3::text IS NULL OR s.customer = $3)
+ORDER BY s.period_start DESC, s.customer
+LIMIT $4
+"""

@@ -1,0 +1,98 @@
+"""`/v1/alert_rules` (API-key auth): a tenant's usage alert rules and their states, the same as
+`meter alerts ...` (docs/alerts.md). Another tenant's rule is a 404, never a 403."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from meter import appkeys, jsonwire, limits
+from meter.alerts import rules, store
+from meter.auth import authenticate
+from meter.bodies import json_object, read_body
+from meter.connections import REDIS_ERRORS, acquire
+from meter.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+RULES = "/v1/alert_rules"
+RULE = RULES + "/{id}"
+MAX_STATES = 1000
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(RULES, create_rule)
+    app.router.add_get(RULES, list_rules)
+    app.router.add_get(RULE, get_rule)
+    app.router.add_post(RULE, update_rule)
+    app.router.add_delete(RULE, delete_rule)
+    app.router.add_get(RULE + "/states", rule_states)
+
+
+def _rule_id(request: web.Request) -> str:
+    rule_id = request.match_info["id"]
+    if not 0 < len(rule_id) <= rules.MAX_ID_LENGTH:
+        raise InvalidRequest(f"a rule id is 1..{rules.MAX_ID_LENGTH} characters", param="id")
+    return rule_id
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    spec = rules.parse_create(json_object(await read_body(request)))
+    async with acquire(request.app[appkeys.PG]) as conn:
+        doc = await store.create(conn, tenant, spec)
+    return jsonwire.response(doc)
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    async with acquire(request.app[appkeys.PG]) as conn:
+        data = await store.list_rules(conn, tenant)
+    return jsonwire.response({"object": "list", "data": data})
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    async with acquire(request.app[appkeys.PG]) as conn:
+        doc = await store.get(conn, tenant, _rule_id(request))
+    return jsonwire.response(doc)
+
+
+async def update_rule(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    rule_id = _rule_id(request)
+    body = json_object(await read_body(request))
+    async with acquire(request.app[appkeys.PG]) as conn:
+        doc = await store.update(conn, tenant, rule_id, body)
+    return jsonwire.response(doc)
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    rule_id = _rule_id(request)
+    async with acquire(request.app[appkeys.PG]) as conn:
+        _, lifted = await store.delete(conn, tenant, rule_id)
+    # 2. After the commit: lift the blocks the rule held. Each expires at its period's end
+    #    anyway, so a failure here only keeps a deleted rule's block until then (logged).
+    app = request.app
+    for customer, meter in lifted:
+        try:
+            await limits.clear(
+                app[appkeys.REDIS], app[appkeys.KEYS], tenant, customer, meter, rule_id=rule_id
+            )
+        except REDIS_ERRORS as exc:
+            log.warning("alert rule deleted; its block stays", extra={"error": str(exc)})
+    return jsonwire.response({"object": "alert_rule", "id": rule_id, "deleted": True})
+
+
+async def rule_states(request: web.Request) -> web.Response:
+    tenant = await authenticate(request)
+    rule_id = _rule_id(request)
+    customer = request.query.get("customer")
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_STATES:
+        raise InvalidRequest(f"`limit` must be an integer in 1..{MAX_STATES}", param="limit")
+    async with acquire(request.app[appkeys.PG]) as conn:
+        doc = await store.states(conn, tenant, rule_id, customer, int(raw))
+    return jsonwire.response(doc)

@@ -119,6 +119,7 @@ class DevPorts:
                 "METER_NOTIFIER_METRICS_PORT",
                 settings.notifier_metrics_port,
                 DEV_NOTIFIER_METRICS_PORT,
+            ),
             evaluator_metrics=metrics_port(
                 "METER_EVALUATOR_METRICS_PORT",
                 settings.evaluator_metrics_port,
@@ -148,6 +149,8 @@ class DevPorts:
                 "METER_NOTIFIER_METRICS_PORT",
                 self.metrics_host,
                 self.notifier_metrics,
+            ),
+            (
                 "the evaluator's metrics",
                 "METER_EVALUATOR_METRICS_PORT",
                 self.metrics_host,

@@ -103,7 +103,7 @@ def paths() -> Doc:
                 "type": "object",
                 "maxProperties": 3,
                 "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 500},
-                "description": "dimension values ({\"model\": \"large\"}), `units` rules only",
+                "description": 'dimension values ({"model": "large"}), `units` rules only',
             },
             "kind": {"enum": list(rules.KINDS)},
             "thresholds": _THRESHOLDS_IN,

@@ -156,7 +156,13 @@ def test_processes_that_need_stripe_run_only_in_a_profile_that_has_it() -> None:
     assert found["meter"]["profiles"] == ["cli"]  # only `docker compose run`
     for name, service in found.items():
         if "profiles" not in service and service.get("image") == "meter:latest":
-            assert service["command"][0] in {"migrate", "serve", "aggregate", "notify", "evaluate"}, name
+            assert service["command"][0] in {
+                "migrate",
+                "serve",
+                "aggregate",
+                "notify",
+                "evaluate",
+            }, name
         if "profiles" not in service:
             for dependency in service.get("depends_on", {}):
                 assert "profiles" not in found[dependency], (name, dependency)

@@ -7,8 +7,8 @@
 `Meter-Signature` is `t=<unix seconds>,v1=<hex>[,v1=<hex>…]`: each `v1` is the HMAC-SHA256,
 keyed with an endpoint secret, of `<t>.<body>` — Stripe's scheme
 (https://stripe.com/docs/webhooks/signatures#verify-manually). During a secret rotation two `v1`
-come, one per secret; any one matching one of yours is enough. Verify the raw bytes as received, before any JSON
-parsing: re-encoding changes them.
+come, one per secret; any one matching one of yours is enough. Verify the raw bytes as received,
+before any JSON parsing: re-encoding changes them.
 """
 
 from __future__ import annotations

@@ -66,3 +66,13 @@ STANDING_LIMIT = """
 SELECT keys, meter, period_end FROM alert_limits
 WHERE rule = $1 AND customer = $2 AND period_start = $3 AND cleared_at IS NULL
 """
+
+# A meter's usage of a customer in the trailing window [$4, $5) (pricing.trailing_window), for
+# the run-rate projection: whole hourly buckets, attributed or not.
+RECENT_USAGE = """
+SELECT coalesce(sum(r.event_count), 0)::bigint AS recent_count,
+    coalesce(sum(r.value_sum), 0) AS recent_sum
+FROM usage_rollups r
+WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
+  AND r.bucket_start >= $4 AND r.bucket_start < $5
+"""

@@ -16,10 +16,11 @@ from decimal import Decimal
 
 import asyncpg
 
+from evaluator import queries
 from meter.billing import queries as billing_queries
 from meter.billing.errors import NotFound
 from meter.billing.views import meter_limit
-from meter.pricing import Period
+from meter.pricing import Period, trailing_window
 from meter.usage import queries as usage_queries
 from meter.usage import report, store
 from meter.usage.api import month_of
@@ -98,6 +99,18 @@ async def read(
     units = tally.quantity(aggregation)
     amount = projected = currency = None
     if plan is not None and item is not None and item.price is not None and not dimension_filter:
+        # The projection's rate is the trailing window's (pricing.project_usage).
+        recent = trailing_window(period, now)
+        tally.add_recent(
+            await conn.fetchrow(
+                queries.RECENT_USAGE,
+                tenant,
+                keys,
+                meter,
+                store.ts(recent.start),
+                store.ts(recent.end + 1),
+            )
+        )
         doc, forecast = report.item_doc(
             item, period, tally, now, usage_charged=report.terms_of(plan, period).usage_charged
         )

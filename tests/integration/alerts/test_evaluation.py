@@ -163,22 +163,29 @@ async def test_a_new_period_re_arms_the_rule(
 async def test_projection_fires_on_a_rising_run_rate(
     client: Client, api_key: str, db: asyncpg.Connection, redis: Redis, settings: Settings
 ) -> None:
-    # Half of a 30-day period elapsed: the run rate doubles the usage so far.
-    await seed(db, current_period(elapsed_days=15))
+    # Half of a 30-day period elapsed. The projection adds the trailing day's rate (the last 23
+    # whole hours and the current one) times the time left to the usage so far.
+    start, end = current_period(elapsed_days=15)
+    await seed(db, (start, end))
     await create_rule(client, api_key, meter="calls", kind="projected", thresholds=[1000])
-    await post_events(client, api_key, calls("c-1", "a", [400]))
+    # 400 26 hours ago (before the trailing day), nothing since: no rate, 400 at the end.
+    await post_events(client, api_key, calls("c-1", "a", [400], when=time.time() - 26 * 3600))
     await drain(settings, redis)
     await evaluate_touches(settings, redis)
-    assert await webhook_events(db) == []  # ~800 by the period's end
+    assert await webhook_events(db) == []
+    # 200 in the last minute: the rate of the trailing day rises from 0.
     await post_events(client, api_key, calls("c-1", "b", [200]))
     await drain(settings, redis)
     await evaluate_touches(settings, redis)
     await sweep(settings, redis)
+    now = time.time()
     fired = await webhook_events(db)
     assert [(e[2], e[3]["threshold"], e[3]["usage"]) for e in fired] == [
         ("usage.projected_to_exceed", "1000", "600")
     ]
-    assert 1100 < float(fired[0][3]["value"]) < 1300  # ~1200
+    window = 23 * 3600 + now % 3600  # from the start of the hour 23 hours back to now
+    expected = 600 + 200 * (end - now) / window  # ~3,600 to ~3,800
+    assert abs(float(fired[0][3]["value"]) - expected) < 0.01 * expected
 
 
 async def test_hard_limit_blocks_then_a_new_period_clears(

@@ -7,9 +7,10 @@ block past its `until_ms` is ignored: its period ended.
 
 Ingest enforces it (`Blocks`, meter/ingest/endpoint.py): each serve process keeps a copy of the
 blocks of every tenant it ingests for, refreshed from Redis in the background every
-`REFRESH_S`, so the hot path costs a dict lookup per request, and per event only while the
-tenant has a block. An event of a blocked pair whose timestamp lies before the block's end is
-answered `rejected` with reason `over_limit`, naming the rule. Overshoot: docs/limits.md.
+`REFRESH_S`, so the hot path costs a dict lookup per request, a set check of the batch's
+customers while the tenant has a block, and a lookup per event only when one of them has one.
+An event of a blocked pair whose timestamp lies before the block's end is answered `rejected`
+with reason `over_limit`, naming the rule. Overshoot: docs/limits.md.
 
 `customer` is the name events use for the customer: a block of our id does not refuse events
 naming the Stripe `cus_` id, so a caller blocks each name its events may use.

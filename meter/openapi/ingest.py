@@ -18,7 +18,7 @@ REJECTION_REASONS = (
     "missing_customer", "invalid_customer", "customer_too_long", "missing_meter",
     "invalid_meter", "meter_too_long", "invalid_value", "too_many_digits", "invalid_timestamp",
     "too_late", "in_future", "invalid_properties", "properties_too_large", "unknown_customer",
-    "unknown_meter", "properties_too_deep",
+    "unknown_meter", "properties_too_deep", "over_limit",
 )  # fmt: skip
 
 

@@ -200,10 +200,11 @@ async def usage(request: web.Request) -> web.Response:
             for i, p in selection + [pair for _, sel in others for pair in sel] + gone
             if i.meter is not None
         }
+        # Only a sum or count meter's projection measures a rate (report.py, Tally.recent).
         item_meters = {
             i.id: i.meter
             for i, _ in selection + [pair for _, sel in others for pair in sel] + gone
-            if i.meter is not None
+            if i.meter is not None and i.aggregation in ("sum", "count")
         }
         asked = store.ItemUsage(
             tenant, plan.keys, periods, pending.keys_to_check(read), item_meters, recent_since

@@ -21,3 +21,11 @@ def test_the_message_names_the_rule_and_the_meter() -> None:
     assert "'calls'" in text
     assert "'cus_1'" in text
     assert limits.field("cus_1", "calls") == "cus_1\x1fcalls"
+
+
+def test_every_customer_a_field_may_name_is_in_the_prefilter() -> None:
+    entry = limits.Block("r", 1)
+    found = limits.TenantBlocks.of({"cus_1\x1fcalls": entry, "a\x1fb\x1fc": entry})
+    # "a\x1fb\x1fc" is customer "a" with meter "b\x1fc", or customer "a\x1fb" with meter "c".
+    assert found.customers == {"cus_1", "a", "a\x1fb"}
+    assert limits.NO_BLOCKS.customers == frozenset()

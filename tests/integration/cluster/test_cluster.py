@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -10,7 +12,7 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 
 from aggregator.worker import Worker
-from meter import wiring
+from meter import limits, wiring
 from meter.config import Settings
 from meter.connections import redis_client
 from meter.redis_keys import Keys, shard_of
@@ -106,3 +108,24 @@ async def test_aggregator_folds_a_cluster_exactly_once(
     keys = Keys(cluster_settings.redis_prefix)
     for shard in range(cluster_settings.shards):
         assert await cluster_redis.xlen(keys.stream(shard)) == 0
+
+
+async def test_hard_limits_are_kept_and_refreshed_on_a_cluster(
+    cluster_client: Client, api_key: str, cluster_redis: RedisCluster, cluster_settings: Settings
+) -> None:
+    keys = Keys(cluster_settings.redis_prefix)
+    until = int(time.time() * 1000) + 86_400_000
+    await limits.block(
+        cluster_redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=until
+    )
+    _, doc = await post(cluster_client, api_key, [ev("blocked"), ev("free", customer="cus_2")])
+    assert [r.get("reason", r["status"]) for r in doc["results"]] == ["over_limit", "accepted"]
+    # Lifted: accepted once the background refresh (a pipeline over the cluster) has run.
+    assert await limits.clear(cluster_redis, keys, "acme", "cus_1", "api_calls", rule_id="r")
+    n = 0
+    while True:
+        n += 1
+        _, doc = await post(cluster_client, api_key, [ev(f"again-{n}")])
+        if doc["results"][0]["status"] == "accepted":
+            break
+        await asyncio.sleep(0.02)

@@ -140,7 +140,10 @@ async def guard(
     known |= found
     decided, new = admit(distinct, known, sizes, limit)
     if new:
-        await conn.execute(queries.ADMIT_COMBOS, _json(new))
+        # In the one key order of every flush: holders of a shared set lock may insert the same
+        # pair at once, and the later waits for the earlier to commit; two flushes inserting in
+        # opposite orders would each wait for the other (a deadlock).
+        await conn.execute(queries.ADMIT_COMBOS, _json(sorted(new)))
     return {p: decided[p] for p in distinct}
 
 

@@ -268,3 +268,30 @@ async def test_concurrent_flushes_never_exceed_the_limit(
     assert sizes == dict.fromkeys((f"cus_{c}" for c in range(8)), limit)  # full, never past
     assert {(c, d) for c, d in decided if d != OTHER} == {(r["customer"], r["dims"]) for r in rows}
     assert any(d == OTHER for _, d in decided)
+
+
+async def test_shared_holders_admitting_the_same_pairs_in_opposite_orders_do_not_deadlock(
+    db: asyncpg.Connection, two: tuple[asyncpg.Connection, asyncpg.Connection]
+) -> None:
+    # Under shared set locks two flushes may insert the same pairs at once; the second waits for
+    # the first's commit. Inserted in stream order, two batches in opposite orders would meet in
+    # the middle, each waiting for the other: Postgres would abort one with a deadlock.
+    await _writers(db)
+    events = [
+        UsageEvent("acme", f"e{n}", f"cus_{n}", "tokens", "1", T0, T0, {"model": "m"})
+        for n in range(2000)
+    ]
+    pairs = [
+        (BucketKey("acme", e.customer, "tokens", None, None, T0, T0 + HOUR), e) for e in events
+    ]
+
+    async def flush(conn: asyncpg.Connection, batch: list[tuple[BucketKey, UsageEvent]]) -> int:
+        async with conn.transaction():
+            _, other, admitted = await with_dimensions(conn, batch, VERSIONS, 10, shared=True)
+            await asyncio.sleep(0.05)  # both in flight
+        assert other == 0
+        return len(admitted)
+
+    got = await asyncio.gather(flush(two[0], pairs), flush(two[1], pairs[::-1]))
+    assert got == [2000, 2000]
+    assert await db.fetchval("SELECT count(*) FROM usage_dimension_combos") == 2000

@@ -1,5 +1,7 @@
 """SQL of the notifier (tables: migrations/0020_webhook_events.sql, 0021_webhook_deliveries.sql).
-Times are parameters, not now(): the worker's clock decides, so tests can move it."""
+Times are parameters, not now(): the worker's clock decides, so tests can move it. Leases are
+the exception: they keep notifiers on different hosts apart, so they are taken and compared on
+Postgres's clock alone, and a host's clock skew cannot shorten one."""
 
 from __future__ import annotations
 
@@ -35,18 +37,19 @@ ON CONFLICT (event_id, endpoint_id) DO NOTHING
 ADVANCE_CURSOR = "UPDATE webhook_fanout_cursor SET xid = $1::text::xid8, seq = $2"
 
 # Step 2, claim: due deliveries of enabled endpoints, each by one notifier (SKIP LOCKED), leased
-# for the attempt (a crashed notifier's lease runs out and the row is due again). The attempt
+# for `$3` seconds of Postgres's clock (a crashed notifier's lease runs out and the row is due
+# again). The attempt
 # number taken here fences the outcome recorded in step 4. With what sending needs: the event,
 # the URL and the secrets signing at `$1`.
 CLAIM = """
 WITH claimed AS (
     UPDATE webhook_deliveries d
-    SET attempts = d.attempts + 1, lease_until = $1::timestamptz + $3::float8 * interval '1 second'
+    SET attempts = d.attempts + 1, lease_until = now() + $3::float8 * interval '1 second'
     FROM (
         SELECT d2.id FROM webhook_deliveries d2
         JOIN webhook_endpoints ep ON ep.id = d2.endpoint_id AND ep.status = 'enabled'
         WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1
-          AND (d2.lease_until IS NULL OR d2.lease_until <= $1)
+          AND (d2.lease_until IS NULL OR d2.lease_until <= now())
         ORDER BY d2.next_attempt_at
         LIMIT $2
         FOR UPDATE OF d2 SKIP LOCKED

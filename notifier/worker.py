@@ -170,11 +170,19 @@ class Notifier:
             if len(events) < FANOUT_BATCH:
                 return total
 
+    async def claim(self) -> list[asyncpg.Record]:
+        """Step 2: a batch of due deliveries, leased for as long as sending them all may take."""
+        s = self.settings
+        return list(
+            await self.pool.fetch(
+                queries.CLAIM, self.clock(), s.notifier_batch_size, lease_seconds(s)
+            )
+        )
+
     async def deliver_due(self) -> int:
         """Steps 2-4 for one batch of due deliveries; returns deliveries attempted."""
         s = self.settings
-        lease = s.notifier_timeout_s + LEASE_MARGIN_S
-        claimed = await self.pool.fetch(queries.CLAIM, self.clock(), s.notifier_batch_size, lease)
+        claimed = await self.claim()
         self._faults.hit("after_claim")
         if not claimed:
             return 0

@@ -29,6 +29,25 @@ async def delivery_states(db: asyncpg.Connection) -> list[tuple[str, int]]:
     return [(r["status"], r["attempts"]) for r in rows]
 
 
+async def fan_out_all(notifier: Notifier) -> None:
+    """Step 1 until every event is fanned out (an event waits for older transactions to end)."""
+    while await notifier.pool.fetchval(
+        "SELECT count(*) FROM webhook_events e, webhook_fanout_cursor c"
+        " WHERE (e.xid, e.seq) > (c.xid, c.seq)"
+    ):
+        await notifier.fan_out()
+        await asyncio.sleep(0.02)
+
+
+async def run_out_leases(db: asyncpg.Connection) -> None:
+    """What waiting out every lease does: leases are on Postgres's clock, which a test cannot
+    move, so their ends are moved back instead."""
+    await db.execute(
+        "UPDATE webhook_deliveries SET lease_until = now() - interval '1 second'"
+        " WHERE lease_until IS NOT NULL"
+    )
+
+
 async def test_an_event_is_delivered_once_signed(
     db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
 ) -> None:
@@ -152,8 +171,8 @@ async def test_a_notifier_killed_after_sending_sends_again_with_the_same_id(
     assert await delivery_states(db) == [("pending", 1)]
     async with Notifier(nsettings, clock=clock) as notifier:
         assert await notifier.once() == 0  # leased: nobody sends it meanwhile
-        # The lease was taken on the real clock, a little after this test's clock started.
-        clock.advance(lease_seconds(nsettings) + 60)
+        await run_out_leases(db)
+        clock.advance(60)  # the subprocess scheduled it on the real clock, after this one's start
         assert await notifier.once() == 1
     assert receiver.ids() == [event_id, event_id]
     assert await delivery_states(db) == [("succeeded", 2)]
@@ -179,6 +198,39 @@ async def test_two_notifiers_never_send_one_delivery_twice(
     assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 30
     assert {st for st, _ in await delivery_states(db)} == {"succeeded"}
     assert {n for _, n in await delivery_states(db)} == {1}
+
+
+async def test_a_claim_is_leased_for_every_send_of_its_batch(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    # One send at a time: the 50th claimed may wait for 49 sends of up to 10 s each first.
+    s = nsettings.replace(notifier_batch_size=50, notifier_concurrency=1, notifier_timeout_s=10.0)
+    await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    async with Notifier(s, clock=clock) as notifier:
+        await fan_out_all(notifier)
+        assert len(await notifier.claim()) == 1
+    held = await db.fetchval(
+        "SELECT extract(epoch FROM lease_until - now())::float8 FROM webhook_deliveries"
+    )
+    assert lease_seconds(s) == 50 * 10.0 + 30.0
+    assert lease_seconds(s) - 30.0 < held <= lease_seconds(s)
+
+
+async def test_a_notifier_whose_clock_runs_ahead_leaves_a_leased_delivery_alone(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    ahead = Clock()
+    ahead.advance(86400.0)  # a host whose clock is a day fast
+    async with Notifier(nsettings, clock=clock) as a, Notifier(nsettings, clock=ahead) as b:
+        await fan_out_all(a)
+        assert len(await a.claim()) == 1
+        assert await b.claim() == []  # a's lease holds on Postgres's clock
+        await run_out_leases(db)
+        assert len(await b.claim()) == 1
+    assert await delivery_states(db) == [("pending", 2)]
 
 
 async def test_an_event_of_a_transaction_that_commits_late_is_not_skipped(

@@ -48,6 +48,14 @@ LEASE_MARGIN_S = 30.0
 USER_AGENT = "meter-webhooks/1"
 SETTLE_POLL_S = 0.05
 _MAX_ERROR_CHARS = 300
+# What a round may fail on and the next one get past: Postgres restarting or unreachable, a
+# connection terminated under the pool (InterfaceError: "connection is closed"), a pool timeout.
+TRANSIENT: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 def _utcnow() -> dt.datetime:
@@ -321,8 +329,9 @@ class Notifier:
         while not stop.is_set():
             try:
                 attempted = await self.round()
-            except (OSError, asyncpg.PostgresError):
+            except TRANSIENT:
                 log.exception("notifier round failed; retrying")
+                self.metrics.errors.inc()
                 attempted = 0
             if not attempted:
                 with contextlib.suppress(TimeoutError):

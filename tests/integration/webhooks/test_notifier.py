@@ -11,6 +11,7 @@ from collections import Counter
 
 import asyncpg
 import orjson
+import pytest
 
 from meter.config import Settings
 from meter.webhooks import events, signing, store
@@ -339,3 +340,48 @@ async def test_manual_redelivery_sends_a_settled_delivery_again(
     assert receiver.ids() == [event_id, event_id]
     [row] = await store.deliveries(db, "acme", hook.id, limit=1)
     assert orjson.loads(row["attempt_log"])[-1]["attempt"] == 2
+
+
+async def received(receiver: Receiver, n: int) -> None:
+    """Until the receiver has `n` requests (bounded: a hung loop fails the test)."""
+    async with asyncio.timeout(30):
+        while len(receiver.received) < n:  # noqa: ASYNC110 - the receiver's server fills it
+            await asyncio.sleep(0.02)
+
+
+async def test_the_run_loop_outlives_closed_connections_and_pool_timeouts(
+    db: asyncpg.Connection,
+    nsettings: Settings,
+    receiver: Receiver,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_endpoint(db, receiver.url, clock())
+    first = await enqueue(db, "s-1")
+    s = nsettings.replace(notifier_poll_interval_s=0.05)
+    stop = asyncio.Event()
+    async with Notifier(s, clock=clock) as notifier:
+        # What a round meets when a connection dies under it, or the pool has none to give.
+        failures: list[Exception] = [asyncpg.InterfaceError("connection is closed"), TimeoutError()]
+        real_round = notifier.round
+
+        async def flaky_round() -> int:
+            if failures:
+                raise failures.pop(0)
+            return await real_round()
+
+        monkeypatch.setattr(notifier, "round", flaky_round)
+        loop = asyncio.create_task(notifier.run(stop))
+        await received(receiver, 1)
+        assert notifier.metrics.errors._value.get() == 2
+        # Every connection of the notifier terminated by Postgres: the loop goes on.
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        second = await enqueue(db, "s-2")
+        await received(receiver, 2)
+        assert not loop.done()
+        stop.set()
+        await loop
+    assert receiver.ids() == [first, second]

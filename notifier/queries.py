@@ -101,15 +101,22 @@ UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2),
 WHERE id = $1
 """
 
-# Disabled when every attempt has failed for `$3` seconds, at least `$4` of them. Counted once:
-# only the statement that flips the status returns a row.
+# Disabled when every attempt has failed for `$2` seconds, at least `$3` of them: checked on
+# the clock, not only when an attempt fails, since the last attempt of a dead endpoint's
+# delivery may come before its streak is that old. A row locked elsewhere (an attempt being
+# recorded, another notifier's check) is skipped, left to the next check. Counted once: only
+# the statement that flips the status returns a row.
 DISABLE_FAILING = """
 UPDATE webhook_endpoints SET status = 'disabled',
     disabled_reason = 'every delivery failed since ' || to_char(failing_since AT TIME ZONE 'UTC',
         'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (' || consecutive_failures || ' attempts)'
-WHERE id = $1 AND status = 'enabled' AND consecutive_failures >= $4
-  AND failing_since <= $2::timestamptz - $3::float8 * interval '1 second'
-RETURNING tenant, url, disabled_reason
+WHERE id IN (
+    SELECT id FROM webhook_endpoints
+    WHERE status = 'enabled' AND consecutive_failures >= $3
+      AND failing_since <= $1::timestamptz - $2::float8 * interval '1 second'
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, tenant, url, disabled_reason
 """
 
 # Gauges: deliveries waiting (due or backing off, of enabled endpoints), the oldest one's age,

@@ -10,7 +10,9 @@ Crash-safe steps (order matters; `kill -9` anywhere is survived):
      sending.
   3. send — one signed POST per claim, outside any transaction.
   4. record — in one transaction: the attempt's line, the delivery's state (succeeded, retry at,
-     failed), the endpoint's failure streak (and its disabling), fenced by the attempt number.
+     failed) fenced by the attempt number, the endpoint's failure streak (a 2xx ends it even
+     when fenced off). Disabling an endpoint failing for long is a check of its own, before
+     each claim.
 A crash between 3 and 4 leaves the claim to run out; the delivery is sent again with the same
 event id (at-least-once: receivers dedupe on `id`). Nothing is lost: a delivery leaves
 `pending` only in step 4.
@@ -190,6 +192,7 @@ class Notifier:
     async def deliver_due(self) -> int:
         """Steps 2-4 for one batch of due deliveries; returns deliveries attempted."""
         s = self.settings
+        await self.disable_failing()
         claimed = await self.claim()
         self._faults.hit("after_claim")
         if not claimed:
@@ -198,13 +201,17 @@ class Notifier:
 
         async def one(row: asyncpg.Record) -> None:
             async with gate:
-                started = self.clock()
-                outcome = await self._send(row, started)
-                self._faults.hit("after_send")
-                await self._record(row, started, outcome)
+                await self.deliver(row)
 
         await asyncio.gather(*(one(r) for r in claimed))
         return len(claimed)
+
+    async def deliver(self, row: asyncpg.Record) -> None:
+        """Steps 3-4 for one claimed delivery."""
+        started = self.clock()
+        outcome = await self._send(row, started)
+        self._faults.hit("after_send")
+        await self._record(row, started, outcome)
 
     async def _send(self, row: asyncpg.Record, now: dt.datetime) -> Outcome:
         """Step 3: one POST; 2xx is success, anything else (redirects too) a failure."""
@@ -235,7 +242,6 @@ class Notifier:
         if error is None and not outcome.ok:
             error = f"HTTP {outcome.status_code}"
         delivery, attempt, endpoint = row["id"], row["attempts"], row["endpoint_id"]
-        disabled = None
         async with acquire(self.pool) as conn, conn.transaction():
             await conn.execute(
                 queries.RECORD_ATTEMPT,
@@ -247,9 +253,11 @@ class Notifier:
                 error,
             )
             if outcome.ok:
+                # The endpoint answered, so its failure streak ends even when a newer claim
+                # owns the delivery's state.
+                await conn.execute(queries.ENDPOINT_SUCCEEDED, endpoint)
                 settled = await conn.execute(queries.DELIVERED, delivery, attempt, now)
                 if settled.endswith(" 1"):
-                    await conn.execute(queries.ENDPOINT_SUCCEEDED, endpoint)
                     self.metrics.deliveries.labels("succeeded").inc()
                     # Clamped: the event's time is Postgres's, `now` this host's.
                     latency = (now - row["event_created"]).total_seconds()
@@ -270,25 +278,31 @@ class Notifier:
             if retry_at is None:
                 self.metrics.deliveries.labels("failed").inc()
             await conn.execute(queries.ENDPOINT_FAILED, endpoint, now)
-            disabled = await conn.fetchrow(
-                queries.DISABLE_FAILING,
-                endpoint,
-                now,
-                s.notifier_disable_after_s,
-                s.notifier_disable_min_failures,
-            )
-        if disabled is not None:
+
+    async def disable_failing(self) -> int:
+        """Disable the endpoints whose every attempt failed for long enough (docs/webhooks.md);
+        returns how many. Run before each claim: the rule holds when the time comes, also for
+        an endpoint with no attempt left to fail."""
+        s = self.settings
+        rows = await self.pool.fetch(
+            queries.DISABLE_FAILING,
+            self.clock(),
+            s.notifier_disable_after_s,
+            s.notifier_disable_min_failures,
+        )
+        for row in rows:
             self.metrics.disablings.inc()
             log.warning(
                 "webhook endpoint disabled: every delivery to it failed for too long; it gets "
                 "no deliveries until its tenant enables it again",
                 extra={
-                    "endpoint": endpoint,
-                    "tenant": disabled["tenant"],
-                    "url": disabled["url"],
-                    "reason": disabled["disabled_reason"],
+                    "endpoint": row["id"],
+                    "tenant": row["tenant"],
+                    "url": row["url"],
+                    "reason": row["disabled_reason"],
                 },
             )
+        return len(rows)
 
     async def refresh_gauges(self) -> None:
         row = await self.pool.fetchrow(queries.GAUGES, self.clock())

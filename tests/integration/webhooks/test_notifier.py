@@ -4,6 +4,7 @@ senders of one delivery at once, endpoints disabled after failing for long, secr
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import sys
@@ -296,6 +297,59 @@ async def test_an_endpoint_failing_for_long_is_disabled_then_enabled(
         await notifier.once()
     assert receiver.ids()[-2:].count(third) == 1
     assert [s for s, _ in await delivery_states(db)] == ["succeeded", "succeeded"]
+
+
+async def endpoint_state(db: asyncpg.Connection, endpoint: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT status, failing_since, consecutive_failures FROM webhook_endpoints WHERE id = $1",
+        endpoint,
+    )
+    assert row is not None
+    return row
+
+
+async def test_one_dead_delivery_disables_its_endpoint_when_its_streak_is_old_enough(
+    db: asyncpg.Connection, nsettings: Settings, clock: Clock
+) -> None:
+    # Retries stop as the streak would reach disable_after: its first failure came after the
+    # delivery was created, so the last one lands before the streak is that old.
+    s = nsettings.replace(notifier_retry_for_s=600.0, notifier_disable_after_s=600.0)
+    hook = await add_endpoint(db, closed_port_url(), clock())
+    await enqueue(db, "s-1")
+    async with Notifier(s, clock=clock) as notifier:
+        await fan_out_all(notifier)
+        clock.advance(5.0)
+        while (await delivery_states(db))[0][0] == "pending":
+            await notifier.once()
+            clock.advance(1.0)  # the capped backoff: due again each time
+        first_failure = (await endpoint_state(db, hook.id))["failing_since"]
+        assert clock() - first_failure < dt.timedelta(seconds=600)
+        assert (await endpoint_state(db, hook.id))["status"] == "enabled"
+        # No attempt left to fail: the clock alone brings the streak to 600 s.
+        clock.now = first_failure + dt.timedelta(seconds=600)
+        await notifier.once()
+    assert (await endpoint_state(db, hook.id))["status"] == "disabled"
+    assert notifier.metrics.disablings._value.get() == 1
+
+
+async def test_a_2xx_that_lost_its_claim_still_ends_the_failure_streak(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.answers = [500]
+    hook = await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as a, Notifier(nsettings, clock=clock) as b:
+        await a.once()
+        assert (await endpoint_state(db, hook.id))["consecutive_failures"] == 1
+        clock.advance(1.0)
+        (stale,) = await a.claim()
+        await run_out_leases(db)
+        assert len(await b.claim()) == 1  # a's claim ran out; b owns the delivery now
+        await a.deliver(stale)  # 2xx, fenced off: b's attempt decides the delivery
+    assert await delivery_states(db) == [("pending", 3)]
+    state = await endpoint_state(db, hook.id)
+    assert state["failing_since"] is None
+    assert state["consecutive_failures"] == 0
 
 
 async def test_rotation_signs_with_both_secrets_then_only_the_new(

@@ -37,8 +37,8 @@ from meter.config import Settings
 from meter.connections import acquire
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
-from meter.webhooks import signing
-from notifier import queries, schedule
+from meter.webhooks import signing, store
+from notifier import schedule
 from notifier.metrics import NotifierMetrics
 
 log = logging.getLogger(__name__)
@@ -164,30 +164,20 @@ class Notifier:
         """Step 1: events after the cursor → deliveries; returns events fanned out."""
         total = 0
         while True:
-            async with acquire(self.pool) as conn, conn.transaction():
-                cursor = await conn.fetchrow(queries.LOCK_CURSOR)
-                if cursor is None:  # another notifier is fanning out
-                    return total
-                events = await conn.fetch(
-                    queries.EVENTS_AFTER, cursor["xid"], cursor["seq"], FANOUT_BATCH
-                )
-                if not events:
-                    return total
-                await conn.execute(queries.FAN_OUT, [e["id"] for e in events], self.clock())
-                await conn.execute(queries.ADVANCE_CURSOR, events[-1]["xid"], events[-1]["seq"])
-            self.metrics.fanned_out.inc(len(events))
-            total += len(events)
-            if len(events) < FANOUT_BATCH:
+            async with acquire(self.pool) as conn:
+                n = await store.fan_out_batch(conn, self.clock(), FANOUT_BATCH)
+            if not n:  # none left, or another notifier is fanning out
+                return total
+            self.metrics.fanned_out.inc(n)
+            total += n
+            if n < FANOUT_BATCH:
                 return total
 
     async def claim(self) -> list[asyncpg.Record]:
         """Step 2: a batch of due deliveries, leased for as long as sending them all may take."""
         s = self.settings
-        return list(
-            await self.pool.fetch(
-                queries.CLAIM, self.clock(), s.notifier_batch_size, lease_seconds(s)
-            )
-        )
+        async with acquire(self.pool) as conn:
+            return await store.claim(conn, self.clock(), s.notifier_batch_size, lease_seconds(s))
 
     async def deliver_due(self) -> int:
         """Steps 2-4 for one batch of due deliveries; returns deliveries attempted."""
@@ -243,21 +233,14 @@ class Notifier:
             error = f"HTTP {outcome.status_code}"
         delivery, attempt, endpoint = row["id"], row["attempts"], row["endpoint_id"]
         async with acquire(self.pool) as conn, conn.transaction():
-            await conn.execute(
-                queries.RECORD_ATTEMPT,
-                delivery,
-                attempt,
-                started,
-                now,
-                outcome.status_code,
-                error,
+            await store.record_attempt(
+                conn, delivery, attempt, started, now, outcome.status_code, error
             )
             if outcome.ok:
                 # The endpoint answered, so its failure streak ends even when a newer claim
                 # owns the delivery's state.
-                await conn.execute(queries.ENDPOINT_SUCCEEDED, endpoint)
-                settled = await conn.execute(queries.DELIVERED, delivery, attempt, now)
-                if settled.endswith(" 1"):
+                await store.endpoint_succeeded(conn, endpoint)
+                if await store.delivered(conn, delivery, attempt, now):
                     self.metrics.deliveries.labels("succeeded").inc()
                     # Clamped: the event's time is Postgres's, `now` this host's.
                     latency = (now - row["event_created"]).total_seconds()
@@ -272,24 +255,21 @@ class Notifier:
                 retry_for=s.notifier_retry_for_s,
                 rng=self._rng,
             )
-            settled = await conn.execute(queries.RETRY_OR_FAIL, delivery, attempt, retry_at)
-            if not settled.endswith(" 1"):
+            if not await store.retry_or_fail(conn, delivery, attempt, retry_at):
                 return  # a newer claim owns the delivery, or it is gone
             if retry_at is None:
                 self.metrics.deliveries.labels("failed").inc()
-            await conn.execute(queries.ENDPOINT_FAILED, endpoint, now)
+            await store.endpoint_failed(conn, endpoint, now)
 
     async def disable_failing(self) -> int:
         """Disable the endpoints whose every attempt failed for long enough (docs/webhooks.md);
         returns how many. Run before each claim: the rule holds when the time comes, also for
         an endpoint with no attempt left to fail."""
         s = self.settings
-        rows = await self.pool.fetch(
-            queries.DISABLE_FAILING,
-            self.clock(),
-            s.notifier_disable_after_s,
-            s.notifier_disable_min_failures,
-        )
+        async with acquire(self.pool) as conn:
+            rows = await store.disable_failing(
+                conn, self.clock(), s.notifier_disable_after_s, s.notifier_disable_min_failures
+            )
         for row in rows:
             self.metrics.disablings.inc()
             log.warning(
@@ -305,8 +285,8 @@ class Notifier:
         return len(rows)
 
     async def refresh_gauges(self) -> None:
-        row = await self.pool.fetchrow(queries.GAUGES, self.clock())
-        assert row is not None
+        async with acquire(self.pool) as conn:
+            row = await store.queue_gauges(conn, self.clock())
         self.metrics.pending.set(row["pending"])
         self.metrics.oldest_pending.set(float(row["oldest_s"]))
         self.metrics.unfanned.set(row["unfanned"])
@@ -327,13 +307,16 @@ class Notifier:
     async def once(self, settle_s: float = 10.0) -> int:
         """Fan out the events committed so far, then deliver what is due now (deliveries
         backing off are left for later); returns deliveries attempted. An event waits for every
-        older writing transaction to end (queries.EVENTS_AFTER): up to `settle_s` is given to
-        them, so that `--once` does not leave behind what was enqueued just before it."""
+        older writing transaction to end (EVENTS_AFTER in meter/webhooks/queries.py): up to
+        `settle_s` is given to them, so that `--once` does not leave behind what was enqueued
+        just before it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settle_s
         while True:
             await self.fan_out()
-            if not await self.pool.fetchval(queries.NOT_FANNED_OUT) or loop.time() >= deadline:
+            async with acquire(self.pool) as conn:
+                left = await store.events_not_fanned_out(conn)
+            if not left or loop.time() >= deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_S)
         return await self._deliver_all()

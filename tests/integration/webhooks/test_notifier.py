@@ -31,12 +31,9 @@ async def delivery_states(db: asyncpg.Connection) -> list[tuple[str, int]]:
     return [(r["status"], r["attempts"]) for r in rows]
 
 
-async def fan_out_all(notifier: Notifier) -> None:
+async def fan_out_all(db: asyncpg.Connection, notifier: Notifier) -> None:
     """Step 1 until every event is fanned out (an event waits for older transactions to end)."""
-    while await notifier.pool.fetchval(
-        "SELECT count(*) FROM webhook_events e, webhook_fanout_cursor c"
-        " WHERE (e.xid, e.seq) > (c.xid, c.seq)"
-    ):
+    while await store.events_not_fanned_out(db):
         await notifier.fan_out()
         await asyncio.sleep(0.02)
 
@@ -210,7 +207,7 @@ async def test_a_claim_is_leased_for_every_send_of_its_batch(
     await add_endpoint(db, receiver.url, clock())
     await enqueue(db, "s-1")
     async with Notifier(s, clock=clock) as notifier:
-        await fan_out_all(notifier)
+        await fan_out_all(db, notifier)
         assert len(await notifier.claim()) == 1
     held = await db.fetchval(
         "SELECT extract(epoch FROM lease_until - now())::float8 FROM webhook_deliveries"
@@ -227,7 +224,7 @@ async def test_a_notifier_whose_clock_runs_ahead_leaves_a_leased_delivery_alone(
     ahead = Clock()
     ahead.advance(86400.0)  # a host whose clock is a day fast
     async with Notifier(nsettings, clock=clock) as a, Notifier(nsettings, clock=ahead) as b:
-        await fan_out_all(a)
+        await fan_out_all(db, a)
         assert len(await a.claim()) == 1
         assert await b.claim() == []  # a's lease holds on Postgres's clock
         await run_out_leases(db)
@@ -317,7 +314,7 @@ async def test_one_dead_delivery_disables_its_endpoint_when_its_streak_is_old_en
     hook = await add_endpoint(db, closed_port_url(), clock())
     await enqueue(db, "s-1")
     async with Notifier(s, clock=clock) as notifier:
-        await fan_out_all(notifier)
+        await fan_out_all(db, notifier)
         clock.advance(5.0)
         while (await delivery_states(db))[0][0] == "pending":
             await notifier.once()

@@ -14,7 +14,8 @@ RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 
 class NotifierMetrics:
     """Deliveries by outcome, attempts by result, latency from event to delivery, the queue
-    (pending deliveries, the oldest one's age, events not fanned out) and disabled endpoints."""
+    (pending deliveries, the oldest one's age, events not fanned out), disabled endpoints and
+    rounds that failed."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -65,6 +66,12 @@ class NotifierMetrics:
         self.disablings = Counter(
             "meter_notifier_endpoint_disablings",
             "Endpoints the notifier disabled because every delivery failed for too long.",
+            registry=r,
+        )
+        self.errors = Counter(
+            "meter_notifier_errors",
+            "Rounds that failed on Postgres (down, a connection closed, a pool timeout) and "
+            "were retried.",
             registry=r,
         )
         # Every series from the start: rate() and the dashboards see zeros, not gaps.

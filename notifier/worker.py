@@ -10,7 +10,9 @@ Crash-safe steps (order matters; `kill -9` anywhere is survived):
      sending.
   3. send — one signed POST per claim, outside any transaction.
   4. record — in one transaction: the attempt's line, the delivery's state (succeeded, retry at,
-     failed), the endpoint's failure streak (and its disabling), fenced by the attempt number.
+     failed) fenced by the attempt number, the endpoint's failure streak (a 2xx ends it even
+     when fenced off). Disabling an endpoint failing for long is a check of its own, before
+     each claim.
 A crash between 3 and 4 leaves the claim to run out; the delivery is sent again with the same
 event id (at-least-once: receivers dedupe on `id`). Nothing is lost: a delivery leaves
 `pending` only in step 4.
@@ -35,8 +37,8 @@ from meter.config import Settings
 from meter.connections import acquire
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
-from meter.webhooks import signing
-from notifier import queries, schedule
+from meter.webhooks import signing, store
+from notifier import schedule
 from notifier.metrics import NotifierMetrics
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,14 @@ LEASE_MARGIN_S = 30.0
 USER_AGENT = "meter-webhooks/1"
 SETTLE_POLL_S = 0.05
 _MAX_ERROR_CHARS = 300
+# What a round may fail on and the next one get past: Postgres restarting or unreachable, a
+# connection terminated under the pool (InterfaceError: "connection is closed"), a pool timeout.
+TRANSIENT: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 def _utcnow() -> dt.datetime:
@@ -154,27 +164,26 @@ class Notifier:
         """Step 1: events after the cursor → deliveries; returns events fanned out."""
         total = 0
         while True:
-            async with acquire(self.pool) as conn, conn.transaction():
-                cursor = await conn.fetchrow(queries.LOCK_CURSOR)
-                if cursor is None:  # another notifier is fanning out
-                    return total
-                events = await conn.fetch(
-                    queries.EVENTS_AFTER, cursor["xid"], cursor["seq"], FANOUT_BATCH
-                )
-                if not events:
-                    return total
-                await conn.execute(queries.FAN_OUT, [e["id"] for e in events], self.clock())
-                await conn.execute(queries.ADVANCE_CURSOR, events[-1]["xid"], events[-1]["seq"])
-            self.metrics.fanned_out.inc(len(events))
-            total += len(events)
-            if len(events) < FANOUT_BATCH:
+            async with acquire(self.pool) as conn:
+                n = await store.fan_out_batch(conn, self.clock(), FANOUT_BATCH)
+            if not n:  # none left, or another notifier is fanning out
                 return total
+            self.metrics.fanned_out.inc(n)
+            total += n
+            if n < FANOUT_BATCH:
+                return total
+
+    async def claim(self) -> list[asyncpg.Record]:
+        """Step 2: a batch of due deliveries, leased for as long as sending them all may take."""
+        s = self.settings
+        async with acquire(self.pool) as conn:
+            return await store.claim(conn, self.clock(), s.notifier_batch_size, lease_seconds(s))
 
     async def deliver_due(self) -> int:
         """Steps 2-4 for one batch of due deliveries; returns deliveries attempted."""
         s = self.settings
-        lease = s.notifier_timeout_s + LEASE_MARGIN_S
-        claimed = await self.pool.fetch(queries.CLAIM, self.clock(), s.notifier_batch_size, lease)
+        await self.disable_failing()
+        claimed = await self.claim()
         self._faults.hit("after_claim")
         if not claimed:
             return 0
@@ -182,13 +191,17 @@ class Notifier:
 
         async def one(row: asyncpg.Record) -> None:
             async with gate:
-                started = self.clock()
-                outcome = await self._send(row, started)
-                self._faults.hit("after_send")
-                await self._record(row, started, outcome)
+                await self.deliver(row)
 
         await asyncio.gather(*(one(r) for r in claimed))
         return len(claimed)
+
+    async def deliver(self, row: asyncpg.Record) -> None:
+        """Steps 3-4 for one claimed delivery."""
+        started = self.clock()
+        outcome = await self._send(row, started)
+        self._faults.hit("after_send")
+        await self._record(row, started, outcome)
 
     async def _send(self, row: asyncpg.Record, now: dt.datetime) -> Outcome:
         """Step 3: one POST; 2xx is success, anything else (redirects too) a failure."""
@@ -219,21 +232,15 @@ class Notifier:
         if error is None and not outcome.ok:
             error = f"HTTP {outcome.status_code}"
         delivery, attempt, endpoint = row["id"], row["attempts"], row["endpoint_id"]
-        disabled = None
         async with acquire(self.pool) as conn, conn.transaction():
-            await conn.execute(
-                queries.RECORD_ATTEMPT,
-                delivery,
-                attempt,
-                started,
-                now,
-                outcome.status_code,
-                error,
+            await store.record_attempt(
+                conn, delivery, attempt, started, now, outcome.status_code, error
             )
             if outcome.ok:
-                settled = await conn.execute(queries.DELIVERED, delivery, attempt, now)
-                if settled.endswith(" 1"):
-                    await conn.execute(queries.ENDPOINT_SUCCEEDED, endpoint)
+                # The endpoint answered, so its failure streak ends even when a newer claim
+                # owns the delivery's state.
+                await store.endpoint_succeeded(conn, endpoint)
+                if await store.delivered(conn, delivery, attempt, now):
                     self.metrics.deliveries.labels("succeeded").inc()
                     # Clamped: the event's time is Postgres's, `now` this host's.
                     latency = (now - row["event_created"]).total_seconds()
@@ -248,35 +255,38 @@ class Notifier:
                 retry_for=s.notifier_retry_for_s,
                 rng=self._rng,
             )
-            settled = await conn.execute(queries.RETRY_OR_FAIL, delivery, attempt, retry_at)
-            if not settled.endswith(" 1"):
+            if not await store.retry_or_fail(conn, delivery, attempt, retry_at):
                 return  # a newer claim owns the delivery, or it is gone
             if retry_at is None:
                 self.metrics.deliveries.labels("failed").inc()
-            await conn.execute(queries.ENDPOINT_FAILED, endpoint, now)
-            disabled = await conn.fetchrow(
-                queries.DISABLE_FAILING,
-                endpoint,
-                now,
-                s.notifier_disable_after_s,
-                s.notifier_disable_min_failures,
+            await store.endpoint_failed(conn, endpoint, now)
+
+    async def disable_failing(self) -> int:
+        """Disable the endpoints whose every attempt failed for long enough (docs/webhooks.md);
+        returns how many. Run before each claim: the rule holds when the time comes, also for
+        an endpoint with no attempt left to fail."""
+        s = self.settings
+        async with acquire(self.pool) as conn:
+            rows = await store.disable_failing(
+                conn, self.clock(), s.notifier_disable_after_s, s.notifier_disable_min_failures
             )
-        if disabled is not None:
+        for row in rows:
             self.metrics.disablings.inc()
             log.warning(
                 "webhook endpoint disabled: every delivery to it failed for too long; it gets "
                 "no deliveries until its tenant enables it again",
                 extra={
-                    "endpoint": endpoint,
-                    "tenant": disabled["tenant"],
-                    "url": disabled["url"],
-                    "reason": disabled["disabled_reason"],
+                    "endpoint": row["id"],
+                    "tenant": row["tenant"],
+                    "url": row["url"],
+                    "reason": row["disabled_reason"],
                 },
             )
+        return len(rows)
 
     async def refresh_gauges(self) -> None:
-        row = await self.pool.fetchrow(queries.GAUGES, self.clock())
-        assert row is not None
+        async with acquire(self.pool) as conn:
+            row = await store.queue_gauges(conn, self.clock())
         self.metrics.pending.set(row["pending"])
         self.metrics.oldest_pending.set(float(row["oldest_s"]))
         self.metrics.unfanned.set(row["unfanned"])
@@ -297,13 +307,16 @@ class Notifier:
     async def once(self, settle_s: float = 10.0) -> int:
         """Fan out the events committed so far, then deliver what is due now (deliveries
         backing off are left for later); returns deliveries attempted. An event waits for every
-        older writing transaction to end (queries.EVENTS_AFTER): up to `settle_s` is given to
-        them, so that `--once` does not leave behind what was enqueued just before it."""
+        older writing transaction to end (EVENTS_AFTER in meter/webhooks/queries.py): up to
+        `settle_s` is given to them, so that `--once` does not leave behind what was enqueued
+        just before it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settle_s
         while True:
             await self.fan_out()
-            if not await self.pool.fetchval(queries.NOT_FANNED_OUT) or loop.time() >= deadline:
+            async with acquire(self.pool) as conn:
+                left = await store.events_not_fanned_out(conn)
+            if not left or loop.time() >= deadline:
                 break
             await asyncio.sleep(SETTLE_POLL_S)
         return await self._deliver_all()
@@ -313,8 +326,9 @@ class Notifier:
         while not stop.is_set():
             try:
                 attempted = await self.round()
-            except (OSError, asyncpg.PostgresError):
+            except TRANSIENT:
                 log.exception("notifier round failed; retrying")
+                self.metrics.errors.inc()
                 attempted = 0
             if not attempted:
                 with contextlib.suppress(TimeoutError):

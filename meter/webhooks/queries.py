@@ -1,4 +1,11 @@
-"""SQL of the outgoing webhooks (tables: migrations/0020_webhook_events.sql)."""
+"""Every statement on the outgoing webhooks' tables (migrations/0020_webhook_events.sql,
+0021_webhook_deliveries.sql). Their owners run the writes: meter/webhooks/events.py for
+webhook_events, meter/webhooks/store.py for every other one; the API, `meter webhooks` and the
+notifier call those.
+
+Times are parameters, not now(): the caller's clock decides, so tests can move it. Leases are
+the exception: they keep notifiers on different hosts apart, so they are taken and compared on
+Postgres's clock alone, and a host's clock skew cannot shorten one."""
 
 from __future__ import annotations
 
@@ -110,4 +117,139 @@ REDELIVER = """
 UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $4, retry_from = $4,
     delivered_at = NULL
 WHERE tenant = $1 AND endpoint_id = $2 AND id = $3
+"""
+
+
+# The notifier's steps (notifier/worker.py).
+
+# Step 1, fan-out. The cursor row is locked for the transaction: one notifier fans out at a
+# time, the others skip the step (SKIP LOCKED) rather than wait.
+LOCK_CURSOR = """
+SELECT xid::text AS xid, seq FROM webhook_fanout_cursor FOR UPDATE SKIP LOCKED
+"""
+
+# Events after the cursor, in (xid, seq) order, only of transactions older than every one still
+# running: those rows are final (committed or gone), so nothing can appear behind the cursor.
+EVENTS_AFTER = """
+SELECT id, xid::text AS xid, seq FROM webhook_events
+WHERE (xid, seq) > ($1::text::xid8, $2::bigint)
+  AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, seq
+LIMIT $3
+"""
+
+# One delivery per (event, endpoint of its tenant enabled now and subscribed to its type); a
+# fan-out repeated after a crash adds nothing.
+FAN_OUT = """
+INSERT INTO webhook_deliveries
+    (id, event_id, endpoint_id, tenant, next_attempt_at, created_at, retry_from)
+SELECT 'whd_' || replace(gen_random_uuid()::text, '-', ''), e.id, ep.id, e.tenant, $2, $2, $2
+FROM webhook_events e
+JOIN webhook_endpoints ep ON ep.tenant = e.tenant AND ep.status = 'enabled'
+    AND (e.type = ANY (ep.enabled_events) OR '*' = ANY (ep.enabled_events))
+WHERE e.id = ANY ($1::text[])
+ON CONFLICT (event_id, endpoint_id) DO NOTHING
+"""
+
+ADVANCE_CURSOR = "UPDATE webhook_fanout_cursor SET xid = $1::text::xid8, seq = $2"
+
+# Step 2, claim: due deliveries of enabled endpoints, each by one notifier (SKIP LOCKED), leased
+# for `$3` seconds of Postgres's clock (a crashed notifier's lease runs out and the row is due
+# again). The attempt
+# number taken here fences the outcome recorded in step 4. With what sending needs: the event,
+# the URL and the secrets signing at `$1`.
+CLAIM = """
+WITH claimed AS (
+    UPDATE webhook_deliveries d
+    SET attempts = d.attempts + 1, lease_until = now() + $3::float8 * interval '1 second'
+    FROM (
+        SELECT d2.id FROM webhook_deliveries d2
+        JOIN webhook_endpoints ep ON ep.id = d2.endpoint_id AND ep.status = 'enabled'
+        WHERE d2.status = 'pending' AND d2.next_attempt_at <= $1
+          AND (d2.lease_until IS NULL OR d2.lease_until <= now())
+        ORDER BY d2.next_attempt_at
+        LIMIT $2
+        FOR UPDATE OF d2 SKIP LOCKED
+    ) due
+    WHERE d.id = due.id
+    RETURNING d.id, d.attempts, d.event_id, d.endpoint_id, d.retry_from
+)
+SELECT c.id, c.attempts, c.endpoint_id, c.retry_from, e.id AS event_id, e.tenant, e.type,
+       e.data::text AS data, e.created_at AS event_created, ep.url,
+       array(SELECT s.secret FROM webhook_endpoint_secrets s
+             WHERE s.endpoint_id = ep.id AND (s.expires_at IS NULL OR s.expires_at > $1)
+             ORDER BY s.created_at DESC, s.secret) AS secrets
+FROM claimed c
+JOIN webhook_events e ON e.id = c.event_id
+JOIN webhook_endpoints ep ON ep.id = c.endpoint_id
+"""
+
+# Step 4, record (one transaction). The attempt's line in the log; nothing when the delivery
+# is gone (its endpoint deleted meanwhile).
+RECORD_ATTEMPT = """
+INSERT INTO webhook_delivery_attempts
+    (delivery_id, attempt, started_at, finished_at, status_code, error)
+SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = $1)
+ON CONFLICT (delivery_id, attempt) DO NOTHING
+"""
+
+# Only the claim that holds the latest attempt number decides the delivery's state.
+DELIVERED = """
+UPDATE webhook_deliveries SET status = 'succeeded', delivered_at = $3, lease_until = NULL
+WHERE id = $1 AND attempts = $2 AND status = 'pending'
+"""
+
+# $3: when the next attempt is due, or NULL when the retry window is over (failed).
+RETRY_OR_FAIL = """
+UPDATE webhook_deliveries SET
+    status = CASE WHEN $3::timestamptz IS NULL THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = coalesce($3, next_attempt_at),
+    lease_until = NULL
+WHERE id = $1 AND attempts = $2 AND status = 'pending'
+"""
+
+ENDPOINT_SUCCEEDED = """
+UPDATE webhook_endpoints SET failing_since = NULL, consecutive_failures = 0 WHERE id = $1
+"""
+
+ENDPOINT_FAILED = """
+UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, $2),
+    consecutive_failures = consecutive_failures + 1
+WHERE id = $1
+"""
+
+# Disabled when every attempt has failed for `$2` seconds, at least `$3` of them: checked on
+# the clock, not only when an attempt fails, since the last attempt of a dead endpoint's
+# delivery may come before its streak is that old. A row locked elsewhere (an attempt being
+# recorded, another notifier's check) is skipped, left to the next check. Counted once: only
+# the statement that flips the status returns a row.
+DISABLE_FAILING = """
+UPDATE webhook_endpoints SET status = 'disabled',
+    disabled_reason = 'every delivery failed since ' || to_char(failing_since AT TIME ZONE 'UTC',
+        'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (' || consecutive_failures || ' attempts)'
+WHERE id IN (
+    SELECT id FROM webhook_endpoints
+    WHERE status = 'enabled' AND consecutive_failures >= $3
+      AND failing_since <= $1::timestamptz - $2::float8 * interval '1 second'
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, tenant, url, disabled_reason
+"""
+
+# Gauges: deliveries waiting (due or backing off, of enabled endpoints), the oldest one's age,
+# events not fanned out yet, endpoints disabled.
+GAUGES = """
+SELECT
+    (SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
+     WHERE d.status = 'pending' AND ep.status = 'enabled') AS pending,
+    (SELECT coalesce(extract(epoch FROM $1 - min(d.created_at)), 0)
+     FROM webhook_deliveries d JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
+     WHERE d.status = 'pending' AND ep.status = 'enabled') AS oldest_s,
+    (SELECT count(*) FROM webhook_events e, webhook_fanout_cursor c
+     WHERE (e.xid, e.seq) > (c.xid, c.seq)) AS unfanned,
+    (SELECT count(*) FROM webhook_endpoints WHERE status = 'disabled') AS disabled
+"""
+
+NOT_FANNED_OUT = """
+SELECT count(*) FROM webhook_events e, webhook_fanout_cursor c WHERE (e.xid, e.seq) > (c.xid, c.seq)
 """

@@ -1,5 +1,7 @@
-"""A tenant's webhook endpoints and their deliveries in Postgres: what the API routes and
-`meter webhooks` do, each in one transaction, with the time passed in (tests move it)."""
+"""The owner of the webhook tables but webhook_events (meter/webhooks/events.py): endpoints,
+their secrets, the fan-out cursor, deliveries and their attempts. What the API routes and
+`meter webhooks` do, each in one transaction, and the notifier's steps (notifier/worker.py, which
+holds their crash-safe order), with the time passed in (tests move it)."""
 
 from __future__ import annotations
 
@@ -96,6 +98,91 @@ async def redeliver(
 ) -> bool:
     status = await conn.execute(queries.REDELIVER, tenant, endpoint_id, delivery_id, now)
     return status.endswith(" 1")
+
+
+# The notifier's steps.
+
+
+async def fan_out_batch(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> int | None:
+    """Step 1, in one transaction: up to `limit` events after the cursor → their deliveries,
+    the cursor moved past them; returns the events fanned out, None when another notifier
+    holds the cursor."""
+    async with conn.transaction():
+        cursor = await conn.fetchrow(queries.LOCK_CURSOR)
+        if cursor is None:
+            return None
+        events = await conn.fetch(queries.EVENTS_AFTER, cursor["xid"], cursor["seq"], limit)
+        if not events:
+            return 0
+        await conn.execute(queries.FAN_OUT, [e["id"] for e in events], now)
+        await conn.execute(queries.ADVANCE_CURSOR, events[-1]["xid"], events[-1]["seq"])
+    return len(events)
+
+
+async def events_not_fanned_out(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(queries.NOT_FANNED_OUT))
+
+
+async def claim(
+    conn: asyncpg.Connection, now: dt.datetime, limit: int, lease_s: float
+) -> list[asyncpg.Record]:
+    """Step 2: up to `limit` due deliveries with what sending them needs, each leased for
+    `lease_s` seconds of Postgres's clock."""
+    return list(await conn.fetch(queries.CLAIM, now, limit, lease_s))
+
+
+async def record_attempt(
+    conn: asyncpg.Connection,
+    delivery_id: str,
+    attempt: int,
+    started: dt.datetime,
+    finished: dt.datetime,
+    status_code: int | None,
+    error: str | None,
+) -> None:
+    await conn.execute(
+        queries.RECORD_ATTEMPT, delivery_id, attempt, started, finished, status_code, error
+    )
+
+
+async def delivered(
+    conn: asyncpg.Connection, delivery_id: str, attempt: int, now: dt.datetime
+) -> bool:
+    """Settle the delivery as succeeded; False when attempt `attempt` no longer owns it."""
+    status = await conn.execute(queries.DELIVERED, delivery_id, attempt, now)
+    return status.endswith(" 1")
+
+
+async def retry_or_fail(
+    conn: asyncpg.Connection, delivery_id: str, attempt: int, retry_at: dt.datetime | None
+) -> bool:
+    """Due again at `retry_at`, or failed (None); False when attempt `attempt` no longer owns
+    the delivery."""
+    status = await conn.execute(queries.RETRY_OR_FAIL, delivery_id, attempt, retry_at)
+    return status.endswith(" 1")
+
+
+async def endpoint_succeeded(conn: asyncpg.Connection, endpoint_id: str) -> None:
+    await conn.execute(queries.ENDPOINT_SUCCEEDED, endpoint_id)
+
+
+async def endpoint_failed(conn: asyncpg.Connection, endpoint_id: str, now: dt.datetime) -> None:
+    await conn.execute(queries.ENDPOINT_FAILED, endpoint_id, now)
+
+
+async def disable_failing(
+    conn: asyncpg.Connection, now: dt.datetime, after_s: float, min_failures: int
+) -> list[asyncpg.Record]:
+    """Disable the endpoints whose every attempt failed for `after_s` seconds, at least
+    `min_failures` of them; returns those disabled now (id, tenant, url, disabled_reason)."""
+    return list(await conn.fetch(queries.DISABLE_FAILING, now, after_s, min_failures))
+
+
+async def queue_gauges(conn: asyncpg.Connection, now: dt.datetime) -> asyncpg.Record:
+    """Pending deliveries, the oldest one's age, events not fanned out, disabled endpoints."""
+    row = await conn.fetchrow(queries.GAUGES, now)
+    assert row is not None
+    return row
 
 
 def _unix(value: dt.datetime | None) -> int | None:

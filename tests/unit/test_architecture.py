@@ -2,15 +2,19 @@
 under TYPE_CHECKING): the aggregator, the reporter and billing meet only through meter/core and
 the process wiring (meter/wiring.py); ingest needs no worker; pricing stays pure; the Stripe
 emulator is a tool for the CLI, `meter dev`, benchmarks and tests, never a dependency; the
-Python client (clients/python) and the server share no code in either direction."""
+Python client (clients/python) and the server share no code in either direction; each webhook
+table is written by its owner module only."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from meter.webhooks import queries as webhook_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("meter", "aggregator", "reporter", "notifier", "evaluator", "benchmarks", "tests")
@@ -171,3 +175,51 @@ def test_the_graph_sees_the_packages() -> None:
     assert "evaluator.worker" in GRAPH
     assert "meter.pricing" in GRAPH
     assert "meter_client.aio" in GRAPH
+
+
+# One owner per table, for the webhook tables (docs/design.md): every statement writing one
+# lives in meter/webhooks/queries.py, and only its owner runs it.
+WEBHOOK_WRITE = re.compile(
+    r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(webhook_[a-z_]+)\b", re.IGNORECASE
+)
+WEBHOOK_OWNERS = {
+    "webhook_events": "meter.webhooks.events",
+    "webhook_endpoints": "meter.webhooks.store",
+    "webhook_endpoint_secrets": "meter.webhooks.store",
+    "webhook_fanout_cursor": "meter.webhooks.store",
+    "webhook_deliveries": "meter.webhooks.store",
+    "webhook_delivery_attempts": "meter.webhooks.store",
+}
+
+
+def _webhook_writes() -> dict[str, set[str]]:
+    """Each statement of meter/webhooks/queries.py that writes a webhook table → the tables."""
+    writes: dict[str, set[str]] = {}
+    for name, value in vars(webhook_queries).items():
+        if name.isupper() and isinstance(value, str):
+            tables = set(WEBHOOK_WRITE.findall(value))
+            if tables:
+                writes[name] = tables
+    return writes
+
+
+def test_each_webhook_table_is_written_by_its_owner_only() -> None:
+    writes = _webhook_writes()
+    assert {t for tables in writes.values() for t in tables} == set(WEBHOOK_OWNERS)
+    found = []
+    for top in SERVER:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            module = _module_name(path)
+            text = path.read_text(encoding="utf-8")
+            if module != "meter.webhooks.queries" and WEBHOOK_WRITE.search(text):
+                found.append(f"{module} holds a statement writing a webhook table")
+            if "meter.webhooks.queries" not in GRAPH[module]:
+                continue  # another package's `queries`
+            for name, tables in writes.items():
+                if re.search(rf"\bqueries\.{name}\b", text):
+                    found += [
+                        f"{module} runs {name} on {table}, owned by {WEBHOOK_OWNERS[table]}"
+                        for table in sorted(tables)
+                        if WEBHOOK_OWNERS[table] != module
+                    ]
+    assert found == []

@@ -4,6 +4,7 @@ senders of one delivery at once, endpoints disabled after failing for long, secr
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import sys
@@ -11,6 +12,7 @@ from collections import Counter
 
 import asyncpg
 import orjson
+import pytest
 
 from meter.config import Settings
 from meter.webhooks import events, signing, store
@@ -27,6 +29,22 @@ async def enqueue(db: asyncpg.Connection, subject: str, tenant: str = "acme") ->
 async def delivery_states(db: asyncpg.Connection) -> list[tuple[str, int]]:
     rows = await db.fetch("SELECT status, attempts FROM webhook_deliveries ORDER BY created_at")
     return [(r["status"], r["attempts"]) for r in rows]
+
+
+async def fan_out_all(db: asyncpg.Connection, notifier: Notifier) -> None:
+    """Step 1 until every event is fanned out (an event waits for older transactions to end)."""
+    while await store.events_not_fanned_out(db):
+        await notifier.fan_out()
+        await asyncio.sleep(0.02)
+
+
+async def run_out_leases(db: asyncpg.Connection) -> None:
+    """What waiting out every lease does: leases are on Postgres's clock, which a test cannot
+    move, so their ends are moved back instead."""
+    await db.execute(
+        "UPDATE webhook_deliveries SET lease_until = now() - interval '1 second'"
+        " WHERE lease_until IS NOT NULL"
+    )
 
 
 async def test_an_event_is_delivered_once_signed(
@@ -152,8 +170,8 @@ async def test_a_notifier_killed_after_sending_sends_again_with_the_same_id(
     assert await delivery_states(db) == [("pending", 1)]
     async with Notifier(nsettings, clock=clock) as notifier:
         assert await notifier.once() == 0  # leased: nobody sends it meanwhile
-        # The lease was taken on the real clock, a little after this test's clock started.
-        clock.advance(lease_seconds(nsettings) + 60)
+        await run_out_leases(db)
+        clock.advance(60)  # the subprocess scheduled it on the real clock, after this one's start
         assert await notifier.once() == 1
     assert receiver.ids() == [event_id, event_id]
     assert await delivery_states(db) == [("succeeded", 2)]
@@ -179,6 +197,39 @@ async def test_two_notifiers_never_send_one_delivery_twice(
     assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == 30
     assert {st for st, _ in await delivery_states(db)} == {"succeeded"}
     assert {n for _, n in await delivery_states(db)} == {1}
+
+
+async def test_a_claim_is_leased_for_every_send_of_its_batch(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    # One send at a time: the 50th claimed may wait for 49 sends of up to 10 s each first.
+    s = nsettings.replace(notifier_batch_size=50, notifier_concurrency=1, notifier_timeout_s=10.0)
+    await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    async with Notifier(s, clock=clock) as notifier:
+        await fan_out_all(db, notifier)
+        assert len(await notifier.claim()) == 1
+    held = await db.fetchval(
+        "SELECT extract(epoch FROM lease_until - now())::float8 FROM webhook_deliveries"
+    )
+    assert lease_seconds(s) == 50 * 10.0 + 30.0
+    assert lease_seconds(s) - 30.0 < held <= lease_seconds(s)
+
+
+async def test_a_notifier_whose_clock_runs_ahead_leaves_a_leased_delivery_alone(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    ahead = Clock()
+    ahead.advance(86400.0)  # a host whose clock is a day fast
+    async with Notifier(nsettings, clock=clock) as a, Notifier(nsettings, clock=ahead) as b:
+        await fan_out_all(db, a)
+        assert len(await a.claim()) == 1
+        assert await b.claim() == []  # a's lease holds on Postgres's clock
+        await run_out_leases(db)
+        assert len(await b.claim()) == 1
+    assert await delivery_states(db) == [("pending", 2)]
 
 
 async def test_an_event_of_a_transaction_that_commits_late_is_not_skipped(
@@ -245,6 +296,59 @@ async def test_an_endpoint_failing_for_long_is_disabled_then_enabled(
     assert [s for s, _ in await delivery_states(db)] == ["succeeded", "succeeded"]
 
 
+async def endpoint_state(db: asyncpg.Connection, endpoint: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "SELECT status, failing_since, consecutive_failures FROM webhook_endpoints WHERE id = $1",
+        endpoint,
+    )
+    assert row is not None
+    return row
+
+
+async def test_one_dead_delivery_disables_its_endpoint_when_its_streak_is_old_enough(
+    db: asyncpg.Connection, nsettings: Settings, clock: Clock
+) -> None:
+    # Retries stop as the streak would reach disable_after: its first failure came after the
+    # delivery was created, so the last one lands before the streak is that old.
+    s = nsettings.replace(notifier_retry_for_s=600.0, notifier_disable_after_s=600.0)
+    hook = await add_endpoint(db, closed_port_url(), clock())
+    await enqueue(db, "s-1")
+    async with Notifier(s, clock=clock) as notifier:
+        await fan_out_all(db, notifier)
+        clock.advance(5.0)
+        while (await delivery_states(db))[0][0] == "pending":
+            await notifier.once()
+            clock.advance(1.0)  # the capped backoff: due again each time
+        first_failure = (await endpoint_state(db, hook.id))["failing_since"]
+        assert clock() - first_failure < dt.timedelta(seconds=600)
+        assert (await endpoint_state(db, hook.id))["status"] == "enabled"
+        # No attempt left to fail: the clock alone brings the streak to 600 s.
+        clock.now = first_failure + dt.timedelta(seconds=600)
+        await notifier.once()
+    assert (await endpoint_state(db, hook.id))["status"] == "disabled"
+    assert notifier.metrics.disablings._value.get() == 1
+
+
+async def test_a_2xx_that_lost_its_claim_still_ends_the_failure_streak(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.answers = [500]
+    hook = await add_endpoint(db, receiver.url, clock())
+    await enqueue(db, "s-1")
+    async with Notifier(nsettings, clock=clock) as a, Notifier(nsettings, clock=clock) as b:
+        await a.once()
+        assert (await endpoint_state(db, hook.id))["consecutive_failures"] == 1
+        clock.advance(1.0)
+        (stale,) = await a.claim()
+        await run_out_leases(db)
+        assert len(await b.claim()) == 1  # a's claim ran out; b owns the delivery now
+        await a.deliver(stale)  # 2xx, fenced off: b's attempt decides the delivery
+    assert await delivery_states(db) == [("pending", 3)]
+    state = await endpoint_state(db, hook.id)
+    assert state["failing_since"] is None
+    assert state["consecutive_failures"] == 0
+
+
 async def test_rotation_signs_with_both_secrets_then_only_the_new(
     db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
 ) -> None:
@@ -287,3 +391,48 @@ async def test_manual_redelivery_sends_a_settled_delivery_again(
     assert receiver.ids() == [event_id, event_id]
     [row] = await store.deliveries(db, "acme", hook.id, limit=1)
     assert orjson.loads(row["attempt_log"])[-1]["attempt"] == 2
+
+
+async def received(receiver: Receiver, n: int) -> None:
+    """Until the receiver has `n` requests (bounded: a hung loop fails the test)."""
+    async with asyncio.timeout(30):
+        while len(receiver.received) < n:  # noqa: ASYNC110 - the receiver's server fills it
+            await asyncio.sleep(0.02)
+
+
+async def test_the_run_loop_outlives_closed_connections_and_pool_timeouts(
+    db: asyncpg.Connection,
+    nsettings: Settings,
+    receiver: Receiver,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await add_endpoint(db, receiver.url, clock())
+    first = await enqueue(db, "s-1")
+    s = nsettings.replace(notifier_poll_interval_s=0.05)
+    stop = asyncio.Event()
+    async with Notifier(s, clock=clock) as notifier:
+        # What a round meets when a connection dies under it, or the pool has none to give.
+        failures: list[Exception] = [asyncpg.InterfaceError("connection is closed"), TimeoutError()]
+        real_round = notifier.round
+
+        async def flaky_round() -> int:
+            if failures:
+                raise failures.pop(0)
+            return await real_round()
+
+        monkeypatch.setattr(notifier, "round", flaky_round)
+        loop = asyncio.create_task(notifier.run(stop))
+        await received(receiver, 1)
+        assert notifier.metrics.errors._value.get() == 2
+        # Every connection of the notifier terminated by Postgres: the loop goes on.
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        second = await enqueue(db, "s-2")
+        await received(receiver, 2)
+        assert not loop.done()
+        stop.set()
+        await loop
+    assert receiver.ids() == [first, second]

@@ -62,6 +62,33 @@ WHERE rule = $1 AND customer = $2 AND period_start < $3 AND cleared_at IS NULL
 RETURNING keys, meter, period_start, period_end
 """
 
+# The rule as it stands, locked against its delete and update until this evaluation commits: a
+# rule deleted meanwhile is not evaluated (it never claims a limit again), and its hard_limit
+# is read fresh.
+LOCK_RULE = "SELECT hard_limit FROM alert_rules WHERE id = $1 FOR SHARE"
+
+# The rule's hard limit turned off: the customer's standing limits are cleared.
+CLEAR_STANDING_LIMITS = """
+UPDATE alert_limits SET cleared_at = now()
+WHERE rule = $1 AND customer = $2 AND cleared_at IS NULL
+RETURNING keys, meter, period_start, period_end
+"""
+
+# Limits a deleted rule still held (alert_rules has no row for it): cleared by the sweep. A
+# deleted rule claims no limit after its delete commits (LOCK_RULE), so this clears each once.
+CLEAR_LIMITS_OF_DELETED_RULES = """
+UPDATE alert_limits l SET cleared_at = now()
+WHERE l.cleared_at IS NULL AND NOT EXISTS (SELECT 1 FROM alert_rules r WHERE r.id = l.rule)
+RETURNING tenant, rule, customer, keys, meter, period_start, period_end
+"""
+
+# Cleared limits whose period has not ended: their Redis lift is applied again each sweep, so a
+# lift lost (a crash after the commit, Redis unavailable, a late block) holds within a sweep.
+LIFTS_IN_FORCE = """
+SELECT tenant, rule, keys, meter, period_end FROM alert_limits
+WHERE cleared_at IS NOT NULL AND period_end > now()
+"""
+
 STANDING_LIMIT = """
 SELECT keys, meter, period_end FROM alert_limits
 WHERE rule = $1 AND customer = $2 AND period_start = $3 AND cleared_at IS NULL

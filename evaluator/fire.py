@@ -143,15 +143,19 @@ async def evaluate(
             return Outcome()
         cleared = [
             (c, "new_period")
-            for c in await conn.fetch(queries.CLEAR_EARLIER_LIMITS, rule.id, customer, start)
+            for c in await conn.fetch(
+                queries.CLEAR_EARLIER_LIMITS, rule.id, list(reading.keys), start
+            )
         ]
         if not hard_limit:
             cleared += [
                 (c, "hard_limit_off")
-                for c in await conn.fetch(queries.CLEAR_STANDING_LIMITS, rule.id, customer)
+                for c in await conn.fetch(
+                    queries.CLEAR_STANDING_LIMITS, rule.id, list(reading.keys)
+                )
             ]
         for c, reason in cleared:
-            await enqueue_cleared(conn, rule.tenant, rule.id, customer, c, reason)
+            await enqueue_cleared(conn, rule.tenant, rule.id, c["customer"], c, reason)
         if value is not None:
             await conn.execute(
                 queries.SAVE_STATE, rule.id, rule.tenant, customer, start, end, value

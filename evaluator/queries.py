@@ -55,11 +55,13 @@ ON CONFLICT DO NOTHING
 RETURNING rule
 """
 
-# The limits of earlier periods still standing: a new period clears them.
+# The limits of earlier periods still standing: a new period clears them. `$2` is every key of
+# the customer: a limit recorded under another of its names (usage sent under the `cus_` id
+# before the billing sync linked it to our id) is cleared too.
 CLEAR_EARLIER_LIMITS = """
 UPDATE alert_limits SET cleared_at = now()
-WHERE rule = $1 AND customer = $2 AND period_start < $3 AND cleared_at IS NULL
-RETURNING keys, meter, period_start, period_end
+WHERE rule = $1 AND customer = ANY($2::text[]) AND period_start < $3 AND cleared_at IS NULL
+RETURNING customer, keys, meter, period_start, period_end
 """
 
 # The rule as it stands, locked against its delete and update until this evaluation commits: a
@@ -67,11 +69,12 @@ RETURNING keys, meter, period_start, period_end
 # is read fresh.
 LOCK_RULE = "SELECT hard_limit FROM alert_rules WHERE id = $1 FOR SHARE"
 
-# The rule's hard limit turned off: the customer's standing limits are cleared.
+# The rule's hard limit turned off: the customer's standing limits (under any of its keys) are
+# cleared.
 CLEAR_STANDING_LIMITS = """
 UPDATE alert_limits SET cleared_at = now()
-WHERE rule = $1 AND customer = $2 AND cleared_at IS NULL
-RETURNING keys, meter, period_start, period_end
+WHERE rule = $1 AND customer = ANY($2::text[]) AND cleared_at IS NULL
+RETURNING customer, keys, meter, period_start, period_end
 """
 
 # Limits a deleted rule still held (alert_rules has no row for it): cleared by the sweep. A

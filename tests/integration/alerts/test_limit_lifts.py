@@ -211,3 +211,27 @@ async def test_a_touch_delivered_too_often_is_dead_lettered(
         assert evaluated == worker.MAX_DELIVERIES
         assert evaluator.metrics.dead_lettered._value.get() == 1
     assert (await redis.xpending(stream, worker.GROUP))["pending"] == 0
+
+
+async def test_a_limit_recorded_under_the_customers_other_key_is_cleared_in_a_new_period(
+    client: Client, api_key: str, db: asyncpg.Connection, redis: Redis, settings: Settings
+) -> None:
+    """Usage sent under the `cus_` id before the billing sync linked it: the limit of that
+    period was recorded under that name, and the next period clears it all the same."""
+    start, end = current_period()
+    await seed(db, (start, end))
+    rule = await create_rule(
+        client, api_key, meter="calls", kind="units", thresholds=[10], hard_limit=True
+    )
+    await db.execute(
+        "INSERT INTO alert_limits (rule, tenant, customer, keys, meter, period_start, period_end)"
+        " VALUES ($1, 'acme', 'cus_c-1', '{cus_c-1}', 'calls', to_timestamp($2),"
+        " to_timestamp($3))",
+        rule["id"],
+        start - 30 * DAY,
+        start,
+    )
+    await sweep(settings, redis)
+    cleared = await webhook_events(db, "usage.limit_cleared")
+    assert [(e[3]["customer"], e[3]["reason"]) for e in cleared] == [("cus_c-1", "new_period")]
+    assert await db.fetchval("SELECT count(*) FROM alert_limits WHERE cleared_at IS NULL") == 0

@@ -64,10 +64,11 @@ WHERE rule = $1 AND customer = ANY($2::text[]) AND period_start < $3 AND cleared
 RETURNING customer, keys, meter, period_start, period_end
 """
 
-# The rule as it stands, locked against its delete and update until this evaluation commits: a
+# The rule as it stands, locked against its delete until this evaluation commits: a
 # rule deleted meanwhile is not evaluated (it never claims a limit again), and its hard_limit
 # is read fresh.
-LOCK_RULE = "SELECT hard_limit FROM alert_rules WHERE id = $1 FOR SHARE"
+# FOR KEY SHARE: it holds off the delete only, not an update (nor the other evaluators).
+LOCK_RULE = "SELECT hard_limit FROM alert_rules WHERE id = $1 FOR KEY SHARE"
 
 # The rule's hard limit turned off: the customer's standing limits (under any of its keys) are
 # cleared.

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+from redis import exceptions as redis_errors
 from redis.exceptions import ResponseError
 
 from evaluator import fire, queries, reading
@@ -56,7 +57,9 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
-    *REDIS_ERRORS,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
 )
 TRANSIENT: tuple[type[Exception], ...] = (
     OSError,
@@ -231,7 +234,12 @@ class Evaluator:
                 )
         self.metrics.fired.labels(events.LIMIT_CLEARED).inc(len(orphans))
         for r in await conn.fetch(queries.LIFTS_IN_FORCE):
-            await fire.lift(self.redis, self.keys, r["tenant"], r["rule"], r)
+            try:
+                await fire.lift(self.redis, self.keys, r["tenant"], r["rule"], r)
+            except UNREACHABLE:
+                raise
+            except Exception:
+                self._failed("evaluator: lift skipped in this sweep", rule=r["rule"])
         return len(orphans)
 
     def _failed(self, message: str, **context: str) -> None:

@@ -21,8 +21,9 @@ SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 ORDER BY created_at, id
 """
 
 GET_RULE = f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 AND id = $2"
-# The same, locked for an update that checks the row first.
-GET_RULE_FOR_UPDATE = GET_RULE + " FOR UPDATE"
+# The same, locked for an update that checks the row first (NO KEY: an evaluation holding the
+# rule FOR KEY SHARE does not hold it up).
+GET_RULE_FOR_UPDATE = GET_RULE + " FOR NO KEY UPDATE"
 
 UPDATE_RULE = f"""
 UPDATE alert_rules SET thresholds = $3::numeric[], hard_limit = $4, updated_at = now()

@@ -235,3 +235,27 @@ async def test_a_limit_recorded_under_the_customers_other_key_is_cleared_in_a_ne
     cleared = await webhook_events(db, "usage.limit_cleared")
     assert [(e[3]["customer"], e[3]["reason"]) for e in cleared] == [("cus_c-1", "new_period")]
     assert await db.fetchval("SELECT count(*) FROM alert_limits WHERE cleared_at IS NULL") == 0
+
+
+async def test_taking_over_stale_touches_pages_through_all_of_them(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "CLAIM_IDLE_MS", 0)
+    seen: list[str] = []
+
+    async def evaluate(self: Evaluator, tenant: str, key: str, meter: str) -> int:
+        seen.append(key)
+        return 0
+
+    monkeypatch.setattr(Evaluator, "evaluate_touch", evaluate)
+    stream = Keys(settings.redis_prefix).alert_touches()
+    n = worker.TOUCH_BATCH + worker.TOUCH_BATCH // 2
+    async with Evaluator(settings, redis=redis, consumer="b") as evaluator:
+        await evaluator.ensure_group()
+        for i in range(n):
+            await touches.publish(redis, evaluator.keys, [("acme", f"c-{i}", "calls")])
+        # Read by an evaluator that died before acknowledging.
+        await redis.xreadgroup(worker.GROUP, "dead", {stream: ">"}, count=n)
+        await evaluator.claim_stale()
+    assert sorted(seen) == sorted(f"c-{i}" for i in range(n))
+    assert (await redis.xpending(stream, worker.GROUP))["pending"] == 0

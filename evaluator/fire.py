@@ -4,8 +4,10 @@ Order of an evaluation, and why kill -9 anywhere (and several evaluators at once
 per (rule, customer, period, threshold):
   1. Read the period, usage, amount, projection and limit (evaluator/reading.py). Nothing is
      written: a crash here loses nothing, the next touch or sweep reads again.
-  2. One transaction: clear the hard limits of earlier periods (a new period re-arms the rule;
-     each cleared row enqueues usage.limit_cleared), save the value for the states API, claim each
+  2. One transaction: lock the rule (a rule deleted meanwhile is not evaluated: it never
+     claims a limit after its delete commits), clear the hard limits of earlier periods (a new
+     period re-arms the rule), or all of the customer's if the rule's hard limit is now off (each
+     cleared row enqueues usage.limit_cleared), save the value for the states API, claim each
      crossed threshold (INSERT ... ON CONFLICT DO NOTHING on the firing's unique key) and, only
      for a claim that inserted, enqueue its webhook event; at the highest threshold of a hard-limit
      rule, claim the limit the same way and enqueue usage.limit_reached. The claim and its event
@@ -14,9 +16,10 @@ per (rule, customer, period, threshold):
      A second evaluator's claim of the same key waits on the first's uncommitted row, then inserts
      nothing.
   3. After the commit, Redis: lift the cleared blocks, and assert the block of a standing limit of
-     this period (meter/limits.py; both idempotent). A crash between 2 and 3 leaves the block
-     unasserted until the next evaluation of the customer (the next touch or sweep), which
-     asserts it again from the alert_limits row; a lift lost the same way expires with its period.
+     this period (meter/limits.py; both idempotent and scoped to the rule and the period). A
+     crash between 2 and 3 leaves the block unasserted until the next evaluation of the customer
+     (the next touch or sweep), which asserts it again from the alert_limits row; a lift lost the
+     same way is applied again by the next sweep (`lift_cleared`, evaluator/worker.py).
 """
 
 from __future__ import annotations
@@ -132,24 +135,27 @@ async def evaluate(
     fired: list[Decimal] = []
     reached = False
     async with conn.transaction():
-        # 2. One transaction: earlier periods' limits cleared, the state saved, each crossed
-        #    threshold claimed and, only when claimed here, its event enqueued.
-        cleared = await conn.fetch(queries.CLEAR_EARLIER_LIMITS, rule.id, customer, start)
-        for c in cleared:
-            c_start = _unix(c["period_start"])
-            await events.enqueue(
-                conn,
-                rule.tenant,
-                events.LIMIT_CLEARED,
-                rules.limit_subject(rule.id, customer, c_start),
-                {
-                    "rule": rule.id,
-                    "customer": customer,
-                    "meter": c["meter"],
-                    "period": {"start": c_start, "end": _unix(c["period_end"])},
-                    "reason": "new_period",
-                },
+        # 2. One transaction: the rule locked as it stands (deleted meanwhile: nothing to do),
+        #    earlier periods' limits cleared (all of them if its hard limit is off), the state
+        #    saved, each crossed threshold claimed and, only when claimed here, its event enqueued.
+        hard_limit = await conn.fetchval(queries.LOCK_RULE, rule.id)
+        if hard_limit is None:
+            return Outcome()
+        cleared = [
+            (c, "new_period")
+            for c in await conn.fetch(
+                queries.CLEAR_EARLIER_LIMITS, rule.id, list(reading.keys), start
             )
+        ]
+        if not hard_limit:
+            cleared += [
+                (c, "hard_limit_off")
+                for c in await conn.fetch(
+                    queries.CLEAR_STANDING_LIMITS, rule.id, list(reading.keys)
+                )
+            ]
+        for c, reason in cleared:
+            await enqueue_cleared(conn, rule.tenant, rule.id, c["customer"], c, reason)
         if value is not None:
             await conn.execute(
                 queries.SAVE_STATE, rule.id, rule.tenant, customer, start, end, value
@@ -177,7 +183,7 @@ async def evaluate(
                 data = _data(rule, reading, value) | {"threshold": rules.number(threshold)}
                 await events.enqueue(conn, rule.tenant, kind, subject, data)
                 fired.append(threshold)
-        if rule.hard_limit and crossed and crossed[-1] == rule.thresholds[-1]:
+        if hard_limit and crossed and crossed[-1] == rule.thresholds[-1]:
             claimed = await conn.fetchval(
                 queries.CLAIM_LIMIT,
                 rule.id,
@@ -197,14 +203,15 @@ async def evaluate(
                 subject = rules.limit_subject(rule.id, customer, period.start)
                 await events.enqueue(conn, rule.tenant, events.LIMIT_REACHED, subject, data)
                 reached = True
-        standing = await conn.fetchrow(queries.STANDING_LIMIT, rule.id, customer, start)
+        standing = None
+        if hard_limit:
+            standing = await conn.fetchrow(queries.STANDING_LIMIT, rule.id, customer, start)
         faults.hit("before_commit")
     faults.hit("after_commit")
-    # 3. Redis, after the commit (both calls idempotent).
-    # Ingest sees the key an event names, so every key of the customer is blocked and lifted.
-    for c in cleared:
-        for key in c["keys"]:
-            await limits.clear(redis, keys, rule.tenant, key, c["meter"], rule_id=rule.id)
+    # 3. Redis, after the commit (both calls idempotent, and each scoped to the rule and the
+    #    period, so a late one never undoes another period's).
+    for c, _ in cleared:
+        await lift(redis, keys, rule.tenant, rule.id, c)
     if standing is not None:
         until_ms = _unix(standing["period_end"]) * 1000
         for key in standing["keys"]:
@@ -212,3 +219,40 @@ async def evaluate(
                 redis, keys, rule.tenant, key, standing["meter"], rule_id=rule.id, until_ms=until_ms
             )
     return Outcome(tuple(fired), reached, len(cleared))
+
+
+async def enqueue_cleared(
+    conn: asyncpg.Connection,
+    tenant: str,
+    rule_id: str,
+    customer: str,
+    row: asyncpg.Record,
+    reason: str,
+) -> None:
+    """usage.limit_cleared of an alert_limits row just cleared, in the clearing transaction."""
+    start = _unix(row["period_start"])
+    await events.enqueue(
+        conn,
+        tenant,
+        events.LIMIT_CLEARED,
+        rules.limit_subject(rule_id, customer, start),
+        {
+            "rule": rule_id,
+            "customer": customer,
+            "meter": row["meter"],
+            "period": {"start": start, "end": _unix(row["period_end"])},
+            "reason": reason,
+        },
+    )
+
+
+async def lift(
+    redis: RedisClient, keys: Keys, tenant: str, rule_id: str, row: asyncpg.Record
+) -> None:
+    """Lift a cleared alert_limits row's block of each key the customer's events may name it by
+    (ingest sees the key an event names): only the rule's block of that period."""
+    until_ms = _unix(row["period_end"]) * 1000
+    for key in row["keys"]:
+        await limits.clear(
+            redis, keys, tenant, key, row["meter"], rule_id=rule_id, until_ms=until_ms
+        )

@@ -38,5 +38,12 @@ class EvaluatorMetrics:
             registry=r,
         )
         self.errors = Counter(
-            "meter_evaluator_errors", "Rounds that failed and were retried.", registry=r
+            "meter_evaluator_errors",
+            "Failures logged: rounds retried, and rules, customers or touches skipped.",
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "meter_evaluator_touches_dead_lettered",
+            "Touches acknowledged unevaluated after too many deliveries (the sweep covers them).",
+            registry=r,
         )

@@ -55,11 +55,42 @@ ON CONFLICT DO NOTHING
 RETURNING rule
 """
 
-# The limits of earlier periods still standing: a new period clears them.
+# The limits of earlier periods still standing: a new period clears them. `$2` is every key of
+# the customer: a limit recorded under another of its names (usage sent under the `cus_` id
+# before the billing sync linked it to our id) is cleared too.
 CLEAR_EARLIER_LIMITS = """
 UPDATE alert_limits SET cleared_at = now()
-WHERE rule = $1 AND customer = $2 AND period_start < $3 AND cleared_at IS NULL
-RETURNING keys, meter, period_start, period_end
+WHERE rule = $1 AND customer = ANY($2::text[]) AND period_start < $3 AND cleared_at IS NULL
+RETURNING customer, keys, meter, period_start, period_end
+"""
+
+# The rule as it stands, locked against its delete until this evaluation commits: a
+# rule deleted meanwhile is not evaluated (it never claims a limit again), and its hard_limit
+# is read fresh.
+# FOR KEY SHARE: it holds off the delete only, not an update (nor the other evaluators).
+LOCK_RULE = "SELECT hard_limit FROM alert_rules WHERE id = $1 FOR KEY SHARE"
+
+# The rule's hard limit turned off: the customer's standing limits (under any of its keys) are
+# cleared.
+CLEAR_STANDING_LIMITS = """
+UPDATE alert_limits SET cleared_at = now()
+WHERE rule = $1 AND customer = ANY($2::text[]) AND cleared_at IS NULL
+RETURNING customer, keys, meter, period_start, period_end
+"""
+
+# Limits a deleted rule still held (alert_rules has no row for it): cleared by the sweep. A
+# deleted rule claims no limit after its delete commits (LOCK_RULE), so this clears each once.
+CLEAR_LIMITS_OF_DELETED_RULES = """
+UPDATE alert_limits l SET cleared_at = now()
+WHERE l.cleared_at IS NULL AND NOT EXISTS (SELECT 1 FROM alert_rules r WHERE r.id = l.rule)
+RETURNING tenant, rule, customer, keys, meter, period_start, period_end
+"""
+
+# Cleared limits whose period has not ended: their Redis lift is applied again each sweep, so a
+# lift lost (a crash after the commit, Redis unavailable, a late block) holds within a sweep.
+LIFTS_IN_FORCE = """
+SELECT tenant, rule, keys, meter, period_end FROM alert_limits
+WHERE cleared_at IS NOT NULL AND period_end > now()
 """
 
 STANDING_LIMIT = """

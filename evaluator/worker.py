@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+from redis import exceptions as redis_errors
 from redis.exceptions import ResponseError
 
 from evaluator import fire, queries, reading
@@ -44,16 +45,33 @@ TOUCH_BATCH = 100
 TOUCH_BLOCK_MS = 1000
 # A touch read by an evaluator that died unacknowledged is taken over after this long.
 CLAIM_IDLE_MS = 60_000
+# A touch delivered more often than this (taken over again and again) is dead-lettered.
+MAX_DELIVERIES = 5
 # How far back a current period may have started: a yearly price's period (usage_totals), and a
 # calendar month for usage without a subscription item (unattributed rollups).
 TOTALS_LOOKBACK = dt.timedelta(days=367)
 ROLLUPS_LOOKBACK = dt.timedelta(days=32)
+# Postgres or Redis out of reach: the round is retried as a whole, no use going on with the next
+# customer. Any other failure is one rule's, customer's or touch's, skipped and counted.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+)
 TRANSIENT: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     *REDIS_ERRORS,
 )
+
+
+def _entry_order(entry_id: Any) -> tuple[int, int]:
+    ms, _, seq = text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 class Evaluator:
@@ -151,36 +169,82 @@ class Evaluator:
             return await self._evaluate(conn, [Rule.of(r) for r in rows], key)
 
     async def sweep(self) -> int:
-        """Every rule for every customer it may concern; returns the events enqueued."""
+        """Every rule for every customer it may concern, then the lifts of cleared limits;
+        returns the events enqueued. A rule or customer whose evaluation fails (for a reason
+        other than an unreachable Postgres or Redis) is logged and counted; the sweep goes on."""
         started = time.perf_counter()
         enqueued = 0
         now = dt.datetime.now(dt.UTC)
         async with acquire(self.pool) as conn:
             for row in await conn.fetch(queries.ALL_RULES):
-                rule = Rule.of(row)
-                if rule.customer is not None:
-                    candidates = [rule.customer]
-                else:
-                    found = await conn.fetch(
-                        queries.CUSTOMERS_OF_METER,
-                        rule.tenant,
-                        rule.meter,
-                        now - TOTALS_LOOKBACK,
-                        rule.id,
-                        now - ROLLUPS_LOOKBACK,
-                    )
-                    candidates = sorted(r["customer"] for r in found)
-                seen: set[str] = set()
-                for key in candidates:
-                    # A customer's events may name it by either key: evaluated once.
-                    customer, _ = await reading.customer_keys(conn, rule.tenant, key)
-                    if customer in seen:
-                        continue
-                    seen.add(customer)
-                    enqueued += await self._evaluate(conn, [rule], key)
+                try:
+                    enqueued += await self._sweep_rule(conn, Rule.of(row), now)
+                except UNREACHABLE:
+                    raise
+                except Exception:
+                    self._failed("evaluator: rule skipped in this sweep", rule=row["id"])
+            enqueued += await self.lift_cleared(conn)
         self.metrics.sweep_seconds.set(time.perf_counter() - started)
         self.metrics.last_sweep.set(time.time())
         return enqueued
+
+    async def _sweep_rule(self, conn: asyncpg.Connection, rule: Rule, now: dt.datetime) -> int:
+        if rule.customer is not None:
+            candidates = [rule.customer]
+        else:
+            found = await conn.fetch(
+                queries.CUSTOMERS_OF_METER,
+                rule.tenant,
+                rule.meter,
+                now - TOTALS_LOOKBACK,
+                rule.id,
+                now - ROLLUPS_LOOKBACK,
+            )
+            candidates = sorted(r["customer"] for r in found)
+        enqueued = 0
+        seen: set[str] = set()
+        for key in candidates:
+            try:
+                # A customer's events may name it by either key: evaluated once.
+                customer, _ = await reading.customer_keys(conn, rule.tenant, key)
+                if customer in seen:
+                    continue
+                seen.add(customer)
+                enqueued += await self._evaluate(conn, [rule], key)
+            except UNREACHABLE:
+                raise
+            except Exception:
+                self._failed("evaluator: customer skipped in this sweep", rule=rule.id, key=key)
+        return enqueued
+
+    async def lift_cleared(self, conn: asyncpg.Connection) -> int:
+        """The evaluator owns the lifting of blocks (the API only deletes the rule). In order:
+        1. One transaction: clear the limits deleted rules still hold, each enqueuing its
+           usage.limit_cleared (reason rule_deleted). A crash before the commit leaves them for
+           the next sweep; after it, step 2 of the next sweep lifts them.
+        2. After the commit, lift in Redis every cleared limit whose period has not ended, the
+           ones cleared earlier included: idempotent and scoped to the rule and the period, so
+           a lift lost to a crash or a Redis error, or undone by an evaluator's late block, holds
+           again within a sweep. Returns the events enqueued."""
+        async with conn.transaction():
+            orphans = await conn.fetch(queries.CLEAR_LIMITS_OF_DELETED_RULES)
+            for r in orphans:
+                await fire.enqueue_cleared(
+                    conn, r["tenant"], r["rule"], r["customer"], r, "rule_deleted"
+                )
+        self.metrics.fired.labels(events.LIMIT_CLEARED).inc(len(orphans))
+        for r in await conn.fetch(queries.LIFTS_IN_FORCE):
+            try:
+                await fire.lift(self.redis, self.keys, r["tenant"], r["rule"], r)
+            except UNREACHABLE:
+                raise
+            except Exception:
+                self._failed("evaluator: lift skipped in this sweep", rule=r["rule"])
+        return len(orphans)
+
+    def _failed(self, message: str, **context: str) -> None:
+        log.exception(message, extra=context)
+        self.metrics.errors.inc()
 
     # -- touches ---------------------------------------------------------------------------
 
@@ -197,7 +261,13 @@ class Evaluator:
                 wanted[touch] = min(ms, wanted.get(touch, ms))
         enqueued = 0
         for (tenant, key, meter), ms in wanted.items():
-            enqueued += await self.evaluate_touch(tenant, key, meter)
+            try:
+                enqueued += await self.evaluate_touch(tenant, key, meter)
+            except UNREACHABLE:
+                raise  # the batch stays pending, and is evaluated again
+            except Exception:
+                # One touch's failure never holds the others back; the sweep evaluates it again.
+                self._failed("evaluator: touch skipped", tenant=tenant, key=key, meter=meter)
             self.metrics.touch_lag.observe(max(time.time() - ms / 1000, 0.0))
         self.metrics.touches.inc(len(wanted))
         if entries:
@@ -217,12 +287,46 @@ class Evaluator:
         return await self._handle(reply[0][1])
 
     async def claim_stale(self) -> int:
-        """Touches another evaluator read and never acknowledged (it died)."""
-        reply: Any = await self.redis.xautoclaim(
-            self.keys.alert_touches(), GROUP, self.consumer, CLAIM_IDLE_MS, count=TOUCH_BATCH
+        """Touches another evaluator read and never acknowledged (it died, or failed on them),
+        page by page through the pending list; returns events enqueued. A touch delivered more
+        than MAX_DELIVERIES times is acknowledged unevaluated (dead-lettered: logged, counted):
+        one that crashes whoever evaluates it must not come back forever. The sweep covers it."""
+        stream = self.keys.alert_touches()
+        enqueued = 0
+        cursor: Any = "0-0"
+        while True:
+            reply: Any = await self.redis.xautoclaim(
+                stream, GROUP, self.consumer, CLAIM_IDLE_MS, start_id=cursor, count=TOUCH_BATCH
+            )
+            cursor = reply[0]
+            # Entries trimmed from the stream come back without fields: nothing to evaluate.
+            claimed = [e for e in reply[1] if e[1]]
+            if claimed:
+                dead = await self._over_delivered([e for e, _ in claimed])
+                if dead:
+                    log.error(
+                        "evaluator: touches dead-lettered after %d deliveries",
+                        MAX_DELIVERIES,
+                        extra={"entries": [text(e) for e in dead]},
+                    )
+                    self.metrics.dead_lettered.inc(len(dead))
+                    await self.redis.xack(stream, GROUP, *dead)
+                enqueued += await self._handle([e for e in claimed if e[0] not in dead])
+            if text(cursor) == "0-0":
+                return enqueued
+
+    async def _over_delivered(self, entry_ids: list[Any]) -> set[Any]:
+        """Those of the claimed entries delivered more than MAX_DELIVERIES times (XPENDING)."""
+        pending: Any = await self.redis.xpending_range(
+            self.keys.alert_touches(),
+            GROUP,
+            min=min(entry_ids, key=_entry_order),
+            max=max(entry_ids, key=_entry_order),
+            count=len(entry_ids),
+            consumername=self.consumer,
         )
-        # Entries trimmed from the stream come back without fields: nothing to evaluate.
-        return await self._handle([e for e in reply[1] if e[1]])
+        over = {text(p["message_id"]) for p in pending if p["times_delivered"] > MAX_DELIVERIES}
+        return {e for e in entry_ids if text(e) in over}
 
     # -- the process -----------------------------------------------------------------------
 
@@ -256,7 +360,11 @@ class Evaluator:
             await self.ensure_group()
 
     async def _sweep_round(self) -> None:
-        await self.claim_stale()
+        # The takeover of stale touches on its own: its failure never keeps the sweep from running.
+        try:
+            await self.claim_stale()
+        except Exception:
+            self._failed("evaluator: taking over stale touches failed")
         await self.sweep()
 
     async def _retrying(self, stop: asyncio.Event, step: Any, pause_s: float) -> None:
@@ -275,9 +383,10 @@ class Evaluator:
             pause_s = interval_s
             try:
                 await step()
-            except TRANSIENT:
-                log.exception("evaluator round failed; retrying")
-                self.metrics.errors.inc()
+            except Exception:
+                # Any failure, not only an unreachable dependency: a loop that ends would leave
+                # the process looking healthy while it evaluates nothing.
+                self._failed("evaluator round failed; retrying")
                 pause_s = max(interval_s, 1.0)
             if pause_s:
                 with contextlib.suppress(TimeoutError):

@@ -1,7 +1,8 @@
 """Hard limits: a (tenant, customer, meter) blocked until its period ends refuses new usage.
 
-An alert rule with `hard_limit` set, once its threshold is reached, calls `block`; when the rule
-is lifted (or changed) it calls `clear`. The state is one Redis hash per tenant
+An alert rule with `hard_limit` set, once its threshold is reached, calls `block`; when its
+limit is cleared (a new period, the rule deleted or its hard limit turned off) the evaluator
+calls `clear` for that period (evaluator/fire.py). The state is one Redis hash per tenant
 (`Keys.limits`): field `customer\\x1fmeter`, value JSON {"rule": id, "until_ms": period end}. A
 block past its `until_ms` is ignored: its period ended.
 
@@ -28,7 +29,7 @@ from typing import NamedTuple
 import orjson
 
 from meter.connections import REDIS_ERRORS, RedisClient
-from meter.redis_keys import CLEAR_LIMIT_SCRIPT, Keys
+from meter.redis_keys import BLOCK_LIMIT_SCRIPT, CLEAR_LIMIT_SCRIPT, Keys
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,44 @@ async def block(
     *,
     rule_id: str,
     until_ms: int,
-) -> None:
+) -> bool:
     """Refuse the customer's usage of `meter` from now until `until_ms` (unix ms, the end of the
-    period whose limit was reached). A later block of the pair replaces this one."""
+    period whose limit was reached). Another rule's block of the pair is replaced; the same
+    rule's block is never shortened (a late write from an earlier period's reading keeps the
+    current one). True if written."""
     value = orjson.dumps({"rule": rule_id, "until_ms": int(until_ms)})
-    await redis.hset(keys.limits(tenant), field(customer, meter), value)
+    written = await redis.eval(
+        BLOCK_LIMIT_SCRIPT,
+        1,
+        keys.limits(tenant),
+        field(customer, meter),
+        str(rule_id),
+        value,
+        str(int(until_ms)),
+    )
+    return bool(written)
 
 
 async def clear(
-    redis: RedisClient, keys: Keys, tenant: str, customer: str, meter: str, *, rule_id: str
+    redis: RedisClient,
+    keys: Keys,
+    tenant: str,
+    customer: str,
+    meter: str,
+    *,
+    rule_id: str,
+    until_ms: int,
 ) -> bool:
-    """Lift rule `rule_id`'s block of the pair (another rule's block stays); True if lifted."""
+    """Lift rule `rule_id`'s block of the pair for the period ending at `until_ms` (unix ms):
+    another rule's block stays, and so does a block of the rule ending later (a later period's).
+    Idempotent; True if lifted."""
     lifted = await redis.eval(
-        CLEAR_LIMIT_SCRIPT, 1, keys.limits(tenant), field(customer, meter), str(rule_id)
+        CLEAR_LIMIT_SCRIPT,
+        1,
+        keys.limits(tenant),
+        field(customer, meter),
+        str(rule_id),
+        str(int(until_ms)),
     )
     return bool(lifted)
 

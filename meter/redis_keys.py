@@ -142,13 +142,33 @@ return out
 """
 
 
-# meter/limits.py `clear`: deletes the field KEYS[1][ARGV[1]] only if its block is rule ARGV[2]'s,
-# so that a rule lifting its block never lifts another rule's; returns 1 if it deleted.
+# meter/limits.py `block`: sets the field KEYS[1][ARGV[1]] to ARGV[3] (the block of rule ARGV[2]
+# until ARGV[4] ms) unless it holds the same rule's block until a later or equal time: an
+# evaluator that read an earlier period and writes late never shortens the current period's
+# block. Another rule's block is replaced. Returns 1 if it wrote.
+BLOCK_LIMIT_SCRIPT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+    local ok, doc = pcall(cjson.decode, raw)
+    if ok and type(doc) == 'table' and tostring(doc['rule']) == ARGV[2]
+        and tonumber(doc['until_ms']) and tonumber(doc['until_ms']) >= tonumber(ARGV[4]) then
+        return 0
+    end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# meter/limits.py `clear`: deletes the field KEYS[1][ARGV[1]] only if its block is rule ARGV[2]'s
+# and ends at or before ARGV[3] ms (the end of the period being cleared): a rule lifting its block
+# never lifts another rule's, and a late lift of one period never lifts the next period's block.
+# Returns 1 if it deleted.
 CLEAR_LIMIT_SCRIPT = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local ok, doc = pcall(cjson.decode, raw)
-if ok and type(doc) == 'table' and tostring(doc['rule']) == ARGV[2] then
+if ok and type(doc) == 'table' and tostring(doc['rule']) == ARGV[2]
+    and tonumber(doc['until_ms']) and tonumber(doc['until_ms']) <= tonumber(ARGV[3]) then
     return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0

@@ -48,7 +48,6 @@ def _print(doc: Any) -> None:
 async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
     import asyncpg
 
-    from meter import limits
     from meter.alerts import rules, store
     from meter.connections import redis_client
     from meter.redis_keys import Keys
@@ -77,13 +76,10 @@ async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
                 | {"states": (await store.states(conn, args.tenant, args.id, None, 100))["data"]}
             )
         else:
-            _, lifted = await store.delete(conn, args.tenant, args.id)
+            held = await store.delete(conn, args.tenant, args.id)
             redis = redis_client(settings.redis_url)
             try:
-                for key, meter in lifted:
-                    await limits.clear(
-                        redis, Keys(settings.redis_prefix), args.tenant, key, meter, rule_id=args.id
-                    )
+                await store.lift(redis, Keys(settings.redis_prefix), args.tenant, args.id, held)
             finally:
                 await redis.aclose()
             print(f"deleted {args.id}")

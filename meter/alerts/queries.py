@@ -21,8 +21,9 @@ SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 ORDER BY created_at, id
 """
 
 GET_RULE = f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 AND id = $2"
-# The same, locked for an update that checks the row first.
-GET_RULE_FOR_UPDATE = GET_RULE + " FOR UPDATE"
+# The same, locked for an update that checks the row first (NO KEY: an evaluation holding the
+# rule FOR KEY SHARE does not hold it up).
+GET_RULE_FOR_UPDATE = GET_RULE + " FOR NO KEY UPDATE"
 
 UPDATE_RULE = f"""
 UPDATE alert_rules SET thresholds = $3::numeric[], hard_limit = $4, updated_at = now()
@@ -32,12 +33,11 @@ RETURNING {RULE_COLUMNS}
 
 DELETE_RULE = "DELETE FROM alert_rules WHERE tenant = $1 AND id = $2 RETURNING meter"
 
-# A deleted rule's standing limits are cleared with it (their usage.limit_cleared enqueued in
-# the same transaction).
-CLEAR_LIMITS_OF_RULE = """
-UPDATE alert_limits SET cleared_at = now()
-WHERE tenant = $1 AND rule = $2 AND cleared_at IS NULL
-RETURNING customer, keys, meter, period_start, period_end
+# The blocks a rule holds (read only: alert_limits is the evaluator's), for the delete to lift at
+# once; the evaluator clears them and enqueues their usage.limit_cleared (evaluator/worker.py).
+STANDING_LIMITS_OF_RULE = """
+SELECT keys, meter, period_end FROM alert_limits
+WHERE tenant = $1 AND rule = $2 AND cleared_at IS NULL AND period_end > now()
 """
 
 STATES = """

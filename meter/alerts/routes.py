@@ -3,18 +3,14 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
-from meter import appkeys, jsonwire, limits
+from meter import appkeys, jsonwire
 from meter.alerts import rules, store
 from meter.auth import authenticate
 from meter.bodies import json_object, read_body
-from meter.connections import REDIS_ERRORS, acquire
+from meter.connections import acquire
 from meter.errors import InvalidRequest
-
-log = logging.getLogger(__name__)
 
 RULES = "/v1/alert_rules"
 RULE = RULES + "/{id}"
@@ -72,17 +68,9 @@ async def delete_rule(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     rule_id = _rule_id(request)
     async with acquire(request.app[appkeys.PG]) as conn:
-        _, lifted = await store.delete(conn, tenant, rule_id)
-    # 2. After the commit: lift the blocks the rule held. Each expires at its period's end
-    #    anyway, so a failure here only keeps a deleted rule's block until then (logged).
+        held = await store.delete(conn, tenant, rule_id)
     app = request.app
-    for customer, meter in lifted:
-        try:
-            await limits.clear(
-                app[appkeys.REDIS], app[appkeys.KEYS], tenant, customer, meter, rule_id=rule_id
-            )
-        except REDIS_ERRORS as exc:
-            log.warning("alert rule deleted; its block stays", extra={"error": str(exc)})
+    await store.lift(app[appkeys.REDIS], app[appkeys.KEYS], tenant, rule_id, held)
     return jsonwire.response({"object": "alert_rule", "id": rule_id, "deleted": True})
 
 

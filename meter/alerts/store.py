@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from typing import Any
 
 import asyncpg
 import orjson
 
+from meter import limits
 from meter.alerts import queries, rules
 from meter.billing.errors import NotFound
+from meter.connections import REDIS_ERRORS, RedisClient
 from meter.errors import InvalidRequest
-from meter.webhooks import events
+from meter.redis_keys import Keys
+
+log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
@@ -88,34 +93,34 @@ async def update(conn: asyncpg.Connection, tenant: str, rule_id: str, doc: Doc) 
     return rule_doc(updated)
 
 
-async def delete(
-    conn: asyncpg.Connection, tenant: str, rule_id: str
-) -> tuple[str, list[tuple[str, str]]]:
-    """Delete the rule; returns its meter and the (customer key, meter)s whose block it held, for
-    the caller to lift in Redis after this commit (their usage.limit_cleared is enqueued here,
-    in the same transaction as the delete)."""
+async def delete(conn: asyncpg.Connection, tenant: str, rule_id: str) -> list[asyncpg.Record]:
+    """Delete the rule; returns the limits it held (keys, meter, period_end) for the caller's
+    prompt lift (`lift`). The evaluator owns the rest: its next sweep clears those limits,
+    enqueues their usage.limit_cleared and lifts them again, so a lift lost here (a crash, Redis
+    unavailable, an evaluator's late block) holds within a sweep."""
     async with conn.transaction():
-        meter = await conn.fetchval(queries.DELETE_RULE, tenant, rule_id)
-        if meter is None:
+        held = await conn.fetch(queries.STANDING_LIMITS_OF_RULE, tenant, rule_id)
+        if await conn.fetchval(queries.DELETE_RULE, tenant, rule_id) is None:
             raise _not_found(rule_id)
-        lifted = []
-        for r in await conn.fetch(queries.CLEAR_LIMITS_OF_RULE, tenant, rule_id):
-            start = _unix(r["period_start"])
-            await events.enqueue(
-                conn,
-                tenant,
-                events.LIMIT_CLEARED,
-                rules.limit_subject(rule_id, r["customer"], start),
-                {
-                    "rule": rule_id,
-                    "customer": r["customer"],
-                    "meter": r["meter"],
-                    "period": {"start": start, "end": _unix(r["period_end"])},
-                    "reason": "rule_deleted",
-                },
-            )
-            lifted += [(key, r["meter"]) for key in r["keys"]]
-    return meter, lifted
+    return held
+
+
+async def lift(
+    redis: RedisClient, keys: Keys, tenant: str, rule_id: str, held: list[asyncpg.Record]
+) -> None:
+    """Lift a deleted rule's blocks (only its own, of their period) at once; best effort, logged:
+    the evaluator's sweep lifts them anyway."""
+    try:
+        for r in held:
+            until_ms = _unix(r["period_end"]) * 1000
+            for key in r["keys"]:
+                await limits.clear(
+                    redis, keys, tenant, key, r["meter"], rule_id=rule_id, until_ms=until_ms
+                )
+    except REDIS_ERRORS as exc:
+        log.warning(
+            "alert rule deleted; its block is lifted by the next sweep", extra={"error": str(exc)}
+        )
 
 
 def _state_doc(r: asyncpg.Record) -> Doc:

@@ -12,12 +12,23 @@ from meter.redis_keys import Keys
 
 Touch = tuple[str, str, str]  # tenant, customer (as the events name it), meter
 FIELD = b"t"
-# Bounds the stream if no evaluator runs: older touches are dropped (the sweep covers them).
-MAX_LEN = 100_000
+# The stream's size is bounded on two axes, as it is kept in Redis memory and read whole by
+# evaluators in batches of entries: a flush's touches go into entries of at most
+# TOUCHES_PER_ENTRY (a 20,000-event flush of distinct customers makes 200 entries, not one of
+# ~1 MB), and the stream keeps about MAX_LEN entries (approximate trimming, cheap), so at most
+# ~1,000,000 touches (~60 MB) if no evaluator reads it. Older touches are dropped then: the sweep
+# covers them. An evaluator reads TOUCH_BATCH entries at a time, so at most 10,000 touches.
+TOUCHES_PER_ENTRY = 100
+MAX_LEN = 10_000
 
 
-def encode(touches: Iterable[Touch]) -> bytes:
-    return orjson.dumps(sorted(set(touches)))
+def entries(touches: Iterable[Touch]) -> list[bytes]:
+    """The payloads of the stream entries holding `touches`, each of at most TOUCHES_PER_ENTRY."""
+    ordered = sorted(set(touches))
+    return [
+        orjson.dumps(ordered[i : i + TOUCHES_PER_ENTRY])
+        for i in range(0, len(ordered), TOUCHES_PER_ENTRY)
+    ]
 
 
 def decode(raw: bytes) -> list[Touch]:
@@ -36,8 +47,11 @@ def decode(raw: bytes) -> list[Touch]:
 
 
 async def publish(redis: object, keys: Keys, touches: Iterable[Touch]) -> None:
-    """One stream entry holding every touch of a flush."""
-    payload = encode(touches)
-    await redis.xadd(  # type: ignore[attr-defined]
-        keys.alert_touches(), {FIELD: payload}, maxlen=MAX_LEN, approximate=True
-    )
+    """A flush's touches, in entries of bounded size (one round trip)."""
+    payloads = entries(touches)
+    if not payloads:
+        return
+    async with redis.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+        for payload in payloads:
+            pipe.xadd(keys.alert_touches(), {FIELD: payload}, maxlen=MAX_LEN, approximate=True)
+        await pipe.execute()

@@ -87,13 +87,16 @@ async def test_a_cleared_block_accepts_again_and_only_its_rule_clears_it(
     client: Client, api_key: str, redis: Redis, settings: Settings
 ) -> None:
     keys = Keys(settings.redis_prefix)
-    await limits.block(
-        redis, keys, "acme", "cus_1", "api_calls", rule_id="r1", until_ms=_now_ms() + DAY_MS
-    )
+    until = _now_ms() + DAY_MS
+    await limits.block(redis, keys, "acme", "cus_1", "api_calls", rule_id="r1", until_ms=until)
     assert (await post(client, api_key, [ev("a")]))[1]["results"][0]["reason"] == "over_limit"
-    assert not await limits.clear(redis, keys, "acme", "cus_1", "api_calls", rule_id="r2")
+    assert not await limits.clear(
+        redis, keys, "acme", "cus_1", "api_calls", rule_id="r2", until_ms=until
+    )
     assert "cus_1\x1fapi_calls" in await limits.blocked(redis, keys, "acme")
-    assert await limits.clear(redis, keys, "acme", "cus_1", "api_calls", rule_id="r1")
+    assert await limits.clear(
+        redis, keys, "acme", "cus_1", "api_calls", rule_id="r1", until_ms=until
+    )
     assert await limits.blocked(redis, keys, "acme") == {}
     await _until_status(client, api_key, "accepted")
 
@@ -135,3 +138,38 @@ async def test_a_block_set_while_serving_is_enforced_after_a_refresh(
     await _until_status(client, api_key, "rejected")
     _, doc = await post(client, api_key, [ev("after")])
     assert doc["results"][0]["reason"] == "over_limit"
+
+
+async def test_a_late_lift_of_an_earlier_period_keeps_the_next_periods_block(
+    redis: Redis, settings: Settings
+) -> None:
+    """A lift of period 1 arriving after the same rule blocked period 2 deletes nothing."""
+    keys = Keys(settings.redis_prefix)
+    p1_end, p2_end = _now_ms() - 1, _now_ms() + DAY_MS
+    await limits.block(redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=p2_end)
+    assert not await limits.clear(
+        redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=p1_end
+    )
+    assert await limits.blocked(redis, keys, "acme") == {
+        "cus_1\x1fapi_calls": limits.Block("r", p2_end)
+    }
+
+
+async def test_a_late_block_of_an_earlier_period_never_shortens_the_current_one(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Keys(settings.redis_prefix)
+    p1_end, p2_end = _now_ms() - 1, _now_ms() + DAY_MS
+    await limits.block(redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=p2_end)
+    assert not await limits.block(
+        redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=p1_end
+    )
+    assert await limits.blocked(redis, keys, "acme") == {
+        "cus_1\x1fapi_calls": limits.Block("r", p2_end)
+    }
+    # Another rule's block replaces it, and a later period's block of the same rule extends it.
+    later = p2_end + DAY_MS
+    assert await limits.block(
+        redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=later
+    )
+    assert (await limits.blocked(redis, keys, "acme"))["cus_1\x1fapi_calls"].until_ms == later

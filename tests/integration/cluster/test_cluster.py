@@ -121,7 +121,9 @@ async def test_hard_limits_are_kept_and_refreshed_on_a_cluster(
     _, doc = await post(cluster_client, api_key, [ev("blocked"), ev("free", customer="cus_2")])
     assert [r.get("reason", r["status"]) for r in doc["results"]] == ["over_limit", "accepted"]
     # Lifted: accepted once the background refresh (a pipeline over the cluster) has run.
-    assert await limits.clear(cluster_redis, keys, "acme", "cus_1", "api_calls", rule_id="r")
+    assert await limits.clear(
+        cluster_redis, keys, "acme", "cus_1", "api_calls", rule_id="r", until_ms=until
+    )
     n = 0
     while True:
         n += 1

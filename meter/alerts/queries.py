@@ -16,8 +16,14 @@ VALUES ($1, $2, $3, $4, $5, $6::numeric[], $7, $8::jsonb)
 RETURNING {RULE_COLUMNS}
 """
 
+# Oldest first, from after the `starting_after` rule ($2) when given; $3 NULL: every one.
 LIST_RULES = f"""
-SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 ORDER BY created_at, id
+SELECT {RULE_COLUMNS} FROM alert_rules
+WHERE tenant = $1
+  AND ($2::text IS NULL OR (created_at, id) > (
+      SELECT created_at, id FROM alert_rules WHERE tenant = $1 AND id = $2))
+ORDER BY created_at, id
+LIMIT $3
 """
 
 GET_RULE = f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE tenant = $1 AND id = $2"

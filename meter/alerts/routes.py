@@ -11,6 +11,7 @@ from meter.auth import authenticate
 from meter.bodies import json_object, read_body
 from meter.connections import acquire
 from meter.errors import InvalidRequest
+from meter.paging import limit_of
 
 RULES = "/v1/alert_rules"
 RULE = RULES + "/{id}"
@@ -43,9 +44,12 @@ async def create_rule(request: web.Request) -> web.Response:
 
 async def list_rules(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
+    limit = limit_of(request, 10)
+    after = request.query.get("starting_after")
     async with acquire(request.app[appkeys.PG]) as conn:
-        data = await store.list_rules(conn, tenant)
-    return jsonwire.response({"object": "list", "data": data})
+        rows = await store.list_rules(conn, tenant, after=after, limit=limit + 1)
+    page = {"object": "list", "data": rows[:limit], "has_more": len(rows) > limit}
+    return jsonwire.response(page)
 
 
 async def get_rule(request: web.Request) -> web.Response:

@@ -66,8 +66,11 @@ async def create(conn: asyncpg.Connection, tenant: str, spec: rules.RuleSpec) ->
     return rule_doc(row)
 
 
-async def list_rules(conn: asyncpg.Connection, tenant: str) -> list[Doc]:
-    return [rule_doc(r) for r in await conn.fetch(queries.LIST_RULES, tenant)]
+async def list_rules(
+    conn: asyncpg.Connection, tenant: str, *, after: str | None = None, limit: int | None = None
+) -> list[Doc]:
+    """The tenant's rules, oldest first: after rule `after`, at most `limit` (None: all)."""
+    return [rule_doc(r) for r in await conn.fetch(queries.LIST_RULES, tenant, after, limit)]
 
 
 async def get(conn: asyncpg.Connection, tenant: str, rule_id: str) -> Doc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meter.alerts import rules
 from meter.openapi.common import Doc, ok, operation
+from meter.paging import limit_parameter, starting_after_parameter
 
 _ID = {
     "name": "id",
@@ -133,15 +134,18 @@ def paths() -> Doc:
                 "List the usage alert rules",
                 operation_id="listAlertRules",
                 tag="alerts",
+                description="Oldest first, a page at a time (`has_more`: another page follows).",
+                parameters=[limit_parameter(10), starting_after_parameter("a rule")],
                 responses={
                     "200": ok(
                         "the tenant's rules",
                         {
                             "type": "object",
-                            "required": ["object", "data"],
+                            "required": ["object", "data", "has_more"],
                             "properties": {
                                 "object": {"const": "list"},
                                 "data": {"type": "array", "items": RULE},
+                                "has_more": {"type": "boolean"},
                             },
                         },
                     )

@@ -4,9 +4,10 @@ delivery log and redelivery."""
 from __future__ import annotations
 
 from meter.openapi.common import Doc, ok, operation, ref
+from meter.paging import limit_parameter, starting_after_parameter
 from meter.webhooks.endpoints import MAX_OVERLAP_S, MAX_URL_CHARS, WILDCARD
 from meter.webhooks.events import EVENT_TYPES
-from meter.webhooks.routes import DELIVERY_STATUSES, MAX_LIMIT
+from meter.webhooks.routes import DELIVERY_STATUSES
 
 _TAG = "webhooks"
 _ID = {
@@ -23,15 +24,6 @@ _DELIVERY = {
     "description": "the delivery (`whd_…`)",
     "schema": {"type": "string"},
 }
-
-
-def _limit(default: int) -> Doc:
-    return {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": default},
-    }
 
 
 _URL = {"type": "string", "maxLength": MAX_URL_CHARS, "description": "http:// or https://"}
@@ -165,14 +157,8 @@ def paths() -> Doc:
                 operation_id="listWebhookEndpoints",
                 tag=_TAG,
                 parameters=[
-                    _limit(10),
-                    {
-                        "name": "starting_after",
-                        "in": "query",
-                        "required": False,
-                        "description": "an endpoint id: the page after it",
-                        "schema": {"type": "string"},
-                    },
+                    limit_parameter(10),
+                    starting_after_parameter("an endpoint"),
                 ],
                 responses={"200": ok("a page of endpoints", _list("WebhookEndpoint"))},
             ),
@@ -254,7 +240,7 @@ def paths() -> Doc:
                 tag=_TAG,
                 parameters=[
                     _ID,
-                    _limit(20),
+                    limit_parameter(20),
                     {
                         "name": "status",
                         "in": "query",

@@ -14,6 +14,7 @@ from meter.auth import authenticate
 from meter.bodies import json_object, read_body
 from meter.connections import acquire
 from meter.errors import InvalidRequest, MeteringError
+from meter.paging import limit_of
 from meter.webhooks import endpoints, queries, store
 
 ENDPOINTS: Final = "/v1/webhook_endpoints"
@@ -21,7 +22,6 @@ ENDPOINT: Final = ENDPOINTS + "/{id}"
 ROTATE: Final = ENDPOINT + "/rotate_secret"
 DELIVERIES: Final = ENDPOINT + "/deliveries"
 REDELIVER: Final = DELIVERIES + "/{delivery}/redeliver"
-MAX_LIMIT: Final = 100
 DELIVERY_STATUSES: Final = ("pending", "succeeded", "failed")
 _CREATE_FIELDS = frozenset({"url", "enabled_events"})
 _UPDATE_FIELDS = frozenset({"url", "enabled_events", "disabled"})
@@ -46,19 +46,6 @@ def setup(app: web.Application) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _limit(request: web.Request, default: int) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_LIMIT:
-        raise InvalidRequest(f"`limit` is an integer from 1 to {MAX_LIMIT}", param="limit")
-    return value
 
 
 def _missing(endpoint_id: str) -> NotFound:
@@ -86,7 +73,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
 
 async def list_endpoints(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
-    limit = _limit(request, 10)
+    limit = limit_of(request, 10)
     after = request.query.get("starting_after")
     async with acquire(request.app[appkeys.PG]) as conn:
         rows = await conn.fetch(queries.LIST_ENDPOINTS, tenant, after, limit + 1)
@@ -163,7 +150,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     """The endpoint's deliveries, newest first, each with its attempts."""
     tenant = await authenticate(request)
     endpoint_id = request.match_info["id"]
-    limit = _limit(request, 20)
+    limit = limit_of(request, 20)
     status = request.query.get("status")
     if status is not None and status not in DELIVERY_STATUSES:
         raise InvalidRequest(f"`status` is one of {', '.join(DELIVERY_STATUSES)}", param="status")

@@ -112,3 +112,19 @@ async def test_bad_updates_and_bodies(client: Client, api_key: str) -> None:
     assert (status, doc["error"]["param"]) == (400, "limit")
     assert (await _call(client, api_key, "GET", "/v1/alert_rules/alr_nope"))[0] == 404
     assert (await _call(client, "mk_live_wrong", "GET", "/v1/alert_rules"))[0] == 401
+
+
+async def test_rules_are_listed_a_page_at_a_time(client: Client, api_key: str) -> None:
+    made = [
+        (await _call(client, api_key, "POST", "/v1/alert_rules", VALID | {"customer": f"c-{i}"}))[
+            1
+        ]["id"]
+        for i in range(3)
+    ]
+    status, first = await _call(client, api_key, "GET", "/v1/alert_rules?limit=2")
+    assert (status, [r["id"] for r in first["data"]], first["has_more"]) == (200, made[:2], True)
+    after = first["data"][-1]["id"]
+    status, rest = await _call(client, api_key, "GET", f"/v1/alert_rules?starting_after={after}")
+    assert (status, [r["id"] for r in rest["data"]], rest["has_more"]) == (200, made[2:], False)
+    status, doc = await _call(client, api_key, "GET", "/v1/alert_rules?limit=0")
+    assert (status, doc["error"]["param"]) == (400, "limit")

@@ -11,17 +11,17 @@ from meter.errors import InvalidRequest
 MAX_LIMIT: Final = 100
 
 
-def limit_of(request: web.Request, default: int) -> int:
-    """The `limit` query parameter; a clear 400 unless an integer from 1 to MAX_LIMIT."""
+def limit_of(request: web.Request, default: int, maximum: int = MAX_LIMIT) -> int:
+    """The `limit` query parameter; a clear 400 unless an integer from 1 to `maximum`."""
     raw = request.query.get("limit")
     if raw is None:
         return default
     try:
         value = int(raw)
-    except ValueError:
+    except ValueError:  # not an integer, or more digits than int() takes
         value = 0
-    if not 1 <= value <= MAX_LIMIT:
-        raise InvalidRequest(f"`limit` is an integer from 1 to {MAX_LIMIT}", param="limit")
+    if not 1 <= value <= maximum:
+        raise InvalidRequest(f"`limit` is an integer from 1 to {maximum}", param="limit")
     return value
 
 

@@ -82,9 +82,7 @@ async def rule_states(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     rule_id = _rule_id(request)
     customer = request.query.get("customer")
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_STATES:
-        raise InvalidRequest(f"`limit` must be an integer in 1..{MAX_STATES}", param="limit")
+    limit = limit_of(request, 100, MAX_STATES)
     async with acquire(request.app[appkeys.PG]) as conn:
-        doc = await store.states(conn, tenant, rule_id, customer, int(raw))
+        doc = await store.states(conn, tenant, rule_id, customer, limit)
     return jsonwire.response(doc)

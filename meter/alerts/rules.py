@@ -34,7 +34,7 @@ UPDATE_FIELDS: Final = frozenset({"thresholds", "hard_limit"})
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
     customer: str | None
-    meter: str
+    meter: str | None  # None: the whole invoice (an `amount` rule only)
     kind: str
     thresholds: tuple[Decimal, ...]
     hard_limit: bool
@@ -54,7 +54,13 @@ def _text(doc: Mapping[str, Any], name: str, *, required: bool) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LENGTH:
         need = "is required: " if value is None else "must be "
         raise InvalidRequest(
-            f"`{name}` {need}a string of 1..{MAX_ID_LENGTH} characters", param=name
+            f"`{name}` {need}a string of 1..{MAX_ID_LENGTH} characters"
+            + (
+                f" (only an `{AMOUNT}` rule may leave it out: it then measures the whole invoice)"
+                if name == "meter" and value is None
+                else ""
+            ),
+            param=name,
         )
     if "\x00" in value:
         raise InvalidRequest(f"`{name}` must not contain U+0000 (NUL)", param=name)
@@ -160,8 +166,14 @@ def parse_create(doc: Mapping[str, Any]) -> RuleSpec:
     kind = doc.get("kind")
     if kind not in KINDS:
         raise InvalidRequest(f"`kind` must be one of {', '.join(KINDS)}", param="kind")
-    meter = _text(doc, "meter", required=True)
-    assert meter is not None
+    # An `amount` rule without a meter measures the whole invoice; every other kind is of a meter.
+    meter = _text(doc, "meter", required=kind != AMOUNT)
+    if meter is None and doc.get("hard_limit") is True:
+        raise InvalidRequest(
+            "a hard limit blocks one meter: a rule on the whole invoice (no `meter`) cannot "
+            "have one",
+            param="hard_limit",
+        )
     return RuleSpec(
         customer=_text(doc, "customer", required=False),
         meter=meter,

@@ -86,6 +86,11 @@ async def update(conn: asyncpg.Connection, tenant: str, rule_id: str, doc: Doc) 
         if row is None:
             raise _not_found(rule_id)
         new, hard = rules.parse_update(doc, row["kind"], row["thresholds"], row["hard_limit"])
+        if hard and row["meter"] is None:
+            raise InvalidRequest(
+                "a hard limit blocks one meter: a rule on the whole invoice cannot have one",
+                param="hard_limit",
+            )
         if hard and row["filter"] != "{}":
             raise InvalidRequest(
                 "a hard limit blocks the whole meter: it goes with rules without a `filter`",

@@ -85,6 +85,12 @@ VALID = {"meter": "calls", "kind": "units", "thresholds": [10]}
         ({"kind": "amount", "filter": {"model": "large"}}, "filter"),
         ({"filter": {"model": "large"}, "hard_limit": True}, "hard_limit"),
         ({"unknown": 1}, "unknown"),
+        # Only an `amount` rule may go without a meter (it measures the whole invoice), and
+        # then without a hard limit (a block is of one meter).
+        ({"meter": None}, "meter"),
+        ({"kind": "percent_of_limit", "meter": None}, "meter"),
+        ({"kind": "projected", "meter": None}, "meter"),
+        ({"kind": "amount", "meter": None, "hard_limit": True}, "hard_limit"),
     ],
 )
 async def test_each_bad_field_is_named(
@@ -128,3 +134,28 @@ async def test_rules_are_listed_a_page_at_a_time(client: Client, api_key: str) -
     assert (status, [r["id"] for r in rest["data"]], rest["has_more"]) == (200, made[2:], False)
     status, doc = await _call(client, api_key, "GET", "/v1/alert_rules?limit=0")
     assert (status, doc["error"]["param"]) == (400, "limit")
+
+
+@pytest.mark.parametrize("kind", ["units", "percent_of_limit", "projected"])
+async def test_only_an_amount_rule_may_leave_the_meter_out(
+    client: Client, api_key: str, kind: str
+) -> None:
+    status, doc = await _call(
+        client, api_key, "POST", "/v1/alert_rules", {"kind": kind, "thresholds": [10]}
+    )
+    assert (status, doc["error"]["param"]) == (400, "meter"), doc
+    assert "`meter` is required" in doc["error"]["message"]
+    assert "amount" in doc["error"]["message"]
+
+
+async def test_an_amount_rule_without_meter_is_on_the_whole_invoice(
+    client: Client, api_key: str
+) -> None:
+    rule = await create_rule(client, api_key, kind="amount", thresholds=[5000])
+    assert (rule["meter"], rule["kind"], rule["hard_limit"]) == (None, "amount", False)
+    path = f"/v1/alert_rules/{rule['id']}"
+    assert await _call(client, api_key, "GET", path) == (200, rule)
+    status, doc = await _call(client, api_key, "POST", path, {"hard_limit": True})
+    assert (status, doc["error"]["param"]) == (400, "hard_limit"), doc
+    status, updated = await _call(client, api_key, "POST", path, {"thresholds": [100, 200]})
+    assert (status, updated["thresholds"]) == (200, ["100", "200"])

@@ -51,7 +51,7 @@ class Rule:
     id: str
     tenant: str
     customer: str | None
-    meter: str
+    meter: str | None  # None: the whole invoice (an `amount` rule)
     kind: str
     thresholds: tuple[Decimal, ...]
     hard_limit: bool
@@ -106,9 +106,12 @@ def _data(rule: Rule, reading: Reading, value: Decimal) -> dict[str, Any]:
         "meter": rule.meter,
         "kind": rule.kind,
         "value": rules.number(value),
-        "usage": rules.number(reading.units),
+        # A rule on the whole invoice has no one meter's usage to name.
+        "usage": None if rule.meter is None else rules.number(reading.units),
         "period": {"start": reading.period.start, "end": reading.period.end},
     }
+    if rule.meter is None:
+        del doc["usage"]
     if rule.filter:
         doc["filter"] = dict(rule.filter)
     if rule.kind == rules.AMOUNT:

@@ -5,25 +5,34 @@ from __future__ import annotations
 
 RULE_COLUMNS = "id, tenant, customer, meter, filter::text AS filter, kind, thresholds, hard_limit"
 
-# The rules a touch of (tenant, meter) by one of the customer's keys concerns.
+# The rules a touch of (tenant, meter) by one of the customer's keys concerns: those of the
+# meter, and those of the whole invoice (no meter), which any meter's usage may move.
 RULES_FOR_CUSTOMER = f"""
 SELECT {RULE_COLUMNS} FROM alert_rules
-WHERE tenant = $1 AND meter = $2 AND (customer IS NULL OR customer = ANY($3::text[]))
+WHERE tenant = $1 AND (meter = $2 OR meter IS NULL)
+  AND (customer IS NULL OR customer = ANY($3::text[]))
 ORDER BY id
 """
 
 ALL_RULES = f"SELECT {RULE_COLUMNS} FROM alert_rules ORDER BY tenant, id"
 
-# The customers a rule for every customer may concern: those with usage of its meter since the
-# earliest start of a current period (`$3` of an item's, `$5` of a calendar month), and those
-# whose block it still holds (a new period without usage must still clear them).
+# The customers a rule for every customer may concern: those with usage of its meter (`$2`; NULL,
+# a rule on the whole invoice: of any meter) since the earliest start of a current period (`$3`
+# of an item's, `$5` of a calendar month), those whose block it still holds (a new period without
+# usage must still clear them), and for a rule on the whole invoice every customer with a live
+# subscription (`$6`, billing.rules.LIVE_STATUSES): licensed fees alone make an invoice.
 CUSTOMERS_OF_METER = """
-SELECT customer FROM usage_totals WHERE tenant = $1 AND meter = $2 AND period_start >= $3
+SELECT customer FROM usage_totals
+WHERE tenant = $1 AND ($2::text IS NULL OR meter = $2) AND period_start >= $3
 UNION
 SELECT customer FROM usage_rollups
-WHERE tenant = $1 AND meter = $2 AND subscription_item IS NULL AND bucket_start >= $5
+WHERE tenant = $1 AND ($2::text IS NULL OR meter = $2) AND subscription_item IS NULL
+  AND bucket_start >= $5
 UNION
 SELECT customer FROM alert_limits WHERE rule = $4 AND cleared_at IS NULL
+UNION
+SELECT c.external_id FROM customers c JOIN subscriptions s ON s.customer = c.stripe_id
+WHERE $2::text IS NULL AND c.tenant = $1 AND s.status = ANY($6::text[])
 """
 
 # 1. The claim: the unique key (rule, customer, period start, threshold) admits one row, so one

@@ -1,6 +1,7 @@
 """What a rule measures for one customer now: its billing period, the meter's usage in it, the
-meter line's amount so far and its run-rate projection — read and priced as the usage API and the
-entitlements endpoint do (meter/usage, meter/billing/views.py), so the numbers agree with them.
+meter line's amount so far (or the whole invoice's, for a rule without a meter) and its run-rate
+projection — read and priced as the usage API and the entitlements endpoint do (meter/usage,
+meter/billing/views.py), so the numbers agree with them.
 
 Usage is what the aggregator has committed (usage_totals and unattributed rollups); pending
 events still in the Redis streams are not counted: the aggregator's touch after its commit
@@ -23,7 +24,7 @@ from meter.billing.views import meter_limit
 from meter.pricing import Period, trailing_window
 from meter.usage import queries as usage_queries
 from meter.usage import report, store
-from meter.usage.api import month_of
+from meter.usage.api import invoice_so_far, month_of
 from meter.usage.tally import Tally
 
 
@@ -117,6 +118,29 @@ async def read(
         amount, currency, projected = doc["amount"], doc["currency"], forecast
     limit = await meter_limit(conn, tenant, customer, meter) if with_limit else None
     return Reading(customer, tuple(keys), period, units, amount, currency, projected, limit)
+
+
+async def read_invoice(conn: asyncpg.Connection, tenant: str, key: str, now: int) -> Reading:
+    """The customer's whole upcoming invoice so far, for a rule without a meter: `amount` is its
+    total as the usage API's `invoice.total` shows it (licensed fees, discount and tax
+    included; meter/usage/api.py `invoice_so_far`), over the invoice's billing period. A
+    customer without one (no subscription, no priced item) reads `amount` None over the
+    calendar month: nothing to compare."""
+    found = await invoice_so_far(conn, tenant, key, now)
+    if found is None:
+        customer, keys = await customer_keys(conn, tenant, key)
+        return Reading(customer, keys, month_of(now), Decimal(0), None, None, None, None)
+    plan = found.plan
+    return Reading(
+        plan.external_id,
+        tuple(plan.keys),
+        found.period,
+        Decimal(0),  # no one meter's units: the event names none
+        found.total,
+        found.currency,
+        None,
+        None,
+    )
 
 
 def period_start(reading: Reading) -> dt.datetime:

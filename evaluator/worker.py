@@ -29,6 +29,7 @@ from evaluator import fire, queries, reading
 from evaluator.fire import Rule
 from evaluator.metrics import EvaluatorMetrics
 from meter.alerts import rules
+from meter.billing.rules import LIVE_STATUSES
 from meter.config import Settings
 from meter.connections import REDIS_ERRORS, PooledConnection, RedisClient, acquire, redis_client
 from meter.core import touches
@@ -133,23 +134,26 @@ class Evaluator:
     async def _evaluate(self, conn: asyncpg.Connection, rule_list: Iterable[Rule], key: str) -> int:
         """Evaluate rules for the customer named `key`; returns the events enqueued."""
         now = int(time.time())
-        readings: dict[tuple[str, bool, tuple[tuple[str, str], ...]], reading.Reading] = {}
+        readings: dict[tuple[str | None, bool, tuple[tuple[str, str], ...]], reading.Reading] = {}
         enqueued = 0
         for rule in rule_list:
             with_limit = rule.kind == rules.PERCENT_OF_LIMIT
             wanted = (rule.meter, with_limit, rule.filter)
             found = readings.get(wanted)
             if found is None:
-                # 1. Read (evaluator/fire.py): nothing written yet.
-                found = await reading.read(
-                    conn,
-                    rule.tenant,
-                    key,
-                    rule.meter,
-                    now,
-                    with_limit=with_limit,
-                    dimension_filter=rule.filter,
-                )
+                # 1. Read (evaluator/fire.py): nothing written yet. No meter: the whole invoice.
+                if rule.meter is None:
+                    found = await reading.read_invoice(conn, rule.tenant, key, now)
+                else:
+                    found = await reading.read(
+                        conn,
+                        rule.tenant,
+                        key,
+                        rule.meter,
+                        now,
+                        with_limit=with_limit,
+                        dimension_filter=rule.filter,
+                    )
                 readings[wanted] = found
             outcome = await fire.evaluate(conn, self.redis, self.keys, rule, found, self.faults)
             self.metrics.evaluations.inc()
@@ -160,7 +164,8 @@ class Evaluator:
         return enqueued
 
     async def evaluate_touch(self, tenant: str, key: str, meter: str) -> int:
-        """The rules a fold of `meter`'s usage by the customer named `key` concerns."""
+        """The rules a fold of `meter`'s usage by the customer named `key` concerns: the
+        meter's, and those on the whole invoice."""
         async with acquire(self.pool) as conn:
             _, keys = await reading.customer_keys(conn, tenant, key)
             rows = await conn.fetch(queries.RULES_FOR_CUSTOMER, tenant, meter, list(keys))
@@ -199,6 +204,7 @@ class Evaluator:
                 now - TOTALS_LOOKBACK,
                 rule.id,
                 now - ROLLUPS_LOOKBACK,
+                sorted(LIVE_STATUSES),
             )
             candidates = sorted(r["customer"] for r in found)
         enqueued = 0

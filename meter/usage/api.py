@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 PENDING_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError)
 
 Doc = dict[str, Any]
+# How the helpers below get a connection when they need one: a pooled one for the handler (none
+# held while it waits on shared reads), the caller's own for `invoice_so_far`.
+Connect = Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
 
 
 @contextlib.asynccontextmanager
@@ -249,14 +253,17 @@ async def usage(request: web.Request) -> web.Response:
                 meters.setdefault(event.meter, (aggregation, Tally()))[1].add_event(event)
         doc |= _unpriced(window, meters)
     else:
+        connect = functools.partial(_connection, app)
         priced = await _priced_dimensions(app, tenant)
         if priced.mappings:
-            await _split_mapped(app, tenant, plan, selection, snap.by_item, priced, recent_since)
+            await _split_mapped(
+                connect, tenant, plan, selection, snap.by_item, priced, recent_since
+            )
             events = [priced.routed(e) for e in events]
         selections = [selection] + [sel for _, sel in others]
         sources: list[dict[tuple[str, str], list[tuple[str, int]]]] = []
         main, *rest = _every_event_on_each(selections, snap.by_item, gone, sources)
-        await _distinct_unions(app, tenant, plan.keys, selections, [main, *rest], sources)
+        await _distinct_unions(connect, tenant, plan.keys, selections, [main, *rest], sources)
         doc |= _priced(selection, main, events, now, plan, recent_since)
         if breakdown:
             await _add_groups(app, tenant, plan, selection, main, doc["items"], events, breakdown)
@@ -351,23 +358,27 @@ async def _priced_dimensions(app: web.Application, tenant: str) -> PricedDimensi
     if cached is not None and time.monotonic() - cached[0] < _PRICED_TTL_S:
         return cached[1]
     async with _connection(app) as conn:
-        mappings: dict[str, list[PriceMapping]] = {}
-        for r in await conn.fetch(queries.PRICE_MAPPINGS, tenant):
-            pairs = tuple(sorted(orjson.loads(r["filter"]).items()))
-            mappings.setdefault(r["meter"], []).append(PriceMapping(pairs, r["event_name"]))
-        versions = {}
-        if mappings:
-            rows = await conn.fetch(queries.DIMENSION_VERSIONS, tenant)
-            versions = index_versions(
-                [(r["tenant"], r["meter"], r["effective_from"], r["keys"]) for r in rows]
-            )
-    found = PricedDimensions(mappings, versions)
+        found = await read_priced_dimensions(conn, tenant)
     cache[tenant] = (time.monotonic(), found)
     return found
 
 
+async def read_priced_dimensions(conn: asyncpg.Connection, tenant: str) -> PricedDimensions:
+    mappings: dict[str, list[PriceMapping]] = {}
+    for r in await conn.fetch(queries.PRICE_MAPPINGS, tenant):
+        pairs = tuple(sorted(orjson.loads(r["filter"]).items()))
+        mappings.setdefault(r["meter"], []).append(PriceMapping(pairs, r["event_name"]))
+    versions = {}
+    if mappings:
+        rows = await conn.fetch(queries.DIMENSION_VERSIONS, tenant)
+        versions = index_versions(
+            [(r["tenant"], r["meter"], r["effective_from"], r["keys"]) for r in rows]
+        )
+    return PricedDimensions(mappings, versions)
+
+
 async def _split_mapped(
-    app: web.Application,
+    connect: Connect,
     tenant: str,
     plan: Plan,
     selection: Selection,
@@ -380,7 +391,7 @@ async def _split_mapped(
     tally becomes the usage of its event name (the own item keeps usage carried by the
     reporter). Sum and count meters only, like the mappings themselves."""
     by_meter = {item.meter: (item, period) for item, period in selection if item.meter}
-    async with _connection(app) as conn:
+    async with connect() as conn:
         for meter, maps in priced.mappings.items():
             own = by_meter.get(meter)
             if own is None or own[0].aggregation not in ("sum", "count"):
@@ -467,7 +478,7 @@ def _every_event_on_each(
 
 
 async def _distinct_unions(
-    app: web.Application,
+    connect: Connect,
     tenant: str,
     keys: list[str],
     selections: list[Selection],
@@ -488,7 +499,7 @@ async def _distinct_unions(
     ]
     if not wanted:
         return
-    async with _connection(app) as conn:
+    async with connect() as conn:
         for n, item, sets in wanted:
             count = await conn.fetchval(
                 queries.UNION_DISTINCT,
@@ -601,6 +612,68 @@ def _priced(
         "projected_invoice": report.invoice_doc(forecast_invoice, len(discounts), terms)
         | {"method": "item run rates (see items[].projection)"},
     }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InvoiceSoFar:
+    """A customer's upcoming invoice so far: the usage API's `invoice` of the current period."""
+
+    plan: Plan
+    period: Period  # the invoice's billing period
+    total: int  # `invoice.total`, minor units: licensed fees, discount and tax included
+    currency: str
+
+
+async def invoice_so_far(
+    conn: asyncpg.Connection, tenant: str, key: str, now: int
+) -> InvoiceSoFar | None:
+    """The current period's invoice of the customer named `key`, priced as
+    `GET /v1/customers/{id}/usage` prices its `invoice` (same selection, attribution, price
+    mappings and engine), from the usage committed in Postgres only: pending stream entries
+    are left out (the caller reads after the aggregator's fold). None when it has no invoice:
+    no such customer, no current period, no priced item, or a price the engine cannot apply."""
+    try:
+        plan = await store.load_plan(conn, tenant, key)
+    except NotFound:
+        return None
+    selection = _current(plan, now)
+    if not selection:
+        return None
+    others = [(o, found) for o in plan.others if (found := _current(o, now))]
+    gone = _removed(plan, [o for o, _ in others], now)
+    pairs = selection + [pair for _, sel in others for pair in sel] + gone
+    recent_since = trailing_start(now)
+    asked = store.ItemUsage(
+        tenant,
+        plan.keys,
+        {i.id: p for i, p in pairs if i.meter is not None},
+        (),
+        {
+            i.id: i.meter
+            for i, _ in pairs
+            if i.meter is not None and i.aggregation in ("sum", "count")
+        },
+        recent_since,
+    )
+    # No streams: checkpoints only matter to fold pending entries, and there are none here.
+    [snap] = await store.read_item_usage(conn, [], [asked])
+
+    def connect() -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return contextlib.nullcontext(conn)
+
+    priced = await read_priced_dimensions(conn, tenant)
+    if priced.mappings:
+        await _split_mapped(connect, tenant, plan, selection, snap.by_item, priced, recent_since)
+    selections = [selection] + [sel for _, sel in others]
+    sources: list[dict[tuple[str, str], list[tuple[str, int]]]] = []
+    main, *rest = _every_event_on_each(selections, snap.by_item, gone, sources)
+    await _distinct_unions(connect, tenant, plan.keys, selections, [main, *rest], sources)
+    doc = _priced(selection, main, [], now, plan, recent_since)
+    invoice = doc["invoice"]
+    if invoice is None:
+        return None
+    period = Period(doc["period"]["start"], doc["period"]["end"])
+    return InvoiceSoFar(plan, period, invoice["total"], invoice["currency"])
 
 
 _PICK = {"max": "value_max", "last": "value_last"}

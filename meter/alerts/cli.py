@@ -19,7 +19,9 @@ def add_parser(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     c = sub.add_parser("create", help="create a rule; prints it")
     c.add_argument("--tenant", required=True)
-    c.add_argument("--meter", required=True)
+    c.add_argument(
+        "--meter", help="the meter watched (required but for --kind amount: the whole invoice)"
+    )
     c.add_argument("--kind", required=True, help="units, amount, percent_of_limit or projected")
     c.add_argument(
         "--thresholds", required=True, help="comma-separated, e.g. 50,80,100 (amount: minor units)"
@@ -66,7 +68,7 @@ async def _alerts(settings: Settings, args: argparse.Namespace) -> int:
         elif args.alerts_command == "list":
             for r in await store.list_rules(conn, args.tenant):
                 print(
-                    f"{r['id']}\t{r['customer'] or '*'}\t{r['meter']}\t{r['kind']}\t"
+                    f"{r['id']}\t{r['customer'] or '*'}\t{r['meter'] or '(invoice)'}\t{r['kind']}\t"
                     f"{','.join(r['thresholds'])}\t{'hard_limit' if r['hard_limit'] else '-'}"
                 )
         elif args.alerts_command == "show":

@@ -40,7 +40,10 @@ RULE: Doc = {
         "object": {"const": "alert_rule"},
         "id": {"type": "string"},
         "customer": {"type": ["string", "null"], "description": "null: every customer"},
-        "meter": {"type": "string"},
+        "meter": {
+            "type": ["string", "null"],
+            "description": "null: the whole invoice (an `amount` rule)",
+        },
         "filter": {"type": "object", "additionalProperties": {"type": "string"}},
         "kind": {"enum": list(rules.KINDS)},
         "thresholds": {"type": "array", "items": _NUMBER},
@@ -95,11 +98,18 @@ _STATES = {
 def paths() -> Doc:
     create_body = {
         "type": "object",
-        "required": ["meter", "kind", "thresholds"],
+        "required": ["kind", "thresholds"],
         "additionalProperties": False,
         "properties": {
             "customer": {"type": ["string", "null"], "maxLength": rules.MAX_ID_LENGTH},
-            "meter": {"type": "string", "minLength": 1, "maxLength": rules.MAX_ID_LENGTH},
+            "meter": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": rules.MAX_ID_LENGTH,
+                "description": "required but for `amount` rules; absent or null, an `amount` "
+                "rule measures the customer's whole upcoming invoice so far (the usage API's "
+                "`invoice.total`, licensed fees included) and cannot have a `hard_limit`",
+            },
             "filter": {
                 "type": "object",
                 "maxProperties": 3,
@@ -124,7 +134,8 @@ def paths() -> Doc:
                 operation_id="createAlertRule",
                 tag="alerts",
                 description="Thresholds on a customer's (or every customer's) usage of a meter "
-                "in its billing period; each crossing is announced once per period by a webhook "
+                "in its billing period, or (an `amount` rule without `meter`) on its whole "
+                "upcoming invoice; each crossing is announced once per period by a webhook "
                 "event (docs/alerts.md).",
                 body=create_body,
                 responses={"200": ok("the rule", RULE)},

@@ -53,3 +53,17 @@ async def test_create_list_show_delete(settings: Settings) -> None:
     deleted = await meter(settings, "delete", "--tenant", "acme", rule["id"])
     assert deleted.returncode == 0, deleted.stderr
     assert (await meter(settings, "list", "--tenant", "acme")).stdout == ""
+
+
+async def test_an_amount_rule_without_meter(settings: Settings) -> None:
+    created = await meter(
+        settings, "create", "--tenant", "acme", "--kind", "amount", "--thresholds", "5000"
+    )
+    assert created.returncode == 0, created.stderr
+    assert orjson.loads(created.stdout)["meter"] is None
+    listed = await meter(settings, "list", "--tenant", "acme")
+    assert listed.stdout.split("\t")[2] == "(invoice)"
+    units = await meter(
+        settings, "create", "--tenant", "acme", "--kind", "units", "--thresholds", "5"
+    )
+    assert (units.returncode, "(meter)" in units.stderr) == (2, True), units.stderr

@@ -69,7 +69,7 @@ bench-usage: sync
 bench-report: sync
 	$(RUN) python benchmarks/report.py
 
-## make bench-alerts: p50/p99 from an event accepted to its alert's webhook event, vs the fold's
+## make bench-alerts: p50/p99 from an event accepted to its alert's webhook event and its delivery, vs the fold's
 bench-alerts: sync
 	$(RUN) python benchmarks/alerts.py $(BENCH_ARGS)
 

@@ -1,13 +1,17 @@
 """Alert latency benchmark (`make bench-alerts`): from an event accepted by ingest to its alert's
-webhook_events row, p50 and p99, as a ratio to the fold's latency in the same run.
+webhook_events row and to its delivery at a webhook endpoint, p50 and p99, side by side and as
+ratios to the fold's latency in the same run.
 
-One process runs the API, an aggregator and an evaluator (real defaults: the aggregator polls
-every 0.2 s), on a fresh database and Redis prefix. N customers (default 200) each get one event
-of value 10, paced (default 20 events/s) so that the pipeline is idle between them; a `units`
-rule for every customer fires at 10. A poller (every 5 ms) notes when each customer's usage first
-shows in usage_rollups (the baseline: the aggregator's fold) and when its alert's event row shows
-in webhook_events; both are measured from the 200 of the event's POST, by the same poller, so the
-ratio is that of the two delays, with the same polling error in each.
+One process runs the API, an aggregator, an evaluator and a notifier (real defaults: the
+aggregator polls every 0.2 s, the notifier every 1 s when idle), on a fresh database and Redis
+prefix, with a local aiohttp receiver registered as the tenant's endpoint for every event type.
+N customers (default 200) each get one event of value 10, paced (default 20 events/s) so that the
+pipeline is idle between them; a `units` rule for every customer fires at 10. A poller (every
+5 ms) notes when each customer's usage first shows in usage_rollups (the baseline: the
+aggregator's fold) and when its alert's event row shows in webhook_events; both are measured from
+the 200 of the event's POST, by the same poller, so their ratio is that of the two delays, with
+the same polling error in each. The receiver notes each delivery when its request arrives (no
+polling error: it is timed on receipt, by the same clock).
 
 Needs Postgres (METER_DATABASE_URL when set, else 127.0.0.1:5432, database `test`; it makes its
 own database `meter_bench_alerts`, anew every run) and Redis (METER_REDIS_URL, else 127.0.0.1).
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import statistics
 import time
@@ -35,6 +40,8 @@ from meter.config import Settings
 from meter.connections import redis_client
 from meter.migrate import migrate
 from meter.redis_keys import Keys
+from meter.webhooks import store as webhooks
+from notifier.worker import Notifier
 
 DATABASE = "meter_bench_alerts"
 TENANT = "bench"
@@ -70,10 +77,11 @@ async def watch(
     conn: asyncpg.Connection,
     folded: dict[str, float],
     alerted: dict[str, float],
+    delivered: dict[str, float],
     n: int,
     stop: asyncio.Event,
 ) -> None:
-    while len(alerted) < n and not stop.is_set():
+    while (len(alerted) < n or len(delivered) < n) and not stop.is_set():
         now = time.perf_counter()
         for r in await conn.fetch(
             "SELECT DISTINCT customer FROM usage_rollups WHERE tenant = $1", TENANT
@@ -84,6 +92,24 @@ async def watch(
         ):
             alerted.setdefault(r["customer"], now)
         await asyncio.sleep(POLL_S)
+
+
+async def start_receiver(delivered: dict[str, float]) -> tuple[web.AppRunner, str]:
+    """A webhook endpoint noting when each customer's alert first arrives (a redelivery keeps
+    the first time)."""
+
+    async def hook(request: web.Request) -> web.Response:
+        now = time.perf_counter()
+        event = orjson.loads(await request.read())
+        delivered.setdefault(event["data"]["customer"], now)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
 
 async def main(n: int, rate: float) -> None:
@@ -99,6 +125,9 @@ async def main(n: int, rate: float) -> None:
         " VALUES ('alr_bench', $1, NULL, 'calls', 'units', '{10}')",
         TENANT,
     )
+    delivered: dict[str, float] = {}
+    receiver, hook_url = await start_receiver(delivered)
+    await webhooks.create(conn, TENANT, hook_url, ["*"], dt.datetime.now(dt.UTC))
     redis = redis_client(settings.redis_url)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -114,12 +143,14 @@ async def main(n: int, rate: float) -> None:
         async with (
             Worker(settings, redis, attributor=wiring.attributor()) as aggregator,
             Evaluator(settings, redis=redis) as evaluator,
+            Notifier(settings) as notifier,
             aiohttp.ClientSession() as http,
         ):
             tasks = [
                 asyncio.create_task(aggregator.run(stop, scheduled_jobs=False)),
                 asyncio.create_task(evaluator.run(stop)),
-                asyncio.create_task(watch(conn, folded, alerted, n, stop)),
+                asyncio.create_task(notifier.run(stop)),
+                asyncio.create_task(watch(conn, folded, alerted, delivered, n, stop)),
             ]
             await asyncio.sleep(1.0)  # leases taken, consumer group made
             for i in range(n):
@@ -133,13 +164,14 @@ async def main(n: int, rate: float) -> None:
                     assert response.status == 200, await response.text()
                 accepted[customer] = time.perf_counter()
                 await asyncio.sleep(1 / rate)
-            # The watcher returns once every alert is seen.
+            # The watcher returns once every alert is seen and delivered.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(tasks[2]), 120)
+                await asyncio.wait_for(asyncio.shield(tasks[-1]), 120)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await runner.cleanup()
+        await receiver.cleanup()
         pattern = Keys(settings.redis_prefix).pattern()
         leftovers = [k async for k in redis.scan_iter(pattern)]
         if leftovers:
@@ -148,23 +180,34 @@ async def main(n: int, rate: float) -> None:
         await conn.close()
     fold = [folded[c] - t for c, t in accepted.items() if c in folded]
     alert = [alerted[c] - t for c, t in accepted.items() if c in alerted]
+    delivery = [delivered[c] - t for c, t in accepted.items() if c in delivered]
     print(f"{n} events, one a customer, {rate:g}/s; poll every {POLL_S * 1000:g} ms")
-    print("| from accepted to | n | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for name, values in (("usage_rollups row (fold)", fold), ("webhook_events row", alert)):
-        print(
-            f"| {name} | {len(values)} | {percentile(values, 0.5) * 1000:.0f} | "
-            f"{percentile(values, 0.99) * 1000:.0f} |"
-        )
-    if fold and alert:
-        behind = [alerted[c] - folded[c] for c in accepted if c in alerted and c in folded]
-        print(
-            f"alert / fold: p50 {percentile(alert, 0.5) / percentile(fold, 0.5):.2f}, "
-            f"p99 {percentile(alert, 0.99) / percentile(fold, 0.99):.2f}; "
-            f"alert after its fold: median {statistics.median(behind) * 1000:.0f} ms"
-        )
+    print("| from accepted to | n | p50 ms | p99 ms | p50 / fold | p99 / fold |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, values in (
+        ("usage_rollups row (fold)", fold),
+        ("webhook_events row", alert),
+        ("delivery at the endpoint", delivery),
+    ):
+        if not values:
+            print(f"| {name} | 0 | - | - | - | - |")
+            continue
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        ratios = "- | -"
+        if fold:
+            ratios = f"{p50 / percentile(fold, 0.5):.2f} | {p99 / percentile(fold, 0.99):.2f}"
+        print(f"| {name} | {len(values)} | {p50 * 1000:.0f} | {p99 * 1000:.0f} | {ratios} |")
+    for later, earlier, text in (
+        (alerted, folded, "alert row after its fold"),
+        (delivered, alerted, "delivery after its alert row"),
+    ):
+        behind = [later[c] - earlier[c] for c in accepted if c in later and c in earlier]
+        if behind:
+            print(f"{text}: median {statistics.median(behind) * 1000:.0f} ms")
     if len(alert) < n:
         print(f"MISSING: {n - len(alert)} alert(s) not seen within 120 s")
+    if len(delivery) < n:
+        print(f"MISSING: {n - len(delivery)} delivery(ies) not received within 120 s")
 
 
 if __name__ == "__main__":

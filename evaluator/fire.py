@@ -106,12 +106,10 @@ def _data(rule: Rule, reading: Reading, value: Decimal) -> dict[str, Any]:
         "meter": rule.meter,
         "kind": rule.kind,
         "value": rules.number(value),
-        # A rule on the whole invoice has no one meter's usage to name.
-        "usage": None if rule.meter is None else rules.number(reading.units),
-        "period": {"start": reading.period.start, "end": reading.period.end},
     }
-    if rule.meter is None:
-        del doc["usage"]
+    if rule.meter is not None:  # a rule on the whole invoice has no one meter's usage to name
+        doc["usage"] = rules.number(reading.units)
+    doc["period"] = {"start": reading.period.start, "end": reading.period.end}
     if rule.filter:
         doc["filter"] = dict(rule.filter)
     if rule.kind == rules.AMOUNT:

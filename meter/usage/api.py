@@ -642,19 +642,9 @@ async def invoice_so_far(
     others = [(o, found) for o in plan.others if (found := _current(o, now))]
     gone = _removed(plan, [o for o, _ in others], now)
     pairs = selection + [pair for _, sel in others for pair in sel] + gone
-    recent_since = trailing_start(now)
-    asked = store.ItemUsage(
-        tenant,
-        plan.keys,
-        {i.id: p for i, p in pairs if i.meter is not None},
-        (),
-        {
-            i.id: i.meter
-            for i, _ in pairs
-            if i.meter is not None and i.aggregation in ("sum", "count")
-        },
-        recent_since,
-    )
+    # The invoice so far needs no run rate: no recent usage is read (`meters`, `recent_since`).
+    periods = {i.id: p for i, p in pairs if i.meter is not None}
+    asked = store.ItemUsage(tenant, plan.keys, periods)
     # No streams: checkpoints only matter to fold pending entries, and there are none here.
     [snap] = await store.read_item_usage(conn, [], [asked])
 
@@ -663,12 +653,12 @@ async def invoice_so_far(
 
     priced = await read_priced_dimensions(conn, tenant)
     if priced.mappings:
-        await _split_mapped(connect, tenant, plan, selection, snap.by_item, priced, recent_since)
+        await _split_mapped(connect, tenant, plan, selection, snap.by_item, priced, None)
     selections = [selection] + [sel for _, sel in others]
     sources: list[dict[tuple[str, str], list[tuple[str, int]]]] = []
     main, *rest = _every_event_on_each(selections, snap.by_item, gone, sources)
     await _distinct_unions(connect, tenant, plan.keys, selections, [main, *rest], sources)
-    doc = _priced(selection, main, [], now, plan, recent_since)
+    doc = _priced(selection, main, [], now, plan)
     invoice = doc["invoice"]
     if invoice is None:
         return None

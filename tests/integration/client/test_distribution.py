@@ -25,7 +25,7 @@ def _uv() -> list[str]:
     return [found] if found else [sys.executable, "-m", "uv"]
 
 
-def _run(*args: str | Path, cwd: Path = ROOT) -> str:
+def run_uv(*args: str | Path, cwd: Path = ROOT) -> str:
     done = subprocess.run(
         [*_uv(), *map(str, args)], cwd=cwd, capture_output=True, text=True, check=False
     )
@@ -36,7 +36,7 @@ def _run(*args: str | Path, cwd: Path = ROOT) -> str:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    _run("build", "--package", "meter-client", "--wheel", "--out-dir", out)
+    run_uv("build", "--package", "meter-client", "--wheel", "--out-dir", out)
     [built] = out.glob("meter_client-*.whl")
     return built
 
@@ -68,9 +68,9 @@ def test_requirement_names_are_read_from_metadata() -> None:
 
 def test_the_wheel_installs_alone_into_a_fresh_virtualenv(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    _run("venv", "--quiet", "--python", sys.executable, venv)
+    run_uv("venv", "--quiet", "--python", sys.executable, venv)
     python = venv / "bin" / "python"
-    _run("pip", "install", "--quiet", "--python", python, wheel)
+    run_uv("pip", "install", "--quiet", "--python", python, wheel)
     probe = (
         "import importlib.util, meter_client\n"
         "from meter_client import MeterClient, MeterClientSync, AuthenticationFailed\n"

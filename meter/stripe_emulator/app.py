@@ -117,7 +117,8 @@ async def stripe_middleware(request: web.Request, handler: AioHandler) -> web.St
     except Exception:
         log.exception("emulator handler failed", extra={"path": request.path})
         response = error_response(StripeError(500, "Internal emulator error.", type_="api_error"))
-        entry["outcome"] = "error"
+        if not _faulted(entry):
+            entry["outcome"] = "error"
     response.headers["Stripe-Version"] = (
         request.headers.get("Stripe-Version") or emu.config.api_version
     )
@@ -152,7 +153,8 @@ async def _serve(
     fp = fingerprint(request.method, request.path, params)
     stored = emu.idempotency.begin(scope, key, fp, time.time())
     if stored is not None:
-        entry["outcome"] = "replayed"
+        if not _faulted(entry):
+            entry["outcome"] = "replayed"
         replay = web.Response(
             status=stored.status, body=stored.body, content_type="application/json"
         )
@@ -179,6 +181,12 @@ async def _run(request: web.Request, handler: AioHandler) -> web.StreamResponse:
         return await handler(request)
     except StripeError as exc:
         return error_response(exc)
+
+
+def _faulted(entry: Obj) -> bool:
+    """A fault fired on this request: its outcome is what the client saw (a timed-out client
+    sees neither the replay nor the error of a body it stopped sending), so it stays."""
+    return str(entry["outcome"]).startswith("fault:")
 
 
 async def _apply_fault(rule: FaultRule, request: web.Request, entry: Obj) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import stripe
 
@@ -80,6 +82,26 @@ def test_timeout_and_latency(env: Env, pool: ClientPool) -> None:
     outcomes = [e["outcome"] for e in env.control("GET", "/requests")["data"]]
     assert outcomes[-1] == "ok"
     assert "fault:timeout" in outcomes
+
+
+@pytest.mark.usefixtures("meter")
+def test_a_timed_out_request_stays_a_timeout_when_its_retry_answers_first(
+    env: Env, client: stripe.StripeClient, pool: ClientPool
+) -> None:
+    env.control(
+        "POST", "/faults", {"path": "/v1/billing/meter_events", "mode": "timeout", "delay": 0.6}
+    )
+    options: stripe.RequestOptions = {"idempotency_key": "slow-1"}
+    with pytest.raises(stripe.APIConnectionError):
+        pool.client(timeout=0.1).v1.billing.meter_events.create(
+            {**EVENT, "identifier": "s1"}, options
+        )
+    # The retry is served while the first request still sleeps, then the first wakes to a
+    # finished key: the log still says the client of the first saw a timeout.
+    client.v1.billing.meter_events.create({**EVENT, "identifier": "s1"}, options)
+    time.sleep(0.8)
+    log = env.control("GET", "/requests", {"path": "*/meter_events"})["data"]
+    assert sorted(e["outcome"] for e in log) == ["fault:timeout", "ok"]
 
 
 def test_probability_and_listing(env: Env, client: stripe.StripeClient) -> None:

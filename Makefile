@@ -27,9 +27,12 @@ ops-deps:
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends prometheus docker-compose; }
 
-## make test: the whole test suite against real Postgres and Redis
+## make test: the whole test suite against real Postgres and Redis, TEST_WORKERS processes at
+## once (most tests wait on servers and subprocesses; more than one per core made timing-bound
+## tests flaky and gained little)
+TEST_WORKERS ?= 2
 test: sync ops-deps
-	$(RUN) pytest
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadscope
 
 ## make chaos: the chaos suite, long profile (CHAOS_ARGS="--seed N" replays; the short one runs in `make test`)
 chaos: sync

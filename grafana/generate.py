@@ -652,12 +652,116 @@ BILLING = Dashboard(
 DASHBOARDS = {"ingest": INGEST, "pipeline": PIPELINE, "billing": BILLING}
 
 
+# --- usage by dimension (Postgres) ------------------------------------------------------------
+# Usage per customer and combination is too many series for Prometheus, so this dashboard reads
+# the rollups in Postgres (the `meter-postgres` datasource) through the same view and function
+# the usage API uses: `usage_rollup_values` (each meter's aggregation) and
+# `meter_dimension_value` (`none` for a missing key, `_other` over the guard). Sums over hours
+# are right for sum and count meters only, so the panels show those.
+PG = {"type": "grafana-postgresql-datasource", "uid": "${pg}"}
+_USAGE_WHERE = """r.tenant = ${tenant:sqlstring} AND r.meter = ${meter:sqlstring}
+  AND (${customer:sqlstring} = '' OR r.customer = ${customer:sqlstring})
+  AND r.aggregation IN ('sum', 'count') AND $__timeFilter(r.bucket_start)"""
+USAGE_SQL = {
+    "by_key": f"""SELECT r.bucket_start AS "time", meter_dimension_value(r.dims, ${{key:sqlstring}})
+       AS metric, sum(r.value) AS quantity
+FROM usage_rollup_values r
+WHERE {_USAGE_WHERE}
+GROUP BY 1, 2 ORDER BY 1, 2""",
+    "combinations": f"""SELECT CASE r.dims WHEN '' THEN 'none' ELSE r.dims END AS combination,
+       sum(r.value) AS quantity, sum(r.event_count) AS events
+FROM usage_rollup_values r
+WHERE {_USAGE_WHERE}
+GROUP BY 1 ORDER BY 2 DESC, 1""",
+}
+USAGE_VARIABLE_SQL = {
+    "tenant": "SELECT DISTINCT tenant FROM meter_dimensions ORDER BY 1",
+    "meter": "SELECT DISTINCT meter FROM meter_dimensions WHERE tenant = ${tenant:sqlstring} "
+    "ORDER BY 1",
+    "key": "SELECT DISTINCT unnest(keys) FROM meter_dimensions WHERE tenant = "
+    "${tenant:sqlstring} AND meter = ${meter:sqlstring} ORDER BY 1",
+}
+
+
+def _sql_panel(
+    pid: int, kind: str, title: str, description: str, sql: str, fmt: str, grid: dict[str, int]
+) -> dict[str, Any]:
+    custom = {"drawStyle": "bars", "fillOpacity": 80, "stacking": {"mode": "normal"}}
+    return {
+        "id": pid,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": PG,
+        "gridPos": grid,
+        "fieldConfig": {"defaults": {"custom": custom} if kind == "timeseries" else {}},
+        "options": {"legend": {"displayMode": "table", "placement": "right", "showLegend": True}}
+        if kind == "timeseries"
+        else {"showHeader": True},
+        "targets": [
+            {"datasource": PG, "refId": "A", "rawQuery": True, "editorMode": "code",
+             "format": fmt, "rawSql": sql}
+        ],
+    }  # fmt: skip
+
+
+def render_usage() -> dict[str, Any]:
+    """The usage-by-dimension dashboard: SQL panels on the rollups."""
+
+    def query_var(name: str, label: str) -> dict[str, Any]:
+        sql = USAGE_VARIABLE_SQL[name]
+        return {"name": name, "label": label, "type": "query", "datasource": PG,
+                "query": sql, "definition": sql, "refresh": 1, "hide": 0, "sort": 1,
+                "current": {}, "options": []}  # fmt: skip
+
+    variables = [
+        {"name": "pg", "label": "Postgres", "type": "datasource",
+         "query": "grafana-postgresql-datasource", "current": {}, "hide": 0, "refresh": 1,
+         "regex": "", "options": []},
+        query_var("tenant", "Tenant"),
+        query_var("meter", "Meter"),
+        query_var("key", "Dimension"),
+        {"name": "customer", "label": "Customer (empty: all)", "type": "textbox", "query": "",
+         "current": {"text": "", "value": ""}, "hide": 0},
+    ]  # fmt: skip
+    return {
+        "uid": "meter-usage",
+        "title": "meter / Usage by dimension",
+        "description": "Usage of a meter broken down by one of its dimension keys, from the "
+        "rollups in Postgres (sum and count meters; docs/dimensions.md).",
+        "tags": ["meter"],
+        "timezone": "utc",
+        "editable": True,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "refresh": "1m",
+        "time": {"from": "now-24h", "to": "now"},
+        "annotations": {"list": []},
+        "templating": {"list": variables},
+        "panels": [
+            _sql_panel(
+                1, "timeseries", "Usage per hour by $key",
+                "Quantity folded per hour bucket, one series per value of the chosen key "
+                "(`none`: events without it; `_other`: usage over the cardinality guard).",
+                USAGE_SQL["by_key"], "time_series", {"h": 10, "w": 24, "x": 0, "y": 0},
+            ),
+            _sql_panel(
+                2, "table", "Combinations in the time range",
+                "Quantity and events per combination of dimension values.",
+                USAGE_SQL["combinations"], "table", {"h": 10, "w": 24, "x": 0, "y": 10},
+            ),
+        ],
+    }  # fmt: skip
+
+
 def rendered() -> dict[str, str]:
     """File name -> JSON text, exactly as written to grafana/dashboards/."""
-    return {
+    out = {
         f"{name}.json": json.dumps(render(dash), indent=2) + "\n"
         for name, dash in DASHBOARDS.items()
     }
+    out["usage.json"] = json.dumps(render_usage(), indent=2) + "\n"
+    return out
 
 
 def main() -> int:

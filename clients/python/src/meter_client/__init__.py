@@ -1,9 +1,14 @@
-"""Python client for meter's ingest API, and verification of the webhooks meter sends
-(`meter_client.webhooks.verify`).
+"""Python client for meter's ingest and usage APIs, and verification of the webhooks meter
+sends (`meter_client.webhooks.verify`).
 
     async with MeterClient("http://meter:8080", api_key) as meter:
         await meter.record("cus_42", "api_calls")            # value 1, id and time generated
         await meter.record("cus_42", "tokens", 1234, id=request_id, properties={"model": "m1"})
+        usage = await meter.usage("cus_42", group_by=["model"], filters={"region": "eu"})
+        for item in usage["items"]:
+            print(item["meter"], item["quantity"], item.get("groups"))
+
+Reads raise `RequestFailed` (`status`, `error_type`, `message`) on an error answer or none.
 
 Policies (batching, retries, errors, memory) are described in `meter_client.aio` and in
 meter's docs/client.md.
@@ -18,6 +23,7 @@ from meter_client.results import (
     ClientStats,
     MeterClientError,
     RejectedEvent,
+    RequestFailed,
 )
 from meter_client.retry import RetryPolicy
 from meter_client.sync import MeterClientSync
@@ -31,6 +37,7 @@ __all__ = [
     "MeterClientError",
     "MeterClientSync",
     "RejectedEvent",
+    "RequestFailed",
     "RetryPolicy",
     "webhooks",
 ]

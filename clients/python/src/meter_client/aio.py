@@ -1,4 +1,4 @@
-"""`MeterClient`: buffers usage events and delivers them in batches, with retries.
+"""`MeterClient`: buffers usage events and delivers them in batches, with retries; reads usage.
 
 Policies (meter's docs/client.md):
 - Batches go when `max_batch` events are buffered, when the oldest has waited `flush_interval`,
@@ -17,6 +17,9 @@ Policies (meter's docs/client.md):
 - Memory is bounded: at most `max_buffered` events are held, sent or not. When the buffer is
   full, `record` waits for space (backpressure) — space frees as batches are delivered or given
   up, so a long outage slows producers down instead of losing events or memory.
+- Reads (`usage`, `usage_history`) are one GET each, on the same connection pool, key and
+  `request_timeout`, never retried and independent of the buffer: a non-2xx answer or no
+  answer raises `RequestFailed` (a refused key too: 401, without stopping the client).
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import aiohttp
 
@@ -51,6 +56,7 @@ from meter_client.results import (
     ClientClosed,
     ClientStats,
     RejectedEvent,
+    RequestFailed,
 )
 from meter_client.retry import RetryPolicy
 from meter_client.transport import Attempt, post_batch
@@ -60,6 +66,9 @@ log = logging.getLogger("meter_client")
 MAX_BATCH = 1000  # the API's per-request maximum
 LOGGED_IDS = 20  # ids named in one log line; `BatchFailed.events` has them all
 _AUTH_STATUSES = frozenset({401, 403})
+_USER_AGENT = "meter-client"
+
+Instant = datetime | int | str  # a time as the usage API takes it: see `query_instant`
 
 
 def log_rejected(event: RejectedEvent) -> None:
@@ -103,8 +112,53 @@ def _decoded(batch: list[_Pending]) -> list[dict[str, Any]]:
     return [json.loads(p.body) for p in batch]
 
 
+def query_instant(value: Instant, name: str) -> str:
+    """A time parameter as the usage API takes it: unix seconds, or text passed as is (ISO 8601,
+    or `current`/`previous` for `period`). A datetime must be timezone-aware, as in `record`."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} must be timezone-aware; meter never guesses a zone")
+        return str(int(value.timestamp()))
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"{name} must be a datetime, unix seconds (int) or text")
+    return str(value)
+
+
+def breakdown_query(group_by: Sequence[str], filters: Mapping[str, str] | None) -> dict[str, str]:
+    """`group_by=a,b` and `filter[<key>]=<value>` (docs/dimensions.md); nothing when unset."""
+    query: dict[str, str] = {}
+    # A str is a Sequence[str] too: taken as the comma-separated text, not split into letters.
+    keys = group_by if isinstance(group_by, str) else ",".join(group_by)
+    if keys:
+        query["group_by"] = keys
+    for key, value in (filters or {}).items():
+        query[f"filter[{key}]"] = value
+    return query
+
+
+def customer_path(customer: str) -> str:
+    """`/v1/customers/{customer}`, the id quoted whole (a `/` in it stays part of the id)."""
+    # URLs normalize `.` and `..` segments away (even percent-encoded), so no request names them.
+    if customer in ("", ".", ".."):
+        raise ValueError(f"customer {customer!r} cannot be named in a URL path")
+    return "/v1/customers/" + quote(customer, safe="")
+
+
+def _error_fields(doc: Any) -> tuple[str | None, str | None, str | None]:
+    """(type, message, param) of the server's `{"error": {...}}`, each None when absent."""
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(err, dict):
+        return None, None, None
+    return _text(err.get("type")), _text(err.get("message")), _text(err.get("param"))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 class MeterClient:
-    """Async client for `POST /v1/events`; use as `async with MeterClient(url, key) as meter`."""
+    """Async client for `POST /v1/events` and the usage reads; use as
+    `async with MeterClient(url, key) as meter`."""
 
     def __init__(
         self,
@@ -125,11 +179,13 @@ class MeterClient:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
         if max_buffered < max_batch:
             raise ValueError("max_buffered must be at least max_batch")
-        self._url = url.rstrip("/") + "/v1/events"
+        self._base = url.rstrip("/")
+        self._url = self._base + "/v1/events"
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
         }
+        self._read_headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self._max_batch = max_batch
         self._max_batch_bytes = max_batch_bytes
         self._interval = flush_interval
@@ -247,6 +303,98 @@ class MeterClient:
         self._closed = True
         self._raise_if_refused()
 
+    async def usage(
+        self,
+        customer: str,
+        *,
+        period: Instant | None = None,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """`GET /v1/customers/{customer}/usage`: usage, amounts and projected invoice of one
+        billing period, as the server's JSON (docs/api.md).
+
+        `customer` is your customer id or the `cus_` id. `period` is `current` (the server's
+        default), `previous`, or an instant inside the wanted period. `group_by` (up to 3
+        dimension keys) and `filters` (`{"region": "eu"}`: `filter[region]=eu`) add `groups` to
+        each metered item (docs/dimensions.md). Not retried; raises `RequestFailed` on a
+        non-2xx answer (400 bad parameter, 401 key, 404 unknown customer or period) or none,
+        `ClientClosed` once `aclose()` began.
+        """
+        query = breakdown_query(group_by, filters)
+        if period is not None:
+            query["period"] = query_instant(period, "period")
+        return await self._get(customer_path(customer) + "/usage", query)
+
+    async def usage_history(
+        self,
+        customer: str,
+        *,
+        from_: Instant | None = None,
+        to: Instant | None = None,
+        granularity: Literal["hour", "day"] | None = None,
+        meter: str | None = None,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """`GET /v1/customers/{customer}/usage/history`: one page of aggregated usage per meter
+        and hour or day, as the server's JSON (docs/api.md).
+
+        The server's parameters, `from_` standing for `from` (a Python keyword): `from_`/`to`
+        (default the last 7 days up to now; whole buckets), `granularity` (hour by default),
+        `meter`, `limit` ((meter, time) slots per page, 1..1000, default 100) and `cursor` (the
+        previous page's `next_cursor`; pages go on while `has_more`). With `group_by` each row
+        carries `dimensions`. Not retried; raises `RequestFailed` like `usage`.
+        """
+        query = breakdown_query(group_by, filters)
+        if from_ is not None:
+            query["from"] = query_instant(from_, "from_")
+        if to is not None:
+            query["to"] = query_instant(to, "to")
+        optional = {"granularity": granularity, "meter": meter, "cursor": cursor}
+        query |= {name: value for name, value in optional.items() if value is not None}
+        if limit is not None:
+            query["limit"] = str(limit)
+        return await self._get(customer_path(customer) + "/usage/history", query)
+
+    async def _get(self, path: str, query: Mapping[str, str]) -> dict[str, Any]:
+        """One GET; the answer's JSON object, or RequestFailed."""
+        if self._closing:
+            raise ClientClosed("the client is closed")
+        session = self._open_session()
+        try:
+            async with session.get(
+                self._base + path, params=query, headers=self._read_headers, timeout=self._timeout
+            ) as response:
+                status = response.status
+                reason = response.reason or ""
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise RequestFailed(f"{type(exc).__name__}: {exc}", status=None) from exc
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            doc = None  # a proxy's HTML error page, say: the status still says what went wrong
+        if 200 <= status < 300:
+            if isinstance(doc, dict):
+                return doc
+            raise RequestFailed("the answer is not a JSON object", status=status)
+        error_type, message, param = _error_fields(doc)
+        raise RequestFailed(
+            message or reason or "no error message",
+            status=status,
+            error_type=error_type,
+            param=param,
+        )
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        # Created on first use, not in __init__: a session belongs to the loop running then.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers={"User-Agent": _USER_AGENT})
+        return self._session
+
     def _raise_if_refused(self) -> None:
         if self._refused is not None:
             raise self._refused.with_traceback(None)
@@ -295,13 +443,12 @@ class MeterClient:
                 self._changed.notify_all()
 
     async def _send(self, batch: list[_Pending]) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "meter-client"})
+        session = self._open_session()
         body = batch_body([p.body for p in batch])
         self.stats.batches += 1
         attempt = 0
         while True:
-            result = await post_batch(self._session, self._url, body, self._headers, self._timeout)
+            result = await post_batch(session, self._url, body, self._headers, self._timeout)
             key = "error" if result.status is None else str(result.status)
             self.stats.statuses[key] = self.stats.statuses.get(key, 0) + 1
             attempt += 1

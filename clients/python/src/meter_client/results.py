@@ -1,4 +1,4 @@
-"""What the client reports back: rejected events, failed batches, running counters."""
+"""What the client reports back: rejected events, failed batches and reads, running counters."""
 
 from __future__ import annotations
 
@@ -61,6 +61,35 @@ class AuthenticationFailed(BatchFailed):
     `aclose` raise this error, so a wrong or revoked key reaches the caller instead of being
     dropped one log line at a time.
     """
+
+
+class RequestFailed(MeterClientError):
+    """A read (`usage`, `usage_history`) got no answer, or an answer other than 2xx.
+
+    `status` is the HTTP status, or None when no answer arrived (connection refused or reset,
+    `request_timeout` passed): the aiohttp or timeout error is the `__cause__`. `error_type`,
+    `message` and `param` come from the server's `{"error": {"type", "message", "param"}}`
+    (e.g. 400 `invalid_request_error` naming the bad `param`, 404 `not_found`). A refused key is
+    a RequestFailed too (401 `authentication_error`): `AuthenticationFailed` carries a batch's
+    events, and a read has none; it does not stop the client either. Reads are never retried:
+    on 429 or 503 the caller decides whether to read again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        error_type: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        what = "no response" if status is None else f"HTTP {status}"
+        kind = f" {error_type}" if error_type else ""
+        super().__init__(f"{what}{kind}: {message}")
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.param = param
 
 
 @dataclass

@@ -1,19 +1,20 @@
 """`MeterClientSync`: the async client on a background thread, for code without an event loop.
 
-A thin wrapper, not a second implementation: every call is handed to the MeterClient running
-on the thread's own loop and waited for. `record` therefore blocks while the buffer is full
-(the same backpressure), and the callbacks run on the background thread.
+A thin wrapper, not a second implementation: every call (the reads `usage` and `usage_history`
+too) is handed to the MeterClient running on the thread's own loop and waited for. `record`
+therefore blocks while the buffer is full (the same backpressure), and the callbacks run on the
+background thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from meter_client.aio import MeterClient
+from meter_client.aio import Instant, MeterClient
 from meter_client.batching import Timestamp
 from meter_client.results import ClientStats
 
@@ -74,6 +75,47 @@ class MeterClientSync:
         return self._call(
             self._client.record(
                 customer, meter, value, id=id, timestamp=timestamp, properties=properties
+            )
+        )
+
+    def usage(
+        self,
+        customer: str,
+        *,
+        period: Instant | None = None,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """See MeterClient.usage; raises RequestFailed the same way."""
+        return self._call(
+            self._client.usage(customer, period=period, group_by=group_by, filters=filters)
+        )
+
+    def usage_history(
+        self,
+        customer: str,
+        *,
+        from_: Instant | None = None,
+        to: Instant | None = None,
+        granularity: Literal["hour", "day"] | None = None,
+        meter: str | None = None,
+        group_by: Sequence[str] = (),
+        filters: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """See MeterClient.usage_history; raises RequestFailed the same way."""
+        return self._call(
+            self._client.usage_history(
+                customer,
+                from_=from_,
+                to=to,
+                granularity=granularity,
+                meter=meter,
+                group_by=group_by,
+                filters=filters,
+                limit=limit,
+                cursor=cursor,
             )
         )
 

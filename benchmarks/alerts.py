@@ -116,7 +116,11 @@ async def main(n: int, rate: float) -> None:
     admin, bench = database_urls()
     await fresh_database(admin, bench)
     settings = Settings.from_env().replace(
-        database_url=bench, redis_prefix=f"bench-alerts-{os.getpid()}", port=0, metrics_port=0
+        database_url=bench,
+        redis_prefix=f"bench-alerts-{os.getpid()}",
+        port=0,
+        metrics_port=0,
+        notifier_private_urls=True,  # the receiver is local
     )
     conn = await asyncpg.connect(bench)
     key = await auth.create_key(conn, name="bench", tenant=TENANT)

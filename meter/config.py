@@ -192,6 +192,9 @@ class Settings:
     # Notifier: pause between polls when nothing is due; /metrics port of `meter notify`.
     notifier_poll_interval_s: float = 1.0
     notifier_metrics_port: int = 0
+    # Notifier: deliver to loopback, private and other non-global addresses too (off: a tenant's
+    # URL must not reach internal services; `meter dev` turns it on for local receivers).
+    notifier_private_urls: bool = False
     # Evaluator (alerts): the full sweep's interval, the bound on how late a lost touch makes an
     # alert (docs/alerts.md); /metrics port of `meter evaluate` (0: no metrics server).
     evaluator_sweep_interval_s: float = 60.0
@@ -438,6 +441,7 @@ class Settings:
             notifier_metrics_port=integer(
                 "METER_NOTIFIER_METRICS_PORT", base.notifier_metrics_port
             ),
+            notifier_private_urls=_bool(get("METER_NOTIFIER_PRIVATE_URLS") or "0"),
             evaluator_sweep_interval_s=duration(
                 "METER_EVALUATOR_SWEEP_INTERVAL", base.evaluator_sweep_interval_s
             ),

@@ -535,6 +535,8 @@ def run_dev(settings: Settings, *, port: int | None = None, catalogue: Path | No
             billing_default_tenant=DEMO_TENANT,
             # The laptop sees its usage in Stripe within seconds, not at the hourly close.
             billing_job_interval_s=10.0,
+            # Webhook receivers under development listen on this machine.
+            notifier_private_urls=True,
         )
         asyncio.run(_pipeline(settings, key, ports, catalogue_spec))
     return 0

@@ -100,7 +100,7 @@ async def webhooks(settings: Settings, args: argparse.Namespace) -> int:
     conn = await asyncpg.connect(settings.database_url)
     try:
         if action == "create":
-            url = endpoints.check_url(args.url)
+            url = endpoints.check_url(args.url, allow_private=settings.notifier_private_urls)
             types = endpoints.check_event_types([t.strip() for t in args.events.split(",")])
             row, secret = await store.create(conn, args.tenant, url, types, now)
             print(f"{row['id']}\t{row['url']}\t{','.join(types)}")

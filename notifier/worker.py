@@ -38,7 +38,7 @@ from meter.connections import acquire
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
 from meter.webhooks import signing, store
-from notifier import schedule
+from notifier import egress, schedule
 from notifier.metrics import NotifierMetrics
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,11 @@ class Notifier:
         except BaseException:
             await self._pool.close()
             raise
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=s.notifier_timeout_s),
+        self._http = egress.session(
+            private=s.notifier_private_urls,
+            concurrency=s.notifier_concurrency,
+            timeout_s=s.notifier_timeout_s,
             headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=s.notifier_concurrency),
         )
         return self
 
@@ -209,6 +210,8 @@ class Notifier:
         body = event_body(
             row["event_id"], row["type"], row["tenant"], row["event_created"], row["data"]
         )
+        if not self.settings.notifier_private_urls and egress.refused_outright(row["url"]):
+            return Outcome(None, egress.REFUSED)
         headers = {
             "Content-Type": "application/json",
             signing.HEADER: signing.header(body, row["secrets"], int(now.timestamp())),
@@ -220,6 +223,10 @@ class Notifier:
                 return Outcome(response.status, None)
         except TimeoutError:
             return Outcome(None, "timeout")
+        except aiohttp.ClientConnectorError as exc:
+            # aiohttp's text of a resolver's refusal loses its words; keep them.
+            why = exc.os_error if isinstance(exc.os_error, egress.PrivateAddressRefused) else exc
+            return Outcome(None, f"{type(why).__name__}: {why}"[:_MAX_ERROR_CHARS])
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
 

@@ -174,8 +174,13 @@ async def redis_prefix(redis: Redis) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str, redis_prefix: str) -> Settings:
+    # Webhook receivers in tests listen on loopback.
     return Settings(
-        database_url=database_url, redis_url=redis_url, redis_prefix=redis_prefix, shards=4
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        shards=4,
+        notifier_private_urls=True,
     )
 
 

@@ -6,6 +6,7 @@ says what to fix (and the CLI prints the same sentence).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -21,8 +22,29 @@ MAX_OVERLAP_S: Final = 7 * 24 * 3600
 WILDCARD: Final = "*"
 
 
-def check_url(value: Any) -> str:
-    """An absolute http(s) URL with a host, without credentials or a fragment."""
+def non_global(address: str) -> bool:
+    """An IP address (text) no tenant's webhook may reach unless METER_NOTIFIER_PRIVATE_URLS:
+    loopback, private, link-local, shared, reserved, unspecified or multicast (an IPv4 address
+    mapped into IPv6 judged as itself). Not an IP address: False."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a zone id (fe80::1%eth0) aside
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def private_host(host: str) -> bool:
+    """A URL host that names a non-global address outright: an IP literal or localhost."""
+    name = host.strip("[]").rstrip(".").lower()
+    return non_global(name) or name == "localhost" or name.endswith(".localhost")
+
+
+def check_url(value: Any, *, allow_private: bool) -> str:
+    """An absolute http(s) URL with a host, without credentials or a fragment; a host that is
+    a non-global address outright only with `allow_private` (a name resolving to one is refused
+    by the notifier when it connects, notifier/egress.py)."""
     if not isinstance(value, str) or not value:
         raise InvalidRequest("`url` is required: an http:// or https:// URL", param="url")
     if len(value) > MAX_URL_CHARS:
@@ -42,6 +64,12 @@ def check_url(value: Any) -> str:
         raise InvalidRequest("`url` must not hold credentials (user:password@)", param="url")
     if url.fragment:
         raise InvalidRequest("`url` must not have a #fragment", param="url")
+    if not allow_private and private_host(host):
+        raise InvalidRequest(
+            f"`url` points at a private or loopback address ({host}); webhooks go to public "
+            "addresses only unless the operator sets METER_NOTIFIER_PRIVATE_URLS=1",
+            param="url",
+        )
     return value
 
 

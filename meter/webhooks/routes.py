@@ -64,7 +64,8 @@ async def create_endpoint(request: web.Request) -> web.Response:
     tenant = await authenticate(request)
     doc = await _body(request)
     endpoints.unknown_fields(doc, _CREATE_FIELDS)
-    url = endpoints.check_url(doc.get("url"))
+    private = request.app[appkeys.SETTINGS].notifier_private_urls
+    url = endpoints.check_url(doc.get("url"), allow_private=private)
     types = endpoints.check_event_types(doc.get("enabled_events"))
     async with acquire(request.app[appkeys.PG]) as conn:
         row, secret = await store.create(conn, tenant, url, types, _now())
@@ -97,7 +98,8 @@ async def update_endpoint(request: web.Request) -> web.Response:
     endpoint_id = request.match_info["id"]
     doc = await _body(request)
     endpoints.unknown_fields(doc, _UPDATE_FIELDS)
-    url = endpoints.check_url(doc["url"]) if "url" in doc else None
+    private = request.app[appkeys.SETTINGS].notifier_private_urls
+    url = endpoints.check_url(doc["url"], allow_private=private) if "url" in doc else None
     types = endpoints.check_event_types(doc["enabled_events"]) if "enabled_events" in doc else None
     disabled = endpoints.check_flag(doc["disabled"], "disabled") if "disabled" in doc else None
     async with acquire(request.app[appkeys.PG]) as conn:

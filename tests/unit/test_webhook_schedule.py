@@ -43,10 +43,54 @@ def test_retries_stop_at_the_end_of_the_window() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://example.com/hook", "http://127.0.0.1:8080/x?y=1", "https://[::1]/h"],
+    ["https://example.com/hook", "http://93.184.215.14:8080/x?y=1", "https://[2606:4700::1]/h"],
 )
 def test_good_urls(url: str) -> None:
-    assert endpoints.check_url(url) == url
+    assert endpoints.check_url(url, allow_private=False) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/x",
+        "https://[::1]/h",
+        "http://10.1.2.3/h",
+        "http://192.168.0.10/h",
+        "http://172.16.0.1/h",
+        "http://100.64.0.1/h",  # shared (carrier-grade NAT)
+        "http://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "http://0.0.0.0:9000/h",
+        "http://[::ffff:127.0.0.1]/h",
+        "http://[fe80::1]/h",
+        "http://224.0.0.1/h",
+        "http://localhost:8080/h",
+        "http://LOCALHOST./h",
+        "http://api.localhost/h",
+    ],
+)
+def test_private_addresses_need_the_operators_consent(url: str) -> None:
+    with pytest.raises(InvalidRequest, match="METER_NOTIFIER_PRIVATE_URLS") as raised:
+        endpoints.check_url(url, allow_private=False)
+    assert raised.value.param == "url"
+    assert endpoints.check_url(url, allow_private=True) == url
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("8.8.8.8", False),
+        ("2001:4860:4860::8888", False),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("fe80::1%eth0", True),
+        ("::ffff:10.0.0.1", True),
+        ("::ffff:8.8.8.8", False),
+        ("ff02::1", True),
+        ("example.com", False),  # a name is judged by what it resolves to, when connecting
+    ],
+)
+def test_non_global_addresses(address: str, refused: bool) -> None:
+    assert endpoints.non_global(address) is refused
 
 
 @pytest.mark.parametrize(
@@ -66,7 +110,7 @@ def test_good_urls(url: str) -> None:
 )
 def test_bad_urls_say_why(url: object, words: str) -> None:
     with pytest.raises(InvalidRequest, match=words) as raised:
-        endpoints.check_url(url)
+        endpoints.check_url(url, allow_private=True)
     assert raised.value.param == "url"
 
 

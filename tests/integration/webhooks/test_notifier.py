@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import socket
 import sys
 from collections import Counter
 
@@ -15,7 +16,8 @@ import orjson
 import pytest
 
 from meter.config import Settings
-from meter.webhooks import events, signing, store
+from meter.webhooks import endpoints, events, signing, store
+from notifier import egress
 from notifier.worker import Notifier, lease_seconds
 
 from .conftest import Clock, Receiver, add_endpoint, closed_port_url
@@ -143,6 +145,7 @@ def notify_env(settings: Settings) -> dict[str, str]:
         **os.environ,
         "METER_DATABASE_URL": settings.database_url,
         "METER_NOTIFIER_TIMEOUT": "2s",
+        "METER_NOTIFIER_PRIVATE_URLS": "1",
         "METER_LOG_LEVEL": "warning",
     }
 
@@ -436,3 +439,39 @@ async def test_the_run_loop_outlives_closed_connections_and_pool_timeouts(
         stop.set()
         await loop
     assert receiver.ids() == [first, second]
+
+
+async def test_private_addresses_are_refused_unless_the_operator_allows_them(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    """An endpoint made before the rule, or a name that resolves to loopback: the notifier
+    refuses to connect, the attempt failing like any other; allowed, the same one is delivered."""
+    port = receiver.url.rsplit(":", 1)[1]
+    await add_endpoint(db, receiver.url, clock())  # http://127.0.0.1:…
+    named = f"http://{socket.gethostname()}:{port}"
+    resolved = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    by_name = all(endpoints.non_global(a) for a in resolved)
+    if by_name:  # this machine's name resolves to loopback or a private address
+        await add_endpoint(db, named, clock())
+    await enqueue(db, "s-1")
+    private = nsettings.replace(notifier_private_urls=False)
+    async with Notifier(private, clock=clock) as notifier:
+        assert await notifier.once() == 1 + by_name
+    assert receiver.received == []
+    errors = await db.fetch("SELECT error FROM webhook_delivery_attempts ORDER BY error")
+    assert len(errors) == 1 + by_name
+    assert all("METER_NOTIFIER_PRIVATE_URLS" in r["error"] for r in errors), errors
+    await run_out_leases(db)
+    clock.advance(1.0)  # past the capped backoff
+    async with Notifier(nsettings, clock=clock) as notifier:
+        assert await notifier.once() == 1 + by_name
+    assert len(receiver.received) == 1 + by_name
+
+
+async def test_the_resolver_keeps_only_global_addresses() -> None:
+    resolver = egress.GlobalOnlyResolver()
+    try:
+        with pytest.raises(egress.PrivateAddressRefused):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()

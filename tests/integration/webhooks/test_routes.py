@@ -11,7 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from meter import auth
+from meter.config import Settings
 from meter.webhooks import events
+from tests.conftest import start_client
 
 Client = TestClient[object, object]
 URL = "https://hooks.example.com/meter"
@@ -162,3 +164,18 @@ async def test_other_bad_inputs_are_400s(client: Client, api_key: str) -> None:
     assert response.status == 400
     response = await client.get("/v1/webhook_endpoints")
     assert response.status == 401
+
+
+async def test_a_private_url_is_a_400(settings: Settings, api_key: str) -> None:
+    public_only = await start_client(settings.replace(notifier_private_urls=False))
+    try:
+        body = {"url": "http://169.254.169.254/latest", "enabled_events": ["*"]}
+        doc = await call(public_only, "POST", "/v1/webhook_endpoints", api_key, body, status=400)
+        assert doc["error"]["param"] == "url"
+        assert "METER_NOTIFIER_PRIVATE_URLS" in doc["error"]["message"]
+        made = await create(public_only, api_key)
+        path = f"/v1/webhook_endpoints/{made['id']}"
+        await call(public_only, "POST", path, api_key, {"url": "http://[::1]/x"}, status=400)
+        await call(public_only, "GET", path, api_key)  # unchanged, still there
+    finally:
+        await public_only.close()

@@ -2,9 +2,9 @@
 attempt (docs/webhooks.md).
 
 Crash-safe steps (order matters; `kill -9` anywhere is survived):
-  1. fan-out — in one transaction: events after the cursor → one delivery row per subscribed,
-     enabled endpoint (ON CONFLICT DO NOTHING), and the cursor moved past them. A crash before
-     the commit leaves both as they were; a second notifier skips the step meanwhile.
+  1. fan-out — in one transaction: events not fanned out (each locked by one notifier, SKIP
+     LOCKED) → one delivery row per subscribed, enabled endpoint (ON CONFLICT DO NOTHING), and
+     the events marked fanned out. A crash before the commit leaves both as they were.
   2. claim — due deliveries, each by one notifier (FOR UPDATE SKIP LOCKED), committed with the
      attempt number and a lease covering the batch's sends; no transaction stays open while
      sending.
@@ -162,7 +162,7 @@ class Notifier:
         return self._pool
 
     async def fan_out(self) -> int:
-        """Step 1: events after the cursor → deliveries; returns events fanned out."""
+        """Step 1: events not fanned out yet → deliveries; returns events fanned out."""
         total = 0
         while True:
             async with acquire(self.pool) as conn:
@@ -313,10 +313,9 @@ class Notifier:
 
     async def once(self, settle_s: float = 10.0) -> int:
         """Fan out the events committed so far, then deliver what is due now (deliveries
-        backing off are left for later); returns deliveries attempted. An event waits for every
-        older writing transaction to end (EVENTS_AFTER in meter/webhooks/queries.py): up to
-        `settle_s` is given to them, so that `--once` does not leave behind what was enqueued
-        just before it."""
+        backing off are left for later); returns deliveries attempted. Events another notifier
+        holds while fanning them out are waited for, up to `settle_s`, so that `--once` does
+        not leave behind what was enqueued just before it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settle_s
         while True:

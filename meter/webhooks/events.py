@@ -49,3 +49,14 @@ async def enqueue(
     id_ = event_id(tenant, event_type, subject)
     await conn.execute(queries.ENQUEUE_EVENT, id_, tenant, event_type, orjson.dumps(data).decode())
     return id_
+
+
+async def take_not_fanned_out(conn: asyncpg.Connection, limit: int) -> list[str]:
+    """Up to `limit` events not fanned out yet, locked for the caller's transaction (none that
+    another transaction holds)."""
+    return [r["id"] for r in await conn.fetch(queries.TAKE_NOT_FANNED_OUT, limit)]
+
+
+async def mark_fanned_out(conn: asyncpg.Connection, ids: list[str]) -> None:
+    """In the transaction that made their deliveries."""
+    await conn.execute(queries.MARK_FANNED_OUT, ids)

@@ -122,20 +122,11 @@ WHERE tenant = $1 AND endpoint_id = $2 AND id = $3
 
 # The notifier's steps (notifier/worker.py).
 
-# Step 1, fan-out. The cursor row is locked for the transaction: one notifier fans out at a
-# time, the others skip the step (SKIP LOCKED) rather than wait.
-LOCK_CURSOR = """
-SELECT xid::text AS xid, seq FROM webhook_fanout_cursor FOR UPDATE SKIP LOCKED
-"""
-
-# Events after the cursor, in (xid, seq) order, only of transactions older than every one still
-# running: those rows are final (committed or gone), so nothing can appear behind the cursor.
-EVENTS_AFTER = """
-SELECT id, xid::text AS xid, seq FROM webhook_events
-WHERE (xid, seq) > ($1::text::xid8, $2::bigint)
-  AND xid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY xid, seq
-LIMIT $3
+# Step 1, fan-out: events not fanned out yet, oldest first, each locked by one notifier for the
+# transaction (others skip it rather than wait). An event whose transaction has not committed
+# is not seen yet: a later round takes it (migrations/0024_webhook_fanout_mark.sql).
+TAKE_NOT_FANNED_OUT = """
+SELECT id FROM webhook_events WHERE NOT fanned_out ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 
 # One delivery per (event, endpoint of its tenant enabled now and subscribed to its type); a
@@ -151,7 +142,7 @@ WHERE e.id = ANY ($1::text[])
 ON CONFLICT (event_id, endpoint_id) DO NOTHING
 """
 
-ADVANCE_CURSOR = "UPDATE webhook_fanout_cursor SET xid = $1::text::xid8, seq = $2"
+MARK_FANNED_OUT = "UPDATE webhook_events SET fanned_out = true WHERE id = ANY ($1::text[])"
 
 # Step 2, claim: due deliveries of enabled endpoints, each by one notifier (SKIP LOCKED), leased
 # for `$3` seconds of Postgres's clock (a crashed notifier's lease runs out and the row is due
@@ -245,11 +236,10 @@ SELECT
     (SELECT coalesce(extract(epoch FROM $1 - min(d.created_at)), 0)
      FROM webhook_deliveries d JOIN webhook_endpoints ep ON ep.id = d.endpoint_id
      WHERE d.status = 'pending' AND ep.status = 'enabled') AS oldest_s,
-    (SELECT count(*) FROM webhook_events e, webhook_fanout_cursor c
-     WHERE (e.xid, e.seq) > (c.xid, c.seq)) AS unfanned,
+    (SELECT count(*) FROM webhook_events WHERE NOT fanned_out) AS unfanned,
     (SELECT count(*) FROM webhook_endpoints WHERE status = 'disabled') AS disabled
 """
 
 NOT_FANNED_OUT = """
-SELECT count(*) FROM webhook_events e, webhook_fanout_cursor c WHERE (e.xid, e.seq) > (c.xid, c.seq)
+SELECT count(*) FROM webhook_events WHERE NOT fanned_out
 """

@@ -1,5 +1,5 @@
 """The owner of the webhook tables but webhook_events (meter/webhooks/events.py): endpoints,
-their secrets, the fan-out cursor, deliveries and their attempts. What the API routes and
+their secrets, deliveries and their attempts. What the API routes and
 `meter webhooks` do, each in one transaction, and the notifier's steps (notifier/worker.py, which
 holds their crash-safe order), with the time passed in (tests move it)."""
 
@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from meter.webhooks import queries, signing
+from meter.webhooks import events, queries, signing
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +103,17 @@ async def redeliver(
 # The notifier's steps.
 
 
-async def fan_out_batch(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> int | None:
-    """Step 1, in one transaction: up to `limit` events after the cursor → their deliveries,
-    the cursor moved past them; returns the events fanned out, None when another notifier
-    holds the cursor."""
+async def fan_out_batch(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> int:
+    """Step 1, in one transaction: up to `limit` events not fanned out → their deliveries, the
+    events marked; returns the events fanned out (those other notifiers hold are left to
+    them)."""
     async with conn.transaction():
-        cursor = await conn.fetchrow(queries.LOCK_CURSOR)
-        if cursor is None:
-            return None
-        events = await conn.fetch(queries.EVENTS_AFTER, cursor["xid"], cursor["seq"], limit)
-        if not events:
+        ids = await events.take_not_fanned_out(conn, limit)
+        if not ids:
             return 0
-        await conn.execute(queries.FAN_OUT, [e["id"] for e in events], now)
-        await conn.execute(queries.ADVANCE_CURSOR, events[-1]["xid"], events[-1]["seq"])
-    return len(events)
+        await conn.execute(queries.FAN_OUT, ids, now)
+        await events.mark_fanned_out(conn, ids)
+    return len(ids)
 
 
 async def events_not_fanned_out(conn: asyncpg.Connection) -> int:

@@ -77,7 +77,6 @@ ALL_TABLES = {
     # 0021_webhook_deliveries
     "webhook_endpoints",
     "webhook_endpoint_secrets",
-    "webhook_fanout_cursor",
     "webhook_deliveries",
     "webhook_delivery_attempts",
     # 0022_alert_rules
@@ -228,5 +227,30 @@ async def test_absolute_customer_units_start_from_the_latest_row_sent(
         assert [tuple(r) for r in rows] == [
             ("m", "period", 0, 5, dt.datetime(2026, 11, 1, 11, tzinfo=dt.UTC))
         ]
+    finally:
+        await conn.close()
+
+
+async def test_events_behind_the_old_fanout_cursor_stay_fanned_out(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """An upgrade from the cursor: events it had passed are marked fanned out (never sent
+    twice), the ones after it are left for the notifier."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn, migrations_before(24, tmp_path))
+        for n in (1, 2, 3):
+            await conn.execute(
+                "INSERT INTO webhook_events (id, tenant, type, data)"
+                " VALUES ($1, 't', 'usage.limit_reached', '{}')",
+                f"evt_{n}",
+            )
+        await conn.execute(
+            "UPDATE webhook_fanout_cursor SET (xid, seq) ="
+            " (SELECT xid, seq FROM webhook_events WHERE id = 'evt_2')"
+        )
+        await migrate(conn)
+        rows = await conn.fetch("SELECT id, fanned_out FROM webhook_events ORDER BY id")
+        assert [tuple(r) for r in rows] == [("evt_1", True), ("evt_2", True), ("evt_3", False)]
     finally:
         await conn.close()

@@ -186,7 +186,6 @@ WEBHOOK_OWNERS = {
     "webhook_events": "meter.webhooks.events",
     "webhook_endpoints": "meter.webhooks.store",
     "webhook_endpoint_secrets": "meter.webhooks.store",
-    "webhook_fanout_cursor": "meter.webhooks.store",
     "webhook_deliveries": "meter.webhooks.store",
     "webhook_delivery_attempts": "meter.webhooks.store",
 }

@@ -251,12 +251,32 @@ async def test_an_event_of_a_transaction_that_commits_late_is_not_skipped(
         late = await enqueue(db, "late")
         async with Notifier(nsettings, clock=clock) as notifier:
             await notifier.once(settle_s=0.2)
-            assert receiver.ids() == []  # waits for the older transaction
+            assert receiver.ids() == [late]  # committed: it does not wait for the other
             await tx.commit()
             await notifier.once()
     finally:
         await slow.close()
-    assert sorted(receiver.ids()) == sorted([early, late])
+    assert receiver.ids() == [late, early]
+
+
+async def test_a_long_transaction_elsewhere_on_the_server_holds_nothing_back(
+    db: asyncpg.Connection, pg_url: str, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    """A pg_dump, or another database's batch job, keeps a transaction open for hours: the
+    oldest transaction of the server must not be what a webhook waits for."""
+    await add_endpoint(db, receiver.url, clock())
+    other = await asyncpg.connect(pg_url)  # another database of the same server
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.fetchval("SELECT pg_current_xact_id()")  # it holds an xid from now on
+        sent = await enqueue(db, "s-1")
+        async with Notifier(nsettings, clock=clock) as notifier:
+            assert await notifier.once(settle_s=0.5) == 1
+        await tx.rollback()
+    finally:
+        await other.close()
+    assert receiver.ids() == [sent]
 
 
 async def test_an_endpoint_failing_for_long_is_disabled_then_enabled(

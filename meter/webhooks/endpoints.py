@@ -7,6 +7,7 @@ says what to fix (and the CLI prints the same sentence).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -22,23 +23,44 @@ MAX_OVERLAP_S: Final = 7 * 24 * 3600
 WILDCARD: Final = "*"
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64 RFC 6052, SIIT): judged
+# by that address, so 64:ff9b::a9fe:a9fe is 169.254.169.254.
+_EMBEDDING = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+# Refused whole: IPv4-compatible addresses (deprecated) and local-use NAT64 (RFC 8215).
+_REFUSED = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def non_global(address: str) -> bool:
     """An IP address (text) no tenant's webhook may reach unless METER_NOTIFIER_PRIVATE_URLS:
-    loopback, private, link-local, shared, reserved, unspecified or multicast (an IPv4 address
-    mapped into IPv6 judged as itself). Not an IP address: False."""
+    loopback, private, link-local, shared, reserved, unspecified or multicast, an IPv4 address
+    inside IPv6 (mapped, NAT64, 6to4) judged as itself. Not an IP address: False."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # a zone id (fe80::1%eth0) aside
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _REFUSED):
+            return True
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif any(ip in net for net in _EMBEDDING):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return not ip.is_global or ip.is_multicast
 
 
 def private_host(host: str) -> bool:
-    """A URL host that names a non-global address outright: an IP literal or localhost."""
+    """A URL host that names a non-global address outright: an IP literal (IPv4 in any form
+    the C library reads, 127.1 or 2130706433 or 0x7f.0.0.1) or localhost."""
     name = host.strip("[]").rstrip(".").lower()
-    return non_global(name) or name == "localhost" or name.endswith(".localhost")
+    if name == "localhost" or name.endswith(".localhost") or non_global(name):
+        return True
+    try:
+        packed = socket.inet_aton(name)  # numeric IPv4 forms getaddrinfo would accept too
+    except OSError:
+        return False
+    return non_global(socket.inet_ntoa(packed))
 
 
 def check_url(value: Any, *, allow_private: bool) -> str:

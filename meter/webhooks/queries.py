@@ -126,7 +126,8 @@ WHERE tenant = $1 AND endpoint_id = $2 AND id = $3
 # transaction (others skip it rather than wait). An event whose transaction has not committed
 # is not seen yet: a later round takes it (migrations/0024_webhook_fanout_mark.sql).
 TAKE_NOT_FANNED_OUT = """
-SELECT id FROM webhook_events WHERE NOT fanned_out ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED
+SELECT id FROM webhook_events WHERE NOT fanned_out ORDER BY seq LIMIT $1
+FOR NO KEY UPDATE SKIP LOCKED
 """
 
 # One delivery per (event, endpoint of its tenant enabled now and subscribed to its type); a

@@ -234,23 +234,38 @@ async def test_absolute_customer_units_start_from_the_latest_row_sent(
 async def test_events_behind_the_old_fanout_cursor_stay_fanned_out(
     empty_database_url: str, tmp_path: Path
 ) -> None:
-    """An upgrade from the cursor: events it had passed are marked fanned out (never sent
-    twice), the ones after it are left for the notifier."""
+    """An upgrade from the cursor: events it had passed in its (xid, seq) order are marked
+    fanned out (never sent twice), the ones after it are left for the notifier. `evt_early`
+    takes its seq after `evt_late` but its transaction (xid) began before."""
     conn = await asyncpg.connect(empty_database_url)
+    other = await asyncpg.connect(empty_database_url)
+    insert = (
+        "INSERT INTO webhook_events (id, tenant, type, data)"
+        " VALUES ($1, 't', 'usage.limit_reached', '{}')"
+    )
     try:
         await migrate(conn, migrations_before(24, tmp_path))
-        for n in (1, 2, 3):
-            await conn.execute(
-                "INSERT INTO webhook_events (id, tenant, type, data)"
-                " VALUES ($1, 't', 'usage.limit_reached', '{}')",
-                f"evt_{n}",
-            )
+        await conn.execute(insert, "evt_1")
+        async with other.transaction():
+            await other.fetchval("SELECT pg_current_xact_id()")  # its xid, taken first
+            await conn.execute(insert, "evt_late")  # a larger xid, a smaller seq
+            await other.execute(insert, "evt_early")
+        await conn.execute(insert, "evt_3")
         await conn.execute(
             "UPDATE webhook_fanout_cursor SET (xid, seq) ="
-            " (SELECT xid, seq FROM webhook_events WHERE id = 'evt_2')"
+            " (SELECT xid, seq FROM webhook_events WHERE id = 'evt_early')"
         )
         await migrate(conn)
-        rows = await conn.fetch("SELECT id, fanned_out FROM webhook_events ORDER BY id")
-        assert [tuple(r) for r in rows] == [("evt_1", True), ("evt_2", True), ("evt_3", False)]
+        rows = await conn.fetch("SELECT id, fanned_out FROM webhook_events ORDER BY seq")
+        assert [tuple(r) for r in rows] == [
+            ("evt_1", True),
+            ("evt_late", False),
+            ("evt_early", True),
+            ("evt_3", False),
+        ]
+        await conn.execute(insert, "evt_new")  # new events wait for the notifier
+        new = "SELECT fanned_out FROM webhook_events WHERE id = 'evt_new'"
+        assert await conn.fetchval(new) is False
     finally:
+        await other.close()
         await conn.close()

@@ -66,6 +66,14 @@ def test_good_urls(url: str) -> None:
         "http://localhost:8080/h",
         "http://LOCALHOST./h",
         "http://api.localhost/h",
+        "http://2130706433/h",  # 127.0.0.1 as one number
+        "http://0177.0.0.1/h",  # octal
+        "http://127.1/h",
+        "http://0x7f.0.0.1/h",
+        "http://[64:ff9b::a9fe:a9fe]/h",  # NAT64 of 169.254.169.254
+        "http://[2002:7f00:1::]/h",  # 6to4 of 127.0.0.1
+        "http://[::ffff:0:7f00:1]/h",  # SIIT
+        "http://[::7f00:1]/h",  # IPv4-compatible
     ],
 )
 def test_private_addresses_need_the_operators_consent(url: str) -> None:
@@ -86,6 +94,8 @@ def test_private_addresses_need_the_operators_consent(url: str) -> None:
         ("::ffff:10.0.0.1", True),
         ("::ffff:8.8.8.8", False),
         ("ff02::1", True),
+        ("64:ff9b::808:808", False),  # NAT64 of 8.8.8.8
+        ("2002:808:808::", False),  # 6to4 of 8.8.8.8
         ("example.com", False),  # a name is judged by what it resolves to, when connecting
     ],
 )

@@ -34,7 +34,7 @@ async def delivery_states(db: asyncpg.Connection) -> list[tuple[str, int]]:
 
 
 async def fan_out_all(db: asyncpg.Connection, notifier: Notifier) -> None:
-    """Step 1 until every event is fanned out (an event waits for older transactions to end)."""
+    """Step 1 until every event is fanned out (one another transaction holds waits for it)."""
     while await store.events_not_fanned_out(db):
         await notifier.fan_out()
         await asyncio.sleep(0.02)

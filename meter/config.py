@@ -195,6 +195,9 @@ class Settings:
     # Notifier: deliver to loopback, private and other non-global addresses too (off: a tenant's
     # URL must not reach internal services; `meter dev` turns it on for local receivers).
     notifier_private_urls: bool = False
+    # Notifier: finished deliveries (their attempts) and events whose deliveries are all gone are
+    # deleted this long after they were made (0: kept for ever); pending ones never are.
+    notifier_retention_s: float = 30 * 86400.0
     # Evaluator (alerts): the full sweep's interval, the bound on how late a lost touch makes an
     # alert (docs/alerts.md); /metrics port of `meter evaluate` (0: no metrics server).
     evaluator_sweep_interval_s: float = 60.0
@@ -282,6 +285,11 @@ class Settings:
             raise ConfigError("METER_NOTIFIER_RETRY_FOR and METER_NOTIFIER_DISABLE_AFTER: >= 0")
         if self.notifier_disable_min_failures < 1:
             raise ConfigError("METER_NOTIFIER_DISABLE_MIN_FAILURES must be at least 1")
+        if self.notifier_retention_s and self.notifier_retention_s < self.notifier_retry_for_s:
+            raise ConfigError(
+                "METER_NOTIFIER_RETENTION must be 0 (keep for ever) or at least "
+                "METER_NOTIFIER_RETRY_FOR: a delivery's log outlives its retries"
+            )
         if not 1.0 <= self.evaluator_sweep_interval_s <= 86400.0:
             raise ConfigError("METER_EVALUATOR_SWEEP_INTERVAL must be between 1s and 1d")
         # Dropping raw events still inside the late window would drop their dedupe ids too.
@@ -442,6 +450,7 @@ class Settings:
                 "METER_NOTIFIER_METRICS_PORT", base.notifier_metrics_port
             ),
             notifier_private_urls=_bool(get("METER_NOTIFIER_PRIVATE_URLS") or "0"),
+            notifier_retention_s=duration("METER_NOTIFIER_RETENTION", base.notifier_retention_s),
             evaluator_sweep_interval_s=duration(
                 "METER_EVALUATOR_SWEEP_INTERVAL", base.evaluator_sweep_interval_s
             ),

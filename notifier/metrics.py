@@ -68,6 +68,12 @@ class NotifierMetrics:
             "Endpoints the notifier disabled because every delivery failed for too long.",
             registry=r,
         )
+        self.pruned = Counter(
+            "meter_notifier_pruned",
+            "Rows deleted past METER_NOTIFIER_RETENTION, by table.",
+            ["table"],
+            registry=r,
+        )
         self.errors = Counter(
             "meter_notifier_errors",
             "Rounds that failed on Postgres (down, a connection closed, a pool timeout) and "

@@ -37,7 +37,7 @@ from meter.config import Settings
 from meter.connections import acquire
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
-from meter.webhooks import signing, store
+from meter.webhooks import events, signing, store
 from notifier import egress, schedule
 from notifier.metrics import NotifierMetrics
 
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 FANOUT_BATCH = 500
+PRUNE_BATCH = 1000
+PRUNE_INTERVAL_S = 3600.0
 # A claim outlives its batch's sends by this much (see `lease_seconds`).
 LEASE_MARGIN_S = 30.0
 USER_AGENT = "meter-webhooks/1"
@@ -124,6 +126,7 @@ class Notifier:
         self._faults = faults or Faults()
         self._pool: asyncpg.Pool | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._next_prune = 0.0  # loop time of the next retention run: at the first round
 
     async def __aenter__(self) -> Notifier:
         s = self.settings
@@ -300,9 +303,36 @@ class Notifier:
         self.metrics.endpoints_disabled.set(row["disabled"])
 
     async def round(self) -> int:
-        """Fan out, then deliver every batch due now; returns deliveries attempted."""
+        """Fan out, then deliver every batch due now; returns deliveries attempted. Retention
+        runs every PRUNE_INTERVAL_S."""
         await self.fan_out()
-        return await self._deliver_all()
+        attempted = await self._deliver_all()
+        if self.settings.notifier_retention_s:
+            now = asyncio.get_running_loop().time()
+            if now >= self._next_prune:
+                await self.prune()
+                self._next_prune = now + PRUNE_INTERVAL_S
+        return attempted
+
+    async def prune(self) -> tuple[int, int]:
+        """Delete finished deliveries, then events no delivery names, made more than the
+        retention ago; returns (deliveries, events). A batch per transaction: no long lock."""
+        before = self.clock() - dt.timedelta(seconds=self.settings.notifier_retention_s)
+        counts = []
+        for table, step in (
+            ("webhook_deliveries", store.prune_deliveries),
+            ("webhook_events", events.prune),
+        ):
+            total = 0
+            while True:
+                async with acquire(self.pool) as conn:
+                    n = await step(conn, before, PRUNE_BATCH)
+                total += n
+                if n < PRUNE_BATCH:
+                    break
+            self.metrics.pruned.labels(table).inc(total)
+            counts.append(total)
+        return counts[0], counts[1]
 
     async def _deliver_all(self) -> int:
         attempted = 0

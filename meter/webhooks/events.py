@@ -8,6 +8,7 @@ the event is about, so announcing the same thing twice stores one event.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
@@ -60,3 +61,10 @@ async def take_not_fanned_out(conn: asyncpg.Connection, limit: int) -> list[str]
 async def mark_fanned_out(conn: asyncpg.Connection, ids: list[str]) -> None:
     """In the transaction that made their deliveries."""
     await conn.execute(queries.MARK_FANNED_OUT, ids)
+
+
+async def prune(conn: asyncpg.Connection, before: dt.datetime, batch: int) -> int:
+    """Delete up to `batch` events fanned out before `before` that no delivery names; returns
+    how many."""
+    status = await conn.execute(queries.PRUNE_EVENTS, before, batch)
+    return int(status.split()[-1])

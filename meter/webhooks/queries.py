@@ -244,3 +244,23 @@ SELECT
 NOT_FANNED_OUT = """
 SELECT count(*) FROM webhook_events WHERE NOT fanned_out
 """
+
+
+# Retention (notifier/worker.py `prune`): finished deliveries made before the cutoff, a batch at
+# a time (their attempts go with them, ON DELETE CASCADE); redelivered ones count from then.
+PRUNE_DELIVERIES = """
+DELETE FROM webhook_deliveries WHERE id IN (
+    SELECT id FROM webhook_deliveries
+    WHERE status <> 'pending' AND created_at < $1 AND retry_from < $1
+    LIMIT $2)
+"""
+
+# Events fanned out before the cutoff with no delivery left. Exactly-once firing does not rest on
+# them (alert_firings and alert_limits do), so an event may go.
+PRUNE_EVENTS = """
+DELETE FROM webhook_events WHERE id IN (
+    SELECT e.id FROM webhook_events e
+    WHERE e.fanned_out AND e.created_at < $1
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)
+    LIMIT $2)
+"""

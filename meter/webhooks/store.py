@@ -116,6 +116,13 @@ async def fan_out_batch(conn: asyncpg.Connection, now: dt.datetime, limit: int) 
     return len(ids)
 
 
+async def prune_deliveries(conn: asyncpg.Connection, before: dt.datetime, batch: int) -> int:
+    """Delete up to `batch` finished deliveries (and their attempts) made before `before`;
+    returns how many."""
+    status = await conn.execute(queries.PRUNE_DELIVERIES, before, batch)
+    return int(status.split()[-1])
+
+
 async def events_not_fanned_out(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(queries.NOT_FANNED_OUT))
 

@@ -90,6 +90,7 @@ def test_from_env_reads_every_documented_variable() -> None:
         {"METER_NOTIFIER_CONCURRENCY": "0"},
         {"METER_NOTIFIER_DISABLE_MIN_FAILURES": "0"},
         {"METER_NOTIFIER_METRICS_PORT": "70000"},
+        {"METER_NOTIFIER_RETENTION": "1d"},  # under the 3d of retries
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:

@@ -495,3 +495,39 @@ async def test_the_resolver_keeps_only_global_addresses() -> None:
             await resolver.resolve("localhost", 80)
     finally:
         await resolver.close()
+
+
+async def test_retention_deletes_finished_deliveries_then_events_no_delivery_names(
+    db: asyncpg.Connection, nsettings: Settings, receiver: Receiver, clock: Clock
+) -> None:
+    await add_endpoint(db, receiver.url, clock())
+    old, recent = await enqueue(db, "old"), await enqueue(db, "recent")
+    async with Notifier(nsettings, clock=clock) as notifier:
+        assert await notifier.once() == 2
+        receiver.status = 500
+        failing = await enqueue(db, "failing")  # stays pending: retried
+        assert await notifier.once() == 1
+        past = dt.timedelta(seconds=nsettings.notifier_retention_s + 3600)
+        for event in (old, failing):
+            await db.execute(
+                "UPDATE webhook_deliveries SET created_at = created_at - $2::interval,"
+                " retry_from = retry_from - $2::interval WHERE event_id = $1",
+                event,
+                past,
+            )
+            await db.execute(
+                "UPDATE webhook_events SET created_at = created_at - $2::interval WHERE id = $1",
+                event,
+                past,
+            )
+        assert await notifier.prune() == (1, 1)
+        assert await notifier.prune() == (0, 0)
+        assert notifier.metrics.pruned.labels("webhook_events")._value.get() == 1
+    left = await db.fetch(
+        "SELECT e.id, d.status, (SELECT count(*) FROM webhook_delivery_attempts a"
+        " WHERE a.delivery_id = d.id) AS attempts"
+        " FROM webhook_events e JOIN webhook_deliveries d ON d.event_id = e.id ORDER BY e.seq"
+    )
+    assert [tuple(r) for r in left] == [(recent, "succeeded", 1), (failing, "pending", 1)]
+    gone = await db.fetchval("SELECT count(*) FROM webhook_delivery_attempts")
+    assert gone == 2  # the old delivery's attempt went with it

@@ -144,6 +144,8 @@ class Settings:
     billing_job_interval_s: float = 60.0
     # Billing: dunning notifications are POSTed here as JSON (unset: they are only logged).
     billing_notify_url: str | None = None
+    # Signs each dunning notice like meter's webhooks (Meter-Signature); needed with the URL.
+    billing_notify_secret: str | None = None
     # Billing: Stripe request timeout and network retries (retries reuse the idempotency key).
     billing_stripe_timeout_s: float = 20.0
     billing_stripe_retries: int = 2
@@ -283,6 +285,12 @@ class Settings:
             )
         if self.notifier_retry_for_s < 0 or self.notifier_disable_after_s < 0:
             raise ConfigError("METER_NOTIFIER_RETRY_FOR and METER_NOTIFIER_DISABLE_AFTER: >= 0")
+        if self.billing_notify_url and len(self.billing_notify_secret or "") < 16:
+            raise ConfigError(
+                "METER_BILLING_NOTIFY_URL needs METER_BILLING_NOTIFY_SECRET (16 characters or "
+                "more): dunning notices are signed like meter's webhooks, so that the receiver "
+                "can tell them from anyone's POST (docs/webhooks.md)"
+            )
         if self.notifier_disable_min_failures < 1:
             raise ConfigError("METER_NOTIFIER_DISABLE_MIN_FAILURES must be at least 1")
         if self.notifier_retention_s and self.notifier_retention_s < self.notifier_retry_for_s:
@@ -388,6 +396,7 @@ class Settings:
                 "METER_BILLING_JOB_INTERVAL", base.billing_job_interval_s
             ),
             billing_notify_url=get("METER_BILLING_NOTIFY_URL"),
+            billing_notify_secret=get("METER_BILLING_NOTIFY_SECRET"),
             billing_stripe_timeout_s=duration(
                 "METER_BILLING_STRIPE_TIMEOUT", base.billing_stripe_timeout_s
             ),

@@ -104,7 +104,7 @@ async def _billing_ctx(app: web.Application, upkeep: UsageUpkeep) -> AsyncIterat
         pool=app[appkeys.PG],
         gateway_or_none=StripeGateway.from_settings(settings),
         metrics=BillingMetrics(app[appkeys.METRICS].registry),
-        notifier=make_notifier(settings.billing_notify_url),
+        notifier=make_notifier(settings.billing_notify_url, settings.billing_notify_secret),
         upkeep=upkeep,
     )
     app[appkeys.BILLING] = billing

@@ -16,6 +16,7 @@ def test_billing_settings_from_env() -> None:
             "METER_BILLING_DUNNING_SCHEDULE": "2d, 0, 1h",
             "METER_BILLING_JOB_INTERVAL": "30s",
             "METER_BILLING_NOTIFY_URL": "https://hooks.example/dunning",
+            "METER_BILLING_NOTIFY_SECRET": "whsec_dunning_receiver_key",
         }
     )
     assert s.billing_default_tenant == "acme"
@@ -28,3 +29,7 @@ def test_billing_settings_from_env() -> None:
     assert defaults.billing_notify_url is None
     with pytest.raises(ConfigError):
         Settings.from_env({"METER_BILLING_DUNNING_SCHEDULE": "soon"})
+    # An unsigned notice is anyone's POST: the URL needs its secret.
+    for secret in ({}, {"METER_BILLING_NOTIFY_SECRET": "short"}):
+        with pytest.raises(ConfigError, match="METER_BILLING_NOTIFY_SECRET"):
+            Settings.from_env({"METER_BILLING_NOTIFY_URL": "https://hooks.example/d", **secret})

@@ -9,7 +9,7 @@ RULE_COLUMNS = "id, tenant, customer, meter, filter::text AS filter, kind, thres
 # meter, and those of the whole invoice (no meter), which any meter's usage may move.
 RULES_FOR_CUSTOMER = f"""
 SELECT {RULE_COLUMNS} FROM alert_rules
-WHERE tenant = $1 AND (meter = $2 OR meter IS NULL)
+WHERE tenant = $1 AND (meter = ANY($2::text[]) OR meter IS NULL)
   AND (customer IS NULL OR customer = ANY($3::text[]))
 ORDER BY id
 """

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -163,12 +163,12 @@ class Evaluator:
             enqueued += len(outcome.fired) + outcome.reached + outcome.cleared
         return enqueued
 
-    async def evaluate_touch(self, tenant: str, key: str, meter: str) -> int:
-        """The rules a fold of `meter`'s usage by the customer named `key` concerns: the
-        meter's, and those on the whole invoice."""
+    async def evaluate_touch(self, tenant: str, key: str, meters: Sequence[str]) -> int:
+        """The rules folds of `meters`' usage by the customer named `key` concern: the meters',
+        and those on the whole invoice, each evaluated once however many meters were folded."""
         async with acquire(self.pool) as conn:
             _, keys = await reading.customer_keys(conn, tenant, key)
-            rows = await conn.fetch(queries.RULES_FOR_CUSTOMER, tenant, meter, list(keys))
+            rows = await conn.fetch(queries.RULES_FOR_CUSTOMER, tenant, list(meters), list(keys))
             if not rows:
                 return 0
             return await self._evaluate(conn, [Rule.of(r) for r in rows], key)
@@ -260,22 +260,29 @@ class Evaluator:
 
     async def _handle(self, entries: list[tuple[Any, dict[bytes, bytes]]]) -> int:
         stream = self.keys.alert_touches()
-        wanted: dict[touches.Touch, int] = {}
+        # Per customer: its touched meters and the earliest touch. A rule on the whole invoice
+        # is then read once per customer and batch, not once per meter it folded.
+        wanted: dict[tuple[str, str], tuple[set[str], int]] = {}
         for entry_id, fields in entries:
             ms = int(text(entry_id).partition("-")[0])
-            for touch in touches.decode(fields.get(touches.FIELD, b"")):
-                wanted[touch] = min(ms, wanted.get(touch, ms))
+            for tenant, key, meter in touches.decode(fields.get(touches.FIELD, b"")):
+                meters, first = wanted.setdefault((tenant, key), (set(), ms))
+                meters.add(meter)
+                wanted[(tenant, key)] = (meters, min(first, ms))
         enqueued = 0
-        for (tenant, key, meter), ms in wanted.items():
+        for (tenant, key), (meters, ms) in wanted.items():
             try:
-                enqueued += await self.evaluate_touch(tenant, key, meter)
+                enqueued += await self.evaluate_touch(tenant, key, sorted(meters))
             except UNREACHABLE:
                 raise  # the batch stays pending, and is evaluated again
             except Exception:
-                # One touch's failure never holds the others back; the sweep evaluates it again.
-                self._failed("evaluator: touch skipped", tenant=tenant, key=key, meter=meter)
+                # One customer's failure never holds the others back; the sweep evaluates it
+                # again.
+                self._failed(
+                    "evaluator: touch skipped", tenant=tenant, key=key, meter=",".join(meters)
+                )
             self.metrics.touch_lag.observe(max(time.time() - ms / 1000, 0.0))
-        self.metrics.touches.inc(len(wanted))
+        self.metrics.touches.inc(sum(len(meters) for meters, _ in wanted.values()))
         if entries:
             # Acknowledged only once evaluated: an evaluator dying before leaves them pending,
             # and another takes them over (claim_stale).

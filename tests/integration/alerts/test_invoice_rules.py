@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 from redis.asyncio import Redis
 
+from evaluator import reading
 from meter.config import Settings
 from tests.integration.alerts.conftest import (
     Client,
@@ -159,3 +161,32 @@ async def test_the_sweep_finds_invoices_without_usage(
     assert [(e[3]["meter"], e[3]["threshold"], e[3]["value"]) for e in fired] == [
         (None, str(FEE), str(FEE))
     ]
+
+
+async def test_a_customer_touching_two_meters_reads_its_invoice_once(
+    client: Client,
+    api_key: str,
+    db: asyncpg.Connection,
+    redis: Redis,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Folds of both meters in one batch of touches: the rule on the whole invoice is one
+    evaluation of the customer, not one per meter (each would read the whole invoice)."""
+    await seed_two_meters(db, "c-1", current_period())
+    await create_rule(client, api_key, kind="amount", thresholds=[1400])
+    await create_rule(client, api_key, meter="calls", kind="units", thresholds=[50])
+    reads: list[str] = []
+    real = reading.read_invoice
+
+    async def counted(conn: asyncpg.Connection, tenant: str, key: str, now: int) -> Any:
+        reads.append(key)
+        return await real(conn, tenant, key, now)
+
+    monkeypatch.setattr(reading, "read_invoice", counted)
+    await post_events(client, api_key, calls("c-1", "a", [60]) + tokens("c-1", "b", [100]))
+    await drain(settings, redis)
+    await evaluate_touches(settings, redis)
+    assert reads == ["c-1"]
+    fired = {(e[2], e[3]["threshold"]) for e in await webhook_events(db)}
+    assert fired == {("usage.threshold_crossed", "1400"), ("usage.threshold_crossed", "50")}

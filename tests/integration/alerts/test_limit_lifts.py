@@ -191,7 +191,7 @@ async def test_a_touch_delivered_too_often_is_dead_lettered(
     monkeypatch.setattr(worker, "CLAIM_IDLE_MS", 0)
     evaluated = 0
 
-    async def unreachable(self: Evaluator, tenant: str, key: str, meter: str) -> int:
+    async def unreachable(self: Evaluator, tenant: str, key: str, meters: list[str]) -> int:
         nonlocal evaluated
         evaluated += 1
         raise ConnectionError("as if each evaluator died on it")
@@ -243,7 +243,7 @@ async def test_taking_over_stale_touches_pages_through_all_of_them(
     monkeypatch.setattr(worker, "CLAIM_IDLE_MS", 0)
     seen: list[str] = []
 
-    async def evaluate(self: Evaluator, tenant: str, key: str, meter: str) -> int:
+    async def evaluate(self: Evaluator, tenant: str, key: str, meters: list[str]) -> int:
         seen.append(key)
         return 0
 

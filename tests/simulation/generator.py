@@ -277,6 +277,10 @@ class Scenario:
     twins: list[Item] = field(default_factory=list)  # second items on meters of `items`
     second: list[Item] = field(default_factory=list)  # a second subscription's items
     seats: Seats | None = None  # a licensed item too
+    dimension_values: dict[str, tuple[str | None, ...]] = field(default_factory=dict)  # meter →
+    # the only dimension values its events draw (None: no key); absent: every value and none
+    mappings: list[tuple[str, str, str]] = field(default_factory=list)  # (meter, value, event
+    # name): the value priced on its own (docs/dimensions.md, "Pricing per dimension")
 
     def invoiced_periods(self, periods: int) -> int:
         """How many periods end with an invoice (a cancel ends the subscription)."""
@@ -295,6 +299,8 @@ class Scenario:
             else f" tax={self.tax.percentage}%" + (" incl" if self.tax.inclusive else "")
         )
         feats = ",".join(sorted(self.features))
+        for meter, value, name in self.mappings:
+            feats += f" map:{meter}[{DIMENSION_KEY}={value}]->{name}"
         if self.trial_periods:
             feats += f" trial={self.trial_periods}"
         resets = [a.period for a in self.actions if isinstance(a, Reset)]
@@ -436,7 +442,8 @@ class EventMaker:
             props = {UNIQUE_PROPERTY: f"u{self.rng.randint(1, 6)}"}
         elif item.aggregation in DIMENSION_AGGREGATIONS:
             # One value in five left out: it counts under `none`.
-            model = self.rng.choice([*DIMENSION_VALUES, None])
+            values = s.dimension_values.get(item.meter, (*DIMENSION_VALUES, None))
+            model = self.rng.choice(values)
             props = None if model is None else {DIMENSION_KEY: model}
         return Event(
             self._id(),
@@ -881,6 +888,59 @@ def quantity_change_kind(
         scenario.actions.append(Quantity(k, Stage.OPEN, quantity, behavior, at))
 
 
+def priced_dimensions_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """Usage, with one sum item on a meter of the scenario's own (so its mappings touch no other
+    customer: mappings are per tenant and meter) broken down by `model`, and one or two of its
+    model values priced on their own (docs/dimensions.md, "Pricing per dimension"): per value a
+    Stripe meter `<meter>_<value>` (formula sum) with a metered price on it, both on the
+    subscription right after the meter's own price, and meter told with `meter meters map`.
+    The mapped value's usage is billed by its price, the rest (the other value, events without
+    a model) by the meter's own. The meter's events draw from two model values and none, 3
+    combinations: never more than the guard admits (`DIMENSION_LIMIT`), so nothing is folded
+    into `_other`, whose admissions depend on the arrival order across shards. No usage carried
+    into a later period (`late`, `voids`: a void drained after its event's invoice is carried
+    too) and no count meter: our projection misprices both (`priced_dimensions_carried`,
+    pending). No tax with a coupon (two lines could tie for a discount share)."""
+    _priced_dimensions(rng, scenario, frame, seed, features - {"late", "voids"}, ("sum",))
+
+
+def priced_dimensions_carried_kind(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str]
+) -> None:
+    """As `priced_dimensions`, on a sum or count meter and with every usage mix: late usage and
+    voids carried into the open period, and a count meter's mapped value (counted events sent
+    to a Stripe sum meter). Pending (docs/simulation.md, "Kinds pending fixes"): Stripe's
+    invoices and previews equal the model, our projection does not."""
+    _priced_dimensions(rng, scenario, frame, seed, features, DIMENSION_AGGREGATIONS)
+
+
+def _priced_dimensions(
+    rng: random.Random, scenario: Scenario, frame: Frame, seed: int, features: set[str],
+    aggregations: tuple[str, ...],
+) -> None:  # fmt: skip
+    delta = [i for i in scenario.items if i.aggregation in aggregations]
+    if delta:
+        item = rng.choice(delta)
+    else:  # the first item becomes one on such a meter (any other is of another aggregation)
+        meter = rng.choice(sorted(m for m in METERS if METERS[m][0] in aggregations))
+        item = Item(meter, METERS[meter][0], METERS[meter][1], random_price(rng))
+        scenario.items[0] = item
+    item.meter = f"{item.meter}{OWN}{scenario.index}"
+    values = rng.sample(DIMENSION_VALUES, k=2)
+    scenario.dimension_values[item.meter] = (*values, None)
+    usage_kind(rng, scenario, frame, seed, features)
+    at = scenario.items.index(item) + 1
+    for value in reversed(values[: rng.randint(1, 2)]):
+        name = f"{item.meter}_{value}"
+        price = random_price(rng)
+        scenario.items.insert(at, Item(name, item.aggregation, "sum", price))
+        scenario.mappings.insert(0, (item.meter, value, name))
+    if scenario.coupon is not None:
+        scenario.tax = None
+
+
 Kind = Callable[[random.Random, Scenario, Frame, int, set[str]], None]
 KINDS: dict[str, Kind] = {
     "usage": usage_kind,
@@ -899,6 +959,8 @@ KINDS: dict[str, Kind] = {
     "meter_deactivation": meter_deactivation_kind,
     "deleted_customer": deleted_customer_kind,
     "quantity_change": quantity_change_kind,
+    "priced_dimensions": priced_dimensions_kind,
+    "priced_dimensions_carried": priced_dimensions_carried_kind,
 }
 
 

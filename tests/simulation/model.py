@@ -41,6 +41,11 @@ imports nothing of `meter.pricing`, `aggregator` or `reporter`). Pure: no I/O.
   timestamp of the billing period and the timestamp of the proration's triggering event" (Stripe
   docs, billing/scripts/prorations; `proration_date` sets that timestamp), rounded half up on its
   own; `none` adds nothing.
+- Pricing per dimension (meter's contract, docs/dimensions.md "Pricing per dimension"): a sum or
+  count meter broken down by a key may have some of its values mapped to Stripe meters (and
+  prices) of their own; usage of a mapped value is billed by the mapped price's line, the rest
+  (other values, events without the key, usage folded into `_other` by the cardinality guard)
+  by the meter's own price. Where it is billed (which period) does not change.
 - Pricing (Stripe: products-prices/pricing-models): per unit; graduated tiers (each tier prices
   the units inside it, a tier's flat fee once usage enters it); volume tiers (every unit at the
   tier the total falls in, `up_to` inclusive); packages (`transform_quantity`, rounded up or
@@ -145,14 +150,20 @@ class Tax:
 # --------------------------------------------------------------------------- usage
 
 
+NONE = "none"  # the dimension value of an event that lacks the key (docs/dimensions.md)
+OTHER = "_other"  # usage folded by the cardinality guard
+
+
 @dataclass(frozen=True)
 class Usage:
-    """One accepted event as billed: its value, timestamp (seconds) and distinct-count key."""
+    """One accepted event as billed: its value, timestamp (seconds), distinct-count key and the
+    value of its meter's dimension key (`none`: the event lacks it)."""
 
     event_id: str
     value: Decimal
     timestamp: float
     key: str = ""
+    dimension: str = NONE
 
 
 def quantity(aggregation: str, usage: Sequence[Usage]) -> Decimal:
@@ -258,6 +269,8 @@ class Account:
     seats: str = ""  # a licensed item's name ("" : none), its unit amount and quantities
     seat_unit: int = 0
     seat_history: list[tuple[int, int]] = field(default_factory=list)  # (from period, quantity)
+    mappings: dict[str, dict[str, str]] = field(default_factory=dict)  # meter → dimension value
+    # → the meter of the price that bills that value's usage (an item of `items`)
 
     def seats_at_end(self, period: int) -> int:
         """The licensed quantity when `period` ends (its invoice bills the next in advance)."""
@@ -347,8 +360,16 @@ class Account:
     def trial(self, period: int) -> bool:
         return period < self.trial_periods
 
+    def route(self, meter: str, dimension: str) -> str:
+        """The meter whose price bills usage of `meter` with this dimension value: a mapped
+        value's own, else the meter's; `_other` (usage over the guard) always the meter's."""
+        if dimension == OTHER:
+            return meter
+        return self.mappings.get(meter, {}).get(dimension, meter)
+
     def bill(self, period: int, meter: str, usage: Usage) -> None:
-        self.billed.setdefault((period, meter), []).append(usage)
+        target = self.route(meter, usage.dimension)
+        self.billed.setdefault((period, target), []).append(usage)
 
     def lines(self, period: int) -> list[Line]:
         out = []

@@ -104,7 +104,7 @@ from tests.simulation.generator import (
     generate,
     meter_spec,
 )
-from tests.simulation.model import DELTA, Account, Price, Usage, billed_in
+from tests.simulation.model import DELTA, NONE, Account, Price, Usage, billed_in
 
 HOUR = 3600
 
@@ -212,6 +212,7 @@ class Live:
     deleted_at: int | None = None  # its Stripe customer was deleted: earlier usage bills nowhere
     former: list[str] = field(default_factory=list)  # deleted Stripe customers of the scenario
     uninvoiced: set[int] = field(default_factory=set)  # periods that end with no invoice
+    mapped: bool = False  # its price mappings are made (`priced_dimensions`)
 
     def ended(self, k: int) -> bool:
         """Period `k` does not exist: the subscription ended before it."""
@@ -238,7 +239,8 @@ class Batch:
         self.workdir = workdir
         self.live = [Live(s, Account({i.meter: (i.aggregation, i.price) for i in s.items},
                                      s.coupon, s.tax, trial_periods=s.trial_periods,
-                                     twins={i.meter: i.price for i in s.twins}),
+                                     twins={i.meter: i.price for i in s.twins},
+                                     mappings=_mappings(s)),
                           bounds=[frame.period(k) for k in range(frame.periods + 1)])
                      for s in scenarios]  # fmt: skip
         for live in self.live:  # a second subscription bills the same usage of its meters
@@ -332,14 +334,22 @@ class Batch:
                             dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
                             [DIMENSION_KEY],
                         )
-            # Meters of a scenario's own (`OWN`): its tenant's definitions.
+            # Meters of a scenario's own (`OWN`): its tenant's definitions (a mapped value's
+            # Stripe meter is none of ours: no events are posted to it).
             for live in self.live:
+                mapped = {name for _, _, name in live.scenario.mappings}
                 for item in live.scenario.items:
                     aggregation, _, local = meter_spec(item.meter)
-                    if item.meter not in METERS and local:
+                    if item.meter not in METERS and local and item.meter not in mapped:
                         prop = UNIQUE_PROPERTY if aggregation == "unique_count" else None
                         await conn.execute(queries.DEFINE_METER, live.scenario.tenant,
                                            item.meter, aggregation, prop)  # fmt: skip
+                for meter in live.scenario.dimension_values:  # `priced_dimensions`
+                    since = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+                    tenant = live.scenario.tenant
+                    await conn.execute(
+                        queries.SET_DIMENSIONS, tenant, meter, since, [DIMENSION_KEY]
+                    )
         finally:
             await conn.close()
         names = sorted(set(METERS) | {i.meter for x in self.live for i in x.scenario.items})
@@ -407,6 +417,7 @@ class Batch:
             create["discounts"] = [{"coupon": coupon.id}]
         sub = await sdk.v1.subscriptions.create_async(create)
         live.subscription = sub.id
+        await self.map_prices(live)
         for item in sub["items"].data:  # names our pending (proration) lines by item
             if live.meter_of_price.get(item.price.id) == SEATS:
                 live.meter_of_price[item.id] = SEATS
@@ -414,6 +425,24 @@ class Batch:
             prices = [await self.price(live, i.meter, i.price) for i in s.second]
             second: Any = {"customer": cus.id, "items": [{"price": p} for p in prices]}
             live.second_sub = (await sdk.v1.subscriptions.create_async(second)).id
+
+    async def map_prices(self, live: Live) -> None:
+        """Tell meter, as its users do (`meter meters map`, docs/dimensions.md), which model
+        values of a meter are priced on their own: by which Stripe meter and price."""
+        s = live.scenario
+        if live.mapped or not s.mappings:
+            return
+        price_of = {meter: price for price, meter in live.meter_of_price.items()}
+        for meter, value, name in s.mappings:
+            args = ["meters", "map", meter, "--filter", f"{DIMENSION_KEY}={value}",
+                    "--event-name", name, "--price", price_of[name],
+                    "--tenant", s.tenant]  # fmt: skip
+            proc = Proc(f"map-{name}", args, self.env(), self.workdir)
+            await proc.start()
+            if await proc.wait(60) != 0:
+                self.result.violations.append(f"#{s.index} meters map {name}: {proc.why()}")
+            self.result.counts["price mappings"] += 1
+        live.mapped = True
 
     async def price(self, live: Live, meter: str, price: Price) -> str:
         """A daily metered Stripe price on `meter`; its id."""
@@ -615,7 +644,8 @@ class Batch:
             if where is not None:
                 value = Decimal(1) if aggregation == "count" else Decimal(str(e.value))
                 key = (e.properties or {}).get(UNIQUE_PROPERTY, "")
-                account.bill(where, e.meter, Usage(e.id, value, float(e.timestamp), key))
+                usage = Usage(e.id, value, float(e.timestamp), key, _dimension(e))
+                account.bill(where, e.meter, usage)
         for e in live.unbilled_voids:
             if e.meter in live.inactive:
                 live.held_voids.append(e)
@@ -624,7 +654,8 @@ class Batch:
             where = self._where(live, e)
             if where is not None:
                 value = Decimal(-1) if aggregation == "count" else -Decimal(str(e.value))
-                account.bill(where, e.meter, Usage("void:" + e.id, value, float(e.timestamp)))
+                void = Usage("void:" + e.id, value, float(e.timestamp), dimension=_dimension(e))
+                account.bill(where, e.meter, void)
         live.unbilled, live.unbilled_voids = [], []
 
     def _taken_off(self, live: Live, e: Event) -> None:
@@ -1180,6 +1211,21 @@ class Batch:
             await self.stage(k, Stage.GRACE)
             await self.advance(k, HOUR + 60)
             await self.check_closed(k)
+
+
+def _mappings(s: Scenario) -> dict[str, dict[str, str]]:
+    """The scenario's price mappings for the model: meter → value → the mapped meter."""
+    out: dict[str, dict[str, str]] = {}
+    for meter, value, name in s.mappings:
+        out.setdefault(meter, {})[value] = name
+    return out
+
+
+def _dimension(e: Event) -> str:
+    """The event's value of the dimension key as meter folds it (docs/dimensions.md,
+    "Combinations"): a string as it is, `none` when the event lacks it."""
+    value = (e.properties or {}).get(DIMENSION_KEY)
+    return NONE if value is None else str(value)
 
 
 def _subscription_of(invoice: dict[str, Any]) -> str | None:

@@ -156,3 +156,26 @@ def test_prorated_quantity_change() -> None:
     account.change_seats(1, 3, remaining=100, length=86400, prorate=False)
     assert [(ln.quantity, ln.amount) for ln in account.lines(1)] == [(D(3), 3000)]
     assert account.seats_at_end(0) == 2
+
+
+def test_a_mapped_dimension_value_is_billed_by_its_own_price_and_the_rest_by_the_meters() -> None:
+    # docs/dimensions.md, "Pricing per dimension": usage of a mapped combination goes to its
+    # Stripe meter (and price); other values, events without the key and `_other` to the
+    # meter's own. A void follows its event.
+    account = Account(
+        {
+            "tokens": ("sum", Price("per_unit", unit=D(1))),
+            "tokens_large": ("sum", Price("per_unit", unit=D(10))),
+        },
+        mappings={"tokens": {"large": "tokens_large"}},
+    )
+    account.bill(0, "tokens", Usage("e1", D(5), 1.0, dimension="large"))
+    account.bill(0, "tokens", Usage("e2", D(3), 2.0, dimension="small"))
+    account.bill(0, "tokens", Usage("e3", D(2), 3.0))  # no model: `none`
+    account.bill(0, "tokens", Usage("e4", D(7), 4.0, dimension="_other"))
+    account.bill(0, "tokens", Usage("void:e1", D(-1), 1.0, dimension="large"))
+    assert [(ln.meter, ln.quantity, ln.amount) for ln in account.lines(0)] == [
+        ("tokens", D(12), 12),
+        ("tokens_large", D(4), 40),
+    ]
+    assert account.invoice(0, finalize=True).total == 52

@@ -259,7 +259,10 @@ async def usage(request: web.Request) -> web.Response:
             await _split_mapped(
                 connect, tenant, plan, selection, snap.by_item, priced, recent_since
             )
-            events = [priced.routed(e) for e in events]
+            counting = frozenset(
+                i.meter for i, _ in selection if i.meter and i.aggregation == "count"
+            )
+            events = [priced.routed(e, counting) for e in events]
         selections = [selection] + [sel for _, sel in others]
         sources: list[dict[tuple[str, str], list[tuple[str, int]]]] = []
         main, *rest = _every_event_on_each(selections, snap.by_item, gone, sources)
@@ -335,16 +338,19 @@ class PricedDimensions:
     mappings: dict[str, list[PriceMapping]]
     versions: dict[tuple[str, str], Versions]
 
-    def routed(self, event: Any) -> Any:
+    def routed(self, event: Any, counting: frozenset[str]) -> Any:
         """A pending event as the item of its combination's price bills it: under the event
-        name it is reported to (the guard is not applied to pending events)."""
+        name it is reported to (the guard is not applied to pending events); of a meter in
+        `counting` (aggregation count), worth 1 there, as the reporter sends its count."""
         maps = self.mappings.get(event.meter)
         if not maps:
             return event
         v = self.versions.get((event.tenant, event.meter))
         keys = v.at(event.timestamp_ms) if v is not None else ()
         name = route(combination(event.properties, keys), event.meter, maps)
-        return event if name == event.meter else event._replace(meter=name)
+        if name == event.meter:
+            return event
+        return event._replace(meter=name, value=1 if event.meter in counting else event.value)
 
 
 # Mappings change rarely: each process reads a tenant's at most every few seconds, so a usage
@@ -388,8 +394,9 @@ async def _split_mapped(
 ) -> None:
     """Share a mapped meter's usage between its own item and the items of the mapped prices
     (their Stripe meters' event names), by combination, as the reporter sends it: each item's
-    tally becomes the usage of its event name (the own item keeps usage carried by the
-    reporter). Sum and count meters only, like the mappings themselves."""
+    tally becomes the usage of its event name, usage the reporter carried included (each row
+    carried under the event name it is sent to), a count meter's as counts. Sum and count
+    meters only, like the mappings themselves."""
     by_meter = {item.meter: (item, period) for item, period in selection if item.meter}
     async with connect() as conn:
         for meter, maps in priced.mappings.items():
@@ -411,15 +418,22 @@ async def _split_mapped(
                 part = parts.setdefault(route(r["dims"], meter, maps), Tally())
                 part.add_rollups(r)
                 part.add_recent(r)
-            before = by_item.get((item.id, meter))
-            mine = parts.pop(meter, Tally())
-            if before is not None:
-                mine.add_carried(before.carried)
-            by_item[(item.id, meter)] = mine
+            carried = await conn.fetch(
+                queries.CARRIED_BY_EVENT_NAME,
+                tenant,
+                plan.keys,
+                item.id,
+                store.ts(period.start),
+                store.ts(period.end),
+            )
+            for r in carried:
+                parts.setdefault(r["event_name"], Tally()).add_carried(r["carried"])
+            by_item[(item.id, meter)] = parts.pop(meter, Tally())
             for name, tally in parts.items():
                 target = by_meter.get(name)
                 if target is not None:
-                    by_item[(target[0].id, name)] = tally
+                    counted = tally.as_counts() if item.aggregation == "count" else tally
+                    by_item[(target[0].id, name)] = counted
 
 
 def _removed(plan: Plan, others: Sequence[Plan], now: int) -> Selection:

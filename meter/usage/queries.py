@@ -303,6 +303,21 @@ WHERE r.tenant = $1 AND r.customer = ANY($2::text[]) AND r.meter = $3
     AND r.bucket_start >= $4 AND r.bucket_start < $5
 GROUP BY r.dims
 """
+# Usage the reporter carried into an item's period (+) or out of it (−), per Stripe event name,
+# as ITEM_SNAPSHOT counts it per meter: a mapped meter's carried rows are billed by the item of
+# the price their event name feeds (docs/dimensions.md).
+CARRIED_BY_EVENT_NAME = """
+SELECT event_name, sum(v) AS carried FROM (
+    SELECT event_name, -value AS v FROM report_outbox
+    WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+        AND period_start = $4 AND (carried_from IS NOT NULL OR status = 'waiting')
+    UNION ALL
+    SELECT event_name, value FROM report_outbox
+    WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
+        AND event_time >= $4 AND event_time < $5 AND carried_from IS NOT NULL
+) c
+GROUP BY event_name
+"""
 # The tenant's price mappings (migrations/0018_dimensions.sql).
 PRICE_MAPPINGS = """
 SELECT meter, filter::text AS filter, event_name FROM meter_price_mappings WHERE tenant = $1

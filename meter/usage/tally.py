@@ -85,6 +85,19 @@ class Tally:
         if other.last is not None and other.last_key is not None:
             self._last(other.last, other.last_key)
 
+    def as_counts(self) -> Tally:
+        """This tally's event counts as the values of a sum: a count meter's usage as the
+        reporter sends it to a Stripe sum meter of a price mapping (one per event; carried
+        usage is counts already)."""
+        return Tally(
+            events=self.events,
+            total=Decimal(self.events),
+            pending=self.pending,
+            carried=self.carried,
+            recent_events=self.recent_events,
+            recent_total=Decimal(self.recent_events),
+        )
+
     def _max(self, value: Decimal) -> None:
         if self.maximum is None or value > self.maximum:
             self.maximum = value

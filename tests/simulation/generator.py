@@ -901,8 +901,8 @@ def priced_dimensions_kind(
     combinations: never more than the guard admits (`DIMENSION_LIMIT`), so nothing is folded
     into `_other`, whose admissions depend on the arrival order across shards. No usage carried
     into a later period (`late`, `voids`: a void drained after its event's invoice is carried
-    too) and no count meter: our projection misprices both (`priced_dimensions_carried`,
-    pending). No tax with a coupon (two lines could tie for a discount share)."""
+    too) and no count meter: those are `priced_dimensions_carried`. No tax with a coupon (two
+    lines could tie for a discount share)."""
     _priced_dimensions(rng, scenario, frame, seed, features - {"late", "voids"}, ("sum",))
 
 
@@ -911,8 +911,7 @@ def priced_dimensions_carried_kind(
 ) -> None:
     """As `priced_dimensions`, on a sum or count meter and with every usage mix: late usage and
     voids carried into the open period, and a count meter's mapped value (counted events sent
-    to a Stripe sum meter). Pending (docs/simulation.md, "Kinds pending fixes"): Stripe's
-    invoices and previews equal the model, our projection does not."""
+    to a Stripe sum meter)."""
     _priced_dimensions(rng, scenario, frame, seed, features, DIMENSION_AGGREGATIONS)
 
 

@@ -24,12 +24,7 @@ PENDING: dict[str, str] = {}
 
 # Scenario kinds still failing, switched off here the same way (docs/simulation.md, "Kinds
 # pending fixes").
-PENDING_KINDS: dict[str, str] = {
-    "priced_dimensions_carried": "our projection of a mapped meter: usage carried into the open "
-    "period is shown on the meter's own item whatever its combination, and a count meter's "
-    "mapped item is priced by the sum of the event values, not the count (Stripe's invoices "
-    "and previews equal the model)",
-}
+PENDING_KINDS: dict[str, str] = {}
 
 
 async def test_simulation_short(database_url: str, tmp_dir: Path) -> None:

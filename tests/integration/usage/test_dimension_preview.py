@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from aggregator.worker import Worker
@@ -20,9 +21,19 @@ from tests.integration.reporter.conftest import control
 
 from .test_emulator_preview import assert_invoice_equals
 
+# Per aggregation of `tokens`: the Stripe totals and the amounts by hand. A count meter (a local
+# definition on Stripe `sum` meters) is reported as its events' count to both Stripe meters.
+EXPECTED = {
+    # 425.5 × 1.7 = 723.35 → 723; 381 × 0.3 = 114.3 → 114
+    "sum": ({"tokens_large": Decimal("425.5"), "tokens": Decimal(381)}, [114, 723]),
+    # 2 × 1.7 = 3.4 → 3; 3 × 0.3 = 0.9 → 1
+    "count": ({"tokens_large": Decimal(2), "tokens": Decimal(3)}, [1, 3]),
+}
 
+
+@pytest.mark.parametrize("aggregation", ["sum", "count"])
 async def test_two_models_priced_differently_on_one_subscription(
-    stack: Stack, redis: Redis
+    stack: Stack, redis: Redis, aggregation: str
 ) -> None:
     sdk = stack.sdk
     own = await sdk.v1.billing.meters.create_async(
@@ -67,6 +78,11 @@ async def test_two_models_priced_differently_on_one_subscription(
             " VALUES ('acme', 'tokens', '{\"model\": \"large\"}', 'tokens_large', $1)",
             prices["large"].id,
         )
+        if aggregation == "count":
+            await conn.execute(
+                "INSERT INTO meter_definitions (tenant, meter, aggregation)"
+                " VALUES ('acme', 'tokens', 'count')"
+            )
 
     rows = [("large", 400), ("small", 70), ("large", 25.5), (None, 11), ("small", 300)]
     events = [
@@ -92,14 +108,14 @@ async def test_two_models_priced_differently_on_one_subscription(
     for name, meter in (("tokens", own), ("tokens_large", large)):
         doc = await control(stack.running, "GET", f"/meters/{meter.id}/totals")
         totals[name] = Decimal(str(doc["totals"].get(cus, 0)))
-    assert totals == {"tokens_large": Decimal("425.5"), "tokens": Decimal(381)}
+    stripe_totals, amounts = EXPECTED[aggregation]
+    assert totals == stripe_totals
 
     preview = await sdk.v1.invoices.create_preview_async({"customer": cus})
     status, doc = await stack.get(f"/v1/customers/{cus}/usage")
     assert status == 200, doc
     assert_invoice_equals(doc, preview)
     by_price = {i["price"]: i for i in doc["items"]}
-    assert by_price[prices["large"].id]["quantity"] == "425.5"
-    assert by_price[prices["own"].id]["quantity"] == "381"
-    # 425.5 × 1.7 = 723.35 → 723; 381 × 0.3 = 114.3 → 114
-    assert sorted(line["amount"] for line in doc["invoice"]["lines"]) == [114, 723]
+    assert Decimal(by_price[prices["large"].id]["quantity"]) == stripe_totals["tokens_large"]
+    assert Decimal(by_price[prices["own"].id]["quantity"]) == stripe_totals["tokens"]
+    assert sorted(line["amount"] for line in doc["invoice"]["lines"]) == amounts

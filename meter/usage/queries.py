@@ -94,6 +94,18 @@ CHECKPOINTS = "SELECT stream, last_id FROM stream_checkpoints WHERE stream = ANY
 # Of the keys $1 (flagged pending entries, meter/usage/pending.py), those already folded.
 FOLDED_KEYS = "SELECT key FROM usage_event_keys WHERE key = ANY($1::bytea[])"
 
+
+def _carried_out_of(start: str) -> str:
+    """Outbox rows of the period starting at `start` that its invoice does not bill: carried
+    into a later one, or waiting for one (reporter/periods.py)."""
+    return f"period_start = {start} AND (carried_from IS NOT NULL OR status = 'waiting')"
+
+
+def _carried_into(start: str, end: str) -> str:
+    """Outbox rows carried into the period [start, end), by the event time they were sent at."""
+    return f"event_time >= {start} AND event_time < {end} AND carried_from IS NOT NULL"
+
+
 # For a batch of usage requests (store.read_item_usage, batched in routes._shared_reads): the stream
 # checkpoints, and each request's (item, period) per meter from its running total
 # (migrations/0007_usage_totals.sql) — one row per meter instead of ~720 hourly buckets a month — in
@@ -117,7 +129,7 @@ FOLDED_KEYS = "SELECT key FROM usage_event_keys WHERE key = ANY($1::bytea[])"
 # the bucket key (tenant, customer, meter, item, bucket_start), for the run-rate projection.
 # Optimisation: JSON, not five arrays: asyncpg's check of every element of an array parameter is
 # slow (docs/performance.md).
-ITEM_SNAPSHOT = """
+ITEM_SNAPSHOT = f"""
 SELECT NULL::int AS request, NULL::text AS item, NULL::text AS meter, c.stream, c.last_id,
     NULL::bigint AS event_count, NULL::numeric AS value_sum, NULL::numeric AS value_max,
     NULL::bigint AS unique_count, NULL::numeric AS last_value, NULL::timestamptz AS last_at,
@@ -147,7 +159,7 @@ FROM json_to_recordset($2::json)
 CROSS JOIN LATERAL (
     SELECT meter, value FROM report_outbox
     WHERE tenant = q.t AND customer = q.c AND subscription_item = q.i
-        AND period_start = to_timestamp(q.p) AND (carried_from IS NOT NULL OR status = 'waiting')
+        AND {_carried_out_of("to_timestamp(q.p)")}
     OFFSET 0
 ) o
 UNION ALL
@@ -158,8 +170,7 @@ FROM json_to_recordset($2::json)
 CROSS JOIN LATERAL (
     SELECT meter, value FROM report_outbox
     WHERE tenant = q.t AND customer = q.c AND subscription_item = q.i
-        AND event_time >= to_timestamp(q.p) AND event_time < to_timestamp(q.e)
-        AND carried_from IS NOT NULL
+        AND {_carried_into("to_timestamp(q.p)", "to_timestamp(q.e)")}
     OFFSET 0
 ) o
 UNION ALL
@@ -306,15 +317,15 @@ GROUP BY r.dims
 # Usage the reporter carried into an item's period (+) or out of it (−), per Stripe event name,
 # as ITEM_SNAPSHOT counts it per meter: a mapped meter's carried rows are billed by the item of
 # the price their event name feeds (docs/dimensions.md).
-CARRIED_BY_EVENT_NAME = """
+CARRIED_BY_EVENT_NAME = f"""
 SELECT event_name, sum(v) AS carried FROM (
     SELECT event_name, -value AS v FROM report_outbox
     WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
-        AND period_start = $4 AND (carried_from IS NOT NULL OR status = 'waiting')
+        AND {_carried_out_of("$4")}
     UNION ALL
     SELECT event_name, value FROM report_outbox
     WHERE tenant = $1 AND customer = ANY($2::text[]) AND subscription_item = $3
-        AND event_time >= $4 AND event_time < $5 AND carried_from IS NOT NULL
+        AND {_carried_into("$4", "$5")}
 ) c
 GROUP BY event_name
 """

@@ -210,11 +210,11 @@ class Notifier:
     async def _send(self, row: asyncpg.Record, now: dt.datetime) -> Outcome:
         """Step 3: one POST; 2xx is success, anything else (redirects too) a failure."""
         assert self._http is not None
+        if not self.settings.notifier_private_urls and egress.refused_outright(row["url"]):
+            return Outcome(None, egress.REFUSED)
         body = event_body(
             row["event_id"], row["type"], row["tenant"], row["event_created"], row["data"]
         )
-        if not self.settings.notifier_private_urls and egress.refused_outright(row["url"]):
-            return Outcome(None, egress.REFUSED)
         headers = {
             "Content-Type": "application/json",
             signing.HEADER: signing.header(body, row["secrets"], int(now.timestamp())),
@@ -226,12 +226,11 @@ class Notifier:
                 return Outcome(response.status, None)
         except TimeoutError:
             return Outcome(None, "timeout")
-        except aiohttp.ClientConnectorError as exc:
-            # aiohttp's text of a resolver's refusal loses its words; keep them.
-            why = exc.os_error if isinstance(exc.os_error, egress.PrivateAddressRefused) else exc
-            return Outcome(None, f"{type(why).__name__}: {why}"[:_MAX_ERROR_CHARS])
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Outcome(None, f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+            # aiohttp's text of a resolver's refusal loses its words: the refusal's own instead.
+            refused = getattr(exc, "os_error", None)
+            why = refused if isinstance(refused, egress.PrivateAddressRefused) else exc
+            return Outcome(None, f"{type(why).__name__}: {why}"[:_MAX_ERROR_CHARS])
 
     async def _record(self, row: asyncpg.Record, started: dt.datetime, outcome: Outcome) -> None:
         """Step 4, in one transaction."""

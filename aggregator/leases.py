@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from aggregator import queries
+from meter.connections import PG_ERRORS
 
 MAX_MEMBERS = 1024
 
@@ -76,7 +77,7 @@ class Leases:
             return False
         try:
             await self.conn.fetchval(queries.PING)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        except PG_ERRORS:
             self.held.clear()
             return False
         return True

@@ -24,7 +24,7 @@ from aggregator.metrics import AggregatorMetrics
 from aggregator.reattribute import Reattributed, sweep
 from aggregator.windows import retention_cutoff, to_datetime
 from meter.config import Settings
-from meter.connections import REDIS_ERRORS, RedisClient
+from meter.connections import PG_ERRORS, REDIS_ERRORS, RedisClient
 from meter.core.streams import stream_id_key, text
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
@@ -34,9 +34,7 @@ log = logging.getLogger(__name__)
 
 # Errors a worker survives by waiting and reconnecting.
 TRANSIENT: tuple[type[Exception], ...] = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
+    *PG_ERRORS,
     *REDIS_ERRORS,  # in a cluster, also the slot-map errors of a failover
 )
 SWEEP_INTERVAL_S = 300.0

@@ -31,7 +31,14 @@ from evaluator.metrics import EvaluatorMetrics
 from meter.alerts import rules
 from meter.billing.rules import LIVE_STATUSES
 from meter.config import Settings
-from meter.connections import REDIS_ERRORS, PooledConnection, RedisClient, acquire, redis_client
+from meter.connections import (
+    PG_ERRORS,
+    REDIS_ERRORS,
+    PooledConnection,
+    RedisClient,
+    acquire,
+    redis_client,
+)
 from meter.core import touches
 from meter.core.streams import text
 from meter.crashpoints import Faults
@@ -57,15 +64,14 @@ ROLLUPS_LOOKBACK = dt.timedelta(days=32)
 UNREACHABLE: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.ClusterDownError,
 )
 TRANSIENT: tuple[type[Exception], ...] = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
+    *PG_ERRORS,
     *REDIS_ERRORS,
 )
 

@@ -24,6 +24,18 @@ RedisClient: TypeAlias = Redis | RedisCluster
 # RedisError, when it cannot map a slot to a node (during a failover, or with no node reachable).
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException)
 
+# Errors of Postgres, or of the way to it, that a later try on a fresh connection may not meet:
+# the server restarting or out of reach (OSError, TimeoutError), any server error, and a
+# connection terminated under a pool: InterfaceError ("connection is closed") or, when the
+# termination reached asyncpg between two queries, InternalClientError ("cannot switch to
+# state ...") on the next one. The pool replaces such a connection.
+PG_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 
 class HiredisPackingConnection(Connection):
     """A Connection that packs commands with hiredis (C) instead of redis-py's Python packer.

@@ -34,7 +34,7 @@ import asyncpg
 import orjson
 
 from meter.config import Settings
-from meter.connections import acquire
+from meter.connections import PG_ERRORS, acquire
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
 from meter.webhooks import events, signing, store
@@ -52,14 +52,9 @@ LEASE_MARGIN_S = 30.0
 USER_AGENT = "meter-webhooks/1"
 SETTLE_POLL_S = 0.05
 _MAX_ERROR_CHARS = 300
-# What a round may fail on and the next one get past: Postgres restarting or unreachable, a
-# connection terminated under the pool (InterfaceError: "connection is closed"), a pool timeout.
-TRANSIENT: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
+# What a round may fail on and the next one get past: Postgres restarting, unreachable or
+# terminating a connection under the pool; a pool timeout (a TimeoutError, so an OSError).
+TRANSIENT = PG_ERRORS
 
 
 def _utcnow() -> dt.datetime:

@@ -13,7 +13,7 @@ import asyncpg
 import stripe
 
 from meter.config import Settings, check_stripe_api_version
-from meter.connections import acquire
+from meter.connections import PG_ERRORS, acquire
 from meter.crashpoints import Faults
 from meter.errors import ConfigError
 from meter.migrate import require_schema
@@ -28,6 +28,10 @@ from reporter.summaries import StripeSummaries
 from reporter.transport import StreamTransport, Transport, V1Transport, make_client
 
 log = logging.getLogger(__name__)
+
+# What a round may fail on and the next one get past: Postgres's errors, and Stripe's (the
+# reconciliation reads Stripe).
+ROUND_ERRORS: tuple[type[Exception], ...] = (*PG_ERRORS, stripe.StripeError)
 
 # 90% of Stripe's live-mode limits, events per second.
 DEFAULT_RATE = {"v2": 9000.0, "v1": 900.0}
@@ -189,7 +193,7 @@ class Reporter:
                 if interval and loop.time() >= next_reconcile:
                     next_reconcile = loop.time() + interval
                     await self.reconcile()
-            except (OSError, asyncpg.PostgresError, stripe.StripeError):
+            except ROUND_ERRORS:
                 log.exception("reporter round failed; retrying")
                 claimed = 0
             if not claimed:

@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
@@ -22,6 +21,7 @@ from meter.billing.notify import make_notifier
 from meter.billing.service import Billing
 from meter.billing.stripe_gateway import StripeGateway
 from meter.billing.webhook import stripe_webhook
+from meter.connections import PG_ERRORS
 from meter.core.ports import UsageUpkeep
 from meter.errors import RateLimited
 
@@ -93,7 +93,7 @@ async def run_jobs(billing: Billing, now: int | None = None) -> None:
 async def _job(billing: Billing) -> None:
     try:
         await run_jobs(billing)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    except PG_ERRORS:
         log.exception("billing jobs failed; next run retries")
 
 

@@ -17,7 +17,7 @@ from meter.billing.metrics import BillingMetrics
 from meter.billing.notify import Notifier
 from meter.billing.store import Effects
 from meter.config import Settings
-from meter.connections import acquire
+from meter.connections import PG_ERRORS, acquire
 from meter.core.ports import UsageUpkeep
 from meter.core.windows import retention_cutoff
 
@@ -66,5 +66,5 @@ class Billing:
                 await self.upkeep.sweep(conn, self.since())
             for tenant, key in sorted(effects.reattribute):
                 await self.upkeep.reattribute(conn, tenant, key, self.since())
-        except (asyncpg.PostgresError, OSError):
+        except PG_ERRORS:
             log.exception("re-attribution after a billing change failed; the sweep will retry")

@@ -18,7 +18,6 @@ import datetime as dt
 import logging
 import time
 
-import asyncpg
 from aiohttp import web
 
 from meter import appkeys, jsonwire
@@ -29,11 +28,10 @@ from meter.billing.service import Billing
 from meter.billing.store import Effects
 from meter.billing.stripe_events import HANDLERS, METER_ERROR_EVENTS, Context, meter_error_count
 from meter.bodies import read_body
+from meter.connections import PG_ERRORS
 from meter.errors import InvalidRequest, MeteringError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
-
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def event_created(event: Obj) -> int:
@@ -74,7 +72,7 @@ async def process(billing: Billing, event: Obj) -> str:
                         outcome = "stale"
                         await conn.execute(queries.SET_EVENT_OUTCOME, id_, outcome)
             await billing.after_commit(conn, effects)
-    except DB_ERRORS as exc:
+    except PG_ERRORS as exc:
         log.error(
             "webhook not applied: database error",
             extra={"event": id_, "type": type_, "error": type(exc).__name__},
@@ -92,7 +90,7 @@ async def _seen(billing: Billing, event: Obj) -> bool:
     try:
         async with billing.connection() as conn:
             return await conn.fetchval(queries.EVENT_SEEN, str(event.get("id") or "")) is not None
-    except DB_ERRORS:
+    except PG_ERRORS:
         raise StoreUnavailable("database unavailable; nothing was applied") from None
 
 

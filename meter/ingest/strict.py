@@ -18,6 +18,7 @@ import asyncpg
 
 from meter import queries
 from meter.billing import queries as billing_queries
+from meter.connections import PG_ERRORS
 
 _MAX_ENTRIES = 100_000
 
@@ -74,7 +75,7 @@ class KnownNames:
                 return unknown_customers, unknown_meters
         try:
             return await asyncio.wait_for(self.unknown(tenant, customers, meters), timeout_s)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except PG_ERRORS:
             now = time.monotonic()
             for cache, names in ((self._customers, customers), (self._meters, meters)):
                 stale = self._stale(cache, tenant, names, now)

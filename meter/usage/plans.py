@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from meter.connections import PG_ERRORS
 from meter.usage.store import Plan, load_plan
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ async def listen(database_url: str, cache: PlanCache) -> None:
     while True:
         try:
             await _listen_once(database_url, cache)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except PG_ERRORS as exc:
             log.warning("plan change listener lost; retrying", extra={"error": str(exc)})
         await asyncio.sleep(RETRY_S)
 

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
+from reporter.outbox import BuildResult
 from reporter.worker import Reporter
 from tests.integration.aggregator.conftest import Client
 
@@ -240,4 +241,57 @@ async def test_limiter_keeps_under_the_configured_rate(
     for at, n in sends:
         running += n
         assert running <= burst + rate * (at - start + jitter_s) + n, (running, at - start)
+    assert close(await stripe_totals(emu, world), await expected_totals(db))
+
+
+async def test_the_run_loop_outlives_connections_terminated_under_its_pool(
+    client: Client,
+    api_key: str,
+    redis: Redis,
+    settings: Settings,
+    rsettings: Settings,
+    db: asyncpg.Connection,
+    emu: RunningEmulator,
+    sdk: stripe.StripeClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a round meets when Postgres terminates a pooled connection (asyncpg raises one of
+    these, depending on when the termination reached it), then every connection terminated:
+    the loop goes on and sends everything."""
+    world = await make_world(sdk, db)
+    await ingest_and_aggregate(
+        client, api_key, redis, settings, world, make_events(world, 50, seed=5)
+    )
+    s = rsettings.replace(reporter_poll_interval_s=0.05)
+    stop = asyncio.Event()
+    async with Reporter(s, directory=wiring.customer_directory()) as reporter:
+        failures: list[Exception] = [
+            asyncpg.InterfaceError("connection is closed"),
+            asyncpg.InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            ),
+            TimeoutError(),
+        ]
+        real_build = reporter.build
+
+        async def flaky_build() -> BuildResult:
+            if failures:
+                raise failures.pop(0)
+            return await real_build()
+
+        monkeypatch.setattr(reporter, "build", flaky_build)
+        loop = asyncio.create_task(reporter.run(stop))
+        await db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        async with asyncio.timeout(60):
+            while await db.fetchval(
+                "SELECT count(*) FROM report_outbox WHERE status <> 'sent'"
+            ) or not await db.fetchval("SELECT count(*) FROM report_outbox"):
+                assert not loop.done(), loop.exception()
+                await asyncio.sleep(0.05)
+        assert not failures
+        stop.set()
+        await loop
     assert close(await stripe_totals(emu, world), await expected_totals(db))

@@ -60,7 +60,7 @@ format: sync
 bench-ingest: sync
 	$(RUN) python benchmarks/ingest.py
 
-## make bench-aggregate: `meter aggregate --once` over 1M pre-loaded events next to an INSERT loop
+## make bench-aggregate: `meter aggregate --once` over 1M pre-loaded events next to an INSERT and a COPY loop
 bench-aggregate: sync
 	$(RUN) python benchmarks/aggregate.py $(BENCH_ARGS)
 

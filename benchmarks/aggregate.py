@@ -1,4 +1,4 @@
-"""Aggregator benchmark (`make bench-aggregate`): `meter aggregate --once` next to an INSERT loop.
+"""Aggregator benchmark (`make bench-aggregate`): `meter aggregate --once` next to its baselines.
 
 Pre-loads N events (default 1,000,000) into the shard streams with pipelined XADDs of exactly
 what ingest writes (`UsageEvent.encode()` in field `e`, one stream per shard by `shard_of`), then
@@ -9,6 +9,8 @@ times, each as its own process the way an operator runs it, on a fresh database 
   time (XRANGE), decodes each entry and INSERTs each event into a plain table (no keys, no
   dedupe, no rollups, no checkpoint) with one asyncpg executemany per batch, one transaction per
   batch;
+- the limit, the same loop writing each batch with one COPY instead (`--copy-loop`): what
+  reading, decoding and storing every event costs at the least, with no per-row statement;
 - `meter aggregate --once --processes 2` (raw log on and off): the drain split over two
   processes, each over half of the shards, so that the Python work uses both cores;
 - `meter aggregate --once` (raw log on) over the same number of events spread over few and many
@@ -210,11 +212,12 @@ async def fresh_database(admin: str, bench: str, dimensions: bool = False) -> No
     conn = await asyncpg.connect(bench)
     try:
         await migrate(conn)
-        await conn.execute(
-            "CREATE TABLE bench_insert_loop (tenant text, event_id text, customer text,"
-            " meter text, value numeric, event_time timestamptz, received_at timestamptz,"
-            " properties jsonb)"
-        )
+        for table in ("bench_insert_loop", "bench_copy_loop"):
+            await conn.execute(
+                f"CREATE TABLE {table} (tenant text, event_id text, customer text,"
+                " meter text, value numeric, event_time timestamptz, received_at timestamptz,"
+                " properties jsonb)"
+            )
         if dimensions:
             await conn.executemany(
                 "INSERT INTO meter_dimensions (tenant, meter, effective_from, keys)"
@@ -297,7 +300,7 @@ def run_once(
     finally:
         drop_keys(redis, prefix)
     result = Result(label, spread.name, n, seconds, load_seconds)
-    if "--insert-loop" not in command:
+    if "--insert-loop" not in command and "--copy-loop" not in command:
         folded, buckets, upserts, raw = asyncio.run(rollup_stats(bench))
         total = n if fresh else n * 2  # a second run adds the same number of events
         expected_raw = 0 if extra_env.get("METER_RAW_LOG") == "0" else total
@@ -312,7 +315,7 @@ def run_once(
     return result
 
 
-# --- the baseline: a plain INSERT loop, its own process ------------------------------------------
+# --- the baselines: a plain INSERT loop and a COPY loop, each its own process ---------------------
 
 INSERT = (
     "INSERT INTO bench_insert_loop (tenant, event_id, customer, meter, value, event_time,"
@@ -325,8 +328,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def insert_loop() -> int:
-    """Read every shard's stream in batches and INSERT each event; return how many."""
+COLUMNS = ("tenant", "event_id", "customer", "meter", "value", "event_time", "received_at",
+           "properties")  # fmt: skip
+
+
+async def insert_loop(copy: bool) -> int:
+    """Read every shard's stream in batches and INSERT each event (or COPY each batch); return
+    how many."""
+    import datetime as dt
+    from decimal import Decimal
+
     import orjson
     from redis.asyncio import Redis as AsyncRedis
 
@@ -346,16 +357,28 @@ async def insert_loop() -> int:
                 if not entries:
                     break
                 last = f"({_text(entries[-1][0])}"
-                rows = []
+                rows: list[tuple[object, ...]] = []
                 for _, fields in entries:
                     e = UsageEvent.decode(fields[b"e"])
                     props = orjson.dumps(e.properties).decode() if e.properties else None
-                    rows.append(
-                        (e.tenant, e.id, e.customer, e.meter, e.value, e.timestamp_ms,
-                         e.received_at_ms, props)
-                    )  # fmt: skip
+                    if copy:  # COPY takes the column types' own values, converted here
+                        rows.append(
+                            (e.tenant, e.id, e.customer, e.meter, Decimal(e.value),
+                             dt.datetime.fromtimestamp(e.timestamp_ms / 1000, dt.UTC),
+                             dt.datetime.fromtimestamp(e.received_at_ms / 1000, dt.UTC), props)
+                        )  # fmt: skip
+                    else:
+                        rows.append(
+                            (e.tenant, e.id, e.customer, e.meter, e.value, e.timestamp_ms,
+                             e.received_at_ms, props)
+                        )  # fmt: skip
                 async with conn.transaction():
-                    await conn.executemany(INSERT, rows)
+                    if copy:
+                        await conn.copy_records_to_table(
+                            "bench_copy_loop", records=rows, columns=COLUMNS
+                        )
+                    else:
+                        await conn.executemany(INSERT, rows)
                 total += len(rows)
     finally:
         await conn.close()
@@ -363,16 +386,19 @@ async def insert_loop() -> int:
     return total
 
 
-def insert_loop_main() -> int:
+def insert_loop_main(copy: bool) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        total = runner.run(insert_loop())
+        total = runner.run(insert_loop(copy))
     print(f"inserted {total} event(s)")
     return 0
 
 
 # --- main -----------------------------------------------------------------------------------------
+
+# Where `meter aggregate` (raw log on) is among the runs: after the two baselines.
+AGGREGATE = 2
 
 
 def best(results: list[Result], label: str, spread: str) -> Result:
@@ -393,9 +419,10 @@ def main() -> int:
         "--dimensions", action="store_true", help="measure 2 dimension keys × 10 values instead"
     )
     parser.add_argument("--insert-loop", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--copy-loop", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.insert_loop:
-        return insert_loop_main()
+    if args.insert_loop or args.copy_loop:
+        return insert_loop_main(copy=args.copy_loop)
     if args.dimensions:
         return dimensions_main(args)
 
@@ -406,6 +433,7 @@ def main() -> int:
     baseline = [sys.executable, str(Path(__file__).resolve()), "--insert-loop"]
     runs = [
         ("INSERT each event (baseline)", baseline, {}),
+        ("COPY each batch (limit)", [*baseline[:-1], "--copy-loop"], {}),
         ("meter aggregate, raw log on", aggregate, {"METER_RAW_LOG": "1"}),
         ("meter aggregate, raw log off", aggregate, {"METER_RAW_LOG": "0"}),
         # Bigger batches fold more events into each bucket upsert (the default B is 20,000).
@@ -421,7 +449,7 @@ def main() -> int:
             spread = SPREADS[name]
             print(f"{name}: {spread.describe()}: generating {args.events:,} events", flush=True)
             per_shard = generate(spread, args.events, args.shards)
-            todo = runs if name == "realistic" else runs[1:2]
+            todo = runs if name == "realistic" else runs[AGGREGATE : AGGREGATE + 1]
             for _ in range(args.repeat):  # interleaved, so that noise hits every run alike
                 for label, command, extra_env in todo:
                     results.append(
@@ -450,24 +478,26 @@ def main() -> int:
         f" {args.repeat}"
     )
     base = best(results, runs[0][0], "realistic")
+    limit = best(results, runs[1][0], "realistic")
     print(f"{'run':<30} {'spread':<9} {'events/s':>10} {'seconds':>8} {'buckets':>8} "
-          f"{'upserts':>8} {'vs baseline':>11}")  # fmt: skip
+          f"{'upserts':>8} {'vs INSERT':>10} {'vs COPY':>8}")  # fmt: skip
     rows = [(label, "realistic") for label, _, _ in runs]
-    rows += [(runs[1][0], name) for name in spreads if name != "realistic"]
+    rows += [(runs[AGGREGATE][0], name) for name in spreads if name != "realistic"]
     for label, spread_name in rows:
         r = best(results, label, spread_name)
         buckets = "-" if r.buckets is None else f"{r.buckets:,}"
         upserts = "-" if r.upserts is None else f"{r.upserts:,}"
         print(
             f"{label:<30} {spread_name:<9} {r.eps:>10,.0f} {r.seconds:>8.2f} {buckets:>8} "
-            f"{upserts:>8} {r.eps / base.eps:>10.2f}x"
+            f"{upserts:>8} {r.eps / base.eps:>9.2f}x {r.eps / limit.eps:>7.2f}x"
         )
     print("spreads:")
     for name in spreads:
         print(f"  {name:<9} {SPREADS[name].describe()}")
     print("upserts = bucket rows written across all batches (sum of bucket versions)")
     if "few" in spreads and "many" in spreads:
-        few, many = best(results, runs[1][0], "few"), best(results, runs[1][0], "many")
+        label = runs[AGGREGATE][0]
+        few, many = best(results, label, "few"), best(results, label, "many")
         assert few.upserts is not None
         assert many.upserts is not None
         per_upsert = (many.seconds - few.seconds) / (many.upserts - few.upserts)

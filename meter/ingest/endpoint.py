@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import operator
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 from zlib import crc32
 
@@ -38,7 +39,7 @@ from meter.errors import (
 from meter.events import UsageEvent
 from meter.ingest.committer import Item, new_item
 from meter.ingest.strict import KnownNames
-from meter.ingest.validation import Rejection, validate
+from meter.ingest.validation import Rejection, plain_events, validate
 from meter.limits import REASON as OVER_LIMIT
 from meter.limits import SEPARATOR, Block
 from meter.limits import refusal as limits_refusal
@@ -193,10 +194,17 @@ async def _post_events(request: web.Request) -> web.Response:
     tenant, key_digest = await authenticate_key(request)
     check_rate(app[appkeys.RATE_LIMITER], key_digest)
     settings = app[appkeys.SETTINGS]
-    raw_items = parse_body(await read_body(request), settings.max_batch_events)
-
+    body = await read_body(request)
     now_ms = int(time.time() * 1000)
-    limits = app[appkeys.LIMITS]
+    checked_items: Sequence[UsageEvent | Rejection] | None = plain_events(
+        body, tenant=tenant, now_ms=now_ms, max_events=settings.max_batch_events
+    )
+    if checked_items is None:
+        limits = app[appkeys.LIMITS]
+        checked_items = [
+            validate(raw, tenant=tenant, now_ms=now_ms, limits=limits)
+            for raw in parse_body(body, settings.max_batch_events)
+        ]
     keys = app[appkeys.KEYS]
     shards = settings.shards
     horizon_ms = recent_horizon_ms(settings.dedupe_window_s, settings.future_tolerance_s)
@@ -209,8 +217,7 @@ async def _post_events(request: web.Request) -> web.Response:
     events: list[UsageEvent] = []  # the event of each item in to_commit
     slots: list[int] = []  # index in results of each item in to_commit
     reasons: dict[str, int] = {}
-    for raw in raw_items:
-        checked = validate(raw, tenant=tenant, now_ms=now_ms, limits=limits)
+    for checked in checked_items:
         if type(checked) is UsageEvent:
             event_id = checked.id
             shard = crc32(event_id.encode(), seed) % shards

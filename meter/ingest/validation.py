@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from meter.config import Settings
@@ -196,6 +197,50 @@ def validate(raw: Any, *, tenant: str, now_ms: int, limits: Limits) -> UsageEven
 _PLAIN_FIELDS = frozenset({"id", "customer", "meter", "value"})
 # UsageEvent from a tuple in field order, without the NamedTuple's Python-level __new__.
 _new_event = functools.partial(tuple.__new__, UsageEvent)
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+
+
+class _Plain(msgspec.Struct, forbid_unknown_fields=True):
+    """The plain shape validate() accepts in one pass, as msgspec checks it while decoding."""
+
+    id: _Id
+    customer: _Name
+    meter: _Name
+    value: Annotated[int, msgspec.Meta(ge=0, lt=_MAX_INT)] = 1
+
+
+_PLAIN_DECODER = msgspec.json.Decoder(list[_Plain] | _Plain)
+
+
+def plain_events(
+    body: bytes, *, tenant: str, now_ms: int, max_events: int
+) -> list[UsageEvent] | None:
+    """The body's events when it is one event or a batch of them (at most `max_events`), every
+    one of the plain shape; else None, and the body is parsed and each item validated on its own.
+
+    Optimisation: msgspec decodes and checks the plain shape in one C pass, ~4× faster than
+    parsing with orjson and validating in Python (docs/performance.md). Whatever it accepts
+    validate() accepts alike (a property test compares them); anything else, a rejection
+    included, is answered by the item-by-item path, so every reason and message stays its own.
+    """
+    try:
+        doc = _PLAIN_DECODER.decode(body)
+    except msgspec.MsgspecError:
+        return None
+    plains = [doc] if type(doc) is _Plain else doc
+    if type(plains) is not list or len(plains) > max_events:
+        return None
+    events = []
+    for p in plains:
+        # Postgres text cannot hold U+0000 (see _text); msgspec has no such constraint.
+        if "\x00" in p.id or "\x00" in p.customer or "\x00" in p.meter:
+            return None
+        events.append(
+            _new_event((tenant, p.id, p.customer, p.meter, str(p.value), now_ms, now_ms, None))
+        )
+    return events
 
 
 def _validate(raw: Any, tenant: str, now_ms: int, limits: Limits) -> UsageEvent | Rejection:

@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from meter.errors import InvalidRequest
 from meter.events import UsageEvent
 from meter.ingest.endpoint import parse_body
-from meter.ingest.validation import Limits, Rejection, parse_timestamp_ms, validate
+from meter.ingest.validation import (
+    Limits,
+    Rejection,
+    parse_timestamp_ms,
+    plain_events,
+    validate,
+)
 
 NOW_MS = 1_795_000_000_000  # 2026-11-18T...Z
 LIMITS = Limits(
@@ -277,3 +283,98 @@ def test_plain_shape_fast_path_answers_as_the_full_checks(
     assert validate(raw, tenant="acme", now_ms=NOW_MS, limits=LIMITS) == _validate(
         raw, "acme", NOW_MS, LIMITS
     )
+
+
+MAX_EVENTS = 4
+
+
+def item_by_item(body: bytes) -> list[UsageEvent | Rejection] | str:
+    """What the endpoint answers by parsing the body and validating each item on its own."""
+    try:
+        items = parse_body(body, MAX_EVENTS)
+    except InvalidRequest as exc:
+        return exc.message
+    return [check(raw) for raw in items]
+
+
+def plain(body: bytes) -> list[UsageEvent] | None:
+    return plain_events(body, tenant="acme", now_ms=NOW_MS, max_events=MAX_EVENTS)
+
+
+_item = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": _name,
+        "customer": _name,
+        "meter": _name,
+        "value": st.one_of(
+            st.integers(-3, 3),
+            st.sampled_from([10**15 - 1, 10**15, 2**64, True, 1.0, 1.5, -1.0, None, "1"]),
+        ),
+        "timestamp": st.sampled_from([NOW_MS // 1000, "2026-11-18T00:00:00Z", None]),
+        "properties": st.sampled_from([{}, {"model": "large"}, None, []]),
+        "bogus": st.just(1),
+    },
+).map(lambda d: {k: v for k, v in d.items() if v is not _MISSING})
+_plain_item = st.fixed_dictionaries(
+    {
+        "id": st.text(min_size=1, max_size=100),
+        "customer": st.text(min_size=1, max_size=100),
+        "meter": st.text(min_size=1, max_size=100),
+    },
+    optional={"value": st.integers(0, 10**15 - 1)},
+)
+
+
+def _body(doc: object) -> bytes:
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # a lone surrogate, which no client can send as UTF-8 either
+        return b""
+
+
+@settings(max_examples=1000)
+@given(st.one_of(_item, st.lists(_item, max_size=MAX_EVENTS + 1)))
+def test_the_plain_batch_decoder_answers_as_item_by_item_validation(doc: object) -> None:
+    # Whatever the one-pass decoder accepts is what parsing and validating each item gives;
+    # everything else (None) takes that path itself.
+    body = _body(doc)
+    events = plain(body)
+    if events is not None:
+        assert events == item_by_item(body)
+
+
+@settings(max_examples=300)
+@given(st.one_of(_plain_item, st.lists(_plain_item, max_size=MAX_EVENTS)))
+def test_plain_events_take_the_one_pass_decoder(doc: object) -> None:
+    body = _body(doc)
+    expected = item_by_item(body)
+    if body and all(type(e) is UsageEvent for e in expected):  # no NUL in a name
+        assert plain(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "one_pass"),
+    [
+        (b'{"id": "a", "id": "b", "customer": "c", "meter": "m"}', True),  # the last one counts
+        (b'{"id": "a", "customer": "c", "meter": "m", "value": 3}  \n', True),
+        (b'[{"id": "a", "customer": "c\\u00e9", "meter": "m"}]', True),
+        (b"[]", True),
+        (b'{"id": "a", "customer": "c\\u0000", "meter": "m"}', False),
+        (b'{"id": "a", "customer": "c", "meter": "m", "value": 3.0}', False),
+        (b'{"id": "\\ud800", "customer": "c", "meter": "m"}', False),
+        (b'\xef\xbb\xbf{"id": "a", "customer": "c", "meter": "m"}', False),
+        (b'[{"id": "a", "customer": "c", "meter": "m"}] x', False),
+        (
+            b"["
+            + b",".join([b'{"id": "a", "customer": "c", "meter": "m"}'] * (MAX_EVENTS + 1))
+            + b"]",
+            False,
+        ),
+    ],
+)
+def test_the_plain_batch_decoder_on_the_edges_of_json(body: bytes, one_pass: bool) -> None:
+    events = plain(body)
+    assert (events is not None) == one_pass
+    if events is not None:
+        assert events == item_by_item(body)

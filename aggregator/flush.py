@@ -249,9 +249,10 @@ async def flush_shard(
     # 8b. Tell the alert evaluator whose usage changed: after the commit, so that it reads what
     #     was folded. Best effort: a touch lost here (crash, Redis error) is found by the
     #     evaluator's sweep, only later (docs/alerts.md).
-    if new_pairs:
+    if rollups:
         try:
-            touched = {(e.tenant, e.customer, e.meter) for _, e in new_pairs}
+            # Per bucket, not per event: the buckets are those of the new events.
+            touched = {(k.tenant, k.customer, k.meter) for k in rollups}
             await touches.publish(redis, keys, touched)
         except REDIS_ERRORS as exc:
             log.warning("alert touches not published", extra={"error": str(exc)})

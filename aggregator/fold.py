@@ -13,6 +13,7 @@ import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 import orjson
 
@@ -21,10 +22,12 @@ from aggregator.windows import bucket_window
 from meter.events import UsageEvent
 
 
-@dataclass(frozen=True, slots=True)
-class BucketKey:
+class BucketKey(NamedTuple):
     """(tenant, customer, meter, subscription item, hour ∩ billing period, combination of
-    dimension values: '' for none, docs/dimensions.md)."""
+    dimension values: '' for none, docs/dimensions.md).
+
+    A NamedTuple, not a frozen dataclass: the fold looks a key up once per event, and a tuple
+    hashes and compares in C (the dataclass's Python `__hash__` was 2 % of the aggregator)."""
 
     tenant: str
     customer: str
@@ -48,16 +51,7 @@ class BucketKey:
         )
 
     def with_dims(self, dims: str) -> BucketKey:
-        return BucketKey(
-            self.tenant,
-            self.customer,
-            self.meter,
-            self.item,
-            self.period_start_ms,
-            self.start_ms,
-            self.end_ms,
-            dims,
-        )
+        return self._replace(dims=dims)
 
 
 def bucket_of(event: UsageEvent, attribution: Attribution) -> BucketKey:

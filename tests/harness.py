@@ -16,8 +16,9 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
@@ -25,6 +26,8 @@ import asyncpg
 from meter.embedded import EmbeddedRedis, port_open
 from meter.migrate import migrate
 from meter.stripe_emulator import EmulatorConfig
+
+T = TypeVar("T")
 
 STRIPE_METER_PATH = "*/billing/meter_event*"  # v2 session + stream, v1 meter events
 STRIPE_FAULTS = ("stripe_429", "stripe_5xx", "stripe_timeout", "stripe_drop")
@@ -96,16 +99,47 @@ async def wait_port(port: int, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
+def lost_connection_errors() -> list[Exception]:
+    """What a worker's round meets when Postgres terminates a pooled connection (asyncpg raises
+    the first or the second, depending on when the termination reached it) or a pool has none
+    to give."""
+    return [
+        asyncpg.InterfaceError("connection is closed"),
+        asyncpg.InternalClientError(
+            "cannot switch to state 15; another operation (2) is in progress"
+        ),
+        TimeoutError(),
+    ]
+
+
+def failing_first(
+    real: Callable[[], Awaitable[T]], failures: list[Exception]
+) -> Callable[[], Awaitable[T]]:
+    """`real`, except that its first calls raise `failures`, one each, in order."""
+
+    async def call() -> T:
+        if failures:
+            raise failures.pop(0)
+        return await real()
+
+    return call
+
+
 async def terminate_backends(database_url: str) -> None:
     """Every connection of the run's database dies at once, as in a Postgres restart."""
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
+        await terminate_others(conn)
     finally:
         await conn.close()
+
+
+async def terminate_others(conn: asyncpg.Connection) -> None:
+    """Every connection of `conn`'s database but `conn` dies at once."""
+    await conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
 
 
 def stripe_fault_rule(kind: str, rng: random.Random) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 from meter import wiring
 from meter.config import Settings
 from meter.stripe_emulator.server import RunningEmulator
-from reporter.outbox import BuildResult
 from reporter.worker import Reporter
+from tests.harness import failing_first, lost_connection_errors, terminate_others
 from tests.integration.aggregator.conftest import Client
 
 from .conftest import (
@@ -265,26 +265,10 @@ async def test_the_run_loop_outlives_connections_terminated_under_its_pool(
     s = rsettings.replace(reporter_poll_interval_s=0.05)
     stop = asyncio.Event()
     async with Reporter(s, directory=wiring.customer_directory()) as reporter:
-        failures: list[Exception] = [
-            asyncpg.InterfaceError("connection is closed"),
-            asyncpg.InternalClientError(
-                "cannot switch to state 15; another operation (2) is in progress"
-            ),
-            TimeoutError(),
-        ]
-        real_build = reporter.build
-
-        async def flaky_build() -> BuildResult:
-            if failures:
-                raise failures.pop(0)
-            return await real_build()
-
-        monkeypatch.setattr(reporter, "build", flaky_build)
+        failures = lost_connection_errors()
+        monkeypatch.setattr(reporter, "build", failing_first(reporter.build, failures))
         loop = asyncio.create_task(reporter.run(stop))
-        await db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
+        await terminate_others(db)
         async with asyncio.timeout(60):
             while await db.fetchval(
                 "SELECT count(*) FROM report_outbox WHERE status <> 'sent'"

@@ -19,6 +19,7 @@ from meter.config import Settings
 from meter.webhooks import endpoints, events, signing, store
 from notifier import egress
 from notifier.worker import Notifier, lease_seconds
+from tests.harness import failing_first, lost_connection_errors, terminate_others
 
 from .conftest import Clock, Receiver, add_endpoint, closed_port_url
 
@@ -435,31 +436,14 @@ async def test_the_run_loop_outlives_closed_connections_and_pool_timeouts(
     s = nsettings.replace(notifier_poll_interval_s=0.05)
     stop = asyncio.Event()
     async with Notifier(s, clock=clock) as notifier:
-        # What a round meets when a connection dies under it (asyncpg raises one of the first
-        # two, depending on when the termination reached it), or the pool has none to give.
-        failures: list[Exception] = [
-            asyncpg.InterfaceError("connection is closed"),
-            asyncpg.InternalClientError(
-                "cannot switch to state 15; another operation (2) is in progress"
-            ),
-            TimeoutError(),
-        ]
-        real_round = notifier.round
-
-        async def flaky_round() -> int:
-            if failures:
-                raise failures.pop(0)
-            return await real_round()
-
-        monkeypatch.setattr(notifier, "round", flaky_round)
+        monkeypatch.setattr(
+            notifier, "round", failing_first(notifier.round, lost_connection_errors())
+        )
         loop = asyncio.create_task(notifier.run(stop))
         await received(receiver, 1)
         assert notifier.metrics.errors._value.get() == 3
         # Every connection of the notifier terminated by Postgres: the loop goes on.
-        await db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
+        await terminate_others(db)
         second = await enqueue(db, "s-2")
         await received(receiver, 2)
         assert not loop.done()

@@ -15,6 +15,10 @@ ON CONFLICT (id) DO NOTHING RETURNING id
 SET_EVENT_OUTCOME = "UPDATE stripe_events SET outcome = $2 WHERE id = $1"
 
 # --- customers --------------------------------------------------------------------------------
+# Two writers of one new customer (checkout and its `customer.created` webhook) take turns: the
+# row lock below has no row to lock yet, and ON CONFLICT resolves only the Stripe id, so the
+# second insert failed on the other unique index (one live customer per external id).
+LOCK_CUSTOMER = "SELECT pg_advisory_xact_lock(hashtextextended('customer:' || $1, 0))"
 CUSTOMER_CREATED_FOR_UPDATE = (
     "SELECT event_created, tenant, external_id FROM customers WHERE stripe_id = $1 FOR UPDATE"
 )

@@ -78,6 +78,7 @@ async def _customer_keys(conn: asyncpg.Connection, stripe_id: str) -> set[tuple[
 async def apply_customer(
     conn: asyncpg.Connection, obj: Obj, created: int, refetch: Refetch, default_tenant: str
 ) -> Effects:
+    await conn.execute(queries.LOCK_CUSTOMER, obj["id"])
     stored = await conn.fetchrow(queries.CUSTOMER_CREATED_FOR_UPDATE, obj["id"])
     decision = order_decision(None if stored is None else stored["event_created"], created)
     if decision is Order.SKIP:
@@ -112,6 +113,7 @@ async def link_customer(
     conn: asyncpg.Connection, stripe_id: str, tenant: str, external_id: str
 ) -> Effects:
     """Tie a Stripe customer to our id (checkout's client_reference_id)."""
+    await conn.execute(queries.LOCK_CUSTOMER, stripe_id)
     owner = await conn.fetchval(queries.EXTERNAL_ID_OWNER, tenant, external_id)
     if owner is None or owner == stripe_id:
         await conn.execute(queries.LINK_CUSTOMER, stripe_id, tenant, external_id)

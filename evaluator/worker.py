@@ -37,6 +37,7 @@ from meter.connections import (
     PooledConnection,
     RedisClient,
     acquire,
+    close_pool,
     redis_client,
 )
 from meter.core import touches
@@ -133,7 +134,7 @@ class Evaluator:
     async def __aexit__(self, *exc: object) -> None:
         if self._own_redis and self._redis is not None:
             await self._redis.aclose()
-        await self.pool.close()
+        await close_pool(self.pool, "evaluator")
 
     # -- evaluation ------------------------------------------------------------------------
 

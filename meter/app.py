@@ -17,7 +17,7 @@ from meter.alerts import routes as alert_routes
 from meter.auth import KeyCache
 from meter.billing import routes as billing_routes
 from meter.config import Settings
-from meter.connections import PooledConnection, acquire, redis_client
+from meter.connections import PooledConnection, acquire, close_pool, redis_client
 from meter.errors import InvalidRequest, MeteringError, Unavailable
 from meter.health import healthz, readyz
 from meter.ingest.committer import Committer
@@ -145,7 +145,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         await committer.stop()
         await redis.aclose()
-        await pool.close()
+        await close_pool(pool, "api")
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -3,7 +3,9 @@ the API's pooled Postgres connections."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias, cast
 from urllib.parse import urlsplit
@@ -15,6 +17,11 @@ from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisClusterException, RedisError
 
 from meter.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# How long closing a pool waits for the connections still held (see close_pool).
+POOL_CLOSE_TIMEOUT_S = 10.0
 
 # What `redis_client` returns: a single Redis, or a Redis Cluster client (METER_REDIS_URL with
 # a comma list of nodes). Both speak every command meter uses; the committer tells them apart.
@@ -103,3 +110,20 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A connection borrowed from `pool`, typed as one: the pool's proxy forwards every method."""
     async with pool.acquire() as proxy:
         yield cast(asyncpg.Connection, proxy)
+
+
+async def close_pool(
+    pool: asyncpg.Pool, name: str, timeout_s: float = POOL_CLOSE_TIMEOUT_S
+) -> None:
+    """Close `pool` at shutdown. asyncpg waits, with no end, for every connection still held; a
+    task that never gives one back (stuck on a lock or a peer) would hold the process's exit,
+    so past `timeout_s` the pool is terminated and those connections closed under their holders
+    (an open transaction of theirs rolls back)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        log.warning(
+            "postgres pool terminated: a connection was still held at shutdown",
+            extra={"pool": name, "waited_s": timeout_s},
+        )
+        pool.terminate()

@@ -34,7 +34,7 @@ import asyncpg
 import orjson
 
 from meter.config import Settings
-from meter.connections import PG_ERRORS, acquire
+from meter.connections import PG_ERRORS, acquire, close_pool
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
 from meter.webhooks import events, signing, store
@@ -152,7 +152,7 @@ class Notifier:
         if self._http is not None:
             await self._http.close()
         if self._pool is not None:
-            await self._pool.close()
+            await close_pool(self._pool, "notifier")
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -13,7 +13,7 @@ import asyncpg
 import stripe
 
 from meter.config import Settings, check_stripe_api_version
-from meter.connections import PG_ERRORS, acquire
+from meter.connections import PG_ERRORS, acquire, close_pool
 from meter.crashpoints import Faults
 from meter.errors import ConfigError
 from meter.migrate import require_schema
@@ -129,7 +129,7 @@ class Reporter:
         if self._transport is not None:
             await self._transport.close()
         if self._pool is not None:
-            await self._pool.close()
+            await close_pool(self._pool, "reporter")
 
     @property
     def pool(self) -> asyncpg.Pool:

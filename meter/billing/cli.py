@@ -36,6 +36,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     from meter.billing.notify import LogNotifier
     from meter.billing.service import Billing
     from meter.billing.stripe_gateway import StripeGateway
+    from meter.connections import close_pool
     from meter.wiring import usage_upkeep
 
     gateway = StripeGateway.from_settings(settings)
@@ -64,7 +65,7 @@ async def run_sync(settings: Settings, args: argparse.Namespace) -> int:
             await billing.after_commit(conn, effects)
             mappings = await conn.fetch(queries.MAPPINGS_STRIPE_SIDE)
     finally:
-        await pool.close()
+        await close_pool(pool, "sync")
         await gateway.close()
     for kind, n in counts.items():
         print(f"{kind}: {n}")

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from meter import appkeys
 from meter.coalescing import Batcher
-from meter.connections import PooledConnection, acquire
+from meter.connections import PooledConnection, acquire, close_pool
 from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache
 
@@ -73,4 +73,4 @@ async def _shared_reads(app: web.Application) -> AsyncIterator[None]:
             app[appkeys.USAGE_PG] = pool
             yield
     finally:
-        await pool.close()
+        await close_pool(pool, "usage")

@@ -257,8 +257,7 @@ async def flush_shard(
         except REDIS_ERRORS as exc:
             log.warning("alert touches not published", extra={"error": str(exc)})
     # 9. Trim the stream up to the checkpoint. Only bounds Redis memory: a crash before it leaves
-    #    entries that step 1 skips next time (they lie at or before the checkpoint) and that the
-    #    next trim removes (a drain's, when no event follows them: worker._drain_shard).
+    #    entries that step 1 skips next time (they lie at or before the checkpoint).
     await redis.xtrim(stream, minid=next_stream_id(last_id), approximate=False)
     faults.hit("after_trim")
     return FlushResult(

@@ -17,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from aggregator import queries
 from aggregator.attribution import Attributor
 from aggregator.dimensions import GuardSet
-from aggregator.flush import CheckpointMoved, FlushResult, flush_shard, next_stream_id
+from aggregator.flush import CheckpointMoved, FlushResult, flush_shard
 from aggregator.leases import Leases
 from aggregator.maintenance import run_maintenance
 from aggregator.metrics import AggregatorMetrics
@@ -210,13 +210,6 @@ class Worker:
         while True:
             result = await self.flush(shard, lane)
             total += result.inserted
-            if not result.read and result.last_id is not None:
-                # Nothing past the checkpoint, yet the stream holds entries: those a crash
-                # between a commit and its trim left (flush.py, step 9). Trim them now, or they
-                # wait for the shard's next event.
-                await self.redis.xtrim(
-                    self.keys.stream(shard), minid=next_stream_id(result.last_id), approximate=False
-                )
             if not result.read or result.last_id is None:
                 return total
             if stream_id_key(result.last_id) >= end:

@@ -37,21 +37,6 @@ async def drain(settings: Settings, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
-async def test_a_drain_trims_what_a_crash_left_between_commit_and_trim(
-    client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
-) -> None:
-    # Killed right after its first commit: that shard's batch is folded, its entries untrimmed,
-    # and nothing comes after them. The next drain trims them although it has nothing to fold.
-    await post_events(client, api_key, make_events(40, seed=9))
-    accepted = await stream_events(redis, settings)
-    code, _ = await drain(settings, "--fault", "after_commit:1")
-    assert code != 0
-    code, _ = await drain(settings)
-    assert code == 0
-    assert await stream_lengths(redis, settings) == [0] * settings.shards
-    assert await rollups(db) == reference(accepted)
-
-
 async def test_parts_drain_every_shard_once(
     client: Client, api_key: str, redis: Redis, settings: Settings, db: asyncpg.Connection
 ) -> None:

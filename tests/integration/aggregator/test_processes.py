@@ -72,9 +72,10 @@ async def test_a_part_that_dies_leaves_its_shards_while_the_other_finishes(
 ) -> None:
     # Part 2 of 2 (odd shards) gets 40 events: at most 40/20 + shards/2 batches (4 with the
     # tests' 4 shards), so it never reaches the fault's 12th commit. Part 1 (even shards) gets
-    # 400 events, ≥ 20 batches, and is killed (SIGKILL) right after its 12th commit, before
-    # that batch's XTRIM.
-    await post_events(client, api_key, events_of_part(0, settings.shards, 400, seed=8))
+    # 800 events, ~20 batches on each of its two shards, and is killed (SIGKILL) right after its
+    # 12th commit, before that batch's XTRIM: never its shard's last batch, so the second drain
+    # has entries after it to fold and trims the killed batch's with them.
+    await post_events(client, api_key, events_of_part(0, settings.shards, 800, seed=8))
     await post_events(client, api_key, events_of_part(1, settings.shards, 40, seed=18))
     accepted = await stream_events(redis, settings)
 

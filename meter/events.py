@@ -1,6 +1,6 @@
 """The usage event as it travels from ingest through the Redis stream to the aggregator.
 
-The stream entry holds everything the aggregator needs, as one compact orjson field, so the
+The stream entry holds everything the aggregator needs, as one compact JSON field, so the
 aggregator never has to look anything up to fold an event.
 """
 
@@ -10,6 +10,7 @@ from decimal import Decimal
 from hashlib import sha256
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 
@@ -23,6 +24,17 @@ def event_key(tenant: str, event_id: str) -> bytes:
 _FORMAT = 1
 # The version and every field.
 _ENCODED_LEN = 9
+# Optimisation: msgspec writes a payload in ~0.2 µs; orjson.dumps took ~0.9 µs an event while a
+# batch's payloads wait for its flush (it starts every output in a large buffer), a tenth of
+# ingest's CPU for batches. Both write the same JSON but for a float's exponent (`1e+16` and
+# `1e16`: the same number); orjson still decodes every payload.
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_text(value: str) -> bytes:
+    """A string as a payload writes it: inside the array exactly as alone (the usage API's
+    scan looks for a customer's this way)."""
+    return _ENCODER.encode(value)
 
 
 class UsageEvent(NamedTuple):
@@ -46,20 +58,9 @@ class UsageEvent(NamedTuple):
         return Decimal(self.value)
 
     def encode(self) -> bytes:
-        """The stream payload (field `e` of the stream entry): a versioned JSON array."""
-        return orjson.dumps(
-            (
-                _FORMAT,
-                self.tenant,
-                self.id,
-                self.customer,
-                self.meter,
-                self.value,
-                self.timestamp_ms,
-                self.received_at_ms,
-                self.properties,
-            )
-        )
+        """The stream payload (field `e` of the stream entry): a versioned JSON array of the
+        version and every field, in field order."""
+        return _ENCODER.encode((_FORMAT, *self))
 
     @classmethod
     def decode(cls, payload: bytes | str) -> UsageEvent:

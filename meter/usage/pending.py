@@ -23,13 +23,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import cast
 
-import orjson
 from redis.asyncio.cluster import RedisCluster
 
 from meter.coalescing import Batcher
 from meter.connections import RedisClient
 from meter.core.streams import stream_id_key, text
-from meter.events import UsageEvent, event_key
+from meter.events import UsageEvent, event_key, json_text
 from meter.redis_keys import MAY_REPEAT_FIELD, Keys
 
 MAX_PENDING_SCAN = 2000
@@ -119,11 +118,11 @@ def _scan(
     scanned, truncated = 0, False
     wanted = set(customers)
     # Optimisation: the scan holds every customer's entries, and decoding each is costly
-    # (docs/performance.md). A payload is UsageEvent.encode(): orjson writes each
-    # string the same way inside the array as alone, so an entry of one of these customers
-    # contains orjson.dumps(customer) verbatim; entries without any are skipped undecoded. (A
-    # match elsewhere in the payload is only a wasted decode: the check below still decides.)
-    needles = [orjson.dumps(c) for c in wanted]
+    # (docs/performance.md). A payload is UsageEvent.encode(), which writes each string the
+    # same way inside the array as alone, so an entry of one of these customers contains
+    # json_text(customer) verbatim; entries without any are skipped undecoded. (A match
+    # elsewhere in the payload is only a wasted decode: the check below still decides.)
+    needles = [json_text(c) for c in wanted]
     for name, batch in streams:
         scanned += len(batch)
         truncated = truncated or len(batch) >= per_stream

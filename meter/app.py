@@ -139,7 +139,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await committer.start()
     log.info("meter serving", extra={"shards": settings.shards})
     try:
-        async with Blocks(redis, app[appkeys.KEYS]).running() as blocks:
+        async with (
+            Blocks(redis, app[appkeys.KEYS]).running() as blocks,
+            app[appkeys.METRICS].folding(),
+        ):
             app[appkeys.HARD_LIMITS] = blocks
             yield
     finally:

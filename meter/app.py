@@ -135,7 +135,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         lookup_burst=settings.api_key_lookup_burst,
     )
     app[appkeys.COMMITTER] = committer
-    app[appkeys.KNOWN_NAMES] = KnownNames(pool)
+    known_names = app[appkeys.KNOWN_NAMES] = KnownNames(pool)
     await committer.start()
     log.info("meter serving", extra={"shards": settings.shards})
     try:
@@ -147,6 +147,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             yield
     finally:
         await committer.stop()
+        await known_names.close()
         await redis.aclose()
         await close_pool(pool, "api")
 

@@ -168,12 +168,12 @@ async def _warn_unknown(
 ) -> None:
     """Outside strict mode: a `warning` on each item whose customer or meter billing does not
     know; the item stays accepted. Answered from the strict-mode cache (no query when warm)."""
-    bad_customers, bad_meters = await known.warnings(
-        tenant,
-        {e.customer for e in events},
-        {e.meter for e in events},
-        timeout_s=_WARNING_LOOKUP_TIMEOUT_S,
-    )
+    customers, meters = {e.customer for e in events}, {e.meter for e in events}
+    timeout_s = _WARNING_LOOKUP_TIMEOUT_S
+    answer = known.warnings_now(tenant, customers, meters, timeout_s=timeout_s)
+    if answer is None:  # a name never read: its first read, bounded by the timeout
+        answer = await known.warnings(tenant, customers, meters, timeout_s=timeout_s)
+    bad_customers, bad_meters = answer
     if not bad_customers and not bad_meters:
         return
     for slot, event in zip(slots, events, strict=True):

@@ -5,12 +5,16 @@ lost); the answer carries a `warning` (`unknown_customer` / `unknown_meter`) on 
 meter_event_warnings_total counts them. METER_STRICT trades that for early feedback: an unknown
 customer or meter is answered `rejected` with that reason, and nothing is written.
 Answers are cached per name for `ttl_s`, so a customer created in Stripe is accepted within
-`ttl_s` of its webhook, and a burst of events costs one query per request at most.
+`ttl_s` of its webhook, and a burst of events costs one query per request at most. Warnings
+never hold a request for a name already read: past `ttl_s` its answer serves while one read
+per tenant refreshes it in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from collections.abc import Collection
 
@@ -19,6 +23,8 @@ import asyncpg
 from meter import queries
 from meter.billing import queries as billing_queries
 from meter.connections import PG_ERRORS
+
+log = logging.getLogger(__name__)
 
 _MAX_ENTRIES = 100_000
 
@@ -31,6 +37,7 @@ class KnownNames:
         self._ttl_s = ttl_s
         self._customers: dict[tuple[str, str], tuple[bool, float]] = {}
         self._meters: dict[tuple[str, str], tuple[bool, float]] = {}
+        self._refreshing: dict[str, asyncio.Task[tuple[set[str], set[str]]]] = {}
 
     async def unknown(
         self, tenant: str, customers: Collection[str], meters: Collection[str]
@@ -60,19 +67,54 @@ class KnownNames:
             {m for m in meters if not self._meters[tenant, m][0]},
         )
 
+    def warnings_now(
+        self, tenant: str, customers: Collection[str], meters: Collection[str], *, timeout_s: float
+    ) -> tuple[set[str], set[str]] | None:
+        """The warnings from the cache, without waiting: None when a name was never read (then
+        await `warnings`). Entries past `ttl_s` still answer — a warning is advice — while one
+        read per tenant refreshes them in the background: a request never waits on Postgres
+        for a name it has seen."""
+        unknown_customers: set[str] = set()
+        unknown_meters: set[str] = set()
+        now = time.monotonic()
+        stale = False
+        for cache, names, unknown in (
+            (self._customers, customers, unknown_customers),
+            (self._meters, meters, unknown_meters),
+        ):
+            for name in names:
+                entry = cache.get((tenant, name))
+                if entry is None:
+                    return None
+                if not entry[0]:
+                    unknown.add(name)
+                if entry[1] < now:
+                    stale = True
+        if stale and tenant not in self._refreshing:
+            refresh = self.warnings(tenant, customers, meters, timeout_s=timeout_s)
+            task = asyncio.create_task(refresh)
+            self._refreshing[tenant] = task
+            task.add_done_callback(functools.partial(self._refreshed, tenant))
+        return unknown_customers, unknown_meters
+
+    async def close(self) -> None:
+        """Cancel the background refreshes (before the pool closes)."""
+        tasks = list(self._refreshing.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refreshed(self, tenant: str, task: asyncio.Task[tuple[set[str], set[str]]]) -> None:
+        self._refreshing.pop(tenant, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("known names: refresh failed", extra={"error": repr(task.exception())})
+
     async def warnings(
         self, tenant: str, customers: Collection[str], meters: Collection[str], *, timeout_s: float
     ) -> tuple[set[str], set[str]]:
         """`unknown`, best effort, for warnings outside strict mode: when Postgres fails or is
         slower than `timeout_s`, nothing is unknown and the names are not asked again for
         `ttl_s` — ingest, which needs only Redis, never waits on nor fails with Postgres."""
-        now = time.monotonic()
-        # Warm: one pass over the names, no task, no query.
-        unknown_customers = self._fresh_unknown(self._customers, tenant, customers, now)
-        if unknown_customers is not None:
-            unknown_meters = self._fresh_unknown(self._meters, tenant, meters, now)
-            if unknown_meters is not None:
-                return unknown_customers, unknown_meters
         try:
             return await asyncio.wait_for(self.unknown(tenant, customers, meters), timeout_s)
         except PG_ERRORS:
@@ -81,23 +123,6 @@ class KnownNames:
                 stale = self._stale(cache, tenant, names, now)
                 self._store(cache, tenant, stale, stale, now)
             return set(), set()
-
-    @staticmethod
-    def _fresh_unknown(
-        cache: dict[tuple[str, str], tuple[bool, float]],
-        tenant: str,
-        names: Collection[str],
-        now: float,
-    ) -> set[str] | None:
-        """The names cached as unknown; None when any name is not cached or its entry is stale."""
-        unknown = set()
-        for name in names:
-            entry = cache.get((tenant, name))
-            if entry is None or entry[1] < now:
-                return None
-            if not entry[0]:
-                unknown.add(name)
-        return unknown
 
     @staticmethod
     def _stale(

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from meter import appkeys
 from meter.config import Settings
+from meter.ingest.strict import KnownNames
 from tests.conftest import start_client
 from tests.integration.test_ingest import auth_header, ev, stream_events
 
@@ -135,3 +136,30 @@ async def test_warnings_never_hold_ingest_when_postgres_is_gone(
     assert response.status == 200, doc
     assert doc["results"][0]["status"] == "accepted"
     assert "warning" not in doc["results"][0]
+
+
+async def test_a_warning_past_its_ttl_answers_at_once_and_is_refreshed_behind(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Outside strict mode a request never waits on Postgres for a name it has seen: a stale
+    entry answers, one read refreshes it; only a name never read waits for its first read."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    known = KnownNames(pool, ttl_s=0.0)  # every entry is stale as soon as it is read
+    try:
+        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) is None  # never read
+        assert await known.warnings("acme", {"late"}, {"m"}, timeout_s=1) == ({"late"}, {"m"})
+        await db.execute(
+            """INSERT INTO customers (stripe_id, tenant, external_id, event_created)
+               VALUES ('cus_late', 'acme', 'late', 1)"""
+        )
+        # Stale: the cached answer at once, and one refresh behind it (per tenant at a time).
+        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == ({"late"}, {"m"})
+        refresh = known._refreshing["acme"]
+        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == ({"late"}, {"m"})
+        assert known._refreshing["acme"] is refresh
+        await refresh
+        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == (set(), {"m"})
+    finally:
+        await known.close()
+        await pool.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from meter.auth import KeyCache
+from meter.auth import KEY_CACHE as KEY_CACHE
 from meter.billing.service import Billing
 from meter.coalescing import Batcher
 from meter.config import Settings
@@ -27,7 +27,7 @@ KEYS = web.AppKey("keys", Keys)
 LIMITS = web.AppKey("limits", Limits)
 PG = web.AppKey("pg", asyncpg.Pool)
 REDIS = web.AppKey[RedisClient]("redis")
-KEY_CACHE = web.AppKey("key_cache", KeyCache)
+# KEY_CACHE (API key → tenant) is imported above from meter/auth.py, which uses it.
 # Per API key ingest rate limit; None when METER_INGEST_RATE_LIMIT=0.
 RATE_LIMITER = web.AppKey[RateLimiter | None]("rate_limiter")
 # Per tenant limit of billing requests that call Stripe; None when METER_BILLING_RATE_LIMIT=0.

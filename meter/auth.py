@@ -146,16 +146,17 @@ class KeyCache:
 
 
 _BEARER = "Bearer "
+# The app's key cache; meter/appkeys.py names it with the others (defined here, where its class
+# is, so that authenticating needs no import at each request).
+KEY_CACHE = web.AppKey("key_cache", KeyCache)
 
 
 async def authenticate_key(request: web.Request) -> tuple[str, bytes]:
     """The tenant of the request's API key and the key's sha256, or AuthenticationError."""
-    from meter import appkeys  # appkeys names this module's KeyCache: imported on use
-
     header = request.headers.get("Authorization", "")
     if not header.startswith(_BEARER):
         raise AuthenticationError("missing `Authorization: Bearer <api key>` header")
-    tenant, digest = await request.app[appkeys.KEY_CACHE].resolve(header[len(_BEARER) :].strip())
+    tenant, digest = await request.app[KEY_CACHE].resolve(header[len(_BEARER) :].strip())
     if tenant is None:
         raise AuthenticationError("invalid or revoked API key")
     return tenant, digest

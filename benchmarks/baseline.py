@@ -11,7 +11,10 @@ from aiohttp import web
 
 
 async def events(request: web.Request) -> web.Response:
-    doc = orjson.loads(await request.read())
+    # The body is read as meter reads it (meter/bodies.py): at EOF, without `request.read()`,
+    # which costs ~13 µs more a request in aiohttp 3.14; the ratio then shows meter's own work.
+    content = request.content
+    doc = orjson.loads(content.read_nowait() if content.is_eof() else await request.read())
     n = len(doc) if isinstance(doc, list) else 1
     return web.Response(
         status=202, body=orjson.dumps({"accepted": n}), content_type="application/json"

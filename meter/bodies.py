@@ -59,8 +59,18 @@ def decode(raw: bytes, encoding: str, max_bytes: int) -> bytes:
 
 async def read_body(request: web.Request) -> bytes:
     """The request's body, decoded; the limit is the app's `client_max_size` both ways."""
-    raw = await request.read()  # aiohttp refuses more than client_max_size bytes (413)
-    return decode(raw, request.headers.get("Content-Encoding", ""), request.client_max_size)
+    content = request.content
+    limit = request.client_max_size
+    if content.is_eof():
+        # Optimisation: the whole body is already buffered (a small request arrives in one
+        # read), so it is taken as it is; `request.read()` costs ~13 µs more a request in
+        # aiohttp 3.14 (docs/performance.md).
+        raw = content.read_nowait()
+        if len(raw) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    else:
+        raw = await request.read()  # aiohttp refuses more than client_max_size bytes (413)
+    return decode(raw, request.headers.get("Content-Encoding", ""), limit)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -37,7 +37,9 @@ class KnownNames:
         self._ttl_s = ttl_s
         self._customers: dict[tuple[str, str], tuple[bool, float]] = {}
         self._meters: dict[tuple[str, str], tuple[bool, float]] = {}
-        self._refreshing: dict[str, asyncio.Task[tuple[set[str], set[str]]]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        # Per tenant, the customers and meters found stale since its refresh last took them.
+        self._pending: dict[str, tuple[set[str], set[str]]] = {}
 
     async def unknown(
         self, tenant: str, customers: Collection[str], meters: Collection[str]
@@ -72,8 +74,8 @@ class KnownNames:
     ) -> tuple[set[str], set[str]] | None:
         """The warnings from the cache, without waiting: None when a name was never read (then
         await `warnings`). Entries past `ttl_s` still answer — a warning is advice — while one
-        read per tenant refreshes them in the background: a request never waits on Postgres
-        for a name it has seen."""
+        task per tenant reads again, in the background, every name found stale meanwhile: a
+        request never waits on Postgres for a name it has seen."""
         unknown_customers: set[str] = set()
         unknown_meters: set[str] = set()
         now = time.monotonic()
@@ -90,21 +92,33 @@ class KnownNames:
                     unknown.add(name)
                 if entry[1] < now:
                     stale = True
-        if stale and tenant not in self._refreshing:
-            refresh = self.warnings(tenant, customers, meters, timeout_s=timeout_s)
-            task = asyncio.create_task(refresh)
-            self._refreshing[tenant] = task
-            task.add_done_callback(functools.partial(self._refreshed, tenant))
+        if stale:
+            pending = self._pending.get(tenant)
+            if pending is None:
+                pending = self._pending[tenant] = (set(), set())
+            pending[0].update(customers)
+            pending[1].update(meters)
+            if tenant not in self._refreshing:
+                task = asyncio.create_task(self._refresh(tenant, timeout_s))
+                self._refreshing[tenant] = task
+                task.add_done_callback(functools.partial(self._refreshed, tenant))
         return unknown_customers, unknown_meters
+
+    async def _refresh(self, tenant: str, timeout_s: float) -> None:
+        """Read the names requests found stale, until none is left: the entries of a thousand
+        customers going stale in turn cost a query per round, not one per request."""
+        while pending := self._pending.pop(tenant, None):
+            await self.warnings(tenant, pending[0], pending[1], timeout_s=timeout_s)
 
     async def close(self) -> None:
         """Cancel the background refreshes (before the pool closes)."""
+        self._pending.clear()
         tasks = list(self._refreshing.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _refreshed(self, tenant: str, task: asyncio.Task[tuple[set[str], set[str]]]) -> None:
+    def _refreshed(self, tenant: str, task: asyncio.Task[None]) -> None:
         self._refreshing.pop(tenant, None)
         if not task.cancelled() and task.exception() is not None:
             log.warning("known names: refresh failed", extra={"error": repr(task.exception())})

@@ -3,6 +3,7 @@ accepted with a warning in the answer and counted (meter_event_warnings_total)."
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import asyncpg
@@ -160,6 +161,42 @@ async def test_a_warning_past_its_ttl_answers_at_once_and_is_refreshed_behind(
         assert known._refreshing["acme"] is refresh
         await refresh
         assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == (set(), {"m"})
+    finally:
+        await known.close()
+        await pool.close()
+
+
+class CountingReads(KnownNames):
+    reads = 0
+
+    async def unknown(
+        self, tenant: str, customers: Collection[str], meters: Collection[str]
+    ) -> tuple[set[str], set[str]]:
+        self.reads += 1
+        return await super().unknown(tenant, customers, meters)
+
+
+async def test_names_found_stale_meanwhile_are_read_again_together(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """Customers going stale one request after another cost one read between them, not one
+    each (a thousand customers' entries expire in turn under steady load)."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    known = CountingReads(pool, ttl_s=0.0)
+    names = [f"c{n}" for n in range(50)]
+    try:
+        await known.warnings("acme", set(names), {"m"}, timeout_s=1)
+        await db.execute(
+            """INSERT INTO customers (stripe_id, tenant, external_id, event_created)
+               SELECT 'cus_' || n, 'acme', 'c' || n, 1 FROM generate_series(0, 49) AS n"""
+        )
+        for name in names:  # one request each, before the refresh task first runs
+            assert known.warnings_now("acme", {name}, {"m"}, timeout_s=1) == ({name}, {"m"})
+        await known._refreshing["acme"]
+        assert known.reads == 2  # the first read, then one refresh for all fifty
+        answers = [known.warnings_now("acme", {n}, {"m"}, timeout_s=1) for n in names]
+        assert answers == [(set(), {"m"})] * len(names)
     finally:
         await known.close()
         await pool.close()

@@ -156,8 +156,11 @@ class Metrics:
             ["warning"],
             registry=r,
         )
-        for warning in ("unknown_customer", "unknown_meter"):
-            self.warnings.labels(warning)  # exported at 0, so an alert sees the series
+        # Exported at 0, so an alert sees the series; counted on the hot path like the below.
+        self.warned = {
+            warning: HotCounter(self.warnings.labels(warning))
+            for warning in ("unknown_customer", "unknown_meter")
+        }
         self.requests = Counter(
             "meter_ingest_requests", "Ingest requests by HTTP status.", ["code"], registry=r
         )
@@ -180,6 +183,7 @@ class Metrics:
         )
         self.request_events = HotHistogram(request_events, _SIZE_BUCKETS)
         self._hot: tuple[HotCounter | HotHistogram, ...] = (
+            *self.warned.values(),
             self.events_accepted,
             self.requests_ok,
             self.request_seconds,

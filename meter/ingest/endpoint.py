@@ -278,7 +278,7 @@ async def _post_events(request: web.Request) -> web.Response:
     for reason, n in reasons.items():
         metrics.events.labels("rejected", reason).inc(n)
     for warning, n in warned.items():
-        metrics.warnings.labels(warning).inc(n)
+        metrics.warned[warning].inc(n)
     metrics.request_events.observe(len(results))
     metrics.request_seconds.observe(time.perf_counter() - started)
     body = orjson.dumps(

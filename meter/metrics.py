@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -90,12 +90,13 @@ class HotHistogram:
 
     __slots__ = ("_bounds", "_folded", "_folded_sum", "_target", "counts", "sum")
 
-    def __init__(self, target: Histogram, buckets: Sequence[float]) -> None:
+    def __init__(self, target: Histogram) -> None:
         self._target = target
-        self._bounds = list(buckets)  # `le` is inclusive: bisect_left finds a value's bucket
-        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        # The target's own bounds, +Inf last; `le` is inclusive: bisect_left finds a value's.
+        self._bounds = list(target._upper_bounds)
+        self.counts = [0] * len(self._bounds)
         self.sum = 0.0
-        self._folded = [0] * (len(buckets) + 1)
+        self._folded = [0] * len(self._bounds)
         self._folded_sum = 0.0
 
     def observe(self, value: float) -> None:
@@ -174,14 +175,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.request_seconds = HotHistogram(request_seconds, _LATENCY_BUCKETS)
+        self.request_seconds = HotHistogram(request_seconds)
         request_events = Histogram(
             "meter_ingest_request_events",
             "Events per ingest request.",
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
-        self.request_events = HotHistogram(request_events, _SIZE_BUCKETS)
+        self.request_events = HotHistogram(request_events)
         self._hot: tuple[HotCounter | HotHistogram, ...] = (
             *self.warned.values(),
             self.events_accepted,
@@ -218,7 +219,11 @@ class Metrics:
 
     @contextlib.asynccontextmanager
     async def folding(self) -> AsyncIterator[None]:
-        """Fold every FOLD_EVERY_S while the block runs, and once more at its end."""
+        """In a worker, fold every FOLD_EVERY_S while the block runs, and once more at its end;
+        a process of its own folds at each scrape and needs nothing more."""
+        if self._multiprocess_dir is None:
+            yield
+            return
 
         async def run() -> None:
             while True:
@@ -236,7 +241,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The exposition text: this process's metrics, or every worker's when there are several."""
-        self.fold()
         if self._multiprocess_dir is None:
-            return generate_latest(self.registry)
+            return generate_latest(self.registry)  # which folds first (_FoldOnCollect)
+        self.fold()  # this worker's own counts into its file, before the files are read
         return generate_latest(multiprocess_registry(self._multiprocess_dir))

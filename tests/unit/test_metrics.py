@@ -24,7 +24,7 @@ def exposition(observe: list[list[float]], hot: bool) -> dict[str, float]:
     registry = CollectorRegistry()
     histogram = Histogram("h", "h", buckets=BUCKETS, registry=registry)
     counter = Counter("c", "c", registry=registry)
-    hot_histogram, hot_counter = HotHistogram(histogram, BUCKETS), HotCounter(counter)
+    hot_histogram, hot_counter = HotHistogram(histogram), HotCounter(counter)
     for chunk in observe:  # a fold between chunks, as scrapes fall between requests
         for value in chunk:
             if hot:

@@ -229,8 +229,8 @@ def plain_events(
         doc = _PLAIN_DECODER.decode(body)
     except msgspec.MsgspecError:
         return None
-    plains = [doc] if type(doc) is _Plain else doc
-    if type(plains) is not list or len(plains) > max_events:
+    plains = [doc] if isinstance(doc, _Plain) else doc  # the decoder gives one or a list
+    if len(plains) > max_events:
         return None
     events = []
     for p in plains:

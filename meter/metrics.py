@@ -166,7 +166,7 @@ class Metrics:
             "meter_ingest_requests", "Ingest requests by HTTP status.", ["code"], registry=r
         )
         # The series every ingest request touches are counted in plain Python and folded into
-        # these at each scrape and every FOLD_EVERY_S (docs/performance.md).
+        # these at each scrape, in a worker every FOLD_EVERY_S (docs/performance.md).
         self.events_accepted = HotCounter(self.events.labels("accepted", ""))
         self.requests_ok = HotCounter(self.requests.labels("200"))
         request_seconds = Histogram(

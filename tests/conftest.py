@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -215,3 +218,72 @@ def tmp_dir(tmp_path: Path) -> Path:
     """A temp dir that a non-root server process (Postgres as root drops to `postgres`) can use."""
     tmp_path.chmod(0o755)
     return tmp_path
+
+
+# A test that hangs is failed by pytest-timeout, whose dump shows where each thread is, but an
+# event loop waiting in `select` says nothing of which task waits on what. Shortly before that
+# timeout, every pending task's stack is printed too.
+_TASK_DUMP_LEAD_S = 5.0
+
+
+@pytest.hookimpl
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    timeout = float(getattr(settings, "timeout", 0) or 0)
+    if timeout <= _TASK_DUMP_LEAD_S:
+        return
+    timer = threading.Timer(timeout - _TASK_DUMP_LEAD_S, _dump_tasks, args=(item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    item.stash[_TASK_DUMP] = timer
+
+
+@pytest.hookimpl
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_TASK_DUMP, None)
+    if timer is not None:
+        timer.cancel()
+
+
+_TASK_DUMP = pytest.StashKey[threading.Timer]()
+
+
+def _dump_tasks(nodeid: str) -> None:
+    """Print where every pending asyncio task waits, down its chain of awaits (read from this
+    timer's thread: the copy of the task set is retried if the loop changes it meanwhile)."""
+    for _ in range(10):
+        try:
+            tasks = [t for t in list(asyncio.tasks._all_tasks) if not t.done()]
+            break
+        except RuntimeError:
+            continue
+    else:
+        return
+    lines = [f"~~~ {len(tasks)} pending asyncio tasks of {nodeid} ~~~"]
+    for task in tasks:
+        lines.append(f"{task.get_name()}:")
+        awaited: Any = task.get_coro()
+        for _ in range(40):
+            frame = next(
+                (
+                    getattr(awaited, a)
+                    for a in ("cr_frame", "gi_frame", "ag_frame")
+                    if getattr(awaited, a, None) is not None
+                ),
+                None,
+            )
+            if frame is None:
+                lines.append(f"    awaits {awaited!r:.200}")
+                break
+            code = frame.f_code
+            lines.append(f"    {code.co_filename}:{frame.f_lineno} in {code.co_name}")
+            awaited = next(
+                (
+                    getattr(awaited, a)
+                    for a in ("cr_await", "gi_yieldfrom", "ag_await")
+                    if getattr(awaited, a, None) is not None
+                ),
+                None,
+            )
+            if awaited is None:
+                break
+    print("\n".join(lines), file=sys.stdout, flush=True)

@@ -45,6 +45,7 @@ from meter.core.streams import text
 from meter.crashpoints import Faults
 from meter.migrate import require_schema
 from meter.redis_keys import Keys
+from meter.tasks import cancel_and_wait
 from meter.webhooks import events
 
 log = logging.getLogger(__name__)
@@ -363,11 +364,7 @@ class Evaluator:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*tasks)
 
     async def _touch_round(self) -> None:
         try:

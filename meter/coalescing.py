@@ -16,9 +16,10 @@ arrived meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from meter.tasks import cancel_and_wait
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -44,9 +45,7 @@ class Batcher(Generic[A, R]):
 
     async def __aexit__(self, *exc: object) -> None:
         if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+            await cancel_and_wait(self._sender)
 
     async def __call__(self, arg: A) -> R:
         if self._sender is None or self._sender.done():

@@ -30,6 +30,7 @@ import orjson
 
 from meter.connections import REDIS_ERRORS, RedisClient
 from meter.redis_keys import BLOCK_LIMIT_SCRIPT, CLEAR_LIMIT_SCRIPT, Keys
+from meter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,4 @@ class Blocks:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)

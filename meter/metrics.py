@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from meter.errors import ConfigError
+from meter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -234,9 +235,7 @@ class Metrics:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             self.fold()
 
     def render(self) -> bytes:

@@ -32,6 +32,7 @@ from meter.connections import REDIS_ERRORS, RedisClient
 from meter.errors import Unavailable
 from meter.metrics import Metrics
 from meter.redis_keys import INGEST_SCRIPT, Keys
+from meter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,7 @@ class Committer:
 
     async def stop(self) -> None:
         """Flush what is queued, then stop."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self._queue:
             await self._flush(self._take())
         if self._flushes:

@@ -23,6 +23,7 @@ import asyncpg
 from meter import queries
 from meter.billing import queries as billing_queries
 from meter.connections import PG_ERRORS
+from meter.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ class KnownNames:
     async def close(self) -> None:
         """Cancel the background refreshes (before the pool closes)."""
         self._pending.clear()
-        tasks = list(self._refreshing.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._refreshing.values())
 
     def _refreshed(self, tenant: str, task: asyncio.Task[None]) -> None:
         self._refreshing.pop(tenant, None)

@@ -5,7 +5,6 @@ meter's app in one call."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,6 +13,7 @@ from aiohttp import web
 from meter import appkeys
 from meter.coalescing import Batcher
 from meter.connections import PooledConnection, acquire, close_pool
+from meter.tasks import cancel_and_wait
 from meter.usage import api, pending, plans, queries, store
 from meter.usage.plans import PlanCache
 
@@ -35,9 +35,7 @@ async def _plan_listener(app: web.Application) -> AsyncIterator[None]:
         plans.listen(app[appkeys.SETTINGS].database_url, app[appkeys.USAGE_PLANS])
     )
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
 
 
 async def _shared_reads(app: web.Application) -> AsyncIterator[None]:

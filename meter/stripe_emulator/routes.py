@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -24,6 +23,7 @@ from meter.stripe_emulator import (
     webhooks,
 )
 from meter.stripe_emulator.core import EMULATOR, Route
+from meter.tasks import cancel_and_wait
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 log = logging.getLogger(__name__)
@@ -73,8 +73,6 @@ async def ticker_ctx(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(tick())
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
     if emu.config.state_file:
         emu.state.save(emu.config.state_file)

@@ -12,7 +12,6 @@ exponential backoff; with `webhook_shuffle` a burst is delivered out of order, a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import random
@@ -29,6 +28,7 @@ from aiohttp import web
 from meter.stripe_emulator.core import EMULATOR, Emulator, Req, Route
 from meter.stripe_emulator.resources import apply_updates, deleted, metadata_of
 from meter.stripe_emulator.wire import Obj, invalid, new_id, paginate, str_param
+from meter.tasks import cancel_and_wait
 
 BASE = "/v1/webhook_endpoints"
 DELIVERY_TIMEOUT = 10.0
@@ -176,9 +176,7 @@ async def delivery_ctx(app: web.Application) -> AsyncIterator[None]:
         deliverer = Deliverer(emu, session)
         task = asyncio.create_task(deliverer.run())
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await deliverer.stop()
     emu.outbox = None
 
@@ -244,8 +242,4 @@ class Deliverer:
         await self.attempt(event, target, attempt)
 
     async def stop(self) -> None:
-        for task in list(self.retries):
-            task.cancel()
-        for task in list(self.retries):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self.retries)

@@ -18,7 +18,8 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:
     cancellation is lost (python/cpython#86296; wait_for was rewritten in 3.12). redis-py wraps
     its socket writes in `wait_for`, so a loop cancelled at that moment goes on running, and
     `await task` after a single `cancel()` waits forever (a shutdown hung so). The cancellation
-    is repeated until the task has ended; our tasks' own cleanup on cancellation never awaits.
+    is repeated until the task has ended: safe for the tasks stopped this way, whose cleanup
+    awaits nothing but a pool release (which asyncpg shields).
     """
     pending = {task for task in tasks if not task.done()}
     while pending:

@@ -40,7 +40,7 @@ def _loads_or_none(doc: Any) -> Any:
         return None
 
 
-@settings(max_examples=2000)
+@settings(max_examples=300)
 @given(_events)
 def test_a_payload_is_the_json_orjson_writes_and_decodes_to_the_event(event: UsageEvent) -> None:
     expected = _loads_or_none((1, *event))
@@ -51,7 +51,7 @@ def test_a_payload_is_the_json_orjson_writes_and_decodes_to_the_event(event: Usa
     assert UsageEvent.decode(payload) == event
 
 
-@settings(max_examples=2000)
+@settings(max_examples=300)
 @given(_events)
 def test_a_payload_holds_its_customer_as_json_text_writes_it(event: UsageEvent) -> None:
     # The usage API's scan skips entries without json_text(customer) in them, undecoded.

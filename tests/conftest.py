@@ -263,27 +263,19 @@ def _dump_tasks(nodeid: str) -> None:
         lines.append(f"{task.get_name()}:")
         awaited: Any = task.get_coro()
         for _ in range(40):
-            frame = next(
-                (
-                    getattr(awaited, a)
-                    for a in ("cr_frame", "gi_frame", "ag_frame")
-                    if getattr(awaited, a, None) is not None
-                ),
-                None,
-            )
+            frame = _first_attribute(awaited, ("cr_frame", "gi_frame", "ag_frame"))
             if frame is None:
                 lines.append(f"    awaits {awaited!r:.200}")
                 break
             code = frame.f_code
             lines.append(f"    {code.co_filename}:{frame.f_lineno} in {code.co_name}")
-            awaited = next(
-                (
-                    getattr(awaited, a)
-                    for a in ("cr_await", "gi_yieldfrom", "ag_await")
-                    if getattr(awaited, a, None) is not None
-                ),
-                None,
-            )
+            awaited = _first_attribute(awaited, ("cr_await", "gi_yieldfrom", "ag_await"))
             if awaited is None:
                 break
     print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def _first_attribute(obj: Any, names: tuple[str, ...]) -> Any:
+    """The first of these attributes `obj` has and is not None (coroutines, generators and
+    async generators name their frame and what they await differently)."""
+    return next((v for n in names if (v := getattr(obj, n, None)) is not None), None)

@@ -149,8 +149,6 @@ def _refuse_blocked(
     return [items[n] for n in kept], [events[n] for n in kept], [slots[n] for n in kept]
 
 
-# Outside strict mode the known-names lookup only adds warnings: it never holds ingest longer.
-_WARNING_LOOKUP_TIMEOUT_S = 0.25
 _WARNING_MESSAGES = {
     "unknown_customer": "no such customer in billing (yet): the event is kept, and bills only "
     "once the customer exists (METER_STRICT=1 rejects such events)",
@@ -169,10 +167,9 @@ async def _warn_unknown(
     """Outside strict mode: a `warning` on each item whose customer or meter billing does not
     know; the item stays accepted. Answered from the strict-mode cache (no query when warm)."""
     customers, meters = {e.customer for e in events}, {e.meter for e in events}
-    timeout_s = _WARNING_LOOKUP_TIMEOUT_S
-    answer = known.warnings_now(tenant, customers, meters, timeout_s=timeout_s)
+    answer = known.warnings_now(tenant, customers, meters)
     if answer is None:  # a name never read: its first read, bounded by the timeout
-        answer = await known.warnings(tenant, customers, meters, timeout_s=timeout_s)
+        answer = await known.warnings(tenant, customers, meters)
     bad_customers, bad_meters = answer
     if not bad_customers and not bad_meters:
         return

@@ -33,9 +33,13 @@ _MAX_ENTRIES = 100_000
 class KnownNames:
     """Which customers and meters of a tenant exist, cached briefly."""
 
-    def __init__(self, pool: asyncpg.Pool, *, ttl_s: float = 5.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, ttl_s: float = 5.0, warning_timeout_s: float = 0.25
+    ) -> None:
         self._pool = pool
         self._ttl_s = ttl_s
+        # Outside strict mode the lookup only adds warnings: it never holds ingest longer.
+        self._warning_timeout_s = warning_timeout_s
         self._customers: dict[tuple[str, str], tuple[bool, float]] = {}
         self._meters: dict[tuple[str, str], tuple[bool, float]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -71,7 +75,7 @@ class KnownNames:
         )
 
     def warnings_now(
-        self, tenant: str, customers: Collection[str], meters: Collection[str], *, timeout_s: float
+        self, tenant: str, customers: Collection[str], meters: Collection[str]
     ) -> tuple[set[str], set[str]] | None:
         """The warnings from the cache, without waiting: None when a name was never read (then
         await `warnings`). Entries past `ttl_s` still answer — a warning is advice — while one
@@ -100,16 +104,16 @@ class KnownNames:
             pending[0].update(customers)
             pending[1].update(meters)
             if tenant not in self._refreshing:
-                task = asyncio.create_task(self._refresh(tenant, timeout_s))
+                task = asyncio.create_task(self._refresh(tenant))
                 self._refreshing[tenant] = task
                 task.add_done_callback(functools.partial(self._refreshed, tenant))
         return unknown_customers, unknown_meters
 
-    async def _refresh(self, tenant: str, timeout_s: float) -> None:
+    async def _refresh(self, tenant: str) -> None:
         """Read the names requests found stale, until none is left: the entries of a thousand
         customers going stale in turn cost a query per round, not one per request."""
         while pending := self._pending.pop(tenant, None):
-            await self.warnings(tenant, pending[0], pending[1], timeout_s=timeout_s)
+            await self.warnings(tenant, pending[0], pending[1])
 
     async def close(self) -> None:
         """Cancel the background refreshes (before the pool closes)."""
@@ -122,13 +126,15 @@ class KnownNames:
             log.warning("known names: refresh failed", extra={"error": repr(task.exception())})
 
     async def warnings(
-        self, tenant: str, customers: Collection[str], meters: Collection[str], *, timeout_s: float
+        self, tenant: str, customers: Collection[str], meters: Collection[str]
     ) -> tuple[set[str], set[str]]:
         """`unknown`, best effort, for warnings outside strict mode: when Postgres fails or is
-        slower than `timeout_s`, nothing is unknown and the names are not asked again for
+        slower than `warning_timeout_s`, nothing is unknown and the names are not asked again for
         `ttl_s` — ingest, which needs only Redis, never waits on nor fails with Postgres."""
         try:
-            return await asyncio.wait_for(self.unknown(tenant, customers, meters), timeout_s)
+            return await asyncio.wait_for(
+                self.unknown(tenant, customers, meters), self._warning_timeout_s
+            )
         except PG_ERRORS:
             now = time.monotonic()
             for cache, names in ((self._customers, customers), (self._meters, meters)):

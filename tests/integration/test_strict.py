@@ -146,21 +146,22 @@ async def test_a_warning_past_its_ttl_answers_at_once_and_is_refreshed_behind(
     entry answers, one read refreshes it; only a name never read waits for its first read."""
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     assert pool is not None
-    known = KnownNames(pool, ttl_s=0.0)  # every entry is stale as soon as it is read
+    # Every entry is stale as soon as it is read.
+    known = KnownNames(pool, ttl_s=0.0, warning_timeout_s=1)
     try:
-        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) is None  # never read
-        assert await known.warnings("acme", {"late"}, {"m"}, timeout_s=1) == ({"late"}, {"m"})
+        assert known.warnings_now("acme", {"late"}, {"m"}) is None  # never read
+        assert await known.warnings("acme", {"late"}, {"m"}) == ({"late"}, {"m"})
         await db.execute(
             """INSERT INTO customers (stripe_id, tenant, external_id, event_created)
                VALUES ('cus_late', 'acme', 'late', 1)"""
         )
         # Stale: the cached answer at once, and one refresh behind it (per tenant at a time).
-        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == ({"late"}, {"m"})
+        assert known.warnings_now("acme", {"late"}, {"m"}) == ({"late"}, {"m"})
         refresh = known._refreshing["acme"]
-        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == ({"late"}, {"m"})
+        assert known.warnings_now("acme", {"late"}, {"m"}) == ({"late"}, {"m"})
         assert known._refreshing["acme"] is refresh
         await refresh
-        assert known.warnings_now("acme", {"late"}, {"m"}, timeout_s=1) == (set(), {"m"})
+        assert known.warnings_now("acme", {"late"}, {"m"}) == (set(), {"m"})
     finally:
         await known.close()
         await pool.close()
@@ -183,19 +184,19 @@ async def test_names_found_stale_meanwhile_are_read_again_together(
     each (a thousand customers' entries expire in turn under steady load)."""
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2)
     assert pool is not None
-    known = CountingReads(pool, ttl_s=0.0)
+    known = CountingReads(pool, ttl_s=0.0, warning_timeout_s=1)
     names = [f"c{n}" for n in range(50)]
     try:
-        await known.warnings("acme", set(names), {"m"}, timeout_s=1)
+        await known.warnings("acme", set(names), {"m"})
         await db.execute(
             """INSERT INTO customers (stripe_id, tenant, external_id, event_created)
                SELECT 'cus_' || n, 'acme', 'c' || n, 1 FROM generate_series(0, 49) AS n"""
         )
         for name in names:  # one request each, before the refresh task first runs
-            assert known.warnings_now("acme", {name}, {"m"}, timeout_s=1) == ({name}, {"m"})
+            assert known.warnings_now("acme", {name}, {"m"}) == ({name}, {"m"})
         await known._refreshing["acme"]
         assert known.reads == 2  # the first read, then one refresh for all fifty
-        answers = [known.warnings_now("acme", {n}, {"m"}, timeout_s=1) for n in names]
+        answers = [known.warnings_now("acme", {n}, {"m"}) for n in names]
         assert answers == [(set(), {"m"})] * len(names)
     finally:
         await known.close()
